@@ -1,0 +1,37 @@
+# Quick start: `make demo` then `make test`. Both create .venv on first use.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export PREFECT_HOME ?= $(CURDIR)/.integrity/prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: venv demo test test-all bench clean
+
+$(BIN)/integrity: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(BIN)/integrity
+
+venv: $(BIN)/integrity
+
+demo: venv
+	rm -rf runs/demo examples/.work
+	mkdir -p examples/.work && cp -r examples/corpus examples/.work/corpus
+	-$(BIN)/integrity gate examples/.work/corpus --out runs/demo --policy examples/policy.yaml; \
+	  echo "gate exit code: $$? (0 pass, 1 warn, 2 fail, 3 could not run)"
+	@echo "report: $(CURDIR)/runs/demo/report.html"
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-all: venv
+	$(BIN)/python -m pytest -q -m ""
+
+bench: venv
+	$(BIN)/python benchmarks/spine.py
+
+clean:
+	rm -rf runs .integrity examples/.work

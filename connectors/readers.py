@@ -1,0 +1,110 @@
+"""Reading one shard as record batches in the normalized schema.
+
+:class:`ShardReader` picks the raw reader registered for the shard's format
+(see :mod:`connectors.registry`), maps its batches onto
+:data:`integrity.schema.RECORD_FIELDS` with the :class:`ColumnMapping`, and
+records rows, bytes and the SHA-256 of the shard's bytes as it goes.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import pyarrow as pa
+
+# importing the format modules registers their readers
+from connectors import csv_format, hf_format, jsonl_format, parquet_format  # noqa: F401
+from connectors.errors import ShardReadError
+from connectors.listing import ShardRef
+from connectors.normalize import Plan, make_plan, normalize_batch
+from connectors.registry import ReadContext, reader_for, registered_formats
+from connectors.streams import hash_shard
+from integrity.schema import RECORD_FIELDS, RECORD_ID, ROW, ColumnMapping
+
+__all__ = ["ShardReader", "hash_shard", "read_shard"]
+
+
+class ShardReader:
+    """Iterate a shard as normalized :class:`pyarrow.RecordBatch` objects.
+
+    Batches hold at most ``batch_size`` rows and have the columns
+    ``record_id`` (string: the id column's value, or the row index when the
+    source has no id column), ``row`` (int64, 0-based row index in the shard),
+    and each other :class:`ColumnMapping` field the source has (``text``,
+    ``label``, ``prompt``, ``response``, ``caption``, ``image``) with its type
+    from :data:`integrity.schema.RECORD_FIELDS`. Nulls stay nulls.
+
+    Attributes:
+        columns: normalized columns present; set once the shard's schema is
+            known (after the first batch; ``[]`` for a shard without records
+            and without a schema, like an empty JSONL file).
+        rows: rows read so far.
+        bytes: bytes of the shard (from the listing; exact once iteration is complete).
+        sha256: hex SHA-256 of the shard's bytes; ``""`` until iteration is complete.
+        complete: whether the last iteration read the whole shard.
+        notes: non-fatal remarks (e.g. an ``image`` column that is not bytes was ignored).
+
+    Raises (while iterating):
+        ShardReadError: the shard is corrupt, malformed, lacks an explicitly
+            mapped column or has no content column at all. An empty shard
+            (no records) is not an error: it yields no batch.
+    """
+
+    def __init__(self, ref: ShardRef, mapping: ColumnMapping, batch_size: int = 8192,
+                 storage_options: dict | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.ref = ref
+        self.mapping = mapping
+        self.batch_size = batch_size
+        self.storage_options = dict(storage_options or {})
+        self.columns: list[str] = []
+        self.rows = 0
+        self.bytes = ref.size
+        self.sha256 = ""
+        self.complete = False
+        self.notes: list[str] = []
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        reader = reader_for(self.ref.format)
+        if reader is None:
+            raise ShardReadError(self.ref.uri, f"no reader for format {self.ref.format!r} "
+                                               f"(readable: {', '.join(registered_formats())})")
+        ctx = ReadContext(self.ref, self.batch_size, self.storage_options, self._wanted())
+        self.rows, self.sha256, self.complete = 0, "", False
+        plan: Plan | None = None
+        try:
+            for raw in reader(ctx):
+                if plan is None:
+                    plan = self._plan(raw.schema, ctx)
+                if raw.num_rows == 0:
+                    continue
+                if plan.problem:
+                    raise ShardReadError(self.ref.uri, plan.problem)
+                batch = normalize_batch(raw, plan, self.rows, self.ref.uri)
+                self.rows += batch.num_rows
+                yield batch
+        except ShardReadError:
+            raise
+        except (OSError, pa.ArrowException) as exc:
+            raise ShardReadError(self.ref.uri, f"cannot read the shard ({type(exc).__name__}: "
+                                               f"{exc}); check that it exists and is readable",
+                                 row=self.rows if self.rows else None) from exc
+        self.sha256, self.bytes, self.complete = ctx.sha256, ctx.bytes, True
+
+    def _wanted(self) -> frozenset[str]:
+        return frozenset(col for _, col in self.mapping.items())
+
+    def _plan(self, schema: pa.Schema, ctx: ReadContext) -> Plan:
+        plan = make_plan(schema, self.mapping, ctx.source_columns)
+        self.columns = list(plan.columns)
+        self.notes = list(plan.notes)
+        return plan
+
+
+def read_shard(ref: ShardRef, mapping: ColumnMapping | None = None, batch_size: int = 8192,
+               storage_options: dict | None = None) -> pa.Table:
+    """Read a whole shard into one normalized table (for tests and small shards only)."""
+    reader = ShardReader(ref, mapping or ColumnMapping(), batch_size, storage_options)
+    batches = list(reader)
+    names = reader.columns or [RECORD_ID, ROW]
+    return pa.Table.from_batches(batches, schema=pa.schema([(c, RECORD_FIELDS[c]) for c in names]))

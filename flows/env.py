@@ -1,0 +1,16 @@
+"""Environment defaults applied before Prefect is imported: quiet, offline and
+self-contained (a project-local PREFECT_HOME, no analytics)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def prefect_defaults(state_dir: str | os.PathLike = ".integrity") -> None:
+    """Set Prefect settings the user has not set: PREFECT_HOME under the state
+    directory, analytics off, no update checks."""
+    os.environ.setdefault("PREFECT_HOME", str(Path(state_dir).expanduser().absolute() / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_UI_ENABLED", os.environ.get("PREFECT_UI_ENABLED", "true"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,146 @@
+"""The scan as a Prefect flow: per-shard tasks mapped over shards, then the
+corpus-level checks, the policy, quarantine and outputs.
+
+Per-shard work is cached by shard SHA-256 and check configuration in the
+engine's content-addressed cache (``integrity.engine.shard``), so an unchanged
+shard is not re-read; tasks return small dicts and paths, never tables.
+Artifacts: a markdown summary, a table of shard verdicts and a progress bar.
+Events: ``integrity.shard.quarantined`` per quarantined shard and
+``integrity.scan.completed`` per scan, for automations that alert.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
+                               update_progress_artifact)
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+from prefect.futures import as_completed
+
+from connectors import ShardRef
+from integrity.engine import pipeline
+from integrity.engine.shard import ShardResult, scan_shard
+from integrity.engine.spec import ScanSpec
+from integrity.ledger import Ledger
+
+
+@task(name="list-shards", cache_policy=NO_CACHE)
+def list_task(spec: ScanSpec) -> list[ShardRef]:
+    return pipeline.list_stage(spec)
+
+
+@task(name="scan-shard", task_run_name="scan {ref.name}", cache_policy=NO_CACHE)
+def shard_task(ref: ShardRef, spec: ScanSpec) -> dict:
+    result = scan_shard(ref, spec)
+    if not result.ok:
+        get_run_logger().error("%s: %s", ref.name, result.error)
+    return result.to_dict()
+
+
+@task(name="corpus-checks", cache_policy=NO_CACHE)
+def corpus_task(spec: ScanSpec, results: list[ShardResult]) -> tuple[Path, dict[str, float]]:
+    return pipeline.corpus_stage(spec, results)
+
+
+@task(name="policy", cache_policy=NO_CACHE)
+def policy_task(spec: ScanSpec, results: list[ShardResult], corpus_path: Path) -> pl.DataFrame:
+    return pipeline.policy_stage(spec, results, corpus_path)
+
+
+def _emit_quarantined(spec: ScanSpec, row: dict) -> None:
+    emit_event(
+        event="integrity.shard.quarantined",
+        resource={"prefect.resource.id": f"integrity.shard.{row['sha256']}", "prefect.resource.name": row["shard"]},
+        related=[{"prefect.resource.id": f"integrity.scan.{spec.scan_id}", "prefect.resource.role": "scan"}],
+        payload={"shard": row["shard"], "uri": row["uri"], "sha256": row["sha256"], "reasons": row["reasons"],
+                 "mode": row["mode"], "state": row["state"], "destination": row.get("destination")},
+    )
+
+
+@task(name="quarantine", cache_policy=NO_CACHE)
+def quarantine_task(spec: ScanSpec, results: list[ShardResult], shards: pl.DataFrame) -> pl.DataFrame:
+    return pipeline.quarantine_stage(spec, results, shards, on_quarantined=lambda row: _emit_quarantined(spec, row))
+
+
+@task(name="outputs", cache_policy=NO_CACHE)
+def output_task(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult], shards: pl.DataFrame,
+                timings: dict[str, float], started_at: str, per_check: dict[str, float]) -> dict:
+    return pipeline.output_stage(spec, refs, results, shards, timings, started_at, per_check)
+
+
+def _markdown(summary: dict, shards: pl.DataFrame) -> str:
+    c = summary["counts"]
+    lines = [
+        f"# Integrity scan {summary['scan_id']}: **{summary['verdict'].upper()}**",
+        "",
+        f"Source `{summary['source']}`, policy `{summary['policy']['source']}`; "
+        f"{c['shards']} shards, {c['rows']:,} records, {c['findings']:,} findings, "
+        f"{summary['cached_shards']} shards from cache, {summary['timings']['total']:.1f} s.",
+        "",
+        "| verdict | shards |", "|---|---|",
+        *[f"| {v} | {n} |" for v, n in c["verdicts"].items()],
+        "",
+        "| check | info | warn | critical |", "|---|---|---|---|",
+        *[f"| {k} | {v['info']} | {v['warn']} | {v['critical']} |" for k, v in c["by_check"].items()],
+        "",
+        f"Report: `{Path(summary.get('run_dir', '')) / 'report.html'}`",
+    ]
+    return "\n".join(lines)
+
+
+@flow(name="integrity-scan", log_prints=True)
+def scan_flow(spec: ScanSpec) -> dict[str, Any]:
+    """Scan ``spec.source`` and write the run directory ``spec.out``."""
+    logger = get_run_logger()
+    started_at = pipeline.now_iso()
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    refs = list_task(spec)
+    Ledger(spec.state_dir).record_scan_start(scan_id=spec.scan_id, source=spec.source, policy=spec.policy.source,
+                                             policy_sha256=spec.policy.sha256, run_dir=str(spec.out))
+    timings["list"] = time.perf_counter() - t
+    logger.info("scan %s: %d shards in %s", spec.scan_id, len(refs), spec.source)
+
+    t = time.perf_counter()
+    progress_id = create_progress_artifact(0.0, key="integrity-scan-progress",
+                                           description=f"shards scanned of {len(refs)}")
+    futures = shard_task.map(refs, unmapped(spec))
+    by_name: dict[str, ShardResult] = {}
+    for i, fut in enumerate(as_completed(futures), 1):
+        res = ShardResult(**fut.result())
+        by_name[res.shard] = res
+        update_progress_artifact(progress_id, 100.0 * i / max(len(refs), 1))
+    results = [by_name[r.name] for r in refs]
+    timings["shards"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    corpus_path, per_check = corpus_task(spec, results)
+    timings["corpus"] = time.perf_counter() - t
+    t = time.perf_counter()
+    shards = policy_task(spec, results, corpus_path)
+    timings["policy"] = time.perf_counter() - t
+    t = time.perf_counter()
+    shards = quarantine_task(spec, results, shards)
+    timings["quarantine"] = time.perf_counter() - t
+    summary = output_task(spec, refs, results, shards, timings, started_at, per_check)
+    summary["run_dir"] = str(spec.out)
+
+    create_markdown_artifact(_markdown(summary, shards), key="integrity-scan-summary",
+                             description=f"scan {spec.scan_id}: {summary['verdict']}")
+    create_table_artifact(
+        shards.select("shard", "verdict", pl.col("reasons").list.join("; "), "rows", "n_warn", "n_critical",
+                      "sha256").head(1000).to_dicts(),
+        key="integrity-shard-verdicts", description="shard verdicts (first 1000)")
+    emit_event(
+        event="integrity.scan.completed",
+        resource={"prefect.resource.id": f"integrity.scan.{spec.scan_id}", "prefect.resource.name": spec.source},
+        payload={"verdict": summary["verdict"], "counts": summary["counts"]["verdicts"],
+                 "findings": summary["counts"]["findings"], "run_dir": str(spec.out)},
+    )
+    logger.info("scan %s finished: %s", spec.scan_id, summary["verdict"])
+    return summary

@@ -1,0 +1,243 @@
+"""Shared machinery of the regex-based text checks (``privacy.pii``, ``privacy.secret``).
+
+A check describes what it looks for as a list of :class:`ScanGroup`: a cheap
+*prefilter* (an RE2 pattern run by ``pyarrow.compute.match_substring_regex``
+over a whole column, in C++) and a Python *scanner* that finds and validates
+the matches in the few texts the prefilter lets through. The prefilter must be
+a superset of what the scanner can find; it only exists to keep Python away
+from the vast majority of records that hold nothing.
+
+:class:`TextScanner` runs the groups over every text column of a batch,
+resolves overlapping matches within a field (the higher score wins, then the
+longer span), drops what the options exclude and builds one finding per record:
+``score`` is the highest match score, ``detail`` lists the matches (capped)
+with their kinds, fields and character offsets (Python ``str`` indices, i.e.
+code points, into the field's text) and a masked or redacted preview - never
+the full value.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from integrity.checks.base import CheckConfigError, empty_findings, findings_frame
+from integrity.schema import RECORD_ID, ROW, text_columns
+
+#: what a scanner yields: (kind, start, end, score factor, extra detail)
+RawMatch = tuple[str, int, int, float, dict]
+
+
+@dataclass(slots=True)
+class Match:
+    kind: str
+    field: str
+    start: int
+    end: int
+    score: float
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScanGroup:
+    """A family of detectors sharing one column-level prefilter.
+
+    ``prefilter`` is an RE2 pattern (no look-arounds); ``scan(text)`` yields
+    :data:`RawMatch` tuples; ``kinds`` are the kinds it can produce (a group
+    whose kinds are all disabled is skipped).
+    """
+
+    name: str
+    prefilter: str
+    kinds: frozenset[str]
+    scan: Callable[[str], Iterable[RawMatch]]
+    ignore_case: bool = False
+
+
+# ---------------------------------------------------------------------------
+# helpers shared by the detectors
+
+
+def shannon_entropy(s: str) -> float:
+    """Shannon entropy of ``s`` in bits per character (0 for the empty string)."""
+    n = len(s)
+    if not n:
+        return 0.0
+    return -sum(c / n * math.log2(c / n) for c in Counter(s).values())
+
+
+def redacted_preview(value: str, keep: int = 4) -> str:
+    """The first ``keep`` characters followed by an ellipsis."""
+    return value[:keep] + "\u2026"
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i & 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+# ---------------------------------------------------------------------------
+# column plumbing
+
+
+def text_arrays(batch: pa.RecordBatch) -> list[tuple[str, pa.Array]]:
+    """(field name, large_string array) for each text column of ``batch``."""
+    out = []
+    for name in text_columns(batch):
+        arr = batch.column(name)
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+            try:
+                arr = arr.cast(pa.large_string())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                continue  # not text (e.g. binary): nothing to scan
+        out.append((name, arr))
+    return out
+
+
+def candidate_rows(arr: pa.Array, pattern: str, ignore_case: bool = False) -> list[int]:
+    """Row indices of ``arr`` whose text contains a match of the RE2 ``pattern``."""
+    if len(arr) == 0 or arr.null_count == len(arr):
+        return []
+    mask = pc.match_substring_regex(arr, pattern=pattern, ignore_case=ignore_case)
+    mask = pc.fill_null(mask, False)
+    return pc.indices_nonzero(mask).to_pylist()
+
+
+def record_ids(batch: pa.RecordBatch) -> list[str | None]:
+    """The record ids of the batch (row index as a string when the id is missing)."""
+    names = batch.schema.names
+    ids = batch.column(RECORD_ID).to_pylist() if RECORD_ID in names else [None] * batch.num_rows
+    if any(i is None for i in ids):
+        rows = batch.column(ROW).to_pylist() if ROW in names else list(range(batch.num_rows))
+        ids = [str(r) if i is None else i for i, r in zip(ids, rows)]
+    return [str(i) for i in ids]
+
+
+def resolve_overlaps(matches: list[Match]) -> list[Match]:
+    """Keep, within one field, the best of overlapping matches (score, then length)."""
+    if len(matches) < 2:
+        return matches
+    kept: list[Match] = []
+    for m in sorted(matches, key=lambda m: (-m.score, m.start - m.end, m.start)):
+        if all(m.end <= k.start or m.start >= k.end for k in kept):
+            kept.append(m)
+    kept.sort(key=lambda m: m.start)
+    return kept
+
+
+# ---------------------------------------------------------------------------
+# the scanner
+
+
+def resolve_kinds(check: str, requested: Any, all_kinds: Sequence[str]) -> frozenset[str]:
+    if requested is None:
+        return frozenset(all_kinds)
+    if isinstance(requested, str):
+        requested = [requested]
+    unknown = set(requested) - set(all_kinds)
+    if unknown:
+        raise CheckConfigError(f"check {check!r}: unknown kind(s) {sorted(unknown)}; known kinds are {list(all_kinds)}")
+    return frozenset(requested)
+
+
+def resolve_scores(check: str, overrides: Any, defaults: Mapping[str, float]) -> dict[str, float]:
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - set(defaults)
+    if unknown:
+        raise CheckConfigError(f"check {check!r}: unknown kind(s) in 'scores': {sorted(unknown)}")
+    for k, v in overrides.items():
+        if not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
+            raise CheckConfigError(f"check {check!r}: score of {k!r} must be a number in [0, 1], got {v!r}")
+    return {**defaults, **{k: float(v) for k, v in overrides.items()}}
+
+
+class TextScanner:
+    """Runs :class:`ScanGroup` s over the text columns of a batch and builds findings.
+
+    Detectors yield a *factor* (1.0 for a plain match, lower for example-looking
+    values, a little higher with supporting context); ``score_of(kind, factor,
+    extra)`` turns it into the final score (the checks multiply by their per-kind
+    ``scores`` option and clip to [0, 1]) or None to drop the match. ``redact`` marks every match with
+    ``"redact": true`` so report excerpts mask the span.
+    """
+
+    def __init__(
+        self,
+        groups: Sequence[ScanGroup],
+        kinds: frozenset[str],
+        min_score: float,
+        max_matches: int,
+        score_of: Callable[[str, float, dict], float | None],
+        redact: bool = True,
+    ):
+        self.groups = [g for g in groups if g.kinds & kinds]
+        self.kinds = kinds
+        self.min_score = float(min_score)
+        self.max_matches = int(max_matches)
+        self.score_of = score_of
+        self.redact = redact
+
+    def scan_batch(self, batch: pa.RecordBatch) -> pl.DataFrame:
+        per_row: dict[int, dict[str, list[Match]]] = {}
+        for fname, arr in text_arrays(batch):
+            for group in self.groups:
+                rows = candidate_rows(arr, group.prefilter, group.ignore_case)
+                if not rows:
+                    continue
+                texts = arr.take(pa.array(rows, type=pa.int64())).to_pylist()
+                for row, text in zip(rows, texts):
+                    if not text:
+                        continue
+                    for kind, start, end, factor, extra in group.scan(text):
+                        if kind not in self.kinds:
+                            continue
+                        score = self.score_of(kind, factor, extra)
+                        if score is None or score < self.min_score:
+                            continue
+                        per_row.setdefault(row, {}).setdefault(fname, []).append(
+                            Match(kind, fname, start, end, score, extra)
+                        )
+        if not per_row:
+            return empty_findings()
+        ids = record_ids(batch)
+        out_ids, out_scores, out_details = [], [], []
+        for row in sorted(per_row):
+            matches: list[Match] = []
+            for fname, ms in per_row[row].items():
+                matches.extend(resolve_overlaps(ms))
+            if not matches:
+                continue
+            out_ids.append(ids[row])
+            out_scores.append(round(max(m.score for m in matches), 4))
+            out_details.append(self._detail(matches))
+        return findings_frame(out_ids, out_scores, out_details)
+
+    def _detail(self, matches: list[Match]) -> dict:
+        # the strongest matches first when capping, then in field/offset order
+        shown = matches
+        if len(matches) > self.max_matches:
+            shown = sorted(matches, key=lambda m: -m.score)[: self.max_matches]
+        shown = sorted(shown, key=lambda m: (m.field, m.start))
+        flag = {"redact": True} if self.redact else {}
+        return {
+            "matches": [
+                {"kind": m.kind, "field": m.field, "start": m.start, "end": m.end, "score": round(m.score, 4), **m.extra, **flag}
+                for m in shown
+            ],
+            "n_matches": len(matches),
+            "kinds": sorted({m.kind for m in matches}),
+        }

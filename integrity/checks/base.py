@@ -1,0 +1,163 @@
+"""The one interface every check implements.
+
+A check has two passes:
+
+* **per shard** – the engine creates a fresh instance for each shard and
+  feeds it the shard's record batches (normalized schema, see
+  :mod:`integrity.schema`) through :meth:`Check.process_batch`, then calls
+  :meth:`Check.finish_shard`. Each call returns a :class:`CheckOutput`: per-record
+  findings and *compact* per-record features (hashes, signatures, embeddings)
+  that the corpus pass needs. Instance state is therefore per shard.
+* **corpus** (optional, ``corpus_level = True``) – one instance sees the
+  features of every shard of the scan as a Polars ``LazyFrame`` (with a
+  ``shard`` column added) and returns findings that need the whole corpus
+  (duplicate groups across shards, drift against a reference, ...).
+
+Findings are Polars frames with the columns of :data:`FINDING_COLUMNS`;
+``severity`` is optional (the policy assigns it from ``score`` when it has
+thresholds for the check, else the check's value or ``default_severity``).
+``detail`` is a JSON string: it carries the evidence (kind, offsets, cluster,
+...), never a full secret.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
+
+import polars as pl
+import pyarrow as pa
+
+FINDING_COLUMNS = {"record_id": pl.Utf8, "score": pl.Float64, "detail": pl.Utf8, "severity": pl.Utf8}
+
+
+class CheckConfigError(ValueError):
+    """A check was given an option it does not know or a value it cannot use."""
+
+
+@dataclass
+class CheckOutput:
+    """What one pass returns: findings and compact features (either may be None)."""
+
+    findings: pl.DataFrame | None = None
+    features: pl.DataFrame | None = None
+
+
+@dataclass
+class ShardInfo:
+    """What a check may know about the shard it is scanning."""
+
+    shard: str
+    uri: str
+
+
+@dataclass
+class CorpusContext:
+    """Everything a corpus-level pass may read besides its own features.
+
+    ``shard_findings`` holds the per-shard findings of every check of this scan
+    (columns of ``findings.parquet``); ``earlier_findings`` the corpus-level
+    findings of checks that ran before this one (see ``Check.after``).
+    """
+
+    run_dir: Path
+    state_dir: Path
+    shards: list[str]
+    shard_findings: pl.LazyFrame
+    earlier_findings: dict[str, pl.DataFrame] = field(default_factory=dict)
+    reference: Path | None = None
+    #: SHA-256 per shard name (content identity, e.g. for history indexes)
+    shard_sha256: dict[str, str] = field(default_factory=dict)
+    scan_id: str = ""
+
+
+class Check(ABC):
+    """Base class of all checks. Subclasses set the class attributes and override
+    the passes they need; every method has a do-nothing default."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    #: normalized columns the check reads; it runs on a shard holding any of them
+    requires: ClassVar[tuple[str, ...]] = ("text",)
+    #: documented defaults; the policy's ``options`` override them key by key
+    default_options: ClassVar[Mapping[str, Any]] = {}
+    default_severity: ClassVar[str] = "warn"
+    corpus_level: ClassVar[bool] = False
+    #: corpus checks whose findings this one reads (run order)
+    after: ClassVar[tuple[str, ...]] = ()
+    #: bump when the check's logic changes so cached shard results are recomputed
+    version: ClassVar[int] = 1
+
+    def __init__(self, options: Mapping[str, Any] | None = None, shard: ShardInfo | None = None):
+        options = dict(options or {})
+        unknown = set(options) - set(self.default_options)
+        if unknown:
+            raise CheckConfigError(
+                f"check {self.name!r}: unknown option(s) {sorted(unknown)}; "
+                f"known options are {sorted(self.default_options)}"
+            )
+        self.options: dict[str, Any] = {**self.default_options, **options}
+        self.shard = shard
+
+    # -- per-shard pass -------------------------------------------------
+    def applies_to(self, columns: Iterable[str]) -> bool:
+        """Whether the check can run on a shard with these normalized columns."""
+        cols = set(columns)
+        return any(c in cols for c in self.requires)
+
+    def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
+        """Scan one batch of a shard."""
+        return CheckOutput()
+
+    def finish_shard(self) -> CheckOutput:
+        """Called once after the last batch; shard-level findings use record_id None."""
+        return CheckOutput()
+
+    # -- corpus pass ------------------------------------------------------
+    def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame | None:
+        """Findings that need every shard's features; must include a ``shard`` column."""
+        return None
+
+    def after_verdicts(self, features: pl.LazyFrame, approved: list[str], ctx: CorpusContext) -> None:
+        """Called once the shard verdicts are known, with this check's features and
+        the names of the shards that were not quarantined (nor unreadable): the place
+        to add approved content to a persistent history index in ``ctx.state_dir``."""
+        return None
+
+    # -- identity ------------------------------------------------------
+    def fingerprint(self) -> str:
+        """Hash of name, version and options: part of the per-shard cache key."""
+        blob = json.dumps({"n": self.name, "v": self.version, "o": self.options}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def findings_frame(
+    record_ids: Sequence[str | None] | pl.Series,
+    scores: Sequence[float] | pl.Series,
+    details: Sequence[Mapping[str, Any] | str] | pl.Series,
+    severity: Sequence[str | None] | str | None = None,
+) -> pl.DataFrame:
+    """Build a findings frame; ``details`` may be dicts (serialized here) or JSON strings."""
+    if not isinstance(details, pl.Series):
+        details = [d if isinstance(d, str) else json.dumps(d, sort_keys=True, default=str) for d in details]
+    n = len(details)
+    if severity is None or isinstance(severity, str):
+        sev = pl.Series("severity", [severity] * n, dtype=pl.Utf8)
+    else:
+        sev = pl.Series("severity", list(severity), dtype=pl.Utf8)
+    return pl.DataFrame(
+        {
+            "record_id": pl.Series("record_id", record_ids, dtype=pl.Utf8),
+            "score": pl.Series("score", scores, dtype=pl.Float64),
+            "detail": pl.Series("detail", details, dtype=pl.Utf8),
+            "severity": sev,
+        }
+    )
+
+
+def empty_findings() -> pl.DataFrame:
+    """A findings frame with no rows and the right columns."""
+    return pl.DataFrame(schema=FINDING_COLUMNS)

@@ -1,0 +1,60 @@
+"""Registry of checks by dotted name.
+
+Built-in checks are listed here by the import path of their class and imported
+only when used, so a scan that does not run an embedding check never imports
+torch. A policy may also name a user's own check by its import path
+(``"mypkg.checks:MyCheck"``); it must subclass :class:`integrity.checks.base.Check`.
+"""
+from __future__ import annotations
+
+import importlib
+
+from integrity.checks.base import Check
+
+BUILTIN: dict[str, str] = {
+    "dedup.exact": "integrity.checks.dedup_exact:ExactDedup",
+    "privacy.pii": "integrity.checks.privacy_pii:PiiCheck",
+    "privacy.secret": "integrity.checks.privacy_secret:SecretCheck",
+}
+
+_extra: dict[str, type[Check]] = {}
+
+
+class UnknownCheckError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return self.args[0]
+
+
+def register(cls: type[Check]) -> type[Check]:
+    """Class decorator registering a check under ``cls.name`` (for plug-ins and tests)."""
+    if not cls.name:
+        raise ValueError(f"{cls.__qualname__} has no name")
+    _extra[cls.name] = cls
+    return cls
+
+
+def available() -> list[str]:
+    """Names of every registered check."""
+    return sorted(set(BUILTIN) | set(_extra))
+
+
+def _import(path: str) -> type[Check]:
+    module, _, attr = path.partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    if not (isinstance(cls, type) and issubclass(cls, Check)):
+        raise TypeError(f"{path} is not a Check subclass")
+    return cls
+
+
+def get(name: str) -> type[Check]:
+    """The check class registered as ``name`` (or importable as ``module:Class``)."""
+    if name in _extra:
+        return _extra[name]
+    if name in BUILTIN:
+        return _import(BUILTIN[name])
+    if ":" in name:
+        try:
+            return _import(name)
+        except (ImportError, AttributeError, TypeError) as e:
+            raise UnknownCheckError(f"cannot load check {name!r}: {e}") from e
+    raise UnknownCheckError(f"unknown check {name!r}; available: {', '.join(available())}")

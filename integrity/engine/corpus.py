@@ -1,0 +1,81 @@
+"""Stage 3: corpus-level passes over the compact features of every shard."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import polars as pl
+
+from integrity.checks.base import CorpusContext
+from integrity.engine.shard import ShardResult
+from integrity.engine.spec import ScanSpec, corpus_order
+
+log = logging.getLogger(__name__)
+
+CORPUS_FINDINGS = {"shard": pl.Utf8, "record_id": pl.Utf8, "check": pl.Utf8, "score": pl.Float64,
+                   "detail": pl.Utf8, "severity": pl.Utf8}
+
+
+def shard_findings(results: list[ShardResult]) -> pl.LazyFrame:
+    """Every shard's per-shard findings as one lazy frame with a ``shard`` column."""
+    frames = [
+        pl.scan_parquet(r.findings_path()).with_columns(shard=pl.lit(r.shard))
+        for r in results if r.ok and r.findings_path() and r.findings_path().exists()
+    ]
+    if not frames:
+        return pl.LazyFrame(schema=CORPUS_FINDINGS)
+    return pl.concat(frames, how="diagonal_relaxed").select(list(CORPUS_FINDINGS))
+
+
+def features_of(check: str, results: list[ShardResult]) -> pl.LazyFrame | None:
+    """One check's features over all readable shards, with ``shard`` and ``shard_index``
+    (the shard's position in the scan, which decides which duplicate is kept)."""
+    frames = []
+    for i, r in enumerate(results):
+        path = r.features_path(check) if r.ok else None
+        if path is not None:
+            frames.append(pl.scan_parquet(path).with_columns(
+                shard=pl.lit(r.shard), shard_index=pl.lit(i, dtype=pl.Int32)))
+    return pl.concat(frames, how="vertical_relaxed") if frames else None
+
+
+def corpus_context(spec: ScanSpec, results: list[ShardResult]) -> CorpusContext:
+    return CorpusContext(
+        run_dir=spec.out, state_dir=spec.state_dir, shards=[r.shard for r in results],
+        shard_findings=shard_findings(results),
+        reference=Path(spec.reference) if spec.reference else None,
+        shard_sha256={r.shard: r.sha256 for r in results if r.sha256}, scan_id=spec.scan_id,
+    )
+
+
+def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], run_dir: Path) -> tuple[pl.DataFrame, dict[str, float]]:
+    """Run the corpus pass of every corpus-level check; returns findings and seconds per check."""
+    ctx = corpus_context(spec, results)
+    out: list[pl.DataFrame] = []
+    timings: dict[str, float] = {}
+    for name in corpus_order(spec.checks):
+        t0 = time.perf_counter()
+        features = features_of(name, results)
+        check = spec.check_instance(name)
+        found = check.corpus_pass(features, ctx) if features is not None else None
+        if found is not None and found.height:
+            if "severity" not in found.columns:
+                found = found.with_columns(severity=pl.lit(None, dtype=pl.Utf8))
+            found = found.with_columns(check=pl.lit(name)).select(
+                [pl.col(c).cast(t) for c, t in CORPUS_FINDINGS.items()])
+            ctx.earlier_findings[name] = found
+            out.append(found)
+        timings[name] = time.perf_counter() - t0
+        log.info("corpus pass %s: %d findings in %.1fs", name, 0 if found is None else found.height, timings[name])
+    frame = pl.concat(out) if out else pl.DataFrame(schema=CORPUS_FINDINGS)
+    return frame, timings
+
+
+def after_verdicts(spec: ScanSpec, results: list[ShardResult], approved: list[str]) -> None:
+    """Let every corpus-level check record what was approved (e.g. history indexes)."""
+    ctx = corpus_context(spec, results)
+    for name in corpus_order(spec.checks):
+        features = features_of(name, results)
+        if features is not None:
+            spec.check_instance(name).after_verdicts(features, approved, ctx)

@@ -1,0 +1,185 @@
+"""The stages of a scan as plain functions that pass paths and small dicts.
+
+Any orchestrator calls them in this order; :func:`run_scan` does so in-process
+(threads for the shard stage), ``flows/scan.py`` as Prefect tasks.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable
+
+import polars as pl
+
+from connectors import ShardRef, list_shards
+from integrity import quarantine as quarantine_mod
+from integrity.engine import outputs, verdict
+from integrity.engine.corpus import after_verdicts, run_corpus_checks, shard_findings
+from integrity.engine.shard import ShardResult, scan_shard
+from integrity.engine.spec import ScanSpec
+from integrity.ledger import Ledger, findings_key
+
+log = logging.getLogger(__name__)
+WORK = ".work"  # run_dir subfolder for intermediate files
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def list_stage(spec: ScanSpec) -> list[ShardRef]:
+    """Shards of the source (raises ``SourceError`` with a clear message when none)."""
+    spec.out.mkdir(parents=True, exist_ok=True)
+    (spec.out / WORK).mkdir(exist_ok=True)
+    return list_shards(spec.source, storage_options=spec.storage_options)
+
+
+def corpus_stage(spec: ScanSpec, results: list[ShardResult]) -> tuple[Path, dict[str, float]]:
+    """Corpus-level checks; their findings go to ``.work/corpus_findings.parquet``."""
+    found, timings = run_corpus_checks(spec, results, spec.out)
+    path = spec.out / WORK / "corpus_findings.parquet"
+    found.write_parquet(path)
+    return path, timings
+
+
+def all_findings(spec: ScanSpec, results: list[ShardResult], corpus_path: Path) -> pl.LazyFrame:
+    """Per-shard and corpus findings together, with the policy's severities."""
+    frames = [shard_findings(results), pl.scan_parquet(corpus_path)]
+    merged = pl.concat(frames, how="diagonal_relaxed")
+    return verdict.assign_severity(merged, spec.policy, spec.checks)
+
+
+def policy_stage(spec: ScanSpec, results: list[ShardResult], corpus_path: Path) -> pl.DataFrame:
+    """Writes ``findings.parquet`` and returns the shard verdicts."""
+    findings_path = outputs.write_findings(all_findings(spec, results, corpus_path), spec.out)
+    counts = verdict.shard_counts(pl.scan_parquet(findings_path))
+    ledger = Ledger(spec.state_dir)
+    return verdict.decide(results, counts, spec.policy,
+                          lambda sha, reasons: ledger.release_for(sha, findings_key(reasons)))
+
+
+def quarantine_stage(spec: ScanSpec, results: list[ShardResult], shards: pl.DataFrame,
+                     on_quarantined: Callable[[dict], None] | None = None) -> pl.DataFrame:
+    """Quarantine every shard with that verdict (crash-safe; see integrity.quarantine),
+    then let corpus checks record the approved shards (history indexes).
+
+    Unfinished actions of earlier, interrupted scans are completed first.
+    """
+    ledger = Ledger(spec.state_dir)
+    quarantine_mod.resume_pending(ledger, storage_options=spec.storage_options)
+    status: dict[str, str | None] = {}
+    mode = spec.mode
+    for row in shards.filter(pl.col("verdict") == "quarantine").iter_rows(named=True):
+        if mode == "off":
+            status[row["shard"]] = "off (policy quarantine.mode)"
+            continue
+        try:
+            action = quarantine_mod.quarantine(
+                ledger, scan_id=spec.scan_id, shard=row["shard"], uri=row["uri"], sha256=row["sha256"],
+                mode=mode, quarantine_root=str(spec.policy.quarantine_dir().absolute()),
+                storage_options=spec.storage_options)
+            state = getattr(action, "state", "done")
+            dest = getattr(action, "destination", None)
+            status[row["shard"]] = f"{mode} {state}" + (f" → {dest}" if dest and mode != "mark" else "")
+            if on_quarantined is not None:
+                on_quarantined({**row, "mode": mode, "state": state, "destination": dest})
+        except Exception as e:  # reported per shard; the scan still completes
+            log.error("quarantine of %s failed: %s", row["uri"], e)
+            status[row["shard"]] = f"failed: {e}"
+    approved = shards.filter(pl.col("verdict").is_in(["pass", "warn"]))["shard"].to_list()
+    after_verdicts(spec, results, approved)
+    return shards.with_columns(
+        quarantine=pl.col("shard").replace_strict(status, default=None, return_dtype=pl.Utf8))
+
+
+def output_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult], shards: pl.DataFrame,
+                 timings: dict[str, float], started_at: str, corpus_check_seconds: dict[str, float] | None = None,
+                 write_html: bool = True) -> dict:
+    """Writes shards.parquet, examples.parquet, summary.json and report.html; returns the summary."""
+    t0 = time.perf_counter()
+    shards.write_parquet(spec.out / "shards.parquet")
+    findings_path = spec.out / "findings.parquet"
+    examples = outputs.collect_examples(spec, pl.scan_parquet(findings_path), results, {r.name: r for r in refs})
+    examples.write_parquet(spec.out / "examples.parquet")
+    verdicts = {v: 0 for v in ("pass", "warn", "quarantine", "unreadable")}
+    for v, n in shards.group_by("verdict").len().iter_rows():
+        verdicts[v] = n
+    by_check = outputs.counts_by_check(findings_path)
+    summary = {
+        "scan_id": spec.scan_id,
+        "source": spec.source,
+        "policy": {"source": spec.policy.source, "sha256": spec.policy.sha256},
+        "started_at": started_at,
+        "finished_at": None,
+        "runner": spec.runner,
+        "checks": spec.checks,
+        "column_mapping": spec.mapping.to_dict(),
+        "quarantine_mode": spec.mode,
+        "timings": dict(timings),
+        "corpus_check_seconds": corpus_check_seconds or {},
+        "counts": {
+            "shards": shards.height,
+            "rows": int(shards["rows"].sum() or 0),
+            "bytes": int(shards["bytes"].sum() or 0),
+            "findings": sum(sum(v.values()) for v in by_check.values()),
+            "by_check": by_check,
+            "verdicts": verdicts,
+        },
+        "cached_shards": int(shards["cached"].sum() or 0),
+        "unreadable": [{"shard": r["shard"], "error": r["error"]} for r in
+                       shards.filter(pl.col("verdict") == "unreadable").select("shard", "error").iter_rows(named=True)],
+        "verdict": verdict.overall_verdict(shards),
+    }
+    summary["timings"]["report"] = time.perf_counter() - t0
+    summary["finished_at"] = now_iso()
+    summary["timings"]["total"] = sum(v for k, v in summary["timings"].items() if k in
+                                      ("list", "shards", "corpus", "policy", "quarantine", "report"))
+    outputs.write_json(spec.out / "summary.json", summary)
+    if write_html:
+        from integrity.report import write_report
+        t1 = time.perf_counter()
+        write_report(spec.out)
+        summary["timings"]["report"] += time.perf_counter() - t1
+        summary["timings"]["total"] += time.perf_counter() - t1
+        outputs.write_json(spec.out / "summary.json", summary)
+    ledger = Ledger(spec.state_dir)
+    ledger.record_verdicts(spec.scan_id, shards.select("shard", "uri", "sha256", "verdict", "reasons").to_dicts())
+    ledger.record_scan_end(spec.scan_id, verdict=summary["verdict"], counts=summary["counts"])
+    return summary
+
+
+def run_scan(spec: ScanSpec, workers: int = 2,
+             progress: Callable[[ShardResult], None] | None = None,
+             map_shards: Callable[[Callable, Iterable[ShardRef]], Iterable[ShardResult]] | None = None) -> dict:
+    """Run a whole scan in this process (no Prefect) and return ``summary.json``'s content."""
+    started_at = now_iso()
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    refs = list_stage(spec)
+    Ledger(spec.state_dir).record_scan_start(scan_id=spec.scan_id, source=spec.source, policy=spec.policy.source,
+                                             policy_sha256=spec.policy.sha256, run_dir=str(spec.out))
+    timings["list"] = time.perf_counter() - t
+    t = time.perf_counter()
+    results: list[ShardResult] = []
+    if map_shards is None:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for res in pool.map(lambda r: scan_shard(r, spec), refs):
+                results.append(res)
+                if progress:
+                    progress(res)
+    else:
+        results = list(map_shards(lambda r: scan_shard(r, spec), refs))
+    timings["shards"] = time.perf_counter() - t
+    t = time.perf_counter()
+    corpus_path, per_check = corpus_stage(spec, results)
+    timings["corpus"] = time.perf_counter() - t
+    t = time.perf_counter()
+    shards = policy_stage(spec, results, corpus_path)
+    timings["policy"] = time.perf_counter() - t
+    t = time.perf_counter()
+    shards = quarantine_stage(spec, results, shards)
+    timings["quarantine"] = time.perf_counter() - t
+    return output_stage(spec, refs, results, shards, timings, started_at, per_check)

@@ -1,0 +1,209 @@
+"""Stage 2: scan one shard with every per-shard pass, cached by content.
+
+Results live in the state directory's cache, addressed by the shard's SHA-256
+and the scan's cache key (checks, options, mapping), so an unchanged shard is
+not re-read by the next nightly scan: a cheap fingerprint (size + mtime or
+ETag) remembered in the ledger gives its SHA-256 without reading it. A task
+returns a :class:`ShardResult`: paths and small counts, never tables.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import traceback
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from connectors import ShardReader, ShardRef, hash_shard
+from connectors.errors import ShardReadError
+from integrity.checks.base import Check, CheckOutput, ShardInfo
+from integrity.engine.spec import ScanSpec
+from integrity.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+SHARD_FINDINGS = pa.schema(
+    [("record_id", pa.string()), ("check", pa.string()), ("score", pa.float64()),
+     ("detail", pa.string()), ("severity", pa.string())]
+)
+
+
+@dataclass
+class ShardResult:
+    """Small summary of one shard's pass (what a task returns)."""
+
+    shard: str
+    uri: str
+    format: str
+    sha256: str | None = None
+    rows: int = 0
+    bytes: int = 0
+    status: str = "ok"  # ok | unreadable
+    error: str | None = None
+    cached: bool = False
+    seconds: float = 0.0
+    columns: list[str] = field(default_factory=list)
+    checks_run: list[str] = field(default_factory=list)
+    result_dir: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def findings_path(self) -> Path | None:
+        return Path(self.result_dir) / "findings.parquet" if self.result_dir else None
+
+    def features_path(self, check: str) -> Path | None:
+        if not self.result_dir:
+            return None
+        p = Path(self.result_dir) / "features" / f"{check}.parquet"
+        return p if p.exists() else None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def result_dir(spec: ScanSpec, sha256: str, key: str) -> Path:
+    return spec.cache_dir / sha256[:2] / sha256 / key
+
+
+def _load_cached(ref: ShardRef, path: Path, t0: float) -> ShardResult | None:
+    meta = path / "meta.json"
+    if not meta.exists():
+        return None
+    m = json.loads(meta.read_text())
+    return ShardResult(shard=ref.name, uri=ref.uri, format=ref.format, sha256=m["sha256"], rows=m["rows"],
+                       bytes=m["bytes"], cached=True, seconds=time.perf_counter() - t0, columns=m["columns"],
+                       checks_run=m["checks_run"], result_dir=str(path))
+
+
+class _FrameSink:
+    """Appends Polars frames to one Parquet file, so a shard's findings or
+    features never have to be held in memory all at once."""
+
+    def __init__(self, path: Path, schema: pa.Schema | None = None):
+        self.path, self.schema, self.writer = path, schema, None
+
+    def write(self, frame: pl.DataFrame) -> None:
+        if frame is None or frame.height == 0:
+            return
+        table = frame.to_arrow()
+        if self.writer is None:
+            self.schema = self.schema or table.schema
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
+        self.writer.write_table(table.select(self.schema.names).cast(self.schema))
+
+    def close(self) -> None:
+        if self.writer is None and self.schema is not None:  # nothing written: still leave an empty file
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(self.schema.empty_table(), self.path)
+        elif self.writer is not None:
+            self.writer.close()
+
+
+def _findings_with_check(out: CheckOutput, check: Check) -> pl.DataFrame | None:
+    if out.findings is None or out.findings.height == 0:
+        return None
+    f = out.findings
+    if "severity" not in f.columns:
+        f = f.with_columns(severity=pl.lit(None, dtype=pl.Utf8))
+    return f.select(
+        pl.col("record_id").cast(pl.Utf8), pl.lit(check.name).alias("check"), pl.col("score").cast(pl.Float64),
+        pl.col("detail").cast(pl.Utf8), pl.col("severity").cast(pl.Utf8),
+    )
+
+
+def _run_checks(ref: ShardRef, spec: ScanSpec, work: Path) -> tuple[ShardReader, list[str]]:
+    reader = ShardReader(ref, spec.mapping, batch_size=spec.policy.batch_size, storage_options=spec.storage_options)
+    info = ShardInfo(shard=ref.name, uri=ref.uri)
+    checks: list[Check] | None = None
+    findings = _FrameSink(work / "findings.parquet", SHARD_FINDINGS)
+    features: dict[str, _FrameSink] = {}
+
+    def emit(check: Check, out: CheckOutput) -> None:
+        findings.write(_findings_with_check(out, check))
+        if out.features is not None and out.features.height:
+            sink = features.setdefault(check.name, _FrameSink(work / "features" / f"{check.name}.parquet"))
+            sink.write(out.features)
+
+    try:
+        for batch in reader:
+            if checks is None:  # the columns are known once the first batch is read
+                checks = [c for c in (spec.check_instance(n, info) for n in spec.checks)
+                          if c.applies_to(batch.schema.names)]
+            for check in checks:
+                emit(check, _guarded(check, ref, check.process_batch, batch))
+        for check in checks or []:
+            emit(check, _guarded(check, ref, check.finish_shard))
+    finally:
+        findings.close()
+        for sink in features.values():
+            sink.close()
+    return reader, [c.name for c in checks or []]
+
+
+class CheckFailed(RuntimeError):
+    """A check raised on a shard: reported with the check's name and the shard."""
+
+
+def _guarded(check: Check, ref: ShardRef, fn, *args) -> CheckOutput:
+    try:
+        return fn(*args)
+    except ShardReadError:
+        raise
+    except Exception as e:  # a bug in a check must not hide which check and shard
+        log.error("check %s failed on %s:\n%s", check.name, ref.uri, traceback.format_exc())
+        raise CheckFailed(f"check {check.name} failed on {ref.uri}: {type(e).__name__}: {e}") from e
+
+
+def scan_shard(ref: ShardRef, spec: ScanSpec) -> ShardResult:
+    """Run every per-shard pass on one shard (or reuse its cached result)."""
+    t0 = time.perf_counter()
+    ledger = Ledger(spec.state_dir)
+    key = spec.cache_key()
+    result = ShardResult(shard=ref.name, uri=ref.uri, format=ref.format, bytes=ref.size)
+    try:
+        sha = ledger.memo_sha256(ref.uri, ref.fingerprint)
+        if sha is None:
+            sha = hash_shard(ref, storage_options=spec.storage_options)
+            ledger.remember_sha256(ref.uri, ref.fingerprint, sha)
+        final = result_dir(spec, sha, key)
+        cached = _load_cached(ref, final, t0)
+        if cached is not None:
+            return cached
+        work = final.parent / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            reader, checks_run = _run_checks(ref, spec, work)
+            if reader.sha256 != sha:
+                raise ShardReadError(ref.uri, "its content changed while it was being scanned; re-run the scan")
+            if reader.rows == 0:
+                raise ShardReadError(ref.uri, "the shard holds no records; remove it or check how it was written")
+            meta = {"sha256": sha, "rows": reader.rows, "bytes": reader.bytes, "columns": reader.columns,
+                    "checks_run": checks_run, "shard": ref.name, "uri": ref.uri, "cache_key": key}
+            (work / "meta.json").write_text(json.dumps(meta))  # written last: marks the result complete
+            try:
+                os.replace(work, final)
+            except OSError:  # another task finished the same content first
+                shutil.rmtree(work, ignore_errors=True)
+        finally:
+            if work.exists():
+                shutil.rmtree(work, ignore_errors=True)
+        done = _load_cached(ref, final, t0)
+        assert done is not None
+        done.cached = False
+        return done
+    except (ShardReadError, CheckFailed) as e:
+        result.status, result.error = "unreadable", str(e)
+    except OSError as e:
+        result.status, result.error = "unreadable", f"{ref.uri}: cannot read ({e}); check the path and permissions"
+    result.seconds = time.perf_counter() - t0
+    return result

@@ -1,0 +1,187 @@
+"""The scan policy: which checks run, their options and severity thresholds,
+the shard verdict rules and the quarantine mode.
+
+A policy is a YAML file validated on load; every error names the file and the
+dotted key that is wrong (``checks.privacy.pii.severity.warn``). Keys left out
+keep the defaults of ``default_policy.yaml`` shipped with the package.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from integrity.checks import registry
+from integrity.checks.base import CheckConfigError
+
+Severity = Literal["info", "warn", "critical"]
+SEVERITY_RANK = {"info": 0, "warn": 1, "critical": 2}
+
+
+class PolicyError(ValueError):
+    """The policy file is invalid; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SeverityThresholds(_Strict):
+    critical: float | None = Field(default=None, ge=0)
+    warn: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SeverityThresholds":
+        if self.critical is not None and self.warn is not None and self.warn > self.critical:
+            raise ValueError("warn threshold must not be above the critical threshold")
+        return self
+
+
+class CheckPolicy(_Strict):
+    enabled: bool = True
+    severity: Severity | SeverityThresholds | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def severity_of(self, score: float, proposed: str | None, default: str) -> str:
+        """Severity for one finding: the policy's fixed value or thresholds, else the check's."""
+        if isinstance(self.severity, str):
+            return self.severity
+        if isinstance(self.severity, SeverityThresholds):
+            if self.severity.critical is not None and score >= self.severity.critical:
+                return "critical"
+            if self.severity.warn is not None and score >= self.severity.warn:
+                return "warn"
+            return "info"
+        return proposed or default
+
+
+class QuarantineRules(_Strict):
+    critical_share: float = Field(default=0.01, ge=0, le=1)
+    any_critical_in: list[str] = Field(default_factory=list)
+    any_finding_in: list[str] = Field(default_factory=list)
+
+
+class WarnRules(_Strict):
+    flagged_share: float = Field(default=0.01, ge=0, le=1)
+    any_critical: bool = True
+
+
+class VerdictRules(_Strict):
+    quarantine: QuarantineRules = Field(default_factory=QuarantineRules)
+    warn: WarnRules = Field(default_factory=WarnRules)
+
+
+class QuarantineSettings(_Strict):
+    mode: Literal["move", "copy", "mark", "off"] = "move"
+    dir: str | None = None
+
+
+class ReportSettings(_Strict):
+    examples_per_check: int = Field(default=5, ge=0, le=100)
+    excerpt_chars: int = Field(default=400, ge=40, le=10_000)
+
+
+class Policy(_Strict):
+    version: Literal[1] = 1
+    state_dir: str = ".integrity"
+    batch_size: int = Field(default=8192, ge=1, le=1_000_000)
+    checks: dict[str, CheckPolicy] = Field(default_factory=dict)
+    verdict: VerdictRules = Field(default_factory=VerdictRules)
+    quarantine: QuarantineSettings = Field(default_factory=QuarantineSettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)
+    #: where it came from ("default" or a path) and the hash of its effective content
+    source: str = "default"
+    sha256: str = ""
+
+    @field_validator("checks")
+    @classmethod
+    def _known_checks(cls, checks: dict[str, CheckPolicy]) -> dict[str, CheckPolicy]:
+        for name in checks:
+            registry.get(name)  # raises UnknownCheckError with the list of known checks
+        return checks
+
+    def enabled_checks(self, only: list[str] | None = None) -> list[str]:
+        """Names of the checks to run: the enabled ones, or the subset ``only``."""
+        if only:
+            unknown = [c for c in only if c not in self.checks]
+            for c in unknown:
+                registry.get(c)  # unknown name -> clear error
+            return list(dict.fromkeys(only))
+        return [name for name, cp in self.checks.items() if cp.enabled]
+
+    def check_policy(self, name: str) -> CheckPolicy:
+        return self.checks.get(name) or CheckPolicy()
+
+    def quarantine_dir(self) -> Path:
+        return Path(self.quarantine.dir) if self.quarantine.dir else Path(self.state_dir) / "quarantine"
+
+
+def _deep_merge(base: dict, override: Mapping) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict) and k != "severity":
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def default_policy_text() -> str:
+    """The documented default policy shipped with the package."""
+    return resources.files("integrity").joinpath("default_policy.yaml").read_text(encoding="utf-8")
+
+
+def _format_loc(loc: tuple) -> str:
+    # pydantic puts union member names into the location; drop them
+    parts = [str(p) for p in loc if not (isinstance(p, str) and (p.startswith("literal[") or p in {
+        "SeverityThresholds", "str", "function-after[_ordered(), SeverityThresholds]"}))]
+    return ".".join(parts) or "(top level)"
+
+
+def load_policy(path: str | Path | None = None) -> Policy:
+    """Load and validate a policy (``None``: the shipped default).
+
+    The file's keys are merged over the default, so a policy may hold only what
+    it changes. Raises :class:`PolicyError` naming the file and the bad key.
+    """
+    default = yaml.safe_load(default_policy_text())
+    where = "default policy"
+    data: dict = default
+    if path is not None:
+        where = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise PolicyError(f"{where}: cannot read the policy file ({e.strerror}); check the --policy path") from e
+        try:
+            user = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise PolicyError(f"{where}: not valid YAML: {e}") from e
+        if not isinstance(user, Mapping):
+            raise PolicyError(f"{where}: the top level must be a mapping of keys (version, checks, verdict, ...)")
+        data = _deep_merge(default, user)
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as e:
+        lines = [f"{where}: {_format_loc(err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise PolicyError("invalid policy:\n  " + "\n  ".join(lines)) from None
+    except registry.UnknownCheckError as e:
+        raise PolicyError(f"{where}: checks: {e}") from None
+    for name, cp in policy.checks.items():
+        try:
+            registry.get(name)(cp.options)
+        except CheckConfigError as e:
+            raise PolicyError(f"{where}: checks.{name}.options: {e}") from None
+    for rule, names in (("any_critical_in", policy.verdict.quarantine.any_critical_in),
+                        ("any_finding_in", policy.verdict.quarantine.any_finding_in)):
+        for n in names:
+            if n not in registry.available():
+                raise PolicyError(f"{where}: verdict.quarantine.{rule}: unknown check {n!r}")
+    policy.source = "default" if path is None else str(path)
+    policy.sha256 = hashlib.sha256(yaml.safe_dump(policy.model_dump(exclude={"source", "sha256"}), sort_keys=True).encode()).hexdigest()
+    return policy

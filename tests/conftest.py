@@ -1,0 +1,71 @@
+"""Shared fixtures: one Prefect test server for the whole session, offline settings,
+and small real corpora written to disk."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+from pathlib import Path
+
+_home = tempfile.mkdtemp(prefix="integrity-prefect-home-")
+os.environ.setdefault("PREFECT_HOME", _home)
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import pytest  # noqa: E402
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One temporary Prefect server for every test that runs a real flow (~15 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+def write_jsonl(path: Path, records: list[dict], compress: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(json.dumps(r) + "\n" for r in records).encode()
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+def write_parquet(path: Path, records: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(records), path)
+    return path
+
+
+@pytest.fixture
+def small_corpus(tmp_path: Path) -> Path:
+    """Three shards: a cross-shard exact duplicate (case/space variant), an e-mail,
+    a leaked GitHub token, and otherwise clean text."""
+    root = tmp_path / "corpus"
+    clean = [{"id": f"a{i}", "text": f"Document number {i} talks about gardens and rivers in spring."} for i in range(50)]
+    clean[3]["text"] = "The Quick  brown fox jumps over the lazy dog."
+    clean[4]["text"] = "Write to alice.smith@example.com for the minutes."
+    write_jsonl(root / "a.jsonl", clean)
+    b = [{"id": f"b{i}", "text": f"Another page {i} on weather, bread and trains."} for i in range(50)]
+    b[10]["text"] = "the quick brown FOX jumps over the lazy dog."
+    write_parquet(root / "b.parquet", b)
+    c = [{"id": f"c{i}", "text": f"Config note {i}: nothing secret here."} for i in range(50)]
+    c[5]["text"] = "token: ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8" + " was committed by mistake"
+    write_jsonl(root / "c.jsonl.gz", c, compress=True)
+    return root
+
+
+@pytest.fixture
+def state_policy(tmp_path: Path) -> Path:
+    """A policy whose state directory is inside the test's tmp dir."""
+    p = tmp_path / "policy.yaml"
+    p.write_text(f"state_dir: {tmp_path / 'state'}\n")
+    return p

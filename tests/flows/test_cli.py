@@ -1,0 +1,94 @@
+"""The command line as a user runs it: exit codes, messages, outputs."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+
+runner = CliRunner()
+
+
+def gate(*args: str):
+    return runner.invoke(app, ["gate", *args, "--runner", "inline"])
+
+
+def test_gate_exit_codes(tmp_path: Path, state_policy: Path):
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text("".join(json.dumps({"id": str(i), "text": f"plain text number {i}"}) + "\n" for i in range(200)))
+    r = gate(str(clean), "--out", str(tmp_path / "r0"), "--policy", str(state_policy))
+    assert r.exit_code == 0, r.output
+
+    warn = tmp_path / "warn.jsonl"
+    lines = [{"id": str(i), "text": f"plain text number {i}"} for i in range(100)]
+    lines[1]["text"] = lines[0]["text"].upper()  # 1 duplicate of 100 records: 1 % ... need > 1 %
+    lines[3]["text"] = lines[2]["text"] + "  "
+    warn.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    r = gate(str(warn), "--out", str(tmp_path / "r1"), "--policy", str(state_policy))
+    assert r.exit_code == 1, r.output
+
+    leak = tmp_path / "leak.jsonl"
+    leak.write_text(json.dumps({"id": "k", "text": "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7x\n-----END RSA PRIVATE KEY-----"}) + "\n")
+    r = gate(str(leak), "--out", str(tmp_path / "r2"), "--policy", str(state_policy), "--quarantine-mode", "mark")
+    assert r.exit_code == 2, r.output
+    assert leak.exists()  # mark mode leaves the file in place
+
+    r = gate(str(tmp_path / "missing"), "--out", str(tmp_path / "r3"), "--policy", str(state_policy))
+    assert r.exit_code == 3
+    assert "missing" in r.output
+
+
+def test_gate_fails_on_unreadable_shard(tmp_path: Path, state_policy: Path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ok.jsonl").write_text('{"text": "fine"}\n')
+    (src / "bad.jsonl").write_text('{"text": "fine"}\n{oops\n')
+    r = gate(str(src), "--out", str(tmp_path / "r"), "--policy", str(state_policy))
+    assert r.exit_code == 2
+    assert "bad.jsonl" in r.output and "line 2" in r.output
+
+
+def test_bad_policy_cannot_run(tmp_path: Path):
+    p = tmp_path / "p.yaml"
+    p.write_text("verdict:\n  warn:\n    flagged_share: lots\n")
+    r = gate(str(tmp_path), "--policy", str(p))
+    assert r.exit_code == 3 and "verdict.warn.flagged_share" in r.output
+
+
+def test_explicit_missing_column_is_named(tmp_path: Path, state_policy: Path):
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"body": "x"}\n')
+    r = gate(str(f), "--out", str(tmp_path / "r"), "--policy", str(state_policy), "--text-column", "content")
+    assert r.exit_code == 2 and "content" in r.output
+
+
+def test_report_and_quarantine_commands(small_corpus: Path, tmp_path: Path, state_policy: Path):
+    state = tmp_path / "state"
+    r = runner.invoke(app, ["scan", str(small_corpus), "--out", str(tmp_path / "run"), "--policy",
+                            str(state_policy), "--runner", "inline"])
+    assert r.exit_code == 0, r.output
+    (tmp_path / "run" / "report.html").unlink()
+    r = runner.invoke(app, ["report", str(tmp_path / "run")])
+    assert r.exit_code == 0 and (tmp_path / "run" / "report.html").exists()
+    r = runner.invoke(app, ["quarantine", "list", "--state-dir", str(state)])
+    assert "c.jsonl.gz" in r.output
+    r = runner.invoke(app, ["quarantine", "release", "nope.jsonl", "--reason", "x", "--state-dir", str(state)])
+    assert r.exit_code == 3 and "c.jsonl.gz" in r.output  # names what is quarantined
+    r = runner.invoke(app, ["quarantine", "release", "c.jsonl.gz", "--reason", "revoked key", "--state-dir", str(state)])
+    assert r.exit_code == 0, r.output
+    assert (small_corpus / "c.jsonl.gz").exists()
+    r = runner.invoke(app, ["quarantine", "list", "--state-dir", str(state)])
+    assert "c.jsonl.gz" not in r.output
+
+
+def test_console_script_help():
+    exe = Path(sys.executable).parent / "integrity"
+    if not exe.exists():
+        pytest.skip("console script not installed in this environment")
+    r = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
+    assert r.returncode == 0
+    for cmd in ("scan", "gate", "report", "quarantine", "serve"):
+        assert cmd in r.stdout
