@@ -4,9 +4,9 @@ Each chunk of at most ``batch_size`` non-blank lines is parsed with
 ``pyarrow.json.read_json`` over an in-memory buffer (the fast path). Measured
 on 60,000 records (37 MB, 8192-line chunks, 2 cores): 0.12 s for the fast
 path against 0.30 s for stdlib ``json.loads`` + ``pa.Table.from_pylist``
-(0.28 s for :func:`parse_careful`, which converts only mapped keys). When the fast path rejects a chunk
-(malformed line, mixed value types, a line that is not an object, invalid
-UTF-8), the chunk is parsed again line by line with the stdlib ``json``
+(0.28 s for :func:`parse_careful`, which converts only mapped keys). When
+the fast path rejects a chunk (malformed line, mixed value types, a line that
+is not an object, invalid UTF-8), the chunk is parsed again line by line with the stdlib ``json``
 module, which either succeeds (mixed types are reconciled) or names the exact
 line. Memory is bounded by one chunk.
 """

@@ -155,6 +155,11 @@ def _ignored(rel: str) -> bool:
     return any(part.startswith(IGNORED_PREFIXES) for part in rel.split("/") if part)
 
 
+def _parent_text(text: str) -> str:
+    """``text`` (a path or URL) without its last component."""
+    return text.rstrip("/").rsplit("/", 1)[0] if "/" in text.rstrip("/") else ""
+
+
 def _glob_root(text: str) -> str:
     """The part of a path or URL before its first component holding a wildcard."""
     parts = text.split("/")
@@ -181,8 +186,8 @@ class _Lister:
         return root_text.rstrip("/") + "/" + rel if rel else root_text
 
     # -- sources ------------------------------------------------------------
-    def from_file(self, path: str, root_path: str | None = None, root_text: str | None = None) -> ShardRef:
-        """The shard for one file given directly (or matched by a glob)."""
+    def from_file(self, path: str) -> ShardRef:
+        """The shard for one file given directly as the source."""
         found = detect_format(path)
         if found is None:
             raise SourceError(
@@ -190,12 +195,8 @@ class _Lister:
                 f"known suffixes: {', '.join(known_suffixes())}; rename the file or "
                 "point at a directory of shards"
             )
-        info = self.fs.info(path)
-        if root_path is None:
-            name, uri = posixpath.basename(path), self._uri(path, path, self.source)
-        else:
-            name, uri = _relative(path, root_path), self._uri(path, root_path, root_text or "")
-        return ShardRef(name, uri, found.format, int(info.get("size") or 0), fingerprint(info))
+        root = posixpath.dirname(path)
+        return self._file_ref(path, self.fs.info(path), found, root, _parent_text(self.source))
 
     def from_dir(self, dir_path: str, root_path: str, root_text: str | None = None) -> list[ShardRef]:
         """Shards under ``dir_path``, named relative to ``root_path``."""

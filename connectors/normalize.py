@@ -117,7 +117,11 @@ def normalize_batch(batch: pa.RecordBatch, plan: Plan, first_row: int, uri: str)
             src = plan.sources[name]
             idx = batch.schema.get_field_index(src)
             raw = batch.column(idx) if idx >= 0 else pa.nulls(n)
-            arrays.append(_convert(raw, RECORD_FIELDS[name], src, first_row, uri))
+            converted = _convert(raw, RECORD_FIELDS[name], src, first_row, uri)
+            if name == RECORD_ID and converted.null_count:
+                # a record without an id is named by its row index (a null record_id means a shard-level finding)
+                converted = pc.if_else(pc.is_null(converted), pc.cast(rows, pa.string()), converted)
+            arrays.append(converted)
     return pa.RecordBatch.from_arrays(arrays, schema=plan.schema)
 
 

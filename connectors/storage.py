@@ -57,6 +57,7 @@ __all__ = [
     "is_dir",
     "join",
     "remove",
+    "remove_empty_parents",
     "sha256_of",
     "size",
 ]
@@ -371,3 +372,18 @@ def remove(uri: str | os.PathLike, *, missing_ok: bool = False, storage_options:
         _rm(fs, path)
         if _is_local(fs):
             _fsync_dir(os.path.dirname(path.rstrip("/")) or ".")
+
+
+def remove_empty_parents(uri: str | os.PathLike, levels: int, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Best effort: remove up to ``levels`` now-empty parent directories of ``uri`` (local disks only;
+    object stores have no empty directories). Never removes a non-empty directory; never raises."""
+    try:
+        fs, path = get_fs(uri, storage_options)
+        if not _is_local(fs):
+            return
+        parent = os.path.dirname(path.rstrip("/"))
+        for _ in range(max(0, int(levels))):
+            os.rmdir(parent)  # fails (and stops) when not empty
+            parent = os.path.dirname(parent)
+    except (OSError, StorageError):
+        return

@@ -133,20 +133,13 @@ def hf_dir_files(fs: fsspec.AbstractFileSystem, dir_path: str) -> list[tuple[str
 def hash_hf_dir(fs: fsspec.AbstractFileSystem, dir_path: str) -> tuple[str, int]:
     """(hex SHA-256, total bytes) of a ``datasets`` save_to_disk directory.
 
-    Exact definition: one SHA-256 over every file under the directory
-    (recursively, all files including ``state.json`` and
-    ``dataset_info.json``), taken in ascending order of the file's relative
-    POSIX path as UTF-8 bytes; for each file the hash is fed
-    ``relpath_utf8 + b"\\0" + str(size).encode("ascii") + b"\\0"`` followed by
-    the file's bytes.
+    The digest is :func:`connectors.storage.directory_digest`, the one definition
+    of a directory shard's identity that quarantine verifies copies against.
     """
-    sha = hashlib.sha256()
-    total = 0
-    for rel, path, size in hf_dir_files(fs, dir_path):
-        sha.update(rel.encode("utf-8") + b"\0" + str(size).encode("ascii") + b"\0")
-        _, n = hash_file(fs, path, sha)
-        total += n
-    return sha.hexdigest(), total
+    from connectors.storage import directory_digest
+
+    total = sum(size for _, _, size in hf_dir_files(fs, dir_path))
+    return directory_digest(fs, dir_path), total
 
 
 def hash_shard(ref: "ShardRef", storage_options: dict | None = None) -> str:

@@ -23,8 +23,8 @@ quarantine_app = typer.Typer(help="List, release or restore quarantined shards."
 policy_app = typer.Typer(help="Show or validate scan policies.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(policy_app, name="policy")
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 EXIT = {"pass": 0, "warn": 1, "fail": 2}
 COULD_NOT_RUN = 3

@@ -10,7 +10,7 @@ def prefect_defaults(state_dir: str | os.PathLike = ".integrity") -> None:
     """Set Prefect settings the user has not set: PREFECT_HOME under the state
     directory, analytics off, no update checks."""
     os.environ.setdefault("PREFECT_HOME", str(Path(state_dir).expanduser().absolute() / "prefect"))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # its SQLite file lives there
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_UI_ENABLED", os.environ.get("PREFECT_UI_ENABLED", "true"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

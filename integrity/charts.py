@@ -62,10 +62,13 @@ def nice_max(value: float, integer: bool = False) -> float:
     With ``integer`` the result is a multiple of 4 (so the four grid steps
     of a count axis fall on whole numbers)."""
     if integer:
-        step = 1
-        while step * 4 < value:
-            step = step * 5 // 2 if str(step)[0] == "2" else step * 2
-        return float(step * 4)
+        need = max(1.0, value / 4)
+        exp = 10 ** max(0, math.floor(math.log10(need)) - 1)
+        for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 15, 20, 25, 30, 40, 50, 60, 80, 100):
+            step = m * exp
+            if step == int(step) and step >= need:
+                return float(step * 4)
+        return float(math.ceil(need) * 4)  # pragma: no cover
     if value <= 0:
         return 1.0
     exp = math.floor(math.log10(value))

@@ -358,8 +358,10 @@ def release(
     (copy back, verify, then remove the quarantined copy); a crash is
     finished by re-running the same call or :func:`resume_pending`. Refuses
     (before recording anything) when something else now occupies the
-    original uri. Returns the release row (``restored`` tells whether the
-    file was put back).
+    original uri; raises :class:`QuarantineError` when putting the file back
+    fails later (the release stays recorded; fix the cause and run it
+    again). Returns the release row (``restored`` tells whether the file was
+    put back; always False for ``mark`` mode, where nothing was moved).
     """
     if not reason or not str(reason).strip():
         raise QuarantineError("a release needs a reason: say why this content is OK (--reason \"...\")")
@@ -385,7 +387,7 @@ def release(
     )
     _call(fault, "pending")
     if do_restore:
-        _run_restore(ledger, a, storage_options, fault)
+        _raise_if_restore_failed(_run_restore(ledger, a, storage_options, fault), "the release is recorded, but ")
     assert rel is not None
     return ledger.release_of_action(a.id) or rel
 
@@ -416,7 +418,13 @@ def restore(
     a, _ = ledger.begin_resolution(a.id, resolution="restored", restore=do_restore, who=who)
     _call(fault, "pending")
     if do_restore:
-        return _run_restore(ledger, a, storage_options, fault)
+        return _raise_if_restore_failed(_run_restore(ledger, a, storage_options, fault), "")
+    return a
+
+
+def _raise_if_restore_failed(a: QuarantineAction, prefix: str) -> QuarantineAction:
+    if a.restore_state == "failed":
+        raise QuarantineError(f"{a.shard}: {prefix}putting the file back failed: {a.error}")
     return a
 
 
@@ -512,30 +520,14 @@ def _advance_restore(ledger: Ledger, action_id: int, so: StorageOptions, fault: 
                 log.info("%s: quarantined copy kept, another quarantine action uses it", dest)
             else:
                 storage.remove(dest, missing_ok=True, storage_options=so)
-                _prune_empty_parents(dest, a.shard, so)
+                # drop the emptied {sha[:16]}/... directories (one per shard-name component)
+                levels = len([p for p in str(a.shard).replace("\\", "/").split("/") if p not in ("", ".")])
+                storage.remove_empty_parents(dest, levels, so)
             _call(fault, "removed")
             a = ledger.finish_restore(a.id)
             _call(fault, "done")
             return a
     return ledger.action(action_id)
-
-
-def _prune_empty_parents(dest: str, shard: str, so: StorageOptions) -> None:
-    """Best effort: remove the now-empty ``{sha[:16]}/...`` directories above a removed copy (local only)."""
-    try:
-        fs, path = storage.get_fs(dest, so)
-        if not storage._is_local(fs):
-            return
-        levels = len([p for p in str(shard).replace("\\", "/").split("/") if p not in ("", ".")])
-        parent = os.path.dirname(path.rstrip("/"))
-        for _ in range(levels):
-            try:
-                os.rmdir(parent)
-            except OSError:
-                return
-            parent = os.path.dirname(parent)
-    except Exception:
-        return
 
 
 # ---------------------------------------------------------------------------

@@ -195,16 +195,21 @@ def _truncate(s: Any, n: int) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
-def pretty_detail(detail: Any, limit: int = MAX_DETAIL_CHARS) -> str:
-    """The detail JSON, indented; the raw string when it is not JSON; truncated."""
+def pretty_detail(detail: Any, limit: int = MAX_DETAIL_CHARS, compact: bool = False) -> str:
+    """The detail JSON, indented (or on one line with ``compact``); the raw
+    string when it is not JSON; truncated to ``limit`` characters."""
     if detail is None or detail == "":
         return ""
     try:
-        text = json.dumps(json.loads(detail), indent=2, ensure_ascii=False, sort_keys=True)
+        obj = json.loads(detail)
+        if compact:
+            text = json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(", ", ": "))
+        else:
+            text = json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True)
     except (TypeError, ValueError):
         text = str(detail)
     if len(text) > limit:
-        text = text[:limit] + f"\n… ({len(text) - limit:,} more characters)"
+        text = text[:limit] + f"{' ' if compact else chr(10)}… ({len(text) - limit:,} more characters)"
     return text
 
 
@@ -386,17 +391,30 @@ def renderer_for(check: str) -> SectionRenderer:
     return SECTION_RENDERERS[best] if best else generic_section
 
 
-def score_histogram(scores: pl.DataFrame, title: str, x_label: str = "score") -> Markup | None:
-    """Score histogram stacked by severity; None when there is no finite score."""
+def score_range(scores: pl.DataFrame) -> str:
+    """'0.2 – 0.97', or the one value when all scores are equal; '' without scores."""
     if scores.height == 0:
+        return ""
+    vals = scores["score"].to_numpy()
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        return ""
+    lo, hi = float(vals.min()), float(vals.max())
+    return fmt_score(lo) if lo == hi else f"{fmt_score(lo)} – {fmt_score(hi)}"
+
+
+def score_histogram(scores: pl.DataFrame, title: str, x_label: str = "score", min_findings: int = 5) -> Markup | None:
+    """Score histogram stacked by severity; None when fewer than ``min_findings``
+    finite scores or a single distinct value (nothing to see in a histogram)."""
+    if scores.height < min_findings:
         return None
     vals = scores["score"].to_numpy()
     finite = np.isfinite(vals)
-    if not finite.any():
+    if finite.sum() < min_findings:
         return None
     lo, hi = float(vals[finite].min()), float(vals[finite].max())
     if hi <= lo:
-        lo, hi = lo - 0.5, hi + 0.5
+        return None
     edges = np.linspace(lo, hi, HIST_BINS + 1)
     sev = scores["severity"].to_numpy()
     series = []
@@ -422,6 +440,9 @@ def generic_section(data: CheckData) -> Section:
     ]
     if data.shard_level:
         sec.stats.append(("shard-level findings", fmt_int(data.shard_level)))
+    rng = score_range(data.scores)
+    if rng:
+        sec.stats.append(("score", rng))
     hist = score_histogram(data.scores, title=f"{data.check}: score distribution")
     if hist is not None:
         sec.blocks.append(Block(kind="chart", title="Score distribution", chart=hist))
@@ -452,7 +473,7 @@ def generic_section(data: CheckData) -> Section:
                                 r["record_id"] if r["record_id"] is not None else "(shard)",
                                 r["severity"],
                                 fmt_score(r["score"]),
-                                pretty_detail(r["detail"], 400),
+                                pretty_detail(r["detail"], 400, compact=True),
                             ]
                             for r in top.iter_rows(named=True)
                         ],
@@ -477,6 +498,7 @@ def dedup_section(data: CheckData) -> Section:
             d.str.json_path_match("$.cluster_size").cast(pl.Float64, strict=False),
         ),
         _rep=d.str.json_path_match("$.representative"),
+        _rep_shard=d.str.json_path_match("$.representative_shard"),
     )
     clusters = (
         lf.filter(pl.col("_cluster").is_not_null())
@@ -485,6 +507,7 @@ def dedup_section(data: CheckData) -> Section:
             declared=pl.col("_gsize").max(),
             members=pl.col("record_id").append(pl.col("_rep")).drop_nulls().n_unique(),
             representative=pl.col("_rep").drop_nulls().first(),
+            representative_shard=pl.col("_rep_shard").drop_nulls().first(),
             shards=pl.col("shard").n_unique(),
             sample=pl.col("record_id").drop_nulls().head(5),
             max_score=pl.col("score").max(),
@@ -525,7 +548,8 @@ def dedup_section(data: CheckData) -> Section:
                         r["_cluster"],
                         fmt_int(r["size"]),
                         fmt_int(r["shards"]),
-                        r["representative"] or "–",
+                        (r["representative"] or "–")
+                        + (f" in {r['representative_shard']}" if r["representative_shard"] else ""),
                         ", ".join(str(x) for x in (r["sample"] or [])),
                     ]
                     for r in top.iter_rows(named=True)
@@ -575,6 +599,7 @@ def build_context(run_dir: Path) -> dict[str, Any]:
     else:
         notes.append("summary.json is missing; figures are derived from the parquet files")
     if not isinstance(summary, dict):
+        notes.append("summary.json is not a JSON object; figures are derived from the parquet files")
         summary = {}
     counts = summary.get("counts") or {}
 
@@ -788,7 +813,7 @@ def build_context(run_dir: Path) -> dict[str, Any]:
     if verdict not in ("pass", "warn", "fail"):
         if verdict_counts.get("quarantine") or any(r["critical"] for r in check_rows):
             verdict = "fail"
-        elif verdict_counts.get("warn") or verdict_counts.get("unreadable"):
+        elif any(n for v, n in verdict_counts.items() if v != "pass"):
             verdict = "warn"
         elif n_shards:
             verdict = "pass"
@@ -851,12 +876,21 @@ def build_context(run_dir: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- rendering
 
 
+def _finalize(value: Any) -> Any:
+    """Every ``{{ value }}``: plain strings (data) get bidi/zero-width/control
+    characters shown as ⟨U+XXXX⟩; Markup (our SVG) is left alone."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return charts.reveal_invisible(value)
+    return value
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_finalize,
     )
     env.filters.update(
         human_bytes=human_bytes,

@@ -17,6 +17,7 @@ the full value.
 """
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -192,7 +193,8 @@ class TextScanner:
         self.redact = redact
 
     def scan_batch(self, batch: pa.RecordBatch) -> pl.DataFrame:
-        per_row: dict[int, dict[str, list[Match]]] = {}
+        per_row: dict[int, list[Match]] = {}
+        kinds, min_score, score_of = self.kinds, self.min_score, self.score_of
         for fname, arr in text_arrays(batch):
             for group in self.groups:
                 rows = candidate_rows(arr, group.prefilter, group.ignore_case)
@@ -203,41 +205,50 @@ class TextScanner:
                     if not text:
                         continue
                     for kind, start, end, factor, extra in group.scan(text):
-                        if kind not in self.kinds:
+                        if kind not in kinds:
                             continue
-                        score = self.score_of(kind, factor, extra)
-                        if score is None or score < self.min_score:
+                        score = score_of(kind, factor, extra)
+                        if score is None or score < min_score:
                             continue
-                        per_row.setdefault(row, {}).setdefault(fname, []).append(
-                            Match(kind, fname, start, end, score, extra)
-                        )
+                        match = Match(kind, fname, start, end, round(score, 4), extra)
+                        found = per_row.get(row)
+                        if found is None:
+                            per_row[row] = [match]
+                        else:
+                            found.append(match)
         if not per_row:
             return empty_findings()
         ids = record_ids(batch)
         out_ids, out_scores, out_details = [], [], []
         for row in sorted(per_row):
-            matches: list[Match] = []
-            for fname, ms in per_row[row].items():
-                matches.extend(resolve_overlaps(ms))
-            if not matches:
-                continue
+            matches = per_row[row]
+            if len(matches) > 1:
+                by_field: dict[str, list[Match]] = {}
+                for m in matches:
+                    by_field.setdefault(m.field, []).append(m)
+                matches = [m for ms in by_field.values() for m in resolve_overlaps(ms)]
             out_ids.append(ids[row])
-            out_scores.append(round(max(m.score for m in matches), 4))
+            out_scores.append(max(m.score for m in matches))
             out_details.append(self._detail(matches))
         return findings_frame(out_ids, out_scores, out_details)
 
-    def _detail(self, matches: list[Match]) -> dict:
+    def _detail(self, matches: list[Match]) -> str:
         # the strongest matches first when capping, then in field/offset order
         shown = matches
         if len(matches) > self.max_matches:
             shown = sorted(matches, key=lambda m: -m.score)[: self.max_matches]
-        shown = sorted(shown, key=lambda m: (m.field, m.start))
+        if len(shown) > 1:
+            shown = sorted(shown, key=lambda m: (m.field, m.start))
         flag = {"redact": True} if self.redact else {}
-        return {
+        detail = {
+            "kinds": sorted({m.kind for m in matches}),
             "matches": [
-                {"kind": m.kind, "field": m.field, "start": m.start, "end": m.end, "score": round(m.score, 4), **m.extra, **flag}
+                {"end": m.end, "field": m.field, "kind": m.kind, "score": m.score, "start": m.start, **m.extra, **flag}
                 for m in shown
             ],
             "n_matches": len(matches),
-            "kinds": sorted({m.kind for m in matches}),
         }
+        return _dumps(detail)
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "), default=str).encode

@@ -19,8 +19,11 @@ kind            score  validation
                        the usual layouts (4-4-4-4[-3], 4-6-5, 4-6-4); Luhn; a
                        known IIN prefix *and* length (Visa, Mastercard incl.
                        2221-2720, Amex, Discover, JCB, Diners, UnionPay,
-                       Maestro, Mir). Published test numbers (4111 1111 1111
-                       1111, 4242..., ...) are examples.
+                       Maestro, Mir). A bare digit run (no grouping) without a
+                       card word ("card", "visa", "cvv", "payment", ...) in the
+                       40 chars before is x0.6, and dropped right after "id",
+                       "order", "invoice", "serial", "#", ... Published test
+                       numbers (4111 1111 1111 1111, 4242..., ...) are examples.
 ``iban``        0.9    country code with its IBAN length (table of 80+
                        countries), ISO 7064 mod-97 == 1; bare or grouped by 4.
 ``us_ssn``      0.9    ``AAA-GG-SSSS`` (dashes only): area not 000/666/9xx, group
@@ -55,9 +58,10 @@ kind            score  validation
                        just before raises the score x1.2.
 ``ipv4``        0.3    dotted quad, each octet 0-255 without leading zeros, not
                        part of a longer dotted number (``1.2.3.4.5``, OIDs) nor
-                       right after "version"/"v"/"release"/"build"/...;
-                       private/loopback/reserved/documentation addresses are
-                       dropped (``exclude_private_ip``) or scored x1/3.
+                       right after "version"/"v"/"release"/"build"/"section"/
+                       "chapter"/...; four one-digit parts (``4.8.0.2``, mostly
+                       versions) x1/3; private/loopback/reserved/documentation
+                       addresses are dropped (``exclude_private_ip``) or x1/3.
 ``ipv6``        0.3    parsed by :mod:`ipaddress`, at least two non-empty groups
                        and a decimal digit (rejects ``DBD::Pg``-like text);
                        non-global addresses as for IPv4.
@@ -146,15 +150,17 @@ _EMAIL = re.compile(
     r"(?![A-Za-z0-9_-]|\.[A-Za-z0-9])",
     A,
 )
-# "TLDs" that are file extensions and no real top-level domain
+# "TLDs" that are file extensions and no real top-level domain (real ones such as .pl, .cc,
+# .pm, .py, .rs, .sh, .zip, .mov, .map stay valid)
 _FILE_EXT = frozenset(
     "png jpg jpeg gif svg svgz webp bmp ico tif tiff heic avif psd css scss less js mjs cjs jsx tsx json "
-    "map html htm xhtml xml txt text yaml yml toml ini cfg conf lock log csv tsv pdf zip gz tgz bz2 xz "
-    "rar exe dll dylib jar war class java kt cpp hpp cxx cc hh rb php pl pm swift scala mp3 mp4 wav ogg "
-    "flac avi mov mkv webm woff woff2 ttf otf eot wasm bin dat tmp bak orig old patch diff".split()
+    "html htm xhtml xml txt yaml yml toml ini cfg conf lock log csv tsv pdf gz tgz xz rar exe dll dylib "
+    "jar war class java kt cpp hpp cxx hh rb php swift scala wav ogg flac avi mkv webm woff ttf otf eot "
+    "wasm bin dat tmp bak orig old patch diff".split()
 )
 _RETINA = re.compile(r"[0-9]+(?:\.[0-9]+)?x", A)
-_EXAMPLE_DOMAINS = ("example.com", "example.org", "example.net", "example.edu")
+_EXAMPLE_DOMAINS = frozenset({"example.com", "example.org", "example.net", "example.edu"})
+_EXAMPLE_SUFFIXES = tuple("." + d for d in _EXAMPLE_DOMAINS)
 _EXAMPLE_TLDS = frozenset({"test", "invalid", "localhost", "local", "example"})
 
 
@@ -166,11 +172,10 @@ def _scan_email(text: str) -> Iterator[RawMatch]:
         if tld in _FILE_EXT or _RETINA.fullmatch(domain.split(".", 1)[0]):
             continue
         dl = domain.lower()
-        example = tld in _EXAMPLE_TLDS or any(dl == d or dl.endswith("." + d) for d in _EXAMPLE_DOMAINS)
-        extra: dict[str, Any] = {"preview": f"{local[0]}***@{domain}"}
-        if example:
-            extra["example"] = True
-        yield "email", m.start(), m.end(), EXAMPLE_FACTOR if example else 1.0, extra
+        if tld in _EXAMPLE_TLDS or dl in _EXAMPLE_DOMAINS or dl.endswith(_EXAMPLE_SUFFIXES):
+            yield "email", m.start(), m.end(), EXAMPLE_FACTOR, {"preview": f"{local[0]}***@{domain}", "example": True}
+        else:
+            yield "email", m.start(), m.end(), 1.0, {"preview": f"{local[0]}***@{domain}"}
 
 
 # ---------------------------------------------------------------------------
@@ -333,20 +338,39 @@ def _card_layout_ok(s: str) -> bool:
     return all(g == 4 for g in groups[:-1]) and 1 <= groups[-1] <= 4
 
 
+_CARD_CONTEXT = re.compile(
+    r"(?i)\b(?:card|cc|ccn|pan|visa|master\s?card|mc|amex|american\s+express|discover|jcb|diners|maestro|"
+    r"unionpay|credit|debit|payment|cvv|cvc|expir\w*|exp)\b"
+)
+_NOT_CARD_CONTEXT = re.compile(
+    r"(?i)\b(?:id|ids|uid|guid|order|invoice|tracking|ref|reference|ts|timestamp|isbn|issn|ean|upc|gtin|imei|"
+    r"serial|account|acct|transaction|txn|no|nr|number|#)\b\W{0,3}$"
+)
+
+
 def _scan_card(text: str) -> Iterator[RawMatch]:
     for m in _CARD.finditer(text):
         s = m.group(1)
         digits = s.replace(" ", "").replace("-", "")
-        if not _card_layout_ok(s) or len(set(digits)) < 3:
+        if not _card_layout_ok(s) or len(set(digits)) < 2:
             continue
         brand = card_brand(digits)
         if brand is None or not luhn_ok(digits):
             continue
-        example = digits in _TEST_CARDS
         extra: dict[str, Any] = {"preview": "\u2026" + digits[-4:], "brand": brand}
-        if example:
+        if digits in _TEST_CARDS:
             extra["example"] = True
-        yield "credit_card", m.start(), m.end(), EXAMPLE_FACTOR if example else 1.0, extra
+            factor = EXAMPLE_FACTOR
+        elif s != digits:
+            factor = 1.0  # printed in groups, the way card numbers are written
+        elif _before(text, m.start(), _CARD_CONTEXT, 40):
+            factor = 1.0
+        elif _before(text, m.start(), _NOT_CARD_CONTEXT, 24):
+            continue  # "order 4017...": an identifier that happens to pass Luhn
+        else:
+            factor = 0.6  # a bare 13-19 digit run: 1 in 10 random ones passes Luhn
+            extra["bare"] = True
+        yield "credit_card", m.start(), m.end(), factor, extra
 
 
 # ---------------------------------------------------------------------------
@@ -532,7 +556,8 @@ _IPV4 = re.compile(
     A,
 )
 _VERSION_BEFORE = re.compile(
-    r"(?i)(?:\bversion|\bver\.?|\bv|\brelease|\brel\.?|\brev\.?|\bbuild|\bfirmware|\bkernel|\bupdate)\s*[:=]?\s*$"
+    r"(?i)(?:\bversions?|\bver\.?|\bv|\breleases?|\brel\.?|\brev\.?|\bbuild|\bfirmware|\bkernel|\bupdate"
+    r"|\bsections?|\bsec\.|\bchapters?|\bch\.|\bclause|\bparagraph|\u00a7|\brfc\s*[0-9]+)\s*[:=]?\s*$"
 )
 _IPV6 = re.compile(
     r"(?<![0-9A-Za-z_:.])((?:[0-9A-Fa-f]{1,4}:|:){2,7}(?:[0-9A-Fa-f]{1,4}|:|(?:[0-9]{1,3}\.){3}[0-9]{1,3})?)"
@@ -557,10 +582,15 @@ def _scan_ipv4_with(exclude_private: bool):
             private = _non_global(ipaddress.IPv4Address(s))
             if private and exclude_private:
                 continue
+            # four one-digit parts (4.8.0.2) is far more often a version or section number
+            version_like = len(s) == 7
             extra: dict[str, Any] = {"preview": s.split(".", 1)[0] + ".*.*.*"}
             if private:
                 extra["private"] = True
-            yield "ipv4", m.start(), m.end(), PRIVATE_IP_FACTOR if private else 1.0, extra
+            if version_like:
+                extra["version_like"] = True
+            factor = PRIVATE_IP_FACTOR if (private or version_like) else 1.0
+            yield "ipv4", m.start(), m.end(), factor, extra
 
     return scan
 

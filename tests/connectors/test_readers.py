@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+
+from connectors.storage import sha256_of
 import json
 
 import pyarrow as pa
@@ -65,7 +67,7 @@ def test_hf_dataset(tmp_path, w):
         {"record_id": "b", "row": 1, "text": None, "label": "1"},
         {"record_id": "c", "row": 2, "text": "z", "label": "0"},
     ]
-    assert reader.sha256 == hash_shard(ref) == _hf_dir_sha(path)
+    assert reader.sha256 == hash_shard(ref) == _hf_dir_sha(path) == sha256_of(str(path))  # same as quarantine's
     assert reader.bytes == ref.size
 
 
@@ -75,7 +77,7 @@ def _hf_dir_sha(path) -> str:
     files = sorted((p.relative_to(path).as_posix().encode(), p) for p in path.rglob("*") if p.is_file())
     for rel, p in files:
         data = p.read_bytes()
-        sha.update(rel + b"\0" + str(len(data)).encode() + b"\0" + data)
+        sha.update(rel + b"\0" + data + b"\0")
     return sha.hexdigest()
 
 

@@ -31,7 +31,13 @@ def test_gate_exit_codes(tmp_path: Path, state_policy: Path):
     assert r.exit_code == 1, r.output
 
     leak = tmp_path / "leak.jsonl"
-    leak.write_text(json.dumps({"id": "k", "text": "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7x\n-----END RSA PRIVATE KEY-----"}) + "\n")
+    import base64
+    import random
+
+    body = base64.b64encode(random.Random(1).randbytes(900)).decode()
+    key = "-----BEGIN RSA PRIVATE KEY-----\n" + "\n".join(body[i:i + 64] for i in range(0, len(body), 64)) + \
+        "\n-----END RSA PRIVATE KEY-----"
+    leak.write_text(json.dumps({"id": "k", "text": "deploy key:\n" + key}) + "\n")
     r = gate(str(leak), "--out", str(tmp_path / "r2"), "--policy", str(state_policy), "--quarantine-mode", "mark")
     assert r.exit_code == 2, r.output
     assert leak.exists()  # mark mode leaves the file in place

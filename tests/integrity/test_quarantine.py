@@ -543,3 +543,43 @@ def test_release_of_interrupted_quarantine_finishes_it_first(env):
     [a] = led.actions()
     assert a.state == "done" and a.restore_state == "done"
     assert not os.path.exists(a.destination)
+
+
+def test_shared_destination_is_kept_while_another_action_needs_it(env):
+    """Same content under the same shard name at two places maps to one quarantine copy."""
+    led, corpus, qroot = env
+    u1, sha = make_file(corpus / "x", "a.jsonl")
+    u2, _ = make_file(corpus / "y", "a.jsonl")
+    a1 = quarantine(led, scan_id="s", shard="a.jsonl", uri=u1, sha256=sha, quarantine_root=qroot)
+    a2 = quarantine(led, scan_id="s", shard="a.jsonl", uri=u2, sha256=sha, quarantine_root=qroot)
+    assert a1.destination == a2.destination and a1.id != a2.id
+    assert not os.path.exists(u1) and not os.path.exists(u2)
+    release(led, u1, reason="ok")
+    assert Path(u1).read_bytes() == DATA
+    assert Path(a2.destination).read_bytes() == DATA  # still needed by a2
+    restore(led, u2)
+    assert Path(u2).read_bytes() == DATA and not os.path.exists(a2.destination)
+
+
+def test_nested_shard_restore_prunes_empty_dirs(env):
+    led, corpus, qroot = env
+    uri, sha = make_file(corpus, "2024/06/part-7.jsonl")
+    quarantine(led, scan_id="s", shard="2024/06/part-7.jsonl", uri=uri, sha256=sha, quarantine_root=qroot)
+    restore(led, "2024/06/part-7.jsonl")
+    assert Path(uri).read_bytes() == DATA
+    assert os.listdir(qroot) == []
+
+
+def test_restore_failure_is_reported_and_retryable(env):
+    led, _, _ = env
+    a = _quarantined(env)
+    moved_away = a.destination + ".moved"
+    os.rename(a.destination, moved_away)  # someone tampered with the quarantine area
+    with pytest.raises(QuarantineError, match="putting the file back failed"):
+        release(led, "a.jsonl", reason="ok")
+    assert [x.id for x in led.quarantined()] == [a.id]  # still quarantined
+    assert led.action(a.id).restore_state == "failed"
+    assert len(led.releases()) == 1 and not led.releases()[0].restored
+    os.rename(moved_away, a.destination)
+    rel = release(led, "a.jsonl", reason="ok")
+    assert rel.restored and Path(a.uri).read_bytes() == DATA and len(led.releases()) == 1

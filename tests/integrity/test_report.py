@@ -270,7 +270,7 @@ def test_highlights_are_marked(run_dir: Path):
 
 def test_charts_and_sections(run_dir: Path):
     doc = write_report(run_dir).read_text()
-    assert doc.count("<svg") >= 5  # timings, verdict bar, findings, histograms, cluster sizes
+    assert doc.count("<svg") >= 4  # timings, verdict bar, findings by check, cluster sizes
     assert "Time per stage" in doc and "Findings by check and severity" in doc
     for check in ("dedup.exact", "privacy.secret", "poison.unicode", "poison.trigger"):
         assert f'id="check-{check.replace(".", "-")}"' in doc
@@ -298,6 +298,10 @@ def test_unknown_future_check_uses_generic_section(tmp_path: Path):
     pl.concat([f, extra]).write_parquet(run / "findings.parquet")
     doc = write_report(run).read_text()
     assert 'id="check-distribution-drift"' in doc
+    sec = doc[doc.index('id="check-distribution-drift"') :]
+    sec = sec[: sec.index("</section>")]
+    assert "<svg" in sec and "distribution.drift: score distribution" in sec  # score histogram
+    assert "Top findings" in sec and "0 – 0.7" in sec
     assert renderer_for("distribution.drift") is generic_section
     assert renderer_for("dedup.near") is SECTION_RENDERERS["dedup."]
 
@@ -416,3 +420,11 @@ def test_charts_escape_labels():
     assert "<script>" not in svg
     svg = charts.histogram_chart([0, 1, 2], [("a", [1, 2], "#000")], title="h")
     assert svg.startswith("<svg") and svg.count("<rect") == 2
+
+
+def test_bidi_and_invisible_characters_are_revealed(run_dir: Path):
+    """A right-to-left override in data must not reorder the report's text (Trojan Source)."""
+    doc = write_report(run_dir).read_text()
+    assert "\u202e" not in doc
+    assert "⟨U+202E⟩evil" in doc
+    assert charts.reveal_invisible("a\u200bb\x00c\nd") == "a⟨U+200B⟩b⟨U+0000⟩c\nd"
