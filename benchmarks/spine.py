@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,16 +30,17 @@ def run_scan(args: list[str], state: Path) -> tuple[float, float, dict, Path]:
     policy.write_text(f"state_dir: {state}\nquarantine:\n  mode: mark\n")
     cmd = [str(Path(sys.executable).parent / "integrity"), "scan", *args, "--out", str(out / "run"),
            "--policy", str(policy)]
+    # a wrapper process per scan, so RUSAGE_CHILDREN is that one scan's peak RSS
+    wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]).returncode; "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(r)")
     t0 = time.perf_counter()
-    # run under /usr/bin/time-like accounting: RUSAGE_CHILDREN after wait gives the child's peak RSS
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if p.returncode != 0:
         sys.exit(f"scan failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    peak_kb = int(p.stderr.strip().splitlines()[-1])
     summary = json.loads((out / "run" / "summary.json").read_text())
-    return wall, max(peak, before) / 1024, summary, out / "run"
+    return wall, peak_kb / 1024, summary, out / "run"
 
 
 def main() -> None:

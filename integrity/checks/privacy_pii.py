@@ -143,12 +143,13 @@ def _before(text: str, start: int, pattern: re.Pattern, width: int) -> bool:
 # ---------------------------------------------------------------------------
 # e-mail
 
+# local part: letters of any script (RFC 6531), digits, _ % + - and inner dots; domain: ASCII
+# labels (IDNs appear as punycode) and a TLD of 2+ letters
 _EMAIL = re.compile(
-    r"(?<![A-Za-z0-9._%+-])"
-    r"([A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*)"
+    r"(?<![\w.%+-])"
+    r"([\w%+-]+(?:\.[\w%+-]+)*)"
     r"@((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,24}))"
-    r"(?![A-Za-z0-9_-]|\.[A-Za-z0-9])",
-    A,
+    r"(?![\w-]|\.[A-Za-z0-9])"
 )
 # "TLDs" that are file extensions and no real top-level domain (real ones such as .pl, .cc,
 # .pm, .py, .rs, .sh, .zip, .mov, .map stay valid)
@@ -287,7 +288,7 @@ def _scan_phone_with(min_d: int, max_d: int):
 # ---------------------------------------------------------------------------
 # payment cards
 
-_CARD = re.compile(r"(?<![0-9A-Za-z_.,-])([0-9](?:[ -]?[0-9]){12,18})(?![0-9A-Za-z_]|[.,-][0-9])", A)
+_CARD = re.compile(r"(?<![0-9A-Za-z_.,+-])([0-9](?:[ -]?[0-9]){12,18})(?![0-9A-Za-z_]|[.,-][0-9])", A)
 _TEST_CARDS = frozenset(
     {
         "4111111111111111", "4242424242424242", "4012888888881881", "4222222222222", "4000056655665556",
@@ -436,7 +437,7 @@ def _scan_iban(text: str) -> Iterator[RawMatch]:
 # ---------------------------------------------------------------------------
 # national identifiers
 
-_SSN = re.compile(r"(?<![0-9A-Za-z_-])([0-9]{3})-([0-9]{2})-([0-9]{4})(?![0-9A-Za-z_]|-[0-9])", A)
+_SSN = re.compile(r"(?<![0-9A-Za-z_+-])([0-9]{3})-([0-9]{2})-([0-9]{4})(?![0-9A-Za-z_]|-[0-9])", A)
 _SSN_CONTEXT = re.compile(r"(?i)\b(?:ssn|ss#|social\s+security(?:\s+(?:number|no\.?|#))?|tin)\b")
 _EXAMPLE_SSNS = frozenset({"123-45-6789", "078-05-1120", "219-09-9999", "457-55-5462", "111-11-1111", "333-33-3333"})
 
@@ -496,7 +497,7 @@ def _scan_dni(text: str) -> Iterator[RawMatch]:
         yield "es_dni", m.start(), m.end(), EXAMPLE_FACTOR if example else 1.0, extra
 
 
-_BSN = re.compile(r"(?<![0-9A-Za-z_.-])([0-9]{9}|[0-9]{4}\.[0-9]{2}\.[0-9]{3})(?![0-9A-Za-z_]|[.-][0-9])", A)
+_BSN = re.compile(r"(?<![0-9A-Za-z_.+-])([0-9]{9}|[0-9]{4}\.[0-9]{2}\.[0-9]{3})(?![0-9A-Za-z_]|[.-][0-9])", A)
 _BSN_CONTEXT = re.compile(r"(?i)\b(?:bsn|burgerservicenummer|sofi-?nummer|sofi)\b")
 
 
@@ -516,7 +517,7 @@ def _scan_bsn(text: str) -> Iterator[RawMatch]:
             yield "nl_bsn", m.start(), m.end(), 1.0, {"preview": _mask(m.group(1), 3)}
 
 
-_AADHAAR = re.compile(r"(?<![0-9A-Za-z_.-])([2-9][0-9]{3})( ?)([0-9]{4})\2([0-9]{4})(?![0-9A-Za-z_]|[.-][0-9])", A)
+_AADHAAR = re.compile(r"(?<![0-9A-Za-z_.+-])([2-9][0-9]{3})( ?)([0-9]{4})\2([0-9]{4})(?![0-9A-Za-z_]|[.-][0-9])", A)
 _AADHAAR_CONTEXT = re.compile(r"(?i)(?:\baadhaa?r\b|\buidai\b|\u0906\u0927\u093e\u0930)")
 _VERHOEFF_D = (
     (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 3, 4, 0, 6, 7, 8, 9, 5), (2, 3, 4, 0, 1, 7, 8, 9, 5, 6),

@@ -50,7 +50,11 @@ kind                        score  what
                                    or ``=>`` to a value of at least
                                    ``min_secret_length`` (16) characters with Shannon
                                    entropy >= ``min_entropy`` (3.0 bits/char), a digit
-                                   and no placeholder look.
+                                   or three character classes (so identifiers such as
+                                   ``myPasswordField`` do not count) and no placeholder
+                                   look. The keyword must start and end a component of
+                                   the name (``db_password``, ``dbPassword``; not
+                                   ``bypass``, ``passive``).
 ==========================  =====  ===================================================
 
 Placeholders (``xxxx``, ``<your-token>``, ``${VAR}``, ``{{ var }}``, ``changeme``,
@@ -285,16 +289,38 @@ def _scan_jwt(text: str) -> Iterator[RawMatch]:
 
 _ASSIGN = re.compile(
     r"(?<![A-Za-z0-9_.-])"
-    r"([A-Za-z0-9_.-]*?(?:pass(?:wd|word|phrase)?|pwd|secret|token|api[_.-]?key|apikey|access[_.-]?key|"
-    r"auth[_.-]?(?:key|token)|private[_.-]?key|client[_.-]?secret|credentials?)[A-Za-z0-9_.-]*)"
+    # the name: the keyword starts a component (after _ . - or a camelCase hump) and ends one
+    r"((?:[A-Za-z0-9_.-]*[_.-]|[A-Za-z0-9_.-]*(?-i:[a-z0-9])(?=(?-i:[A-Z])))?"
+    r"(?:pass(?:wd|word|phrase)?|pwd|secret|token|api[_.-]?key|apikey|access[_.-]?key|"
+    r"auth[_.-]?(?:key|token)|private[_.-]?key|client[_.-]?secret|credentials?)s?(?![A-Za-z])[A-Za-z0-9_.-]*)"
     r"([\"']?)[ \t]*(?::=|=>|=(?!=)|:)[ \t]*([\"'`]?)([^\s\"'`]{1,512})([\"'`]?)",
     re.IGNORECASE | A,
 )
 _PLACEHOLDER = re.compile(
-    r"(?i)x{3,}|\*{3,}|\.{3}|^<.*>$|^\[.*\]$|\$\{|\$\(|\{\{|\{%|%\(|^[$%@&]|^env[:.]|your|example|sample|dummy|"
-    r"placeholder|changeme|change_me|change-me|redacted|insert|replace|fake|todo|fixme|secret|password|"
-    r"token|^none$|^null$|^true$|^false$|://|getenv|environ|process\.env|[()\[\]]"
+    r"(?i)x{3,}|\*{3,}|\.{3}|^<.*>$|^\[.*\]$|\$\{|\$\(|\{\{|\{%|%\(|^\$[A-Za-z_]|^%[A-Za-z_]+%$|^&[a-z]+;|"
+    r"^env[:.]|^(?:\.{0,2}|~)/|^[a-z]:\\|your|example|sample|dummy|placeholder|changeme|change_me|change-me|"
+    r"redacted|insert|replace|fake|todo|fixme|secret|password|token|^none$|^null$|^true$|^false$|://|getenv|"
+    r"environ|process\.env|[()\[\]]"
 )
+_IDENT_CHARS = frozenset("_-.")
+
+
+def _strength_ok(value: str) -> bool:
+    """A digit, or three of lower/upper/digit/symbol (``_ - .`` count as letters of identifiers)."""
+    lower = upper = digit = symbol = False
+    for c in value:
+        if c.islower():
+            lower = True
+        elif c.isupper():
+            upper = True
+        elif c.isdigit():
+            digit = True
+        elif c not in _IDENT_CHARS:
+            symbol = True
+    classes = lower + upper + digit + symbol
+    return classes >= 2 and (digit or classes >= 3)
+
+
 _AWS_SECRET = re.compile(r"[A-Za-z0-9/+=]{40}", A)
 
 
@@ -318,7 +344,7 @@ def _scan_assignments_with(min_len: int, min_entropy: float):
                 continue
             if len(value) < min_len or _PLACEHOLDER.search(value) or len(set(value)) < 6:
                 continue
-            if not any(c.isdigit() for c in value):
+            if not _strength_ok(value):
                 continue
             entropy = shannon_entropy(value)
             if entropy < min_entropy:

@@ -39,3 +39,22 @@ def test_prefect_and_inline_runners_agree(prefect_server, small_corpus, tmp_path
     fa = pl.read_parquet(a.out / "findings.parquet").drop("detail")
     fb = pl.read_parquet(b.out / "findings.parquet").drop("detail")
     assert fa.equals(fb) and fa.height > 0
+
+
+def test_dask_runner_matches_threads(prefect_server, small_corpus, tmp_path: Path, state_policy, monkeypatch):
+    """Shard tasks on a local 2-worker Dask cluster report to the same Prefect server
+    and give the same findings as the default runner."""
+    import os
+
+    monkeypatch.setenv("PREFECT_API_URL", os.environ.get("PREFECT_API_URL", ""))  # restored after the test
+    a = build_spec(str(small_corpus), out=tmp_path / "a", policy=state_policy, quarantine_mode="off")
+    sa = run_prefect_scan(a, runner="dask", workers=2)
+    assert sa["runner"] == "dask"
+    (tmp_path / "state").rename(tmp_path / "state-dask")
+    b = build_spec(str(small_corpus), out=tmp_path / "b", policy=state_policy, quarantine_mode="off")
+    run_prefect_scan(b, runner="threads")
+    fa = pl.read_parquet(a.out / "findings.parquet").drop("detail")
+    fb = pl.read_parquet(b.out / "findings.parquet").drop("detail")
+    assert fa.height > 0 and fa.equals(fb)
+    assert pl.read_parquet(a.out / "shards.parquet")["verdict"].to_list() == \
+        pl.read_parquet(b.out / "shards.parquet")["verdict"].to_list()

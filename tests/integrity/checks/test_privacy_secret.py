@@ -1,0 +1,295 @@
+"""privacy.secret: credentials found, validated, and never written out in full."""
+from __future__ import annotations
+
+import base64
+import json
+import random
+import string
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from integrity.checks import registry
+from integrity.checks.base import FINDING_COLUMNS, CheckConfigError
+from integrity.checks.privacy_secret import SecretCheck
+
+DEBIAN = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "debian" / "descriptions.parquet"
+
+_rnd = random.Random(20240601)
+ALNUM = string.ascii_letters + string.digits
+HEX = "0123456789abcdef"
+
+
+def rand(n, alphabet=ALNUM):
+    # each token mixes cases and digits, like real ones
+    while True:
+        s = "".join(_rnd.choice(alphabet) for _ in range(n))
+        if alphabet != ALNUM or (any(c.isdigit() for c in s) and any(c.isupper() for c in s) and any(c.islower() for c in s)):
+            return s
+
+
+def b64url(obj) -> str:
+    raw = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+JWT = b64url({"alg": "HS256", "typ": "JWT"}) + "." + b64url({"sub": "42", "iat": 1516239022}) + "." + rand(43, ALNUM + "-_")
+PEM_BODY = "\n".join(rand(64, ALNUM + "+/") for _ in range(4))
+RSA_KEY = f"-----BEGIN RSA PRIVATE KEY-----\n{PEM_BODY}\n-----END RSA PRIVATE KEY-----"
+
+# kind -> (text around the secret, the secret itself)
+POSITIVES = {
+    "aws_access_key_id": "AKIA" + rand(16, string.ascii_uppercase + "234567"),
+    "aws_secret_access_key": rand(40, ALNUM + "/+"),
+    "gcp_api_key": "AIza" + rand(35, ALNUM + "-_"),
+    "github_token": "ghp_" + rand(36),
+    "gitlab_token": "glpat-" + rand(20),
+    "slack_token": "xoxb-" + rand(12, string.digits) + "-" + rand(13, string.digits) + "-" + rand(24),
+    "slack_webhook": "https://hooks.slack.com/services/T" + rand(8, string.ascii_uppercase) + "/B"
+    + rand(8, string.ascii_uppercase) + "/" + rand(24),
+    "stripe_key": "sk_live_" + rand(24),
+    "sendgrid_key": "SG." + rand(22) + "." + rand(43),
+    "openai_key": "sk-proj-" + rand(48),
+    "google_oauth": "ya29." + rand(60),
+    "npm_token": "npm_" + rand(36),
+    "twilio_api_key": "SK" + rand(32, HEX),
+    "jwt": JWT,
+    "private_key": RSA_KEY,
+    "secret_assignment": rand(24, ALNUM + "#%!"),
+}
+CONTEXT = {
+    "aws_secret_access_key": 'aws_secret_access_key = "{}"\n',
+    "secret_assignment": 'DB_PASSWORD="{}"\n',
+}
+
+
+def batch(*texts, field="text", **cols):
+    data = {field: list(texts), **cols}
+    n = len(next(iter(data.values())))
+    rows = [{"record_id": f"r{i}", "row": i, **{k: v[i] for k, v in data.items()}} for i in range(n)]
+    schema = pa.schema([("record_id", pa.string()), ("row", pa.int64())] + [(k, pa.large_string()) for k in data])
+    return pa.RecordBatch.from_pylist(rows, schema=schema)
+
+
+def run(b, **options):
+    out = SecretCheck(options).process_batch(b).findings
+    return {r["record_id"]: {**r, "detail_json": r["detail"], "detail": json.loads(r["detail"])} for r in out.iter_rows(named=True)}
+
+
+def scan(text, **options):
+    found = run(batch(text), **options)
+    if not found:
+        return []
+    return [(m["kind"], text[m["start"] : m["end"]], m["score"], m) for m in found["r0"]["detail"]["matches"]]
+
+
+def leaks(detail_json: str, secret: str, window: int = 8) -> bool:
+    """Whether any ``window``-character piece of ``secret`` beyond its first 4 characters is in the detail."""
+    return any(secret[i : i + window] in detail_json for i in range(1, max(2, len(secret) - window + 1)))
+
+
+# -- interface ----------------------------------------------------------------
+
+
+def test_registry_and_attributes():
+    assert registry.get("privacy.secret") is SecretCheck
+    assert SecretCheck.corpus_level is False
+    assert set(SecretCheck.requires) == {"text", "prompt", "response", "caption"}
+    with pytest.raises(CheckConfigError):
+        SecretCheck({"kinds": ["github_token", "bogus"]})
+    with pytest.raises(CheckConfigError):
+        SecretCheck({"min_entropy": 3.0, "whatever": 1})
+
+
+# -- every kind: found, offsets right, never leaked -------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(POSITIVES))
+def test_true_positive_each_kind(kind):
+    secret = POSITIVES[kind]
+    text = "config follows: " + CONTEXT.get(kind, "token {} here\n").format(secret) + "end."
+    found = run(batch(text))
+    assert set(found) == {"r0"}
+    f = found["r0"]
+    assert kind in f["detail"]["kinds"], f["detail"]
+    (m,) = [m for m in f["detail"]["matches"] if m["kind"] == kind]
+    assert text[m["start"] : m["end"]] == secret
+    assert m["length"] == len(secret)
+    assert m["redact"] is True
+    assert m["preview"] == secret[:4] + "\u2026"
+    assert not m.get("example")
+    assert secret not in f["detail_json"]
+    assert not leaks(f["detail_json"], secret)
+    assert f["score"] >= 0.7
+    assert f["severity"] is None
+
+
+def test_one_row_per_record_with_max_score_and_frame_shape():
+    text = f"token {POSITIVES['github_token']} and {POSITIVES['jwt']} and key {POSITIVES['private_key']}"
+    out = SecretCheck().process_batch(batch(text, "clean text")).findings
+    assert dict(out.schema) == FINDING_COLUMNS
+    assert out["record_id"].to_list() == ["r0"]
+    assert out["score"][0] == pytest.approx(1.0)
+    d = json.loads(out["detail"][0])
+    assert d["kinds"] == ["github_token", "jwt", "private_key"] and d["n_matches"] == 3
+
+
+# -- documented examples and near-misses ---------------------------------------------
+
+
+def test_aws_documentation_examples_are_info_level():
+    text = 'aws_access_key_id = AKIAIOSFODNN7EXAMPLE\naws_secret_access_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"'
+    found = scan(text)
+    assert sorted(k for k, *_ in found) == ["aws_access_key_id", "aws_secret_access_key"]
+    assert all(m["example"] is True and score <= 0.2 for _, _, score, m in found)
+    assert scan(text, include_examples=False) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'password = "changeme"',
+        'password = "xxxxxxxxxxxxxxxxxxxxxxxx"',
+        'api_key = "<your-api-key-goes-here>"',
+        "secret_token: ${SECRET_TOKEN_FROM_THE_ENV}",
+        "token: {{ secrets.GITHUB_TOKEN_VALUE_1 }}",
+        'password = "aaaaaaaaaaaaaaaaaaaaaaaa"',
+        "password = os.environ['DB_PASSWORD_2024']",
+        'password = get_password_from_vault(name="prod1")',
+        "passwordHashAlgorithm = sha256WithRSAEncryption",
+        'bypass_mode = "Ab12Cd34Ef56Gh78Ij90"',
+        'if password == "Ab12Cd34Ef56Gh78Ij90":',
+        'client_secret = "my_Client_Secret_Name"',
+        "password: /usr/local/etc/secret-file-2024.txt",
+    ],
+)
+def test_assignment_near_misses(text):
+    assert "secret_assignment" not in {k for k, *_ in scan(text)}, scan(text)
+
+
+def test_assignment_respects_entropy_and_length_options():
+    value = "aB3dE5fG7hJ9kL1mN3pQ"
+    assert [k for k, *_ in scan(f'token = "{value}"')] == ["secret_assignment"]
+    assert scan(f'token = "{value}"', min_secret_length=24) == []
+    assert scan(f'token = "{value}"', min_entropy=4.5) == []
+    assert scan('token = "a1a1a1a1b2b2b2b2c3c3"') == []  # entropy 1.6 bits/char
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "we use the sk-learn package and risk-management-framework-2024-edition",
+        "ghp_short123 and glpat-short",
+        "AKIA is the prefix of AWS key ids",
+        "eyJub3Rqc29uIGF0IGFsbA.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",  # header decodes, but not to JSON
+        b64url({"typ": "JWT"}) + "." + b64url({"sub": "1"}) + ".c2lnbmF0dXJl",  # JSON header without alg
+        "slack xoxb-not-a-real-token-here",
+        "SKU SK-1234 and SKIP",
+    ],
+)
+def test_token_near_misses(text):
+    assert scan(text) == []
+
+
+def test_jwt_header_must_be_json_with_alg():
+    not_json = "eyJ" + b64url(b'{"alg": HS256 broken')[3:]
+    assert scan(f"{not_json}.{b64url({'sub': '1'})}.c2lnbmF0dXJl") == []
+    (kind, value, score, m), = scan(f"Authorization: Bearer {JWT}.")
+    assert kind == "jwt" and value == JWT and m["alg"] == "HS256" and score == pytest.approx(0.8)
+    unsigned = b64url({"alg": "none"}) + "." + b64url({"sub": "1"}) + "."
+    (kind, _, score, _), = scan(f"token {unsigned} end")
+    assert kind == "jwt" and score == pytest.approx(0.48)
+
+
+def test_private_key_header_without_body_is_low():
+    (kind, _, score, m), = scan("Keys look like -----BEGIN RSA PRIVATE KEY----- ... -----END RSA PRIVATE KEY-----")
+    assert kind == "private_key" and m["has_body"] is False and score == pytest.approx(0.3)
+
+
+def test_private_key_variants_and_span():
+    openssh = "-----BEGIN OPENSSH PRIVATE KEY-----\n" + PEM_BODY + "\n-----END OPENSSH PRIVATE KEY-----"
+    encrypted = (
+        "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,"
+        + rand(32, "0123456789ABCDEF") + "\n\n" + PEM_BODY + "\n-----END RSA PRIVATE KEY-----"
+    )
+    pgp = "-----BEGIN PGP PRIVATE KEY BLOCK-----\nVersion: GnuPG v2\n\n" + PEM_BODY + "\n-----END PGP PRIVATE KEY BLOCK-----"
+    for key, score in ((openssh, 1.0), (encrypted, 0.85), (pgp, 1.0)):
+        text = f"here:\n{key}\nthanks"
+        (kind, value, got, m), = scan(text)
+        assert kind == "private_key" and value == key and got == pytest.approx(score)
+        assert m["has_body"] is True
+
+
+def test_gcp_service_account_json_is_one_match():
+    body = "\\n".join(rand(64, ALNUM + "+/") for _ in range(3))
+    sa = json.dumps({"type": "service_account", "project_id": "demo"})[:-1] + (
+        ', "private_key": "-----BEGIN PRIVATE KEY-----\\n' + body + '\\n-----END PRIVATE KEY-----\\n", "client_email": "x"}'
+    )
+    found = scan(sa)
+    assert [k for k, *_ in found] == ["gcp_service_account_key"]
+    kind, value, score, m = found[0]
+    assert value.startswith('"private_key"') and value.endswith('-----END PRIVATE KEY-----\\n"')
+    assert score == pytest.approx(1.0)
+
+
+def test_stripe_test_keys_lower_and_token_beats_assignment():
+    (kind, _, score, m), = scan(f'STRIPE_KEY="sk_test_{rand(24)}"')
+    assert kind == "stripe_key" and m["mode"] == "test" and score == pytest.approx(0.38)
+    (kind, value, score, _), = scan(f'github_token = "{POSITIVES["github_token"]}"')
+    assert kind == "github_token" and value == POSITIVES["github_token"]
+
+
+# -- fields, nulls, options -----------------------------------------------------------
+
+
+def test_multiple_fields_and_nulls():
+    gh, sk = POSITIVES["github_token"], POSITIVES["stripe_key"]
+    b = batch(
+        f"please use {gh}",
+        None,
+        None,
+        field="prompt",
+        response=["sure.", f"the key is {sk}", None],
+    )
+    found = run(b)
+    assert set(found) == {"r0", "r1"}
+    (m0,) = found["r0"]["detail"]["matches"]
+    assert m0["field"] == "prompt" and f"please use {gh}"[m0["start"] : m0["end"]] == gh
+    (m1,) = found["r1"]["detail"]["matches"]
+    assert m1["field"] == "response" and f"the key is {sk}"[m1["start"] : m1["end"]] == sk
+
+
+def test_kinds_and_min_score_options():
+    text = f"{POSITIVES['github_token']} {POSITIVES['jwt']}"
+    assert {k for k, *_ in scan(text, kinds=["jwt"])} == {"jwt"}
+    assert {k for k, *_ in scan(text, min_score=0.9)} == {"github_token"}
+    assert {k for k, *_ in scan(text, scores={"jwt": 0.99})} == {"github_token", "jwt"}
+
+
+def test_match_list_is_capped():
+    text = " ".join("ghp_" + rand(36) for _ in range(25))
+    d = run(batch(text), max_matches=10)["r0"]["detail"]
+    assert d["n_matches"] == 25 and len(d["matches"]) == 10
+
+
+def test_empty_batch_and_batch_without_text():
+    assert SecretCheck().process_batch(batch()).findings.height == 0
+    assert SecretCheck().process_batch(pa.RecordBatch.from_pylist([{"record_id": "a", "row": 0}])).findings.height == 0
+
+
+# -- real data ------------------------------------------------------------------------
+
+
+def test_debian_descriptions_have_no_secrets():
+    if not DEBIAN.exists():
+        pytest.skip(f"benchmark data not found at {DEBIAN} (../shared absent)")
+    t = pq.read_table(DEBIAN)
+    n = t.num_rows
+    tb = pa.table(
+        {"record_id": t["id"], "row": pa.array(range(n), pa.int64()), "text": t["text"].cast(pa.large_string())}
+    )
+    check = SecretCheck()
+    hits = sum(check.process_batch(b).findings.height for b in tb.to_batches(max_chunksize=8192))
+    assert hits == 0
