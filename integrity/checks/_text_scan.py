@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import polars as pl
@@ -41,7 +41,7 @@ class Match:
     start: int
     end: int
     score: float
-    extra: dict = field(default_factory=dict)
+    extra: dict
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def luhn_ok(digits: str) -> bool:
             if d > 9:
                 d -= 9
         total += d
-    return True
+    return total % 10 == 0
 
 
 # ---------------------------------------------------------------------------

@@ -71,6 +71,14 @@ Examples (test card numbers, fake SSNs, example.com addresses, ...) are kept at
 x0.2 of the kind's score (so they land at ``info``), or dropped with
 ``include_examples: false``. Overlapping matches in a field are resolved in
 favour of the higher score (a card number is not also a phone number).
+A final score is ``min(1, scores[kind] * factor)``; severity is left to the
+policy (which maps scores to severities), ``default_severity`` is ``warn``.
+
+Options (policy ``options``; defaults in :attr:`PiiCheck.default_options`):
+``kinds`` (all), ``min_score`` (0.0: matches below are dropped), ``scores``
+(partial overrides merge with the table above), ``exclude_private_ip`` (true),
+``include_examples`` (true), ``min_phone_digits``/``max_phone_digits`` (10/15),
+``max_matches`` (20 listed per record; ``n_matches`` counts all).
 """
 from __future__ import annotations
 
@@ -345,7 +353,7 @@ _CARD_CONTEXT = re.compile(
 )
 _NOT_CARD_CONTEXT = re.compile(
     r"(?i)\b(?:id|ids|uid|guid|order|invoice|tracking|ref|reference|ts|timestamp|isbn|issn|ean|upc|gtin|imei|"
-    r"serial|account|acct|transaction|txn|no|nr|number|#)\b\W{0,3}$"
+    r"serial|account|acct|transaction|txn|no|nr|number)\b\W{0,3}$|#\s*$"
 )
 
 

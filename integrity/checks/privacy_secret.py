@@ -65,6 +65,13 @@ and ``wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY``, anything containing
 ``EXAMPLE``/``your``/``xxxx``/``0123456789``, or with very low entropy) are kept
 at x0.2 with ``"example": true`` (``info`` under the usual thresholds), or
 dropped with ``include_examples: false``.
+
+A final score is ``min(1, scores[kind] * factor)``; severity is left to the
+policy, ``default_severity`` is ``warn``. Options (policy ``options``;
+defaults in :attr:`SecretCheck.default_options`): ``kinds`` (all),
+``min_score`` (0.0), ``scores`` (partial overrides merge with the table above),
+``include_examples`` (true), ``min_entropy`` (3.0 bits/char) and
+``min_secret_length`` (16) for ``secret_assignment``, ``max_matches`` (20).
 """
 from __future__ import annotations
 
@@ -378,7 +385,7 @@ class SecretCheck(Check):
         "min_secret_length": 16,  # characters a secret_assignment value needs
         "max_matches": 20,  # matches listed in detail per record (n_matches counts all)
     }
-    default_severity = "critical"
+    default_severity = "warn"
     corpus_level = False
     version = 1
 
