@@ -48,7 +48,7 @@ def corpus_task(spec: ScanSpec, results: list[ShardResult]) -> tuple[Path, dict[
 
 
 @task(name="policy", cache_policy=NO_CACHE)
-def policy_task(spec: ScanSpec, results: list[ShardResult], corpus_path: Path) -> pl.DataFrame:
+def policy_task(spec: ScanSpec, results: list[ShardResult], corpus_path: Path) -> Path:
     return pipeline.policy_stage(spec, results, corpus_path)
 
 
@@ -63,17 +63,18 @@ def _emit_quarantined(spec: ScanSpec, row: dict) -> None:
 
 
 @task(name="quarantine", cache_policy=NO_CACHE)
-def quarantine_task(spec: ScanSpec, results: list[ShardResult], shards: pl.DataFrame) -> pl.DataFrame:
-    return pipeline.quarantine_stage(spec, results, shards, on_quarantined=lambda row: _emit_quarantined(spec, row))
+def quarantine_task(spec: ScanSpec, results: list[ShardResult], verdicts_path: Path) -> Path:
+    return pipeline.quarantine_stage(spec, results, verdicts_path,
+                                     on_quarantined=lambda row: _emit_quarantined(spec, row))
 
 
 @task(name="outputs", cache_policy=NO_CACHE)
-def output_task(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult], shards: pl.DataFrame,
+def output_task(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult], shards_path: Path,
                 timings: dict[str, float], started_at: str, per_check: dict[str, float]) -> dict:
-    return pipeline.output_stage(spec, refs, results, shards, timings, started_at, per_check)
+    return pipeline.output_stage(spec, refs, results, shards_path, timings, started_at, per_check)
 
 
-def _markdown(summary: dict, shards: pl.DataFrame) -> str:
+def _markdown(summary: dict) -> str:
     c = summary["counts"]
     lines = [
         f"# Integrity scan {summary['scan_id']}: **{summary['verdict'].upper()}**",
@@ -122,15 +123,16 @@ def scan_flow(spec: ScanSpec) -> dict[str, Any]:
     corpus_path, per_check = corpus_task(spec, results)
     timings["corpus"] = time.perf_counter() - t
     t = time.perf_counter()
-    shards = policy_task(spec, results, corpus_path)
+    verdicts_path = policy_task(spec, results, corpus_path)
     timings["policy"] = time.perf_counter() - t
     t = time.perf_counter()
-    shards = quarantine_task(spec, results, shards)
+    shards_path = quarantine_task(spec, results, verdicts_path)
     timings["quarantine"] = time.perf_counter() - t
-    summary = output_task(spec, refs, results, shards, timings, started_at, per_check)
+    summary = output_task(spec, refs, results, shards_path, timings, started_at, per_check)
+    shards = pl.read_parquet(shards_path)
     summary["run_dir"] = str(spec.out)
 
-    create_markdown_artifact(_markdown(summary, shards), key="integrity-scan-summary",
+    create_markdown_artifact(_markdown(summary), key="integrity-scan-summary",
                              description=f"scan {spec.scan_id}: {summary['verdict']}")
     create_table_artifact(
         shards.select("shard", "verdict", pl.col("reasons").list.join("; "), "rows", "n_warn", "n_critical",

@@ -52,22 +52,27 @@ def all_findings(spec: ScanSpec, results: list[ShardResult], corpus_path: Path) 
     return verdict.assign_severity(merged, spec.policy, spec.checks)
 
 
-def policy_stage(spec: ScanSpec, results: list[ShardResult], corpus_path: Path) -> pl.DataFrame:
-    """Writes ``findings.parquet`` and returns the shard verdicts."""
+def policy_stage(spec: ScanSpec, results: list[ShardResult], corpus_path: Path) -> Path:
+    """Writes ``findings.parquet`` and the shard verdicts (``.work/verdicts.parquet``, returned)."""
     findings_path = outputs.write_findings(all_findings(spec, results, corpus_path), spec.out)
     counts = verdict.shard_counts(pl.scan_parquet(findings_path))
     ledger = Ledger(spec.state_dir)
-    return verdict.decide(results, counts, spec.policy,
-                          lambda sha, reasons: ledger.release_for(sha, findings_key(reasons)))
+    shards = verdict.decide(results, counts, spec.policy,
+                            lambda sha, reasons: ledger.release_for(sha, findings_key(reasons)))
+    path = spec.out / WORK / "verdicts.parquet"
+    shards.write_parquet(path)
+    return path
 
 
-def quarantine_stage(spec: ScanSpec, results: list[ShardResult], shards: pl.DataFrame,
-                     on_quarantined: Callable[[dict], None] | None = None) -> pl.DataFrame:
+def quarantine_stage(spec: ScanSpec, results: list[ShardResult], verdicts_path: Path,
+                     on_quarantined: Callable[[dict], None] | None = None) -> Path:
     """Quarantine every shard with that verdict (crash-safe; see integrity.quarantine),
     then let corpus checks record the approved shards (history indexes).
 
     Unfinished actions of earlier, interrupted scans are completed first.
+    Returns the path of the shards table with its ``quarantine`` column.
     """
+    shards = pl.read_parquet(verdicts_path)
     ledger = Ledger(spec.state_dir)
     quarantine_mod.resume_pending(ledger, storage_options=spec.storage_options)
     status: dict[str, str | None] = {}
@@ -91,15 +96,18 @@ def quarantine_stage(spec: ScanSpec, results: list[ShardResult], shards: pl.Data
             status[row["shard"]] = f"failed: {e}"
     approved = shards.filter(pl.col("verdict").is_in(["pass", "warn"]))["shard"].to_list()
     after_verdicts(spec, results, approved)
-    return shards.with_columns(
-        quarantine=pl.col("shard").replace_strict(status, default=None, return_dtype=pl.Utf8))
+    path = spec.out / WORK / "shards.parquet"
+    shards.with_columns(
+        quarantine=pl.col("shard").replace_strict(status, default=None, return_dtype=pl.Utf8)).write_parquet(path)
+    return path
 
 
-def output_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult], shards: pl.DataFrame,
+def output_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult], shards_path: Path,
                  timings: dict[str, float], started_at: str, corpus_check_seconds: dict[str, float] | None = None,
                  write_html: bool = True) -> dict:
     """Writes shards.parquet, examples.parquet, summary.json and report.html; returns the summary."""
     t0 = time.perf_counter()
+    shards = pl.read_parquet(shards_path)
     shards.write_parquet(spec.out / "shards.parquet")
     findings_path = spec.out / "findings.parquet"
     examples = outputs.collect_examples(spec, pl.scan_parquet(findings_path), results, {r.name: r for r in refs})
@@ -177,9 +185,9 @@ def run_scan(spec: ScanSpec, workers: int = 2,
     corpus_path, per_check = corpus_stage(spec, results)
     timings["corpus"] = time.perf_counter() - t
     t = time.perf_counter()
-    shards = policy_stage(spec, results, corpus_path)
+    verdicts_path = policy_stage(spec, results, corpus_path)
     timings["policy"] = time.perf_counter() - t
     t = time.perf_counter()
-    shards = quarantine_stage(spec, results, shards)
+    shards_path = quarantine_stage(spec, results, verdicts_path)
     timings["quarantine"] = time.perf_counter() - t
-    return output_stage(spec, refs, results, shards, timings, started_at, per_check)
+    return output_stage(spec, refs, results, shards_path, timings, started_at, per_check)

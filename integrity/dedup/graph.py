@@ -1,0 +1,72 @@
+"""Candidate pairs from equal keys, and clusters as connected components.
+
+Equal keys (an LSH band, a span fingerprint, an exact hash) form buckets. A
+bucket of ``k`` records yields at most ``2k`` pairs, never ``k**2``: each
+member is paired with the bucket's first member (a star) and with its
+predecessor (a chain), so one huge bucket (boilerplate, a record repeated
+10,000 times) stays linear while a bucket whose first member is an odd one
+out still links the others among themselves.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+
+def bucket_pairs(keys: np.ndarray, items: np.ndarray, chain: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (a, b), a < b, of items sharing a key (star to the smallest item of the
+    bucket, plus the chain of consecutive items when ``chain``)."""
+    if len(keys) < 2:
+        e = np.zeros(0, dtype=np.int64)
+        return e, e
+    order = np.lexsort((items, keys))
+    k = keys[order]
+    it = items[order].astype(np.int64)
+    same = k[1:] == k[:-1]
+    if not same.any():
+        e = np.zeros(0, dtype=np.int64)
+        return e, e
+    run_start = np.flatnonzero(np.concatenate(([True], ~same)))
+    first = np.repeat(it[run_start], np.diff(np.append(run_start, len(k))))
+    idx = np.flatnonzero(same) + 1
+    a = [first[idx]]
+    b = [it[idx]]
+    if chain:
+        a.append(it[idx - 1])
+        b.append(it[idx])
+    a, b = np.concatenate(a), np.concatenate(b)
+    keep = a != b
+    return unique_pairs(a[keep], b[keep])
+
+
+def unique_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Deduplicated undirected pairs, each as (min, max)."""
+    if len(a) == 0:
+        return a.astype(np.int64), b.astype(np.int64)
+    lo = np.minimum(a, b).astype(np.int64)
+    hi = np.maximum(a, b).astype(np.int64)
+    m = int(hi.max()) + 1
+    key = np.unique(lo * m + hi)
+    return key // m, key % m
+
+
+def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connected-component label of each of ``n`` nodes given undirected edges."""
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    g = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n)).tocsr()
+    _, labels = connected_components(g, directed=False)
+    return labels.astype(np.int64)
+
+
+def representatives(labels: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """For each node, the node of its component with the smallest ``rank`` (the record kept)."""
+    if len(labels) == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((rank, labels))
+    lab = labels[order]
+    start = np.flatnonzero(np.concatenate(([True], lab[1:] != lab[:-1])))
+    best = np.empty(labels.max() + 1, dtype=np.int64)
+    best[lab[start]] = order[start]
+    return best[labels]

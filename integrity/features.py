@@ -1,0 +1,245 @@
+"""Cheap per-record text features, vectorized with Polars.
+
+These are the features a reference profile summarizes and that
+``distribution.drift`` and ``synthetic.text`` compare against it. Each is one
+float per record, computed without a model:
+
+============================  ===============================================
+``log_chars``                 log(1 + characters)
+``log_words``                 log(1 + words)
+``mean_word_len``             mean characters per word
+``frac_alpha``/``digit``/...  share of characters that are letters, digits,
+                              white space, punctuation, non-ASCII; share of
+                              letters that are upper case
+``newline_rate``              line breaks per 100 characters
+``compression_ratio``         zlib-compressed bytes / UTF-8 bytes (low:
+                              repetitive, high: random or dense)
+``rep_3gram``                 share of word 3-grams that repeat an earlier one
+``distinct_1``/``distinct_2`` distinct words / words, distinct bigrams / bigrams
+``stopword_frac``             share of words that are function words of the
+                              guessed language: a cheap fluency proxy (keyword
+                              spam and gibberish are low, prose ~0.4-0.55)
+``sent_len_mean``/``_cv``     words per sentence and its coefficient of
+                              variation ("burstiness"; machine text is even)
+``comma_rate``                commas per word
+``first_person``              share of words that are I/me/my/we/...
+``llm_word_rate``             words generators favour ("delve", "crucial",
+                              "furthermore", ...) per 100 words
+``boilerplate``               generator boilerplate phrases ("As an AI language
+                              model", "I hope this helps", ...) found
+``lang_conf``                 share of words that are function words of the
+                              guessed language
+============================  ===============================================
+
+plus the categorical ``language`` (ISO 639-1 code from function words for
+en/de/fr/es/it/pt/nl, a script name such as ``cyrillic`` or ``cjk`` for
+other scripts, ``und`` when unsure).
+
+:func:`record_text` picks the text a record is judged by: ``text``, else
+``prompt`` and ``response`` joined, else ``caption``.
+"""
+from __future__ import annotations
+
+import math
+import re
+import zlib
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+#: numeric feature columns, in a fixed order (the profile and the checks rely on it)
+NUMERIC_FEATURES: tuple[str, ...] = (
+    "log_chars", "log_words", "mean_word_len", "frac_alpha", "frac_digit", "frac_upper", "frac_space",
+    "frac_punct", "frac_nonascii", "newline_rate", "compression_ratio", "rep_3gram", "distinct_1",
+    "distinct_2", "stopword_frac", "sent_len_mean", "sent_len_cv", "comma_rate", "first_person",
+    "llm_word_rate", "boilerplate", "lang_conf",
+)
+CATEGORICAL_FEATURES: tuple[str, ...] = ("language",)
+#: features that carry style rather than topic; what synthetic.text compares
+STYLE_FEATURES: tuple[str, ...] = (
+    "log_words", "mean_word_len", "frac_upper", "frac_punct", "newline_rate", "compression_ratio",
+    "rep_3gram", "distinct_1", "distinct_2", "stopword_frac", "sent_len_mean", "sent_len_cv", "comma_rate",
+    "first_person", "llm_word_rate", "boilerplate",
+)
+MAX_CHARS = 20_000  # characters of a record that features look at (bounded cost per record)
+
+_STOP = {
+    "en": "the of and to a in is it that for on with as was be by this are or at from an not have has but "
+          "which they you he she we his her their its were been can will would there if all one so what when "
+          "do no more also than then these them who into only about other some any could should may such",
+    "de": "der die das und ist nicht ein eine zu den von mit sich des auf für im dem ich es auch als an wie "
+          "wird oder bei aus sind noch nach einer einem war hat werden wir sie aber nur über",
+    "fr": "le la les de des et est un une du en que qui dans pour pas sur au ce il elle avec par plus sont ne "
+          "se son sa ses mais ou aux cette nous vous ils été être été",
+    "es": "el la los las de del y que en un una es por con no para se su al lo como más pero sus le ya o "
+          "este sí porque esta entre cuando muy sin sobre también fue ha son",
+    "it": "il lo la gli le di del della e che è un una per non con si da sono nel al ma come anche più se "
+          "questo alla dei delle ha ci",
+    "pt": "o a os as de do da dos das e que em um uma para com não se por mais como mas foi ao ele ela seu "
+          "sua ou são também já está",
+    "nl": "de het een en van ik te dat die in is niet op zijn met voor er maar om hij ook als dan aan bij "
+          "nog wel naar kan deze dit wordt",
+}
+STOPWORDS: dict[str, list[str]] = {k: sorted(set(v.split())) for k, v in _STOP.items()}
+_FIRST_PERSON = ["i", "me", "my", "mine", "myself", "we", "us", "our", "ours", "i'm", "i've", "i'd", "i'll"]
+#: words instruction-tuned generators over-use (style evidence only, never proof)
+LLM_WORDS = sorted(set(
+    "delve delves delving crucial furthermore additionally moreover overall comprehensive insights "
+    "intricate intricacies realm tapestry notably pivotal leverage leveraging showcasing showcase "
+    "underscores underscore fostering foster vibrant multifaceted nuanced seamless seamlessly "
+    "paramount meticulous meticulously embark testament ultimately essentially significant "
+    "significantly enhance enhancing valuable potential various".split()))
+#: known generator boilerplate (case-insensitive regexes); strong ones first
+BOILERPLATE_STRONG = [
+    r"as an ai(?: language)? model", r"as a (?:large )?language model", r"i(?:'m| am) an ai\b",
+    r"i cannot (?:fulfill|provide|assist with) (?:that|this|your) request",
+    r"i(?:'m| am) sorry,? but (?:as an ai|i (?:can(?:'|no)t|am not able to))",
+    r"my knowledge cutoff", r"as of my (?:last )?(?:knowledge )?(?:update|cutoff|training)",
+    r"^(?:certainly|sure|absolutely|of course)[!,.] here(?:'s| is| are)",
+    r"regenerate response",
+]
+BOILERPLATE_WEAK = [
+    r"i hope this helps", r"let me know if you (?:have any (?:other|more|further) questions|need (?:any )?"
+    r"(?:more|further|additional))", r"feel free to ask", r"here(?:'s| is) an? (?:revised|rewritten|"
+    r"improved|updated) version", r"it(?:'s| is) (?:important|worth) (?:to note|noting) that",
+    r"\bin conclusion,", r"i hope this (?:information|answer)",
+]
+_BOILER_STRONG_RE = "(?im)" + "|".join(f"(?:{p})" for p in BOILERPLATE_STRONG)
+_BOILER_WEAK_RE = "(?i)" + "|".join(f"(?:{p})" for p in BOILERPLATE_WEAK)
+_WORD_RE = r"[\p{L}\p{N}]+(?:['’][\p{L}]+)?"
+_SCRIPTS = [("cyrillic", r"\p{Cyrillic}"), ("greek", r"\p{Greek}"), ("arabic", r"\p{Arabic}"),
+            ("hebrew", r"\p{Hebrew}"), ("devanagari", r"\p{Devanagari}"),
+            ("cjk", r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]"), ("thai", r"\p{Thai}")]
+
+
+def boilerplate_patterns() -> tuple[re.Pattern, re.Pattern]:
+    """(strong, weak) compiled Python regexes of the generator boilerplate lists."""
+    strong = re.compile("|".join(f"(?:{p})" for p in BOILERPLATE_STRONG), re.I | re.M)
+    weak = re.compile("|".join(f"(?:{p})" for p in BOILERPLATE_WEAK), re.I)
+    return strong, weak
+
+
+def record_text(batch: pa.RecordBatch | pa.Table) -> pa.Array | None:
+    """The text each record is judged by (None when the batch has no text column)."""
+    names = set(batch.schema.names)
+    if "text" in names:
+        return batch.column("text").cast(pa.large_string())
+    if "prompt" in names or "response" in names:
+        parts = [batch.column(c).cast(pa.large_string()).fill_null("") for c in ("prompt", "response") if c in names]
+        if len(parts) == 1:
+            return parts[0]
+        return pc.binary_join_element_wise(parts[0], parts[1], pa.scalar("\n", pa.large_string()))
+    if "caption" in names:
+        return batch.column("caption").cast(pa.large_string())
+    return None
+
+
+def _compression_ratio(texts: list[str | None]) -> list[float | None]:
+    out: list[float | None] = []
+    for t in texts:
+        if not t:
+            out.append(None)
+            continue
+        raw = t.encode("utf-8", "surrogatepass")
+        out.append(len(zlib.compress(raw, 6)) / len(raw))
+    return out
+
+
+def _safe_div(a: pl.Expr, b: pl.Expr) -> pl.Expr:
+    return pl.when(b > 0).then(a / b).otherwise(None)
+
+
+def text_features(texts: pa.Array | pl.Series | list[str | None]) -> pl.DataFrame:
+    """One row per text with :data:`NUMERIC_FEATURES` (Float64, null for empty texts)
+    and ``language`` (Utf8)."""
+    if isinstance(texts, pl.Series):
+        s = texts.cast(pl.Utf8)
+    elif isinstance(texts, list):
+        s = pl.Series("t", texts, dtype=pl.Utf8)
+    else:
+        s = pl.from_arrow(texts.cast(pa.large_string()))
+        s = s.cast(pl.Utf8) if isinstance(s, pl.Series) else s.to_series().cast(pl.Utf8)
+    s = s.alias("t").str.slice(0, MAX_CHARS)
+    df = pl.DataFrame({"t": s})
+    t = pl.col("t")
+    n = t.str.len_chars().cast(pl.Float64)
+    lower = t.str.to_lowercase()
+    base = df.lazy().with_columns(
+        _n=n,
+        _w=lower.str.extract_all(_WORD_RE),
+        _letters=t.str.count_matches(r"\p{L}").cast(pl.Float64),
+        _sent=t.str.extract_all(r"[^.!?\n]+").list.eval(pl.element().str.count_matches(r"\S+"))
+        .list.eval(pl.element().filter(pl.element() > 0)),
+    ).with_columns(_nw=pl.col("_w").list.len().cast(pl.Float64))
+    w = pl.col("_w")
+    nw = pl.col("_nw")
+    lang_counts = {lang: w.list.eval(pl.element().is_in(words)).list.sum().cast(pl.Float64)
+                   for lang, words in STOPWORDS.items()}
+    bigram = w.list.eval(pl.element() + " " + pl.element().shift(-1)).list.drop_nulls()
+    trigram = w.list.eval(pl.element() + " " + pl.element().shift(-1) + " " + pl.element().shift(-2)).list.drop_nulls()
+    feats = base.with_columns(
+        log_chars=(pl.col("_n") + 1).log(),
+        log_words=(nw + 1).log(),
+        mean_word_len=_safe_div(w.list.eval(pl.element().str.len_chars()).list.sum().cast(pl.Float64), nw),
+        frac_alpha=_safe_div(pl.col("_letters"), pl.col("_n")),
+        frac_digit=_safe_div(t.str.count_matches(r"\p{N}").cast(pl.Float64), pl.col("_n")),
+        frac_upper=_safe_div(t.str.count_matches(r"\p{Lu}").cast(pl.Float64), pl.col("_letters")),
+        frac_space=_safe_div(t.str.count_matches(r"\s").cast(pl.Float64), pl.col("_n")),
+        frac_punct=_safe_div(t.str.count_matches(r"[\p{P}\p{S}]").cast(pl.Float64), pl.col("_n")),
+        frac_nonascii=_safe_div(t.str.count_matches(r"[^\x00-\x7F]").cast(pl.Float64), pl.col("_n")),
+        newline_rate=_safe_div(100.0 * t.str.count_matches("\n").cast(pl.Float64), pl.col("_n")),
+        rep_3gram=pl.when(trigram.list.len() > 0)
+        .then(1.0 - trigram.list.n_unique().cast(pl.Float64) / trigram.list.len().cast(pl.Float64)).otherwise(0.0),
+        distinct_1=_safe_div(w.list.n_unique().cast(pl.Float64), nw),
+        distinct_2=pl.when(bigram.list.len() > 0)
+        .then(bigram.list.n_unique().cast(pl.Float64) / bigram.list.len().cast(pl.Float64)).otherwise(None),
+        sent_len_mean=pl.col("_sent").list.mean(),
+        sent_len_cv=pl.when(pl.col("_sent").list.len() > 1)
+        .then(pl.col("_sent").list.std() / pl.col("_sent").list.mean()).otherwise(0.0),
+        comma_rate=_safe_div(t.str.count_matches(",").cast(pl.Float64), nw),
+        first_person=_safe_div(w.list.eval(pl.element().is_in(_FIRST_PERSON)).list.sum().cast(pl.Float64), nw),
+        llm_word_rate=_safe_div(100.0 * w.list.eval(pl.element().is_in(LLM_WORDS)).list.sum().cast(pl.Float64), nw),
+        boilerplate=(t.str.count_matches(_BOILER_STRONG_RE) * 2 + t.str.count_matches(_BOILER_WEAK_RE)).cast(pl.Float64),
+        **{f"_sw_{k}": v for k, v in lang_counts.items()},
+    )
+    sw_cols = [f"_sw_{k}" for k in STOPWORDS]
+    best = pl.max_horizontal(*[pl.col(c) for c in sw_cols])
+    lang_expr = pl.lit("und")
+    for k in reversed(list(STOPWORDS)):
+        lang_expr = pl.when(pl.col(f"_sw_{k}") == best).then(pl.lit(k)).otherwise(lang_expr)
+    script_expr = pl.lit("und")
+    for name, pat in reversed(_SCRIPTS):
+        script_expr = pl.when(t.str.count_matches(pat).cast(pl.Float64) > 0.3 * pl.col("_letters")) \
+            .then(pl.lit(name)).otherwise(script_expr)
+    feats = feats.with_columns(
+        stopword_frac=_safe_div(best, nw),
+        lang_conf=_safe_div(best, nw),
+        language=pl.when(pl.col("_n").is_null() | (pl.col("_n") == 0)).then(pl.lit(None, dtype=pl.Utf8))
+        .when((best >= 2) & (best >= 0.08 * nw)).then(lang_expr).otherwise(script_expr),
+    )
+    ratio = pl.Series("compression_ratio", _compression_ratio(s.to_list()), dtype=pl.Float64)
+    feats = feats.with_columns(compression_ratio=pl.lit(ratio))
+    out = feats.select([pl.col(c).cast(pl.Float64) for c in NUMERIC_FEATURES] + [pl.col("language")]).collect()
+    empty = (s.str.len_chars().fill_null(0) == 0)
+    # an empty text has no features at all
+    return out.with_columns([pl.when(empty).then(None).otherwise(pl.col(c)).alias(c) for c in NUMERIC_FEATURES])
+
+
+def batch_features(batch: pa.RecordBatch | pa.Table) -> pl.DataFrame | None:
+    """``record_id``, ``row`` and :func:`text_features` of a normalized batch (None without text)."""
+    texts = record_text(batch)
+    if texts is None:
+        return None
+    feats = text_features(texts)
+    ids = pl.from_arrow(batch.column("record_id")).cast(pl.Utf8).alias("record_id")
+    rows = pl.from_arrow(batch.column("row")).cast(pl.Int64).alias("row")
+    return feats.with_columns(ids, rows).select(["record_id", "row", *feats.columns])
+
+
+def finite(x: float | None) -> float | None:
+    """``x`` or None when it is None/NaN/inf (for JSON details)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
