@@ -60,13 +60,24 @@ def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def representatives(labels: np.ndarray, rank: np.ndarray) -> np.ndarray:
-    """For each node, the node of its component with the smallest ``rank`` (the record kept)."""
+def representatives(labels: np.ndarray, *rank: np.ndarray) -> np.ndarray:
+    """For each node, the node of its component that sorts first by the ``rank``
+    keys (most significant first): the record kept."""
     if len(labels) == 0:
         return np.zeros(0, dtype=np.int64)
-    order = np.lexsort((rank, labels))
+    order = np.lexsort(tuple(reversed(rank)) + (labels,))
     lab = labels[order]
     start = np.flatnonzero(np.concatenate(([True], lab[1:] != lab[:-1])))
     best = np.empty(labels.max() + 1, dtype=np.int64)
     best[lab[start]] = order[start]
     return best[labels]
+
+
+def first_of_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Indices of the first occurrence of each distinct (a, b) pair."""
+    if len(a) == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((b, a))
+    sa, sb = a[order], b[order]
+    new = np.concatenate(([True], (sa[1:] != sa[:-1]) | (sb[1:] != sb[:-1])))
+    return np.sort(order[new])

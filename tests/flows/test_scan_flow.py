@@ -18,6 +18,23 @@ def _artifacts_and_events():
     return asyncio.run(fetch())
 
 
+def _integrity_events(want: set[str], timeout: float = 15.0) -> set[str]:
+    """Event names starting with ``integrity.`` on the test server (events persist asynchronously)."""
+    import time
+
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not want <= seen:
+        r = httpx.post(PREFECT_API_URL.value() + "/events/filter",
+                       json={"filter": {"event": {"name": sorted(want)}}, "limit": 50})
+        seen = {e["event"] for e in r.json()["events"] if e["event"].startswith("integrity.")}
+        time.sleep(0.5)
+    return seen
+
+
 def test_scan_flow_runs_on_prefect_and_publishes(prefect_server, small_corpus, tmp_path: Path, state_policy):
     spec = build_spec(str(small_corpus), out=tmp_path / "run", policy=state_policy)
     summary = run_prefect_scan(spec, runner="threads", workers=2)
@@ -26,6 +43,8 @@ def test_scan_flow_runs_on_prefect_and_publishes(prefect_server, small_corpus, t
     assert dict(zip(shards["shard"], shards["verdict"]))["c.jsonl.gz"] == "quarantine"
     assert not (small_corpus / "c.jsonl.gz").exists()  # moved to quarantine
     assert {"integrity-scan-summary", "integrity-shard-verdicts", "integrity-scan-progress"} <= _artifacts_and_events()
+    events = {"integrity.scan.completed", "integrity.shard.quarantined"}
+    assert events <= _integrity_events(events)
 
 
 def test_prefect_and_inline_runners_agree(prefect_server, small_corpus, tmp_path: Path, state_policy):

@@ -1,0 +1,543 @@
+"""The persistent dedup history: compact keys of everything approved so far.
+
+Tonight's shards are compared with every earlier night through this index, at
+a cost in proportion to tonight's data: lookups are binary searches in
+memory-mapped sorted key arrays, so only the pages holding matching keys are
+read, whatever the size of the history.
+
+Layout under ``STATE_DIR/dedup_history/``::
+
+    manifest.json                     segments, dropped content (atomically replaced)
+    .lock                             flock: shared for lookups, exclusive for changes
+    segments/<kind>/<segment id>/
+        records.arrow                 one row per record: record_id, row, shard_no (Arrow IPC, memory-mapped)
+        keys.npy, key_rows.npy        sorted uint64 keys and the record row of each (memory-mapped)
+        payload_<name>.npy            per-record arrays (e.g. MinHash signatures), row-aligned
+
+A *kind* is one family of keys (``exact``: 128-bit text hashes, ``near``: MinHash
+band keys + 16-bit signatures, ``span``: winnowed 50-token window hashes; other
+checks may add their own, e.g. embeddings as a payload without keys). Segments
+carry the parameters their keys were made with; a lookup only uses segments
+made with the caller's parameters, so changing e.g. the number of permutations
+in the policy starts a fresh history for that kind instead of comparing
+incomparable keys.
+
+One segment is written per scan and kind, holding the shards the scan approved
+(pass or warn). Records of one shard are contiguous, so excluding content is
+excluding row ranges:
+
+* content quarantined now according to the ledger, or dropped with
+  :meth:`HistoryIndex.drop` (e.g. a shard approved earlier and quarantined
+  later), is never matched; dropped rows are removed physically at the next
+  compaction;
+* content that is part of tonight's scan itself (same SHA-256: a shard scanned
+  again) is not matched against itself, and is not added twice.
+
+Segments are merged log-structured style (a new segment is merged into its
+predecessor while that one is at most twice its size), which keeps O(log N)
+segments and amortized O(log N) rewriting per record.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+log = logging.getLogger(__name__)
+
+DIRNAME = "dedup_history"
+MANIFEST_VERSION = 1
+#: a segment is merged into its predecessor while that one holds at most this many times its records
+MERGE_FACTOR = 2
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Segment:
+    """One immutable part of the history (one scan's approved shards, or a merge of several)."""
+
+    root: Path
+    id: str
+    kind: str
+    seq: int
+    params: dict
+    n_records: int
+    shards: list[dict]  # sha256, shard, scan_id, added_at, row0, row1
+    created_at: str = ""
+
+    @property
+    def path(self) -> Path:
+        return self.root / "segments" / self.kind / self.id
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "kind": self.kind, "seq": self.seq, "params": self.params,
+                "n_records": self.n_records, "shards": self.shards, "created_at": self.created_at}
+
+    @cached_property
+    def keys(self) -> np.ndarray:
+        p = self.path / "keys.npy"
+        return np.load(p, mmap_mode="r") if p.exists() else np.zeros(0, dtype=np.uint64)
+
+    @cached_property
+    def key_rows(self) -> np.ndarray:
+        p = self.path / "key_rows.npy"
+        return np.load(p, mmap_mode="r") if p.exists() else np.zeros(0, dtype=np.int64)
+
+    def payload(self, name: str) -> np.ndarray:
+        return np.load(self.path / f"payload_{name}.npy", mmap_mode="r")
+
+    @cached_property
+    def records(self) -> pa.Table:
+        """record_id, row, shard_no (memory-mapped; take() reads only what it needs)."""
+        with pa.memory_map(str(self.path / "records.arrow")) as src:
+            return pa.ipc.open_file(src).read_all()
+
+    def shard_starts(self) -> np.ndarray:
+        return np.array([s["row0"] for s in self.shards], dtype=np.int64)
+
+    def excluded_rows(self, rows: np.ndarray, shas: set[str]) -> np.ndarray:
+        """Which of ``rows`` belong to content whose SHA-256 is in ``shas``."""
+        ranges = [(s["row0"], s["row1"]) for s in self.shards if s["sha256"] in shas]
+        if not ranges or len(rows) == 0:
+            return np.zeros(len(rows), dtype=bool)
+        r0 = np.array([r[0] for r in ranges], dtype=np.int64)
+        r1 = np.array([r[1] for r in ranges], dtype=np.int64)
+        order = np.argsort(r0)
+        r0, r1 = r0[order], r1[order]
+        i = np.searchsorted(r0, rows, side="right") - 1
+        return (i >= 0) & (rows < r1[np.maximum(i, 0)])
+
+
+@dataclass
+class Hits:
+    """Result of a lookup: for query key ``query[k]``, history record ``row[k]`` of
+    live segment ``segment[k]``; ``order`` sorts records oldest first;
+    ``count[q]`` is the number of live history records holding query key ``q``
+    (exact up to ``max_hits`` per segment, an upper bound beyond)."""
+
+    query: np.ndarray
+    segment: np.ndarray
+    row: np.ndarray
+    order: np.ndarray
+    count: np.ndarray
+    segments: list[Segment] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.query)
+
+
+def _expand(lo: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(owner, position) for ranges [lo, lo + n)."""
+    total = int(n.sum())
+    owner = np.repeat(np.arange(len(lo)), n)
+    pos = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
+    return owner, pos
+
+
+class HistoryIndex:
+    """The dedup history of one state directory."""
+
+    def __init__(self, state_dir: str | os.PathLike):
+        self.state_dir = Path(state_dir)
+        self.root = self.state_dir / DIRNAME
+
+    # -- manifest and locking --------------------------------------------
+    def exists(self) -> bool:
+        return (self.root / "manifest.json").exists()
+
+    @contextlib.contextmanager
+    def _lock(self, exclusive: bool) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _manifest(self) -> dict:
+        p = self.root / "manifest.json"
+        if not p.exists():
+            return {"version": MANIFEST_VERSION, "seq": 0, "segments": [], "dropped": {}}
+        m = json.loads(p.read_text())
+        if m.get("version") != MANIFEST_VERSION:
+            raise RuntimeError(f"{p}: unknown dedup history version {m.get('version')!r}")
+        return m
+
+    def _write_manifest(self, m: dict) -> None:
+        tmp = self.root / f".manifest.{uuid.uuid4().hex[:8]}.tmp"
+        tmp.write_text(json.dumps(m, indent=1, sort_keys=True))
+        os.replace(tmp, self.root / "manifest.json")
+
+    def _segments(self, m: dict, kind: str, params: Mapping | None = None) -> list[Segment]:
+        segs = [Segment(root=self.root, **{k: s[k] for k in ("id", "kind", "seq", "params", "n_records", "shards")},
+                        created_at=s.get("created_at", ""))
+                for s in m["segments"] if s["kind"] == kind and (params is None or s["params"] == dict(params))]
+        return sorted(segs, key=lambda s: s.seq)
+
+    # -- reading ---------------------------------------------------------
+    def segments(self, kind: str, params: Mapping | None = None) -> list[Segment]:
+        """Segments of ``kind`` (made with ``params`` when given), oldest first."""
+        if not self.exists():
+            return []
+        with self._lock(False):
+            return self._segments(self._manifest(), kind, params)
+
+    def dropped(self) -> dict[str, dict]:
+        """SHA-256 of dropped content -> when, why, and the segments it was dropped from."""
+        return self._manifest()["dropped"] if self.exists() else {}
+
+    def contents(self, kind: str | None = None) -> pl.DataFrame:
+        """One row per (segment, shard) still live: kind, segment, sha256, shard, scan_id, added_at, records."""
+        rows = []
+        if self.exists():
+            m = self._manifest()
+            for s in m["segments"]:
+                if kind is not None and s["kind"] != kind:
+                    continue
+                for sh in s["shards"]:
+                    if s["id"] in m["dropped"].get(sh["sha256"], {}).get("segments", []):
+                        continue
+                    rows.append({"kind": s["kind"], "segment": s["id"], "sha256": sh["sha256"], "shard": sh["shard"],
+                                 "scan_id": sh.get("scan_id"), "added_at": sh.get("added_at"),
+                                 "records": sh["row1"] - sh["row0"]})
+        return pl.DataFrame(rows, schema={"kind": pl.Utf8, "segment": pl.Utf8, "sha256": pl.Utf8, "shard": pl.Utf8,
+                                          "scan_id": pl.Utf8, "added_at": pl.Utf8, "records": pl.Int64})
+
+    def live_sha256(self, kind: str, params: Mapping | None = None) -> set[str]:
+        """SHA-256 of the content that ``kind`` holds and that is not dropped."""
+        if not self.exists():
+            return set()
+        m = self._manifest()
+        out = set()
+        for s in self._segments(m, kind, params):
+            for sh in s.shards:
+                if s.id not in m["dropped"].get(sh["sha256"], {}).get("segments", []):
+                    out.add(sh["sha256"])
+        return out
+
+    def _excluded_for(self, m: dict, seg: Segment, exclude: set[str]) -> set[str]:
+        dropped = {sha for sha, d in m["dropped"].items() if seg.id in d.get("segments", [])}
+        return dropped | exclude
+
+    def lookup(self, kind: str, params: Mapping, keys: np.ndarray, exclude: Iterable[str] = (),
+               max_hits: int = 16) -> Hits:
+        """History records holding each of ``keys`` (at most ``max_hits`` per key and
+        segment, oldest first), skipping content whose SHA-256 is in ``exclude`` or
+        was dropped."""
+        keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        empty = Hits(query=np.zeros(0, np.int64), segment=np.zeros(0, np.int64), row=np.zeros(0, np.int64),
+                     order=np.zeros(0, np.int64), count=np.zeros(len(keys), np.int64))
+        if not self.exists() or len(keys) == 0:
+            return empty
+        exclude = set(exclude)
+        with self._lock(False):
+            m = self._manifest()
+            segs = self._segments(m, kind, params)
+            others = [s for s in m["segments"] if s["kind"] == kind and s["params"] != dict(params)]
+            if others:
+                log.warning("dedup history: %d %s segment(s) were made with other parameters and are not compared; "
+                            "they are replaced as content is approved again", len(others), kind)
+            out_q, out_s, out_r, out_o = [], [], [], []
+            count = np.zeros(len(keys), dtype=np.int64)
+            for si, seg in enumerate(segs):
+                sk = seg.keys
+                if len(sk) == 0:
+                    continue
+                lo = np.searchsorted(sk, keys, side="left")
+                hi = np.searchsorted(sk, keys, side="right")
+                has = np.flatnonzero(hi > lo)
+                if len(has) == 0:
+                    continue
+                ex = self._excluded_for(m, seg, exclude)
+                start, end = lo[has], hi[has]
+                need = np.full(len(has), max_hits, dtype=np.int64)
+                count[has] += end - start
+                while len(has):
+                    take = np.minimum(need, end - start)
+                    owner, pos = _expand(start, take)
+                    rows = np.asarray(seg.key_rows[pos], dtype=np.int64)
+                    bad = seg.excluded_rows(rows, ex) if ex else np.zeros(len(rows), dtype=bool)
+                    if bad.any():
+                        np.subtract.at(count, has[owner[bad]], 1)
+                    good = ~bad
+                    out_q.append(has[owner[good]])
+                    out_s.append(np.full(int(good.sum()), si, dtype=np.int64))
+                    out_r.append(rows[good])
+                    out_o.append(seg.seq * (1 << 40) + rows[good])
+                    got = np.bincount(owner[good], minlength=len(has))
+                    need = need - got
+                    start = start + take
+                    more = (need > 0) & (start < end)
+                    has, start, end, need = has[more], start[more], end[more], need[more]
+        if not out_q:
+            empty.count = count
+            empty.segments = segs
+            return empty
+        return Hits(query=np.concatenate(out_q), segment=np.concatenate(out_s), row=np.concatenate(out_r),
+                    order=np.concatenate(out_o), count=count, segments=segs)
+
+    @staticmethod
+    def describe(hits: Hits, index: np.ndarray | None = None) -> pl.DataFrame:
+        """shard, record_id, sha256, scan_id of hits (all, or those at ``index``)."""
+        idx = np.arange(len(hits)) if index is None else np.asarray(index)
+        frames = []
+        seg_of = hits.segment[idx]
+        for si in np.unique(seg_of):
+            seg = hits.segments[si]
+            sel = idx[seg_of == si]
+            rows = hits.row[sel]
+            rec = seg.records.take(pa.array(rows))
+            shard_no = rec.column("shard_no").to_numpy()
+            frames.append(pl.DataFrame({
+                "hit": sel.astype(np.int64),
+                "record_id": rec.column("record_id").to_pylist(),
+                "shard": [seg.shards[i]["shard"] for i in shard_no],
+                "sha256": [seg.shards[i]["sha256"] for i in shard_no],
+                "scan_id": [seg.shards[i].get("scan_id") for i in shard_no],
+            }, schema={"hit": pl.Int64, "record_id": pl.Utf8, "shard": pl.Utf8, "sha256": pl.Utf8,
+                       "scan_id": pl.Utf8}))
+        if not frames:
+            return pl.DataFrame(schema={"hit": pl.Int64, "record_id": pl.Utf8, "shard": pl.Utf8, "sha256": pl.Utf8,
+                                        "scan_id": pl.Utf8})
+        return pl.concat(frames).sort("hit")
+
+    @staticmethod
+    def gather(hits: Hits, name: str, index: np.ndarray | None = None) -> np.ndarray:
+        """Payload ``name`` of the hits' records (row-aligned with ``index`` or all hits)."""
+        idx = np.arange(len(hits)) if index is None else np.asarray(index)
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        for si in np.unique(hits.segment[idx]):
+            sel = np.flatnonzero(hits.segment[idx] == si)
+            parts.append((sel, np.asarray(hits.segments[si].payload(name)[hits.row[idx[sel]]])))
+        if not parts:
+            return np.zeros((0,), dtype=np.uint8)
+        first = parts[0][1]
+        out = np.empty((len(idx),) + first.shape[1:], dtype=first.dtype)
+        for sel, vals in parts:
+            out[sel] = vals
+        return out
+
+    # -- writing ----------------------------------------------------------
+    def add(self, kind: str, params: Mapping, records: pl.DataFrame, keys: np.ndarray | None = None,
+            key_rows: np.ndarray | None = None, payload: Mapping[str, np.ndarray] | None = None,
+            scan_id: str = "") -> Segment | None:
+        """Add approved content as one new segment.
+
+        ``records``: one row per record with ``sha256``, ``shard``, ``record_id``,
+        ``row``; ``keys``/``key_rows``: any number of keys per record (row index
+        into ``records``); ``payload``: arrays with one row per record. Content
+        whose SHA-256 is already live in ``kind`` is skipped. Returns the segment,
+        or None when nothing was new.
+        """
+        payload = dict(payload or {})
+        keys = np.zeros(0, np.uint64) if keys is None else np.asarray(keys, dtype=np.uint64)
+        key_rows = np.zeros(0, np.int64) if key_rows is None else np.asarray(key_rows, dtype=np.int64)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._lock(True):
+            m = self._manifest()
+            live = set()
+            for s in self._segments(m, kind, params):
+                for sh in s.shards:
+                    if s.id not in m["dropped"].get(sh["sha256"], {}).get("segments", []):
+                        live.add(sh["sha256"])
+            rec = records.with_row_index("_i").filter(~pl.col("sha256").is_in(list(live)) & pl.col("sha256").is_not_null())
+            if rec.height == 0:
+                return None
+            rec = rec.sort(["sha256", "row"], maintain_order=True)
+            old_index = rec["_i"].to_numpy()
+            new_of_old = np.full(records.height, -1, dtype=np.int64)
+            new_of_old[old_index] = np.arange(rec.height)
+            kr = new_of_old[key_rows] if len(key_rows) else key_rows
+            keep = kr >= 0
+            keys_k, rows_k = keys[keep], kr[keep]
+            order = np.lexsort((rows_k, keys_k))
+            shards: list[dict] = []
+            shard_no = np.zeros(rec.height, dtype=np.int32)
+            now = _now()
+            bounds = rec.select(pl.col("sha256"), pl.col("shard")).with_row_index("i").group_by(
+                "sha256", maintain_order=True).agg(pl.col("shard").first(), pl.col("i").min().alias("row0"),
+                                                   (pl.col("i").max() + 1).alias("row1"))
+            for k, b in enumerate(bounds.iter_rows(named=True)):
+                shards.append({"sha256": b["sha256"], "shard": b["shard"], "scan_id": scan_id, "added_at": now,
+                               "row0": int(b["row0"]), "row1": int(b["row1"])})
+                shard_no[b["row0"]:b["row1"]] = k
+            seq = m["seq"] + 1
+            seg = Segment(root=self.root, id=f"{seq:08d}-{uuid.uuid4().hex[:8]}", kind=kind, seq=seq,
+                          params=dict(params), n_records=rec.height, shards=shards, created_at=now)
+            self._write_segment(seg, rec["record_id"].cast(pl.Utf8).to_list(), rec["row"].to_numpy(), shard_no,
+                                keys_k[order], rows_k[order],
+                                {name: np.asarray(arr)[old_index] for name, arr in payload.items()})
+            m["seq"] = seq
+            m["segments"].append(seg.to_dict())
+            self._write_manifest(m)
+            self._compact_locked(m, kind, dict(params))
+            return seg
+
+    def _write_segment(self, seg: Segment, record_ids: list, rows: np.ndarray, shard_no: np.ndarray,
+                       keys: np.ndarray, key_rows: np.ndarray, payload: Mapping[str, np.ndarray]) -> None:
+        tmp = seg.path.parent / f".{seg.id}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        table = pa.table({"record_id": pa.array(record_ids, pa.string()), "row": pa.array(rows, pa.int64()),
+                          "shard_no": pa.array(shard_no, pa.int32())})
+        with pa.OSFile(str(tmp / "records.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+            w.write_table(table)
+        np.save(tmp / "keys.npy", np.ascontiguousarray(keys, dtype=np.uint64))
+        dtype = np.uint32 if seg.n_records < 2**32 else np.int64
+        np.save(tmp / "key_rows.npy", np.ascontiguousarray(key_rows, dtype=dtype))
+        for name, arr in payload.items():
+            np.save(tmp / f"payload_{name}.npy", np.ascontiguousarray(arr))
+        (tmp / "meta.json").write_text(json.dumps(seg.to_dict(), indent=1))
+        os.replace(tmp, seg.path)
+
+    def drop(self, sha256: str, reason: str = "") -> bool:
+        """Stop matching (and at the next compaction remove) content by SHA-256, e.g. a
+        shard approved earlier and quarantined since. True when it was in the history."""
+        if not self.exists():
+            return False
+        with self._lock(True):
+            m = self._manifest()
+            segs = [s["id"] for s in m["segments"] if any(sh["sha256"] == sha256 for sh in s["shards"])]
+            if not segs:
+                return False
+            d = m["dropped"].setdefault(sha256, {"at": _now(), "reason": reason, "segments": []})
+            d["segments"] = sorted(set(d["segments"]) | set(segs))
+            d["reason"] = reason or d.get("reason", "")
+            self._write_manifest(m)
+            return True
+
+    def compact(self, kind: str, full: bool = False) -> None:
+        """Merge segments (all of the kind's segments with the same parameters when
+        ``full``) and remove dropped records."""
+        if not self.exists():
+            return
+        with self._lock(True):
+            m = self._manifest()
+            for params in {json.dumps(s["params"], sort_keys=True) for s in m["segments"] if s["kind"] == kind}:
+                self._compact_locked(m, kind, json.loads(params), full=full)
+
+    def _compact_locked(self, m: dict, kind: str, params: dict, full: bool = False) -> None:
+        segs = self._segments(m, kind, params)
+        if not segs:
+            return
+        if full:
+            group = segs
+        else:
+            group, size = [segs[-1]], segs[-1].n_records
+            for prev in reversed(segs[:-1]):
+                if prev.n_records > MERGE_FACTOR * size:
+                    break
+                group.insert(0, prev)
+                size += prev.n_records
+        if len(group) > 1 or self._has_dropped(m, group[0]):
+            self._merge(m, group)
+
+    def _has_dropped(self, m: dict, seg: Segment) -> bool:
+        return any(seg.id in d.get("segments", []) for d in m["dropped"].values())
+
+    def _merge(self, m: dict, group: list[Segment]) -> None:
+        ids, rows, shard_nos, keys, key_rows = [], [], [], [], []
+        payload: dict[str, list[np.ndarray]] = {}
+        shards: list[dict] = []
+        offset = 0
+        for seg in group:
+            dropped = {sha for sha, d in m["dropped"].items() if seg.id in d.get("segments", [])}
+            rec = seg.records
+            keep = np.ones(seg.n_records, dtype=bool)
+            for sh in seg.shards:
+                if sh["sha256"] in dropped:
+                    keep[sh["row0"]:sh["row1"]] = False
+            new_row = np.cumsum(keep) - 1 + offset
+            kept = np.flatnonzero(keep)
+            old_no = rec.column("shard_no").to_numpy()
+            remap = {}
+            for i, sh in enumerate(seg.shards):
+                if sh["sha256"] in dropped:
+                    continue
+                remap[i] = len(shards)
+                n = sh["row1"] - sh["row0"]
+                r0 = int(new_row[sh["row0"]])
+                shards.append({**sh, "row0": r0, "row1": r0 + n})
+            ids.extend(pc.take(rec.column("record_id"), pa.array(kept)).to_pylist())
+            rows.append(rec.column("row").to_numpy()[kept])
+            shard_nos.append(np.array([remap[x] for x in old_no[kept]], dtype=np.int32) if len(kept) else
+                             np.zeros(0, np.int32))
+            kr = np.asarray(seg.key_rows, dtype=np.int64)
+            kk = keep[kr] if len(kr) else np.zeros(0, bool)
+            keys.append(np.asarray(seg.keys)[kk])
+            key_rows.append(new_row[kr[kk]])
+            for f in seg.path.glob("payload_*.npy"):
+                name = f.name[len("payload_"):-len(".npy")]
+                payload.setdefault(name, []).append(np.asarray(seg.payload(name))[kept])
+            offset += len(kept)
+        allk = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
+        allr = np.concatenate(key_rows) if key_rows else np.zeros(0, np.int64)
+        order = np.lexsort((allr, allk))
+        first = group[0]
+        merged = Segment(root=self.root, id=f"{first.seq:08d}-{uuid.uuid4().hex[:8]}", kind=first.kind,
+                         seq=first.seq, params=first.params, n_records=offset, shards=shards, created_at=_now())
+        self._write_segment(merged, ids, np.concatenate(rows) if rows else np.zeros(0, np.int64),
+                            np.concatenate(shard_nos) if shard_nos else np.zeros(0, np.int32), allk[order],
+                            allr[order], {k: np.concatenate(v) for k, v in payload.items()})
+        gone = {s.id for s in group}
+        m["segments"] = [s for s in m["segments"] if s["id"] not in gone] + [merged.to_dict()]
+        for sha in list(m["dropped"]):
+            d = m["dropped"][sha]
+            d["segments"] = [s for s in d["segments"] if s not in gone]
+            if not d["segments"]:
+                del m["dropped"][sha]
+        self._write_manifest(m)
+        for seg in group:
+            shutil.rmtree(seg.path, ignore_errors=True)
+
+
+# -- helpers for checks ----------------------------------------------------
+
+def excluded_content(ctx: Any) -> set[str]:
+    """SHA-256 a scan must not match in the history: the content it is scanning
+    (a shard scanned again is not a duplicate of itself) and everything the
+    ledger holds as quarantined now."""
+    out = {s for s in getattr(ctx, "shard_sha256", {}).values() if s}
+    state = Path(ctx.state_dir)
+    if (state / DIRNAME / "manifest.json").exists() and (state / "ledger.sqlite").exists():
+        from integrity.ledger import Ledger
+
+        out |= {a.sha256 for a in Ledger(state).quarantined()}
+    return out
+
+
+def approved_content(features: pl.LazyFrame, approved: list[str], ctx: Any) -> pl.LazyFrame:
+    """The features of approved shards, with their ``sha256``."""
+    sha = pl.DataFrame({"shard": list(ctx.shard_sha256), "sha256": list(ctx.shard_sha256.values())},
+                       schema={"shard": pl.Utf8, "sha256": pl.Utf8})
+    return features.filter(pl.col("shard").is_in(approved)).join(sha.lazy(), on="shard", how="inner")
+
+
+def drop_rejected(index: HistoryIndex, approved: list[str], ctx: Any) -> None:
+    """Content of this scan that was not approved (quarantined) leaves the history
+    it may have entered on an earlier night."""
+    if not index.exists():
+        return
+    for shard, sha in ctx.shard_sha256.items():
+        if sha and shard not in approved and shard in ctx.shards:
+            if index.drop(sha, reason=f"not approved by scan {ctx.scan_id} ({shard})"):
+                log.info("dedup history: dropped %s (%s): not approved by scan %s", shard, sha[:12], ctx.scan_id)
