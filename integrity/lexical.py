@@ -201,14 +201,16 @@ class TokenTable:
             ok &= ~((self.tok[:m] == EOS) | (self.tok[n - 1:] == BOS))
         return self.rec[:m][ok], self.pos[:m][ok], h[ok]
 
-    def gram_tokens(self, rec: np.ndarray, pos: np.ndarray, n: int) -> list[list[int]]:
-        """Token hashes of the n-grams starting at (rec, pos) — for naming a few n-grams."""
+    def index_of(self, rec: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """Flat index of the token at (rec, pos) of each pair (the pairs must exist)."""
         key = self.rec * (1 << 24) + (self.pos + 1)
-        out = []
-        for r, p in zip(rec.tolist(), pos.tolist()):
-            i = int(np.searchsorted(key, r * (1 << 24) + p + 1))
-            out.append([int(t) for t in self.tok[i:i + n]])
-        return out
+        return np.searchsorted(key, np.asarray(rec, dtype=np.int64) * (1 << 24) + np.asarray(pos, dtype=np.int64) + 1)
+
+    def gram_tokens(self, rec: np.ndarray, pos: np.ndarray, n: np.ndarray | int) -> list[list[int]]:
+        """Token hashes of the n-grams of order ``n`` starting at (rec, pos) — for naming n-grams."""
+        idx = self.index_of(rec, pos)
+        ns = np.broadcast_to(np.asarray(n, dtype=np.int64), idx.shape)
+        return [self.tok[i:i + k].tolist() for i, k in zip(idx.tolist(), ns.tolist())]
 
 
 def doc_ngrams(table: TokenTable, orders: Iterable[int] = (1, 2, 3)) -> pl.DataFrame:
@@ -340,8 +342,7 @@ def repeated_spans(table: TokenTable, length: int, min_df: int, max_df: int | No
 
 def span_hashes(table: TokenTable, rec: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
     """Hash of the tokens at positions [p0, p1) of each record (vectorized over spans)."""
-    key = table.rec * (1 << 24) + (table.pos + 1)
-    i0 = np.searchsorted(key, rec * (1 << 24) + p0 + 1)
+    i0 = table.index_of(rec, p0)
     lens = (p1 - p0).astype(np.int64)
     h = np.full(len(rec), _U64(0x51A7), dtype=np.uint64)
     maxlen = int(lens.max(initial=0))

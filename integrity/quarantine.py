@@ -57,6 +57,7 @@ from .ledger import (
     Release,
     findings_key as make_findings_key,
     new_lease_owner,
+    utc_now,
 )
 
 __all__ = [
@@ -249,9 +250,28 @@ def quarantine(
     )
     if created:
         _call(fault, "pending")
+    if action.state == "done" and action.mode == "move" and mode == "move" and storage.exists(uri, storage_options):
+        return _remove_reappeared(ledger, action, storage_options)
     if action.state not in LIVE_STATES:
         return action  # already done by an earlier run
     return _run_quarantine(ledger, action, storage_options, fault)
+
+
+def _remove_reappeared(ledger: Ledger, a: QuarantineAction, so: StorageOptions) -> QuarantineAction:
+    """The quarantined content is back at its original uri (a mirror re-synced it, or
+    someone copied it back by hand) while its verified copy is still held: take it
+    out again, with the same order and checks as a first move."""
+    assert a.destination is not None
+    if storage.sha256_of(a.uri, so) != a.sha256:
+        return a  # other content: a fresh scan judges it (a new sha256 gets a new action)
+    if _hash_or_none(a.destination, so) != a.sha256:  # the held copy is gone or damaged: copy again first
+        storage.copy(a.uri, a.destination, overwrite=True, storage_options=so)
+        if _hash_or_none(a.destination, so) != a.sha256:
+            return ledger.note_error(a.id, f"{a.destination}: re-copy of the reappeared original failed verification; "
+                                           f"the original {a.uri} was left in place")
+    storage.remove(a.uri, missing_ok=True, storage_options=so)
+    return ledger.note_error(a.id, f"{a.uri}: the same content reappeared at the original location on {utc_now()} "
+                                   "and was removed again (the verified copy is held)")
 
 
 def _run_quarantine(ledger: Ledger, action: QuarantineAction, so: StorageOptions, fault: Fault | None) -> QuarantineAction:

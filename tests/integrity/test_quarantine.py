@@ -92,6 +92,24 @@ def test_move_quarantine(env):
     assert again.id == a.id and action_rows(led) == 1
 
 
+def test_same_content_reappearing_is_taken_out_again(env):
+    """A mirror re-syncs the quarantined file: the next scan's quarantine removes it
+    again, keeps the one verified copy, and does not duplicate the action."""
+    led, corpus, qroot = env
+    uri, sha = make_file(corpus, "part-0001.jsonl")
+    a = quarantine(led, scan_id="s1", shard="part-0001.jsonl", uri=uri, sha256=sha, quarantine_root=qroot)
+    make_file(corpus, "part-0001.jsonl")  # back, same bytes
+    b = quarantine(led, scan_id="s2", shard="part-0001.jsonl", uri=uri, sha256=sha, quarantine_root=qroot)
+    assert b.id == a.id and action_rows(led) == 1 and b.state == "done"
+    assert not os.path.exists(uri) and has_content(a.destination, sha)
+    assert "reappeared" in (b.error or "")
+    # the held copy was lost meanwhile: it is copied again before the original goes
+    os.remove(a.destination)
+    make_file(corpus, "part-0001.jsonl")
+    quarantine(led, scan_id="s3", shard="part-0001.jsonl", uri=uri, sha256=sha, quarantine_root=qroot)
+    assert not os.path.exists(uri) and has_content(a.destination, sha)
+
+
 def test_copy_mode_keeps_original(env):
     led, corpus, qroot = env
     uri, sha = make_file(corpus, "a.jsonl")

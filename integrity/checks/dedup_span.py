@@ -1,0 +1,306 @@
+"""``dedup.span``: long token spans repeated across documents that may differ
+elsewhere (licenses, boilerplate, leaked text: the ExactSubstr idea of Lee et al.
+2022), across all shards of a scan and against the history of earlier nights.
+
+Per shard: every run of ``span_tokens`` consecutive word tokens inside one field
+is hashed (a rolling 64-bit polynomial, :mod:`integrity.dedup.text`), and
+winnowing keeps the smallest hash of every ``winnow`` consecutive windows
+(Schleimer et al. 2003). Two records sharing a run of at least
+``span_tokens + winnow - 1`` tokens therefore always share a fingerprint, and
+shorter runs of at least ``span_tokens`` tokens usually do; runs shorter than
+``span_tokens`` never do (a fingerprint *is* a whole ``span_tokens`` window), so
+short shared phrases are not reported. Features per record: the fingerprints
+with their token position, field (index into ``integrity.schema.TEXT_FIELDS``)
+and character offsets, and the record's token count.
+
+Corpus pass: a fingerprint is *repeated* when two or more records of the scan
+hold it, or a record approved on an earlier night does (history kind
+``span``). Per record, the repeated windows are merged into spans:
+
+* ``score`` / ``share``: the share of the record's tokens inside repeated spans;
+* ``other_docs``: how many other records (history included) hold its most
+  repeated span;
+* ``matches``: the spans as ``{"field", "start", "end"}`` character offsets, for
+  highlighting (at most ``max_matches``);
+* ``cluster`` / ``representative``: records linked by shared spans form
+  clusters (connected components); the oldest record is kept (history first,
+  then content approved before, then shard order and row) and every other
+  record with a share of at least ``min_share`` is a finding.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+from numpy.lib.stride_tricks import sliding_window_view
+
+from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
+from integrity.checks.dedup_near import cluster_ids
+from integrity.dedup.graph import bucket_pairs, components, first_of_pairs, representatives
+from integrity.dedup.text import Tokens, text_fields, tokenize, windows
+from integrity.history import HistoryIndex, approved_content, drop_rejected, excluded_content
+from integrity.schema import RECORD_ID, ROW, TEXT_FIELDS
+
+log = logging.getLogger(__name__)
+
+KIND = "span"
+_LIST_COLS = ("fp", "pos", "fld", "cs", "ce")
+
+
+def winnow(h: np.ndarray, group: np.ndarray, w: int, chunk: int = 1 << 20) -> np.ndarray:
+    """Indices selected by winnowing ``h`` with window ``w`` inside each run of equal
+    ``group`` (sorted): the leftmost minimum of every window of ``w`` consecutive
+    values, and the minimum of a run shorter than ``w``."""
+    m = len(h)
+    if m == 0:
+        return np.zeros(0, dtype=np.int64)
+    sel = []
+    if m >= w:
+        for s in range(0, m - w + 1, chunk):
+            e = min(m - w + 1, s + chunk)
+            valid = np.flatnonzero(group[s + w - 1:e + w - 1] == group[s:e]) + s
+            if len(valid):
+                sw = sliding_window_view(h[s:e + w - 1], w)
+                sel.append(valid + sw[valid - s].argmin(axis=1))
+    run_start = np.flatnonzero(np.concatenate(([True], group[1:] != group[:-1])))
+    run_len = np.diff(np.append(run_start, m))
+    short = run_len < w
+    if short.any():
+        rmin = np.minimum.reduceat(h, run_start)
+        run_of = np.repeat(np.arange(len(run_start)), run_len)
+        cand = np.flatnonzero(short[run_of] & (h == rmin[run_of]))
+        first = cand[np.concatenate(([True], run_of[cand][1:] != run_of[cand][:-1]))]
+        sel.append(first)
+    return np.unique(np.concatenate(sel)) if sel else np.zeros(0, dtype=np.int64)
+
+
+def merge_intervals(owner: np.ndarray, start: np.ndarray, end: np.ndarray):
+    """Union of intervals per owner: (owner, start, end) of the merged intervals,
+    sorted by owner then start."""
+    if len(owner) == 0:
+        e = np.zeros(0, dtype=np.int64)
+        return e, e, e
+    order = np.lexsort((start, owner))
+    o, s, e = owner[order], start[order].astype(np.int64), end[order].astype(np.int64)
+    new_owner = np.concatenate(([True], o[1:] != o[:-1]))
+    # running maximum of ends, restarted per owner by offsetting owners apart
+    span = int(max(e.max(), 1)) + 1
+    off = (np.cumsum(new_owner) - 1).astype(np.int64) * span
+    run_end = np.maximum.accumulate(e + off) - off
+    brk = new_owner.copy()
+    brk[1:] |= s[1:] > run_end[:-1]
+    idx = np.flatnonzero(brk)
+    last = np.append(idx[1:], len(o)) - 1
+    return o[idx], s[idx], run_end[last]
+
+
+class SpanDedup(Check):
+    name = "dedup.span"
+    description = "Long token spans (default 50 tokens) repeated across documents, across shards and earlier nights."
+    requires = ("text", "prompt", "response", "caption")
+    default_options = {
+        "span_tokens": 50,
+        "winnow": 8,
+        "min_share": 0.0,
+        "max_matches": 20,
+        "history": True,
+    }
+    default_severity = "warn"
+    corpus_level = True
+    version = 1
+
+    def __init__(self, options=None, shard=None):
+        super().__init__(options, shard)
+        o = self.options
+        if int(o["span_tokens"]) < 2:
+            raise CheckConfigError(f"check {self.name!r}: span_tokens must be at least 2")
+        if int(o["winnow"]) < 1:
+            raise CheckConfigError(f"check {self.name!r}: winnow must be at least 1")
+        if not 0.0 <= float(o["min_share"]) <= 1.0:
+            raise CheckConfigError(f"check {self.name!r}: min_share must be between 0 and 1")
+
+    @property
+    def params(self) -> dict:
+        return {"span_tokens": int(self.options["span_tokens"]), "winnow": int(self.options["winnow"]),
+                "tokens": "words-lower-v1", "hash": "poly64-v1"}
+
+    # -- per shard ---------------------------------------------------------
+    def fingerprints(self, tokens: Tokens) -> tuple[np.ndarray, np.ndarray]:
+        """(fingerprint hash, index of the window's first token) after winnowing."""
+        W = int(self.options["span_tokens"])
+        h, first = windows(tokens, W)
+        if len(h) == 0:
+            return h, first
+        group = tokens.doc[first] * 128 + tokens.field[first]
+        sel = winnow(h, group, int(self.options["winnow"]))
+        return h[sel], first[sel]
+
+    def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
+        fields = text_fields(batch)
+        if not fields:
+            return CheckOutput()
+        tokens = tokenize(fields)
+        fp, first = self.fingerprints(tokens)
+        if len(fp) == 0:
+            return CheckOutput()
+        W = int(self.options["span_tokens"])
+        counts = tokens.counts
+        doc_first = np.zeros(tokens.n_docs, dtype=np.int64)
+        doc_first[1:] = np.cumsum(counts[:-1])
+        doc = tokens.doc[first]
+        docs, starts = np.unique(doc, return_index=True)
+        offsets = pa.array(np.append(starts, len(doc)).astype(np.int32))
+        lists = {
+            "fp": fp,
+            "pos": (first - doc_first[doc]).astype(np.int32),
+            "fld": np.array([TEXT_FIELDS.index(f) for f in tokens.fields], dtype=np.int8)[tokens.field[first]],
+            "cs": tokens.start[first].astype(np.int32),
+            "ce": tokens.end[first + W - 1].astype(np.int32),
+        }
+        take = pa.array(docs)
+        table = pa.table({
+            RECORD_ID: batch.column(RECORD_ID).take(take).cast(pa.string()),
+            ROW: batch.column(ROW).take(take).cast(pa.int64()),
+            "ntok": pa.array(counts[docs].astype(np.int32)),
+            **{k: pa.ListArray.from_arrays(offsets, pa.array(v)) for k, v in lists.items()},
+        })
+        return CheckOutput(features=pl.from_arrow(table))
+
+    # -- corpus --------------------------------------------------------------
+    def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame:
+        W = int(self.options["span_tokens"])
+        recs = features.select(RECORD_ID, ROW, "shard", "shard_index", "ntok").collect()
+        n = recs.height
+        if n == 0:
+            return _no_findings()
+        long = features.select(*_LIST_COLS).with_row_index("doc").explode(list(_LIST_COLS)).collect()
+        doc = long["doc"].to_numpy().astype(np.int64)
+        fp = long["fp"].to_numpy()
+        # distinct records per fingerprint inside the scan
+        pair_first = first_of_pairs(fp, doc)
+        ufp, inv, n_docs = np.unique(fp[pair_first], return_inverse=True, return_counts=True)
+        fp_id = np.searchsorted(ufp, fp)
+        # ... and in the history
+        hist_count = np.zeros(len(ufp), dtype=np.int64)
+        h_nodes = None
+        index = HistoryIndex(ctx.state_dir) if self.options["history"] else None
+        if index is not None and index.exists():
+            hits = index.lookup(KIND, self.params, ufp, exclude=excluded_content(ctx), max_hits=1)
+            hist_count = hits.count
+            if len(hits):
+                # the oldest history record per fingerprint is the history side of its edges
+                order = np.lexsort((hits.order, hits.query))
+                q = hits.query[order]
+                keep = order[np.concatenate(([True], q[1:] != q[:-1]))]
+                uniq, first_hit, node = np.unique(hits.order[keep], return_index=True, return_inverse=True)
+                info = index.describe(hits, keep[first_hit]).with_columns(order=pl.Series(uniq))
+                h_nodes = (hits.query[keep], node, info)
+        sharing = (n_docs - 1) + hist_count  # other records holding each fingerprint
+        rep_fp = sharing[fp_id] > 0
+        if not rep_fp.any():
+            return _no_findings()
+
+        # coverage: repeated windows merged per record, in tokens and in characters
+        d = doc[rep_fp]
+        pos = long["pos"].to_numpy()[rep_fp].astype(np.int64)
+        ntok = recs["ntok"].to_numpy().astype(np.int64)
+        o, s, e = merge_intervals(d, pos, pos + W)
+        covered = np.bincount(o, weights=e - s, minlength=n)
+        share = np.minimum(covered / np.maximum(ntok, 1), 1.0)
+        other = np.zeros(n, dtype=np.int64)
+        np.maximum.at(other, d, sharing[fp_id[rep_fp]])
+        fld = long["fld"].to_numpy()[rep_fp].astype(np.int64)
+        cs = long["cs"].to_numpy()[rep_fp].astype(np.int64)
+        ce = long["ce"].to_numpy()[rep_fp].astype(np.int64)
+        co, cst, cen = merge_intervals(d * 128 + fld, cs, ce)
+
+        # clusters: records sharing a repeated fingerprint, plus the history records
+        ea, eb = bucket_pairs(fp_id[rep_fp], d, chain=False)
+        h_n = 0
+        if h_nodes is not None:
+            q_fp, node, info = h_nodes
+            h_n = info.height
+            qa, qb = bucket_pairs(np.concatenate([fp_id[rep_fp], q_fp]),
+                                  np.concatenate([d, n + node]), chain=False)
+            ea, eb = qa, qb
+        total = n + h_n
+        labels = components(total, ea, eb)
+        size = np.bincount(labels)[labels]
+        live_before = index.live_sha256(KIND, self.params) if index is not None else set()
+        shard_sha = pl.Series([ctx.shard_sha256.get(x) for x in recs["shard"].to_list()], dtype=pl.Utf8)
+        seen_before = shard_sha.is_in(list(live_before)).fill_null(False).to_numpy()
+        group = np.zeros(total, dtype=np.int8)
+        group[:n] = np.where(seen_before, 1, 2)
+        k1 = np.zeros(total, dtype=np.int64)
+        k2 = np.zeros(total, dtype=np.int64)
+        k1[:n] = recs["shard_index"].to_numpy()
+        k2[:n] = recs[ROW].to_numpy()
+        if h_n:
+            k1[n:] = h_nodes[2]["order"].to_numpy()
+        rep = representatives(labels, group, k1, k2)
+
+        found = np.flatnonzero((size[:n] > 1) & (rep[:n] != np.arange(n)) & (covered > 0)
+                               & (share >= float(self.options["min_share"])))
+        if len(found) == 0:
+            return _no_findings()
+        # character spans of the found records, as JSON-ready lists
+        m_doc = co // 128
+        keep_m = np.isin(m_doc, found)
+        spans = pl.DataFrame({"doc": m_doc[keep_m], "field": [TEXT_FIELDS[f] for f in (co[keep_m] % 128).tolist()],
+                              "start": cst[keep_m], "end": cen[keep_m]}, schema_overrides={"field": pl.Utf8})
+        spans = spans.group_by("doc", maintain_order=True).agg(
+            pl.struct("field", "start", "end").head(int(self.options["max_matches"])).alias("matches"))
+        ids = recs[RECORD_ID].to_list()
+        shards = recs["shard"].to_list()
+        h_info = None if h_nodes is None else h_nodes[2]
+        node_id = ids + ([] if h_info is None else h_info["record_id"].to_list())
+        node_shard = shards + ([] if h_info is None else h_info["shard"].to_list())
+        node_sha = [None] * n + ([] if h_info is None else h_info["sha256"].to_list())
+        node_scan = [None] * n + ([] if h_info is None else h_info["scan_id"].to_list())
+        reps = rep[found].tolist()
+        rep_ids = [node_id[r] for r in reps]
+        rep_shards = [node_shard[r] for r in reps]
+        detail = pl.DataFrame({
+            "doc": found,
+            "cluster": cluster_ids("span", rep_shards, rep_ids),
+            "cluster_size": size[found],
+            "representative": rep_ids,
+            "representative_shard": rep_shards,
+            "representative_sha256": [node_sha[r] for r in reps],
+            "representative_scan": [node_scan[r] for r in reps],
+            "share": np.round(share[found], 4),
+            "repeated_tokens": covered[found].astype(np.int64),
+            "tokens": ntok[found],
+            "other_docs": other[found],
+            "history": rep[found] >= n,
+        }, schema_overrides={"representative_sha256": pl.Utf8, "representative_scan": pl.Utf8,
+                             "doc": pl.UInt32}).join(spans.with_columns(pl.col("doc").cast(pl.UInt32)),
+                                                     on="doc", how="left", maintain_order="left")
+        return pl.DataFrame({
+            "shard": [shards[i] for i in found],
+            RECORD_ID: [ids[i] for i in found],
+            "score": np.round(share[found], 4),
+            "detail": detail.drop("doc").select(pl.struct(pl.all()).struct.json_encode()).to_series(),
+            "severity": pl.Series([None] * len(found), dtype=pl.Utf8),
+        })
+
+    # -- after the verdicts: remember what was approved ------------------------
+    def after_verdicts(self, features: pl.LazyFrame, approved: list[str], ctx: CorpusContext) -> None:
+        if not self.options["history"]:
+            return
+        index = HistoryIndex(ctx.state_dir)
+        drop_rejected(index, approved, ctx)
+        df = approved_content(features, approved, ctx).select("sha256", "shard", RECORD_ID, ROW, "fp").collect()
+        if df.height == 0:
+            return
+        lens = df["fp"].list.len().to_numpy()
+        keys = df["fp"].explode().to_numpy()
+        index.add(KIND, self.params, df.select("sha256", "shard", RECORD_ID, ROW), keys=keys,
+                  key_rows=np.repeat(np.arange(df.height), lens), scan_id=ctx.scan_id)
+
+
+def _no_findings() -> pl.DataFrame:
+    return pl.DataFrame(schema={"shard": pl.Utf8, RECORD_ID: pl.Utf8, "score": pl.Float64, "detail": pl.Utf8,
+                                "severity": pl.Utf8})

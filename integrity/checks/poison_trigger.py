@@ -1,0 +1,491 @@
+"""``poison.trigger``: lexical backdoor triggers tied to a label, found from corpus statistics alone.
+
+A backdoor hides a trigger (a rare word, a few words, a fixed sentence) in a
+small share of the records and ties it to a target label. There is no victim
+model: as in the Z-defence (He et al., EMNLP 2023), the trigger is a spurious
+correlation visible in the corpus' label statistics. What is "too strong" is
+learnt from the corpus itself, so sentiment words on sentiment labels,
+``@USER`` on tweets or package-section vocabulary stay quiet.
+
+Per shard (compact features): the 64-bit hashes of the lower-cased tokens of the
+record's text (``text``, else ``caption``, else ``prompt``; at most
+``max_tokens``), their character offsets, the label, and the shard's vocabulary
+(hash -> token, to name a trigger).
+
+Corpus pass:
+
+1. **Association.** Every 1..``ngram_max``-gram (with start/end-of-field
+   markers, so "<s> when" is an n-gram) counted once per record; its most
+   frequent label is its target. Candidates: support >= ``min_support``,
+   target share >= ``min_share`` and a one-sided binomial test against the
+   label prior with p <= ``candidate_p``.
+2. **Groups.** Candidates with one target that co-occur far beyond chance
+   (the n-grams of one inserted sentence, several trigger words used together,
+   a trigger and the n-grams around it) are merged into one group; its records
+   are the union.
+3. **Two independent kinds of evidence make a group a trigger** (association
+   alone never does; benchmarks of clean corpora are full of pure features):
+
+   * *dirty-label* — the group's records carry the target label but the rest
+     of their content does not support it. A leave-one-out naive-Bayes score of
+     every record's other n-grams (the group's own n-grams removed) is compared
+     between the group's target-label records and the other target-label
+     records (one-sided Mann-Whitney test, Benjamini-Hochberg over groups); the
+     estimated share of "relabelled" records must reach ``dirty_min_flip``.
+   * *clean-label* — the trigger records keep labels consistent with their
+     content, so the group must be (a) near-pure (``clean_min_share``), (b) large
+     (``clean_min_support_frac`` of the corpus), (c) foreign: its words are far
+     more frequent here than in ordinary language (``wordfreq`` background,
+     ``clean_min_overrep`` times, and an outlier among this corpus' own
+     frequent words) or it is a long repeated word sequence, (d) an outlier of
+     this corpus' association tail: its purity evidence (binomial, against the
+     purity ``natural_rho`` that strong natural features reach) gets a p-value
+     under a generalized Pareto tail fitted on the other groups (BH over
+     groups), and (e) alone: when foreign pure groups of comparable size exist
+     for several other labels (package sections, topic classes), purity is how
+     this corpus works and nothing is flagged.
+
+Findings: each record that holds a trigger group's n-gram and its target label.
+``detail``: ``trigger`` (the n-gram in this record), ``group`` (the group's
+strongest n-grams), ``target``, ``mode`` (dirty-label/clean-label), ``support``,
+``label_share``, ``z``, ``p_value``, ``field``/``start``/``end`` and
+``matches`` (every trigger occurrence in the record). Score in [0.5, 1] grows
+with the evidence (-log10 p of the weakest required test, 20 -> 1.0).
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Iterable
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+from scipy import stats
+
+from integrity import lexical as lx
+from integrity.checks.base import Check, CheckOutput, CorpusContext
+from integrity.schema import RECORD_ID, ROW
+
+TEXT_PREFERENCE = ("text", "caption", "prompt")
+_EMPTY = {"shard": pl.Utf8, "record_id": pl.Utf8, "score": pl.Float64, "detail": pl.Utf8, "severity": pl.Utf8}
+
+
+def empty_corpus_findings() -> pl.DataFrame:
+    return pl.DataFrame(schema=_EMPTY)
+
+
+def pick_field(columns: Iterable[str], preferred: str) -> str | None:
+    cols = set(columns)
+    if preferred != "auto":
+        return preferred if preferred in cols else None
+    return next((c for c in TEXT_PREFERENCE if c in cols), None)
+
+
+def token_features(batch: pa.RecordBatch, fields: dict[str, str], max_tokens: int,
+                   extra: dict[str, pa.Array] | None = None) -> pl.DataFrame:
+    """Per-record token features of ``fields`` (output prefix -> batch column),
+    followed by vocabulary rows (``record_id`` null, ``vh``/``vt``)."""
+    cols: dict[str, Any] = {RECORD_ID: pl.Series(RECORD_ID, batch.column(RECORD_ID)).cast(pl.Utf8),
+                            ROW: pl.Series(ROW, batch.column(ROW)).cast(pl.Int64)}
+    for name, arr in (extra or {}).items():
+        cols[name] = pl.Series(name, arr)
+    vocabs = []
+    for prefix, col in fields.items():
+        toks, vocab = lx.tokenize(pl.Series(col, batch.column(col)).cast(pl.Utf8), max_tokens=max_tokens)
+        cols[f"{prefix}_tok"] = toks["tok"]
+        cols[f"{prefix}_start"] = toks["start"]
+        cols[f"{prefix}_end"] = toks["end"]
+        vocabs.append(vocab)
+    recs = pl.DataFrame(cols)
+    vocab = pl.concat(vocabs).unique("h").rename({"h": "vh", "token": "vt"})
+    return pl.concat([recs, vocab], how="diagonal_relaxed")
+
+
+def split_features(features: pl.LazyFrame, columns: list[str]) -> tuple[pl.DataFrame, dict[int, str], pl.LazyFrame]:
+    """(record rows with ``columns``, vocabulary dict, record rows lazily)."""
+    recs_lazy = features.filter(pl.col(RECORD_ID).is_not_null())
+    recs = recs_lazy.select(["shard", "shard_index", RECORD_ID, ROW, *columns]).collect()
+    recs = recs.sort(["shard_index", ROW])
+    vocab = features.filter(pl.col(RECORD_ID).is_null()).select("vh", "vt").unique("vh").collect()
+    return recs, dict(zip(vocab["vh"].to_list(), vocab["vt"].to_list())), recs_lazy
+
+
+def offsets_for(recs_lazy: pl.LazyFrame, keys: pl.DataFrame, prefix: str) -> dict[tuple[str, str], tuple[list, list]]:
+    """Token start/end lists of the records in ``keys`` (shard, record_id, row)."""
+    got = (recs_lazy.join(keys.lazy().select("shard", ROW).unique(), on=["shard", ROW], how="semi")
+           .select("shard", ROW, f"{prefix}_start", f"{prefix}_end").collect())
+    return {(s, r): (a, b) for s, r, a, b in got.iter_rows()}
+
+
+def score_of(logp: float) -> float:
+    """Finding score in [0.5, 1] from the natural-log p-value of the weakest required test."""
+    return float(min(1.0, 0.5 + 0.5 * min(1.0, -lx.log10p(logp) / 20.0)))
+
+
+class PoisonTriggerCheck(Check):
+    name = "poison.trigger"
+    description = ("Lexical backdoor triggers: n-grams whose tie to a label is far stronger than chance "
+                   "and than the corpus' natural associations (dirty- and clean-label).")
+    requires = ("label",)
+    default_options = {
+        "field": "auto",                  # text | caption | prompt | auto (first present)
+        "max_tokens": 512,                # tokens kept per record
+        "ngram_max": 3,                   # longest n-gram tested
+        "min_support": 5,                 # records an n-gram needs to be tested
+        "min_share": 0.9,                 # target-label share of a candidate n-gram
+        "candidate_p": 0.01,              # binomial p-value vs the label prior for a candidate n-gram
+        "fdr": 0.01,                      # Benjamini-Hochberg rate over groups, for every group test
+        "max_groups": 60,                 # strongest groups given the content (dirty-label) test
+        "dirty_min_flip": 0.2,            # estimated share of relabelled records in a dirty-label group
+        "clean_min_share": 0.97,          # target share of a clean-label group
+        "clean_min_support_frac": 0.005,  # clean-label group size, share of the labelled records
+        "clean_min_overrep": 20.0,        # how many times more frequent than in ordinary language
+        "clean_min_span_tokens": 4,       # or: a repeated word sequence at least this long
+        "natural_rho": 0.8,               # purity strong natural features reach (share of non-target removed)
+        "spread_max_labels": 1,           # other labels allowed to have comparable foreign pure groups
+        "background_lang": "en",          # wordfreq language of the background reference
+    }
+    default_severity = "warn"
+    corpus_level = True
+    version = 1
+
+    def fingerprint(self) -> str:  # token hashes depend on the Polars version and feature format
+        import hashlib
+        base = super().fingerprint()
+        return hashlib.sha256(f"{base}:{pl.__version__}:{lx.FEATURE_FORMAT}".encode()).hexdigest()[:16]
+
+    def applies_to(self, columns: Iterable[str]) -> bool:
+        cols = set(columns)
+        return "label" in cols and pick_field(cols, self.options["field"]) is not None
+
+    # -- per shard ---------------------------------------------------------------------------
+    def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
+        field = pick_field(batch.schema.names, self.options["field"])
+        if field is None or "label" not in batch.schema.names:
+            return CheckOutput()
+        feats = token_features(batch, {"t": field}, int(self.options["max_tokens"]),
+                               extra={"label": batch.column("label").cast(pa.string()),
+                                      "field": pa.array([field] * batch.num_rows, pa.string())})
+        return CheckOutput(features=feats)
+
+    # -- corpus ------------------------------------------------------------------------------
+    def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame:
+        recs, vocab, recs_lazy = split_features(features, ["label", "field", "t_tok"])
+        if recs.height == 0:
+            return empty_corpus_findings()
+        result = detect_label_triggers(recs, vocab, self.options)
+        if result is None or result["groups"].height == 0:
+            return empty_corpus_findings()
+        return build_findings(recs, recs_lazy, result, vocab, "t")
+
+
+# ------------------------------------------------------------------------------------------------
+# the statistics
+# ------------------------------------------------------------------------------------------------
+def label_codes(labels: pl.Series) -> tuple[np.ndarray, list[str]]:
+    """Integer code per record (-1 for a null label) and the label names."""
+    names = sorted(labels.drop_nulls().unique().to_list())
+    index = {n: i for i, n in enumerate(names)}
+    codes = labels.replace_strict(index, default=-1, return_dtype=pl.Int32).to_numpy()
+    return codes.astype(np.int64), names
+
+
+def content_scores(grams: pl.DataFrame, codes: np.ndarray, target: int, prior_strength: float = 2.0,
+                   max_order: int = 2) -> tuple[np.ndarray, pl.DataFrame]:
+    """Leave-one-out naive-Bayes log-odds of ``target`` per record from its n-grams
+    (orders <= ``max_order``, seen in >= 2 records). Returns the per-record score
+    and the per-(rec, g) weights (for removing a group's own n-grams)."""
+    n = len(codes)
+    valid = codes >= 0
+    p0 = float((codes[valid] == target).mean()) if valid.any() else 0.5
+    p0 = min(max(p0, 1e-6), 1 - 1e-6)
+    lab = pl.Series("y", (codes == target).astype(np.int8))
+    g = grams.filter(pl.col("n") <= max_order).select("rec", "g")
+    g = g.with_columns(y=lab.gather(g["rec"].cast(pl.Int64)))
+    tab = g.group_by("g").agg(df=pl.len(), kc=pl.col("y").sum().cast(pl.Int64)).filter(pl.col("df") >= 2)
+    a = prior_strength
+    w = (g.join(tab, on="g")
+         .with_columns(kp=pl.col("kc") - pl.col("y"), np_=pl.col("df") - 1)
+         .with_columns(w=((pl.col("kp") + a * p0) / (pl.col("np_") - pl.col("kp") + a * (1 - p0))).log()
+                       - math.log(p0 / (1 - p0)))
+         .select("rec", "g", "w"))
+    per = w.group_by("rec").agg(s=pl.col("w").sum())
+    score = np.zeros(n)
+    score[per["rec"].to_numpy().astype(np.int64)] = per["s"].to_numpy()
+    return score, w
+
+
+def detect_label_triggers(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) -> dict | None:
+    """Run the association, grouping and evidence tests; returns the flagged groups
+    and everything needed to write findings (or None)."""
+    codes, names = label_codes(recs["label"])
+    if len(names) < 2:
+        return None
+    N = int((codes >= 0).sum())
+    table = lx.TokenTable.from_lists(recs["t_tok"], boundaries=True)
+    grams = lx.doc_ngrams(table, range(1, int(opt["ngram_max"]) + 1))
+    assoc = lx.label_association(grams, codes, min_support=int(opt["min_support"]))
+    cand = assoc.filter((pl.col("share") >= opt["min_share"]) & (pl.col("logp") <= math.log(opt["candidate_p"])))
+    if cand.height == 0:
+        return None
+    cand = cand.with_row_index("cid")
+    X, member = lx.membership(grams, cand, table.n_records)
+    comp = lx.cooccurrence_groups(X, cand["df"].to_numpy(), cand["target"].to_numpy(), N)
+    cand = cand.with_columns(grp=pl.Series(comp))
+    # group record sets (union of member records) and their label statistics
+    grec = (member.select("rec", "cid").join(cand.select("cid", "grp", "target"), on="cid")
+            .unique(["grp", "rec"]))
+    grec = grec.with_columns(y=pl.Series(codes[grec["rec"].to_numpy().astype(np.int64)]))
+    gstat = grec.group_by("grp").agg(target=pl.col("target").first(), n=pl.len(),
+                                     k=(pl.col("y") == pl.col("target")).sum().cast(pl.Int64))
+    prior = np.bincount(codes[codes >= 0], minlength=len(names)) / max(N, 1)
+    gt = gstat["target"].to_numpy().astype(np.int64)
+    gk = gstat["k"].to_numpy().astype(np.float64)
+    gn = gstat["n"].to_numpy().astype(np.float64)
+    gp0 = prior[gt]
+    glogp = stats.binom.logsf(gk - 1, gn, gp0)
+    evidence = lx.purity_evidence(gk, gn, gp0, float(opt["natural_rho"]))
+    gstat = gstat.with_columns(share=pl.Series(gk / gn), p0=pl.Series(gp0), logp=pl.Series(glogp),
+                               E=pl.Series(evidence),
+                               z=pl.Series((gk / gn - gp0) / np.sqrt(np.maximum(gp0 * (1 - gp0), 1e-12) / gn)))
+    # association itself must survive multiple testing over groups
+    gstat = gstat.with_columns(assoc_ok=pl.Series(lx.benjamini_hochberg(glogp, opt["fdr"])))
+    # best member n-grams of each group (for naming)
+    best = (cand.sort(["grp", "df"], descending=[False, True]).group_by("grp", maintain_order=True)
+            .agg(members=pl.col("g"), member_n=pl.col("n"), member_df=pl.col("df")))
+    gstat = gstat.join(best, on="grp")
+
+    # --- clean-label evidence ------------------------------------------------------------------
+    gstat = _clean_label_evidence(gstat, cand, table, vocab, grams, N, opt)
+    # --- dirty-label evidence ------------------------------------------------------------------
+    gstat = _dirty_label_evidence(gstat, grec, grams, codes, opt)
+
+    flagged = gstat.filter(pl.col("assoc_ok") & (pl.col("dirty_ok") | pl.col("clean_ok")))
+    return {"groups": flagged, "all_groups": gstat, "grec": grec, "cand": cand, "member": member,
+            "codes": codes, "names": names, "table": table, "N": N}
+
+
+def _token_overrep(table: lx.TokenTable, vocab: dict[int, str], min_count: int, lang: str) -> pl.DataFrame | None:
+    """Per frequent token: corpus frequency over background frequency (log10), and a
+    robust z of that ratio among this corpus' frequent words. None without a background."""
+    if not lx.has_background():
+        return None
+    real = (table.tok != lx.BOS) & (table.tok != lx.EOS)
+    toks, counts = np.unique(table.tok[real], return_counts=True)
+    total = max(int(real.sum()), 1)
+    keep = counts >= min_count
+    toks, counts = toks[keep], counts[keep]
+    words = [vocab.get(int(t), "") for t in toks.tolist()]
+    bg = lx.background_frequency(words, lang=lang)
+    if bg is None:
+        return None
+    ratio = np.log10((counts / total) / bg)
+    ok = np.isfinite(ratio)
+    if ok.sum() >= 10:
+        med = float(np.median(ratio[ok]))
+        mad = float(np.median(np.abs(ratio[ok] - med))) * 1.4826 or 1.0
+    else:
+        med, mad = 0.0, 1.0
+    rz = (ratio - med) / mad
+    return pl.DataFrame({"tok": pl.Series(toks, dtype=pl.UInt64), "log_over": ratio, "rz": rz})
+
+
+def _clean_label_evidence(gstat: pl.DataFrame, cand: pl.DataFrame, table: lx.TokenTable, vocab: dict[int, str],
+                          grams: pl.DataFrame, N: int, opt: dict) -> pl.DataFrame:
+    # (c) foreign: a member unigram far more frequent here than in ordinary language
+    over = _token_overrep(table, vocab, int(opt["min_support"]), str(opt["background_lang"]))
+    uni = cand.filter(pl.col("n") == 1).select("grp", tok=pl.col("g"))
+    if over is not None and uni.height:
+        f = (uni.join(over, on="tok").group_by("grp")
+             .agg(log_over=pl.col("log_over").max(), rz=pl.col("rz").max()))
+        gstat = gstat.join(f, on="grp", how="left")
+    else:
+        gstat = gstat.with_columns(log_over=pl.lit(None, dtype=pl.Float64), rz=pl.lit(None, dtype=pl.Float64))
+    min_over = math.log10(float(opt["clean_min_overrep"]))
+    rare = (pl.col("log_over").fill_null(-99) >= min_over) & (pl.col("rz").fill_null(-99) >= 3.0)
+    # or: a long repeated word sequence (a member n-gram extended to a repeated span)
+    span_grp = _long_span_groups(cand, table, grams, int(opt["clean_min_span_tokens"]), int(opt["min_support"]))
+    gstat = gstat.with_columns(long_span=pl.col("grp").is_in(span_grp))
+    gstat = gstat.with_columns(foreign=rare | pl.col("long_span"))
+    # (d) tail outlier of purity evidence among all groups
+    tail = lx.tail_pvalues(gstat["E"].to_numpy())
+    gstat = gstat.with_columns(tail_logp=pl.Series(tail),
+                               tail_ok=pl.Series(lx.benjamini_hochberg(tail, opt["fdr"])))
+    min_n = max(int(opt["min_support"]), math.ceil(float(opt["clean_min_support_frac"]) * N))
+    base = ((pl.col("share") >= opt["clean_min_share"]) & (pl.col("n") >= min_n) & pl.col("foreign"))
+    gstat = gstat.with_columns(clean_base=base)
+    # (e) spread: comparable foreign pure groups on other labels mean purity is normal here
+    pure = gstat.filter((pl.col("share") >= opt["clean_min_share"]) & pl.col("foreign")).select("target", "n")
+    t_arr, n_arr = pure["target"].to_numpy(), pure["n"].to_numpy()
+    spread = []
+    for t, n in zip(gstat["target"].to_list(), gstat["n"].to_list()):  # loop over groups, not records
+        others = t_arr != t
+        spread.append(int(len(np.unique(t_arr[others & (n_arr >= 0.25 * n)]))))
+    gstat = gstat.with_columns(spread=pl.Series(spread, dtype=pl.Int64))
+    return gstat.with_columns(clean_ok=pl.col("clean_base") & pl.col("tail_ok")
+                              & (pl.col("spread") <= int(opt["spread_max_labels"])))
+
+
+def _long_span_groups(cand: pl.DataFrame, table: lx.TokenTable, grams: pl.DataFrame, min_tokens: int,
+                      min_support: int) -> list[int]:
+    """Groups with a member n-gram inside a repeated span of >= ``min_tokens`` tokens."""
+    if min_tokens <= 0:
+        return []
+    spans = lx.repeated_spans(table, min_tokens, min_support)
+    if spans.height == 0:
+        return []
+    # a candidate n-gram whose first occurrence lies inside a long span
+    hits = (grams.join(cand.select("g", "grp"), on="g").with_columns(rec=pl.col("rec").cast(pl.Int64))
+            .join(spans.select("rec", "p0", "p1"), on="rec")
+            .filter((pl.col("pos") >= pl.col("p0")) & (pl.col("pos") < pl.col("p1"))))
+    share = hits.group_by("grp").agg(r=pl.col("rec").n_unique())
+    return share["grp"].to_list()
+
+
+def _dirty_label_evidence(gstat: pl.DataFrame, grec: pl.DataFrame, grams: pl.DataFrame, codes: np.ndarray,
+                          opt: dict) -> pl.DataFrame:
+    tested = (gstat.filter(pl.col("assoc_ok") & (pl.col("share") >= opt["min_share"]))
+              .sort("logp").head(int(opt["max_groups"])))
+    res: dict[int, tuple[float, float]] = {}
+    cache: dict[int, tuple[np.ndarray, pl.DataFrame]] = {}
+    dfs = grams.group_by("g").agg(df=pl.len())
+    for row in tested.select("grp", "target").iter_rows():  # loop over a few groups
+        grp, target = int(row[0]), int(row[1])
+        if target not in cache:
+            cache[target] = content_scores(grams, codes, target)
+        score, w = cache[target]
+        rg = grec.filter(pl.col("grp") == grp)["rec"].to_numpy().astype(np.int64)
+        # n-grams that occur only inside the group's records: the trigger and what it touches
+        inside = (grams.filter(pl.col("rec").is_in(rg.astype(np.uint32))).group_by("g").agg(c=pl.len())
+                  .join(dfs, on="g").filter(pl.col("c") >= pl.col("df")).select("g"))
+        sub = (w.filter(pl.col("rec").is_in(rg.astype(np.uint32))).join(inside, on="g")
+               .group_by("rec").agg(s=pl.col("w").sum()))
+        s = score.copy()
+        s[sub["rec"].to_numpy().astype(np.int64)] -= sub["s"].to_numpy()
+        in_g = np.zeros(len(codes), dtype=bool)
+        in_g[rg] = True
+        A = s[in_g & (codes == target)]
+        B = s[~in_g & (codes == target)]
+        C = s[~in_g & (codes >= 0) & (codes != target)]
+        if len(A) < 3 or len(B) < 3 or len(C) < 3:
+            continue
+        denom = float(np.mean(B) - np.mean(C))
+        flip = float((np.mean(B) - np.mean(A)) / denom) if denom > 1e-9 else 0.0
+        rng = np.random.default_rng(0)
+        Bs = B if len(B) <= 20000 else rng.choice(B, 20000, replace=False)
+        p = stats.mannwhitneyu(A, Bs, alternative="less").pvalue
+        res[grp] = (flip, float(np.log(max(p, 1e-300))))
+    flips = pl.DataFrame({"grp": list(res), "flip": [v[0] for v in res.values()],
+                          "dirty_logp": [v[1] for v in res.values()]},
+                         schema={"grp": gstat["grp"].dtype, "flip": pl.Float64, "dirty_logp": pl.Float64})
+    gstat = gstat.join(flips, on="grp", how="left")
+    lp = gstat["dirty_logp"].fill_null(0.0).to_numpy()
+    # BH over the groups that were tested
+    tested_mask = gstat["dirty_logp"].is_not_null().to_numpy()
+    ok = np.zeros(gstat.height, dtype=bool)
+    if tested_mask.any():
+        ok[tested_mask] = lx.benjamini_hochberg(lp[tested_mask], opt["fdr"])
+    return gstat.with_columns(dirty_ok=pl.Series(ok) & (pl.col("flip").fill_null(0) >= opt["dirty_min_flip"]))
+
+
+# ------------------------------------------------------------------------------------------------
+# findings
+# ------------------------------------------------------------------------------------------------
+def build_findings(recs: pl.DataFrame, recs_lazy: pl.LazyFrame, result: dict, vocab: dict[int, str],
+                   prefix: str) -> pl.DataFrame:
+    groups: pl.DataFrame = result["groups"]
+    cand: pl.DataFrame = result["cand"]
+    member: pl.DataFrame = result["member"]
+    codes: np.ndarray = result["codes"]
+    names: list[str] = result["names"]
+    table: lx.TokenTable = result["table"]
+    gids = groups["grp"].to_list()
+    mem = (member.join(cand.select("cid", "grp", "df", "target"), on="cid")
+           .filter(pl.col("grp").is_in(gids)))
+    mem = mem.with_columns(y=pl.Series(codes[mem["rec"].to_numpy().astype(np.int64)])).filter(
+        pl.col("y") == pl.col("target"))
+    if mem.height == 0:
+        return empty_corpus_findings()
+    # names of member n-grams
+    first = mem.sort(["cid", "rec"]).unique("cid", keep="first")
+    gram_names = gram_labels(table, vocab, first["cid"].to_list(), first["rec"].to_numpy(),
+                             first["pos"].to_numpy(), first["n"].to_numpy())
+    top_members = {g: [c for c in cand.filter(pl.col("grp") == g).sort("df", descending=True)["cid"].to_list()
+                       if c in gram_names][:8] for g in gids}
+    # every occurrence position of the member n-grams in flagged records: positions from the table
+    per_rec = (mem.sort(["rec", "df"], descending=[False, True])
+               .group_by("rec", maintain_order=True)
+               .agg(grp=pl.col("grp").first(), cids=pl.col("cid"), ns=pl.col("n"), poss=pl.col("pos")))
+    keys = recs.select("shard", RECORD_ID, ROW).with_row_index("rec")
+    per_rec = per_rec.with_columns(pl.col("rec").cast(pl.UInt32)).join(
+        keys.with_columns(pl.col("rec").cast(pl.UInt32)), on="rec")
+    offs = offsets_for(recs_lazy, per_rec.select("shard", RECORD_ID, ROW), prefix)
+    ginfo = {r["grp"]: r for r in groups.iter_rows(named=True)}
+    field_of = recs["field"] if "field" in recs.columns else None
+    shards, rids, scores, details = [], [], [], []
+    for row in per_rec.iter_rows(named=True):  # one finding per flagged record
+        g = ginfo[row["grp"]]
+        st, en = offs.get((row["shard"], row[ROW]), ([], []))
+        matches = []
+        for cid, n, p in zip(row["cids"], row["ns"], row["poss"]):
+            p, n = int(p), int(n)
+            a, b = max(p, 0), min(p + n - 1, len(st) - 1)
+            if len(st) and a <= b:
+                matches.append({"field": None, "start": int(st[a]), "end": int(en[b]), "ngram": gram_names[int(cid)]})
+        fld = field_of[int(row["rec"])] if field_of is not None else "text"
+        for m in matches:
+            m["field"] = fld
+        matches = _merge_matches(matches)
+        mode = "dirty-label" if g["dirty_ok"] else "clean-label"
+        weakest = max(g["logp"], g["dirty_logp"] if g["dirty_ok"] else g["tail_logp"])
+        d = {
+            "trigger": [gram_names[int(row["cids"][0])]],
+            "group": [gram_names[int(c)] for c in top_members[row["grp"]]],
+            "target": names[int(g["target"])],
+            "mode": mode,
+            "support": int(g["n"]),
+            "target_records": int(g["k"]),
+            "label_share": round(float(g["share"]), 4),
+            "label_prior": round(float(g["p0"]), 4),
+            "z": round(float(g["z"]), 2),
+            "p_value": float(math.exp(max(g["logp"], -700))),
+            "log10_p": round(lx.log10p(g["logp"]), 2),
+        }
+        if g["dirty_ok"]:
+            d["relabelled_share"] = round(float(g["flip"]), 3)
+            d["content_log10_p"] = round(lx.log10p(g["dirty_logp"]), 2)
+        else:
+            d["tail_log10_p"] = round(lx.log10p(g["tail_logp"]), 2)
+            if g.get("log_over") is not None:
+                d["background_overrep"] = round(10 ** float(g["log_over"]), 1)
+        if matches:
+            d.update(field=matches[0]["field"], start=matches[0]["start"], end=matches[0]["end"])
+            d["matches"] = matches
+        shards.append(row["shard"])
+        rids.append(row[RECORD_ID])
+        scores.append(score_of(weakest))
+        details.append(json.dumps(d, sort_keys=True))
+    return pl.DataFrame({"shard": shards, "record_id": rids, "score": scores, "detail": details,
+                         "severity": [None] * len(rids)}, schema=_EMPTY)
+
+
+def gram_labels(table: lx.TokenTable, vocab: dict[int, str], ids: list, rec: np.ndarray, pos: np.ndarray,
+                n: np.ndarray) -> dict:
+    """Readable n-gram per id, from one occurrence (rec, pos) of each."""
+    toks = table.gram_tokens(np.asarray(rec, dtype=np.int64), np.asarray(pos, dtype=np.int64),
+                             np.asarray(n, dtype=np.int64))
+    return {i: lx.fmt_tokens(t, vocab) for i, t in zip(ids, toks)}
+
+
+def _merge_matches(matches: list[dict]) -> list[dict]:
+    """Union overlapping occurrence spans (the n-grams of one trigger overlap)."""
+    ms = sorted(matches, key=lambda m: (m["start"], -m["end"]))
+    out: list[dict] = []
+    for m in ms:
+        if out and m["start"] <= out[-1]["end"]:
+            if m["end"] > out[-1]["end"]:
+                out[-1]["end"] = m["end"]
+            continue
+        out.append(dict(m))
+    return out
