@@ -270,8 +270,11 @@ def serve(source: Source,
           prompt_column: PromptCol = "prompt", response_column: ResponseCol = "response",
           image_column: ImageCol = "image", caption_column: CaptionCol = "caption", checks: Checks = None,
           verbose: Verbose = False) -> None:
-    """Scan SOURCE on a schedule with the embedded Prefect default: one process, Prefect's own
-    SQLite-backed server (started here unless PREFECT_API_URL points at one), no work pool."""
+    """Scan SOURCE on a cron schedule with the embedded Prefect default.
+
+    One process: Prefect's own SQLite-backed server (started here unless PREFECT_API_URL
+    points at one) and the served flow, no work pool. Each run writes OUT_ROOT/SCAN_ID.
+    """
     from flows.serve import serve_scheduled
 
     _setup_logging(verbose)

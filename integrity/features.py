@@ -243,3 +243,24 @@ def finite(x: float | None) -> float | None:
         return None
     x = float(x)
     return x if math.isfinite(x) else None
+
+
+# --------------------------------------------------------------------------- sharing between checks
+
+import threading as _threading
+
+_local = _threading.local()
+
+
+def cached_batch_features(batch: pa.RecordBatch) -> pl.DataFrame | None:
+    """:func:`batch_features` of ``batch``, computed once when several checks of one
+    shard task read the same batch (a one-entry cache per thread that holds the
+    batch itself, so its buffers cannot be reused while the entry lives)."""
+    col = batch.column("text") if "text" in batch.schema.names else None
+    key = (batch.num_rows, tuple(b.address if b is not None else 0 for b in col.buffers())) if col is not None else None
+    hit = getattr(_local, "entry", None)
+    if key is not None and hit is not None and hit[0] == key and hit[1] is batch:
+        return hit[2]
+    feats = batch_features(batch)
+    _local.entry = (key, batch, feats) if key is not None else None
+    return feats

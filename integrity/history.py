@@ -12,10 +12,12 @@ Layout under ``STATE_DIR/dedup_history/``::
     segments/<kind>/<segment id>/
         records.arrow                 one row per record: record_id, row, shard_no (Arrow IPC, memory-mapped)
         keys.npy, key_rows.npy        sorted uint64 keys and the record row of each (memory-mapped)
-        payload_<name>.npy            per-record arrays (e.g. MinHash signatures), row-aligned
+        payload_<name>.npy            per-record arrays, row-aligned (e.g. shingle counts)
+        payload_<name>.values.npy     ragged per-record arrays (e.g. bottom-k sketches):
+        payload_<name>.offsets.npy    record i holds values[offsets[i]:offsets[i+1]]
 
 A *kind* is one family of keys (``exact``: 128-bit text hashes, ``near``: MinHash
-band keys + 16-bit signatures, ``span``: winnowed 50-token window hashes; other
+band keys + bottom-k sketches, ``span``: winnowed 50-token window hashes; other
 checks may add their own, e.g. embeddings as a payload without keys). Segments
 carry the parameters their keys were made with; a lookup only uses segments
 made with the caller's parameters, so changing e.g. the number of permutations
@@ -100,8 +102,20 @@ class Segment:
         p = self.path / "key_rows.npy"
         return np.load(p, mmap_mode="r") if p.exists() else np.zeros(0, dtype=np.int64)
 
-    def payload(self, name: str) -> np.ndarray:
-        return np.load(self.path / f"payload_{name}.npy", mmap_mode="r")
+    def payload(self, name: str) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """A row-aligned payload, or (values, offsets) of a ragged one (memory-mapped)."""
+        flat = self.path / f"payload_{name}.npy"
+        if flat.exists():
+            return np.load(flat, mmap_mode="r")
+        return (np.load(self.path / f"payload_{name}.values.npy", mmap_mode="r"),
+                np.load(self.path / f"payload_{name}.offsets.npy", mmap_mode="r"))
+
+    def payload_names(self) -> list[str]:
+        names = set()
+        for f in self.path.glob("payload_*.npy"):
+            stem = f.name[len("payload_"):-len(".npy")]
+            names.add(stem.rsplit(".", 1)[0] if stem.endswith((".values", ".offsets")) else stem)
+        return sorted(names)
 
     @cached_property
     def records(self) -> pa.Table:
@@ -149,6 +163,17 @@ def _expand(lo: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     owner = np.repeat(np.arange(len(lo)), n)
     pos = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
     return owner, pos
+
+
+def take_ragged(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(values, offsets) of the ragged rows ``rows`` of (values, offsets)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    offsets = np.asarray(offsets)
+    lens = (offsets[rows + 1] - offsets[rows]).astype(np.int64)
+    new_off = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lens, out=new_off[1:])
+    _, pos = _expand(offsets[rows].astype(np.int64), lens)
+    return np.asarray(values[pos]), new_off
 
 
 class HistoryIndex:
@@ -320,19 +345,35 @@ class HistoryIndex:
         return pl.concat(frames).sort("hit")
 
     @staticmethod
-    def gather(hits: Hits, name: str, index: np.ndarray | None = None) -> np.ndarray:
-        """Payload ``name`` of the hits' records (row-aligned with ``index`` or all hits)."""
-        idx = np.arange(len(hits)) if index is None else np.asarray(index)
-        parts: list[tuple[np.ndarray, np.ndarray]] = []
-        for si in np.unique(hits.segment[idx]):
-            sel = np.flatnonzero(hits.segment[idx] == si)
-            parts.append((sel, np.asarray(hits.segments[si].payload(name)[hits.row[idx[sel]]])))
+    def gather(hits: Hits, name: str, index: np.ndarray | None = None):
+        """Payload ``name`` of the hits' records, in the order of ``index`` (default: all
+        hits): an array, or (values, offsets) for a ragged payload."""
+        idx = np.arange(len(hits)) if index is None else np.asarray(index, dtype=np.int64)
+        seg_of = hits.segment[idx]
+        parts = []
+        for si in np.unique(seg_of):
+            sel = np.flatnonzero(seg_of == si)
+            parts.append((sel, hits.segments[si].payload(name), hits.row[idx[sel]]))
         if not parts:
-            return np.zeros((0,), dtype=np.uint8)
-        first = parts[0][1]
+            return np.zeros(0, dtype=np.uint8)
+        if isinstance(parts[0][1], tuple):
+            lens = np.zeros(len(idx), dtype=np.int64)
+            got = []
+            for sel, (vals, offs), rows in parts:
+                v, o = take_ragged(vals, offs, rows)
+                lens[sel] = np.diff(o)
+                got.append((sel, v, o))
+            offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+            np.cumsum(lens, out=offsets[1:])
+            values = np.empty(int(offsets[-1]), dtype=got[0][1].dtype)
+            for sel, v, o in got:
+                _, pos = _expand(offsets[sel], np.diff(o))
+                values[pos] = v
+            return values, offsets
+        first = np.asarray(parts[0][1][:0])
         out = np.empty((len(idx),) + first.shape[1:], dtype=first.dtype)
-        for sel, vals in parts:
-            out[sel] = vals
+        for sel, arr, rows in parts:
+            out[sel] = arr[rows]
         return out
 
     # -- writing ----------------------------------------------------------
@@ -343,7 +384,8 @@ class HistoryIndex:
 
         ``records``: one row per record with ``sha256``, ``shard``, ``record_id``,
         ``row``; ``keys``/``key_rows``: any number of keys per record (row index
-        into ``records``); ``payload``: arrays with one row per record. Content
+        into ``records``); ``payload``: arrays with one row per record, or
+        (values, offsets) pairs for ragged per-record data. Content
         whose SHA-256 is already live in ``kind`` is skipped. Returns the segment,
         or None when nothing was new.
         """
@@ -384,7 +426,8 @@ class HistoryIndex:
                           params=dict(params), n_records=rec.height, shards=shards, created_at=now)
             self._write_segment(seg, rec["record_id"].cast(pl.Utf8).to_list(), rec["row"].to_numpy(), shard_no,
                                 keys_k[order], rows_k[order],
-                                {name: np.asarray(arr)[old_index] for name, arr in payload.items()})
+                                {name: (take_ragged(arr[0], arr[1], old_index) if isinstance(arr, tuple)
+                                        else np.asarray(arr)[old_index]) for name, arr in payload.items()})
             m["seq"] = seq
             m["segments"].append(seg.to_dict())
             self._write_manifest(m)
@@ -405,7 +448,11 @@ class HistoryIndex:
         dtype = np.uint32 if seg.n_records < 2**32 else np.int64
         np.save(tmp / "key_rows.npy", np.ascontiguousarray(key_rows, dtype=dtype))
         for name, arr in payload.items():
-            np.save(tmp / f"payload_{name}.npy", np.ascontiguousarray(arr))
+            if isinstance(arr, tuple):
+                np.save(tmp / f"payload_{name}.values.npy", np.ascontiguousarray(arr[0]))
+                np.save(tmp / f"payload_{name}.offsets.npy", np.ascontiguousarray(arr[1], dtype=np.int64))
+            else:
+                np.save(tmp / f"payload_{name}.npy", np.ascontiguousarray(arr))
         (tmp / "meta.json").write_text(json.dumps(seg.to_dict(), indent=1))
         os.replace(tmp, seg.path)
 
@@ -485,9 +532,10 @@ class HistoryIndex:
             kk = keep[kr] if len(kr) else np.zeros(0, bool)
             keys.append(np.asarray(seg.keys)[kk])
             key_rows.append(new_row[kr[kk]])
-            for f in seg.path.glob("payload_*.npy"):
-                name = f.name[len("payload_"):-len(".npy")]
-                payload.setdefault(name, []).append(np.asarray(seg.payload(name))[kept])
+            for name in seg.payload_names():
+                arr = seg.payload(name)
+                payload.setdefault(name, []).append(take_ragged(arr[0], arr[1], kept) if isinstance(arr, tuple)
+                                                    else np.asarray(arr)[kept])
             offset += len(kept)
         allk = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
         allr = np.concatenate(key_rows) if key_rows else np.zeros(0, np.int64)
@@ -497,7 +545,7 @@ class HistoryIndex:
                          seq=first.seq, params=first.params, n_records=offset, shards=shards, created_at=_now())
         self._write_segment(merged, ids, np.concatenate(rows) if rows else np.zeros(0, np.int64),
                             np.concatenate(shard_nos) if shard_nos else np.zeros(0, np.int32), allk[order],
-                            allr[order], {k: np.concatenate(v) for k, v in payload.items()})
+                            allr[order], {k: _concat_payload(v) for k, v in payload.items()})
         gone = {s.id for s in group}
         m["segments"] = [s for s in m["segments"] if s["id"] not in gone] + [merged.to_dict()]
         for sha in list(m["dropped"]):
@@ -508,6 +556,16 @@ class HistoryIndex:
         self._write_manifest(m)
         for seg in group:
             shutil.rmtree(seg.path, ignore_errors=True)
+
+
+def _concat_payload(parts: list):
+    if parts and isinstance(parts[0], tuple):
+        values = np.concatenate([p[0] for p in parts])
+        lens = np.concatenate([np.diff(p[1]) for p in parts])
+        offsets = np.zeros(len(lens) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        return values, offsets
+    return np.concatenate(parts)
 
 
 # -- helpers for checks ----------------------------------------------------

@@ -7,10 +7,13 @@ bits and ``(a_i, b_i)`` drawn from a seeded generator. One permutation is one
 NumPy pass over all shingles of a batch followed by ``minimum.reduceat`` per
 record, so a batch costs ``num_perm`` vector passes and no Python per record.
 
-Signatures keep 32-bit minima for the LSH band keys (computed per shard) and
-16-bit minima for verification (b-bit minwise hashing, Li & König 2010): two
-different 32-bit minima agree in their low 16 bits with probability 2**-16, a
-bias removed in :func:`estimate`.
+The signature only feeds the LSH band keys (computed per shard). Candidates
+are verified with bottom-k sketches (:func:`bottom_k`, the ``k`` smallest
+distinct shingle values of a record): the Jaccard similarity is *exact* for
+records with at most ``k`` distinct shingles and a low-variance estimate for
+longer ones, where a k-permutation MinHash estimate has a standard error of
+about 0.035 at 0.8 with 128 permutations, enough to misjudge many of the pairs
+that real corpora hold just around the threshold.
 """
 from __future__ import annotations
 
@@ -21,20 +24,18 @@ import numpy as np
 
 from integrity.dedup.text import U64, fmix64
 
-_B = 16  # bits kept per minimum for verification
-_COLLIDE = 2.0 ** -_B
-
-
 @dataclass(frozen=True)
 class MinHasher:
-    """``num_perm`` permutations; LSH uses the first ``bands * rows`` of them."""
+    """``num_perm`` permutations (default ``bands * rows``); LSH uses the first ``bands * rows``."""
 
-    num_perm: int = 128
+    num_perm: int = 0
     bands: int = 20
     rows: int = 5
     seed: int = 1
 
     def __post_init__(self) -> None:
+        if self.num_perm == 0:
+            object.__setattr__(self, "num_perm", self.bands * self.rows)
         if self.num_perm < 1 or self.bands < 1 or self.rows < 1:
             raise ValueError("num_perm, bands and rows must be positive")
         if self.bands * self.rows > self.num_perm:
@@ -88,28 +89,85 @@ class MinHasher:
         return keys
 
 
-def low_bits(sig: np.ndarray) -> np.ndarray:
-    """The 16-bit minima kept for verification."""
-    return (sig & 0xFFFF).astype(np.uint16)
+SENTINEL = np.uint32(0xFFFFFFFF)
+
+
+def fold32(shingle_hash: np.ndarray) -> np.ndarray:
+    """The 64-bit shingle hashes folded to the 32-bit values sketches hold (never the sentinel)."""
+    x = ((shingle_hash ^ (shingle_hash >> U64(32))) & U64(0xFFFFFFFF)).astype(np.uint32)
+    return np.minimum(x, SENTINEL - np.uint32(1))
+
+
+def bottom_k(shingle_hash: np.ndarray, doc: np.ndarray, docs: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+    """Bottom-k sketches: the ``k`` smallest distinct 32-bit shingle values of each
+    record in ``docs`` (ascending, as flat ``values`` with ``offsets``), and each
+    record's number of distinct shingles. A record with at most ``k`` distinct
+    shingles keeps them all, so its Jaccard similarities are exact."""
+    x = fold32(shingle_hash)
+    key = np.sort((doc.astype(U64) << U64(32)) | x.astype(U64))
+    keep = np.concatenate(([True], key[1:] != key[:-1]))  # distinct per record
+    key = key[keep]
+    d = (key >> U64(32)).astype(np.int64)
+    pos = np.searchsorted(docs, d)
+    counts = np.bincount(pos, minlength=len(docs))
+    start = np.zeros(len(docs) + 1, dtype=np.int64)
+    np.cumsum(counts, out=start[1:])
+    rank = np.arange(len(key)) - start[pos]
+    small = rank < k
+    values = (key[small] & U64(0xFFFFFFFF)).astype(np.uint32)
+    kept = np.minimum(counts, k)
+    offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+    np.cumsum(kept, out=offsets[1:])
+    return values, offsets, counts.astype(np.int32)
+
+
+def padded(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """(len(rows), k) matrix of the sketches of ``rows``, padded with the sentinel."""
+    lens = offsets[rows + 1] - offsets[rows]
+    col = np.arange(k)
+    mask = col[None, :] < lens[:, None]
+    idx = np.where(mask, offsets[rows][:, None] + col[None, :], 0)
+    out = values[idx] if len(values) else np.zeros(idx.shape, dtype=np.uint32)
+    out[~mask] = SENTINEL
+    return out
+
+
+def sketch_jaccard(a: np.ndarray, b: np.ndarray, na: np.ndarray, nb: np.ndarray, k: int) -> np.ndarray:
+    """Jaccard similarity of row pairs of two padded bottom-k matrices; ``na``/``nb``
+    are the records' distinct shingle counts. Exact when neither sketch is
+    truncated; otherwise the estimate over all union values below the smaller
+    truncation point (Li & Church's conditional random sampling)."""
+    tau_a = np.where(na > k, a[:, k - 1], SENTINEL)
+    tau_b = np.where(nb > k, b[:, k - 1], SENTINEL)
+    tau = np.minimum(tau_a, tau_b)[:, None]
+    c = np.sort(np.concatenate([a, b], axis=1), axis=1)
+    live = (c != SENTINEL) & (c <= tau)
+    distinct = np.ones(c.shape, dtype=bool)
+    distinct[:, 1:] = c[:, 1:] != c[:, :-1]
+    both = np.zeros(c.shape, dtype=bool)
+    both[:, :-1] = c[:, :-1] == c[:, 1:]
+    union = (distinct & live).sum(axis=1)
+    inter = (both & live).sum(axis=1)
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+
+
+def sketch_pairs(values: np.ndarray, offsets: np.ndarray, nsh: np.ndarray, i: np.ndarray, j: np.ndarray, k: int,
+                 other: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, chunk: int = 32768) -> np.ndarray:
+    """Jaccard of sketch ``i`` and sketch ``j`` (of ``other`` = (values, offsets, nsh)
+    when given), chunk by chunk."""
+    ov, oo, on = other if other is not None else (values, offsets, nsh)
+    out = np.empty(len(i), dtype=np.float64)
+    for s in range(0, len(i), chunk):
+        ii, jj = i[s:s + chunk], j[s:s + chunk]
+        out[s:s + chunk] = sketch_jaccard(padded(values, offsets, ii, k), padded(ov, oo, jj, k), nsh[ii], on[jj], k)
+    return out
 
 
 def estimate(sig_a: np.ndarray, sig_b: np.ndarray, chunk: int = 65536) -> np.ndarray:
-    """Estimated Jaccard similarity of row pairs of two (n, num_perm) uint16 matrices."""
-    n = sig_a.shape[0]
-    out = np.empty(n, dtype=np.float64)
-    for s in range(0, n, chunk):
-        eq = (sig_a[s:s + chunk] == sig_b[s:s + chunk]).mean(axis=1)
-        out[s:s + chunk] = eq
-    return np.clip((out - _COLLIDE) / (1.0 - _COLLIDE), 0.0, 1.0)
-
-
-def estimate_pairs(sig: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 65536,
-                   other: np.ndarray | None = None) -> np.ndarray:
-    """Estimated Jaccard of ``sig[i]`` and ``(other or sig)[j]`` (gathered chunk by chunk)."""
-    other = sig if other is None else other
-    out = np.empty(len(i), dtype=np.float64)
-    for s in range(0, len(i), chunk):
-        out[s:s + chunk] = estimate(sig[i[s:s + chunk]], other[j[s:s + chunk]])
+    """MinHash estimate of the Jaccard similarity of row pairs of two signature matrices."""
+    out = np.empty(sig_a.shape[0], dtype=np.float64)
+    for s in range(0, len(out), chunk):
+        out[s:s + chunk] = (sig_a[s:s + chunk] == sig_b[s:s + chunk]).mean(axis=1)
     return out
 
 

@@ -77,3 +77,14 @@ def test_dask_runner_matches_threads(prefect_server, small_corpus, tmp_path: Pat
     assert fa.height > 0 and fa.equals(fb)
     assert pl.read_parquet(a.out / "shards.parquet")["verdict"].to_list() == \
         pl.read_parquet(b.out / "shards.parquet")["verdict"].to_list()
+
+
+def test_scheduled_flow_writes_one_run_dir_per_run(prefect_server, small_corpus, tmp_path: Path, state_policy):
+    """The deployment's entrypoint takes JSON parameters and writes OUT_ROOT/SCAN_ID."""
+    from flows.scheduled import scheduled_scan
+
+    summary = scheduled_scan(source=str(small_corpus), out_root=str(tmp_path / "runs"), policy=str(state_policy),
+                             checks="dedup.exact,privacy.pii", quarantine_mode="off")
+    (run,) = list((tmp_path / "runs").iterdir())
+    assert run.name == summary["scan_id"] and (run / "report.html").exists()
+    assert summary["checks"] == ["dedup.exact", "privacy.pii"]

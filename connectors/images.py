@@ -1,0 +1,258 @@
+"""Safe decoding of untrusted image bytes, one record at a time.
+
+Every image a check looks at comes from scanned data, so decoding is the
+attack surface: decompression bombs (a few KB that declare 100,000 x 100,000
+pixels), truncated or corrupt files, exotic formats with fragile decoders.
+:func:`decode_image` never raises for bad data; it returns a
+:class:`Decoded` whose ``status`` says what happened, so the problem is
+reported per record and the rest of the shard goes on:
+
+============  ===================================================================
+``ok``        decoded; ``image`` is an RGB :class:`PIL.Image.Image`
+``missing``   no bytes (null)
+``rejected``  the connector refused the record (unsafe tar member, see
+              :func:`rejected_marker`); ``error`` says why
+``too_large`` more compressed bytes than ``DecodeLimits.max_bytes``
+``bomb``      the header declares more than ``DecodeLimits.max_pixels`` pixels, or
+              a chunk inflates past Pillow's text/ICC limits
+``corrupt``   truncated or malformed data in an allowed format
+``unsupported`` not an image of an allowed format (Pillow is only offered
+              :data:`ALLOWED_FORMATS`, so no other decoder ever runs)
+============  ===================================================================
+
+The pixel limit is checked per call on the header's declared size, *before*
+any pixel is decoded; Pillow's process-wide ``Image.MAX_IMAGE_PIXELS`` is left
+alone (it still stops anything over twice its value inside ``Image.open``).
+Truncated files are not completed (``ImageFile.LOAD_TRUNCATED_IMAGES`` stays
+off). Only the first frame of animated images is decoded.
+
+Connectors that refuse a record (a tar member with an absolute path, ``..``,
+a link or a device) still emit it, with :func:`rejected_marker` bytes in its
+``image`` field: the record flows through the normalized schema like any
+other, and ``image.decode`` reports the reason per record.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image, ImageDraw, UnidentifiedImageError
+
+#: formats Pillow may use to decode scanned bytes (others are never tried)
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO")
+_REJECTED = b"\x00integrity:rejected-record\x00"
+_MIME = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
+         "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff"}
+#: statuses that mean "something is wrong with this record"
+PROBLEMS = ("rejected", "too_large", "bomb", "corrupt", "unsupported")
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Per-decode limits (documented defaults; the policy may change them)."""
+
+    max_pixels: int = 40_000_000  # width * height declared by the header
+    max_bytes: int = 64 << 20  # compressed bytes of one image
+    max_meta_chars: int = 8192  # characters kept of each metadata text value
+
+
+DEFAULT_LIMITS = DecodeLimits()
+
+
+@dataclass
+class Decoded:
+    """The outcome of decoding one record's bytes."""
+
+    status: str
+    image: Image.Image | None = None  # RGB, when status == "ok"
+    error: str | None = None
+    format: str | None = None  # Pillow format name
+    size: tuple[int, int] | None = None  # declared (width, height)
+    meta: dict[str, Any] = field(default_factory=dict)  # see image_metadata()
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+# --------------------------------------------------------------------------- rejected records
+
+
+def rejected_marker(reason: str) -> bytes:
+    """Bytes standing in for a record the connector refused (reported by ``image.decode``)."""
+    return _REJECTED + reason.encode("utf-8", "replace")[:2000]
+
+
+def rejected_reason(data: bytes | memoryview | None) -> str | None:
+    """The reason carried by :func:`rejected_marker` bytes, else ``None``."""
+    if data is None or len(data) < len(_REJECTED) or bytes(data[: len(_REJECTED)]) != _REJECTED:
+        return None
+    return bytes(data[len(_REJECTED):]).decode("utf-8", "replace")
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode_image(data: bytes | None, limits: DecodeLimits = DEFAULT_LIMITS, meta: bool = False) -> Decoded:
+    """Decode ``data`` into RGB under ``limits``; never raises for bad data.
+
+    With ``meta`` the result carries :func:`image_metadata` (text chunks,
+    XMP, EXIF software tags, C2PA presence) for provenance checks.
+    """
+    if data is None:
+        return Decoded("missing", error="no image bytes")
+    reason = rejected_reason(data)
+    if reason is not None:
+        return Decoded("rejected", error=reason)
+    if len(data) > limits.max_bytes:
+        return Decoded("too_large", error=f"{len(data):,} bytes, over the limit of {limits.max_bytes:,}")
+    if len(data) == 0:
+        return Decoded("corrupt", error="empty image (0 bytes)")
+    try:
+        im = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError as exc:
+        return Decoded("bomb", error=f"decompression bomb: {exc}")
+    except UnidentifiedImageError:
+        return Decoded("unsupported", error=f"not an image in an allowed format ({', '.join(ALLOWED_FORMATS)}); "
+                                            f"starts with {bytes(data[:8])!r}")
+    except (OSError, ValueError, SyntaxError, struct.error, EOFError, IndexError, zlib.error) as exc:
+        return _failure(exc)
+    fmt = im.format
+    w, h = im.size
+    out = Decoded("ok", format=fmt, size=(w, h))
+    if w <= 0 or h <= 0:
+        out.status, out.error = "corrupt", f"declares an empty size {w}x{h}"
+        return out
+    if w * h > limits.max_pixels:
+        out.status = "bomb"
+        out.error = (f"declares {w}x{h} = {w * h:,} pixels, over the limit of {limits.max_pixels:,} "
+                     f"(decompression bomb or oversized image; not decoded)")
+        return out
+    try:
+        im.load()
+        if meta:
+            out.meta = image_metadata(im, data, limits.max_meta_chars)
+        out.image = _to_rgb(im)
+    except Image.DecompressionBombError as exc:
+        out.status, out.error = "bomb", f"decompression bomb: {exc}"
+    except MemoryError:
+        out.status, out.error = "too_large", f"{w}x{h} image does not fit in memory"
+    except (OSError, ValueError, SyntaxError, struct.error, EOFError, IndexError, zlib.error, TypeError) as exc:
+        failed = _failure(exc)
+        out.status, out.error = failed.status, failed.error
+    finally:
+        im.close()
+    if out.status != "ok":
+        out.image = None
+    return out
+
+
+def _failure(exc: BaseException) -> Decoded:
+    msg = str(exc) or type(exc).__name__
+    if "Decompressed Data Too Large" in msg or "Too much memory" in msg:  # PNG text/ICC bombs
+        return Decoded("bomb", error=f"decompression bomb in a metadata chunk: {msg}")
+    if "truncated" in msg.lower():
+        return Decoded("corrupt", error=f"truncated image: {msg}")
+    return Decoded("corrupt", error=f"corrupt image ({type(exc).__name__}: {msg})")
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode == "RGB":
+        return im.copy()  # the caller closes ``im``
+    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGB", rgba.size, (255, 255, 255))
+        bg.paste(rgba, mask=rgba.getchannel("A"))
+        return bg
+    return im.convert("RGB")
+
+
+def mime_of(fmt: str | None) -> str | None:
+    """MIME type of a Pillow format name."""
+    return _MIME.get(fmt or "")
+
+
+# --------------------------------------------------------------------------- metadata
+
+#: EXIF tags kept by image_metadata (0th IFD and Exif IFD)
+EXIF_TAGS = {0x0131: "Software", 0x010E: "ImageDescription", 0x013B: "Artist", 0x010F: "Make",
+             0x0110: "Model", 0x8298: "Copyright"}
+EXIF_IFD_TAGS = {0x9286: "UserComment"}
+
+
+def _clip_text(value: Any, limit: int) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = str(value).replace("\x00", " ").strip()
+    return text[:limit]
+
+
+def image_metadata(im: Image.Image, data: bytes, limit: int = DEFAULT_LIMITS.max_meta_chars) -> dict[str, Any]:
+    """Provenance-relevant metadata of a loaded image, as plain strings.
+
+    ``text``: PNG tEXt/iTXt/zTXt chunks (and other string ``info`` values such as a
+    JPEG comment); ``xmp``: the XMP packet; ``exif``: :data:`EXIF_TAGS`;
+    ``c2pa``: whether the bytes carry a C2PA JUMBF store (JPEG APP11, PNG ``caBX``,
+    or the ``jumb``/``c2pa`` boxes elsewhere). Values are cut to ``limit`` characters.
+    """
+    text: dict[str, str] = {}
+    for key, value in (im.info or {}).items():
+        if not isinstance(key, str) or key in ("exif", "icc_profile", "xmp", "XML:com.adobe.xmp"):
+            continue
+        if isinstance(value, (str, bytes)) and value:
+            text[key[:64]] = _clip_text(value, limit)
+    xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp") or b""
+    exif: dict[str, str] = {}
+    try:
+        ex = im.getexif()
+        for tag, name in EXIF_TAGS.items():
+            if tag in ex and ex[tag]:
+                exif[name] = _clip_text(ex[tag], limit)
+        ifd = ex.get_ifd(0x8769) if ex else {}
+        for tag, name in EXIF_IFD_TAGS.items():
+            if tag in ifd and ifd[tag]:
+                exif[name] = _clip_text(ifd[tag], limit)
+    except (OSError, ValueError, SyntaxError, struct.error, TypeError, KeyError, IndexError):
+        pass
+    return {
+        "format": im.format,
+        "text": text,
+        "xmp": _clip_text(xmp, 4 * limit) if xmp else "",
+        "exif": exif,
+        "c2pa": has_c2pa(data),
+    }
+
+
+def has_c2pa(data: bytes) -> bool:
+    """Whether ``data`` carries a C2PA manifest store (a JUMBF box labelled ``c2pa``)."""
+    return b"jumb" in data and b"c2pa" in data
+
+
+# --------------------------------------------------------------------------- thumbnails
+
+
+def thumbnail_data_uri(image: Image.Image, max_side: int = 96, box: tuple[int, int, int, int] | None = None,
+                       quality: int = 70) -> str:
+    """A small JPEG ``data:`` URI of ``image`` (RGB), optionally with ``box``
+    (x0, y0, x1, y1 in the image's pixels) outlined in red: report evidence."""
+    thumb = image.copy()
+    thumb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    if box is not None:
+        sx, sy = thumb.width / image.width, thumb.height / image.height
+        x0, y0, x1, y1 = box
+        ImageDraw.Draw(thumb).rectangle(
+            [int(x0 * sx) - 1, int(y0 * sy) - 1, int(x1 * sx) + 1, int(y1 * sy) + 1], outline=(230, 0, 0), width=2)
+    buf = io.BytesIO()
+    thumb.convert("RGB").save(buf, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def thumbnail_of_bytes(data: bytes | None, max_side: int = 96, box=None,
+                       limits: DecodeLimits = DEFAULT_LIMITS) -> str | None:
+    """:func:`thumbnail_data_uri` of raw bytes, or ``None`` when they do not decode safely."""
+    dec = decode_image(data, limits)
+    return thumbnail_data_uri(dec.image, max_side, box) if dec.ok else None
