@@ -26,6 +26,7 @@ FORMAT_SUFFIXES: dict[str, str] = {
     ".json": JSONL,
     ".ndjson": JSONL,
     ".csv": CSV,
+    ".tar": WEBDATASET,
 }
 
 # compression suffix -> codec name understood by connectors.streams

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 # importing the format modules registers their readers
 from connectors import csv_format, hf_format, jsonl_format, parquet_format  # noqa: F401
+from connectors import webdataset_format  # noqa: F401
 from connectors.errors import ShardReadError
 from connectors.listing import ShardRef
 from connectors.normalize import Plan, make_plan, normalize_batch

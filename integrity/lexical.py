@@ -300,7 +300,9 @@ def cooccurrence_groups(X: sp.csr_matrix, support: np.ndarray, target: np.ndarra
     sa, sb = support[a].astype(np.float64), support[b].astype(np.float64)
     keep = (a < b) & (target[a] == target[b])
     keep &= cnt >= np.maximum(min_count, min_overlap * np.minimum(sa, sb))
-    keep &= cnt * n_records >= min_lift * sa * sb
+    # lift over independence; a pair covering a large share of the corpus cannot reach a big lift
+    need = np.minimum(min_lift, 0.5 * n_records / np.maximum(np.maximum(sa, sb), 1.0))
+    keep &= cnt * n_records >= need * sa * sb
     graph = sp.coo_matrix((np.ones(int(keep.sum())), (a[keep], b[keep])), shape=(c, c))
     _, comp = sp.csgraph.connected_components(graph, directed=False)
     return comp.astype(np.int64)

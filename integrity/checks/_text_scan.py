@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -62,6 +63,27 @@ class ScanGroup:
 
 # ---------------------------------------------------------------------------
 # helpers shared by the detectors
+
+
+#: score factor of values that are published examples (test cards, example.com, ...)
+EXAMPLE_FACTOR = 0.2
+
+
+def mask(value: str, keep_last: int) -> str:
+    """Every letter/digit but the last ``keep_last`` replaced by ``*`` (separators kept)."""
+    out, seen = [], 0
+    for ch in reversed(value):
+        if ch.isalnum():
+            seen += 1
+            out.append(ch if seen <= keep_last else "*")
+        else:
+            out.append(ch)
+    return "".join(reversed(out))
+
+
+def before(text: str, start: int, pattern: re.Pattern, width: int) -> bool:
+    """Whether ``pattern`` occurs in the ``width`` characters before ``start``."""
+    return pattern.search(text, max(0, start - width), start) is not None
 
 
 def shannon_entropy(s: str) -> float:

@@ -4,14 +4,21 @@ shards of a scan and against the history of earlier nights.
 Per shard (vectorized per batch, see :mod:`integrity.dedup`): records are
 tokenized (lower case, punctuation dropped), shingled into word ``ngram``-grams
 (a record shorter than that is one shingle), and MinHashed with ``num_perm``
-permutations. Features per record: ``bands`` (``bands`` uint64 LSH keys, each
-the hash of ``rows`` minima) and ``sig`` (the 16-bit minima, for verification).
+(``bands * rows``) permutations. Features per record: ``bands`` (``bands``
+uint64 LSH keys, each the hash of ``rows`` minima), ``sketch`` (the
+``sketch_size`` smallest distinct 32-bit shingle hashes: a bottom-k sketch) and
+``nsh`` (distinct shingles).
 
 Corpus pass: records sharing a band key are candidates (star + chain per
 bucket, so a bucket costs linear, never quadratic, pairs); a candidate pair is
-kept when the Jaccard similarity estimated from the signatures reaches
-``threshold``. The history index (``STATE_DIR/dedup_history``, kind ``near``)
-is probed with the same band keys and verified the same way. Verified pairs
+kept when its Jaccard similarity computed from the bottom-k sketches reaches
+``threshold`` -- exact for records of at most ``sketch_size`` distinct
+shingles, an estimate over the union's smallest values for longer ones. (The
+benchmark measured the alternative, the k-permutation MinHash estimate, at
+precision 0.90 / recall 0.93 on the Debian corpus against 0.99+ for sketches,
+because real corpora hold many pairs just around 0.8.) The history index
+(``STATE_DIR/dedup_history``, kind ``near``) is probed with the same band keys
+and verified the same way. Verified pairs
 are clustered as connected components (``scipy.sparse.csgraph``). The record
 kept per cluster is the oldest: a history record if the cluster has one, else
 the first record of content already approved on an earlier night, else the
@@ -20,16 +27,15 @@ first by shard order then row. Every other record of the cluster is a finding:
 * ``score``: the highest verified similarity of the record to any other;
 * ``detail``: ``cluster``, ``cluster_size`` (records, history included),
   ``representative`` / ``representative_shard`` (and ``representative_sha256``,
-  ``representative_scan`` when it comes from history), ``similarity`` (estimated
-  Jaccard to the representative; below ``threshold`` when the record is only
-  linked through others), ``history`` (the representative is from an earlier night).
+  ``representative_scan`` when it comes from history), ``similarity`` (Jaccard
+  to the representative; below ``threshold`` when the record is only linked
+  through others), ``history`` (the representative is from an earlier night).
 
-After the verdicts, approved shards' keys and signatures enter the history;
+After the verdicts, approved shards' band keys and sketches enter the history;
 shards of this scan that were not approved leave it.
 
 With the defaults (20 bands of 5 rows), a pair at Jaccard 0.8 becomes a
-candidate with probability 0.9997 and one at 0.5 with 0.47; the estimate's
-standard error at 0.8 is about 0.035 with 128 permutations.
+candidate with probability 0.9997, one at 0.5 with 0.47.
 """
 from __future__ import annotations
 
@@ -42,9 +48,9 @@ import xxhash
 
 from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
 from integrity.dedup.graph import bucket_pairs, components, first_of_pairs, representatives, unique_pairs
-from integrity.dedup.minhash import MinHasher, estimate, estimate_pairs, low_bits
+from integrity.dedup.minhash import MinHasher, bottom_k, sketch_pairs
 from integrity.dedup.text import shingles, text_fields, tokenize
-from integrity.history import HistoryIndex, approved_content, drop_rejected, excluded_content
+from integrity.history import HistoryIndex, approved_content, drop_rejected, excluded_content, take_ragged
 from integrity.schema import RECORD_ID, ROW
 
 log = logging.getLogger(__name__)
@@ -67,10 +73,10 @@ class NearDedup(Check):
     default_options = {
         "ngram": 5,
         "threshold": 0.8,
-        "num_perm": 128,
         "bands": 20,
         "rows": 5,
         "seed": 1,
+        "sketch_size": 128,
         "min_tokens": 1,
         "history": True,
     }
@@ -82,18 +88,20 @@ class NearDedup(Check):
         super().__init__(options, shard)
         o = self.options
         try:
-            self.hasher = MinHasher(num_perm=int(o["num_perm"]), bands=int(o["bands"]), rows=int(o["rows"]),
-                                    seed=int(o["seed"]))
+            self.hasher = MinHasher(bands=int(o["bands"]), rows=int(o["rows"]), seed=int(o["seed"]))
         except ValueError as e:
             raise CheckConfigError(f"check {self.name!r}: {e}") from None
         if not 0.0 < float(o["threshold"]) <= 1.0:
             raise CheckConfigError(f"check {self.name!r}: threshold must be in (0, 1], not {o['threshold']!r}")
+        if int(o["sketch_size"]) < 1:
+            raise CheckConfigError(f"check {self.name!r}: sketch_size must be at least 1")
         if int(o["ngram"]) < 1:
             raise CheckConfigError(f"check {self.name!r}: ngram must be at least 1")
 
     @property
     def params(self) -> dict:
-        return {**self.hasher.fingerprint(), "ngram": int(self.options["ngram"]), "tokens": "words-lower-v1"}
+        return {**self.hasher.fingerprint(), "ngram": int(self.options["ngram"]), "tokens": "words-lower-v1",
+                "sketch": int(self.options["sketch_size"])}
 
     # -- per shard ---------------------------------------------------------
     def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
@@ -102,31 +110,35 @@ class NearDedup(Check):
             return CheckOutput()
         tokens = tokenize(fields)
         sh, doc = shingles(tokens, int(self.options["ngram"]))
+        if int(self.options["min_tokens"]) > 1 and len(doc):
+            keep = tokens.counts[doc] >= int(self.options["min_tokens"])
+            sh, doc = sh[keep], doc[keep]
         docs, sig = self.hasher.signatures(sh, doc, tokens.n_docs)
-        if int(self.options["min_tokens"]) > 1 and len(docs):
-            keep = tokens.counts[docs] >= int(self.options["min_tokens"])
-            docs, sig = docs[keep], sig[keep]
         if len(docs) == 0:
             return CheckOutput()
+        values, offsets, nsh = bottom_k(sh, doc, docs, int(self.options["sketch_size"]))
         take = pa.array(docs)
-        return CheckOutput(features=pl.DataFrame({
-            RECORD_ID: pl.Series(RECORD_ID, batch.column(RECORD_ID).take(take).to_pylist(), dtype=pl.Utf8),
-            ROW: pl.Series(ROW, batch.column(ROW).take(take).to_numpy(), dtype=pl.Int64),
-            "bands": pl.Series("bands", self.hasher.band_keys(sig)),
-            "sig": pl.Series("sig", low_bits(sig)),
-        }))
+        table = pa.table({
+            RECORD_ID: batch.column(RECORD_ID).take(take).cast(pa.string()),
+            ROW: batch.column(ROW).take(take).cast(pa.int64()),
+            "bands": pa.FixedSizeListArray.from_arrays(pa.array(self.hasher.band_keys(sig).ravel()), self.hasher.bands),
+            "sketch": pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values)),
+            "nsh": pa.array(nsh),
+        })
+        return CheckOutput(features=pl.from_arrow(table))
 
     # -- corpus --------------------------------------------------------------
     def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame:
-        df = features.select(RECORD_ID, ROW, "shard", "shard_index", "bands", "sig").collect()
+        df = features.select(RECORD_ID, ROW, "shard", "shard_index", "bands", "sketch", "nsh").collect()
         n = df.height
         if n == 0:
             return _no_findings()
-        bands = df["bands"].to_numpy()
-        sig = np.ascontiguousarray(df["sig"].to_numpy())
+        k = int(self.options["sketch_size"])
         threshold = float(self.options["threshold"])
+        bands = df["bands"].to_numpy()
+        sk = _ragged(df["sketch"]) + (df["nsh"].to_numpy(),)
 
-        # candidates inside the scan, band by band (memory: one band at a time)
+        # candidates inside the scan, band by band (memory: one band at a time), verified on the sketches
         cand_a, cand_b = [], []
         items = np.arange(n, dtype=np.int64)
         for j in range(bands.shape[1]):
@@ -134,29 +146,28 @@ class NearDedup(Check):
             cand_a.append(a)
             cand_b.append(b)
         a, b = unique_pairs(np.concatenate(cand_a), np.concatenate(cand_b))
-        sim = estimate_pairs(sig, a, b)
+        sim = sketch_pairs(*sk, a, b, k)
         ok = sim >= threshold
         ea, eb, es = a[ok], b[ok], sim[ok]
         log.info("dedup.near: %d records, %d candidate pairs, %d verified", n, len(a), int(ok.sum()))
 
         # candidates in the history of earlier nights
-        hist = self._history_edges(bands, sig, ctx, threshold)
-        h_n = 0
-        h_info = None
+        hist = self._history_edges(bands, sk, ctx, threshold)
+        h_n, h_info, nodes_sk = 0, None, sk
         if hist is not None:
-            q_doc, h_node, h_sim, h_sig, h_info = hist
-            h_n = len(h_sig)
+            q_doc, h_node, h_sim, h_sk, h_info = hist
+            h_n = h_info.height
             ea = np.concatenate([ea, q_doc])
             eb = np.concatenate([eb, n + h_node])
             es = np.concatenate([es, h_sim])
+            nodes_sk = (np.concatenate([sk[0], h_sk[0]]), np.concatenate([sk[1][:-1], sk[1][-1] + h_sk[1]]),
+                        np.concatenate([sk[2], h_sk[2]]))
         total = n + h_n
         labels = components(total, ea, eb)
-        size = np.bincount(labels, minlength=labels.max() + 1 if total else 0)[labels]
+        size = np.bincount(labels)[labels]
 
         # who is kept: history (oldest first), then content approved before, then shard order and row
-        live_before = self._live_sha256(ctx)
-        shard_sha = pl.Series([ctx.shard_sha256.get(s) for s in df["shard"].to_list()], dtype=pl.Utf8)
-        seen_before = shard_sha.is_in(list(live_before)).fill_null(False).to_numpy()
+        seen_before = _seen_before(df["shard"], ctx, self._live_sha256(ctx))
         group = np.zeros(total, dtype=np.int8)
         group[:n] = np.where(seen_before, 1, 2)
         k1 = np.zeros(total, dtype=np.int64)
@@ -174,68 +185,43 @@ class NearDedup(Check):
         if len(found) == 0:
             return _no_findings()
         rep_f = rep[found]
-        all_sig = sig if h_n == 0 else np.concatenate([sig, h_sig])
-        sim_rep = estimate(sig[found], all_sig[rep_f])
-
-        ids = df[RECORD_ID].to_list()
-        shards = df["shard"].to_list()
-        node_id = ids + ([] if h_info is None else h_info["record_id"].to_list())
-        node_shard = shards + ([] if h_info is None else h_info["shard"].to_list())
-        node_sha = [None] * n + ([] if h_info is None else h_info["sha256"].to_list())
-        node_scan = [None] * n + ([] if h_info is None else h_info["scan_id"].to_list())
-        reps = rep_f.tolist()
-        rep_ids = [node_id[r] for r in reps]
-        rep_shards = [node_shard[r] for r in reps]
-        detail = pl.DataFrame({
-            "cluster": cluster_ids("near", rep_shards, rep_ids),
-            "cluster_size": size[found],
-            "representative": rep_ids,
-            "representative_shard": rep_shards,
-            "representative_sha256": [node_sha[r] for r in reps],
-            "representative_scan": [node_scan[r] for r in reps],
-            "similarity": np.round(sim_rep, 4),
-            "history": rep_f >= n,
-        }, schema_overrides={"representative_sha256": pl.Utf8, "representative_scan": pl.Utf8})
-        return pl.DataFrame({
-            "shard": [shards[i] for i in found],
-            RECORD_ID: [ids[i] for i in found],
-            "score": np.round(best[found], 4),
-            "detail": detail.select(pl.struct(pl.all()).struct.json_encode()).to_series(),
-            "severity": pl.Series([None] * len(found), dtype=pl.Utf8),
-        })
+        sim_rep = sketch_pairs(*nodes_sk, found, rep_f, k)
+        return _findings("near", df, found, rep_f, size, h_info, {
+            "similarity": np.round(sim_rep, 4)}, np.round(best[found], 4))
 
     def _live_sha256(self, ctx: CorpusContext) -> set[str]:
         if not self.options["history"]:
             return set()
         return HistoryIndex(ctx.state_dir).live_sha256(KIND, self.params)
 
-    def _history_edges(self, bands: np.ndarray, sig: np.ndarray, ctx: CorpusContext, threshold: float):
-        """Verified pairs (record, history node) and the history nodes' signatures and identity."""
+    def _history_edges(self, bands: np.ndarray, sk: tuple, ctx: CorpusContext, threshold: float):
+        """Verified pairs (record, history node), the history nodes' sketches and identity."""
         if not self.options["history"]:
             return None
         index = HistoryIndex(ctx.state_dir)
         if not index.exists():
             return None
+        k = int(self.options["sketch_size"])
         nb = bands.shape[1]
         hits = index.lookup(KIND, self.params, bands.ravel(), exclude=excluded_content(ctx),
                             max_hits=HISTORY_HITS_PER_KEY)
         if len(hits) == 0:
             return None
-        q_doc = hits.query // nb
         # one candidate per (record, history record)
-        h_idx = first_of_pairs(q_doc, hits.order)
-        q_doc = q_doc[h_idx]
-        h_sig = index.gather(hits, "sig", h_idx)
-        sim = estimate(sig[q_doc], h_sig)
-        ok = sim >= threshold
-        if not ok.any():
+        h_idx = first_of_pairs(hits.query // nb, hits.order)
+        q_doc = hits.query[h_idx] // nb
+        hv, ho = index.gather(hits, "sketch", h_idx)
+        hn = index.gather(hits, "nsh", h_idx)
+        sim = sketch_pairs(*sk, q_doc, np.arange(len(h_idx)), k, other=(hv, ho, hn))
+        ok = np.flatnonzero(sim >= threshold)
+        if len(ok) == 0:
             return None
-        q_doc, h_idx, sim, h_sig = q_doc[ok], h_idx[ok], sim[ok], h_sig[ok]
         # history nodes: one per distinct history record
-        uniq, first, node = np.unique(hits.order[h_idx], return_index=True, return_inverse=True)
-        info = index.describe(hits, h_idx[first]).with_columns(order=pl.Series(uniq))
-        log.info("dedup.near: %d records match %d history records", len(np.unique(q_doc)), len(uniq))
-        return q_doc, node, sim, h_sig[first], info
+        uniq, first, node = np.unique(hits.order[h_idx[ok]], return_index=True, return_inverse=True)
+        info = index.describe(hits, h_idx[ok][first]).with_columns(order=pl.Series(uniq))
+        node_sk = take_ragged(hv, ho, ok[first]) + (hn[ok[first]],)
+        log.info("dedup.near: %d records match %d history records", len(np.unique(q_doc[ok])), len(uniq))
+        return q_doc[ok], node, sim[ok], node_sk, info
 
     # -- after the verdicts: remember what was approved ------------------------
     def after_verdicts(self, features: pl.LazyFrame, approved: list[str], ctx: CorpusContext) -> None:
@@ -243,14 +229,67 @@ class NearDedup(Check):
             return
         index = HistoryIndex(ctx.state_dir)
         drop_rejected(index, approved, ctx)
-        df = approved_content(features, approved, ctx).select("sha256", "shard", RECORD_ID, ROW, "bands", "sig").collect()
+        df = approved_content(features, approved, ctx).select(
+            "sha256", "shard", RECORD_ID, ROW, "bands", "sketch", "nsh").collect()
         if df.height == 0:
             return
         bands = df["bands"].to_numpy()
         nb = bands.shape[1]
         index.add(KIND, self.params, df.select("sha256", "shard", RECORD_ID, ROW), keys=bands.ravel(),
-                  key_rows=np.repeat(np.arange(df.height), nb), payload={"sig": df["sig"].to_numpy()},
-                  scan_id=ctx.scan_id)
+                  key_rows=np.repeat(np.arange(df.height), nb),
+                  payload={"sketch": _ragged(df["sketch"]), "nsh": df["nsh"].to_numpy()}, scan_id=ctx.scan_id)
+
+
+def _ragged(lists: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(values, offsets) of a list column."""
+    lens = lists.list.len().fill_null(0).to_numpy()
+    offsets = np.zeros(len(lens) + 1, dtype=np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    return lists.explode().drop_nulls().to_numpy(), offsets
+
+
+def _seen_before(shards: pl.Series, ctx: CorpusContext, live: set[str]) -> np.ndarray:
+    """Whether each record's shard content is already approved in the history."""
+    if not live:
+        return np.zeros(len(shards), dtype=bool)
+    sha = pl.Series([ctx.shard_sha256.get(s) for s in shards.to_list()], dtype=pl.Utf8)
+    return sha.is_in(list(live)).fill_null(False).to_numpy()
+
+
+def _findings(prefix: str, df: pl.DataFrame, found: np.ndarray, rep_f: np.ndarray, size: np.ndarray,
+              h_info: pl.DataFrame | None, extra: dict, score: np.ndarray,
+              join: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Findings of the records ``found`` (indices into ``df``) kept as ``rep_f``
+    (node indices: ``df`` rows, then ``h_info`` rows for history records)."""
+    n = df.height
+    ids = df[RECORD_ID].to_list()
+    shards = df["shard"].to_list()
+    h_ids = [] if h_info is None else h_info[RECORD_ID].to_list()
+    h_shards = [] if h_info is None else h_info["shard"].to_list()
+    h_sha = [] if h_info is None else h_info["sha256"].to_list()
+    h_scan = [] if h_info is None else h_info["scan_id"].to_list()
+    reps = rep_f.tolist()
+    rep_ids = [ids[r] if r < n else h_ids[r - n] for r in reps]
+    rep_shards = [shards[r] if r < n else h_shards[r - n] for r in reps]
+    detail = pl.DataFrame({
+        "cluster": cluster_ids(prefix, rep_shards, rep_ids),
+        "cluster_size": size[found],
+        "representative": rep_ids,
+        "representative_shard": rep_shards,
+        "representative_sha256": [None if r < n else h_sha[r - n] for r in reps],
+        "representative_scan": [None if r < n else h_scan[r - n] for r in reps],
+        **extra,
+        "history": rep_f >= n,
+    }, schema_overrides={"representative_sha256": pl.Utf8, "representative_scan": pl.Utf8})
+    if join is not None:
+        detail = pl.concat([detail, join], how="horizontal")
+    return pl.DataFrame({
+        "shard": [shards[i] for i in found],
+        RECORD_ID: [ids[i] for i in found],
+        "score": pl.Series(score, dtype=pl.Float64),
+        "detail": detail.select(pl.struct(pl.all()).struct.json_encode()).to_series(),
+        "severity": pl.Series([None] * len(found), dtype=pl.Utf8),
+    })
 
 
 def _no_findings() -> pl.DataFrame:

@@ -305,14 +305,14 @@ def _clean_label_evidence(gstat: pl.DataFrame, cand: pl.DataFrame, table: lx.Tok
     min_over = math.log10(float(opt["clean_min_overrep"]))
     rare = (pl.col("log_over").fill_null(-99) >= min_over) & (pl.col("rz").fill_null(-99) >= 3.0)
     # or: a long repeated word sequence (a member n-gram extended to a repeated span)
-    span_grp = _long_span_groups(cand, table, grams, int(opt["clean_min_span_tokens"]), int(opt["min_support"]))
+    min_n = max(int(opt["min_support"]), math.ceil(float(opt["clean_min_support_frac"]) * N))
+    span_grp = _long_span_groups(gstat, cand, table, grams, int(opt["clean_min_span_tokens"]), min_n)
     gstat = gstat.with_columns(long_span=pl.col("grp").is_in(span_grp))
     gstat = gstat.with_columns(foreign=rare | pl.col("long_span"))
     # (d) tail outlier of purity evidence among all groups
     tail = lx.tail_pvalues(gstat["E"].to_numpy())
     gstat = gstat.with_columns(tail_logp=pl.Series(tail),
                                tail_ok=pl.Series(lx.benjamini_hochberg(tail, opt["fdr"])))
-    min_n = max(int(opt["min_support"]), math.ceil(float(opt["clean_min_support_frac"]) * N))
     base = ((pl.col("share") >= opt["clean_min_share"]) & (pl.col("n") >= min_n) & pl.col("foreign"))
     gstat = gstat.with_columns(clean_base=base)
     # (e) spread: comparable foreign pure groups on other labels mean purity is normal here
@@ -327,20 +327,21 @@ def _clean_label_evidence(gstat: pl.DataFrame, cand: pl.DataFrame, table: lx.Tok
                               & (pl.col("spread") <= int(opt["spread_max_labels"])))
 
 
-def _long_span_groups(cand: pl.DataFrame, table: lx.TokenTable, grams: pl.DataFrame, min_tokens: int,
-                      min_support: int) -> list[int]:
-    """Groups with a member n-gram inside a repeated span of >= ``min_tokens`` tokens."""
+def _long_span_groups(gstat: pl.DataFrame, cand: pl.DataFrame, table: lx.TokenTable, grams: pl.DataFrame,
+                      min_tokens: int, min_df: int) -> list[int]:
+    """Groups whose records mostly hold a member n-gram inside a repeated span of at
+    least ``min_tokens`` tokens that itself occurs in >= ``min_df`` records (an
+    inserted sentence, as opposed to a word that merely has common neighbours)."""
     if min_tokens <= 0:
         return []
-    spans = lx.repeated_spans(table, min_tokens, min_support)
+    spans = lx.repeated_spans(table, min_tokens, max(min_df, 2))
     if spans.height == 0:
         return []
-    # a candidate n-gram whose first occurrence lies inside a long span
     hits = (grams.join(cand.select("g", "grp"), on="g").with_columns(rec=pl.col("rec").cast(pl.Int64))
             .join(spans.select("rec", "p0", "p1"), on="rec")
             .filter((pl.col("pos") >= pl.col("p0")) & (pl.col("pos") < pl.col("p1"))))
-    share = hits.group_by("grp").agg(r=pl.col("rec").n_unique())
-    return share["grp"].to_list()
+    cover = hits.group_by("grp").agg(r=pl.col("rec").n_unique()).join(gstat.select("grp", "n"), on="grp")
+    return cover.filter(pl.col("r") >= 0.5 * pl.col("n"))["grp"].to_list()
 
 
 def _dirty_label_evidence(gstat: pl.DataFrame, grec: pl.DataFrame, grams: pl.DataFrame, codes: np.ndarray,
@@ -356,9 +357,10 @@ def _dirty_label_evidence(gstat: pl.DataFrame, grec: pl.DataFrame, grams: pl.Dat
             cache[target] = content_scores(grams, codes, target)
         score, w = cache[target]
         rg = grec.filter(pl.col("grp") == grp)["rec"].to_numpy().astype(np.int64)
-        # n-grams that occur only inside the group's records: the trigger and what it touches
+        # n-grams concentrated in the group's records (the trigger, its words and what it
+        # touches) are left out: the content score must come from the rest of the record
         inside = (grams.filter(pl.col("rec").is_in(rg.astype(np.uint32))).group_by("g").agg(c=pl.len())
-                  .join(dfs, on="g").filter(pl.col("c") >= pl.col("df")).select("g"))
+                  .join(dfs, on="g").filter(pl.col("c") >= 0.25 * pl.col("df")).select("g"))
         sub = (w.filter(pl.col("rec").is_in(rg.astype(np.uint32))).join(inside, on="g")
                .group_by("rec").agg(s=pl.col("w").sum()))
         s = score.copy()

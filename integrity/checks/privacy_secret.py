@@ -84,6 +84,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 
 from integrity.checks._text_scan import (
+    EXAMPLE_FACTOR,
     RawMatch,
     ScanGroup,
     TextScanner,
@@ -134,7 +135,6 @@ DEFAULT_SCORES = {
     "secret_assignment": 0.7,
 }
 
-EXAMPLE_FACTOR = 0.2
 A = re.ASCII
 
 _EXAMPLE_VALUE = re.compile(
