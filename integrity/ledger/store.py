@@ -1,363 +1,45 @@
-"""The ledger: the durable record of scans, shard verdicts, quarantine actions and releases.
-
-One SQLite database at ``STATE_DIR/ledger.sqlite`` (WAL mode, 30 s busy
-timeout, short ``BEGIN IMMEDIATE`` write transactions). Every public method
-opens its own connection, so one :class:`Ledger` may be shared by the threads
-of a process, and several processes may use the same file.
-
-Tables (schema version :data:`SCHEMA_VERSION`, recorded in ``schema_version``;
-every timestamp is UTC ISO-8601 with microseconds, e.g.
-``2025-01-31T02:00:00.000000+00:00``, so timestamps sort as strings):
-
-``scans``
-    one row per scan: ``scan_id``, ``source``, ``policy`` (a path or
-    ``"default"``), ``policy_sha256``, ``run_dir``, ``who``, ``started_at``,
-    ``finished_at``, ``verdict`` (overall), ``counts_json``, ``created_at``.
-``shard_verdicts``
-    one row per (scan, shard): ``uri``, ``sha256``, ``verdict``,
-    ``reasons_json`` (JSON list of strings), ``created_at``.
-``quarantine_actions``
-    one row per quarantine of one content (uri + sha256): ``mode``
-    (``move``/``copy``/``mark``), ``destination``, ``state`` (``pending`` ->
-    ``copied`` -> ``verified`` -> ``done``, or ``failed`` with ``error``),
-    ``who``, then how it ended: ``resolution`` (``released``/``restored``,
-    null while quarantined), ``restore_state`` (the same state machine for
-    putting the file back; null when nothing is to be put back),
-    ``resolved_by``, ``resolved_at``; a worker lease (``lease_owner``,
-    ``lease_expires``) so two workers never drive the same action at once;
-    ``created_at``/``updated_at``. A partial unique index allows at most one
-    live action per (uri, sha256).
-``releases``
-    one row per release ("this content is OK"): ``action_id``, ``shard``,
-    ``uri``, ``sha256``, ``findings_key``, ``who``, ``reason``,
-    ``released_at``, ``restored`` (0/1) and ``restored_at``.
-``hash_memo``
-    ``uri`` -> (``fingerprint``, ``sha256``): the last hash of a shard and the
-    storage fingerprint (size + mtime/ETag) it was computed for.
-
-The file-moving protocol itself lives in :mod:`integrity.quarantine`; this
-module only records. It is plain Python (no Prefect).
-"""
+"""The :class:`Ledger`: one SQLite file in the state directory."""
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
 import os
-import socket
 import sqlite3
 import threading
 import uuid
-from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping
 
-__all__ = [
-    "ACTION_STATES",
-    "LIVE_STATES",
-    "MODES",
-    "SCHEMA_VERSION",
-    "Ledger",
-    "LedgerError",
-    "QuarantineAction",
-    "Release",
-    "ScanRecord",
-    "ShardVerdict",
-    "current_user",
-    "findings_key",
-    "utc_now",
-]
-
-SCHEMA_VERSION = 1
-MODES = ("move", "copy", "mark")
-ACTION_STATES = ("pending", "copied", "verified", "done", "failed")
-LIVE_STATES = ("pending", "copied", "verified")  # started, not finished
-RESOLUTIONS = ("released", "restored")
-DB_NAME = "ledger.sqlite"
-BUSY_TIMEOUT_S = 30.0
-DEFAULT_LEASE_S = 30 * 60
-
-
-class LedgerError(Exception):
-    """The ledger cannot do what was asked (bad argument, unknown row, newer schema...)."""
-
-
-def utc_now() -> str:
-    """Now as UTC ISO-8601 with microseconds (sorts as a string)."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-def current_user() -> str:
-    """``getpass.getuser()``, falling back to ``$USER`` or ``"unknown"`` when there is no login name."""
-    try:
-        return getpass.getuser()
-    except Exception:  # no pwd entry in some containers
-        return os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
-
-
-def findings_key(reasons: Iterable[str]) -> str:
-    """Canonical key for the findings that led to a quarantine: the sorted, de-duplicated reasons as compact JSON.
-
-    The scan and the release must compute it the same way; this is that way.
-    """
-    return json.dumps(sorted({str(r) for r in reasons}), separators=(",", ":"))
-
-
-# ---------------------------------------------------------------------------
-# row types
-
-
-@dataclass(frozen=True)
-class ScanRecord:
-    scan_id: str
-    source: str
-    policy: str
-    policy_sha256: str | None
-    run_dir: str | None
-    who: str | None
-    started_at: str
-    finished_at: str | None
-    verdict: str | None
-    counts: dict[str, Any] | None
-    created_at: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class ShardVerdict:
-    shard: str
-    uri: str
-    sha256: str | None
-    verdict: str
-    reasons: tuple[str, ...] = ()
-    scan_id: str | None = None
-    created_at: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["reasons"] = list(self.reasons)
-        return d
-
-
-@dataclass(frozen=True)
-class QuarantineAction:
-    """One quarantine of one content (uri + sha256) and, later, how it was resolved."""
-
-    id: int
-    scan_id: str | None
-    shard: str
-    uri: str
-    sha256: str
-    mode: str
-    destination: str | None
-    state: str
-    error: str | None
-    who: str
-    created_at: str
-    updated_at: str
-    resolution: str | None = None
-    restore_state: str | None = None
-    resolved_by: str | None = None
-    resolved_at: str | None = None
-
-    @property
-    def quarantine_finished(self) -> bool:
-        """The quarantine protocol ended (``done`` or ``failed``)."""
-        return self.state in ("done", "failed")
-
-    @property
-    def restore_in_progress(self) -> bool:
-        return self.restore_state in LIVE_STATES
-
-    @property
-    def is_quarantined(self) -> bool:
-        """Counts as quarantined now: not failed, and not (completely) released or restored."""
-        if self.state == "failed":
-            return False
-        return self.resolution is None or self.restore_state in (*LIVE_STATES, "failed")
-
-    @property
-    def holds_copy(self) -> bool:
-        """The quarantine area (may) still hold this action's copy."""
-        return self.mode != "mark" and self.state != "failed" and self.restore_state != "done"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Release:
-    """A human decision that one content (sha256) is OK for the findings in ``findings_key``."""
-
-    id: int
-    action_id: int | None
-    shard: str
-    uri: str
-    sha256: str
-    findings_key: str
-    who: str
-    reason: str
-    released_at: str
-    restored: bool
-    restored_at: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# ---------------------------------------------------------------------------
-# schema
-
-_MIGRATIONS: dict[int, Sequence[str]] = {
-    1: (
-        """CREATE TABLE IF NOT EXISTS scans (
-            scan_id       TEXT PRIMARY KEY,
-            source        TEXT NOT NULL,
-            policy        TEXT NOT NULL DEFAULT 'default',
-            policy_sha256 TEXT,
-            run_dir       TEXT,
-            who           TEXT,
-            started_at    TEXT NOT NULL,
-            finished_at   TEXT,
-            verdict       TEXT,
-            counts_json   TEXT,
-            created_at    TEXT NOT NULL
-        )""",
-        "CREATE INDEX IF NOT EXISTS scans_started ON scans(started_at)",
-        """CREATE TABLE IF NOT EXISTS shard_verdicts (
-            scan_id      TEXT NOT NULL REFERENCES scans(scan_id) ON DELETE CASCADE,
-            shard        TEXT NOT NULL,
-            uri          TEXT NOT NULL,
-            sha256       TEXT,
-            verdict      TEXT NOT NULL,
-            reasons_json TEXT NOT NULL DEFAULT '[]',
-            created_at   TEXT NOT NULL,
-            PRIMARY KEY (scan_id, shard)
-        )""",
-        "CREATE INDEX IF NOT EXISTS shard_verdicts_shard ON shard_verdicts(shard)",
-        "CREATE INDEX IF NOT EXISTS shard_verdicts_uri ON shard_verdicts(uri)",
-        "CREATE INDEX IF NOT EXISTS shard_verdicts_sha ON shard_verdicts(sha256)",
-        """CREATE TABLE IF NOT EXISTS quarantine_actions (
-            id            INTEGER PRIMARY KEY AUTOINCREMENT,
-            scan_id       TEXT,
-            shard         TEXT NOT NULL,
-            uri           TEXT NOT NULL,
-            sha256        TEXT NOT NULL,
-            mode          TEXT NOT NULL CHECK (mode IN ('move', 'copy', 'mark')),
-            destination   TEXT,
-            state         TEXT NOT NULL CHECK (state IN ('pending', 'copied', 'verified', 'done', 'failed')),
-            error         TEXT,
-            who           TEXT NOT NULL,
-            resolution    TEXT CHECK (resolution IN ('released', 'restored')),
-            restore_state TEXT CHECK (restore_state IN ('pending', 'copied', 'verified', 'done', 'failed')),
-            resolved_by   TEXT,
-            resolved_at   TEXT,
-            lease_owner   TEXT,
-            lease_expires TEXT,
-            created_at    TEXT NOT NULL,
-            updated_at    TEXT NOT NULL
-        )""",
-        # at most one live action per content at a given place
-        """CREATE UNIQUE INDEX IF NOT EXISTS quarantine_live ON quarantine_actions(uri, sha256)
-            WHERE state <> 'failed'
-              AND (resolution IS NULL OR restore_state IN ('pending', 'copied', 'verified', 'failed'))""",
-        "CREATE INDEX IF NOT EXISTS quarantine_shard ON quarantine_actions(shard)",
-        "CREATE INDEX IF NOT EXISTS quarantine_state ON quarantine_actions(state, restore_state)",
-        """CREATE TABLE IF NOT EXISTS releases (
-            id           INTEGER PRIMARY KEY AUTOINCREMENT,
-            action_id    INTEGER REFERENCES quarantine_actions(id),
-            shard        TEXT NOT NULL,
-            uri          TEXT NOT NULL,
-            sha256       TEXT NOT NULL,
-            findings_key TEXT NOT NULL DEFAULT '',
-            who          TEXT NOT NULL,
-            reason       TEXT NOT NULL CHECK (length(trim(reason)) > 0),
-            released_at  TEXT NOT NULL,
-            restored     INTEGER NOT NULL DEFAULT 0,
-            restored_at  TEXT,
-            created_at   TEXT NOT NULL
-        )""",
-        "CREATE INDEX IF NOT EXISTS releases_sha ON releases(sha256, findings_key)",
-        "CREATE INDEX IF NOT EXISTS releases_shard ON releases(shard)",
-        """CREATE TABLE IF NOT EXISTS hash_memo (
-            uri         TEXT PRIMARY KEY,
-            fingerprint TEXT NOT NULL,
-            sha256      TEXT NOT NULL,
-            created_at  TEXT NOT NULL,
-            updated_at  TEXT NOT NULL
-        )""",
-    ),
-}
-
-_ACTION_COLS = (
-    "id, scan_id, shard, uri, sha256, mode, destination, state, error, who, created_at, updated_at, "
-    "resolution, restore_state, resolved_by, resolved_at"
+from integrity.ledger.records import (
+    ACTION_STATES,
+    BUSY_TIMEOUT_S,
+    DB_NAME,
+    DEFAULT_LEASE_S,
+    LIVE_STATES,
+    MODES,
+    RESOLUTIONS,
+    SCHEMA_VERSION,
+    LedgerError,
+    QuarantineAction,
+    Release,
+    ScanRecord,
+    ShardVerdict,
+    current_user,
+    utc_now,
 )
-_RELEASE_COLS = "id, action_id, shard, uri, sha256, findings_key, who, reason, released_at, restored, restored_at"
-_SCAN_COLS = "scan_id, source, policy, policy_sha256, run_dir, who, started_at, finished_at, verdict, counts_json, created_at"
-_QUARANTINED_SQL = (
-    "state <> 'failed' AND (resolution IS NULL OR restore_state IN ('pending', 'copied', 'verified', 'failed'))"
+from integrity.ledger.schema import (
+    _ACTION_COLS,
+    _MIGRATIONS,
+    _QUARANTINED_SQL,
+    _RELEASE_COLS,
+    _SCAN_COLS,
+    _action,
+    _owner_is_dead,
+    _release,
+    _scan,
+    _verdict,
 )
-
-
-def _action(row: sqlite3.Row) -> QuarantineAction:
-    return QuarantineAction(**{k: row[k] for k in row.keys() if k in QuarantineAction.__dataclass_fields__})
-
-
-def _release(row: sqlite3.Row) -> Release:
-    d = {k: row[k] for k in row.keys()}
-    d["restored"] = bool(d["restored"])
-    return Release(**d)
-
-
-def _scan(row: sqlite3.Row) -> ScanRecord:
-    d = {k: row[k] for k in row.keys()}
-    cj = d.pop("counts_json")
-    d["counts"] = json.loads(cj) if cj else None
-    return ScanRecord(**d)
-
-
-def _verdict(row: sqlite3.Row) -> ShardVerdict:
-    return ShardVerdict(
-        shard=row["shard"],
-        uri=row["uri"],
-        sha256=row["sha256"],
-        verdict=row["verdict"],
-        reasons=tuple(json.loads(row["reasons_json"] or "[]")),
-        scan_id=row["scan_id"],
-        created_at=row["created_at"],
-    )
-
-
-def new_lease_owner() -> str:
-    """A unique worker identity ``host:pid:token`` for :meth:`Ledger.claim`."""
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
-
-
-def _owner_is_dead(owner: str) -> bool:
-    """True when ``owner`` ran on this host in a process that no longer exists."""
-    parts = owner.split(":")
-    if len(parts) < 2 or parts[0] != socket.gethostname():
-        return False
-    try:
-        pid = int(parts[1])
-    except ValueError:
-        return False
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
-
-
-# ---------------------------------------------------------------------------
 
 
 class Ledger:
