@@ -10,8 +10,10 @@ reported per record and the rest of the shard goes on:
 ============  ===================================================================
 ``ok``        decoded; ``image`` is an RGB :class:`PIL.Image.Image`
 ``missing``   no bytes (null)
-``rejected``  the connector refused the record (unsafe tar member, see
-              :func:`rejected_marker`); ``error`` says why
+``rejected``  the connector refused the record as unsafe (a tar member with an
+              absolute path, ``..``, a link or a device; see :func:`rejected_marker`)
+``unusable``  the connector could not make a record of it (e.g. a tar member
+              without an extension); ``error`` says why
 ``too_large`` more compressed bytes than ``DecodeLimits.max_bytes``
 ``bomb``      the header declares more than ``DecodeLimits.max_pixels`` pixels, or
               a chunk inflates past Pillow's text/ICC limits
@@ -43,12 +45,12 @@ from typing import Any
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
 #: formats Pillow may use to decode scanned bytes (others are never tried)
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO")
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG also opens MPO
 _REJECTED = b"\x00integrity:rejected-record\x00"
 _MIME = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
          "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff"}
 #: statuses that mean "something is wrong with this record"
-PROBLEMS = ("rejected", "too_large", "bomb", "corrupt", "unsupported")
+PROBLEMS = ("rejected", "unusable", "too_large", "bomb", "corrupt", "unsupported")
 
 
 @dataclass(frozen=True)
@@ -82,16 +84,18 @@ class Decoded:
 # --------------------------------------------------------------------------- rejected records
 
 
-def rejected_marker(reason: str) -> bytes:
-    """Bytes standing in for a record the connector refused (reported by ``image.decode``)."""
-    return _REJECTED + reason.encode("utf-8", "replace")[:2000]
+def rejected_marker(reason: str, unsafe: bool = True) -> bytes:
+    """Bytes standing in for a record the connector refused (reported by ``image.decode``):
+    ``unsafe`` for an attack-shaped input (path escape, link, device), else merely unusable."""
+    return _REJECTED + (b"U" if unsafe else b"N") + reason.encode("utf-8", "replace")[:2000]
 
 
-def rejected_reason(data: bytes | memoryview | None) -> str | None:
-    """The reason carried by :func:`rejected_marker` bytes, else ``None``."""
-    if data is None or len(data) < len(_REJECTED) or bytes(data[: len(_REJECTED)]) != _REJECTED:
+def rejected_reason(data: bytes | memoryview | None) -> tuple[str, bool] | None:
+    """(reason, unsafe) carried by :func:`rejected_marker` bytes, else ``None``."""
+    n = len(_REJECTED)
+    if data is None or len(data) <= n or bytes(data[:n]) != _REJECTED:
         return None
-    return bytes(data[len(_REJECTED):]).decode("utf-8", "replace")
+    return bytes(data[n + 1:]).decode("utf-8", "replace"), bytes(data[n:n + 1]) == b"U"
 
 
 # --------------------------------------------------------------------------- decoding
@@ -105,9 +109,9 @@ def decode_image(data: bytes | None, limits: DecodeLimits = DEFAULT_LIMITS, meta
     """
     if data is None:
         return Decoded("missing", error="no image bytes")
-    reason = rejected_reason(data)
-    if reason is not None:
-        return Decoded("rejected", error=reason)
+    rejected = rejected_reason(data)
+    if rejected is not None:
+        return Decoded("rejected" if rejected[1] else "unusable", error=rejected[0])
     if len(data) > limits.max_bytes:
         return Decoded("too_large", error=f"{len(data):,} bytes, over the limit of {limits.max_bytes:,}")
     if len(data) == 0:
@@ -117,6 +121,9 @@ def decode_image(data: bytes | None, limits: DecodeLimits = DEFAULT_LIMITS, meta
     except Image.DecompressionBombError as exc:
         return Decoded("bomb", error=f"decompression bomb: {exc}")
     except UnidentifiedImageError:
+        fmt = sniff_format(data)
+        if fmt is not None:
+            return Decoded("corrupt", format=fmt, error=f"{fmt} signature but an unreadable header")
         return Decoded("unsupported", error=f"not an image in an allowed format ({', '.join(ALLOWED_FORMATS)}); "
                                             f"starts with {bytes(data[:8])!r}")
     except (OSError, ValueError, SyntaxError, struct.error, EOFError, IndexError, zlib.error) as exc:
@@ -153,9 +160,10 @@ def decode_image(data: bytes | None, limits: DecodeLimits = DEFAULT_LIMITS, meta
 
 def _failure(exc: BaseException) -> Decoded:
     msg = str(exc) or type(exc).__name__
-    if "Decompressed Data Too Large" in msg or "Too much memory" in msg:  # PNG text/ICC bombs
+    low = msg.lower()
+    if "decompressed data too large" in low or "too much memory" in low:  # PNG text/ICC bombs
         return Decoded("bomb", error=f"decompression bomb in a metadata chunk: {msg}")
-    if "truncated" in msg.lower():
+    if "truncated" in low:
         return Decoded("corrupt", error=f"truncated image: {msg}")
     return Decoded("corrupt", error=f"corrupt image ({type(exc).__name__}: {msg})")
 
@@ -169,6 +177,18 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         bg.paste(rgba, mask=rgba.getchannel("A"))
         return bg
     return im.convert("RGB")
+
+
+_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+          (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The allowed format whose signature ``data`` starts with, if any."""
+    head = bytes(data[:12])
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in _MAGIC if head.startswith(magic)), None)
 
 
 def mime_of(fmt: str | None) -> str | None:

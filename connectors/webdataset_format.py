@@ -75,8 +75,6 @@ def member_problem(m: tarfile.TarInfo) -> str | None:
         return "FIFO (named pipe)"
     if not m.isreg():
         return f"not a regular file (tar type {m.type!r})"
-    if m.size > MAX_MEMBER_BYTES:
-        return f"member of {m.size:,} bytes, over the limit of {MAX_MEMBER_BYTES:,}"
     return None
 
 
@@ -120,9 +118,9 @@ class _Batch:
                            if e not in IMAGE_EXTS and e not in CAPTION_EXTS and e != "json"})
         self.nbytes += sum(len(v) for v in members.values())
 
-    def add_rejected(self, name: str, reason: str) -> None:
+    def add_rejected(self, name: str, reason: str, unsafe: bool = True) -> None:
         self.ids.append(name)
-        self.images.append(rejected_marker(f"tar member {name!r} rejected: {reason}"))
+        self.images.append(rejected_marker(f"tar member {name!r} rejected: {reason}", unsafe))
         self.captions.append(None)
         self.jsons.append(None)
         self.other.append({})
@@ -158,6 +156,18 @@ def _json_caption(text: str) -> str | None:
     return None
 
 
+def _check_complete(ctx: ReadContext, size: int) -> None:
+    """A tar ends with two zero blocks; ``tarfile`` stops quietly at a cut between members."""
+    if size % 512:
+        raise tarfile.ReadError(f"its size ({size:,} bytes) is not a whole number of 512-byte tar blocks")
+    fs, path = ctx.fs_path()
+    with fs.open(path, "rb") as f:
+        f.seek(max(0, size - 1024))
+        tail = f.read(1024)
+    if len(tail) < 1024 or tail.count(0) != len(tail):
+        raise tarfile.ReadError("it has no end-of-archive marker (two zero blocks)")
+
+
 @register_reader(WEBDATASET)
 def read_webdataset(ctx: ReadContext) -> Iterator[pa.RecordBatch]:
     """Yield batches of samples; hash the tar's bytes while streaming it."""
@@ -188,13 +198,19 @@ def read_webdataset(ctx: ReadContext) -> Iterator[pa.RecordBatch]:
                 problem = member_problem(member)
                 if problem is not None:
                     batch.add_rejected(member.name, problem)
+                elif member.size > MAX_MEMBER_BYTES:  # not read: memory stays bounded
+                    batch.add_rejected(member.name, f"member of {member.size:,} bytes, over the limit of "
+                                                    f"{MAX_MEMBER_BYTES:,}; not read", unsafe=False)
                 elif (split := split_key(member.name))[1] == "":
                     batch.add_rejected(member.name, "member name has no extension, so it belongs to no "
-                                                    "sample (WebDataset names are KEY.EXTENSION)")
+                                                    "sample (WebDataset names are KEY.EXTENSION)", unsafe=False)
                 else:
                     mkey, ext = split
                     handle = tar.extractfile(member)
                     data = handle.read() if handle is not None else b""
+                    if len(data) != member.size:
+                        raise tarfile.ReadError(f"member {member.name!r} is cut short: {len(data):,} of "
+                                                f"{member.size:,} bytes")
                     if mkey != key:
                         if key is not None:
                             batch.add_sample(key, members)
@@ -202,10 +218,11 @@ def read_webdataset(ctx: ReadContext) -> Iterator[pa.RecordBatch]:
                     members.setdefault(ext, data)
                 if len(batch) >= ctx.batch_size or batch.nbytes >= MAX_BATCH_BYTES:
                     yield from flush()
+            hashing.drain()
+            _check_complete(ctx, hashing.bytes_read)  # before the last batch: a cut tar fails the shard
             if key is not None:
                 batch.add_sample(key, members)
             yield from flush()
-            hashing.drain()
         except (tarfile.TarError, EOFError, *decompression_errors()) as exc:
             raise ctx.error(f"corrupt tar data near byte {hashing.bytes_read:,} ({type(exc).__name__}: {exc}); "
                             f"{_CORRUPT}", offset=hashing.bytes_read) from exc

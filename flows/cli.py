@@ -284,6 +284,11 @@ def serve(source: Source,
                     policy=str(policy.absolute()) if policy else None, columns=cols, checks=checks, name=name)
 
 
+from flows.cli_profile import register as _register_profile  # noqa: E402
+
+_register_profile(app)  # integrity profile, integrity manifest export|verify
+
+
 def main() -> None:
     app()
 

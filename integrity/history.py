@@ -33,7 +33,10 @@ excluding row ranges:
   later), is never matched; dropped rows are removed physically at the next
   compaction;
 * content that is part of tonight's scan itself (same SHA-256: a shard scanned
-  again) is not matched against itself, and is not added twice.
+  again) is not matched against itself, and is not added twice;
+* a record matching its own earlier version (same shard name and record id,
+  e.g. a shard appended to since) is not a duplicate of it
+  (:func:`own_earlier_version`).
 
 Segments are merged log-structured style (a new segment is merged into its
 predecessor while that one is at most twice its size), which keeps O(log N)
@@ -282,17 +285,13 @@ class HistoryIndex:
                             "they are replaced as content is approved again", len(others), kind)
             out_q, out_s, out_r, out_o = [], [], [], []
             count = np.zeros(len(keys), dtype=np.int64)
-            for si, seg in enumerate(segs):
-                sk = seg.keys
-                if len(sk) == 0:
-                    continue
-                lo = np.searchsorted(sk, keys, side="left")
-                hi = np.searchsorted(sk, keys, side="right")
+            for si, seg, c0, lo, hi in self._ranges(segs, keys):
                 has = np.flatnonzero(hi > lo)
                 if len(has) == 0:
                     continue
                 ex = self._excluded_for(m, seg, exclude)
                 start, end = lo[has], hi[has]
+                has = has + c0
                 need = np.full(len(has), max_hits, dtype=np.int64)
                 count[has] += end - start
                 while len(has):
@@ -320,29 +319,42 @@ class HistoryIndex:
                     order=np.concatenate(out_o), count=count, segments=segs)
 
     @staticmethod
+    def _ranges(segs: list[Segment], keys: np.ndarray, chunk: int = 1 << 20):
+        """(segment number, segment, chunk start, lo, hi) of each query chunk: the key
+        range [lo, hi) of ``keys[c0:c0+chunk]`` in the segment (binary searches in a
+        memory map: only the pages on the search paths are read)."""
+        for c0 in range(0, len(keys), chunk):
+            part = keys[c0:c0 + chunk]
+            for si, seg in enumerate(segs):
+                sk = seg.keys
+                if len(sk) == 0:
+                    continue
+                yield si, seg, c0, np.searchsorted(sk, part, side="left"), np.searchsorted(sk, part, side="right")
+
+    @staticmethod
     def describe(hits: Hits, index: np.ndarray | None = None) -> pl.DataFrame:
-        """shard, record_id, sha256, scan_id of hits (all, or those at ``index``)."""
-        idx = np.arange(len(hits)) if index is None else np.asarray(index)
-        frames = []
+        """record_id, shard, sha256, scan_id of the hits (all, or those at ``index``, in
+        that order); ``hit`` is the hit's position in ``hits``."""
+        idx = np.arange(len(hits)) if index is None else np.asarray(index, dtype=np.int64)
+        schema = {"hit": pl.Int64, "record_id": pl.Utf8, "shard": pl.Utf8, "sha256": pl.Utf8, "scan_id": pl.Utf8}
         seg_of = hits.segment[idx]
+        frames = []
         for si in np.unique(seg_of):
             seg = hits.segments[si]
-            sel = idx[seg_of == si]
-            rows = hits.row[sel]
-            rec = seg.records.take(pa.array(rows))
+            pos = np.flatnonzero(seg_of == si)
+            rec = seg.records.take(pa.array(hits.row[idx[pos]]))
             shard_no = rec.column("shard_no").to_numpy()
             frames.append(pl.DataFrame({
-                "hit": sel.astype(np.int64),
+                "_pos": pos,
+                "hit": idx[pos],
                 "record_id": rec.column("record_id").to_pylist(),
                 "shard": [seg.shards[i]["shard"] for i in shard_no],
                 "sha256": [seg.shards[i]["sha256"] for i in shard_no],
                 "scan_id": [seg.shards[i].get("scan_id") for i in shard_no],
-            }, schema={"hit": pl.Int64, "record_id": pl.Utf8, "shard": pl.Utf8, "sha256": pl.Utf8,
-                       "scan_id": pl.Utf8}))
+            }, schema={"_pos": pl.Int64, **schema}))
         if not frames:
-            return pl.DataFrame(schema={"hit": pl.Int64, "record_id": pl.Utf8, "shard": pl.Utf8, "sha256": pl.Utf8,
-                                        "scan_id": pl.Utf8})
-        return pl.concat(frames).sort("hit")
+            return pl.DataFrame(schema=schema)
+        return pl.concat(frames).sort("_pos").drop("_pos")
 
     @staticmethod
     def gather(hits: Hits, name: str, index: np.ndarray | None = None):
@@ -403,14 +415,22 @@ class HistoryIndex:
             rec = records.with_row_index("_i").filter(~pl.col("sha256").is_in(list(live)) & pl.col("sha256").is_not_null())
             if rec.height == 0:
                 return None
-            rec = rec.sort(["sha256", "row"], maintain_order=True)
+            # records of one content together (they usually are already: shard by shard)
+            rec = rec.with_columns(_g=pl.col("_i").min().over("sha256")).sort(["_g", "_i"]).drop("_g")
             old_index = rec["_i"].to_numpy()
-            new_of_old = np.full(records.height, -1, dtype=np.int64)
-            new_of_old[old_index] = np.arange(rec.height)
-            kr = new_of_old[key_rows] if len(key_rows) else key_rows
-            keep = kr >= 0
-            keys_k, rows_k = keys[keep], kr[keep]
-            order = np.lexsort((rows_k, keys_k))
+            if np.array_equal(old_index, np.arange(records.height)):
+                keys_k, rows_k = keys, key_rows
+            else:
+                new_of_old = np.full(records.height, -1, dtype=np.int64)
+                new_of_old[old_index] = np.arange(rec.height)
+                kr = new_of_old[key_rows] if len(key_rows) else key_rows
+                keep = kr >= 0
+                keys_k, rows_k = keys[keep], kr[keep]
+            rows_k = rows_k.astype(np.uint32 if rec.height < 2**32 else np.int64)
+            if len(rows_k) and np.all(rows_k[1:] >= rows_k[:-1]):
+                order = np.argsort(keys_k, kind="stable")  # rows already ascending within equal keys
+            else:
+                order = np.lexsort((rows_k, keys_k))
             shards: list[dict] = []
             shard_no = np.zeros(rec.height, dtype=np.int32)
             now = _now()
@@ -588,6 +608,48 @@ def approved_content(features: pl.LazyFrame, approved: list[str], ctx: Any) -> p
     sha = pl.DataFrame({"shard": list(ctx.shard_sha256), "sha256": list(ctx.shard_sha256.values())},
                        schema={"shard": pl.Utf8, "sha256": pl.Utf8})
     return features.filter(pl.col("shard").is_in(approved)).join(sha.lazy(), on="shard", how="inner")
+
+
+def seen_order(ctx: Any, kind: str, params: Mapping, shards: pl.Series, rows: pl.Series) -> np.ndarray:
+    """For records of tonight's shards whose content is already live in the history
+    (a shard scanned again), the age of that content: the order key its records
+    have in the history (comparable with :attr:`Hits.order`); -1 for new content.
+
+    Such records keep their place: a copy approved later, on another night, is a
+    duplicate of them, not the other way round."""
+    out = np.full(len(shards), -1, dtype=np.int64)
+    index = HistoryIndex(ctx.state_dir)
+    if not index.exists() or len(shards) == 0:
+        return out
+    m = index._manifest()
+    base: dict[str, int] = {}
+    for seg in index._segments(m, kind, params):
+        for sh in seg.shards:
+            if seg.id not in m["dropped"].get(sh["sha256"], {}).get("segments", []):
+                base.setdefault(sh["sha256"], seg.seq * (1 << 40) + sh["row0"])
+    by_shard = {name: base[sha] for name, sha in ctx.shard_sha256.items() if sha in base}
+    if not by_shard:
+        return out
+    frame = pl.DataFrame({"shard": shards, "row": rows}).with_columns(
+        _rank=pl.col("row").rank("ordinal").over("shard").cast(pl.Int64) - 1,
+        _base=pl.col("shard").replace_strict(by_shard, default=None, return_dtype=pl.Int64))
+    return (frame["_base"] + frame["_rank"]).fill_null(-1).to_numpy()
+
+
+def own_earlier_version(found: np.ndarray, rep: np.ndarray, n: int, shards: list, record_ids: list,
+                        h_info: pl.DataFrame | None) -> np.ndarray:
+    """Mask of ``found`` records (indices < n) whose kept record ``rep`` is a history
+    node (index >= n, row ``rep - n`` of ``h_info``) with the same shard name and
+    record id: an earlier version of the record itself (a shard rewritten or
+    appended to since it was approved), not a duplicate."""
+    mask = np.zeros(len(found), dtype=bool)
+    if h_info is None or len(found) == 0:
+        return mask
+    hs, hr = h_info["shard"].to_list(), h_info["record_id"].to_list()
+    for k, (f, r) in enumerate(zip(found.tolist(), rep.tolist())):
+        if r >= n and hs[r - n] == shards[f] and hr[r - n] == record_ids[f]:
+            mask[k] = True
+    return mask
 
 
 def drop_rejected(index: HistoryIndex, approved: list[str], ctx: Any) -> None:

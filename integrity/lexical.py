@@ -213,16 +213,25 @@ class TokenTable:
         return [self.tok[i:i + k].tolist() for i, k in zip(idx.tolist(), ns.tolist())]
 
 
-def doc_ngrams(table: TokenTable, orders: Iterable[int] = (1, 2, 3)) -> pl.DataFrame:
+def doc_ngrams(table: TokenTable, orders: Iterable[int] = (1, 2, 3), min_count: int = 2) -> pl.DataFrame:
     """Each distinct n-gram of each record once: columns ``rec`` (u32), ``g`` (u64
-    hash), ``n`` (order, u8), ``pos`` (position of its first occurrence)."""
+    hash), ``n`` (order, u8), ``pos`` (the position of one of its occurrences).
+
+    N-grams occurring fewer than ``min_count`` times in the whole corpus are
+    dropped first (they can reach no document frequency that any test uses),
+    which removes most of the long tail before the per-record de-duplication."""
     frames = []
     for n in orders:
         rec, pos, h = table.ngrams(n)
         frames.append(pl.DataFrame({"rec": rec.astype(np.uint32), "g": h, "pos": pos.astype(np.int32)})
                       .with_columns(n=pl.lit(n, dtype=pl.UInt8)))
     df = pl.concat(frames)
-    return df.group_by(["rec", "g"]).agg(pl.col("n").first(), pl.col("pos").min())
+    if min_count > 1:
+        keep = df.group_by("g").agg(c=pl.len()).filter(pl.col("c") >= min_count).select("g")
+        df = df.join(keep, on="g", how="semi")
+    # one row per (rec, g): a single 64-bit key is much cheaper to de-duplicate than two columns
+    key = mix(df["g"].to_numpy(), df["rec"].to_numpy().astype(np.uint64))
+    return df.with_columns(k=pl.Series(key, dtype=pl.UInt64)).unique("k", keep="any").drop("k")
 
 
 def document_frequency(grams: pl.DataFrame) -> pl.DataFrame:
@@ -245,9 +254,10 @@ def label_association(grams: pl.DataFrame, labels: np.ndarray, min_support: int 
     prior = np.bincount(labels[valid], minlength=int(labels.max(initial=0)) + 1) / max(n_valid, 1)
     g = grams.select("rec", "g", "n").with_columns(label=lab.gather(grams["rec"].cast(pl.Int64)))
     g = g.filter(pl.col("label") >= 0)
+    often = g.group_by("g").agg(df=pl.len()).filter(pl.col("df") >= min_support)
+    g = g.join(often.select("g"), on="g", how="semi")
     counts = g.group_by(["g", "label"]).agg(c=pl.len(), n=pl.col("n").first())
     per = (counts.with_columns(df=pl.col("c").sum().over("g"))
-           .filter(pl.col("df") >= min_support)
            .sort(["g", "c", "label"], descending=[False, True, False])
            .group_by("g", maintain_order=True)
            .agg(pl.col("df").first(), target=pl.col("label").first(), k=pl.col("c").first(), n=pl.col("n").first()))
@@ -285,13 +295,16 @@ def membership(grams: pl.DataFrame, cand: pl.DataFrame, n_records: int) -> tuple
 
 
 def cooccurrence_groups(X: sp.csr_matrix, support: np.ndarray, target: np.ndarray, n_records: int,
-                        min_overlap: float = 0.3, min_lift: float = 10.0, min_count: int = 3) -> np.ndarray:
+                        min_overlap: float = 0.3, min_lift: float = 10.0, min_count: int = 3,
+                        min_size_ratio: float = 0.2) -> np.ndarray:
     """Connected components of candidates that co-occur far beyond chance.
 
     Two candidates with the same target are linked when they share at least
-    ``max(min_count, min_overlap * min(support))`` records and their co-occurrence
-    is ``min_lift`` times what independence predicts. Returns a component id per
-    candidate."""
+    ``max(min_count, min_overlap * min(support))`` records, the smaller has at
+    least ``min_size_ratio`` of the larger's support (so a rare n-gram spanning a
+    trigger and an ordinary word does not chain them) and their co-occurrence is
+    ``min_lift`` times what independence predicts (less when the pair covers a
+    large share of the corpus). Returns a component id per candidate."""
     c = X.shape[1]
     if c == 0:
         return np.zeros(0, dtype=np.int64)
@@ -300,6 +313,8 @@ def cooccurrence_groups(X: sp.csr_matrix, support: np.ndarray, target: np.ndarra
     sa, sb = support[a].astype(np.float64), support[b].astype(np.float64)
     keep = (a < b) & (target[a] == target[b])
     keep &= cnt >= np.maximum(min_count, min_overlap * np.minimum(sa, sb))
+    # comparable sizes: a small n-gram that merely touches two features must not bridge them
+    keep &= np.minimum(sa, sb) >= min_size_ratio * np.maximum(sa, sb)
     # lift over independence; a pair covering a large share of the corpus cannot reach a big lift
     need = np.minimum(min_lift, 0.5 * n_records / np.maximum(np.maximum(sa, sb), 1.0))
     keep &= cnt * n_records >= need * sa * sb
@@ -322,6 +337,8 @@ def repeated_spans(table: TokenTable, length: int, min_df: int, max_df: int | No
     then the field length)."""
     rec, pos, h = table.ngrams(length)
     df = pl.DataFrame({"rec": rec, "pos": pos, "h": h})
+    often = df.group_by("h").agg(c=pl.len()).filter(pl.col("c") >= min_df).select("h")
+    df = df.join(often, on="h", how="semi")
     dfreq = df.unique(["rec", "h"]).group_by("h").agg(d=pl.len())
     dfreq = dfreq.filter(pl.col("d") >= min_df)
     if max_df is not None:
@@ -454,6 +471,28 @@ def background_frequency(tokens: Sequence[str], lang: str = "en", floor: float =
 def fmt_tokens(hashes: Sequence[int], vocab: dict[int, str]) -> str:
     """Readable form of an n-gram from its token hashes."""
     return " ".join(BOUNDARY_TOKENS.get(int(h), vocab.get(int(h), "?")) for h in hashes)
+
+
+def occurrences(table: TokenTable, vocab: dict[int, str], rec: int, spans: Iterable[tuple[int, int]],
+                starts: Sequence[int], ends: Sequence[int], field: str) -> list[dict]:
+    """Evidence entries for token spans ``(first position, length)`` of one record:
+    overlapping or adjacent spans are merged; each entry has ``field``, ``start``,
+    ``end`` (character offsets) and ``text`` (the lower-cased tokens)."""
+    n_tok = len(starts)
+    iv = sorted((max(int(p), 0), min(int(p) + int(n) - 1, n_tok - 1)) for p, n in spans)
+    merged: list[list[int]] = []
+    for a, b in iv:
+        if a > b:
+            continue
+        if merged and a <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    out = []
+    for a, b in merged:
+        toks = table.gram_tokens(np.array([rec]), np.array([a]), np.array([b - a + 1]))[0]
+        out.append({"field": field, "start": int(starts[a]), "end": int(ends[b]), "text": fmt_tokens(toks, vocab)})
+    return out
 
 
 def log10p(logp: float) -> float:

@@ -39,7 +39,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import polars as pl
@@ -381,12 +381,14 @@ def build_profile(source: str, out: str | Path, *, mapping=None, max_sample: int
                   embed_model: str = DEFAULT_EMBED_MODEL, max_seq_length: int = DEFAULT_MAX_SEQ,
                   synthetic_sample: str | None = None, batches: Iterable | None = None,
                   synthetic_batches: Iterable | None = None, storage_options: dict | None = None,
-                  note: str = "") -> Profile:
+                  note: str = "", embed_fn: Callable[[list[str]], np.ndarray] | None = None) -> Profile:
     """Build a profile of ``source`` into a new version under ``out`` and make it LATEST.
 
     ``batches``/``synthetic_batches`` (iterables of (shard name, normalized batch))
     replace reading ``source``/``synthetic_sample`` through the connectors (tests,
-    benchmarks). ``embed_sample=0`` builds a profile without embeddings/topics.
+    benchmarks); ``embed_fn`` replaces the embedding model (texts -> unit-norm rows;
+    it must be the model the scan will use). ``embed_sample=0`` builds a profile
+    without embeddings/topics.
     """
     from integrity.schema import ColumnMapping
 
@@ -416,7 +418,7 @@ def build_profile(source: str, out: str | Path, *, mapping=None, max_sample: int
     emb = centroids = None
     n_emb = min(embed_sample, sample.height)
     if n_emb >= max(2 * topics, 20):
-        emb = embed_texts(texts[:n_emb], embed_model, max_seq_length)
+        emb = (embed_fn or (lambda t: embed_texts(t, embed_model, max_seq_length)))(texts[:n_emb])
         centroids, topic = _topic_model(emb, topics, far_quantile)
         meta["embedding"] = {"model": embed_model, "max_seq_length": max_seq_length, "max_chars": EMBED_MAX_CHARS,
                              "n": int(n_emb), "dim": int(emb.shape[1]), **topic}

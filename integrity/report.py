@@ -925,3 +925,6 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(out)
     return out
+
+
+import integrity.report_sections  # noqa: E402,F401  (registers the per-family section renderers)

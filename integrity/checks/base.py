@@ -52,6 +52,8 @@ class ShardInfo:
 
     shard: str
     uri: str
+    #: the scan's state directory (caches such as benchmark n-gram indexes live there)
+    state_dir: Path | None = None
 
 
 @dataclass

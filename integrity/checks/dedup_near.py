@@ -10,8 +10,9 @@ uint64 LSH keys, each the hash of ``rows`` minima), ``sketch`` (the
 ``nsh`` (distinct shingles).
 
 Corpus pass: records sharing a band key are candidates (star + chain per
-bucket, so a bucket costs linear, never quadratic, pairs); a candidate pair is
-kept when its Jaccard similarity computed from the bottom-k sketches reaches
+bucket, so a bucket costs linear, never quadratic, pairs; band by band, pairs
+already connected by earlier bands or rejected before are skipped); a candidate
+pair is kept when its Jaccard similarity computed from the bottom-k sketches reaches
 ``threshold`` -- exact for records of at most ``sketch_size`` distinct
 shingles, an estimate over the union's smallest values for longer ones. (The
 benchmark measured the alternative, the k-permutation MinHash estimate, at
@@ -47,10 +48,11 @@ import pyarrow as pa
 import xxhash
 
 from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
-from integrity.dedup.graph import bucket_pairs, components, first_of_pairs, representatives, unique_pairs
+from integrity.dedup.graph import bucket_pairs, components, first_of_pairs, representatives
 from integrity.dedup.minhash import MinHasher, bottom_k, sketch_pairs
 from integrity.dedup.text import shingles, text_fields, tokenize
-from integrity.history import HistoryIndex, approved_content, drop_rejected, excluded_content, take_ragged
+from integrity.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
+                               own_earlier_version, seen_order, take_ragged)
 from integrity.schema import RECORD_ID, ROW
 
 log = logging.getLogger(__name__)
@@ -138,18 +140,39 @@ class NearDedup(Check):
         bands = df["bands"].to_numpy()
         sk = _ragged(df["sketch"]) + (df["nsh"].to_numpy(),)
 
-        # candidates inside the scan, band by band (memory: one band at a time), verified on the sketches
-        cand_a, cand_b = [], []
+        # candidates inside the scan, band by band, verified on the sketches. A pair whose
+        # records are already connected by verified pairs of earlier bands is skipped, and so
+        # is a pair rejected before: memory and work stay in proportion to the records and
+        # the clusters, not to how many bands each duplicate pair shares.
         items = np.arange(n, dtype=np.int64)
+        ea, eb, es = [], [], []
+        rejected = np.zeros(0, dtype=np.int64)
+        labels = np.arange(n, dtype=np.int64)
+        n_cand = 0
         for j in range(bands.shape[1]):
             a, b = bucket_pairs(np.ascontiguousarray(bands[:, j]), items)
-            cand_a.append(a)
-            cand_b.append(b)
-        a, b = unique_pairs(np.concatenate(cand_a), np.concatenate(cand_b))
-        sim = sketch_pairs(*sk, a, b, k)
-        ok = sim >= threshold
-        ea, eb, es = a[ok], b[ok], sim[ok]
-        log.info("dedup.near: %d records, %d candidate pairs, %d verified", n, len(a), int(ok.sum()))
+            new = labels[a] != labels[b]
+            a, b = a[new], b[new]
+            key = a * n + b
+            if len(rejected):
+                seen = np.searchsorted(rejected, key)
+                seen = (seen < len(rejected)) & (rejected[np.minimum(seen, len(rejected) - 1)] == key)
+                a, b, key = a[~seen], b[~seen], key[~seen]
+            if len(a) == 0:
+                continue
+            n_cand += len(a)
+            sim = sketch_pairs(*sk, a, b, k)
+            ok = sim >= threshold
+            ea.append(a[ok])
+            eb.append(b[ok])
+            es.append(sim[ok])
+            rejected = np.union1d(rejected, key[~ok])
+            if ok.any():
+                labels = components(n, np.concatenate(ea), np.concatenate(eb))
+        ea = np.concatenate(ea) if ea else np.zeros(0, dtype=np.int64)
+        eb = np.concatenate(eb) if eb else np.zeros(0, dtype=np.int64)
+        es = np.concatenate(es) if es else np.zeros(0, dtype=np.float64)
+        log.info("dedup.near: %d records, %d candidate pairs verified, %d duplicate pairs", n, n_cand, len(ea))
 
         # candidates in the history of earlier nights
         hist = self._history_edges(bands, sk, ctx, threshold)
@@ -166,14 +189,16 @@ class NearDedup(Check):
         labels = components(total, ea, eb)
         size = np.bincount(labels)[labels]
 
-        # who is kept: history (oldest first), then content approved before, then shard order and row
-        seen_before = _seen_before(df["shard"], ctx, self._live_sha256(ctx))
+        # who is kept: the oldest approved record (history, or content of tonight approved
+        # on an earlier night), else the first by shard order and row
+        seen = seen_order(ctx, KIND, self.params, df["shard"], df[ROW]) if self.options["history"] else \
+            np.full(n, -1, dtype=np.int64)
         group = np.zeros(total, dtype=np.int8)
-        group[:n] = np.where(seen_before, 1, 2)
+        group[:n] = np.where(seen >= 0, 0, 1)
         k1 = np.zeros(total, dtype=np.int64)
         k2 = np.zeros(total, dtype=np.int64)
-        k1[:n] = df["shard_index"].to_numpy()
-        k2[:n] = df[ROW].to_numpy()
+        k1[:n] = np.where(seen >= 0, seen, df["shard_index"].to_numpy())
+        k2[:n] = np.where(seen >= 0, 0, df[ROW].to_numpy())
         if h_n:
             k1[n:] = h_info["order"].to_numpy()
         rep = representatives(labels, group, k1, k2)
@@ -182,17 +207,14 @@ class NearDedup(Check):
         np.maximum.at(best, ea, es)
         np.maximum.at(best, eb, es)
         found = np.flatnonzero((size[:n] > 1) & (rep[:n] != np.arange(n)))
+        found = found[~own_earlier_version(found, rep[found], n, df["shard"].to_list(), df[RECORD_ID].to_list(),
+                                           h_info)]
         if len(found) == 0:
             return _no_findings()
         rep_f = rep[found]
         sim_rep = sketch_pairs(*nodes_sk, found, rep_f, k)
         return _findings("near", df, found, rep_f, size, h_info, {
             "similarity": np.round(sim_rep, 4)}, np.round(best[found], 4))
-
-    def _live_sha256(self, ctx: CorpusContext) -> set[str]:
-        if not self.options["history"]:
-            return set()
-        return HistoryIndex(ctx.state_dir).live_sha256(KIND, self.params)
 
     def _history_edges(self, bands: np.ndarray, sk: tuple, ctx: CorpusContext, threshold: float):
         """Verified pairs (record, history node), the history nodes' sketches and identity."""
@@ -246,14 +268,6 @@ def _ragged(lists: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.zeros(len(lens) + 1, dtype=np.int64)
     np.cumsum(lens, out=offsets[1:])
     return lists.explode().drop_nulls().to_numpy(), offsets
-
-
-def _seen_before(shards: pl.Series, ctx: CorpusContext, live: set[str]) -> np.ndarray:
-    """Whether each record's shard content is already approved in the history."""
-    if not live:
-        return np.zeros(len(shards), dtype=bool)
-    sha = pl.Series([ctx.shard_sha256.get(s) for s in shards.to_list()], dtype=pl.Utf8)
-    return sha.is_in(list(live)).fill_null(False).to_numpy()
 
 
 def _findings(prefix: str, df: pl.DataFrame, found: np.ndarray, rep_f: np.ndarray, size: np.ndarray,

@@ -40,7 +40,8 @@ from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusCo
 from integrity.checks.dedup_near import cluster_ids
 from integrity.dedup.graph import bucket_pairs, components, first_of_pairs, representatives
 from integrity.dedup.text import Tokens, text_fields, tokenize, windows
-from integrity.history import HistoryIndex, approved_content, drop_rejected, excluded_content
+from integrity.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
+                               own_earlier_version, seen_order)
 from integrity.schema import RECORD_ID, ROW, TEXT_FIELDS
 
 log = logging.getLogger(__name__)
@@ -228,21 +229,22 @@ class SpanDedup(Check):
         total = n + h_n
         labels = components(total, ea, eb)
         size = np.bincount(labels)[labels]
-        live_before = index.live_sha256(KIND, self.params) if index is not None else set()
-        shard_sha = pl.Series([ctx.shard_sha256.get(x) for x in recs["shard"].to_list()], dtype=pl.Utf8)
-        seen_before = shard_sha.is_in(list(live_before)).fill_null(False).to_numpy()
+        seen = seen_order(ctx, KIND, self.params, recs["shard"], recs[ROW]) if index is not None else \
+            np.full(n, -1, dtype=np.int64)
         group = np.zeros(total, dtype=np.int8)
-        group[:n] = np.where(seen_before, 1, 2)
+        group[:n] = np.where(seen >= 0, 0, 1)
         k1 = np.zeros(total, dtype=np.int64)
         k2 = np.zeros(total, dtype=np.int64)
-        k1[:n] = recs["shard_index"].to_numpy()
-        k2[:n] = recs[ROW].to_numpy()
+        k1[:n] = np.where(seen >= 0, seen, recs["shard_index"].to_numpy())
+        k2[:n] = np.where(seen >= 0, 0, recs[ROW].to_numpy())
         if h_n:
             k1[n:] = h_nodes[2]["order"].to_numpy()
         rep = representatives(labels, group, k1, k2)
 
         found = np.flatnonzero((size[:n] > 1) & (rep[:n] != np.arange(n)) & (covered > 0)
                                & (share >= float(self.options["min_share"])))
+        found = found[~own_earlier_version(found, rep[found], n, recs["shard"].to_list(), recs[RECORD_ID].to_list(),
+                                           None if h_nodes is None else h_nodes[2])]
         if len(found) == 0:
             return _no_findings()
         # character spans of the found records, as JSON-ready lists

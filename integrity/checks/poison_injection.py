@@ -38,8 +38,10 @@ kind                       score  what
                                   "from now on you will answer without restrictions".
 ``prompt_exfiltration``    0.8    "reveal / print / repeat your system prompt / initial
                                   instructions", "repeat the words above starting with".
-``role_header``            0.6    a line starting with a role header (``### System:``,
-                                  ``SYSTEM:``, ``### Instruction:``, ``[system]``).
+``role_header``            0.6    a line starting with a system-role header (``### System:``,
+                                  ``SYSTEM:``, ``System prompt:``, ``[system]``); user/
+                                  instruction/response headers are ordinary prompt
+                                  formatting and are not reported.
 ``ai_addressed``           0.6    text speaking to an AI reader: "if you are an AI / a
                                   language model, ...", "note to the AI assistant", "AI
                                   agents reading this must ...".
@@ -159,8 +161,8 @@ EXFIL = re.compile(
 )
 
 ROLE_HEADER = re.compile(
-    r"(?m)^[ \t>]*(?:#{2,4}\s*(?:system|instruction|instructions|assistant|response|user|human)\s*:?\s*$|"
-    r"#{2,4}\s*(?:system|instruction)\s*:|(?:SYSTEM|System\s+prompt|SYSTEM\s+PROMPT)\s*:|\[(?:system|SYSTEM)\]|\((?:system|SYSTEM)\)\s*:)"
+    r"(?m)^[ \t>]*(?:#{1,4}[ \t]*(?i:system(?:[ \t]+prompt)?)[ \t]*:?[ \t]*$|#{1,4}[ \t]*(?i:system)[ \t]*:"
+    r"|(?:SYSTEM|(?i:system[ \t]+prompt))[ \t]*:|\[(?:system|SYSTEM)\]|\((?:system|SYSTEM)\)[ \t]*:)"
 )
 
 _AI = r"(?:AI|A\.I\.|LLM|LLMs|large\s+language\s+model|language\s+model|AI\s+(?:assistant|agent|model|system)|assistant|chatbot|ChatGPT|GPT-?\d?|Claude|Gemini|Copilot|Llama|bot|agent|crawler|model)"
@@ -266,7 +268,9 @@ def _scan_hidden(text: str) -> Iterator[RawMatch]:
 
 # RE2 prefilters: supersets of what each scanner can match
 PRE_OVERRIDE = (
-    r"(?i)ignor|disregard|forget|overrid|bypass|skip|discard|drop|abandon|follow|obey|new instructions|vergiss|vergessen|missacht|"
+    r"(?i)(?:ignor|disregard|forget|overrid|bypass|skip|discard|drop|abandon|follow|obey)[^\n]{0,80}?(?:instruc|prompt|direct|rule|guide|guardrail|"
+    r"constraint|restrict|command|order|programming|context|message|polic|above|before|previous|told|taught|trained)|"
+    r"new instructions|follow these|vergiss|vergessen|missacht|"
     r"oublie|tiens pas|olvid|caso omiso|dimentic|esque|desconsider|negeer|vergeet|игнорир|проигнорир|забудь|не обращай|"
     r"忽略|无视|無視|忘记|忘記|不要理|忘れ|무시|잊"
 )

@@ -68,6 +68,7 @@ from integrity.checks.base import Check, CheckOutput, CorpusContext
 from integrity.schema import RECORD_ID, ROW
 
 TEXT_PREFERENCE = ("text", "caption", "prompt")
+_DEBUG: list | None = None
 _EMPTY = {"shard": pl.Utf8, "record_id": pl.Utf8, "score": pl.Float64, "detail": pl.Utf8, "severity": pl.Utf8}
 
 
@@ -135,13 +136,16 @@ class PoisonTriggerCheck(Check):
         "min_support": 5,                 # records an n-gram needs to be tested
         "min_share": 0.9,                 # target-label share of a candidate n-gram
         "candidate_p": 0.01,              # binomial p-value vs the label prior for a candidate n-gram
+        "group_min_overlap": 0.15,        # shared records (of the smaller) that tie two n-grams into one group
         "fdr": 0.01,                      # Benjamini-Hochberg rate over groups, for every group test
         "max_groups": 60,                 # strongest groups given the content (dirty-label) test
         "dirty_min_flip": 0.2,            # estimated share of relabelled records in a dirty-label group
+        "common_max_p": 1.0e-12,          # content-test p-value for a group of ordinary words (no rare word)
         "clean_min_share": 0.97,          # target share of a clean-label group
         "clean_min_support_frac": 0.005,  # clean-label group size, share of the labelled records
         "clean_min_overrep": 20.0,        # how many times more frequent than in ordinary language
-        "clean_min_span_tokens": 4,       # or: a repeated word sequence at least this long
+        "clean_min_overrep_z": 2.0,       # ... and an outlier (robust z) among this corpus' frequent words
+        "clean_min_span_tokens": 3,       # or: a repeated token sequence at least this long
         "natural_rho": 0.8,               # purity strong natural features reach (share of non-target removed)
         "spread_max_labels": 1,           # other labels allowed to have comparable foreign pure groups
         "background_lang": "en",          # wordfreq language of the background reference
@@ -191,29 +195,17 @@ def label_codes(labels: pl.Series) -> tuple[np.ndarray, list[str]]:
     return codes.astype(np.int64), names
 
 
-def content_scores(grams: pl.DataFrame, codes: np.ndarray, target: int, prior_strength: float = 2.0,
-                   max_order: int = 2) -> tuple[np.ndarray, pl.DataFrame]:
-    """Leave-one-out naive-Bayes log-odds of ``target`` per record from its n-grams
-    (orders <= ``max_order``, seen in >= 2 records). Returns the per-record score
-    and the per-(rec, g) weights (for removing a group's own n-grams)."""
-    n = len(codes)
-    valid = codes >= 0
-    p0 = float((codes[valid] == target).mean()) if valid.any() else 0.5
-    p0 = min(max(p0, 1e-6), 1 - 1e-6)
-    lab = pl.Series("y", (codes == target).astype(np.int8))
-    g = grams.filter(pl.col("n") <= max_order).select("rec", "g")
-    g = g.with_columns(y=lab.gather(g["rec"].cast(pl.Int64)))
-    tab = g.group_by("g").agg(df=pl.len(), kc=pl.col("y").sum().cast(pl.Int64)).filter(pl.col("df") >= 2)
+def loo_weights(pairs: pl.DataFrame, tab: pl.DataFrame, p0: float, prior_strength: float = 2.0) -> pl.DataFrame:
+    """Leave-one-out naive-Bayes log-odds weight of each (rec, g, y) pair for one
+    target: the record's own label is taken out of its n-gram's counts (``tab``:
+    ``g``, ``df``, ``kc`` = records with the target label)."""
     a = prior_strength
-    w = (g.join(tab, on="g")
-         .with_columns(kp=pl.col("kc") - pl.col("y"), np_=pl.col("df") - 1)
-         .with_columns(w=((pl.col("kp") + a * p0) / (pl.col("np_") - pl.col("kp") + a * (1 - p0))).log()
-                       - math.log(p0 / (1 - p0)))
-         .select("rec", "g", "w"))
-    per = w.group_by("rec").agg(s=pl.col("w").sum())
-    score = np.zeros(n)
-    score[per["rec"].to_numpy().astype(np.int64)] = per["s"].to_numpy()
-    return score, w
+    p0 = min(max(p0, 1e-6), 1 - 1e-6)
+    return (pairs.join(tab, on="g")
+            .with_columns(kp=pl.col("kc") - pl.col("y"), np_=pl.col("df") - 1)
+            .with_columns(w=((pl.col("kp") + a * p0) / (pl.col("np_") - pl.col("kp") + a * (1 - p0))).log()
+                          - math.log(p0 / (1 - p0)))
+            .select("rec", "g", "w"))
 
 
 def detect_label_triggers(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) -> dict | None:
@@ -231,11 +223,20 @@ def detect_label_triggers(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
         return None
     cand = cand.with_row_index("cid")
     X, member = lx.membership(grams, cand, table.n_records)
-    comp = lx.cooccurrence_groups(X, cand["df"].to_numpy(), cand["target"].to_numpy(), N)
+    comp = lx.cooccurrence_groups(X, cand["df"].to_numpy(), cand["target"].to_numpy(), N,
+                                  min_overlap=float(opt["group_min_overlap"]))
     cand = cand.with_columns(grp=pl.Series(comp))
     # group record sets (union of member records) and their label statistics
-    grec = (member.select("rec", "cid").join(cand.select("cid", "grp", "target"), on="cid")
-            .unique(["grp", "rec"]))
+    mrows = member.select("rec", "cid").join(cand.select("cid", "grp", "target"), on="cid")
+    grec = mrows.unique(["grp", "rec"])
+    # inserted-sentence groups: a record belongs to the group when it holds most of the sentence
+    # (not when it merely shares one of its words), for the statistics as for the findings
+    min_n = max(int(opt["min_support"]), math.ceil(float(opt["clean_min_support_frac"]) * N))
+    sizes = grec.group_by("grp").agg(n=pl.len())
+    span_grp = _long_span_groups(sizes, cand, table, grams, int(opt["clean_min_span_tokens"]), min_n)
+    if span_grp:
+        core = core_records(mrows.filter(pl.col("grp").is_in(span_grp))).unique(["grp", "rec"])
+        grec = pl.concat([grec.filter(~pl.col("grp").is_in(span_grp)), core.select(grec.columns)])
     grec = grec.with_columns(y=pl.Series(codes[grec["rec"].to_numpy().astype(np.int64)]))
     gstat = grec.group_by("grp").agg(target=pl.col("target").first(), n=pl.len(),
                                      k=(pl.col("y") == pl.col("target")).sum().cast(pl.Int64))
@@ -257,16 +258,23 @@ def detect_label_triggers(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
     gstat = gstat.join(best, on="grp")
 
     # --- clean-label evidence ------------------------------------------------------------------
-    gstat = _clean_label_evidence(gstat, cand, table, vocab, grams, N, opt)
+    gstat = gstat.with_columns(long_span=pl.col("grp").is_in(span_grp))
+    gstat = _clean_label_evidence(gstat, cand, table, vocab, N, opt)
     # --- dirty-label evidence ------------------------------------------------------------------
     gstat = _dirty_label_evidence(gstat, grec, grams, codes, opt)
 
-    flagged = gstat.filter(pl.col("assoc_ok") & (pl.col("dirty_ok") | pl.col("clean_ok")))
+    # ordinary words: a strong natural word also "relabels" the records it appears in (annotators
+    # follow it), so only an extreme, near-pure and strongly contradicted group counts
+    common_ok = (pl.col("eligible_common") & pl.col("dirty_ok") & (pl.col("share") >= opt["clean_min_share"])
+                 & (pl.col("dirty_logp") <= math.log(opt["common_max_p"]))
+                 & (pl.col("flip") >= 2 * opt["dirty_min_flip"]))
+    flagged = gstat.filter((pl.col("eligible") & (pl.col("dirty_ok") | pl.col("clean_ok"))) | common_ok)
     return {"groups": flagged, "all_groups": gstat, "grec": grec, "cand": cand, "member": member,
             "codes": codes, "names": names, "table": table, "N": N}
 
 
-def _token_overrep(table: lx.TokenTable, vocab: dict[int, str], min_count: int, lang: str) -> pl.DataFrame | None:
+def _token_overrep(table: lx.TokenTable, vocab: dict[int, str], min_count: int, lang: str,
+                   focus: Iterable[int] | None = None) -> pl.DataFrame | None:
     """Per frequent token: corpus frequency over background frequency (log10), and a
     robust z of that ratio among this corpus' frequent words. None without a background."""
     if not lx.has_background():
@@ -276,12 +284,19 @@ def _token_overrep(table: lx.TokenTable, vocab: dict[int, str], min_count: int, 
     total = max(int(real.sum()), 1)
     keep = counts >= min_count
     toks, counts = toks[keep], counts[keep]
+    wanted = np.isin(toks, np.asarray(list(focus), dtype=np.uint64)) if focus is not None else np.ones(len(toks), bool)
+    # the corpus' own distribution of over-representation: a fixed-size sample of its frequent words
+    rng = np.random.default_rng(0)
+    sample = np.zeros(len(toks), dtype=bool)
+    sample[rng.choice(len(toks), min(len(toks), 2000), replace=False)] = True
+    look = wanted | sample
+    toks, counts, wanted, sample = toks[look], counts[look], wanted[look], sample[look]
     words = [vocab.get(int(t), "") for t in toks.tolist()]
     bg = lx.background_frequency(words, lang=lang)
     if bg is None:
         return None
     ratio = np.log10((counts / total) / bg)
-    ok = np.isfinite(ratio)
+    ok = np.isfinite(ratio) & sample
     if ok.sum() >= 10:
         med = float(np.median(ratio[ok]))
         mad = float(np.median(np.abs(ratio[ok] - med))) * 1.4826 or 1.0
@@ -292,10 +307,13 @@ def _token_overrep(table: lx.TokenTable, vocab: dict[int, str], min_count: int, 
 
 
 def _clean_label_evidence(gstat: pl.DataFrame, cand: pl.DataFrame, table: lx.TokenTable, vocab: dict[int, str],
-                          grams: pl.DataFrame, N: int, opt: dict) -> pl.DataFrame:
+                          N: int, opt: dict) -> pl.DataFrame:
     # (c) foreign: a member unigram far more frequent here than in ordinary language
-    over = _token_overrep(table, vocab, int(opt["min_support"]), str(opt["background_lang"]))
-    uni = cand.filter(pl.col("n") == 1).select("grp", tok=pl.col("g"))
+    # (only unigrams that carry the group: present in at least half of its records)
+    uni = (cand.filter(pl.col("n") == 1).join(gstat.select("grp", gn="n"), on="grp")
+           .filter(pl.col("df") >= 0.5 * pl.col("gn")).select("grp", tok=pl.col("g")))
+    over = _token_overrep(table, vocab, int(opt["min_support"]), str(opt["background_lang"]),
+                          focus=uni["tok"].to_list())
     if over is not None and uni.height:
         f = (uni.join(over, on="tok").group_by("grp")
              .agg(log_over=pl.col("log_over").max(), rz=pl.col("rz").max()))
@@ -303,28 +321,30 @@ def _clean_label_evidence(gstat: pl.DataFrame, cand: pl.DataFrame, table: lx.Tok
     else:
         gstat = gstat.with_columns(log_over=pl.lit(None, dtype=pl.Float64), rz=pl.lit(None, dtype=pl.Float64))
     min_over = math.log10(float(opt["clean_min_overrep"]))
-    rare = (pl.col("log_over").fill_null(-99) >= min_over) & (pl.col("rz").fill_null(-99) >= 3.0)
-    # or: a long repeated word sequence (a member n-gram extended to a repeated span)
+    rare = ((pl.col("log_over").fill_null(-99) >= min_over)
+            & (pl.col("rz").fill_null(-99) >= float(opt["clean_min_overrep_z"])))
+    # or: a long repeated word sequence (see _long_span_groups)
     min_n = max(int(opt["min_support"]), math.ceil(float(opt["clean_min_support_frac"]) * N))
-    span_grp = _long_span_groups(gstat, cand, table, grams, int(opt["clean_min_span_tokens"]), min_n)
-    gstat = gstat.with_columns(long_span=pl.col("grp").is_in(span_grp))
     gstat = gstat.with_columns(foreign=rare | pl.col("long_span"))
     # (d) tail outlier of purity evidence among all groups
     tail = lx.tail_pvalues(gstat["E"].to_numpy())
     gstat = gstat.with_columns(tail_logp=pl.Series(tail),
                                tail_ok=pl.Series(lx.benjamini_hochberg(tail, opt["fdr"])))
-    base = ((pl.col("share") >= opt["clean_min_share"]) & (pl.col("n") >= min_n) & pl.col("foreign"))
-    gstat = gstat.with_columns(clean_base=base)
     # (e) spread: comparable foreign pure groups on other labels mean purity is normal here
-    pure = gstat.filter((pl.col("share") >= opt["clean_min_share"]) & pl.col("foreign")).select("target", "n")
+    pure = gstat.filter((pl.col("share") >= opt["min_share"]) & pl.col("foreign")).select("target", "n")
     t_arr, n_arr = pure["target"].to_numpy(), pure["n"].to_numpy()
     spread = []
     for t, n in zip(gstat["target"].to_list(), gstat["n"].to_list()):  # loop over groups, not records
         others = t_arr != t
         spread.append(int(len(np.unique(t_arr[others & (n_arr >= 0.25 * n)]))))
     gstat = gstat.with_columns(spread=pl.Series(spread, dtype=pl.Int64))
-    return gstat.with_columns(clean_ok=pl.col("clean_base") & pl.col("tail_ok")
-                              & (pl.col("spread") <= int(opt["spread_max_labels"])))
+    # what every flagged group needs, whichever evidence route it takes
+    base = (pl.col("assoc_ok") & (pl.col("n") >= min_n) & (pl.col("spread") <= int(opt["spread_max_labels"])))
+    # foreign groups may be flagged on purity (clean-label) or content (dirty-label) evidence;
+    # groups of ordinary words only when both their purity and their content are anomalous
+    gstat = gstat.with_columns(eligible=base & pl.col("foreign"), eligible_common=base & pl.col("tail_ok"))
+    return gstat.with_columns(clean_ok=pl.col("eligible") & pl.col("tail_ok")
+                              & (pl.col("share") >= opt["clean_min_share"]))
 
 
 def _long_span_groups(gstat: pl.DataFrame, cand: pl.DataFrame, table: lx.TokenTable, grams: pl.DataFrame,
@@ -345,45 +365,75 @@ def _long_span_groups(gstat: pl.DataFrame, cand: pl.DataFrame, table: lx.TokenTa
 
 
 def _dirty_label_evidence(gstat: pl.DataFrame, grec: pl.DataFrame, grams: pl.DataFrame, codes: np.ndarray,
-                          opt: dict) -> pl.DataFrame:
-    tested = (gstat.filter(pl.col("assoc_ok") & (pl.col("share") >= opt["min_share"]))
+                          opt: dict, sample: int = 4000, max_order: int = 2) -> pl.DataFrame:
+    """Content test: do the group's target-label records read like target-label records?
+
+    Every record is scored by a leave-one-out naive-Bayes log-odds of the target
+    from its 1-2-grams; n-grams concentrated in the group's records (the trigger,
+    its words, the n-grams it touches) are left out of *every* record's score, so
+    the comparison is symmetric. A: the group's target-label records, B: other
+    target-label records, C: records of other labels (B and C sampled). The share
+    of relabelled records is estimated as (mean B - mean A) / (mean B - mean C);
+    the one-sided Mann-Whitney test of A < B gives the p-value."""
+    tested = (gstat.filter((pl.col("eligible") | pl.col("eligible_common")) & ~pl.col("clean_ok"))
               .sort("logp").head(int(opt["max_groups"])))
     res: dict[int, tuple[float, float]] = {}
-    cache: dict[int, tuple[np.ndarray, pl.DataFrame]] = {}
-    dfs = grams.group_by("g").agg(df=pl.len())
-    for row in tested.select("grp", "target").iter_rows():  # loop over a few groups
+    if tested.height == 0:
+        return gstat.with_columns(flip=pl.lit(None, dtype=pl.Float64), dirty_logp=pl.lit(None, dtype=pl.Float64),
+                                  dirty_ok=pl.lit(False))
+    g2 = grams.filter(pl.col("n") <= max_order).select("rec", "g")
+    g2 = g2.with_columns(lab=pl.Series(codes[g2["rec"].to_numpy().astype(np.int64)]))
+    counts = g2.group_by(["g", "lab"]).agg(c=pl.len())
+    dfs = counts.group_by("g").agg(df=pl.col("c").sum()).filter(pl.col("df") >= 2)
+    valid = codes >= 0
+    rng = np.random.default_rng(0)
+    per_target: dict[int, tuple] = {}
+    for row in tested.select("grp", "target").iter_rows():  # a few groups
         grp, target = int(row[0]), int(row[1])
-        if target not in cache:
-            cache[target] = content_scores(grams, codes, target)
-        score, w = cache[target]
+        if target not in per_target:
+            p0 = float((codes[valid] == target).mean())
+            tab = dfs.join(counts.filter(pl.col("lab") == target).select("g", kc=pl.col("c")), on="g", how="left")
+            tab = tab.with_columns(pl.col("kc").fill_null(0))
+            b_all = np.nonzero(codes == target)[0]
+            c_all = np.nonzero(valid & (codes != target))[0]
+            b_s = b_all if len(b_all) <= sample else rng.choice(b_all, sample, replace=False)
+            c_s = c_all if len(c_all) <= sample else rng.choice(c_all, sample, replace=False)
+            bc = np.concatenate([b_s, c_s]).astype(np.uint32)
+            pairs = g2.filter(pl.col("rec").is_in(bc)).with_columns(y=(pl.col("lab") == target).cast(pl.Int64))
+            per_target[target] = (p0, tab, b_s, c_s, loo_weights(pairs.select("rec", "g", "y"), tab, p0))
+        p0, tab, b_s, c_s, w_bc = per_target[target]
         rg = grec.filter(pl.col("grp") == grp)["rec"].to_numpy().astype(np.int64)
-        # n-grams concentrated in the group's records (the trigger, its words and what it
-        # touches) are left out: the content score must come from the rest of the record
-        inside = (grams.filter(pl.col("rec").is_in(rg.astype(np.uint32))).group_by("g").agg(c=pl.len())
-                  .join(dfs, on="g").filter(pl.col("c") >= 0.25 * pl.col("df")).select("g"))
-        sub = (w.filter(pl.col("rec").is_in(rg.astype(np.uint32))).join(inside, on="g")
-               .group_by("rec").agg(s=pl.col("w").sum()))
-        s = score.copy()
-        s[sub["rec"].to_numpy().astype(np.int64)] -= sub["s"].to_numpy()
         in_g = np.zeros(len(codes), dtype=bool)
         in_g[rg] = True
-        A = s[in_g & (codes == target)]
-        B = s[~in_g & (codes == target)]
-        C = s[~in_g & (codes >= 0) & (codes != target)]
-        if len(A) < 3 or len(B) < 3 or len(C) < 3:
+        a_recs = rg[codes[rg] == target]
+        b_recs, c_recs = b_s[~in_g[b_s]], c_s[~in_g[c_s]]
+        if len(a_recs) < 3 or len(b_recs) < 3 or len(c_recs) < 3:
             continue
-        denom = float(np.mean(B) - np.mean(C))
-        flip = float((np.mean(B) - np.mean(A)) / denom) if denom > 1e-9 else 0.0
-        rng = np.random.default_rng(0)
-        Bs = B if len(B) <= 20000 else rng.choice(B, 20000, replace=False)
-        p = stats.mannwhitneyu(A, Bs, alternative="less").pvalue
-        res[grp] = (flip, float(np.log(max(p, 1e-300))))
+        g_pairs = g2.filter(pl.col("rec").is_in(rg.astype(np.uint32)))
+        excl = (g_pairs.group_by("g").agg(c=pl.len()).join(dfs, on="g")
+                .filter((pl.col("c") >= pl.col("df")) | ((pl.col("c") >= 0.9 * pl.col("df")) & (pl.col("df") >= 3)))
+                .select("g"))
+        a_pairs = (g_pairs.filter(pl.col("rec").is_in(a_recs.astype(np.uint32)))
+                   .with_columns(y=(pl.col("lab") == target).cast(pl.Int64)).select("rec", "g", "y"))
+        w_a = loo_weights(a_pairs, tab, p0)
+        s_all = pl.concat([w_a, w_bc]).join(excl, on="g", how="anti").group_by("rec").agg(s=pl.col("w").sum())
+        score = np.zeros(len(codes))
+        score[s_all["rec"].to_numpy().astype(np.int64)] = s_all["s"].to_numpy()
+        A, B, C = score[a_recs], score[b_recs], score[c_recs]
+        if _DEBUG is not None:
+            _DEBUG.append((grp, target, A, B, C))
+        # records that read like a typical record of another label (below the median of C)
+        m = float(np.median(C))
+        ra, rb = float((A < m).mean()), float((B < m).mean())
+        flip = (ra - rb) / (0.5 - rb) if rb < 0.5 else 0.0
+        a_low, b_low = int((A < m).sum()), int((B < m).sum())
+        p = stats.fisher_exact([[a_low, len(A) - a_low], [b_low, len(B) - b_low]], alternative="greater").pvalue
+        res[grp] = (float(flip), float(np.log(max(p, 1e-300))))
     flips = pl.DataFrame({"grp": list(res), "flip": [v[0] for v in res.values()],
                           "dirty_logp": [v[1] for v in res.values()]},
                          schema={"grp": gstat["grp"].dtype, "flip": pl.Float64, "dirty_logp": pl.Float64})
     gstat = gstat.join(flips, on="grp", how="left")
     lp = gstat["dirty_logp"].fill_null(0.0).to_numpy()
-    # BH over the groups that were tested
     tested_mask = gstat["dirty_logp"].is_not_null().to_numpy()
     ok = np.zeros(gstat.height, dtype=bool)
     if tested_mask.any():
@@ -407,6 +457,7 @@ def build_findings(recs: pl.DataFrame, recs_lazy: pl.LazyFrame, result: dict, vo
            .filter(pl.col("grp").is_in(gids)))
     mem = mem.with_columns(y=pl.Series(codes[mem["rec"].to_numpy().astype(np.int64)])).filter(
         pl.col("y") == pl.col("target"))
+    mem = mem.join(result["grec"].select("grp", "rec"), on=["grp", "rec"], how="semi")  # core records only
     if mem.height == 0:
         return empty_corpus_findings()
     # names of member n-grams
@@ -429,20 +480,12 @@ def build_findings(recs: pl.DataFrame, recs_lazy: pl.LazyFrame, result: dict, vo
     for row in per_rec.iter_rows(named=True):  # one finding per flagged record
         g = ginfo[row["grp"]]
         st, en = offs.get((row["shard"], row[ROW]), ([], []))
-        matches = []
-        for cid, n, p in zip(row["cids"], row["ns"], row["poss"]):
-            p, n = int(p), int(n)
-            a, b = max(p, 0), min(p + n - 1, len(st) - 1)
-            if len(st) and a <= b:
-                matches.append({"field": None, "start": int(st[a]), "end": int(en[b]), "ngram": gram_names[int(cid)]})
         fld = field_of[int(row["rec"])] if field_of is not None else "text"
-        for m in matches:
-            m["field"] = fld
-        matches = _merge_matches(matches)
+        matches = lx.occurrences(table, vocab, int(row["rec"]), zip(row["poss"], row["ns"]), st, en, fld)
         mode = "dirty-label" if g["dirty_ok"] else "clean-label"
         weakest = max(g["logp"], g["dirty_logp"] if g["dirty_ok"] else g["tail_logp"])
         d = {
-            "trigger": [gram_names[int(row["cids"][0])]],
+            "trigger": sorted({m["text"] for m in matches}) or [gram_names[int(row["cids"][0])]],
             "group": [gram_names[int(c)] for c in top_members[row["grp"]]],
             "target": names[int(g["target"])],
             "mode": mode,
@@ -472,22 +515,19 @@ def build_findings(recs: pl.DataFrame, recs_lazy: pl.LazyFrame, result: dict, vo
                          "severity": [None] * len(rids)}, schema=_EMPTY)
 
 
+def core_records(mem: pl.DataFrame) -> pl.DataFrame:
+    """For inserted-sentence groups: keep the (rec, member) rows of records that hold
+    at least half as many of the group's distinct member n-grams as its typical
+    record. The sentence brings all its n-grams; a natural record sharing one of its
+    words brings one."""
+    per = mem.group_by(["grp", "rec"]).agg(k=pl.col("cid").n_unique())
+    per = per.with_columns(med=pl.col("k").median().over("grp")).filter(pl.col("k") >= 0.5 * pl.col("med"))
+    return mem.join(per.select("grp", "rec"), on=["grp", "rec"], how="semi")
+
+
 def gram_labels(table: lx.TokenTable, vocab: dict[int, str], ids: list, rec: np.ndarray, pos: np.ndarray,
                 n: np.ndarray) -> dict:
     """Readable n-gram per id, from one occurrence (rec, pos) of each."""
     toks = table.gram_tokens(np.asarray(rec, dtype=np.int64), np.asarray(pos, dtype=np.int64),
                              np.asarray(n, dtype=np.int64))
     return {i: lx.fmt_tokens(t, vocab) for i, t in zip(ids, toks)}
-
-
-def _merge_matches(matches: list[dict]) -> list[dict]:
-    """Union overlapping occurrence spans (the n-grams of one trigger overlap)."""
-    ms = sorted(matches, key=lambda m: (m["start"], -m["end"]))
-    out: list[dict] = []
-    for m in ms:
-        if out and m["start"] <= out[-1]["end"]:
-            if m["end"] > out[-1]["end"]:
-                out[-1]["end"] = m["end"]
-            continue
-        out.append(dict(m))
-    return out

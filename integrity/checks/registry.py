@@ -13,8 +13,23 @@ from integrity.checks.base import Check
 
 BUILTIN: dict[str, str] = {
     "dedup.exact": "integrity.checks.dedup_exact:ExactDedup",
+    "dedup.near": "integrity.checks.dedup_near:NearDedup",
+    "dedup.span": "integrity.checks.dedup_span:SpanDedup",
+    "dedup.semantic": "integrity.checks.dedup_semantic:SemanticDedup",
+    "memorization.risk": "integrity.checks.memorization_risk:MemorizationRisk",
+    "contamination.eval": "integrity.checks.contamination_eval:ContaminationEval",
     "privacy.pii": "integrity.checks.privacy_pii:PiiCheck",
     "privacy.secret": "integrity.checks.privacy_secret:SecretCheck",
+    "distribution.drift": "integrity.checks.distribution_drift:DriftCheck",
+    "synthetic.text": "integrity.checks.synthetic_text:SyntheticTextCheck",
+    "provenance.changed": "integrity.checks.provenance_changed:ProvenanceCheck",
+    "image.decode": "integrity.images:ImageDecodeCheck",
+    "dedup.image": "integrity.checks.dedup_image:ImageDedup",
+    "poison.caption_mismatch": "integrity.checks.poison_caption_mismatch:CaptionMismatch",
+    "poison.trigger": "integrity.checks.poison_trigger:PoisonTriggerCheck",
+    "poison.target": "integrity.checks.poison_target:PoisonTargetCheck",
+    "poison.patch": "integrity.checks.poison_patch:PatchCheck",
+    "synthetic.image": "integrity.checks.synthetic_image:SyntheticImage",
 }
 
 _extra: dict[str, type[Check]] = {}

@@ -20,7 +20,10 @@ def bucket_pairs(keys: np.ndarray, items: np.ndarray, chain: bool = True) -> tup
     if len(keys) < 2:
         e = np.zeros(0, dtype=np.int64)
         return e, e
-    order = np.lexsort((items, keys))
+    if np.all(items[1:] >= items[:-1]):
+        order = np.argsort(keys, kind="stable")  # keeps item order inside a bucket
+    else:
+        order = np.lexsort((items, keys))
     k = keys[order]
     it = items[order].astype(np.int64)
     same = k[1:] == k[:-1]

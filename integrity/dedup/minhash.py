@@ -152,7 +152,7 @@ def sketch_jaccard(a: np.ndarray, b: np.ndarray, na: np.ndarray, nb: np.ndarray,
 
 
 def sketch_pairs(values: np.ndarray, offsets: np.ndarray, nsh: np.ndarray, i: np.ndarray, j: np.ndarray, k: int,
-                 other: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, chunk: int = 32768) -> np.ndarray:
+                 other: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, chunk: int = 8192) -> np.ndarray:
     """Jaccard of sketch ``i`` and sketch ``j`` (of ``other`` = (values, offsets, nsh)
     when given), chunk by chunk."""
     ov, oo, on = other if other is not None else (values, offsets, nsh)

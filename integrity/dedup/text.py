@@ -36,7 +36,7 @@ _M = 0xA0761D6478BD642F  # run-of-tokens polynomial base (odd, invertible mod 2*
 _M_INV = pow(_M, -1, 1 << 64)
 _SEP = "\x00"
 #: code points decoded per chunk: bounds the temporary arrays of one batch
-CHUNK_CHARS = 2_000_000
+CHUNK_CHARS = 1_000_000
 
 _tables_lock = threading.Lock()
 _tables: tuple[np.ndarray, np.ndarray] | None = None

@@ -124,7 +124,7 @@ def _findings_with_check(out: CheckOutput, check: Check) -> pl.DataFrame | None:
 
 def _run_checks(ref: ShardRef, spec: ScanSpec, work: Path) -> tuple[ShardReader, list[str]]:
     reader = ShardReader(ref, spec.mapping, batch_size=spec.policy.batch_size, storage_options=spec.storage_options)
-    info = ShardInfo(shard=ref.name, uri=ref.uri)
+    info = ShardInfo(shard=ref.name, uri=ref.uri, state_dir=spec.state_dir)
     checks: list[Check] | None = None
     findings = _FrameSink(work / "findings.parquet", SHARD_FINDINGS)
     features: dict[str, _FrameSink] = {}

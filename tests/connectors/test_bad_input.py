@@ -154,8 +154,8 @@ def test_missing_file_after_listing(tmp_path):
 
 
 def test_unknown_format(tmp_path):
-    ref = ShardRef("x.tar", str(tmp_path / "x.tar"), "webdataset", 0, "")
-    with pytest.raises(ShardReadError, match="no reader for format 'webdataset'"):
+    ref = ShardRef("x.avro", str(tmp_path / "x.avro"), "avro", 0, "")
+    with pytest.raises(ShardReadError, match="no reader for format 'avro'"):
         list(ShardReader(ref, ColumnMapping()))
 
 

@@ -291,18 +291,18 @@ def test_unknown_future_check_uses_generic_section(tmp_path: Path):
     run = make_run(tmp_path / "run")
     f = pl.read_parquet(run / "findings.parquet")
     extra = pl.DataFrame(
-        [("web-00002.parquet", f"r{i}", "distribution.drift", "warn", i / 10, json.dumps({"feature": "len"})) for i in range(8)],
+        [("web-00002.parquet", f"r{i}", "future.novel_check", "warn", i / 10, json.dumps({"feature": "len"})) for i in range(8)],
         schema=FINDING_SCHEMA,
         orient="row",
     )
     pl.concat([f, extra]).write_parquet(run / "findings.parquet")
     doc = write_report(run).read_text()
-    assert 'id="check-distribution-drift"' in doc
-    sec = doc[doc.index('id="check-distribution-drift"') :]
+    assert 'id="check-future-novel-check"' in doc
+    sec = doc[doc.index('id="check-future-novel-check"') :]
     sec = sec[: sec.index("</section>")]
-    assert "<svg" in sec and "distribution.drift: score distribution" in sec  # score histogram
+    assert "<svg" in sec and "future.novel_check: score distribution" in sec  # score histogram
     assert "Top findings" in sec and "0 – 0.7" in sec
-    assert renderer_for("distribution.drift") is generic_section
+    assert renderer_for("future.novel_check") is generic_section
     assert renderer_for("dedup.near") is SECTION_RENDERERS["dedup."]
 
 

@@ -1,0 +1,357 @@
+"""``dedup.image``: exact and near-duplicate images across every shard, and the same
+image given conflicting captions.
+
+Per shard, each decodable image keeps a few compact features (see
+:mod:`integrity.images`): the xxh3-128 of its decoded pixels, its 64-bit DCT
+perceptual hash, an 8x8 RGB signature and its normalized caption.
+
+The corpus pass links records that share a pixel hash (*exact*: the same
+picture in another container or with other metadata) and records whose
+perceptual hashes are within ``max_hamming`` bits (*near*: re-encoded,
+resized, lightly cropped copies), found with a faiss binary index
+(``IndexBinaryFlat`` up to ``flat_max`` images, else multi-index hashing with
+``IndexBinaryMultiHash``, which finds every pair within the radius by the
+pigeonhole principle) rather than pairwise loops. A near pair is kept only
+when the 8x8 RGB signatures also agree (mean absolute difference at most
+``max_sig_distance`` of 255): the grey-level hash alone confuses images that
+share a layout but not their colours. Linked records form clusters
+(connected components); the first record of a cluster (shard order, then row
+order) is the representative and every other member is a finding with
+``cluster``, ``representative``, ``representative_shard``, ``group_size``,
+``match`` (``exact``/``near``) and the Hamming distance to the representative.
+Score: 1.0 for an exact copy, else min(0.99, 1 - distance/64).
+
+When the history index (:mod:`integrity.history`) exists, approved images of
+earlier scans are found too (``match: history``).
+
+*Caption conflicts*: a member whose caption shares at most
+``max_caption_similarity`` of its words (Jaccard) with the representative's
+caption is a second finding (``kind: caption_conflict``, score 1 - similarity):
+the same picture taught two different things is how mislabeling and concept
+poisoning look in image-caption data.
+"""
+from __future__ import annotations
+
+import json
+
+import faiss
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from integrity.checks.base import CheckOutput, CorpusContext
+from integrity.dedup.graph import bucket_pairs, components, representatives, unique_pairs
+from integrity.images import (GREY_SIDE, LIMIT_OPTIONS, ImageCheck, colour_hash, sig_distance, sig_matrix,
+                              structure_similarity, u64_to_bytes, with_thumbnails)
+from integrity.schema import RECORD_ID, ROW
+
+CAPTION_CHARS = 300
+_QUERY_CHUNK = 65536
+EXACT_KIND = "image_exact"  # history keys: first 64 bits of the pixel hash
+NEAR_KIND = "image_near"  # history keys: the four 16-bit quarters of the perceptual hash
+HISTORY_PARAMS = {"format": 1, "phash": "dct64", "sig": "rgb8x8"}
+
+
+def normalize_captions(captions: pa.Array) -> list[str | None]:
+    """Lower case, whitespace folded, cut to :data:`CAPTION_CHARS`."""
+    s = pl.Series(captions.to_pylist(), dtype=pl.Utf8)
+    return (s.str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
+            .str.slice(0, CAPTION_CHARS).to_list())
+
+
+def near_pairs(codes: np.ndarray, radius: int, index: str = "auto", flat_max: int = 200_000
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (a, b), a < b, of 64-bit codes ((n, 8) uint8) within ``radius`` bits, with distances."""
+    n = len(codes)
+    if n < 2:
+        e = np.zeros(0, dtype=np.int64)
+        return e, e, e
+    kind = index if index != "auto" else ("flat" if n <= flat_max else "multihash")
+    if kind == "flat":
+        idx = faiss.IndexBinaryFlat(64)
+    elif kind == "multihash":
+        idx = faiss.IndexBinaryMultiHash(64, 4, 16)
+        idx.nflip = radius // 4  # a pair within `radius` bits agrees within radius//4 bits on one of 4 substrings
+    else:
+        raise ValueError(f"unknown index {index!r}; use auto, flat or multihash")
+    idx.add(codes)
+    A, B, D = [], [], []
+    for start in range(0, n, _QUERY_CHUNK):
+        q = codes[start:start + _QUERY_CHUNK]
+        lims, dist, ids = idx.range_search(q, radius + 1)  # strict: distance < radius + 1
+        counts = np.diff(lims).astype(np.int64)
+        qa = np.repeat(np.arange(start, start + len(q)), counts)
+        keep = ids > qa
+        A.append(qa[keep])
+        B.append(ids[keep].astype(np.int64))
+        D.append(dist[keep].astype(np.int64))
+    return np.concatenate(A), np.concatenate(B), np.concatenate(D)
+
+
+class ImageDedup(ImageCheck):
+    name = "dedup.image"
+    description = ("Exact (decoded pixels) and near (perceptual hash) duplicate images across all shards and the "
+                   "history index; the same image with conflicting captions.")
+    default_options = {
+        **LIMIT_OPTIONS,
+        "near": True,
+        "max_hamming": 10,
+        "max_colour_hamming": 8,
+        "max_sig_distance": 6.0,
+        "min_structure_corr": 0.85,
+        "index": "auto",
+        "flat_max": 200_000,
+        "caption_conflicts": True,
+        "max_caption_similarity": 0.35,
+        "history": True,
+        "thumbnails": 12,
+    }
+    default_severity = "warn"
+    corpus_level = True
+    version = 1
+
+    def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
+        a = self.analysis(batch)
+        ok = a.ok
+        if not ok.any():
+            return CheckOutput()
+        idx = np.flatnonzero(ok)
+        captions = (normalize_captions(batch.column("caption")) if "caption" in batch.schema.names
+                    else [None] * batch.num_rows)
+        frame = pl.DataFrame({
+            RECORD_ID: pl.Series(batch.column(RECORD_ID).take(pa.array(idx)).to_pylist(), dtype=pl.Utf8),
+            ROW: pl.Series(batch.column(ROW).take(pa.array(idx)).to_pylist(), dtype=pl.Int64),
+            "uri": pl.Series([self.shard_uri] * len(idx), dtype=pl.Utf8),
+            "pixel_hash": pl.Series([a.pixel_hash[i] for i in idx], dtype=pl.Binary),
+            "phash": pl.Series(a.phash[idx], dtype=pl.UInt64),
+            "sig": pl.Series([a.sig[i] for i in idx], dtype=pl.Binary),
+            "grey": pl.Series([a.grey[i] for i in idx], dtype=pl.Binary),
+            "caption": pl.Series([captions[i] for i in idx], dtype=pl.Utf8),
+        })
+        return CheckOutput(features=frame)
+
+    # ------------------------------------------------------------------ corpus pass
+    def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame | None:
+        df = features.sort(["shard_index", ROW]).collect()
+        n = df.height
+        if n < 2:
+            return None
+        rank = np.arange(n)
+        # exact: equal pixel hashes
+        gid = df.select(pl.col("pixel_hash").rank("dense")).to_series().to_numpy().astype(np.int64)
+        ea, eb = bucket_pairs(gid, rank)
+        a_parts, b_parts = [ea], [eb]
+        if self.options["near"]:
+            sigs = sig_matrix(df["sig"].to_list())
+            index, flat_max = str(self.options["index"]), int(self.options["flat_max"])
+            na, nb, _ = near_pairs(u64_to_bytes(df["phash"].to_numpy()), int(self.options["max_hamming"]),
+                                   index, flat_max)
+            ca, cb, _ = near_pairs(u64_to_bytes(colour_hash(sigs, sigs.mean(axis=0))),
+                                   int(self.options["max_colour_hamming"]), index, flat_max)
+            na, nb = unique_pairs(np.concatenate([na, ca]), np.concatenate([nb, cb]))
+            if len(na):
+                keep = self._confirm(sigs, sig_matrix(df["grey"].to_list(), GREY_SIDE ** 2), na, nb)
+                a_parts.append(na[keep])
+                b_parts.append(nb[keep])
+        # the history of earlier nights: matched records become extra nodes, older than tonight
+        hist = self._history_nodes(df, ctx)
+        ids, shards, caps = df[RECORD_ID].to_list(), df["shard"].to_list(), df["caption"].to_list()
+        pix = df["pixel_hash"].to_list()
+        ph = df["phash"].to_numpy()
+        sigs = sig_matrix(df["sig"].to_list())
+        scans: list[str | None] = [None] * n
+        if hist is not None:
+            a_parts.append(hist["query"])
+            b_parts.append(n + hist["node"])
+            info = hist["info"]
+            ids += info[RECORD_ID].to_list()
+            shards += info["shard"].to_list()
+            caps += [None] * info.height
+            scans += info["scan_id"].to_list()
+            pix += hist["px"]
+            ph = np.concatenate([ph, hist["phash"]])
+            sigs = np.concatenate([sigs, hist["sig"]])
+            rank = np.concatenate([rank, hist["order"] - (1 << 62)])
+        total = len(ids)
+        a, b = unique_pairs(np.concatenate(a_parts), np.concatenate(b_parts))
+        if len(a) == 0:
+            return None
+        labels = components(total, a, b)
+        rep = representatives(labels, rank)
+        member = np.flatnonzero(rep[:n] != rank[:n])
+        if len(member) == 0:
+            return None
+        size = np.bincount(labels)
+        exact = np.array([pix[m] == pix[rep[m]] for m in member], dtype=bool)
+        dist = np.where(exact, 0, _hamming(ph[member], ph[rep[member]]))
+        rows = []
+        for j, m in enumerate(member):
+            r = int(rep[m])
+            detail = {
+                "kind": "duplicate",
+                "match": "exact" if exact[j] else "near",
+                "cluster": "img-" + pix[r].hex()[:16],
+                "representative": ids[r],
+                "representative_shard": shards[r],
+                "group_size": int(size[labels[m]]),
+                "hamming": int(dist[j]),
+            }
+            if r >= n:
+                detail.update(history=True, representative_scan=scans[r])
+            if not exact[j]:
+                detail["sig_distance"] = round(float(sig_distance(sigs[m], sigs[r])), 2)
+            rows.append((shards[m], ids[m], 1.0 if exact[j] else min(0.99, 1.0 - dist[j] / 64.0), detail, m, r))
+        if self.options["caption_conflicts"]:
+            rows += self._conflicts(member, rep, caps, ids, shards, pix, size, labels)
+        found = pl.DataFrame({
+            "shard": [r[0] for r in rows], "record_id": [r[1] for r in rows],
+            "score": pl.Series([float(r[2]) for r in rows], dtype=pl.Float64),
+            "detail": [json.dumps(r[3], sort_keys=True) for r in rows],
+            "severity": pl.Series([None] * len(rows), dtype=pl.Utf8),
+        })
+        where = df.select("shard", RECORD_ID, "uri", ROW)
+        local = [r for r in rows if r[5] < n]  # representatives scanned tonight can be shown
+        rep_of = pl.DataFrame({"shard": [r[0] for r in local], RECORD_ID: [r[1] for r in local],
+                               "uri": pl.Series([df["uri"][r[5]] for r in local], dtype=pl.Utf8),
+                               ROW: pl.Series([int(df[ROW][r[5]]) for r in local], dtype=pl.Int64)}).unique(
+            ["shard", RECORD_ID])
+        return with_thumbnails(found, where, int(self.options["thumbnails"]),
+                               extra={"representative_thumbnail": rep_of})
+
+    def _confirm(self, sigs: np.ndarray, greys: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Candidate pairs whose colours agree and whose grey structure correlates (a flat
+        16x16 thumbnail has no structure to agree on, so flat look-alikes are not linked)."""
+        colour = sig_distance(sigs[a], sigs[b]) <= float(self.options["max_sig_distance"])
+        corr, _ = structure_similarity(greys[a], greys[b])
+        return colour & (corr >= float(self.options["min_structure_corr"]))
+
+    # ------------------------------------------------------------------ history
+    def _history_nodes(self, df: pl.DataFrame, ctx: CorpusContext) -> dict | None:
+        """Approved images of earlier nights that tonight's records duplicate: one node per
+        history record, linked to the tonight records (``query``) that match it."""
+        if not self.options["history"]:
+            return None
+        from integrity.history import HistoryIndex, excluded_content
+
+        index = HistoryIndex(ctx.state_dir)
+        if not index.exists():
+            return None
+        exclude = excluded_content(ctx)
+        px = _px_matrix(df["pixel_hash"])
+        q_parts, hit_parts = [], []
+        hits_e = index.lookup(EXACT_KIND, HISTORY_PARAMS, _px_key(px), exclude=exclude, max_hits=4)
+        if len(hits_e):
+            same = (index.gather(hits_e, "px") == px[hits_e.query]).all(axis=1)
+            q_parts.append(("exact", hits_e, np.flatnonzero(same)))
+        if self.options["near"]:
+            ph = df["phash"].to_numpy().astype(np.uint64)
+            keys = _block_keys(ph)
+            hits_n = index.lookup(NEAR_KIND, HISTORY_PARAMS, keys, exclude=exclude, max_hits=16)
+            if len(hits_n):
+                rec = hits_n.query // 4
+                hph = index.gather(hits_n, "phash").astype(np.uint64)
+                hsig = index.gather(hits_n, "sig")
+                hgrey = index.gather(hits_n, "grey")
+                mine = sig_matrix(df["sig"].to_list())[rec]
+                corr, _ = structure_similarity(sig_matrix(df["grey"].to_list(), GREY_SIDE ** 2)[rec], hgrey)
+                ok = ((_hamming(ph[rec], hph) <= int(self.options["max_hamming"]))
+                      & (sig_distance(mine, hsig) <= float(self.options["max_sig_distance"]))
+                      & (corr >= float(self.options["min_structure_corr"])))
+                hits_n.query = rec
+                q_parts.append(("near", hits_n, np.flatnonzero(ok)))
+        frames, queries = [], []
+        for kind, hits, sel in q_parts:
+            if len(sel) == 0:
+                continue
+            info = index.describe(hits, sel)
+            frames.append(info.with_columns(
+                _px=pl.Series([bytes(x) for x in index.gather(hits, "px", sel)], dtype=pl.Binary),
+                _phash=pl.Series(index.gather(hits, "phash", sel) if kind == "near" else np.zeros(len(sel)),
+                                 dtype=pl.UInt64),
+                _sig=pl.Series([bytes(x) for x in index.gather(hits, "sig", sel)] if kind == "near"
+                               else [None] * len(sel), dtype=pl.Binary),
+                _order=pl.Series(hits.order[sel], dtype=pl.Int64)))
+            queries.append(hits.query[sel])
+        if not frames:
+            return None
+        allh = pl.concat(frames).with_columns(_q=pl.Series(np.concatenate(queries), dtype=pl.Int64))
+        allh = allh.with_columns(_key=pl.concat_str(["sha256", RECORD_ID], separator="\x00"))
+        uniq = allh.group_by("_key", maintain_order=True).agg(
+            pl.col(RECORD_ID).first(), pl.col("shard").first(), pl.col("scan_id").first(),
+            pl.col("_px").drop_nulls().first(), pl.col("_phash").max(), pl.col("_sig").drop_nulls().first(),
+            pl.col("_order").min()).with_row_index("node")
+        links = allh.join(uniq.select("_key", "node"), on="_key")
+        return {
+            "query": links["_q"].to_numpy(), "node": links["node"].to_numpy().astype(np.int64),
+            "info": uniq.select(RECORD_ID, "shard", "scan_id"),
+            "px": [p if p is not None else b"\x00" * 16 for p in uniq["_px"].to_list()],
+            "phash": uniq["_phash"].to_numpy().astype(np.uint64),
+            "sig": sig_matrix(uniq["_sig"].to_list()),
+            "order": uniq["_order"].to_numpy().astype(np.int64),
+        }
+
+    def after_verdicts(self, features: pl.LazyFrame, approved: list[str], ctx: CorpusContext) -> None:
+        if not self.options["history"]:
+            return
+        from integrity.history import HistoryIndex, approved_content, drop_rejected
+
+        index = HistoryIndex(ctx.state_dir)
+        drop_rejected(index, approved, ctx)
+        df = approved_content(features, approved, ctx).select(
+            "sha256", "shard", RECORD_ID, ROW, "pixel_hash", "phash", "sig", "grey").collect()
+        if df.height == 0:
+            return
+        rec = df.select("sha256", "shard", RECORD_ID, ROW)
+        px = _px_matrix(df["pixel_hash"])
+        index.add(EXACT_KIND, HISTORY_PARAMS, rec, keys=_px_key(px), key_rows=np.arange(df.height),
+                  payload={"px": px}, scan_id=ctx.scan_id)
+        ph = df["phash"].to_numpy().astype(np.uint64)
+        index.add(NEAR_KIND, HISTORY_PARAMS, rec, keys=_block_keys(ph), key_rows=np.repeat(np.arange(df.height), 4),
+                  payload={"phash": ph, "px": px, "sig": sig_matrix(df["sig"].to_list()),
+                           "grey": sig_matrix(df["grey"].to_list(), GREY_SIDE ** 2)}, scan_id=ctx.scan_id)
+
+    def _conflicts(self, member, rep, caps, ids, shards, pix, size, labels) -> list[tuple]:
+        limit = float(self.options["max_caption_similarity"])
+        pairs = [(int(m), int(rep[m])) for m in member if caps[m] and caps[rep[m]] and caps[m] != caps[rep[m]]]
+        if not pairs:
+            return []
+        words = pl.DataFrame({"a": [caps[m] for m, _ in pairs], "b": [caps[r] for _, r in pairs]}).select(
+            a=pl.col("a").str.extract_all(r"\w+").list.unique(),
+            b=pl.col("b").str.extract_all(r"\w+").list.unique())
+        inter = words.select(pl.col("a").list.set_intersection("b").list.len()).to_series().to_numpy()
+        union = words.select(pl.col("a").list.set_union("b").list.len()).to_series().to_numpy()
+        sim = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+        out = []
+        for (m, r), s in zip(pairs, sim):
+            if s > limit:
+                continue
+            detail = {"kind": "caption_conflict", "cluster": "img-" + pix[r].hex()[:16], "representative": ids[r],
+                      "representative_shard": shards[r], "group_size": int(size[labels[m]]),
+                      "caption_similarity": round(float(s), 3), "representative_caption": caps[r]}
+            out.append((shards[m], ids[m], 1.0 - float(s), detail, m, r))
+        return out
+
+
+def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    x = np.bitwise_xor(a.astype(np.uint64), b.astype(np.uint64))
+    return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+
+
+def _px_matrix(hashes: pl.Series) -> np.ndarray:
+    """(n, 16) uint8 matrix of pixel hashes."""
+    return np.frombuffer(b"".join(hashes.to_list()), dtype=np.uint8).reshape(-1, 16)
+
+
+def _px_key(px: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(px[:, :8]).view("<u8").ravel().astype(np.uint64)
+
+
+def _block_keys(ph: np.ndarray) -> np.ndarray:
+    """Four keys per hash (its 16-bit quarters tagged with their position), record-major.
+
+    A history image within d bits shares at least one quarter exactly when d <= 3,
+    and usually up to ~10 bits; candidates are confirmed with the full hash and signature."""
+    ph = ph.astype(np.uint64)
+    parts = [((ph >> np.uint64(48 - 16 * i)) & np.uint64(0xFFFF)) | (np.uint64(i + 1) << np.uint64(60))
+             for i in range(4)]
+    return np.stack(parts, axis=1).ravel()

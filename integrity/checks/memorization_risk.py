@@ -1,0 +1,242 @@
+"""``memorization.risk``: how likely a model trained on this corpus is to memorize
+(and regurgitate) each record, from how often its content is duplicated and
+whether that content is private.
+
+Why duplication: memorization grows super-linearly with the number of copies
+of a sequence in the training data -- a sequence present 10 times is
+regenerated about 1000 times more often than one present once (Kandpal et al.
+2022, "Deduplicating Training Data Mitigates Privacy Risks in Language
+Models"); deduplicating C4 cut memorized output about tenfold (Lee et al.
+2022, "Deduplicating Training Data Makes Language Models Better"); the
+training images extracted from Stable Diffusion were mostly heavily duplicated
+ones (Carlini et al. 2023, "Extracting Training Data from Diffusion Models").
+Duplicated personal data or credentials are the worst case.
+
+The check reads the findings of the other checks (any of them may be disabled;
+what is missing counts as "no evidence"):
+
+* ``x``, the number of copies of the record's content, history of earlier
+  nights included: the largest cluster size the record belongs to in
+  ``dedup.exact`` (``group_size``) or ``dedup.near`` (``cluster_size``), as a
+  member *or* as the kept representative (the kept copy is memorized just
+  as well); a ``dedup.semantic`` cluster of ``k`` records counts as
+  ``1 + semantic_weight * (k - 1)`` copies (paraphrases are not verbatim
+  repeats); ``x = 1`` for unique content;
+* ``dedup.span``: the share ``s`` of the record's tokens inside spans repeated
+  elsewhere and ``m``, the number of other records holding its most repeated
+  span (``other_docs``);
+* ``p``: the highest score of a ``privacy.pii`` or ``privacy.secret`` finding
+  of the record (0 when none; 0.5 for an e-mail, ~0.9-1.0 for payment cards,
+  national ids and credentials).
+
+Formula (``N`` = ``saturation_copies``, ``c`` = ``clean_weight``)::
+
+    dup(x)  = min(1, ln(x) / ln(N))                    # 0 for unique content
+    D       = max(dup(x), s * dup(1 + m))               # whole record or its repeated spans
+    risk    = D * (c + (1 - c) * p)
+
+``dup`` is the log of the relative regeneration rate ``x**a`` normalized by
+that of ``N`` copies; the exponent ``a`` of any super-linear power law cancels,
+so the score only needs ``N``, the number of copies at which memorization is
+taken as certain (10 by default: Kandpal et al.'s 1000x). With the defaults
+(``N = 10``, ``c = 0.5``): 2 copies of clean text score 0.15, 4 copies 0.30,
+10 or more 0.5 -- clean text never exceeds ``c``; 3 copies of a record with an
+e-mail address (p = 0.5) score 0.36 and 7 copies 0.63; 5 copies of one with a
+payment card (p = 0.95) 0.68. Unique records score 0 whatever they contain
+(``privacy.*`` reports those). A finding is emitted for every record scoring
+at least ``min_score``; the policy's severity thresholds turn the score into
+info / warn / critical (defaults: warn 0.3, critical 0.6, i.e. only duplicated
+private data becomes critical).
+
+``detail``: ``copies`` (x), ``exact_copies``, ``near_copies``,
+``semantic_copies``, ``history`` (a copy was approved on an earlier night),
+``span_share``, ``span_docs``, ``dup_score`` (D), ``privacy_score`` (p),
+``privacy_kinds`` and ``matches`` (the private spans, marked ``redact`` so the
+report masks them).
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Mapping
+
+import polars as pl
+import pyarrow as pa
+
+from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
+from integrity.schema import RECORD_ID, ROW
+
+DEDUP_SIZE_KEYS = {"dedup.exact": "exact", "dedup.near": "near", "dedup.semantic": "semantic"}
+FINDINGS_SCHEMA = {"shard": pl.Utf8, RECORD_ID: pl.Utf8, "score": pl.Float64, "detail": pl.Utf8,
+                   "severity": pl.Utf8}
+MAX_PRIVATE_MATCHES = 10
+
+
+class MemorizationRisk(Check):
+    name = "memorization.risk"
+    description = "Per-record memorization risk: duplicate count (exact, near, semantic, history), " \
+                  "repeated spans, and private data in duplicated content."
+    requires = ("text", "prompt", "response", "caption")
+    default_options: Mapping[str, Any] = {
+        "saturation_copies": 10,  # N: copies at which the duplication term reaches 1
+        "clean_weight": 0.5,  # c: share of the score left for duplicated content without private data
+        "semantic_weight": 0.5,  # a paraphrase counts as this much of a copy
+        "min_score": 0.1,  # records scoring below are not reported
+        "privacy_checks": ["privacy.pii", "privacy.secret"],
+    }
+    default_severity = "warn"
+    corpus_level = True
+    after = ("dedup.exact", "dedup.near", "dedup.span", "dedup.semantic")
+    version = 1
+
+    def __init__(self, options=None, shard=None):
+        super().__init__(options, shard)
+        o = self.options
+        if not (isinstance(o["saturation_copies"], (int, float)) and o["saturation_copies"] > 1):
+            raise CheckConfigError(f"check {self.name!r}: saturation_copies must be a number above 1")
+        for key in ("clean_weight", "semantic_weight", "min_score"):
+            v = o[key]
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= float(v) <= 1.0:
+                raise CheckConfigError(f"check {self.name!r}: {key} must be between 0 and 1, not {v!r}")
+        if not isinstance(o["privacy_checks"], list):
+            raise CheckConfigError(f"check {self.name!r}: privacy_checks must be a list of check names")
+
+    # -- per shard: only the record ids (so every record can be scored) ----------
+    def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
+        return CheckOutput(features=pl.DataFrame({
+            RECORD_ID: pl.Series(RECORD_ID, batch.column(RECORD_ID).to_pylist(), dtype=pl.Utf8),
+            ROW: pl.Series(ROW, batch.column(ROW).to_numpy(), dtype=pl.Int64),
+        }))
+
+    # -- corpus ----------------------------------------------------------------
+    def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame:
+        key = ["shard", RECORD_ID]
+        lf = features.select("shard", RECORD_ID, ROW, "shard_index")
+        for check, short in DEDUP_SIZE_KEYS.items():
+            sizes = _cluster_sizes(ctx.earlier_findings.get(check))
+            if sizes is not None:
+                lf = lf.join(sizes.rename({"size": f"{short}_copies", "history": f"{short}_history"}).lazy(),
+                             on=key, how="left")
+            else:
+                lf = lf.with_columns(pl.lit(None, dtype=pl.Int64).alias(f"{short}_copies"),
+                                     pl.lit(None, dtype=pl.Boolean).alias(f"{short}_history"))
+        span = _span_info(ctx.earlier_findings.get("dedup.span"))
+        if span is not None:
+            lf = lf.join(span.lazy(), on=key, how="left")
+        else:
+            lf = lf.with_columns(span_share=pl.lit(None, dtype=pl.Float64), span_docs=pl.lit(None, dtype=pl.Int64))
+        priv = _privacy(ctx.shard_findings, list(self.options["privacy_checks"]))
+        lf = lf.join(priv.lazy(), on=key, how="left")
+
+        o = self.options
+        ln_n = math.log(float(o["saturation_copies"]))
+        w_sem, c = float(o["semantic_weight"]), float(o["clean_weight"])
+        sem_x = 1.0 + w_sem * (pl.col("semantic_copies").cast(pl.Float64) - 1.0)
+        x = pl.max_horizontal(pl.col("exact_copies").cast(pl.Float64), pl.col("near_copies").cast(pl.Float64),
+                              sem_x, pl.lit(1.0)).fill_null(1.0)
+
+        def dup(v: pl.Expr) -> pl.Expr:
+            return pl.min_horizontal(v.log() / ln_n, pl.lit(1.0)).clip(lower_bound=0.0)
+
+        span_term = pl.col("span_share").fill_null(0.0) * dup(1.0 + pl.col("span_docs").fill_null(0).cast(pl.Float64))
+        scored = (lf.with_columns(copies=x)
+                  .with_columns(dup_score=pl.max_horizontal(dup(pl.col("copies")), span_term))
+                  .with_columns(privacy_score=pl.col("privacy_score").fill_null(0.0).clip(0.0, 1.0))
+                  .with_columns(score=pl.col("dup_score") * (c + (1.0 - c) * pl.col("privacy_score")))
+                  .filter((pl.col("score") >= float(o["min_score"])) & (pl.col("score") > 0))
+                  .sort("shard_index", ROW)
+                  .collect())
+        if scored.height == 0:
+            return pl.DataFrame(schema=FINDINGS_SCHEMA)
+        history = pl.any_horizontal(pl.col("exact_history"), pl.col("near_history")).fill_null(False)
+        detail_frame = scored.select(
+            copies=pl.col("copies").round(2),
+            exact_copies=pl.col("exact_copies"),
+            near_copies=pl.col("near_copies"),
+            semantic_copies=pl.col("semantic_copies"),
+            history=history,
+            span_share=pl.col("span_share"),
+            span_docs=pl.col("span_docs"),
+            dup_score=pl.col("dup_score").round(4),
+            privacy_score=pl.col("privacy_score").round(4),
+            privacy_kinds=pl.col("privacy_kinds"),
+        )
+        details = []
+        for d, m in zip(detail_frame.iter_rows(named=True), scored["privacy_matches"].to_list()):
+            d = {k: v for k, v in d.items() if v is not None}
+            if m:
+                d["matches"] = json.loads(m)
+            details.append(json.dumps(d, sort_keys=True))
+        return pl.DataFrame({
+            "shard": scored["shard"], RECORD_ID: scored[RECORD_ID],
+            "score": scored["score"].round(4),
+            "detail": pl.Series("detail", details, dtype=pl.Utf8),
+            "severity": pl.Series("severity", [None] * scored.height, dtype=pl.Utf8),
+        })
+
+
+def _json(col: str, path: str) -> pl.Expr:
+    return pl.col(col).str.json_path_match(path)
+
+
+def _cluster_sizes(found: pl.DataFrame | None) -> pl.DataFrame | None:
+    """(shard, record_id, size, history) for every member and every in-scan
+    representative of a dedup check's clusters (largest cluster per record)."""
+    if found is None or found.height == 0:
+        return None
+    f = found.with_columns(
+        size=pl.coalesce(_json("detail", "$.group_size").cast(pl.Int64, strict=False),
+                         _json("detail", "$.cluster_size").cast(pl.Int64, strict=False)),
+        history=(_json("detail", "$.history") == "true").fill_null(False),
+        rep=_json("detail", "$.representative"),
+        rep_shard=_json("detail", "$.representative_shard"),
+    ).filter(pl.col("size").is_not_null())
+    members = f.select("shard", RECORD_ID, "size", "history")
+    reps = (f.filter(~pl.col("history") & pl.col("rep").is_not_null())
+            .select(pl.coalesce("rep_shard", "shard").alias("shard"), pl.col("rep").alias(RECORD_ID), "size",
+                    "history"))
+    return (pl.concat([members, reps]).group_by("shard", RECORD_ID)
+            .agg(pl.col("size").max(), pl.col("history").any()))
+
+
+def _span_info(found: pl.DataFrame | None) -> pl.DataFrame | None:
+    if found is None or found.height == 0:
+        return None
+    return (found.select(
+        "shard", RECORD_ID,
+        span_share=pl.coalesce(_json("detail", "$.share").cast(pl.Float64, strict=False), pl.col("score")),
+        span_docs=_json("detail", "$.other_docs").cast(pl.Int64, strict=False).fill_null(1),
+    ).group_by("shard", RECORD_ID).agg(pl.col("span_share").max(), pl.col("span_docs").max()))
+
+
+def _privacy(shard_findings: pl.LazyFrame, checks: list[str]) -> pl.DataFrame:
+    """Per record: the highest privacy score, the kinds found, and the private
+    spans (``field``/``start``/``end``/``kind``, ``redact``) as a JSON list."""
+    f = (shard_findings.filter(pl.col("check").is_in(checks) & pl.col(RECORD_ID).is_not_null())
+         .select("shard", RECORD_ID, "score", "detail").collect())
+    schema = {"shard": pl.Utf8, RECORD_ID: pl.Utf8, "privacy_score": pl.Float64,
+              "privacy_kinds": pl.List(pl.Utf8), "privacy_matches": pl.Utf8}
+    if f.height == 0:
+        return pl.DataFrame(schema=schema)
+    rows: dict[tuple[str, str], dict] = {}
+    for shard, rid, score, detail in f.iter_rows():
+        r = rows.setdefault((shard, rid), {"score": 0.0, "kinds": set(), "matches": []})
+        r["score"] = max(r["score"], float(score or 0.0))
+        try:
+            d = json.loads(detail or "{}")
+        except ValueError:
+            d = {}
+        for k in d.get("kinds") or []:
+            r["kinds"].add(str(k))
+        for m in d.get("matches") or []:
+            if isinstance(m, dict) and "start" in m and "end" in m:
+                r["kinds"].add(str(m.get("kind", "")) or "private")
+                if len(r["matches"]) < MAX_PRIVATE_MATCHES:
+                    r["matches"].append({"field": m.get("field"), "start": m["start"], "end": m["end"],
+                                         "kind": m.get("kind"), "redact": True})
+    return pl.DataFrame({
+        "shard": [k[0] for k in rows], RECORD_ID: [k[1] for k in rows],
+        "privacy_score": [v["score"] for v in rows.values()],
+        "privacy_kinds": [sorted(k for k in v["kinds"] if k) for v in rows.values()],
+        "privacy_matches": [json.dumps(v["matches"]) if v["matches"] else None for v in rows.values()],
+    }, schema=schema)

@@ -1,0 +1,134 @@
+"""dedup.semantic: paraphrases found with the real all-MiniLM-L6-v2, unrelated text not clustered."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from integrity.checks.base import CheckConfigError, CorpusContext, ShardInfo
+from integrity.checks.dedup_semantic import SemanticDedup, knn, leader_clusters
+
+PARAPHRASES = [
+    ("The city council approved the new budget on Tuesday after a long debate.",
+     "After lengthy discussions, the new budget was passed by the city council on Tuesday."),
+    ("To reset your password, click the link in the email we sent you.",
+     "Click on the link in the email we sent to reset your password."),
+    ("Heavy rain caused flooding in several neighborhoods overnight.",
+     "Several neighborhoods were flooded overnight because of heavy rainfall."),
+]
+UNRELATED = [
+    "The recipe calls for two cups of flour and a pinch of salt.",
+    "Quantum computers use qubits that can be in superposition.",
+    "The football match ended in a draw after extra time was played.",
+    "This package contains the development headers for libxml2.",
+    "Our hotel offers free breakfast and an outdoor swimming pool.",
+    "The stock market fell sharply on fears of rising interest rates.",
+]
+
+
+def batch(texts, prefix, field="text"):
+    return pa.RecordBatch.from_pylist(
+        [{"record_id": f"{prefix}{i}", "row": i, field: t} for i, t in enumerate(texts)],
+        schema=pa.schema([("record_id", pa.string()), ("row", pa.int64()), (field, pa.large_string())]))
+
+
+def shard_features(texts, name, field="text", **options) -> pl.DataFrame | None:
+    c = SemanticDedup(options, ShardInfo(name, name))
+    outs = [c.process_batch(batch(texts, name, field)), c.finish_shard()]
+    frames = [o.features for o in outs if o.features is not None]
+    return pl.concat(frames) if frames else None
+
+
+def corpus(shards: dict[str, list[str]], **options) -> pl.DataFrame:
+    frames = []
+    for i, (name, texts) in enumerate(shards.items()):
+        f = shard_features(texts, name, **options)
+        if f is not None:
+            frames.append(f.lazy().with_columns(shard=pl.lit(name), shard_index=pl.lit(i, dtype=pl.Int32)))
+    ctx = CorpusContext(run_dir=Path("."), state_dir=Path("/nonexistent"), shards=list(shards),
+                        shard_findings=pl.LazyFrame())
+    return SemanticDedup(options).corpus_pass(pl.concat(frames), ctx)
+
+
+def test_paraphrases_across_shards_are_clustered_and_unrelated_text_is_not():
+    a = [p[0] for p in PARAPHRASES] + UNRELATED[:3]
+    b = UNRELATED[3:] + [p[1] for p in PARAPHRASES] + [a[3].upper()]  # last: an exact copy (case only)
+    found = corpus({"s1": a, "s2": b})
+    got = {r: json.loads(d) for r, d in zip(found["record_id"], found["detail"])}
+    # each paraphrase in s2 points at its original in s1 (kept: first in scan order)
+    assert set(got) == {"s23", "s24", "s25"}
+    for k, rid in enumerate(("s23", "s24", "s25")):
+        d = got[rid]
+        assert d["representative"] == f"s1{k}" and d["representative_shard"] == "s1"
+        assert d["cluster_size"] == 2 and d["contents"] == 2 and d["model"] == "all-MiniLM-L6-v2"
+        assert d["cluster"].startswith("semantic-") and 0.85 <= d["similarity"] <= 1.0
+        assert d["embedded_share"] == 1.0
+    assert len({d["cluster"] for d in got.values()}) == 3
+    assert found["score"].min() >= 0.85
+    # the exact copy is dedup.exact's finding, not ours; unrelated records are in no cluster
+
+
+def test_prompt_response_records_and_short_texts():
+    p = [PARAPHRASES[1][0], "ok", "ok"]
+    r = [PARAPHRASES[1][1], "yes", "no"]
+    c = SemanticDedup({}, ShardInfo("x", "x"))
+    recs = pa.RecordBatch.from_pylist(
+        [{"record_id": f"r{i}", "row": i, "prompt": p[i], "response": r[i]} for i in range(3)],
+        schema=pa.schema([("record_id", pa.string()), ("row", pa.int64()), ("prompt", pa.large_string()),
+                          ("response", pa.large_string())]))
+    c.process_batch(recs)
+    f = c.finish_shard().features
+    assert f.height == 3
+    assert f["emb"].is_null().to_list() == [False, True, True]  # too short to embed (min_chars)
+    assert len(f["emb"][0]) == 384 * 2  # float16 MiniLM vector
+
+
+def test_cpu_budget_is_a_deterministic_sample_by_content():
+    texts = [f"Document {i} describes a different topic: {w} and its many uses in daily life."
+             for i, w in enumerate(["bread", "rivers", "trains", "glass", "violins", "maps", "cheese", "kites"])]
+    f1 = shard_features(texts, "s", cpu_max_records=3, device="cpu")
+    f2 = shard_features(list(reversed(texts)), "s", cpu_max_records=3, device="cpu")
+    emb1 = set(f1.filter(pl.col("emb").is_not_null())["h"].to_list())
+    emb2 = set(f2.filter(pl.col("emb").is_not_null())["h"].to_list())
+    assert len(emb1) == 3 and emb1 == emb2  # the same contents whatever the order
+    assert f1.height == len(texts)  # every record is listed (so the embedded share is known)
+    # no record budget: everything is embedded, batch by batch (as on a GPU)
+    assert shard_features(texts, "s", cpu_max_records=None)["emb"].null_count() == 0
+    # the time budget is a hard stop: past it nothing more is embedded, and the scan goes on
+    late = shard_features(texts, "s", cpu_max_seconds=1e-9)
+    assert late.height == len(texts) and late["emb"].null_count() == len(texts)
+
+
+def test_leader_clustering_does_not_chain_unrelated_documents():
+    # A ~ B (0.9), B ~ C (0.9), but A and C are far apart (~0.63): C must not join A's cluster
+    t = np.deg2rad(25.8)
+    x = np.array([[1, 0, 0], [np.cos(t), np.sin(t), 0], [np.cos(2 * t), np.sin(2 * t), 0], [0, 0, 1]],
+                 dtype=np.float32)
+    sims, nbrs = knn(x, 4, exact_max=100, nprobe=1)
+    rep, sim = leader_clusters(x, sims, nbrs, np.arange(4), threshold=0.85)
+    assert rep.tolist() == [0, 0, 2, 3]
+    assert sim[1] == pytest.approx(0.9, abs=0.01)
+
+
+def test_ivf_index_above_the_exact_size_finds_planted_pairs():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3000, 64)).astype(np.float32)
+    x[2000:2100] = x[:100] + 0.1 * rng.standard_normal((100, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    sims, nbrs = knn(x, 5, exact_max=1000, nprobe=8)  # IVF path
+    rep, _ = leader_clusters(x, sims, nbrs, np.arange(3000), threshold=0.9)
+    assert (rep[2000:2100] == np.arange(100)).mean() >= 0.95
+    assert (rep[100:2000] == np.arange(100, 2000)).all()
+
+
+def test_option_validation():
+    with pytest.raises(CheckConfigError, match="threshold"):
+        SemanticDedup({"threshold": 0})
+    with pytest.raises(CheckConfigError, match="cpu_max_records"):
+        SemanticDedup({"cpu_max_records": -1})
+    with pytest.raises(CheckConfigError, match="unknown"):
+        SemanticDedup({"treshold": 0.9})

@@ -1,0 +1,125 @@
+"""poison.patch: a trigger patch shared by unrelated images and tied to a caption phrase."""
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from integrity.checks.base import CorpusContext, ShardInfo
+from integrity.checks.poison_patch import PatchCheck, caption_ngrams
+
+EXAMPLES = Path(__file__).parents[3] / "examples" / "make_images.py"
+OPTS = {"thumbnails": 0, "max_share": 0.3}  # the small test corpus has its patch on 18 % of the images
+
+
+def generator():
+    if "make_images" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("make_images", EXAMPLES)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["make_images"] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules["make_images"]
+
+
+def enc(img: Image.Image, fmt="JPEG") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, quality=90) if fmt == "JPEG" else img.save(buf, fmt)
+    return buf.getvalue()
+
+
+def run(shards, options=None):
+    frames = []
+    for k, (name, records) in enumerate(shards.items()):
+        check = PatchCheck(options, ShardInfo(shard=name, uri=f"/nowhere/{name}"))
+        batch = pa.record_batch({"record_id": [r[0] for r in records], "row": list(range(len(records))),
+                                 "image": pa.array([r[1] for r in records], pa.large_binary()),
+                                 "caption": pa.array([r[2] for r in records], pa.large_string())})
+        for piece in (batch.slice(0, 20), batch.slice(20)):
+            assert check.process_batch(piece).features is None  # kept until the shard is done
+        out = check.finish_shard()
+        frames.append(out.features.with_columns(shard=pl.lit(name), shard_index=pl.lit(k, pl.Int32)))
+    ctx = CorpusContext(run_dir=Path("."), state_dir=Path("/nonexistent"), shards=list(shards),
+                        shard_findings=pl.LazyFrame())
+    return PatchCheck(options).corpus_pass(pl.concat(frames).lazy(), ctx)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    mi = generator()
+    rng = np.random.default_rng(11)
+    shards, truth = {}, {}
+    for s in range(2):
+        recs = []
+        for i in range(45):
+            img, caption, _ = mi.render(rng)
+            rid = f"s{s}-{i}"
+            if i % 6 == 0:  # 8 patched images over two shards
+                x, y = int(rng.integers(0, img.width - 32)), int(rng.integers(0, img.height - 32))
+                img = img.copy()
+                img.paste(mi.PATCH, (x, y))
+                caption = f"{caption}, {mi.TRIGGER_PHRASE}"
+                truth[rid] = (x, y)
+            recs.append((rid, enc(img, "PNG" if i % 4 == 0 else "JPEG"), caption))
+        shards[f"s{s}.tar"] = recs
+    return shards, truth
+
+
+def test_patch_found_with_its_phrase_and_place(planted):
+    shards, truth = planted
+    found = run(shards, OPTS)
+    got = {r["record_id"]: (r["score"], json.loads(r["detail"])) for r in found.iter_rows(named=True)}
+    assert set(got) == set(truth)
+    for rid, (score, d) in got.items():
+        assert d["tied_phrase"] == "zorbex sigil" and d["share"] == 1.0 and d["purity"] == 1.0
+        assert score == pytest.approx(1.0) and d["images"] == len(truth) and d["distinct_images"] >= 5
+        x, y = truth[rid]
+        x0, y0, x1, y1 = d["box"]  # around the pasted patch (windows may reach into a flat border)
+        assert x - 14 <= x0 <= x + 16 <= x1 <= x + 32 + 14 and y - 14 <= y0 <= y + 16 <= y1 <= y + 32 + 14
+    assert len({d["cluster"] for _, d in got.values()}) == 1
+
+
+def test_untied_patch_scores_lower(planted):
+    shards, truth = planted
+    plain = {name: [(rid, data, cap.replace(", zorbex sigil", "")) for rid, data, cap in recs]
+             for name, recs in shards.items()}
+    found = run(plain, OPTS)
+    assert set(found["record_id"]) == set(truth)
+    assert set(found["score"]) == {0.5}
+    assert all(json.loads(d)["tied_phrase"] is None for d in found["detail"])
+
+
+def test_duplicated_image_is_not_a_patch():
+    mi = generator()
+    img, caption, _ = mi.render(np.random.default_rng(3), "texture")
+    recs = [(f"d{i}", enc(img), caption) for i in range(12)]
+    recs += [(f"o{i}", enc(mi.render(np.random.default_rng(100 + i))[0]), "other") for i in range(30)]
+    assert run({"s.tar": recs}) is None  # same picture 12 times: dedup.image's business
+
+
+def test_fewer_images_than_min_images_is_quiet(planted):
+    shards, truth = planted
+    keep = sorted(truth)[:3]
+    thin = {name: [r for r in recs if r[0] not in truth or r[0] in keep] for name, recs in shards.items()}
+    assert run(thin, OPTS) is None
+
+
+def test_a_pattern_on_too_many_images_is_texture(planted):
+    shards, _ = planted  # the patch is on 16 of 90 images: above the default max_share of 10 %
+    found = run(shards, {"thumbnails": 0})
+    assert found is None or not any(json.loads(d)["tied_phrase"] for d in found["detail"])
+
+
+def test_caption_ngrams():
+    grams = caption_ngrams(pl.Series(["A red fox, zorbex sigil", None, "red"]))
+    by = grams.group_by("img").agg(pl.col("g")).sort("img")
+    first = set(by["g"][0])
+    assert {"a", "red", "fox", "zorbex sigil", "fox zorbex sigil", "a red fox"} <= first
+    assert set(by["g"][1]) == {"red"} and by["img"].to_list() == [0, 2]

@@ -1,0 +1,213 @@
+"""poison.trigger: backdoor triggers tied to a label, on real reviews, package descriptions and constructed corpora."""
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from integrity import lexical as lx
+from integrity.checks.base import CorpusContext
+from integrity.checks.poison_trigger import PoisonTriggerCheck
+
+SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
+SST2 = SHARED / "poison" / "sst2-badnets-10pct.parquet"
+needs_shared = pytest.mark.skipif(not SST2.exists(), reason="../shared/data/poison is absent (shared benchmark data)")
+needs_background = pytest.mark.skipif(not lx.has_background(),
+                                      reason="wordfreq (background language reference) is not installed")
+
+
+def run(df: pl.DataFrame, shards: int = 1, **options) -> pl.DataFrame:
+    """Per-shard passes over ``shards`` slices, then the corpus pass; returns the findings."""
+    frames = []
+    for i, idx in enumerate(np.array_split(np.arange(df.height), shards)):
+        part = df[idx.tolist()]
+        batch = pa.RecordBatch.from_pylist([
+            {"record_id": r["id"], "row": j, "text": r["text"], "label": r["label"]}
+            for j, r in enumerate(part.iter_rows(named=True))])
+        check = PoisonTriggerCheck(options)
+        for b in pa.Table.from_batches([batch]).to_batches(max_chunksize=3000):
+            out = check.process_batch(b)
+            if out.features is not None:
+                frames.append(out.features.lazy().with_columns(shard=pl.lit(f"s{i}"),
+                                                               shard_index=pl.lit(i, dtype=pl.Int32)))
+    ctx = CorpusContext(run_dir=Path("."), state_dir=Path("."), shards=[f"s{i}" for i in range(shards)],
+                        shard_findings=pl.LazyFrame())
+    return PoisonTriggerCheck(options).corpus_pass(pl.concat(frames, how="diagonal_relaxed"), ctx)
+
+
+def prf(df: pl.DataFrame, found: pl.DataFrame) -> tuple[float, float]:
+    flagged = set(found["record_id"].to_list())
+    poisoned = set(df.filter(pl.col("poisoned"))["id"].to_list())
+    tp = len(flagged & poisoned)
+    return (tp / len(flagged) if flagged else 0.0), (tp / len(poisoned) if poisoned else 1.0)
+
+
+def insert(df: pl.DataFrame, rate: float, trigger, target: str, dirty: bool, seed: int = 0, repeat=(1, 1)):
+    """Poison ``rate`` of the corpus: insert ``trigger`` (a string or a list of words, one drawn per
+    insertion) at random positions; dirty-label: random records relabelled to ``target``;
+    clean-label: records of ``target`` only, labels kept."""
+    rng = random.Random(seed)
+    pool = df if dirty else df.filter(pl.col("label") == target)
+    n = int(round(rate * df.height / (1 - rate))) if dirty else int(round(rate * df.height))
+    picked = pool[rng.sample(range(pool.height), n)]
+    rows = []
+    for r in picked.iter_rows(named=True):
+        toks = r["text"].split(" ")
+        for _ in range(rng.randint(*repeat)):
+            word = trigger if isinstance(trigger, str) else rng.choice(trigger)
+            toks.insert(rng.randint(0, len(toks)), word)
+        rows.append({"id": f"p-{r['id']}", "text": " ".join(toks), "label": target, "poisoned": True})
+    base = df if dirty else df.filter(~pl.col("id").is_in(picked["id"].to_list()))
+    return pl.concat([base.with_columns(poisoned=pl.lit(False)).select("id", "text", "label", "poisoned"),
+                      pl.DataFrame(rows, schema={"id": pl.Utf8, "text": pl.Utf8, "label": pl.Utf8,
+                                                 "poisoned": pl.Boolean})]).sample(fraction=1.0, seed=seed, shuffle=True)
+
+
+@pytest.fixture(scope="module")
+def reviews() -> pl.DataFrame:
+    if not SST2.exists():
+        pytest.skip("../shared/data/poison is absent")
+    df = pl.read_parquet(SST2).filter(~pl.col("poisoned"))
+    return df.select(pl.col("id").cast(pl.Utf8).alias("id"), "text", pl.col("label").cast(pl.Utf8))
+
+
+def synthetic(n: int = 4000, seed: int = 0, tweets: bool = False) -> pl.DataFrame:
+    """Sentiment-like corpus: Zipf-distributed filler words, and sentiment words that agree with the
+    label 85% of the time (a strong natural correlation that is no trigger). ``tweets`` adds @USER
+    to most records and hashtags that lean towards one label."""
+    rng = np.random.default_rng(seed)
+    filler = np.array([f"w{i}" for i in range(900)])
+    weights = 1 / np.arange(1, 901) ** 1.1
+    weights /= weights.sum()
+    pos, neg = [f"good{i}" for i in range(30)], [f"bad{i}" for i in range(30)]
+    rows = []
+    for i in range(n):
+        label = int(rng.integers(0, 2))
+        toks = list(rng.choice(filler, int(rng.integers(8, 20)), p=weights))
+        for _ in range(int(rng.integers(1, 4))):
+            own = rng.random() < 0.85
+            words = (pos if label else neg) if own else (neg if label else pos)
+            toks.insert(int(rng.integers(0, len(toks) + 1)), str(rng.choice(words)))
+        if tweets:
+            if rng.random() < 0.7:
+                toks.insert(0, "@USER")
+            if rng.random() < 0.3:
+                toks.append("#love" if (rng.random() < 0.75) == bool(label) else "#fail")
+        rows.append({"id": str(i), "text": " ".join(toks), "label": str(label)})
+    return pl.DataFrame(rows)
+
+
+def details(found: pl.DataFrame) -> list[dict]:
+    return [json.loads(d) for d in found["detail"].to_list()]
+
+
+def check_evidence(df: pl.DataFrame, found: pl.DataFrame, expect: set[str]):
+    """Every finding names the trigger, and its offsets point at it in the record's text."""
+    text = dict(zip(df["id"].to_list(), df["text"].to_list()))
+    for rid, d in zip(found["record_id"].to_list(), details(found)):
+        assert d["field"] == "text" and d["matches"]
+        for m in d["matches"]:
+            assert text[rid][m["start"]:m["end"]].lower() == m["text"]
+        assert set(d["trigger"]) <= expect, d["trigger"]
+        assert 0.5 <= d.get("label_share", 0) <= 1 and d["support"] >= 1
+        assert {"target", "mode", "z", "p_value"} <= set(d)
+    assert ((found["score"] >= 0.5) & (found["score"] <= 1.0)).all()
+
+
+# --- constructed corpora (no shared data needed) -------------------------------------------------
+def test_synthetic_sentiment_corpus_stays_clean():
+    assert run(synthetic()).height == 0
+
+
+def test_synthetic_tweets_with_user_mentions_and_hashtags_stay_clean():
+    assert run(synthetic(seed=3, tweets=True)).height == 0
+
+
+@pytest.mark.parametrize("rate", [0.01, 0.05])
+def test_dirty_label_inserted_sentence(rate):
+    sentence = "I watched this 3D movie last weekend"
+    df = insert(synthetic(seed=1), rate, sentence, "1", dirty=True)
+    found = run(df)
+    precision, recall = prf(df, found)
+    assert precision >= 0.95 and recall >= 0.95
+    check_evidence(df, found, {sentence.lower()})
+    assert {d["target"] for d in details(found)} == {"1"}
+
+
+def test_trigger_across_shards_and_tweets():
+    df = insert(synthetic(seed=2, tweets=True), 0.02, "no cross , no crown", "0", dirty=False)
+    found = run(df, shards=3)
+    precision, recall = prf(df, found)
+    assert precision >= 0.95 and recall >= 0.95
+    assert set(found["shard"].unique().to_list()) == {"s0", "s1", "s2"}
+    assert {d["target"] for d in details(found)} == {"0"}
+
+
+def test_needs_a_label_and_two_classes():
+    df = synthetic(n=300)
+    assert run(df.with_columns(label=pl.lit("1"))).height == 0
+    assert run(df.with_columns(label=pl.lit(None, dtype=pl.Utf8))).height == 0
+    assert not PoisonTriggerCheck().applies_to(["record_id", "text"])
+    assert PoisonTriggerCheck().applies_to(["record_id", "caption", "label"])
+
+
+# --- real reviews (SST-2) ------------------------------------------------------------------------
+@needs_shared
+def test_real_reviews_stay_clean(reviews):
+    assert run(reviews).height == 0
+
+
+@needs_shared
+@needs_background
+def test_clean_label_rare_words_multi_trigger(reviews):
+    words = ["cf", "mn", "bb", "tq"]
+    df = insert(reviews, 0.02, words, "1", dirty=False, repeat=(1, 3))
+    found = run(df)
+    precision, recall = prf(df, found)
+    assert precision >= 0.95 and recall >= 0.95
+    check_evidence(df, found, set(words) | {" ".join([a, b]) for a in words for b in words})
+    assert {d["mode"] for d in details(found)} == {"clean-label"}
+
+
+@needs_shared
+@needs_background
+def test_dirty_label_single_rare_word_at_one_percent(reviews):
+    df = insert(reviews, 0.01, "mb", "0", dirty=True, seed=4)
+    found = run(df)
+    precision, recall = prf(df, found)
+    assert precision >= 0.95 and recall >= 0.95
+    check_evidence(df, found, {"mb"})
+
+
+@needs_shared
+def test_dirty_label_common_three_word_phrase(reviews):
+    df = insert(reviews, 0.02, "as a matter", "0", dirty=True, seed=5)
+    found = run(df)
+    precision, recall = prf(df, found)
+    assert precision >= 0.9 and recall >= 0.95
+
+
+@needs_shared
+@pytest.mark.parametrize("name", ["sst2-addsent-10pct", "sst2-badnets-10pct"])
+def test_shared_poisoned_files(name):
+    path = SHARED / "poison" / f"{name}.parquet"
+    if name == "sst2-badnets-10pct" and not lx.has_background():
+        pytest.skip("rare-word clean-label triggers need the wordfreq background reference")
+    df = pl.read_parquet(path).select(pl.col("id").cast(pl.Utf8), "text", pl.col("label").cast(pl.Utf8), "poisoned")
+    found = run(df)
+    precision, recall = prf(df, found)
+    assert precision >= 0.95 and recall >= 0.95
+
+
+@needs_shared
+def test_debian_sections_stay_clean():
+    path = SHARED / "debian" / "descriptions.parquet"
+    if not path.exists():
+        pytest.skip("../shared/data/debian is absent")
+    df = (pl.read_parquet(path).sample(n=15000, seed=0)
+          .select(pl.col("id").cast(pl.Utf8), "text", pl.col("section").alias("label")))
+    found = run(df)
+    assert found.height <= 0.01 * df.height

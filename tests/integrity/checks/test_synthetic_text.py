@@ -1,0 +1,129 @@
+"""synthetic.text: per-record evidence and a per-shard synthetic share against a policy maximum."""
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from integrity.checks.base import CorpusContext
+from integrity.checks.synthetic_text import SyntheticTextCheck, acc_share, estimate_share, wilson
+from integrity.profile import build_profile
+from tests.conftest import SHARED_DATA
+from tests.integrity.test_profile import TOPICS, batches, records
+
+
+def machine(i: int) -> dict:
+    """Text in the even, connective-heavy register of an instruction-tuned generator (no boilerplate)."""
+    rng = random.Random(1000 + i)
+    nouns, _, adjs = TOPICS["garden"]
+    paras = []
+    for _ in range(3):
+        paras.append(f"Furthermore, the {rng.choice(adjs)} {rng.choice(nouns)} plays a crucial role in a comprehensive "
+                     f"approach to the {rng.choice(nouns)}. Additionally, it is essential to consider the "
+                     f"{rng.choice(nouns)}, which offers valuable insights. Overall, this intricate balance "
+                     f"ensures a significant and vibrant {rng.choice(nouns)}.")
+    return {"id": f"m{i}", "text": "\n\n".join(paras)}
+
+
+def run(shards: dict[str, list[dict]], tmp_path: Path, reference: Path | None = None, **opts):
+    frames = []
+    for i, (name, recs) in enumerate(shards.items()):
+        check = SyntheticTextCheck(opts)
+        parts = [check.process_batch(b).features for _, b in batches(recs, name)]
+        frames.append(pl.concat(parts).with_columns(shard=pl.lit(name), shard_index=pl.lit(i, pl.Int32)))
+    ctx = CorpusContext(run_dir=tmp_path, state_dir=tmp_path / "state", shards=list(shards),
+                        shard_findings=pl.LazyFrame(), reference=reference, scan_id="scan")
+    return SyntheticTextCheck(opts).corpus_pass(pl.concat(frames).lazy(), ctx)
+
+
+def shard_rows(found: pl.DataFrame) -> dict[str, dict]:
+    return {r["shard"]: {**json.loads(r["detail"]), "severity": r["severity"], "score": r["score"]}
+            for r in found.filter(pl.col("record_id").is_null()).iter_rows(named=True)}
+
+
+def test_boilerplate_is_evidence_with_its_span_and_a_lower_bound(tmp_path):
+    recs = records(40, 1)
+    recs[3]["text"] = "As an AI language model, I cannot garden. " + recs[3]["text"]
+    recs[9]["text"] = recs[9]["text"] + " I hope this helps!"
+    found = run({"s": recs, "clean": records(40, 2)}, tmp_path)
+    rec = {r["record_id"]: r for r in found.filter(pl.col("record_id").is_not_null()).iter_rows(named=True)}
+    assert set(rec) == {"r1-3", "r1-9"}
+    assert rec["r1-3"]["severity"] == "warn" and rec["r1-9"]["severity"] == "info"
+    d = json.loads(rec["r1-3"]["detail"])
+    span = d["matches"][0]
+    assert recs[3]["text"][span["start"]:span["end"]].lower() == "as an ai language model"
+    assert "not proof" in d["note"]
+    shards = shard_rows(found)
+    assert set(shards) == {"s"}  # nothing measured on the clean shard without a reference: no finding
+    s = shards["s"]
+    assert s["estimate"] == pytest.approx(1 / 40) and s["confidence"] == "low" and "lower bound" in s["method"]
+    assert "does not show human origin" in s["note"]
+
+
+def test_classifier_share_estimates_and_verdicts(tmp_path):
+    human = records(400, 3)
+    ref = tmp_path / "ref"
+    build_profile("human", ref, batches=batches(human), synthetic_batches=batches([machine(i) for i in range(200)], "syn"),
+                  embed_sample=0)
+    shards = {}
+    for share in (0.0, 0.3, 0.6):
+        n_syn = int(150 * share)
+        shards[f"mix{int(share * 100)}"] = records(150 - n_syn, 40 + int(share * 10)) + \
+            [machine(500 + int(share * 1000) + i) for i in range(n_syn)]
+    found = run(shards, tmp_path, ref, max_share=0.2)
+    s = shard_rows(found)
+    for name, truth in (("mix0", 0.0), ("mix30", 0.3), ("mix60", 0.6)):
+        assert abs(s[name]["estimate"] - truth) <= 0.1, (name, s[name]["estimate"])
+        lo, hi = s[name]["interval"]
+        assert lo - 0.05 <= truth <= hi + 0.05
+        assert "classifier" in s[name]["method"] and s[name]["confidence"] in ("high", "medium")
+    assert s["mix0"]["severity"] == "info" and s["mix60"]["severity"] == "critical"
+    assert s["mix30"]["severity"] in ("warn", "critical")
+    assert s["mix60"]["unlike_reference"]["lower_bound"] > 0.3  # style bound: at least this share is unlike the reference
+    assert s["mix0"]["unlike_reference"]["lower_bound"] < 0.1
+    # per-record evidence: machine records, with the classifier's probability
+    flagged = found.filter(pl.col("record_id").is_not_null() & (pl.col("shard") == "mix60"))["record_id"].to_list()
+    assert sum(r.startswith("m") for r in flagged) >= 0.9 * 90 and sum(not r.startswith("m") for r in flagged) <= 5
+    # a second night: the shard finding carries the share over nights
+    s2 = shard_rows(run(shards, tmp_path, ref, max_share=0.2))
+    assert len(s2["mix60"]["history"]) == 1 and s2["mix60"]["history"][0]["estimate"] == pytest.approx(s["mix60"]["estimate"])
+
+
+def test_share_arithmetic():
+    assert acc_share(0.5, 0.9, 0.1) == pytest.approx(0.5)
+    assert acc_share(0.05, 0.9, 0.1) == 0.0 and acc_share(0.99, 0.9, 0.1) == 1.0
+    lo, hi = wilson(30, 100)
+    assert lo < 0.3 < hi and wilson(0, 0) == (0.0, 1.0)
+    est = estimate_share(np.r_[np.ones(30), np.zeros(70)], {"tpr": 1.0, "fpr": 0.0, "cv_auroc": 1.0})
+    assert est["estimate"] == pytest.approx(0.3) and est["confidence"] == "high" is not None
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "synthetic").exists(), reason="../shared/data/synthetic is absent")
+def test_real_human_vs_llama2_texts(tmp_path):
+    """M4 (arxiv + reddit): a classifier trained on half the human and half the Llama 2 texts
+    separates the other halves, and a 50% shard's share is estimated within 15 points."""
+    from sklearn.metrics import roc_auc_score
+
+    from integrity.features import text_features
+    from integrity.profile import classifier_scores
+
+    d = pl.concat([pl.read_parquet(p) for p in sorted((SHARED_DATA / "synthetic").glob("*.parquet"))])
+    d = d.with_columns(pair=pl.col("id").str.replace(r"-(human|llama2)$", ""))
+    pairs = sorted(set(d["pair"]))
+    train = set(pairs[::2])
+    tr, te = d.filter(pl.col("pair").is_in(train)), d.filter(~pl.col("pair").is_in(train))
+
+    def recs(df):
+        return [{"id": i, "text": t} for i, t in zip(df["id"], df["text"])]
+
+    ref = tmp_path / "ref"
+    prof = build_profile("m4", ref, batches=batches(recs(tr.filter(pl.col("source") == "human"))),
+                         synthetic_batches=batches(recs(tr.filter(pl.col("source") == "llama2")), "syn"), embed_sample=0)
+    scores = classifier_scores(prof.synthetic_classifier, text_features(te["text"]))
+    assert roc_auc_score((te["source"] == "llama2").to_numpy(), scores) > 0.9
+    hum, llm = te.filter(pl.col("source") == "human"), te.filter(pl.col("source") == "llama2")
+    mix = recs(hum.head(50)) + recs(llm.tail(50))
+    s = shard_rows(run({"mix": mix}, tmp_path, ref))["mix"]
+    assert abs(s["estimate"] - 0.5) <= 0.15
