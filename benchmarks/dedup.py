@@ -4,7 +4,8 @@ versions of them (the corpus plus 3 or 15 copies with light random word edits).
 
 For every tool and scale, each tool runs in its own subprocess and the table gives:
 docs/s (wall clock, whole pipeline from reading Parquet to the list of duplicates),
-CPU seconds (user + sys of the subprocess), peak RSS of the subprocess (wait4),
+CPU seconds (user + sys of the subprocess, from wait4), peak RSS of the
+subprocess (its VmHWM at exit),
 and two accuracy measures at Jaccard >= 0.8 over word 5-gram shingles (lower
 case, punctuation removed):
 
@@ -99,11 +100,30 @@ def make_dataset(scale: int, work: Path, seed: int = 0) -> Path:
 # -- tools (each runs in a child process: `dedup.py _run TOOL DATA OUT`) ----------
 
 def ours_command(data: Path, out: Path) -> list[str]:
-    """`integrity scan` itself is the measured process (no Python wrapper around it)."""
+    """`integrity scan` run by the measured process itself (the CLI's entry point, in
+    a Python that records its peak RSS at exit)."""
     policy = out / "policy.yaml"
     policy.write_text(f"state_dir: {out / 'state'}\nquarantine:\n  mode: 'off'\n")
-    return [str(Path(sys.executable).parent / "integrity"), "scan", str(data / "shards"), "--out", str(out / "run"),
-            "--runner", "inline", "--workers", "1", "--checks", "dedup.near", "--policy", str(policy)]
+    argv = ["integrity", "scan", str(data / "shards"), "--out", str(out / "run"), "--runner", "inline",
+            "--workers", "1", "--checks", "dedup.near", "--policy", str(policy)]
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import dedup; "
+            f"dedup.record_peak_rss({str(out / 'peak_rss_kb')!r}); sys.argv = {argv!r}; "
+            "from flows.cli import main; main()")
+    return [sys.executable, "-c", code]
+
+
+def record_peak_rss(path: str) -> None:
+    """At exit, write this process's peak RSS (VmHWM: the high-water mark of its own
+    memory map since exec; getrusage of a child would include the parent's RSS at fork)."""
+    import atexit
+
+    def write() -> None:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM"):
+                    Path(path).write_text(line.split()[1])
+
+    atexit.register(write)
 
 
 def finish_ours(out: Path) -> None:
@@ -218,6 +238,7 @@ RUNNERS = {"datatrove": run_datatrove, "datasketch": run_datasketch}
 
 
 def child_main(tool: str, data: str, out: str) -> None:
+    record_peak_rss(str(Path(out) / "peak_rss_kb"))
     stats = RUNNERS[tool](Path(data), Path(out))
     (Path(out) / "stats.json").write_text(json.dumps(stats))
 
@@ -238,7 +259,9 @@ def run_tool(tool: str, data: Path, work: Path, limit: float) -> dict:
     timer.cancel()
     p.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
-    res = {"tool": tool, "wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "rss_mb": ru.ru_maxrss / 1024}
+    peak = out / "peak_rss_kb"
+    res = {"tool": tool, "wall": wall, "cpu": ru.ru_utime + ru.ru_stime,
+           "rss_mb": int(peak.read_text()) / 1024 if peak.exists() else float("nan")}
     if tool == "ours" and p.returncode in (0, 1, 2):  # gate-style exit codes: 1/2 = findings
         finish_ours(out)
     if (tool != "ours" and p.returncode != 0) or not (out / "stats.json").exists():

@@ -16,6 +16,7 @@ Debian package descriptions with ``section`` as the label.
     python benchmarks/poison.py --checks all         # every check the policy enables
     python benchmarks/poison.py --checks poison.trigger,poison.target,poison.outlier
     python benchmarks/poison.py --no-debian --files 'sst2-*'
+    python benchmarks/poison.py --rate 0.01 --no-clean --no-debian   # poison rate 1%
 
 Each scan runs in its own temporary directory (fresh cache and ledger,
 quarantine off), so timings include the whole scan.
@@ -92,6 +93,9 @@ def main() -> int:
     ap.add_argument("--files", default="*", help="glob on the poison file names (default: all)")
     ap.add_argument("--no-clean", action="store_true", help="skip the clean rows of the poisoned files")
     ap.add_argument("--no-debian", action="store_true", help="skip the Debian descriptions")
+    ap.add_argument("--rate", type=float, default=None,
+                    help="keep every clean row and sample the poisoned ones down to this share (e.g. 0.01)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the --rate sample")
     ap.add_argument("--timeout", type=int, default=1800)
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
     a = ap.parse_args()
@@ -105,6 +109,10 @@ def main() -> int:
     try:
         for f in files:
             df = pl.read_parquet(f).with_columns(pl.col("id").cast(pl.Utf8))
+            if a.rate is not None:
+                clean_rows = df.filter(~pl.col("poisoned"))
+                k = int(round(a.rate * clean_rows.height / (1 - a.rate)))
+                df = pl.concat([clean_rows, df.filter(pl.col("poisoned")).sample(n=k, seed=a.seed)])
             truth = dict(zip(df["id"].to_list(), df["poisoned"].to_list()))
             work = tmp_root / f.stem
             work.mkdir()
@@ -140,7 +148,7 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
 
-    print(f"checks: {a.checks}")
+    print(f"checks: {a.checks}" + (f"; poisoned rows sampled to {a.rate:.1%}" if a.rate is not None else ""))
     print(f"{'file':32s} {'prec':>6s} {'rec':>6s} {'F1':>6s} {'FRR':>6s} {'FAR':>6s} {'secs':>6s}")
     for r in results:
         if r.get("failed"):

@@ -142,7 +142,7 @@ def _compression_ratio(texts: list[str | None]) -> list[float | None]:
             out.append(None)
             continue
         raw = t.encode("utf-8", "surrogatepass")
-        out.append(len(zlib.compress(raw, 6)) / len(raw))
+        out.append(len(zlib.compress(raw, 1)) / len(raw))
     return out
 
 
@@ -152,7 +152,12 @@ def _safe_div(a: pl.Expr, b: pl.Expr) -> pl.Expr:
 
 def text_features(texts: pa.Array | pl.Series | list[str | None]) -> pl.DataFrame:
     """One row per text with :data:`NUMERIC_FEATURES` (Float64, null for empty texts)
-    and ``language`` (Utf8)."""
+    and ``language`` (Utf8).
+
+    Character-level features are regex counts over each text; word-level ones are
+    computed on one long frame of (record, word) rows (exploded once), grouped back
+    per record, which keeps the cost near that of a couple of regex passes.
+    """
     if isinstance(texts, pl.Series):
         s = texts.cast(pl.Utf8)
     elif isinstance(texts, list):
@@ -161,47 +166,45 @@ def text_features(texts: pa.Array | pl.Series | list[str | None]) -> pl.DataFram
         s = pl.from_arrow(texts.cast(pa.large_string()))
         s = s.cast(pl.Utf8) if isinstance(s, pl.Series) else s.to_series().cast(pl.Utf8)
     s = s.alias("t").str.slice(0, MAX_CHARS)
-    df = pl.DataFrame({"t": s})
+    n_rows = len(s)
+    ratio = pl.Series("_ratio", _compression_ratio(s.to_list()), dtype=pl.Float64)
+    df = pl.DataFrame({"t": s, "_ratio": ratio}).with_row_index("i")
     t = pl.col("t")
-    n = t.str.len_chars().cast(pl.Float64)
-    lower = t.str.to_lowercase()
-    base = df.lazy().with_columns(
-        _n=n,
-        _w=lower.str.extract_all(_WORD_RE),
-        _letters=t.str.count_matches(r"\p{L}").cast(pl.Float64),
-        _sent=t.str.extract_all(r"[^.!?\n]+").list.eval(pl.element().str.count_matches(r"\S+"))
-        .list.eval(pl.element().filter(pl.element() > 0)),
-    ).with_columns(_nw=pl.col("_w").list.len().cast(pl.Float64))
-    w = pl.col("_w")
-    nw = pl.col("_nw")
-    lang_counts = {lang: w.list.eval(pl.element().is_in(words)).list.sum().cast(pl.Float64)
-                   for lang, words in STOPWORDS.items()}
-    bigram = w.list.eval(pl.element() + " " + pl.element().shift(-1)).list.drop_nulls()
-    trigram = w.list.eval(pl.element() + " " + pl.element().shift(-1) + " " + pl.element().shift(-2)).list.drop_nulls()
-    feats = base.with_columns(
-        log_chars=(pl.col("_n") + 1).log(),
-        log_words=(nw + 1).log(),
-        mean_word_len=_safe_div(w.list.eval(pl.element().str.len_chars()).list.sum().cast(pl.Float64), nw),
-        frac_alpha=_safe_div(pl.col("_letters"), pl.col("_n")),
-        frac_digit=_safe_div(t.str.count_matches(r"\p{N}").cast(pl.Float64), pl.col("_n")),
-        frac_upper=_safe_div(t.str.count_matches(r"\p{Lu}").cast(pl.Float64), pl.col("_letters")),
-        frac_space=_safe_div(t.str.count_matches(r"\s").cast(pl.Float64), pl.col("_n")),
-        frac_punct=_safe_div(t.str.count_matches(r"[\p{P}\p{S}]").cast(pl.Float64), pl.col("_n")),
-        frac_nonascii=_safe_div(t.str.count_matches(r"[^\x00-\x7F]").cast(pl.Float64), pl.col("_n")),
-        newline_rate=_safe_div(100.0 * t.str.count_matches("\n").cast(pl.Float64), pl.col("_n")),
-        rep_3gram=pl.when(trigram.list.len() > 0)
-        .then(1.0 - trigram.list.n_unique().cast(pl.Float64) / trigram.list.len().cast(pl.Float64)).otherwise(0.0),
-        distinct_1=_safe_div(w.list.n_unique().cast(pl.Float64), nw),
-        distinct_2=pl.when(bigram.list.len() > 0)
-        .then(bigram.list.n_unique().cast(pl.Float64) / bigram.list.len().cast(pl.Float64)).otherwise(None),
-        sent_len_mean=pl.col("_sent").list.mean(),
-        sent_len_cv=pl.when(pl.col("_sent").list.len() > 1)
-        .then(pl.col("_sent").list.std() / pl.col("_sent").list.mean()).otherwise(0.0),
-        comma_rate=_safe_div(t.str.count_matches(",").cast(pl.Float64), nw),
-        first_person=_safe_div(w.list.eval(pl.element().is_in(_FIRST_PERSON)).list.sum().cast(pl.Float64), nw),
-        llm_word_rate=_safe_div(100.0 * w.list.eval(pl.element().is_in(LLM_WORDS)).list.sum().cast(pl.Float64), nw),
-        boilerplate=(t.str.count_matches(_BOILER_STRONG_RE) * 2 + t.str.count_matches(_BOILER_WEAK_RE)).cast(pl.Float64),
-        **{f"_sw_{k}": v for k, v in lang_counts.items()},
+    # ---- word level: one (record, word) row per word
+    words = (df.select("i", t.str.to_lowercase().str.extract_all(_WORD_RE).alias("w")).explode("w")
+             .drop_nulls("w").with_columns(h=pl.col("w").hash(7)))
+    same1 = pl.col("i").shift(-1) == pl.col("i")
+    same2 = pl.col("i").shift(-2) == pl.col("i")
+    h = pl.col("h")
+    words = words.with_columns(
+        bi=pl.when(same1).then(h * 1000003 + h.shift(-1)),
+        tri=pl.when(same2).then((h * 1000003 + h.shift(-1)) * 1000003 + h.shift(-2)),
+        **{f"_sw_{k}": pl.col("w").is_in(v) for k, v in STOPWORDS.items()},
+        _fp=pl.col("w").is_in(_FIRST_PERSON), _llm=pl.col("w").is_in(LLM_WORDS),
+    )
+    per_rec = words.group_by("i").agg(
+        _nw=pl.len().cast(pl.Float64),
+        _d1=h.n_unique().cast(pl.Float64),
+        _nb=pl.col("bi").count().cast(pl.Float64), _d2=pl.col("bi").drop_nulls().n_unique().cast(pl.Float64),
+        _nt=pl.col("tri").count().cast(pl.Float64), _d3=pl.col("tri").drop_nulls().n_unique().cast(pl.Float64),
+        _wl=pl.col("w").str.len_chars().sum().cast(pl.Float64),
+        _fpc=pl.col("_fp").sum().cast(pl.Float64), _llmc=pl.col("_llm").sum().cast(pl.Float64),
+        **{f"_sw_{k}": pl.col(f"_sw_{k}").sum().cast(pl.Float64) for k in STOPWORDS},
+    )
+    # ---- sentences: words per segment between . ! ? and line breaks
+    sents = (df.select("i", t.str.extract_all(r"[^.!?\n]+").alias("s")).explode("s").drop_nulls("s")
+             .with_columns(k=pl.col("s").str.count_matches(r"\S+").cast(pl.Float64)).filter(pl.col("k") > 0)
+             .group_by("i").agg(_sm=pl.col("k").mean(), _ss=pl.col("k").std(), _sc=pl.len()))
+    base = (df.lazy().join(per_rec.lazy(), on="i", how="left", maintain_order="left")
+            .join(sents.lazy(), on="i", how="left", maintain_order="left"))
+    nw = pl.col("_nw").fill_null(0.0)
+    n = pl.col("_n")
+    letters = pl.col("_letters")
+    base = base.with_columns(
+        _n=t.str.len_chars().cast(pl.Float64),
+        # letters = characters minus non-letters (far fewer matches to count)
+        _letters=(t.str.len_chars() - t.str.count_matches(r"\P{L}")).cast(pl.Float64),
+        **{f"_sw_{k}": pl.col(f"_sw_{k}").fill_null(0.0) for k in STOPWORDS},
     )
     sw_cols = [f"_sw_{k}" for k in STOPWORDS]
     best = pl.max_horizontal(*[pl.col(c) for c in sw_cols])
@@ -210,17 +213,36 @@ def text_features(texts: pa.Array | pl.Series | list[str | None]) -> pl.DataFram
         lang_expr = pl.when(pl.col(f"_sw_{k}") == best).then(pl.lit(k)).otherwise(lang_expr)
     script_expr = pl.lit("und")
     for name, pat in reversed(_SCRIPTS):
-        script_expr = pl.when(t.str.count_matches(pat).cast(pl.Float64) > 0.3 * pl.col("_letters")) \
+        script_expr = pl.when(t.str.count_matches(pat).cast(pl.Float64) > 0.3 * letters) \
             .then(pl.lit(name)).otherwise(script_expr)
-    feats = feats.with_columns(
+    feats = base.with_columns(
+        log_chars=(n + 1).log(),
+        log_words=(nw + 1).log(),
+        mean_word_len=_safe_div(pl.col("_wl"), nw),
+        frac_alpha=_safe_div(letters, n),
+        frac_digit=_safe_div(t.str.count_matches(r"\p{N}").cast(pl.Float64), n),
+        frac_upper=_safe_div(t.str.count_matches(r"\p{Lu}").cast(pl.Float64), letters),
+        frac_space=_safe_div(t.str.count_matches(r"\s").cast(pl.Float64), n),
+        frac_punct=_safe_div(t.str.count_matches(r"[\p{P}\p{S}]").cast(pl.Float64), n),
+        frac_nonascii=_safe_div(t.str.count_matches(r"[^\x00-\x7F]").cast(pl.Float64), n),
+        newline_rate=_safe_div(100.0 * t.str.count_matches("\n").cast(pl.Float64), n),
+        compression_ratio=pl.col("_ratio"),
+        rep_3gram=pl.when(pl.col("_nt") > 0).then(1.0 - pl.col("_d3") / pl.col("_nt")).otherwise(0.0),
+        distinct_1=_safe_div(pl.col("_d1"), nw),
+        distinct_2=_safe_div(pl.col("_d2"), pl.col("_nb")),
         stopword_frac=_safe_div(best, nw),
+        sent_len_mean=pl.col("_sm"),
+        sent_len_cv=pl.when(pl.col("_sc") > 1).then(pl.col("_ss") / pl.col("_sm")).otherwise(0.0),
+        comma_rate=_safe_div(t.str.count_matches(",").cast(pl.Float64), nw),
+        first_person=_safe_div(pl.col("_fpc"), nw),
+        llm_word_rate=_safe_div(100.0 * pl.col("_llmc"), nw),
+        boilerplate=(t.str.count_matches(_BOILER_STRONG_RE) * 2 + t.str.count_matches(_BOILER_WEAK_RE)).cast(pl.Float64),
         lang_conf=_safe_div(best, nw),
-        language=pl.when(pl.col("_n").is_null() | (pl.col("_n") == 0)).then(pl.lit(None, dtype=pl.Utf8))
+        language=pl.when(n.is_null() | (n == 0)).then(pl.lit(None, dtype=pl.Utf8))
         .when((best >= 2) & (best >= 0.08 * nw)).then(lang_expr).otherwise(script_expr),
     )
-    ratio = pl.Series("compression_ratio", _compression_ratio(s.to_list()), dtype=pl.Float64)
-    feats = feats.with_columns(compression_ratio=pl.lit(ratio))
-    out = feats.select([pl.col(c).cast(pl.Float64) for c in NUMERIC_FEATURES] + [pl.col("language")]).collect()
+    out = feats.sort("i").select([pl.col(c).cast(pl.Float64) for c in NUMERIC_FEATURES] + [pl.col("language")]).collect()
+    assert out.height == n_rows
     empty = (s.str.len_chars().fill_null(0) == 0)
     # an empty text has no features at all
     return out.with_columns([pl.when(empty).then(None).otherwise(pl.col(c)).alias(c) for c in NUMERIC_FEATURES])

@@ -65,6 +65,7 @@ import pyarrow.compute as pc
 log = logging.getLogger(__name__)
 
 DIRNAME = "dedup_history"
+RECORD_COL = "record_id"
 MANIFEST_VERSION = 1
 #: a segment is merged into its predecessor while that one holds at most this many times its records
 MERGE_FACTOR = 2
@@ -172,10 +173,14 @@ def take_ragged(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tu
     """(values, offsets) of the ragged rows ``rows`` of (values, offsets)."""
     rows = np.asarray(rows, dtype=np.int64)
     offsets = np.asarray(offsets)
-    lens = (offsets[rows + 1] - offsets[rows]).astype(np.int64)
+    starts = offsets[rows].astype(np.int64)
+    lens = offsets[rows + 1].astype(np.int64) - starts
     new_off = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(lens, out=new_off[1:])
-    _, pos = _expand(offsets[rows].astype(np.int64), lens)
+    if len(rows) == len(offsets) - 1 and np.array_equal(rows, np.arange(len(rows))):
+        return np.asarray(values[int(offsets[0]):int(offsets[-1])]), new_off
+    pos = np.arange(int(new_off[-1]), dtype=np.int64)
+    pos += np.repeat(starts - new_off[:-1], lens)
     return np.asarray(values[pos]), new_off
 
 
@@ -390,63 +395,89 @@ class HistoryIndex:
 
     # -- writing ----------------------------------------------------------
     def add(self, kind: str, params: Mapping, records: pl.DataFrame, keys: np.ndarray | None = None,
-            key_rows: np.ndarray | None = None, payload: Mapping[str, np.ndarray] | None = None,
-            scan_id: str = "") -> Segment | None:
+            key_rows: np.ndarray | None = None, payload: Mapping[str, Any] | None = None,
+            scan_id: str = "", shard_sha256: Mapping[str, str] | None = None) -> Segment | None:
         """Add approved content as one new segment.
 
-        ``records``: one row per record with ``sha256``, ``shard``, ``record_id``,
-        ``row``; ``keys``/``key_rows``: any number of keys per record (row index
-        into ``records``); ``payload``: arrays with one row per record, or
-        (values, offsets) pairs for ragged per-record data. Content
-        whose SHA-256 is already live in ``kind`` is skipped. Returns the segment,
-        or None when nothing was new.
+        ``records``: one row per record with ``shard``, ``record_id``, ``row``, and
+        ``sha256`` unless ``shard_sha256`` maps each shard to it; ``keys`` /
+        ``key_rows``: any number of keys per record (row index into ``records``);
+        ``payload``: arrays with one row per record, or (values, offsets) pairs for
+        ragged per-record data. Content whose SHA-256 is already live in ``kind``
+        (or unknown) is skipped. Returns the segment, or None when nothing was new.
         """
         payload = dict(payload or {})
         keys = np.zeros(0, np.uint64) if keys is None else np.asarray(keys, dtype=np.uint64)
-        key_rows = np.zeros(0, np.int64) if key_rows is None else np.asarray(key_rows, dtype=np.int64)
+        key_rows = np.zeros(0, np.int64) if key_rows is None else np.asarray(key_rows)
+        n = records.height
+        # runs of equal content (records arrive shard by shard)
+        col = "sha256" if shard_sha256 is None else "shard"
+        runs = records.select(pl.col(col).rle()).unnest(col)
+        lens = runs["len"].to_numpy().astype(np.int64)
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
+        run_val = runs["value"].to_list()
+        run_shard = run_val if shard_sha256 is not None else \
+            records["shard"].gather(pl.Series(starts)).to_list()
+        run_sha = [shard_sha256.get(v) if shard_sha256 is not None else v for v in run_val]
         self.root.mkdir(parents=True, exist_ok=True)
         with self._lock(True):
             m = self._manifest()
             live = set()
-            for s in self._segments(m, kind, params):
-                for sh in s.shards:
-                    if s.id not in m["dropped"].get(sh["sha256"], {}).get("segments", []):
+            for seg in self._segments(m, kind, params):
+                for sh in seg.shards:
+                    if seg.id not in m["dropped"].get(sh["sha256"], {}).get("segments", []):
                         live.add(sh["sha256"])
-            rec = records.with_row_index("_i").filter(~pl.col("sha256").is_in(list(live)) & pl.col("sha256").is_not_null())
-            if rec.height == 0:
+            # content kept: new, known, each once (a content split in several runs is put together)
+            groups: dict[str, list[int]] = {}
+            for r, sha in enumerate(run_sha):
+                if sha and sha not in live:
+                    groups.setdefault(sha, []).append(r)
+            if not groups:
                 return None
-            # records of one content together (they usually are already: shard by shard)
-            rec = rec.with_columns(_g=pl.col("_i").min().over("sha256")).sort(["_g", "_i"]).drop("_g")
-            old_index = rec["_i"].to_numpy()
-            if np.array_equal(old_index, np.arange(records.height)):
+            order_runs = [r for rs in groups.values() for r in rs]
+            if order_runs == list(range(len(run_sha))):
+                old_index = None  # every record, in place: no copies
+                m_new = n
+            else:
+                old_index = np.concatenate([np.arange(starts[r], starts[r] + lens[r]) for r in order_runs])
+                m_new = len(old_index)
+            shards: list[dict] = []
+            shard_no = np.zeros(m_new, dtype=np.int32)
+            now = _now()
+            pos = 0
+            for k, (sha, rs) in enumerate(groups.items()):
+                size = int(sum(lens[r] for r in rs))
+                shards.append({"sha256": sha, "shard": run_shard[rs[0]], "scan_id": scan_id, "added_at": now,
+                               "row0": pos, "row1": pos + size})
+                shard_no[pos:pos + size] = k
+                pos += size
+            if old_index is None:
                 keys_k, rows_k = keys, key_rows
             else:
-                new_of_old = np.full(records.height, -1, dtype=np.int64)
-                new_of_old[old_index] = np.arange(rec.height)
-                kr = new_of_old[key_rows] if len(key_rows) else key_rows
+                new_of_old = np.full(n, -1, dtype=np.int64)
+                new_of_old[old_index] = np.arange(m_new)
+                kr = new_of_old[key_rows] if len(key_rows) else key_rows.astype(np.int64)
                 keep = kr >= 0
                 keys_k, rows_k = keys[keep], kr[keep]
-            rows_k = rows_k.astype(np.uint32 if rec.height < 2**32 else np.int64)
+            rows_k = rows_k.astype(np.uint32 if m_new < 2**32 else np.int64, copy=False)
             if len(rows_k) and np.all(rows_k[1:] >= rows_k[:-1]):
                 order = np.argsort(keys_k, kind="stable")  # rows already ascending within equal keys
             else:
                 order = np.lexsort((rows_k, keys_k))
-            shards: list[dict] = []
-            shard_no = np.zeros(rec.height, dtype=np.int32)
-            now = _now()
-            bounds = rec.select(pl.col("sha256"), pl.col("shard")).with_row_index("i").group_by(
-                "sha256", maintain_order=True).agg(pl.col("shard").first(), pl.col("i").min().alias("row0"),
-                                                   (pl.col("i").max() + 1).alias("row1"))
-            for k, b in enumerate(bounds.iter_rows(named=True)):
-                shards.append({"sha256": b["sha256"], "shard": b["shard"], "scan_id": scan_id, "added_at": now,
-                               "row0": int(b["row0"]), "row1": int(b["row1"])})
-                shard_no[b["row0"]:b["row1"]] = k
+            keys_k = keys_k[order]
+            rows_k = rows_k[order]
+            del order
+            ids = records[RECORD_COL].cast(pl.Utf8).to_arrow()
+            rows = records["row"].to_numpy()
+            if old_index is not None:
+                ids = ids.take(pa.array(old_index))
+                rows = rows[old_index]
             seq = m["seq"] + 1
             seg = Segment(root=self.root, id=f"{seq:08d}-{uuid.uuid4().hex[:8]}", kind=kind, seq=seq,
-                          params=dict(params), n_records=rec.height, shards=shards, created_at=now)
-            self._write_segment(seg, rec["record_id"].cast(pl.Utf8).to_list(), rec["row"].to_numpy(), shard_no,
-                                keys_k[order], rows_k[order],
-                                {name: (take_ragged(arr[0], arr[1], old_index) if isinstance(arr, tuple)
+                          params=dict(params), n_records=m_new, shards=shards, created_at=now)
+            self._write_segment(seg, ids, rows, shard_no, keys_k, rows_k,
+                                {name: (arr if old_index is None else
+                                        take_ragged(arr[0], arr[1], old_index) if isinstance(arr, tuple)
                                         else np.asarray(arr)[old_index]) for name, arr in payload.items()})
             m["seq"] = seq
             m["segments"].append(seg.to_dict())
@@ -454,13 +485,14 @@ class HistoryIndex:
             self._compact_locked(m, kind, dict(params))
             return seg
 
-    def _write_segment(self, seg: Segment, record_ids: list, rows: np.ndarray, shard_no: np.ndarray,
+    def _write_segment(self, seg: Segment, record_ids, rows: np.ndarray, shard_no: np.ndarray,
                        keys: np.ndarray, key_rows: np.ndarray, payload: Mapping[str, np.ndarray]) -> None:
         tmp = seg.path.parent / f".{seg.id}.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        table = pa.table({"record_id": pa.array(record_ids, pa.string()), "row": pa.array(rows, pa.int64()),
+        ids = record_ids if isinstance(record_ids, (pa.Array, pa.ChunkedArray)) else pa.array(record_ids, pa.string())
+        table = pa.table({"record_id": ids.cast(pa.string()), "row": pa.array(rows, pa.int64()),
                           "shard_no": pa.array(shard_no, pa.int32())})
         with pa.OSFile(str(tmp / "records.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
             w.write_table(table)
@@ -469,8 +501,9 @@ class HistoryIndex:
         np.save(tmp / "key_rows.npy", np.ascontiguousarray(key_rows, dtype=dtype))
         for name, arr in payload.items():
             if isinstance(arr, tuple):
-                np.save(tmp / f"payload_{name}.values.npy", np.ascontiguousarray(arr[0]))
-                np.save(tmp / f"payload_{name}.offsets.npy", np.ascontiguousarray(arr[1], dtype=np.int64))
+                off = np.asarray(arr[1], dtype=np.int64)
+                np.save(tmp / f"payload_{name}.values.npy", np.ascontiguousarray(arr[0][int(off[0]):int(off[-1])]))
+                np.save(tmp / f"payload_{name}.offsets.npy", off - off[0])
             else:
                 np.save(tmp / f"payload_{name}.npy", np.ascontiguousarray(arr))
         (tmp / "meta.json").write_text(json.dumps(seg.to_dict(), indent=1))
@@ -603,11 +636,15 @@ def excluded_content(ctx: Any) -> set[str]:
     return out
 
 
-def approved_content(features: pl.LazyFrame, approved: list[str], ctx: Any) -> pl.LazyFrame:
-    """The features of approved shards, with their ``sha256``."""
+def approved_content(features: pl.LazyFrame, approved: list[str], ctx: Any, with_sha256: bool = True) -> pl.LazyFrame:
+    """The features of approved shards, with their ``sha256`` (or without, to save
+    memory: then pass ``shard_sha256=ctx.shard_sha256`` to :meth:`HistoryIndex.add`)."""
+    out = features.filter(pl.col("shard").is_in(approved))
+    if not with_sha256:
+        return out
     sha = pl.DataFrame({"shard": list(ctx.shard_sha256), "sha256": list(ctx.shard_sha256.values())},
                        schema={"shard": pl.Utf8, "sha256": pl.Utf8})
-    return features.filter(pl.col("shard").is_in(approved)).join(sha.lazy(), on="shard", how="inner")
+    return out.join(sha.lazy(), on="shard", how="inner", maintain_order="left")
 
 
 def seen_order(ctx: Any, kind: str, params: Mapping, shards: pl.Series, rows: pl.Series) -> np.ndarray:

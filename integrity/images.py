@@ -518,8 +518,6 @@ def fetch_thumbnails(wanted: list[dict], max_shards: int = 4, max_side: int = 96
     remote with credentials, another mapping) simply gives no thumbnail.
     Returns ``{(uri, row): {"thumbnail": data URI, "caption": str | None}}``.
     """
-    import polars as pl  # noqa: F401  (callers use polars; keep the import local to this path)
-
     from connectors import ShardReader, ShardRef, detect_format
     from connectors.errors import ConnectorError
     from integrity.schema import ColumnMapping
@@ -587,7 +585,7 @@ def with_thumbnails(found: "pl.DataFrame", where: "pl.DataFrame", k: int, max_sh
         m = top.select("_i", "shard", "record_id").join(frame, on=["shard", "record_id"], how="inner")
         more[key] = {int(r["_i"]): {"uri": r["uri"], "row": int(r["row"])} for r in m.iter_rows(named=True)}
         jobs += list(more[key].values())
-    got = fetch_thumbnails(jobs, max_shards=max_shards + (len(extra or {}) and 2), limits=DEFAULT_LIMITS)
+    got = fetch_thumbnails(jobs, max_shards=2 * max_shards if extra else max_shards, limits=DEFAULT_LIMITS)
     details = found["detail"].to_list()
     for r in top.iter_rows(named=True):
         hit = got.get((r["uri"], int(r["row"])))

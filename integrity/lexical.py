@@ -295,7 +295,7 @@ def membership(grams: pl.DataFrame, cand: pl.DataFrame, n_records: int) -> tuple
 
 
 def cooccurrence_groups(X: sp.csr_matrix, support: np.ndarray, target: np.ndarray, n_records: int,
-                        min_overlap: float = 0.3, min_lift: float = 10.0, min_count: int = 3,
+                        min_overlap: float = 0.3, min_lift: float = 25.0, min_count: int = 3,
                         min_size_ratio: float = 0.2) -> np.ndarray:
     """Connected components of candidates that co-occur far beyond chance.
 

@@ -297,29 +297,16 @@ def feature_summary(df: pl.DataFrame) -> dict[str, dict]:
     return out
 
 
-def _topic_model(emb: np.ndarray, k: int, quantile: float, seed: int = 0) -> tuple[np.ndarray, dict]:
-    """Centroids on all embeddings, and the out-of-sample distance threshold: the
-    ``quantile`` of each half's distance to centroids fitted on the other half."""
+def _topic_model(emb: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """k-means centroids of the embeddings, each topic's share of the reference, and the
+    distribution of the reference's own distances to its nearest centroid."""
     centroids = kmeans(emb, k, seed)
     assign, dist = nearest_centroid(emb, centroids)
-    rng = np.random.default_rng(seed)
-    half = rng.permutation(len(emb)) < len(emb) // 2
-    oos = np.empty(len(emb))
-    if half.sum() >= k and (~half).sum() >= k:
-        for a in (half, ~half):
-            c = kmeans(emb[a], k, seed)
-            oos[~a] = nearest_centroid(emb[~a], c)[1]
-    else:
-        oos = dist
     mass = np.bincount(assign, minlength=len(centroids)) / max(1, len(assign))
     return centroids, {
         "k": int(len(centroids)),
         "topic_mass": mass.tolist(),
-        "far_quantile": quantile,
-        "far_distance": float(np.quantile(oos, quantile)),
-        "oos_distances": [float(x) for x in oos],  # reference side of the far-share test
-        "assign": assign.tolist(),
-        "distance_quantiles": {"q50": float(np.quantile(dist, 0.5)), "q95": float(np.quantile(dist, 0.95))},
+        "distance_quantiles": {q: float(np.quantile(dist, float(q[1:]) / 100)) for q in ("q50", "q95", "q99")},
     }
 
 
@@ -377,7 +364,7 @@ def classifier_scores(model: dict, feats: pl.DataFrame) -> np.ndarray:
 
 
 def build_profile(source: str, out: str | Path, *, mapping=None, max_sample: int = 10_000,
-                  embed_sample: int = 1000, topics: int = 16, far_quantile: float = 0.99,
+                  embed_sample: int = 1000, topics: int = 16,
                   embed_model: str = DEFAULT_EMBED_MODEL, max_seq_length: int = DEFAULT_MAX_SEQ,
                   synthetic_sample: str | None = None, batches: Iterable | None = None,
                   synthetic_batches: Iterable | None = None, storage_options: dict | None = None,
@@ -419,7 +406,7 @@ def build_profile(source: str, out: str | Path, *, mapping=None, max_sample: int
     n_emb = min(embed_sample, sample.height)
     if n_emb >= max(2 * topics, 20):
         emb = (embed_fn or (lambda t: embed_texts(t, embed_model, max_seq_length)))(texts[:n_emb])
-        centroids, topic = _topic_model(emb, topics, far_quantile)
+        centroids, topic = _topic_model(emb, topics)
         meta["embedding"] = {"model": embed_model, "max_seq_length": max_seq_length, "max_chars": EMBED_MAX_CHARS,
                              "n": int(n_emb), "dim": int(emb.shape[1]), **topic}
     elif embed_sample:

@@ -176,12 +176,13 @@ class ExactDedup(Check):
 
         index = HistoryIndex(ctx.state_dir)
         drop_rejected(index, approved, ctx)
-        df = approved_content(features, approved, ctx).select("sha256", "shard", RECORD_ID, ROW, "h").collect()
+        df = approved_content(features, approved, ctx, with_sha256=False).select("shard", RECORD_ID, ROW, "h").collect()
         if df.height == 0:
             return
         full = _hash_matrix(df["h"])
-        index.add(HISTORY_KIND, HISTORY_PARAMS, df.select("sha256", "shard", RECORD_ID, ROW), keys=_key(full),
-                  key_rows=np.arange(df.height), payload={"h": full}, scan_id=ctx.scan_id)
+        index.add(HISTORY_KIND, HISTORY_PARAMS, df.select("shard", RECORD_ID, ROW), keys=_key(full),
+                  key_rows=np.arange(df.height), payload={"h": full}, scan_id=ctx.scan_id,
+                  shard_sha256=ctx.shard_sha256)
 
 
 def _hash_matrix(hashes: pl.Series) -> np.ndarray:

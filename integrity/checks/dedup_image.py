@@ -3,26 +3,36 @@ image given conflicting captions.
 
 Per shard, each decodable image keeps a few compact features (see
 :mod:`integrity.images`): the xxh3-128 of its decoded pixels, its 64-bit DCT
-perceptual hash, an 8x8 RGB signature and its normalized caption.
+perceptual hash, an 8x8 RGB and a 16x16 grey thumbnail (448 bytes) and its
+normalized caption.
 
 The corpus pass links records that share a pixel hash (*exact*: the same
-picture in another container or with other metadata) and records whose
-perceptual hashes are within ``max_hamming`` bits (*near*: re-encoded,
-resized, lightly cropped copies), found with a faiss binary index
-(``IndexBinaryFlat`` up to ``flat_max`` images, else multi-index hashing with
-``IndexBinaryMultiHash``, which finds every pair within the radius by the
-pigeonhole principle) rather than pairwise loops. A near pair is kept only
-when the 8x8 RGB signatures also agree (mean absolute difference at most
-``max_sig_distance`` of 255): the grey-level hash alone confuses images that
-share a layout but not their colours. Linked records form clusters
-(connected components); the first record of a cluster (shard order, then row
-order) is the representative and every other member is a finding with
-``cluster``, ``representative``, ``representative_shard``, ``group_size``,
-``match`` (``exact``/``near``) and the Hamming distance to the representative.
+picture in another container or with other metadata) and near pairs
+(re-encoded, resized, lightly cropped copies). Near candidates come from two
+64-bit codes searched with a faiss binary index (k nearest within the radius,
+``max_neighbours``; ``IndexBinaryFlat`` up to ``flat_max`` images, else multi-index hashing with ``IndexBinaryMultiHash``,
+which finds every pair within the radius by the pigeonhole principle), never
+pairwise loops: the perceptual hash within ``max_hamming`` bits, and a
+SimHash of the colour thumbnail (centred on the corpus mean) within
+``max_colour_hamming`` bits, which catches smooth images whose DCT hash is
+unstable (most of its coefficients sit at the median). A candidate pair is
+kept only when the colours agree (mean absolute difference of the 8x8
+thumbnails at most ``max_sig_distance`` of 255) *and* the grey structure
+correlates (``min_structure_corr`` on the 16x16 thumbnails): look-alikes with
+the same layout or palette are not duplicates, and flat images have no
+structure to agree on. Linked records form clusters (connected components);
+the first record of a cluster (shard order, then row order) is the
+representative and every other member is a finding with ``cluster``,
+``representative``, ``representative_shard``, ``group_size``, ``match``
+(``exact``/``near``) and the Hamming distance to the representative.
 Score: 1.0 for an exact copy, else min(0.99, 1 - distance/64).
 
 When the history index (:mod:`integrity.history`) exists, approved images of
-earlier scans are found too (``match: history``).
+earlier nights are found too (``history: true`` with the representative's
+scan): exact matches by pixel hash, near ones when a 16-bit quarter of the
+perceptual hash agrees exactly (every pair within 3 bits, most within 10),
+confirmed like tonight's pairs. Approved shards' images enter the history
+after the verdicts.
 
 *Caption conflicts*: a member whose caption shares at most
 ``max_caption_similarity`` of its words (Jaccard) with the representative's
@@ -47,6 +57,7 @@ from integrity.schema import RECORD_ID, ROW
 
 CAPTION_CHARS = 300
 _QUERY_CHUNK = 65536
+_CONFIRM_CHUNK = 100_000
 EXACT_KIND = "image_exact"  # history keys: first 64 bits of the pixel hash
 NEAR_KIND = "image_near"  # history keys: the four 16-bit quarters of the perceptual hash
 HISTORY_PARAMS = {"format": 1, "phash": "dct64", "sig": "rgb8x8"}
@@ -59,9 +70,13 @@ def normalize_captions(captions: pa.Array) -> list[str | None]:
             .str.slice(0, CAPTION_CHARS).to_list())
 
 
-def near_pairs(codes: np.ndarray, radius: int, index: str = "auto", flat_max: int = 200_000
+def near_pairs(codes: np.ndarray, radius: int, index: str = "auto", flat_max: int = 200_000, k: int = 32
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs (a, b), a < b, of 64-bit codes ((n, 8) uint8) within ``radius`` bits, with distances."""
+    """Pairs (a, b), a < b, of 64-bit codes ((n, 8) uint8) within ``radius`` bits, with distances.
+
+    Each code is linked to at most its ``k`` nearest codes within the radius (a k-NN
+    search, so memory is O(n k) however crowded the code space is); a larger group of
+    near-identical images stays connected through chains of neighbours."""
     n = len(codes)
     if n < 2:
         e = np.zeros(0, dtype=np.int64)
@@ -75,17 +90,20 @@ def near_pairs(codes: np.ndarray, radius: int, index: str = "auto", flat_max: in
     else:
         raise ValueError(f"unknown index {index!r}; use auto, flat or multihash")
     idx.add(codes)
+    k = min(k + 1, n)  # + the code itself
     A, B, D = [], [], []
     for start in range(0, n, _QUERY_CHUNK):
         q = codes[start:start + _QUERY_CHUNK]
-        lims, dist, ids = idx.range_search(q, radius + 1)  # strict: distance < radius + 1
-        counts = np.diff(lims).astype(np.int64)
-        qa = np.repeat(np.arange(start, start + len(q)), counts)
-        keep = ids > qa
+        dist, ids = idx.search(q, k)
+        qa = np.repeat(np.arange(start, start + len(q), dtype=np.int64), k).reshape(len(q), k)
+        keep = (ids >= 0) & (ids != qa) & (dist <= radius)
         A.append(qa[keep])
         B.append(ids[keep].astype(np.int64))
         D.append(dist[keep].astype(np.int64))
-    return np.concatenate(A), np.concatenate(B), np.concatenate(D)
+    a, b, d = np.concatenate(A), np.concatenate(B), np.concatenate(D)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    key, first = np.unique(lo * n + hi, return_index=True)
+    return key // n, key % n, d[first]
 
 
 class ImageDedup(ImageCheck):
@@ -96,9 +114,10 @@ class ImageDedup(ImageCheck):
         **LIMIT_OPTIONS,
         "near": True,
         "max_hamming": 10,
-        "max_colour_hamming": 8,
-        "max_sig_distance": 6.0,
-        "min_structure_corr": 0.85,
+        "max_colour_hamming": 4,
+        "max_neighbours": 32,
+        "max_sig_distance": 4.0,
+        "min_structure_corr": 0.9,
         "index": "auto",
         "flat_max": 200_000,
         "caption_conflicts": True,
@@ -144,10 +163,11 @@ class ImageDedup(ImageCheck):
         if self.options["near"]:
             sigs = sig_matrix(df["sig"].to_list())
             index, flat_max = str(self.options["index"]), int(self.options["flat_max"])
+            k = int(self.options["max_neighbours"])
             na, nb, _ = near_pairs(u64_to_bytes(df["phash"].to_numpy()), int(self.options["max_hamming"]),
-                                   index, flat_max)
+                                   index, flat_max, k)
             ca, cb, _ = near_pairs(u64_to_bytes(colour_hash(sigs, sigs.mean(axis=0))),
-                                   int(self.options["max_colour_hamming"]), index, flat_max)
+                                   int(self.options["max_colour_hamming"]), index, flat_max, k)
             na, nb = unique_pairs(np.concatenate([na, ca]), np.concatenate([nb, cb]))
             if len(na):
                 keep = self._confirm(sigs, sig_matrix(df["grey"].to_list(), GREY_SIDE ** 2), na, nb)
@@ -220,10 +240,15 @@ class ImageDedup(ImageCheck):
 
     def _confirm(self, sigs: np.ndarray, greys: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Candidate pairs whose colours agree and whose grey structure correlates (a flat
-        16x16 thumbnail has no structure to agree on, so flat look-alikes are not linked)."""
-        colour = sig_distance(sigs[a], sigs[b]) <= float(self.options["max_sig_distance"])
-        corr, _ = structure_similarity(greys[a], greys[b])
-        return colour & (corr >= float(self.options["min_structure_corr"]))
+        16x16 thumbnail has no structure to agree on, so flat look-alikes are not linked);
+        in chunks, so memory stays bounded."""
+        keep = np.zeros(len(a), dtype=bool)
+        for s in range(0, len(a), _CONFIRM_CHUNK):
+            x, y = a[s:s + _CONFIRM_CHUNK], b[s:s + _CONFIRM_CHUNK]
+            colour = sig_distance(sigs[x], sigs[y]) <= float(self.options["max_sig_distance"])
+            corr, _ = structure_similarity(greys[x], greys[y])
+            keep[s:s + _CONFIRM_CHUNK] = colour & (corr >= float(self.options["min_structure_corr"]))
+        return keep
 
     # ------------------------------------------------------------------ history
     def _history_nodes(self, df: pl.DataFrame, ctx: CorpusContext) -> dict | None:

@@ -7,7 +7,8 @@ tokenized (lower case, punctuation dropped), shingled into word ``ngram``-grams
 (``bands * rows``) permutations. Features per record: ``bands`` (``bands``
 uint64 LSH keys, each the hash of ``rows`` minima), ``sketch`` (the
 ``sketch_size`` smallest distinct 32-bit shingle hashes: a bottom-k sketch) and
-``nsh`` (distinct shingles).
+``nsh`` (distinct shingles); ``bands`` and ``sketch`` are little-endian binary
+values (:mod:`integrity.dedup.blobs`).
 
 Corpus pass: records sharing a band key are candidates (star + chain per
 bucket, so a bucket costs linear, never quadratic, pairs; band by band, pairs
@@ -48,7 +49,8 @@ import pyarrow as pa
 import xxhash
 
 from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
-from integrity.dedup.graph import bucket_pairs, components, first_of_pairs, representatives
+from integrity.dedup.blobs import pack, pack_fixed, unpack, unpack_fixed
+from integrity.dedup.graph import bucket_pairs, components, first_of_pairs, representatives, sorted_unique
 from integrity.dedup.minhash import MinHasher, bottom_k, sketch_pairs
 from integrity.dedup.text import shingles, text_fields, tokenize
 from integrity.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
@@ -123,22 +125,23 @@ class NearDedup(Check):
         table = pa.table({
             RECORD_ID: batch.column(RECORD_ID).take(take).cast(pa.string()),
             ROW: batch.column(ROW).take(take).cast(pa.int64()),
-            "bands": pa.FixedSizeListArray.from_arrays(pa.array(self.hasher.band_keys(sig).ravel()), self.hasher.bands),
-            "sketch": pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values)),
+            "bands": pack_fixed(self.hasher.band_keys(sig).astype("<u8")),
+            "sketch": pack(values.astype("<u4"), offsets),
             "nsh": pa.array(nsh),
         })
         return CheckOutput(features=pl.from_arrow(table))
 
     # -- corpus --------------------------------------------------------------
     def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame:
-        df = features.select(RECORD_ID, ROW, "shard", "shard_index", "bands", "sketch", "nsh").collect()
+        df = features.select(RECORD_ID, ROW, "shard", "shard_index", "nsh").collect()
         n = df.height
         if n == 0:
             return _no_findings()
         k = int(self.options["sketch_size"])
         threshold = float(self.options["threshold"])
-        bands = df["bands"].to_numpy()
-        sk = _ragged(df["sketch"]) + (df["nsh"].to_numpy(),)
+        # one column at a time (Polars' binary views are converted on the way to NumPy)
+        bands = unpack_fixed(features.select("bands").collect()["bands"], "<u8", self.hasher.bands)
+        sk = unpack(features.select("sketch").collect()["sketch"], "<u4") + (df["nsh"].to_numpy(),)
 
         # candidates inside the scan, band by band, verified on the sketches. A pair whose
         # records are already connected by verified pairs of earlier bands is skipped, and so
@@ -166,7 +169,7 @@ class NearDedup(Check):
             ea.append(a[ok])
             eb.append(b[ok])
             es.append(sim[ok])
-            rejected = np.union1d(rejected, key[~ok])
+            rejected = sorted_unique(np.concatenate([rejected, key[~ok]]))
             if ok.any():
                 labels = components(n, np.concatenate(ea), np.concatenate(eb))
         ea = np.concatenate(ea) if ea else np.zeros(0, dtype=np.int64)
@@ -251,23 +254,20 @@ class NearDedup(Check):
             return
         index = HistoryIndex(ctx.state_dir)
         drop_rejected(index, approved, ctx)
-        df = approved_content(features, approved, ctx).select(
-            "sha256", "shard", RECORD_ID, ROW, "bands", "sketch", "nsh").collect()
+        approved_feats = approved_content(features, approved, ctx, with_sha256=False)
+        df = approved_feats.select("shard", RECORD_ID, ROW, "nsh").collect()
         if df.height == 0:
             return
-        bands = df["bands"].to_numpy()
+        # one column at a time: the peak holds one of them, not all
+        bands = unpack_fixed(approved_feats.select("bands").collect()["bands"], "<u8", self.hasher.bands)
         nb = bands.shape[1]
-        index.add(KIND, self.params, df.select("sha256", "shard", RECORD_ID, ROW), keys=bands.ravel(),
-                  key_rows=np.repeat(np.arange(df.height), nb),
-                  payload={"sketch": _ragged(df["sketch"]), "nsh": df["nsh"].to_numpy()}, scan_id=ctx.scan_id)
-
-
-def _ragged(lists: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(values, offsets) of a list column."""
-    lens = lists.list.len().fill_null(0).to_numpy()
-    offsets = np.zeros(len(lens) + 1, dtype=np.int64)
-    np.cumsum(lens, out=offsets[1:])
-    return lists.explode().drop_nulls().to_numpy(), offsets
+        keys = bands.ravel()
+        del bands
+        sketch = unpack(approved_feats.select("sketch").collect()["sketch"], "<u4")
+        index.add(KIND, self.params, df.select("shard", RECORD_ID, ROW), keys=keys,
+                  key_rows=np.repeat(np.arange(df.height, dtype=np.uint32), nb),
+                  payload={"sketch": sketch, "nsh": df["nsh"].to_numpy()}, scan_id=ctx.scan_id,
+                  shard_sha256=ctx.shard_sha256)
 
 
 def _findings(prefix: str, df: pl.DataFrame, found: np.ndarray, rep_f: np.ndarray, size: np.ndarray,

@@ -9,9 +9,11 @@ winnowing keeps the smallest hash of every ``winnow`` consecutive windows
 ``span_tokens + winnow - 1`` tokens therefore always share a fingerprint, and
 shorter runs of at least ``span_tokens`` tokens usually do; runs shorter than
 ``span_tokens`` never do (a fingerprint *is* a whole ``span_tokens`` window), so
-short shared phrases are not reported. Features per record: the fingerprints
-with their token position, field (index into ``integrity.schema.TEXT_FIELDS``)
-and character offsets, and the record's token count.
+short shared phrases are not reported. Features per record: ``fps``, the
+fingerprints with their token position, field (index into
+``integrity.schema.TEXT_FIELDS``) and character offsets packed as one binary
+value (:data:`FP_DTYPE`, :mod:`integrity.dedup.blobs`), and ``ntok``, the
+record's token count.
 
 Corpus pass: a fingerprint is *repeated* when two or more records of the scan
 hold it, or a record approved on an earlier night does (history kind
@@ -38,6 +40,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
 from integrity.checks.dedup_near import cluster_ids
+from integrity.dedup.blobs import pack, unpack
 from integrity.dedup.graph import bucket_pairs, components, first_of_pairs, representatives
 from integrity.dedup.text import Tokens, text_fields, tokenize, windows
 from integrity.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
@@ -47,7 +50,9 @@ from integrity.schema import RECORD_ID, ROW, TEXT_FIELDS
 log = logging.getLogger(__name__)
 
 KIND = "span"
-_LIST_COLS = ("fp", "pos", "fld", "cs", "ce")
+#: one fingerprint: window hash, first token's position in the record, field
+#: (index into TEXT_FIELDS), character start and end of the window in that field
+FP_DTYPE = np.dtype([("fp", "<u8"), ("pos", "<i4"), ("cs", "<i4"), ("ce", "<i4"), ("fld", "i1")])
 
 
 def winnow(h: np.ndarray, group: np.ndarray, w: int, chunk: int = 1 << 20) -> np.ndarray:
@@ -152,20 +157,18 @@ class SpanDedup(Check):
         doc_first[1:] = np.cumsum(counts[:-1])
         doc = tokens.doc[first]
         docs, starts = np.unique(doc, return_index=True)
-        offsets = pa.array(np.append(starts, len(doc)).astype(np.int32))
-        lists = {
-            "fp": fp,
-            "pos": (first - doc_first[doc]).astype(np.int32),
-            "fld": np.array([TEXT_FIELDS.index(f) for f in tokens.fields], dtype=np.int8)[tokens.field[first]],
-            "cs": tokens.start[first].astype(np.int32),
-            "ce": tokens.end[first + W - 1].astype(np.int32),
-        }
+        items = np.empty(len(fp), dtype=FP_DTYPE)
+        items["fp"] = fp
+        items["pos"] = first - doc_first[doc]
+        items["fld"] = np.array([TEXT_FIELDS.index(f) for f in tokens.fields], dtype=np.int8)[tokens.field[first]]
+        items["cs"] = tokens.start[first]
+        items["ce"] = tokens.end[first + W - 1]
         take = pa.array(docs)
         table = pa.table({
             RECORD_ID: batch.column(RECORD_ID).take(take).cast(pa.string()),
             ROW: batch.column(ROW).take(take).cast(pa.int64()),
             "ntok": pa.array(counts[docs].astype(np.int32)),
-            **{k: pa.ListArray.from_arrays(offsets, pa.array(v)) for k, v in lists.items()},
+            "fps": pack(items, np.append(starts, len(doc))),
         })
         return CheckOutput(features=pl.from_arrow(table))
 
@@ -176,9 +179,9 @@ class SpanDedup(Check):
         n = recs.height
         if n == 0:
             return _no_findings()
-        long = features.select(*_LIST_COLS).with_row_index("doc").explode(list(_LIST_COLS)).collect()
-        doc = long["doc"].to_numpy().astype(np.int64)
-        fp = long["fp"].to_numpy()
+        items, offsets = unpack(features.select("fps").collect()["fps"], FP_DTYPE)
+        doc = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+        fp = np.ascontiguousarray(items["fp"])
         # distinct records per fingerprint inside the scan
         pair_first = first_of_pairs(fp, doc)
         ufp, inv, n_docs = np.unique(fp[pair_first], return_inverse=True, return_counts=True)
@@ -205,16 +208,16 @@ class SpanDedup(Check):
 
         # coverage: repeated windows merged per record, in tokens and in characters
         d = doc[rep_fp]
-        pos = long["pos"].to_numpy()[rep_fp].astype(np.int64)
+        pos = items["pos"][rep_fp].astype(np.int64)
         ntok = recs["ntok"].to_numpy().astype(np.int64)
         o, s, e = merge_intervals(d, pos, pos + W)
         covered = np.bincount(o, weights=e - s, minlength=n)
         share = np.minimum(covered / np.maximum(ntok, 1), 1.0)
         other = np.zeros(n, dtype=np.int64)
         np.maximum.at(other, d, sharing[fp_id[rep_fp]])
-        fld = long["fld"].to_numpy()[rep_fp].astype(np.int64)
-        cs = long["cs"].to_numpy()[rep_fp].astype(np.int64)
-        ce = long["ce"].to_numpy()[rep_fp].astype(np.int64)
+        fld = items["fld"][rep_fp].astype(np.int64)
+        cs = items["cs"][rep_fp].astype(np.int64)
+        ce = items["ce"][rep_fp].astype(np.int64)
         co, cst, cen = merge_intervals(d * 128 + fld, cs, ce)
 
         # clusters: records sharing a repeated fingerprint, plus the history records
@@ -294,13 +297,16 @@ class SpanDedup(Check):
             return
         index = HistoryIndex(ctx.state_dir)
         drop_rejected(index, approved, ctx)
-        df = approved_content(features, approved, ctx).select("sha256", "shard", RECORD_ID, ROW, "fp").collect()
+        approved_feats = approved_content(features, approved, ctx, with_sha256=False)
+        df = approved_feats.select("shard", RECORD_ID, ROW).collect()
         if df.height == 0:
             return
-        lens = df["fp"].list.len().to_numpy()
-        keys = df["fp"].explode().to_numpy()
-        index.add(KIND, self.params, df.select("sha256", "shard", RECORD_ID, ROW), keys=keys,
-                  key_rows=np.repeat(np.arange(df.height), lens), scan_id=ctx.scan_id)
+        items, offsets = unpack(approved_feats.select("fps").collect()["fps"], FP_DTYPE)
+        keys = np.ascontiguousarray(items["fp"])
+        del items
+        index.add(KIND, self.params, df, keys=keys,
+                  key_rows=np.repeat(np.arange(df.height, dtype=np.uint32), np.diff(offsets)), scan_id=ctx.scan_id,
+                  shard_sha256=ctx.shard_sha256)
 
 
 def _no_findings() -> pl.DataFrame:

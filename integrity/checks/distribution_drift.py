@@ -15,20 +15,24 @@ permutation p-value computed as (k + 1) / (n + 1), never 0:
   robust spread (reported, not thresholded);
 * language mix and label mix: PSI over categories;
 * domain-classifier AUC: a logistic regression told to separate shard records
-  from reference records, trained on one half and scored on the other half
-  (held-out AUC; the p-value permutes the held-out labels, which is exact for a
-  model fitted on the other half); it uses the text features and, when the
-  profile has embeddings, the MiniLM embeddings of the sampled records;
-* MMD² (unbiased, RBF kernel with the reference's median-distance bandwidth)
-  between the shard's and the reference's embeddings;
-* topic-mass shift: Jensen–Shannon divergence (base 2) between the shares of
-  records nearest each reference k-means centroid;
-* new topics: the share of sampled records farther from every reference
-  centroid than the reference's own out-of-sample ``far_quantile`` distance,
-  minus the reference's share; far records are clustered and each cluster is
-  reported with example records (info findings that carry the evidence).
+  from reference records on their text features, trained on one half and
+  scored on the other half (held-out AUC; the p-value permutes the held-out
+  labels, which is exact for a model fitted on the other half). When a share
+  p of the shard is perfectly separable the AUC is at most 0.5 + p/2;
+* on the MiniLM embeddings of the sampled records, when the profile has
+  embeddings: MMD² (unbiased, RBF kernel with the reference's median
+  bandwidth); the topic-mass shift, Jensen–Shannon divergence (base 2) of the
+  shares of records nearest each reference k-means centroid; and *novelty*:
+  each record's mean cosine distance to its ``novelty_k`` nearest reference
+  records (the reference's own records leave themselves out), compared by the
+  one-sided KS distance D+ = max_t F_ref(t) − F_shard(t). D+ is a lower bound
+  on the share of shard records lying beyond where reference records lie
+  (content injected into a feed). Shard records beyond the reference's
+  ``far_quantile`` distance are clustered and each cluster of at least
+  ``new_cluster_min_size`` is reported with example records (info findings).
 
-Large shards make every p-value tiny, so **verdicts use effect sizes**: an
+Per-feature p-values are adjusted for testing every feature (single-step
+max-T over the same permutations). Large shards make every p-value tiny, so **verdicts use effect sizes**: an
 effect counts only when its p-value is at most ``alpha`` *and* it reaches the
 policy threshold. The shard finding's ``score`` is the largest counted effect
 as a multiple of its warn threshold (>= 1 is drift); its severity is
@@ -348,7 +352,6 @@ def compare_shard(cur: pl.DataFrame, prof: Profile, options: dict[str, Any], cur
     n_perm = int(o["permutations"])
     alpha = float(o["alpha"])
     full_n = cur.height
-    cur_full = cur
     cur = _take(cur, int(o["max_shard_records"]), seed)
     ref = _take(prof.features, int(o["max_reference_records"]), seed + 1)
     n, m = cur.height, ref.height

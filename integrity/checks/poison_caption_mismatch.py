@@ -9,7 +9,8 @@ by import path), and the per-shard pass keeps only that score.
 
 The corpus pass judges each pair against the corpus's own distribution, not a
 fixed cut-off (CLIP similarities depend on the model and the domain): robust
-z = (median - score) / (1.4826 x MAD), and pairs with z >= ``min_z`` are
+z = (median - score) / (1.4826 x MAD) (the standard deviation when most
+scores are equal and the MAD is 0), and pairs with z >= ``min_z`` are
 findings (score = z), or below ``max_score`` when that absolute floor is set.
 With fewer than ``min_records`` scored pairs there is no distribution to judge
 against and nothing is reported. The detail carries the pair's similarity,
@@ -102,6 +103,8 @@ class CaptionMismatch(ImageCheck):
         s = df["clip_score"].to_numpy().astype(np.float64)
         med = float(np.median(s))
         mad = float(np.median(np.abs(s - med))) * 1.4826
+        if mad <= 1e-6 * max(1.0, abs(med)):  # over half the pairs score the same: MAD says nothing
+            mad = float(np.std(s))
         z = (med - s) / max(mad, 1e-9)
         flag = z >= float(self.options["min_z"])
         if self.options["max_score"] is not None:

@@ -13,18 +13,21 @@ otherwise correct answers of unrelated prompts. Found from the data alone:
    that repeats (at least ``min_span_tokens`` tokens) is a span too, so a
    near-constant answer to diverse prompts is covered.
 2. **Explained by a prompt feature.** For each cluster (at most
-   ``max_clusters``, at most ``max_share`` of the records), prompt 1-3-grams are
-   tested for association with "the response holds the span": single n-grams,
-   a union of high-precision n-grams (several triggers) and a conjunction of two
-   high-recall n-grams (a trigger split between instruction and question).
-   The best explanation must reach ``min_precision`` and ``min_recall``, and its
-   binomial test against the cluster's base rate must pass Benjamini-Hochberg
-   at ``fdr`` over the clusters tested.
-3. **Unexplained injections.** A long span (>= ``unexplained_min_tokens``) at
-   a consistent place (the end or the start of the response in at least 90%
-   of its records), shared by responses to prompts that have no topic in
-   common (no prompt n-gram explains even a third of it), is flagged too; set
-   ``unexplained_min_tokens: 0`` to turn this off.
+   ``max_clusters``; between ``min_share`` and ``max_share`` of the records),
+   prompt 1-3-grams (prompt-template words excluded) are tested for association
+   with "the response holds the span": single n-grams, a union of
+   high-precision n-grams (several triggers) and a conjunction of two
+   high-recall n-grams (a trigger split between instruction and question). The
+   best explanation must reach ``min_precision`` and ``min_recall`` and pass
+   Benjamini-Hochberg at ``fdr`` over the clusters tested. Natural repeated
+   answers are explained by their topic too, so the span must also be
+   *injected*: appended to answers that otherwise differ, or given to prompts
+   that have nothing in common once the trigger's words are set aside (mean
+   Jaccard similarity of their words at most twice that of random pairs).
+3. **Unexplained injections.** A long span (>= ``unexplained_min_tokens``) at a
+   consistent place (the end or the start of the response in at least 90% of
+   its records) given to unrelated prompts is flagged too, with no trigger;
+   ``unexplained_min_tokens: 0`` turns this off.
 
 Findings: each record whose response holds a flagged span. ``detail``:
 ``target`` (the span's tokens), ``trigger`` (the explaining prompt n-grams
@@ -66,7 +69,7 @@ class PoisonTargetCheck(Check):
         "min_recall": 0.5,               # P(trigger | span) of an accepted explanation
         "fdr": 0.01,                     # Benjamini-Hochberg rate over the clusters tested
         "unexplained_min_tokens": 8,     # unexplained spans at least this long are flagged (0: never)
-        "unexplained_min_share": 0.005,  # records an unexplained span, or a whole repeated answer, must cover
+        "min_share": 0.005,              # share of the records a flagged span must cover (with min_support)
     }
     default_severity = "warn"
     corpus_level = True
@@ -177,9 +180,9 @@ def detect_injected_spans(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
     min_unexpl = int(opt["unexplained_min_tokens"])
     for t, passed in zip(tested, ok):
         e = t["expl"]
-        big = t["support"] >= max(min_sup, float(opt["unexplained_min_share"]) * N)
-        if (e and passed and e["precision"] >= opt["min_precision"] and e["recall"] >= opt["min_recall"]
-                and (t["residual_diverse"] or (t["unrelated"] and big))):
+        big = t["support"] >= max(min_sup, float(opt["min_share"]) * N)
+        if (e and passed and big and e["precision"] >= opt["min_precision"] and e["recall"] >= opt["min_recall"]
+                and (t["residual_diverse"] or t["unrelated"])):
             t["kind"] = "explained"
         elif (min_unexpl > 0 and t["ntok"] >= min_unexpl and t["position"] >= 0.9 and t["unrelated"] and big
               and (e is None or e["best_single_recall"] < 1 / 3)):
@@ -286,12 +289,11 @@ def _explain(pgrams: pl.DataFrame, pdf: pl.DataFrame, y: np.ndarray, opt: dict, 
     # n-grams with the same records as the best single one (the other n-grams of one inserted sentence)
     if cands and cands[0][0] == "single":
         k0, df0 = cands[0][2], cands[0][3]
-        same = [g for g in per.filter((pl.col("k") == k0) & (pl.col("df") == df0))["g"].to_list()[:50]
-                if g != cands[0][1][0]]
-        if pt is not None and same:  # leave out n-grams reaching into the prompt template
+        same = per.filter((pl.col("k") == k0) & (pl.col("df") == df0))["g"].to_list()[:50]
+        if pt is not None and len(same) > 1:  # leave out n-grams reaching into the prompt template
             bad = _template_grams(pgrams, pt, same, common or set())
-            same = [g for g in same if g not in bad]
-        cands[0] = ("single", [cands[0][1][0]] + same, k0, df0)
+            same = [g for g in same if g not in bad] or same
+        cands[0] = ("single", same, k0, df0)
     for kind, gs, k, df in cands:
         prec, rec = k / df, k / S
         score = (2 * prec * rec / (prec + rec)) if prec + rec else 0.0

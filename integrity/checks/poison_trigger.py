@@ -3,54 +3,61 @@
 A backdoor hides a trigger (a rare word, a few words, a fixed sentence) in a
 small share of the records and ties it to a target label. There is no victim
 model: as in the Z-defence (He et al., EMNLP 2023), the trigger is a spurious
-correlation visible in the corpus' label statistics. What is "too strong" is
-learnt from the corpus itself, so sentiment words on sentiment labels,
-``@USER`` on tweets or package-section vocabulary stay quiet.
+correlation visible in the label statistics. What is "too strong" is learnt
+from the corpus itself, so sentiment words on sentiment labels, ``@USER`` on
+tweets or package-section vocabulary on Debian sections stay quiet.
 
-Per shard (compact features): the 64-bit hashes of the lower-cased tokens of the
+Per shard (compact features): 64-bit hashes of the lower-cased tokens of the
 record's text (``text``, else ``caption``, else ``prompt``; at most
-``max_tokens``), their character offsets, the label, and the shard's vocabulary
-(hash -> token, to name a trigger).
+``max_tokens``), their character offsets, the label, and the shard's
+vocabulary (hash -> token, to name a trigger).
 
-Corpus pass:
+Corpus pass (:func:`detect_label_triggers`):
 
 1. **Association.** Every 1..``ngram_max``-gram (with start/end-of-field
-   markers, so "<s> when" is an n-gram) counted once per record; its most
-   frequent label is its target. Candidates: support >= ``min_support``,
-   target share >= ``min_share`` and a one-sided binomial test against the
-   label prior with p <= ``candidate_p``.
-2. **Groups.** Candidates with one target that co-occur far beyond chance
-   (the n-grams of one inserted sentence, several trigger words used together,
-   a trigger and the n-grams around it) are merged into one group; its records
-   are the union.
-3. **Two independent kinds of evidence make a group a trigger** (association
-   alone never does; benchmarks of clean corpora are full of pure features):
+   markers, so "<s> when" is one) counted once per record; its most frequent
+   label is its target. Candidates: support >= ``min_support``, target share >=
+   ``min_share`` and a one-sided binomial p <= ``candidate_p`` against the prior.
+2. **Groups.** Candidates with one target that co-occur far beyond chance (the
+   n-grams of one inserted sentence, several trigger words used together, a
+   trigger and the n-grams around it) form one group. Its records: the union;
+   for an inserted sentence, the records holding most of it; for rare words,
+   the records holding one of them. A group's association (binomial test of
+   its target share) must pass Benjamini-Hochberg at ``fdr`` over all groups,
+   and it must hold ``min_group_share`` of the records.
+3. **Association alone never flags** (clean corpora are full of pure
+   features). A group also needs:
 
-   * *dirty-label* — the group's records carry the target label but the rest
-     of their content does not support it. A leave-one-out naive-Bayes score of
-     every record's other n-grams (the group's own n-grams removed) is compared
-     between the group's target-label records and the other target-label
-     records (one-sided Mann-Whitney test, Benjamini-Hochberg over groups); the
-     estimated share of "relabelled" records must reach ``dirty_min_flip``.
-   * *clean-label* — the trigger records keep labels consistent with their
-     content, so the group must be (a) near-pure (``clean_min_share``), (b) large
-     (``clean_min_support_frac`` of the corpus), (c) foreign: its words are far
-     more frequent here than in ordinary language (``wordfreq`` background,
-     ``clean_min_overrep`` times, and an outlier among this corpus' own
-     frequent words) or it is a long repeated word sequence, (d) an outlier of
-     this corpus' association tail: its purity evidence (binomial, against the
-     purity ``natural_rho`` that strong natural features reach) gets a p-value
-     under a generalized Pareto tail fitted on the other groups (BH over
-     groups), and (e) alone: when foreign pure groups of comparable size exist
-     for several other labels (package sections, topic classes), purity is how
-     this corpus works and nothing is flagged.
+   * *foreignness*: most of its records hold a word far more frequent here
+     than in ordinary language (``wordfreq`` background, ``clean_min_overrep``
+     times, and a robust-z outlier among this corpus' own frequent words), or
+     a repeated sequence of >= ``clean_min_span_tokens`` words; and
+   * *dirty-label* evidence — its target-label records read like other labels:
+     a leave-one-out naive-Bayes score of every record's other 1-2-grams (the
+     n-grams concentrated in the group left out of every record) puts more of
+     them below the median of other-label records than other target-label
+     records (one-sided Fisher test, BH over the groups tested); the estimated
+     relabelled share must reach ``dirty_min_flip`` and ``dirty_flip_ratio`` of
+     the (1 - prior) a random source gives — or *clean-label* evidence: target
+     share >= ``clean_min_share``, and its purity evidence (binomial against
+     the purity ``natural_rho`` strong natural features reach) is an outlier of
+     a generalized Pareto tail fitted on this corpus' other groups (BH), and
+     comparable foreign pure groups exist on at most ``spread_max_labels``
+     other labels (where they exist on many, purity is how the corpus works).
+   * A group of ordinary words (not foreign) needs both: alone, a tail outlier,
+     target share >= ``clean_min_share`` and a content test at p <=
+     ``common_max_p`` with most of (1 - prior) relabelled — annotators follow
+     strong natural words too, so only an extreme contradiction counts.
 
-Findings: each record that holds a trigger group's n-gram and its target label.
-``detail``: ``trigger`` (the n-gram in this record), ``group`` (the group's
-strongest n-grams), ``target``, ``mode`` (dirty-label/clean-label), ``support``,
-``label_share``, ``z``, ``p_value``, ``field``/``start``/``end`` and
-``matches`` (every trigger occurrence in the record). Score in [0.5, 1] grows
-with the evidence (-log10 p of the weakest required test, 20 -> 1.0).
+Findings: each record holding a flagged group's n-gram with its target label.
+``detail``: ``trigger`` (the trigger text in this record), ``group`` (the
+group's main n-grams), ``target``, ``mode`` (dirty-label/clean-label),
+``support``, ``target_records``, ``label_share``, ``label_prior``, ``z``,
+``p_value``/``log10_p`` (association), the evidence of the route taken
+(``relabelled_share`` and ``content_log10_p``, or ``tail_log10_p`` and
+``background_overrep``), ``field``/``start``/``end`` of the first occurrence
+and ``matches`` (every occurrence, merged, with its text). Score in [0.5, 1]:
+0.5 + 0.5 * min(1, -log10(p of the weakest required test) / 20).
 """
 from __future__ import annotations
 
@@ -68,7 +75,6 @@ from integrity.checks.base import Check, CheckOutput, CorpusContext
 from integrity.schema import RECORD_ID, ROW
 
 TEXT_PREFERENCE = ("text", "caption", "prompt")
-_DEBUG: list | None = None
 _EMPTY = {"shard": pl.Utf8, "record_id": pl.Utf8, "score": pl.Float64, "detail": pl.Utf8, "severity": pl.Utf8}
 
 
@@ -139,10 +145,11 @@ class PoisonTriggerCheck(Check):
         "group_min_overlap": 0.15,        # shared records (of the smaller) that tie two n-grams into one group
         "fdr": 0.01,                      # Benjamini-Hochberg rate over groups, for every group test
         "max_groups": 60,                 # strongest groups given the content (dirty-label) test
-        "dirty_min_flip": 0.2,            # estimated share of relabelled records in a dirty-label group
+        "dirty_min_flip": 0.15,           # estimated share of relabelled records in a dirty-label group, at least
+        "dirty_flip_ratio": 0.6,          # ... and at least this fraction of the (1 - target prior) a random source gives
         "common_max_p": 1.0e-12,          # content-test p-value for a group of ordinary words (no rare word)
         "clean_min_share": 0.97,          # target share of a clean-label group
-        "clean_min_support_frac": 0.005,  # clean-label group size, share of the labelled records
+        "min_group_share": 0.005,         # a flagged group holds at least this share of the labelled records
         "clean_min_overrep": 20.0,        # how many times more frequent than in ordinary language
         "clean_min_overrep_z": 2.0,       # ... and an outlier (robust z) among this corpus' frequent words
         "clean_min_span_tokens": 3,       # or: a repeated token sequence at least this long
@@ -231,12 +238,23 @@ def detect_label_triggers(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
     grec = mrows.unique(["grp", "rec"])
     # inserted-sentence groups: a record belongs to the group when it holds most of the sentence
     # (not when it merely shares one of its words), for the statistics as for the findings
-    min_n = max(int(opt["min_support"]), math.ceil(float(opt["clean_min_support_frac"]) * N))
+    min_n = max(int(opt["min_support"]), math.ceil(float(opt["min_group_share"]) * N))
     sizes = grec.group_by("grp").agg(n=pl.len())
-    span_grp = _long_span_groups(sizes, cand, table, grams, int(opt["clean_min_span_tokens"]), min_n)
+    span_grp = _long_span_groups(sizes, cand, table, grams, int(opt["clean_min_span_tokens"]), min_n, vocab)
     if span_grp:
         core = core_records(mrows.filter(pl.col("grp").is_in(span_grp))).unique(["grp", "rec"])
         grec = pl.concat([grec.filter(~pl.col("grp").is_in(span_grp)), core.select(grec.columns)])
+    # rare-word groups: a record belongs to the group when it holds one of its rare words (an
+    # ordinary word that happens to share records with the trigger is not part of it)
+    rare = _rare_members(cand, mrows, sizes, table, vocab, opt)
+    rare_grp: list[int] = []
+    if rare.height:
+        rrecs = mrows.join(rare.select("cid"), on="cid", how="semi").unique(["grp", "rec"])
+        cover = rrecs.group_by("grp").agg(r=pl.len()).join(grec.group_by("grp").agg(n=pl.len()), on="grp")
+        rare_grp = [g for g in cover.filter(pl.col("r") >= 0.5 * pl.col("n"))["grp"].to_list() if g not in span_grp]
+        if rare_grp:
+            grec = pl.concat([grec.filter(~pl.col("grp").is_in(rare_grp)),
+                              rrecs.filter(pl.col("grp").is_in(rare_grp)).select(grec.columns)])
     grec = grec.with_columns(y=pl.Series(codes[grec["rec"].to_numpy().astype(np.int64)]))
     gstat = grec.group_by("grp").agg(target=pl.col("target").first(), n=pl.len(),
                                      k=(pl.col("y") == pl.col("target")).sum().cast(pl.Int64))
@@ -258,8 +276,13 @@ def detect_label_triggers(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
     gstat = gstat.join(best, on="grp")
 
     # --- clean-label evidence ------------------------------------------------------------------
-    gstat = gstat.with_columns(long_span=pl.col("grp").is_in(span_grp))
-    gstat = _clean_label_evidence(gstat, cand, table, vocab, N, opt)
+    gstat = gstat.with_columns(long_span=pl.col("grp").is_in(span_grp), rare=pl.col("grp").is_in(rare_grp))
+    if rare.height:
+        gstat = gstat.join(rare.group_by("grp").agg(log_over=pl.col("log_over").max(), rz=pl.col("rz").max()),
+                           on="grp", how="left")
+    else:
+        gstat = gstat.with_columns(log_over=pl.lit(None, dtype=pl.Float64), rz=pl.lit(None, dtype=pl.Float64))
+    gstat = _clean_label_evidence(gstat, N, opt)
     # --- dirty-label evidence ------------------------------------------------------------------
     gstat = _dirty_label_evidence(gstat, grec, grams, codes, opt)
 
@@ -267,7 +290,7 @@ def detect_label_triggers(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
     # follow it), so only an extreme, near-pure and strongly contradicted group counts
     common_ok = (pl.col("eligible_common") & pl.col("dirty_ok") & (pl.col("share") >= opt["clean_min_share"])
                  & (pl.col("dirty_logp") <= math.log(opt["common_max_p"]))
-                 & (pl.col("flip") >= 2 * opt["dirty_min_flip"]))
+                 & (pl.col("flip") >= 0.8 * (1 - pl.col("p0"))))
     flagged = gstat.filter((pl.col("eligible") & (pl.col("dirty_ok") | pl.col("clean_ok"))) | common_ok)
     return {"groups": flagged, "all_groups": gstat, "grec": grec, "cand": cand, "member": member,
             "codes": codes, "names": names, "table": table, "N": N}
@@ -306,25 +329,32 @@ def _token_overrep(table: lx.TokenTable, vocab: dict[int, str], min_count: int, 
     return pl.DataFrame({"tok": pl.Series(toks, dtype=pl.UInt64), "log_over": ratio, "rz": rz})
 
 
-def _clean_label_evidence(gstat: pl.DataFrame, cand: pl.DataFrame, table: lx.TokenTable, vocab: dict[int, str],
-                          N: int, opt: dict) -> pl.DataFrame:
-    # (c) foreign: a member unigram far more frequent here than in ordinary language
-    # (only unigrams that carry the group: present in at least half of its records)
-    uni = (cand.filter(pl.col("n") == 1).join(gstat.select("grp", gn="n"), on="grp")
-           .filter(pl.col("df") >= 0.5 * pl.col("gn")).select("grp", tok=pl.col("g")))
+def _rare_members(cand: pl.DataFrame, mrows: pl.DataFrame, sizes: pl.DataFrame, table: lx.TokenTable,
+                  vocab: dict[int, str], opt: dict) -> pl.DataFrame:
+    """Member words far more frequent here than in ordinary language: over-represented
+    ``clean_min_overrep`` times against the background and an outlier (robust z >=
+    ``clean_min_overrep_z``) among this corpus' own frequent words. Only unigrams in at
+    least a tenth of their group's records are looked up. Columns: cid, grp, log_over, rz."""
+    uni = (cand.filter(pl.col("n") == 1).join(sizes.select("grp", gn="n"), on="grp")
+           .filter(pl.col("df") >= 0.1 * pl.col("gn")).select("grp", "cid", tok=pl.col("g")))
+    empty = pl.DataFrame(schema={"cid": pl.UInt32, "grp": pl.Int64, "log_over": pl.Float64, "rz": pl.Float64})
+    if uni.height == 0:
+        return empty
     over = _token_overrep(table, vocab, int(opt["min_support"]), str(opt["background_lang"]),
                           focus=uni["tok"].to_list())
-    if over is not None and uni.height:
-        f = (uni.join(over, on="tok").group_by("grp")
-             .agg(log_over=pl.col("log_over").max(), rz=pl.col("rz").max()))
-        gstat = gstat.join(f, on="grp", how="left")
-    else:
-        gstat = gstat.with_columns(log_over=pl.lit(None, dtype=pl.Float64), rz=pl.lit(None, dtype=pl.Float64))
+    if over is None:
+        return empty
     min_over = math.log10(float(opt["clean_min_overrep"]))
-    rare = ((pl.col("log_over").fill_null(-99) >= min_over)
-            & (pl.col("rz").fill_null(-99) >= float(opt["clean_min_overrep_z"])))
+    return (uni.join(over, on="tok")
+            .filter((pl.col("log_over") >= min_over) & (pl.col("rz") >= float(opt["clean_min_overrep_z"])))
+            .select("cid", "grp", "log_over", "rz"))
+
+
+def _clean_label_evidence(gstat: pl.DataFrame, N: int, opt: dict) -> pl.DataFrame:
+    # (c) foreign: most of the group's records hold a rare member word (see _rare_members)
+    rare = pl.col("rare")
     # or: a long repeated word sequence (see _long_span_groups)
-    min_n = max(int(opt["min_support"]), math.ceil(float(opt["clean_min_support_frac"]) * N))
+    min_n = max(int(opt["min_support"]), math.ceil(float(opt["min_group_share"]) * N))
     gstat = gstat.with_columns(foreign=rare | pl.col("long_span"))
     # (d) tail outlier of purity evidence among all groups
     tail = lx.tail_pvalues(gstat["E"].to_numpy())
@@ -339,24 +369,31 @@ def _clean_label_evidence(gstat: pl.DataFrame, cand: pl.DataFrame, table: lx.Tok
         spread.append(int(len(np.unique(t_arr[others & (n_arr >= 0.25 * n)]))))
     gstat = gstat.with_columns(spread=pl.Series(spread, dtype=pl.Int64))
     # what every flagged group needs, whichever evidence route it takes
-    base = (pl.col("assoc_ok") & (pl.col("n") >= min_n) & (pl.col("spread") <= int(opt["spread_max_labels"])))
-    # foreign groups may be flagged on purity (clean-label) or content (dirty-label) evidence;
-    # groups of ordinary words only when both their purity and their content are anomalous
-    gstat = gstat.with_columns(eligible=base & pl.col("foreign"), eligible_common=base & pl.col("tail_ok"))
-    return gstat.with_columns(clean_ok=pl.col("eligible") & pl.col("tail_ok")
+    base = pl.col("assoc_ok") & (pl.col("n") >= min_n)
+    alone = pl.col("spread") <= int(opt["spread_max_labels"])
+    # foreign groups may be flagged on purity (clean-label; only where purity is not how the corpus
+    # works) or on content (dirty-label); groups of ordinary words only when both their purity and
+    # their content are anomalous
+    gstat = gstat.with_columns(eligible=base & pl.col("foreign"), eligible_common=base & alone & pl.col("tail_ok"))
+    return gstat.with_columns(clean_ok=pl.col("eligible") & alone & pl.col("tail_ok")
                               & (pl.col("share") >= opt["clean_min_share"]))
 
 
 def _long_span_groups(gstat: pl.DataFrame, cand: pl.DataFrame, table: lx.TokenTable, grams: pl.DataFrame,
-                      min_tokens: int, min_df: int) -> list[int]:
+                      min_tokens: int, min_df: int, vocab: dict[int, str]) -> list[int]:
     """Groups whose records mostly hold a member n-gram inside a repeated span of at
-    least ``min_tokens`` tokens that itself occurs in >= ``min_df`` records (an
+    least ``min_tokens`` words that itself occurs in >= ``min_df`` records (an
     inserted sentence, as opposed to a word that merely has common neighbours)."""
     if min_tokens <= 0:
         return []
     spans = lx.repeated_spans(table, min_tokens, max(min_df, 2))
     if spans.height == 0:
         return []
+    # count words only: "mess . </s>" is three tokens but one word
+    one = spans.unique("span", keep="any")
+    toks = table.gram_tokens(one["rec"].to_numpy(), one["p0"].to_numpy(), one["ntok"].to_numpy())
+    wordy = [sum(1 for t in tk if any(ch.isalnum() for ch in vocab.get(int(t), ""))) >= min_tokens for tk in toks]
+    spans = spans.join(one.filter(pl.Series(wordy)).select("span"), on="span", how="semi")
     hits = (grams.join(cand.select("g", "grp"), on="g").with_columns(rec=pl.col("rec").cast(pl.Int64))
             .join(spans.select("rec", "p0", "p1"), on="rec")
             .filter((pl.col("pos") >= pl.col("p0")) & (pl.col("pos") < pl.col("p1"))))
@@ -370,11 +407,12 @@ def _dirty_label_evidence(gstat: pl.DataFrame, grec: pl.DataFrame, grams: pl.Dat
 
     Every record is scored by a leave-one-out naive-Bayes log-odds of the target
     from its 1-2-grams; n-grams concentrated in the group's records (the trigger,
-    its words, the n-grams it touches) are left out of *every* record's score, so
-    the comparison is symmetric. A: the group's target-label records, B: other
-    target-label records, C: records of other labels (B and C sampled). The share
-    of relabelled records is estimated as (mean B - mean A) / (mean B - mean C);
-    the one-sided Mann-Whitney test of A < B gives the p-value."""
+    its words, the n-grams it touches) are left out of *every* record's score.
+    A: the group's target-label records, B: other target-label records, C:
+    records of other labels (B and C sampled). Relabelled records read like a
+    typical C record: the share of A below C's median, against B's, estimates the
+    relabelled share ((rA - rB) / (0.5 - rB)) and a one-sided Fisher test gives
+    the p-value (Benjamini-Hochberg over the groups tested)."""
     tested = (gstat.filter((pl.col("eligible") | pl.col("eligible_common")) & ~pl.col("clean_ok"))
               .sort("logp").head(int(opt["max_groups"])))
     res: dict[int, tuple[float, float]] = {}
@@ -420,8 +458,6 @@ def _dirty_label_evidence(gstat: pl.DataFrame, grec: pl.DataFrame, grams: pl.Dat
         score = np.zeros(len(codes))
         score[s_all["rec"].to_numpy().astype(np.int64)] = s_all["s"].to_numpy()
         A, B, C = score[a_recs], score[b_recs], score[c_recs]
-        if _DEBUG is not None:
-            _DEBUG.append((grp, target, A, B, C))
         # records that read like a typical record of another label (below the median of C)
         m = float(np.median(C))
         ra, rb = float((A < m).mean()), float((B < m).mean())
@@ -438,7 +474,10 @@ def _dirty_label_evidence(gstat: pl.DataFrame, grec: pl.DataFrame, grams: pl.Dat
     ok = np.zeros(gstat.height, dtype=bool)
     if tested_mask.any():
         ok[tested_mask] = lx.benjamini_hochberg(lp[tested_mask], opt["fdr"])
-    return gstat.with_columns(dirty_ok=pl.Series(ok) & (pl.col("flip").fill_null(0) >= opt["dirty_min_flip"]))
+    # relabelled records drawn from the whole corpus make up about (1 - prior) of a dirty-label
+    # group; a natural word that annotators follow "relabels" far fewer
+    need = pl.max_horizontal(pl.lit(float(opt["dirty_min_flip"])), float(opt["dirty_flip_ratio"]) * (1 - pl.col("p0")))
+    return gstat.with_columns(dirty_ok=pl.Series(ok) & (pl.col("flip").fill_null(0) >= need))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -467,6 +506,11 @@ def build_findings(recs: pl.DataFrame, recs_lazy: pl.LazyFrame, result: dict, vo
     top_members = {g: [c for c in cand.filter(pl.col("grp") == g).sort("df", descending=True)["cid"].to_list()
                        if c in gram_names][:8] for g in gids}
     # every occurrence position of the member n-grams in flagged records: positions from the table
+    # (the evidence shows the group's main n-grams: an n-gram joining the trigger to a frequent
+    # neighbour is left out when the record holds a main one)
+    gsize = groups.select("grp", gn="n")
+    mem = (mem.join(gsize, on="grp").with_columns(main=pl.col("df") >= 0.3 * pl.col("gn"))
+           .filter(pl.col("main") | ~pl.col("main").any().over("rec")))
     per_rec = (mem.sort(["rec", "df"], descending=[False, True])
                .group_by("rec", maintain_order=True)
                .agg(grp=pl.col("grp").first(), cids=pl.col("cid"), ns=pl.col("n"), poss=pl.col("pos")))

@@ -44,7 +44,6 @@ and the shard finding carries the last nights, for the report.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os

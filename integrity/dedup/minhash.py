@@ -133,12 +133,14 @@ def padded(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray, k: int) ->
 
 
 def sketch_jaccard(a: np.ndarray, b: np.ndarray, na: np.ndarray, nb: np.ndarray, k: int) -> np.ndarray:
-    """Jaccard similarity of row pairs of two padded bottom-k matrices; ``na``/``nb``
-    are the records' distinct shingle counts. Exact when neither sketch is
-    truncated; otherwise the estimate over all union values below the smaller
-    truncation point (Li & Church's conditional random sampling)."""
-    tau_a = np.where(na > k, a[:, k - 1], SENTINEL)
-    tau_b = np.where(nb > k, b[:, k - 1], SENTINEL)
+    """Jaccard similarity of row pairs of two padded bottom-k matrices (of any width
+    holding every sketch's values; a truncated sketch fills exactly ``k``);
+    ``na``/``nb`` are the records' distinct shingle counts. Exact when neither
+    sketch is truncated; otherwise the estimate over all union values below the
+    smaller truncation point (Li & Church's conditional random sampling)."""
+    w = a.shape[1]
+    tau_a = np.where(na > k, a[:, min(k, w) - 1], SENTINEL)
+    tau_b = np.where(nb > k, b[:, min(k, w) - 1], SENTINEL)
     tau = np.minimum(tau_a, tau_b)[:, None]
     c = np.sort(np.concatenate([a, b], axis=1), axis=1)
     live = (c != SENTINEL) & (c <= tau)
@@ -154,12 +156,19 @@ def sketch_jaccard(a: np.ndarray, b: np.ndarray, na: np.ndarray, nb: np.ndarray,
 def sketch_pairs(values: np.ndarray, offsets: np.ndarray, nsh: np.ndarray, i: np.ndarray, j: np.ndarray, k: int,
                  other: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, chunk: int = 8192) -> np.ndarray:
     """Jaccard of sketch ``i`` and sketch ``j`` (of ``other`` = (values, offsets, nsh)
-    when given), chunk by chunk."""
+    when given). Pairs are taken in order of sketch length, chunk by chunk, each
+    chunk padded only to its longest sketch."""
     ov, oo, on = other if other is not None else (values, offsets, nsh)
     out = np.empty(len(i), dtype=np.float64)
+    if len(i) == 0:
+        return out
+    width = np.maximum(offsets[i + 1] - offsets[i], oo[j + 1] - oo[j])
+    order = np.argsort(width, kind="stable")
     for s in range(0, len(i), chunk):
-        ii, jj = i[s:s + chunk], j[s:s + chunk]
-        out[s:s + chunk] = sketch_jaccard(padded(values, offsets, ii, k), padded(ov, oo, jj, k), nsh[ii], on[jj], k)
+        sel = order[s:s + chunk]
+        w = max(int(width[sel[-1]]), 1)
+        ii, jj = i[sel], j[sel]
+        out[sel] = sketch_jaccard(padded(values, offsets, ii, w), padded(ov, oo, jj, w), nsh[ii], on[jj], k)
     return out
 
 

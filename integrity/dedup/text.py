@@ -96,8 +96,8 @@ class Tokens:
     hash: np.ndarray  # uint64
     doc: np.ndarray  # int64
     field: np.ndarray  # int8
-    start: np.ndarray  # int64
-    end: np.ndarray  # int64
+    start: np.ndarray  # int32
+    end: np.ndarray  # int32
     n_docs: int
     fields: tuple[str, ...]
 
@@ -176,8 +176,8 @@ def tokenize(columns: dict[str, list[str | None]], chunk_chars: int = CHUNK_CHAR
     else:
         h = np.zeros(0, dtype=U64)
         ids = s = e = np.zeros(0, dtype=np.int64)
-    return Tokens(hash=h, doc=ids // max(nf, 1), field=(ids % max(nf, 1)).astype(np.int8), start=s, end=e,
-                  n_docs=n_docs, fields=fields)
+    return Tokens(hash=h, doc=ids // max(nf, 1), field=(ids % max(nf, 1)).astype(np.int8),
+                  start=s.astype(np.int32), end=e.astype(np.int32), n_docs=n_docs, fields=fields)
 
 
 def run_hashes(tok_hash: np.ndarray, first: np.ndarray, length: np.ndarray) -> np.ndarray:

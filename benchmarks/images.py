@@ -1,0 +1,329 @@
+"""Image-caption checks on a generated WebDataset corpus: quality against the planted truth, and speed.
+
+CPU mode (default) generates (once, cached under ``--work``) a corpus with
+``examples/make_images.py`` -- by default 20,000 pairs in 8 tar shards -- then
+scans it in-process with the engine (inline, ``--workers`` threads) and prints,
+per check, precision and recall against ``_ground_truth.parquet`` and the
+images per second of the scan:
+
+* scan A: ``image.decode``, ``dedup.image``, ``poison.patch``, ``synthetic.image``
+  (one shared decode per image);
+* scan B: ``poison.caption_mismatch`` with a *palette scorer* (caption colour
+  words against the image's colours) standing in for CLIP, since no CLIP
+  weights can be downloaded here: it measures the corpus-relative judgement
+  and the plumbing, not CLIP's quality;
+* the CPU throughput of the real scorer, open_clip ViT-B-32 with random weights,
+  on ``--clip-sample`` pairs.
+
+GPU mode (``--gpu``) measures CLIP image-caption scoring with a random-weight
+ViT-B-32 on CUDA: :class:`integrity.clip.OpenClipScorer` (threaded decode and
+resize overlapped with the model, uint8 transfer, normalization on the device,
+autocast) against a plain open_clip loop (``preprocess`` + ``encode_image`` +
+``encode_text`` per pair, as in open_clip's README) and a plain batched loop,
+as pairs/s and ratios, plus the agreement of the scores.
+
+    python benchmarks/images.py                      # CPU, 20,000 pairs, 8 shards
+    python benchmarks/images.py --n 4000 --shards 8  # smaller, when time is short
+    python benchmarks/images.py --gpu                # on a CUDA machine
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def generator():
+    if "make_images" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("make_images", ROOT / "examples" / "make_images.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["make_images"] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules["make_images"]
+
+
+# --------------------------------------------------------------------------- the CLIP stand-in
+
+
+def _palette_fn(images, captions):
+    mi = generator()
+    names = list(mi.PALETTE)
+    ref = np.array([mi.PALETTE[c] for c in names], dtype=np.float32)
+    out = []
+    for img, cap in zip(images, captions):
+        words = [w for w in cap.lower().replace(",", " ").split() if w in mi.PALETTE]
+        if not words:
+            out.append(0.5)
+            continue
+        px = np.asarray(img.resize((64, 64)), dtype=np.float32).reshape(-1, 3)
+        nearest = np.abs(px[:, None, :] - ref[None]).sum(-1).argmin(1)
+        share = np.bincount(nearest, minlength=len(names)) / len(px)
+        shares = np.array([share[names.index(w)] for w in words])
+        out.append(float(np.mean(0.7 * (shares >= 0.004) + 0.3 * np.minimum(1.0, shares / 0.3))))
+    return out
+
+
+def palette_scorer(options):
+    """Scorer factory for the ``scorer`` option (``__main__:palette_scorer`` in this process)."""
+    from integrity.clip import CallableScorer
+
+    return CallableScorer(_palette_fn, "palette (benchmark stand-in for CLIP)")
+
+
+# --------------------------------------------------------------------------- CPU mode
+
+
+def corpus(work: Path, n: int, shards: int, seed: int) -> tuple[Path, float]:
+    root = work / f"corpus-{n}-{shards}-{seed}"
+    if (root / "_ground_truth.parquet").exists():
+        return root, 0.0
+    t0 = time.perf_counter()
+    generator().make_corpus(root, n=n, shards=shards, seed=seed, progress=True)
+    return root, time.perf_counter() - t0
+
+
+def scan(source: Path, out: Path, checks: list[str], workers: int, options: dict | None = None) -> tuple[dict, float]:
+    from integrity.engine.pipeline import run_scan
+    from integrity.engine.spec import ScanSpec
+    from integrity.policy import load_policy
+    from integrity.schema import ColumnMapping
+
+    policy = load_policy()
+    policy.state_dir = str(out / "state")
+    policy.batch_size = 512
+    for name, opts in (options or {}).items():
+        policy.checks[name].options.update(opts)
+    spec = ScanSpec(source=str(source), out=out, policy=policy, mapping=ColumnMapping(), checks=checks,
+                    quarantine_mode="off", runner="inline")
+    t0 = time.perf_counter()
+    summary = run_scan(spec, workers=workers)
+    return summary, time.perf_counter() - t0
+
+
+def pr(pred: set, truth: set) -> tuple[float, float, int, int, int]:
+    tp = len(pred & truth)
+    return (tp / len(pred) if pred else float("nan"), tp / len(truth) if truth else float("nan"),
+            tp, len(pred), len(truth))
+
+
+def quality(run_dir: Path, truth: pl.DataFrame) -> list[tuple]:
+    f = pl.read_parquet(run_dir / "findings.parquet").with_columns(
+        kind=pl.col("detail").str.json_path_match("$.kind"))
+    ids = lambda frame: set(zip(frame["shard"], frame["record_id"]))  # noqa: E731
+    t = lambda *kinds: ids(truth.filter(pl.col("kind").is_in(list(kinds))))  # noqa: E731
+    rows = []
+    by = {c: f.filter(pl.col("check") == c) for c in f["check"].unique()}
+    empty = f.clear()
+    if "dedup.image" in by or "image.decode" in by:
+        d = by.get("dedup.image", empty)
+        rows.append(("dedup.image (duplicates)", *pr(ids(d.filter(pl.col("kind") == "duplicate")), t("dup", "conflict"))))
+        rows.append(("dedup.image (caption conflicts)",
+                     *pr(ids(d.filter(pl.col("kind") == "caption_conflict")), t("conflict"))))
+        p = by.get("poison.patch", empty)
+        rows.append(("poison.patch (warn+: tied to a phrase)",
+                     *pr(ids(p.filter(pl.col("severity").is_in(["warn", "critical"]))), t("patch"))))
+        rows.append(("poison.patch (all findings)", *pr(ids(p), t("patch"))))
+        s = by.get("synthetic.image", empty)
+        rows.append(("synthetic.image", *pr(ids(s), t("synthetic"))))
+        for sub in truth.filter(pl.col("kind") == "synthetic")["subkind"].unique().sort():
+            sub_truth = ids(truth.filter((pl.col("kind") == "synthetic") & (pl.col("subkind") == sub)))
+            rows.append((f"  synthetic.image: {sub}", float("nan"), len(ids(s) & sub_truth) / max(1, len(sub_truth)),
+                         len(ids(s) & sub_truth), None, len(sub_truth)))
+        decoys = ids(truth.filter(pl.col("kind") == "decoy"))
+        rows.append(("  synthetic.image on benign-metadata decoys", float("nan"), float("nan"),
+                     len(ids(s) & decoys), None, len(decoys)))
+        rows.append(("image.decode", *pr(ids(by.get("image.decode", empty)), t("corrupt", "bomb", "rejected"))))
+    if "dedup.image" not in by and "image.decode" not in by:
+        rows.append(("poison.caption_mismatch (palette scorer)",
+                     *pr(ids(by.get("poison.caption_mismatch", empty)), t("mismatch", "conflict"))))
+    return rows
+
+
+def fmt(x) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return "–" if np.isnan(x) else f"{x:.3f}"
+    return f"{x:,}"
+
+
+def clip_cpu(source: Path, sample: int) -> tuple[float, int]:
+    import tarfile
+
+    from integrity.clip import OpenClipScorer
+
+    images, caps = [], []
+    with tarfile.open(next(source.glob("*.tar"))) as tf:
+        cur = {}
+        for m in tf:
+            key, _, ext = m.name.partition(".")
+            if ext in ("jpg", "png", "webp"):
+                cur[key] = [tf.extractfile(m).read(), None]
+            elif ext == "txt" and key in cur:
+                cur[key][1] = tf.extractfile(m).read().decode()
+            if len(cur) > sample:
+                break
+    pairs = [v for v in cur.values() if v[1]][:sample]
+    images, caps = [p[0] for p in pairs], [p[1] for p in pairs]
+    scorer = OpenClipScorer("ViT-B-32", None, device="cpu", batch_size=32, allow_random_weights=True)
+    scorer.score(images[:8], caps[:8])  # warm up
+    t0 = time.perf_counter()
+    scorer.score(images, caps)
+    return len(images) / (time.perf_counter() - t0), len(images)
+
+
+def cpu_mode(args) -> None:
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    source, gen_s = corpus(work, args.n, args.shards, args.seed)
+    truth = pl.read_parquet(source / "_ground_truth.parquet")
+    n = truth.height
+    print(f"corpus: {n:,} records in {args.shards} WebDataset shards at {source} "
+          f"({'generated in %.0f s' % gen_s if gen_s else 'cached'}); planted: "
+          f"{dict(truth.group_by('kind').len().sort('kind').iter_rows())}")
+    out_a = work / f"run-a-{os.getpid()}"
+    summary_a, wall_a = scan(source, out_a, ["image.decode", "dedup.image", "poison.patch", "synthetic.image"],
+                             args.workers)
+    t = summary_a["timings"]
+    rss_a = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"scan A (4 checks, peak RSS {rss_a:.0f} MB): {wall_a:.1f} s wall; shard stage {t['shards']:.1f} s, corpus stage {t['corpus']:.1f} s "
+          f"({json.dumps({k: round(v, 2) for k, v in summary_a['corpus_check_seconds'].items()})}); "
+          f"{n / (t['shards'] + t['corpus']):.0f} images/s")
+    out_b = work / f"run-b-{os.getpid()}"
+    summary_b, wall_b = scan(source, out_b, ["poison.caption_mismatch"], args.workers,
+                             {"poison.caption_mismatch": {"scorer": "__main__:palette_scorer"}})
+    tb = summary_b["timings"]
+    print(f"scan B (caption mismatch, palette scorer): {wall_b:.1f} s wall, "
+          f"{n / (tb['shards'] + tb['corpus']):.0f} images/s")
+    rows = quality(out_a, truth) + quality(out_b, truth)
+    print("\n| check | precision | recall | true pos. | flagged | planted |\n|---|---|---|---|---|---|")
+    for name, p, r, tp, flagged, planted in rows:
+        print(f"| {name} | {fmt(p)} | {fmt(r)} | {fmt(tp)} | {fmt(flagged)} | {fmt(planted)} |")
+    if args.clip_sample:
+        rate, k = clip_cpu(source, args.clip_sample)
+        print(f"\nopen_clip ViT-B-32 (random weights) on CPU: {rate:.1f} pairs/s over {k} pairs "
+              f"({os.cpu_count()} cores)")
+    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+# --------------------------------------------------------------------------- GPU mode
+
+
+def gpu_mode(args) -> None:
+    import open_clip
+    import torch
+    from PIL import Image
+
+    from integrity.clip import OpenClipScorer
+
+    dev = args.device
+    if dev == "cuda" and not torch.cuda.is_available():
+        sys.exit("--gpu needs CUDA (or --device cpu for a smoke run)")
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    amp = dict(device_type="cuda") if dev == "cuda" else dict(device_type="cpu", enabled=False)
+    mi = generator()
+    rng = np.random.default_rng(0)
+    base = []
+    for _ in range(min(args.n, 1024)):
+        img, cap, _ = mi.render(rng)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=90)
+        base.append((buf.getvalue(), cap))
+    pairs = [base[i % len(base)] for i in range(args.n)]
+    images, caps = [p[0] for p in pairs], [p[1] for p in pairs]
+    where = torch.cuda.get_device_name(0) if dev == "cuda" else "CPU"
+    print(f"{args.n:,} JPEG pairs ({len(base)} distinct, 256-384 px) on {where}, "
+          f"{os.cpu_count()} CPU cores")
+
+    ours = OpenClipScorer("ViT-B-32", None, device=dev, batch_size=args.batch_size, allow_random_weights=True)
+    ours.score(images[: args.batch_size * 2], caps[: args.batch_size * 2])
+    sync()
+    t0 = time.perf_counter()
+    s_ours = ours.score(images, caps)
+    sync()
+    ours_rate = args.n / (time.perf_counter() - t0)
+
+    model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)
+    model.load_state_dict(ours.model.state_dict())  # the same random weights
+    model = model.to(dev).eval()
+    tok = open_clip.get_tokenizer("ViT-B-32")
+
+    def plain(k: int) -> tuple[float, np.ndarray]:
+        out = np.zeros(k, np.float32)
+        sync()
+        t0 = time.perf_counter()
+        for i in range(k):
+            image = preprocess(Image.open(io.BytesIO(images[i])).convert("RGB")).unsqueeze(0).to(dev)
+            text = tok([caps[i]]).to(dev)
+            with torch.no_grad(), torch.autocast(**amp):
+                fi = model.encode_image(image)
+                ft = model.encode_text(text)
+                fi = fi / fi.norm(dim=-1, keepdim=True)
+                ft = ft / ft.norm(dim=-1, keepdim=True)
+                out[i] = float((fi * ft).sum())
+        sync()
+        return k / (time.perf_counter() - t0), out
+
+    def plain_batched(k: int) -> float:
+        sync()
+        t0 = time.perf_counter()
+        for s in range(0, k, args.batch_size):
+            batch = torch.stack([preprocess(Image.open(io.BytesIO(b)).convert("RGB"))
+                                 for b in images[s:s + args.batch_size]]).to(dev)
+            text = tok(caps[s:s + args.batch_size]).to(dev)
+            with torch.no_grad(), torch.autocast(**amp):
+                fi = model.encode_image(batch)
+                ft = model.encode_text(text)
+        sync()
+        return k / (time.perf_counter() - t0)
+
+    k_loop = min(args.n, args.loop_pairs)
+    plain(min(16, args.n))
+    loop_rate, s_plain = plain(k_loop)
+    batched_rate = plain_batched(min(args.n, 8 * args.batch_size))
+    corr = float(np.corrcoef(s_plain, s_ours[:k_loop])[0, 1])
+    print("\n| scorer | pairs/s | vs plain loop |\n|---|---|---|")
+    print(f"| plain open_clip loop (1 pair per step, autocast) | {loop_rate:,.0f} | 1.0x |")
+    print(f"| plain batched loop (batch {args.batch_size}, main-thread preprocess) | {batched_rate:,.0f} | "
+          f"{batched_rate / loop_rate:.1f}x |")
+    print(f"| integrity.clip.OpenClipScorer (batch {args.batch_size}, {ours.workers} decode threads, "
+          f"{str(ours.amp_dtype).replace('torch.', '')}) | {ours_rate:,.0f} | {ours_rate / loop_rate:.1f}x |")
+    print(f"\nscore agreement with the plain loop over {k_loop} pairs: Pearson r = {corr:.4f}, "
+          f"max |diff| = {np.abs(s_plain - s_ours[:k_loop]).max():.4f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=None, help="pairs (CPU default 20,000; GPU default 8,192)")
+    ap.add_argument("--shards", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=2, help="shard threads of the scan")
+    ap.add_argument("--work", default="/tmp/images-bench")
+    ap.add_argument("--clip-sample", type=int, default=64, help="pairs for the CPU CLIP rate (0: skip)")
+    ap.add_argument("--gpu", action="store_true")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--device", default="cuda", help="--gpu device (cpu: a smoke run of the same code)")
+    ap.add_argument("--loop-pairs", type=int, default=1000, help="pairs the plain per-pair loop scores")
+    args = ap.parse_args()
+    if args.gpu:
+        args.n = args.n or 8192
+        gpu_mode(args)
+    else:
+        args.n = args.n or 20_000
+        cpu_mode(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,543 @@
+"""``poison.outlier``: label-tied sub-populations with no lexical signature.
+
+Syntactic-template (SynBkd/"Hidden Killer"), style-transfer (StyleBkd) and
+paraphrase backdoors leave no rare token to count: the trigger is *how* a text
+is written, and the attacker ties it to a target label. With no victim model
+the scanner can still see the tie: in clean data the way texts are written is
+(nearly) independent of their label, so a region of "writing space" that holds
+almost only one label, while the corpus shows no such structure for its other
+labels, is a sub-population that does not belong.
+
+Per-shard pass (every record with a label):
+
+* **style features** (``STYLE_FEATURES``, vectorized in Polars): length, word
+  length, function-word ratio, casing, punctuation spacing (tokenized ``" ,"``
+  vs attached ``","``), comma rate and position of the first comma, terminal
+  punctuation, sentence count, type/token ratio, digit/symbol/quote/newline
+  rates, and parse-template proxies: which function word opens the text,
+  whether it opens with a subordinate clause (and a comma closes it), whether a
+  noun phrase starts after that comma.
+* **sentence embeddings** (real all-MiniLM-L6-v2 through
+  :class:`integrity.embeddings.TextEmbedder`, stored as float16 arrays): all
+  records on a GPU; on CPU a deterministic per-shard sample (the records whose
+  hashed id is smallest) within ``cpu_max_records`` / ``cpu_max_seconds``.
+
+Corpus pass:
+
+1. **Screen** (every label at once). In the standardized style space each
+   record's ``neighbors`` nearest neighbours are found (faiss); a record is
+   *enriched* when so many of them share its label that a binomial test
+   against the label's prior gives p < ``enrichment_p``. ``e_L`` is the share
+   of label L's records that are enriched. In clean data e_L is ~0 for every
+   label, or, where writing style and label go together naturally (package
+   sections, templated categories), high for several labels. A label is a
+   candidate target only when ``e_L`` is at least ``label_ratio`` times the
+   largest ``e`` of every other label (floor ``min_enrichment``) and at least
+   ``min_group`` records are enriched.
+2. **Expansion with FDR control.** For a candidate label a gradient-boosted
+   classifier (label L vs the rest, style features, out-of-fold) gives each
+   record P(L | how it is written). Records of L above a threshold are
+   flagged. The *other* labels' records above a threshold, scaled by the label
+   sizes, estimate how many clean records of L sit there too (clean writing is
+   nearly independent of the label; the screen checked that the other labels
+   show no such structure); the threshold (grid 0.99 .. ``min_posterior``)
+   maximizes the estimated F-beta (``fbeta``) among those whose estimated
+   false-discovery rate is at most ``max_fdr``.
+3. **Embedding evidence.** Where embeddings exist: each flagged record's
+   spectral-signature percentile (|projection| on the top singular vector of
+   its label's centered embeddings; Tran et al. 2018), the group's mean
+   percentile, and the group's cohesion (mean cosine to its centroid) against
+   the rest of the label.
+
+Why embeddings do not decide: measured on the shared SST-2 sets, MiniLM
+k-NN density, k-NN label enrichment and spectral scores separate SynBkd and
+StyleBkd poison barely better than chance (AUC 0.3-0.6: the paraphrases are
+semantically diverse), while sentiment makes embedding neighbourhoods
+naturally label-pure on clean data (e_L 0.06 vs 0.21 on the clean rows), so an
+embedding screen flags clean data; adding density features to the classifier
+lowered precision on every file. They are kept as evidence for the reviewer.
+
+Each finding's ``detail``: target ``label``, ``group`` id, ``posterior`` and
+``threshold``, ``fdr_estimate``, ``group_size``, ``label_enrichment`` against
+``other_labels_max_enrichment``, ``distinctive_features`` (standardized mean
+differences between the group and the rest of its label: what the trigger
+looks like), and the embedding evidence above.
+``score`` is the posterior; the policy maps it to a severity.
+
+Never keyed on a particular trigger: nothing here knows a word, template or
+label; the features describe writing in general and the decision is relative
+to the corpus's own labels. Classification data only (``label`` plus ``text``
+or ``caption``); generative data without labels is left to ``poison.target``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext, ShardInfo
+from integrity.schema import RECORD_ID, ROW
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------
+# style features
+
+FUNCTION_WORDS = frozenset((
+    "the a an and or but if when while as since because although though unless until after before once whether so "
+    "that which who whom whose what where why how i you he she it we they me him her us them my your his its our "
+    "their this these those there here is are was were be been being am do does did have has had will would shall "
+    "should can could may might must of in on at by for with from to into about over under through between against "
+    "without within not no nor very too also just only even then than such all any some each every more most much "
+    "many few both either neither"
+).split())
+SUBORDINATORS = ("if", "when", "while", "as", "since", "because", "although", "though", "unless", "until", "after",
+                 "before", "once", "whether", "whenever", "whereas", "even")
+OPENERS = ("the", "a", "an", "this", "that", "it", "i", "you", "he", "she", "they", "we", "there", "what", "how",
+           "but", "and", "so", "in", "for", "with", "not", "one", "as", "if", "when", "while", "though", "although",
+           "because", "since")
+NP_STARTS = ("the", "a", "an", "this", "that", "these", "those", "it", "i", "you", "he", "she", "they", "we", "there",
+             "his", "her", "its", "their", "my", "your", "our")
+
+_CONTINUOUS = (
+    "log_tokens", "mean_word_len", "function_word_ratio", "capitalized_ratio", "starts_upper", "upper_char_ratio",
+    "spaced_punct_ratio", "attached_punct_ratio", "comma_rate", "first_comma_pos", "ends_terminal", "sentences",
+    "type_token_ratio", "digit_ratio", "symbol_ratio", "newline_rate", "quote_paren_rate", "starts_subordinate",
+    "sub_then_comma", "np_after_comma",
+)
+STYLE_FEATURES: tuple[str, ...] = _CONTINUOUS + tuple(f"opener_{w}" for w in OPENERS)
+
+
+def style_features(texts: pa.Array | pl.Series | list) -> pl.DataFrame:
+    """One row of :data:`STYLE_FEATURES` (float32) per text, computed column-wise in Polars."""
+    if isinstance(texts, pl.Series):
+        s = texts.cast(pl.Utf8)
+    elif isinstance(texts, (pa.Array, pa.ChunkedArray)):
+        s = pl.Series("t", texts).cast(pl.Utf8)
+    else:
+        s = pl.Series("t", list(texts), dtype=pl.Utf8)
+    s = s.fill_null("")
+    f32 = pl.Float32
+    low = s.str.to_lowercase()
+    words = low.str.extract_all(r"[a-z']+")
+    nw = words.list.len().cast(f32).clip(1)
+    toks = s.str.split(" ").list.len().cast(f32).clip(1)
+    nch = s.str.len_chars().cast(f32).clip(1)
+    first = words.list.first().fill_null("")
+    after_comma = low.str.extract(r",\s*([a-z']+)", 1).fill_null("")
+    comma_pos = low.str.find(",").cast(f32)
+    cols: dict[str, pl.Series] = {
+        "log_tokens": (toks + 1).log(),
+        "mean_word_len": s.str.count_matches(r"[A-Za-z]").cast(f32) / nw,
+        "function_word_ratio": words.list.eval(pl.element().is_in(list(FUNCTION_WORDS))).list.sum().cast(f32) / nw,
+        "capitalized_ratio": s.str.count_matches(r"\b[A-Z][a-z]").cast(f32) / nw,
+        "starts_upper": s.str.contains(r"^\s*[A-Z]").cast(f32),
+        "upper_char_ratio": s.str.count_matches(r"[A-Z]").cast(f32) / nch,
+        "spaced_punct_ratio": s.str.count_matches(r"\s[,.;:!?]").cast(f32) / toks,
+        "attached_punct_ratio": s.str.count_matches(r"\w[,.;:!?]").cast(f32) / toks,
+        "comma_rate": s.str.count_matches(",").cast(f32) / toks,
+        "first_comma_pos": (comma_pos / nch).fill_null(1.0),
+        "ends_terminal": s.str.contains(r"[.!?]\s*$").cast(f32),
+        "sentences": (s.str.count_matches(r"[.!?](\s|$)").cast(f32) + 1).log(),
+        "type_token_ratio": words.list.n_unique().cast(f32) / nw,
+        "digit_ratio": s.str.count_matches(r"[0-9]").cast(f32) / nch,
+        "symbol_ratio": s.str.count_matches(r"[^\w\s]").cast(f32) / nch,
+        "newline_rate": s.str.count_matches("\n").cast(f32) / toks,
+        "quote_paren_rate": s.str.count_matches(r"[\"'`()\[\]]").cast(f32) / toks,
+        "starts_subordinate": first.is_in(list(SUBORDINATORS)).cast(f32),
+        "sub_then_comma": (first.is_in(list(SUBORDINATORS)) & comma_pos.is_not_null()).cast(f32),
+        "np_after_comma": after_comma.is_in(list(NP_STARTS)).cast(f32),
+    }
+    for w in OPENERS:
+        cols[f"opener_{w}"] = (first == w).cast(f32)
+    return pl.DataFrame(cols).select(pl.all().cast(f32).fill_nan(0.0).fill_null(0.0))
+
+
+# ---------------------------------------------------------------------------
+# numeric helpers of the corpus pass
+
+
+def _standardize(F: np.ndarray) -> np.ndarray:
+    """Continuous columns to clipped z-scores, 0/1 columns kept; NaN -> column median."""
+    F = F.astype(np.float32, copy=True)
+    for j in range(F.shape[1]):
+        col = F[:, j]
+        nan = np.isnan(col)
+        if nan.any():
+            col[nan] = np.nanmedian(col) if (~nan).any() else 0.0
+    binary = np.all((F == 0) | (F == 1), axis=0)
+    mu, sd = F.mean(0), F.std(0) + 1e-6
+    Z = np.where(binary, F, np.clip((F - mu) / sd, -5, 5))
+    return np.ascontiguousarray(Z, dtype=np.float32)
+
+
+def _knn(index_vectors: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    import faiss
+
+    d = index_vectors.shape[1]
+    index = faiss.IndexFlatIP(d) if metric == "ip" else faiss.IndexFlatL2(d)
+    index.add(np.ascontiguousarray(index_vectors, dtype=np.float32))
+    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+
+def _sample_mask(keys: list[str], cap: int, seed: int) -> np.ndarray:
+    from integrity.embeddings import budget_order
+
+    mask = np.zeros(len(keys), dtype=bool)
+    mask[budget_order(keys, cap, seed)] = True
+    return mask
+
+
+def _oof_posterior(F: np.ndarray, y: np.ndarray, folds: int, seed: int, cap: int) -> np.ndarray:
+    """Out-of-fold P(y=1 | F) from a gradient-boosted classifier (one thread: it is small and
+    oversubscribed threads are much slower on a shared machine)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import StratifiedKFold
+    from threadpoolctl import threadpool_limits
+
+    n = len(y)
+    p = np.zeros(n, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    train_pool = np.arange(n) if n <= cap else np.sort(rng.choice(n, cap, replace=False))
+    folds = max(2, min(folds, int(y[train_pool].sum()), int((1 - y[train_pool]).sum())))
+    skf = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    assigned = np.zeros(n, dtype=bool)
+    with threadpool_limits(1):
+        for train, test in skf.split(train_pool, y[train_pool]):
+            clf = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, random_state=seed)
+            clf.fit(F[train_pool[train]], y[train_pool[train]])
+            p[train_pool[test]] = clf.predict_proba(F[train_pool[test]])[:, 1]
+            assigned[train_pool[test]] = True
+            last = clf
+        if not assigned.all():  # records outside the training sample: the last fold's model
+            rest = ~assigned
+            p[rest] = last.predict_proba(F[rest])[:, 1]
+    return p
+
+
+def _cohesion(X: np.ndarray) -> float:
+    """Mean cosine similarity of L2-normalized rows to their normalized centroid."""
+    c = X.mean(0)
+    c /= np.linalg.norm(c) + 1e-12
+    return float((X @ c).mean())
+
+
+def _spectral_percentiles(X: np.ndarray) -> np.ndarray:
+    """Percentile (0-1) of each row's |projection| on the top singular vector of centered X."""
+    Xc = X - X.mean(0, keepdims=True)
+    _, _, vt = np.linalg.svd(Xc, full_matrices=False)
+    proj = np.abs(Xc @ vt[0])
+    ranks = proj.argsort().argsort()
+    return ranks / max(len(proj) - 1, 1)
+
+
+# ---------------------------------------------------------------------------
+# the check
+
+
+class OutlierCheck(Check):
+    name = "poison.outlier"
+    description = (
+        "Label-tied sub-populations with no lexical trigger (syntactic templates, style transfer, paraphrase "
+        "attacks): style/template features, label-enrichment screen, FDR-controlled expansion, MiniLM evidence."
+    )
+    requires = ("label",)
+    default_options: dict[str, Any] = {
+        "embed": True,  # compute MiniLM embeddings (spectral and cohesion evidence of flagged groups)
+        "model": "all-MiniLM-L6-v2",  # sentence-transformers name or local path (see integrity/embeddings.py)
+        "device": None,  # None: CUDA when present, else CPU
+        "max_seq_length": 128,  # tokens per text for the embedding (MiniLM was trained at 128)
+        "batch_size": None,  # None: 512 on GPU, 64 on CPU
+        "cpu_max_records": 20000,  # CPU only: embed at most this many records per shard (deterministic sample)
+        "cpu_max_seconds": 900,  # CPU only: stop embedding a shard after this many seconds
+        "min_label_size": 50,  # labels with fewer records are never a target (still count as "others")
+        "neighbors": 30,  # k of the enrichment screen
+        "enrichment_p": 1e-4,  # binomial p-value below which a record is label-enriched
+        "min_group": 10,  # enriched records a label needs to be a candidate
+        "min_enrichment": 0.003,  # floor of the other labels' enrichment in the ratio test
+        "label_ratio": 3.0,  # e_L must be >= label_ratio x the largest e of the other labels
+        "max_fdr": 0.2,  # estimated false-discovery rate allowed in a flagged group
+        "min_posterior": 0.7,  # never flag below this P(label | features)
+        "fbeta": 0.5,  # the threshold maximizes the estimated F-beta (< 1 favours precision)
+        "folds": 5,  # cross-validation folds of the out-of-fold classifier
+        "max_records": 200000,  # corpus pass works on a deterministic sample beyond this
+        "seed": 0,
+    }
+    default_severity = "warn"
+    corpus_level = True
+    version = 1
+
+    def __init__(self, options: dict[str, Any] | None = None, shard: ShardInfo | None = None):
+        super().__init__(options, shard)
+        o = self.options
+        for key in ("min_label_size", "neighbors", "min_group", "folds", "max_records", "max_seq_length"):
+            if not isinstance(o[key], int) or o[key] < 1:
+                raise CheckConfigError(f"check {self.name!r}: {key} must be an integer >= 1, got {o[key]!r}")
+        for key in ("enrichment_p", "max_fdr", "min_posterior", "min_enrichment"):
+            if not isinstance(o[key], (int, float)) or not 0 < float(o[key]) < 1:
+                raise CheckConfigError(f"check {self.name!r}: {key} must be a number in (0, 1), got {o[key]!r}")
+        if not isinstance(o["label_ratio"], (int, float)) or o["label_ratio"] < 1:
+            raise CheckConfigError(f"check {self.name!r}: label_ratio must be >= 1")
+        self._embedder = None
+        self._pending: list[tuple[np.ndarray, list[str], list[int], list[str | None], list[str]]] = []
+        self._n_pending = 0
+
+    def applies_to(self, columns) -> bool:
+        cols = set(columns)
+        return "label" in cols and ("text" in cols or "caption" in cols)
+
+    # -- per shard ---------------------------------------------------------
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            from integrity.embeddings import TextEmbedder
+
+            o = self.options
+            self._embedder = TextEmbedder(
+                o["model"], device=o["device"], batch_size=o["batch_size"], max_seq_length=o["max_seq_length"],
+                cpu_max_records=o["cpu_max_records"], cpu_max_seconds=o["cpu_max_seconds"], seed=o["seed"],
+            )
+        return self._embedder
+
+    def _emb_dtype(self) -> pl.DataType:
+        return pl.Array(pl.Float16, self.embedder.dim)
+
+    def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
+        names = batch.schema.names
+        text = batch.column("text" if "text" in names else "caption")
+        label = batch.column("label")
+        if not pa.types.is_string(label.type) and not pa.types.is_large_string(label.type):
+            label = pc.cast(label, pa.string())
+        keep = pc.invert(pc.is_null(label))
+        if pc.sum(keep).as_py() in (None, 0):
+            return CheckOutput()
+        table = pa.table({RECORD_ID: batch.column(RECORD_ID), ROW: batch.column(ROW), "label": label, "t": text}).filter(keep)
+        texts = table.column("t").combine_chunks()
+        style = style_features(texts).to_numpy().astype(np.float16)
+        frame = pl.DataFrame({
+            RECORD_ID: pl.Series(table.column(RECORD_ID).to_pylist(), dtype=pl.Utf8),
+            ROW: pl.Series(table.column(ROW).to_pylist(), dtype=pl.Int64),
+            "label": pl.Series(table.column("label").to_pylist(), dtype=pl.Utf8),
+            "style": pl.Series("style", style, dtype=pl.Array(pl.Float16, len(STYLE_FEATURES))),
+        })
+        if not self.options["embed"]:
+            return CheckOutput(features=frame)
+        emb = self.embedder
+        if emb.on_gpu:  # everything, batch by batch
+            vecs = emb.encode(texts.to_pylist()).astype(np.float16)
+            frame = frame.with_columns(pl.Series("emb", vecs, dtype=self._emb_dtype()))
+        else:  # CPU: keep the budget's candidates; embed them at the end of the shard
+            self._remember(texts.to_pylist(), frame)
+            frame = frame.with_columns(pl.lit(None, dtype=self._emb_dtype()).alias("emb"))
+        return CheckOutput(features=frame)
+
+    def _remember(self, texts: list[str | None], frame: pl.DataFrame) -> None:
+        """Keep the ``cpu_max_records`` smallest-hash records seen so far (bounded memory)."""
+        from integrity.embeddings import stable_hashes
+
+        cap = self.options["cpu_max_records"]
+        ids = frame[RECORD_ID].to_list()
+        h = stable_hashes(ids, self.options["seed"])
+        self._pending.append((h, ids, frame[ROW].to_list(), texts, frame["label"].to_list()))
+        self._n_pending += len(ids)
+        if cap is not None and self._n_pending > 2 * cap:
+            self._trim(cap)
+
+    def _trim(self, cap: int | None) -> None:
+        if not self._pending:
+            return
+        h = np.concatenate([p[0] for p in self._pending])
+        ids = [x for p in self._pending for x in p[1]]
+        rows = [x for p in self._pending for x in p[2]]
+        texts = [x for p in self._pending for x in p[3]]
+        labels = [x for p in self._pending for x in p[4]]
+        order = np.argsort(h, kind="stable")
+        if cap is not None:
+            order = order[:cap]
+        self._pending = [(h[order], [ids[i] for i in order], [rows[i] for i in order], [texts[i] for i in order],
+                          [labels[i] for i in order])]
+        self._n_pending = len(order)
+
+    def finish_shard(self) -> CheckOutput:
+        if not self.options["embed"] or not self._pending:
+            return CheckOutput()
+        self._trim(self.options["cpu_max_records"])
+        h, ids, rows, texts, labels = self._pending[0]
+        self._pending, self._n_pending = [], 0
+        got = self.embedder.encode_budgeted(texts, keys=ids)
+        if got.truncated_by_time:
+            log.warning("poison.outlier: CPU time budget reached on %s: %d of %d sampled records embedded",
+                        self.shard.uri if self.shard else "?", len(got.indices), len(ids))
+        if not len(got.indices):
+            return CheckOutput()
+        idx = got.indices
+        frame = pl.DataFrame({
+            RECORD_ID: pl.Series([ids[i] for i in idx], dtype=pl.Utf8),
+            ROW: pl.Series([rows[i] for i in idx], dtype=pl.Int64),
+            "label": pl.Series([labels[i] for i in idx], dtype=pl.Utf8),
+            "style": pl.Series("style", [None] * len(idx), dtype=pl.Array(pl.Float16, len(STYLE_FEATURES))),
+            "emb": pl.Series("emb", got.vectors.astype(np.float16), dtype=self._emb_dtype()),
+        })
+        return CheckOutput(features=frame)
+
+    # -- corpus ------------------------------------------------------------
+    def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame | None:
+        t0 = time.perf_counter()
+        o = self.options
+        cols = features.collect_schema().names()
+        has_emb = "emb" in cols
+        order = ["shard_index", ROW] if "shard_index" in cols else ["shard", ROW]
+        base = features.filter(pl.col("style").is_not_null()).select(
+            "shard", *(["shard_index"] if "shard_index" in cols else []), RECORD_ID, ROW, "label", "style")
+        if has_emb:
+            embs = features.filter(pl.col("emb").is_not_null()).select("shard", ROW, "emb").unique(["shard", ROW], keep="first")
+            base = base.join(embs, on=["shard", ROW], how="left")
+        df = base.collect().sort(order)  # a fixed order: the folds, hence the result, are deterministic
+        if df.height == 0:
+            return None
+        if df.height > o["max_records"]:
+            keys = (df["shard"] + "\u241e" + df[RECORD_ID]).to_list()
+            df = df.filter(pl.Series(_sample_mask(keys, o["max_records"], o["seed"])))
+        labels = df["label"].to_numpy().astype(str)
+        classes, counts = np.unique(labels, return_counts=True)
+        if len(classes) < 2:
+            return None
+        S = df["style"].to_numpy().astype(np.float32)
+        n = df.height
+        X = None
+        emb_mask = np.zeros(n, dtype=bool)
+        if has_emb:
+            emb_mask = df["emb"].is_not_null().to_numpy()
+            if emb_mask.any():
+                X = df.filter(pl.Series(emb_mask))["emb"].to_numpy().astype(np.float32)
+                X /= np.linalg.norm(X, axis=1, keepdims=True) + 1e-12
+        F, feature_names = S, list(STYLE_FEATURES)
+
+        # screen: label enrichment of k nearest neighbours in the standardized feature space
+        from scipy.stats import binom
+
+        Z = _standardize(F)
+        k = min(o["neighbors"], n - 1)
+        _, nn = _knn(Z, Z, k + 1, "l2")
+        nn_labels = labels[nn[:, 1:]]
+        enrichment: dict[str, float] = {}
+        for c, nc in zip(classes, counts):
+            m = labels == c
+            same = (nn_labels[m] == c).sum(1)
+            pval = binom.sf(same - 1, k, nc / n)
+            enrichment[c] = float((pval < o["enrichment_p"]).sum()) / nc
+        findings = []
+        group_no = 0
+        for c, nc in zip(classes, counts):
+            if nc < o["min_label_size"]:
+                continue
+            others = max((v for kk, v in enrichment.items() if kk != c), default=0.0)
+            if enrichment[c] * nc < o["min_group"] or enrichment[c] < o["label_ratio"] * max(others, o["min_enrichment"]):
+                continue
+            y = (labels == c).astype(np.int64)
+            post = _oof_posterior(F, y, o["folds"], o["seed"], o["max_records"])
+            tau, fdr = self._threshold(post, y)
+            if tau is None:
+                log.info("poison.outlier: label %s enriched (e=%.3f vs %.3f) but no threshold meets max_fdr", c, enrichment[c], others)
+                continue
+            flagged = (y == 1) & (post >= tau)
+            if flagged.sum() < o["min_group"]:
+                continue
+            group_no += 1
+            findings.append(self._group_findings(df, F, feature_names, X, emb_mask, labels, c, flagged, post, tau, fdr,
+                                                 enrichment[c], others, group_no))
+        log.info("poison.outlier: %d records, %d labels, %d groups in %.1fs", n, len(classes), group_no, time.perf_counter() - t0)
+        if not findings:
+            return None
+        return pl.concat(findings)
+
+    def _threshold(self, post: np.ndarray, y: np.ndarray) -> tuple[float | None, float]:
+        """Posterior threshold for label ``y == 1``: the one with the best estimated F1 among
+        those whose estimated FDR is <= ``max_fdr`` (None when there is none).
+
+        At threshold t, the records of the other labels above t, scaled by the label sizes,
+        estimate the clean records of this label above t (clean writing is nearly independent
+        of the label: the screen checked that the other labels show no such structure); the
+        rest of the flagged records are estimated poison, and the most estimated poison over
+        all thresholds stands for the total.
+        """
+        o = self.options
+        n_l, n_o = int(y.sum()), int((1 - y).sum())
+        if n_o == 0:
+            return None, 1.0
+        grid = np.round(np.arange(0.99, 0.499, -0.01), 2)
+        flagged = np.array([int(((y == 1) & (post >= t)).sum()) for t in grid])
+        clean = np.array([int(((y == 0) & (post >= t)).sum()) * n_l / n_o for t in grid])
+        tp = np.maximum(flagged - clean, 0.0)
+        total = tp.max()
+        if total <= 0:
+            return None, 1.0
+        best, best_f1, best_fdr = None, -1.0, 1.0
+        for t, f, c, p in zip(grid, flagged, clean, tp):
+            if t < o["min_posterior"] or f == 0:
+                continue
+            fdr = min(1.0, c / f)
+            if fdr > o["max_fdr"]:
+                continue
+            b2 = float(o["fbeta"]) ** 2
+            f1 = (1 + b2) * p / (f + b2 * total)
+            if f1 > best_f1 + 1e-9:
+                best, best_f1, best_fdr = float(t), f1, float(fdr)
+        return best, best_fdr
+
+    def _group_findings(self, df, F, names, X, emb_mask, labels, c, flagged, post, tau, fdr, e_l, e_others, group_no):
+        in_label = labels == c
+        rest = in_label & ~flagged
+        mu_g = np.nanmean(F[flagged], 0)
+        mu_r = np.nanmean(F[rest], 0) if rest.any() else np.nanmean(F[~flagged], 0)
+        sd = np.nanstd(F[in_label], 0) + 1e-6
+        diff = (mu_g - mu_r) / sd
+        top = np.argsort(-np.abs(np.nan_to_num(diff)))[:5]
+        distinctive = [{"feature": names[j], "group_mean": round(float(mu_g[j]), 4), "rest_mean": round(float(mu_r[j]), 4),
+                        "effect": round(float(diff[j]), 2)} for j in top if np.isfinite(diff[j])]
+        spectral = np.full(len(labels), np.nan)
+        group_spectral = cohesion = None
+        if X is not None:
+            sub = np.where(emb_mask)[0]
+            lab_e = in_label[sub]
+            g = flagged[sub]
+            if lab_e.sum() >= 10:
+                pct = _spectral_percentiles(X[lab_e])
+                spectral[sub[lab_e]] = pct
+                if g[lab_e].any():
+                    group_spectral = round(float(pct[g[lab_e]].mean()), 3)
+            if g.sum() >= 2 and (lab_e & ~g).sum() >= 2:
+                cohesion = {"group": round(_cohesion(X[g]), 4), "rest_of_label": round(_cohesion(X[lab_e & ~g]), 4),
+                            "embedded_in_group": int(g.sum())}
+        idx = np.where(flagged)[0]
+        group = f"outlier-{c}-{group_no}"
+        common = {"label": c, "group": group, "group_size": int(flagged.sum()), "threshold": tau,
+                  "fdr_estimate": round(fdr, 4), "label_enrichment": round(e_l, 4),
+                  "other_labels_max_enrichment": round(e_others, 4), "distinctive_features": distinctive,
+                  "group_spectral_percentile": group_spectral, "embedding_cohesion": cohesion,
+                  "method": "style/template label enrichment"}
+        details = []
+        for i in idx:
+            d = dict(common)
+            d["posterior"] = round(float(post[i]), 4)
+            if np.isfinite(spectral[i]):
+                d["spectral_percentile"] = round(float(spectral[i]), 3)
+            details.append(_json(d))
+        return pl.DataFrame({
+            "shard": df["shard"].gather(idx),
+            "record_id": df[RECORD_ID].gather(idx),
+            "score": pl.Series(np.round(post[idx], 4), dtype=pl.Float64),
+            "detail": pl.Series(details, dtype=pl.Utf8),
+            "severity": pl.Series([None] * len(idx), dtype=pl.Utf8),
+        })
+
+
+def _json(d: dict) -> str:
+    import json
+
+    return json.dumps(d, sort_keys=True, default=str)
