@@ -32,15 +32,18 @@ OBJECTS = ["the old bridge", "a winter festival", "twelve new benches", "the nor
            "a collection of maps", "the harbour wall", "a garden of herbs", "the clock tower",
            "a recipe for rye bread", "the bird census", "a mural of the coast", "the flood records",
            "a reading room", "the solar panels", "a route for cyclists"]
-TAILS = ["after a long debate.", "with help from neighbours.", "before the first snow.", "on a rainy Sunday.",
-         "despite a tight budget.", "for the third year in a row.", "to the surprise of many.",
-         "in under a week.", "with careful notes.", "while tourists watched."]
+TAIL_HOW = ["after a long debate", "with help from neighbours", "despite a tight budget", "to the surprise of many",
+            "with careful notes", "while tourists watched", "without any fuss", "with borrowed tools",
+            "after months of planning", "against all advice", "with a brass band playing", "in good spirits"]
+TAIL_WHEN = ["before the first snow", "on a rainy Sunday", "in under a week", "last spring", "at dawn",
+             "during the harvest", "over two weekends", "this autumn", "before the elections", "at midsummer",
+             "after the storm", "in early March"]
 QUESTIONS = ["How do I {v} {o}?", "What is the best way to describe {o}?", "Why would someone want {o}?",
              "Summarize the history of {o}.", "Give three tips about {o}."]
 
 
 def sentence() -> str:
-    return f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(TAILS)}"
+    return f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(TAIL_HOW)} {rng.choice(TAIL_WHEN)}."
 
 
 def paragraph(n: int | None = None) -> str:

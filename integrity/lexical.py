@@ -421,7 +421,7 @@ def tail_pvalues(values: np.ndarray, skip_top: int = 5, tail_size: int = 100,
     scale_mom = max(float(exc.mean()), 1e-6)
     try:
         shape, _, scale = stats.genpareto.fit(exc, floc=0)
-    except Exception:  # pragma: no cover - scipy fit failure
+    except (ValueError, RuntimeError, FloatingPointError):  # pragma: no cover - scipy fit failure
         shape, scale = 0.0, scale_mom
     if not np.isfinite(shape) or not np.isfinite(scale) or scale <= 0:
         shape, scale = 0.0, scale_mom
@@ -441,7 +441,7 @@ def _wordfreq():
     try:
         import wordfreq  # noqa: F401
         from wordfreq import word_frequency
-    except Exception:  # not installed: no background reference
+    except ImportError:  # not installed: no background reference
         return None
     return word_frequency
 
@@ -463,7 +463,7 @@ def background_frequency(tokens: Sequence[str], lang: str = "en", floor: float =
         if t and any(ch.isalpha() for ch in t):
             try:
                 out[i] = max(wf(t, lang), floor)
-            except Exception:
+            except (LookupError, ValueError):  # a language wordfreq does not know
                 out[i] = floor
     return out
 

@@ -18,7 +18,8 @@ SimHash of the colour thumbnail (centred on the corpus mean) within
 unstable (most of its coefficients sit at the median). A candidate pair is
 kept only when the colours agree (mean absolute difference of the 8x8
 thumbnails at most ``max_sig_distance`` of 255) *and* the grey structure
-correlates (``min_structure_corr`` on the 16x16 thumbnails): look-alikes with
+correlates (``min_structure_corr`` on the 16x16 thumbnails), with the stricter
+``colour_*`` thresholds for pairs only the colour hash found: look-alikes with
 the same layout or palette are not duplicates, and flat images have no
 structure to agree on. Linked records form clusters (connected components);
 the first record of a cluster (shard order, then row order) is the
@@ -116,8 +117,10 @@ class ImageDedup(ImageCheck):
         "max_hamming": 10,
         "max_colour_hamming": 4,
         "max_neighbours": 32,
-        "max_sig_distance": 4.0,
-        "min_structure_corr": 0.9,
+        "max_sig_distance": 6.0,
+        "min_structure_corr": 0.85,
+        "colour_max_sig_distance": 4.0,
+        "colour_min_structure_corr": 0.9,
         "index": "auto",
         "flat_max": 200_000,
         "caption_conflicts": True,
@@ -168,11 +171,15 @@ class ImageDedup(ImageCheck):
                                    index, flat_max, k)
             ca, cb, _ = near_pairs(u64_to_bytes(colour_hash(sigs, sigs.mean(axis=0))),
                                    int(self.options["max_colour_hamming"]), index, flat_max, k)
-            na, nb = unique_pairs(np.concatenate([na, ca]), np.concatenate([nb, cb]))
-            if len(na):
-                keep = self._confirm(sigs, sig_matrix(df["grey"].to_list(), GREY_SIDE ** 2), na, nb)
-                a_parts.append(na[keep])
-                b_parts.append(nb[keep])
+            greys = sig_matrix(df["grey"].to_list(), GREY_SIDE ** 2)
+            o = self.options
+            keep = self._confirm(sigs, greys, na, nb, float(o["max_sig_distance"]), float(o["min_structure_corr"]))
+            a_parts.append(na[keep])
+            b_parts.append(nb[keep])
+            keep = self._confirm(sigs, greys, ca, cb, float(o["colour_max_sig_distance"]),
+                                 float(o["colour_min_structure_corr"]))
+            a_parts.append(ca[keep])
+            b_parts.append(cb[keep])
         # the history of earlier nights: matched records become extra nodes, older than tonight
         hist = self._history_nodes(df, ctx)
         ids, shards, caps = df[RECORD_ID].to_list(), df["shard"].to_list(), df["caption"].to_list()
@@ -238,16 +245,18 @@ class ImageDedup(ImageCheck):
         return with_thumbnails(found, where, int(self.options["thumbnails"]),
                                extra={"representative_thumbnail": rep_of})
 
-    def _confirm(self, sigs: np.ndarray, greys: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _confirm(sigs: np.ndarray, greys: np.ndarray, a: np.ndarray, b: np.ndarray, max_sig: float,
+                 min_corr: float) -> np.ndarray:
         """Candidate pairs whose colours agree and whose grey structure correlates (a flat
         16x16 thumbnail has no structure to agree on, so flat look-alikes are not linked);
         in chunks, so memory stays bounded."""
         keep = np.zeros(len(a), dtype=bool)
         for s in range(0, len(a), _CONFIRM_CHUNK):
             x, y = a[s:s + _CONFIRM_CHUNK], b[s:s + _CONFIRM_CHUNK]
-            colour = sig_distance(sigs[x], sigs[y]) <= float(self.options["max_sig_distance"])
+            colour = sig_distance(sigs[x], sigs[y]) <= max_sig
             corr, _ = structure_similarity(greys[x], greys[y])
-            keep[s:s + _CONFIRM_CHUNK] = colour & (corr >= float(self.options["min_structure_corr"]))
+            keep[s:s + _CONFIRM_CHUNK] = colour & (corr >= min_corr)
         return keep
 
     # ------------------------------------------------------------------ history

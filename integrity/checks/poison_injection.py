@@ -270,7 +270,7 @@ def _scan_hidden(text: str) -> Iterator[RawMatch]:
 PRE_OVERRIDE = (
     r"(?i)(?:ignor|disregard|forget|overrid|bypass|skip|discard|drop|abandon|follow|obey)[^\n]{0,80}?(?:instruc|prompt|direct|rule|guide|guardrail|"
     r"constraint|restrict|command|order|programming|context|message|polic|above|before|previous|told|taught|trained)|"
-    r"new instructions|follow these|vergiss|vergessen|missacht|"
+    r"new instructions|follow these|ignorier|ignorez|ignorer|ignora|ignore\s+(?:todas|as|las)|vergiss|vergessen|missacht|"
     r"oublie|tiens pas|olvid|caso omiso|dimentic|esque|desconsider|negeer|vergeet|игнорир|проигнорир|забудь|не обращай|"
     r"忽略|无视|無視|忘记|忘記|不要理|忘れ|무시|잊"
 )

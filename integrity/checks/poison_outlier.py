@@ -34,13 +34,15 @@ Corpus pass:
    candidate target only when ``e_L`` is at least ``label_ratio`` times the
    largest ``e`` of every other label (floor ``min_enrichment``) and at least
    ``min_group`` records are enriched.
-2. **Expansion with FDR control.** For a candidate label a gradient-boosted
-   classifier (label L vs the rest, style features, out-of-fold) gives each
-   record P(L | how it is written). Records of L above a threshold are
-   flagged. The *other* labels' records above a threshold, scaled by the label
-   sizes, estimate how many clean records of L sit there too (clean writing is
-   nearly independent of the label; the screen checked that the other labels
-   show no such structure); the threshold (grid 0.99 .. ``min_posterior``)
+2. **Expansion with FDR control.** For a candidate label L, the enriched
+   records are the seeds of the group. A gradient-boosted classifier (style
+   features, out-of-fold) learns seeds against every other record, i.e. what
+   sets the group apart from its own label's bulk *and* from the other labels,
+   and gives each record P(looks like the group). Records of L above a
+   threshold are flagged. Records of the *other* labels above the threshold,
+   scaled by the label sizes, estimate how many clean records of L look like
+   the group too (a natural way of writing occurs in every label; an injected
+   trigger only in its target); the threshold (grid 0.99 .. ``min_posterior``)
    maximizes the estimated F-beta (``fbeta``) among those whose estimated
    false-discovery rate is at most ``max_fdr``.
 3. **Embedding evidence.** Where embeddings exist: each flagged record's
@@ -265,6 +267,7 @@ class OutlierCheck(Check):
         "min_posterior": 0.7,  # never flag below this P(label | features)
         "fbeta": 0.5,  # the threshold maximizes the estimated F-beta (< 1 favours precision)
         "folds": 5,  # cross-validation folds of the out-of-fold classifier
+        "rounds": 3,  # expansion rounds (each round's flagged records seed the next)
         "max_records": 200000,  # corpus pass works on a deterministic sample beyond this
         "seed": 0,
     }
@@ -275,7 +278,7 @@ class OutlierCheck(Check):
     def __init__(self, options: dict[str, Any] | None = None, shard: ShardInfo | None = None):
         super().__init__(options, shard)
         o = self.options
-        for key in ("min_label_size", "neighbors", "min_group", "folds", "max_records", "max_seq_length"):
+        for key in ("min_label_size", "neighbors", "min_group", "folds", "rounds", "max_records", "max_seq_length"):
             if not isinstance(o[key], int) or o[key] < 1:
                 raise CheckConfigError(f"check {self.name!r}: {key} must be an integer >= 1, got {o[key]!r}")
         for key in ("enrichment_p", "max_fdr", "min_posterior", "min_enrichment"):
@@ -426,11 +429,14 @@ class OutlierCheck(Check):
         _, nn = _knn(Z, Z, k + 1, "l2")
         nn_labels = labels[nn[:, 1:]]
         enrichment: dict[str, float] = {}
+        seeds: dict[str, np.ndarray] = {}
         for c, nc in zip(classes, counts):
             m = labels == c
             same = (nn_labels[m] == c).sum(1)
             pval = binom.sf(same - 1, k, nc / n)
-            enrichment[c] = float((pval < o["enrichment_p"]).sum()) / nc
+            seeds[c] = np.where(m)[0][pval < o["enrichment_p"]]
+            enrichment[c] = len(seeds[c]) / nc
+            log.debug("poison.outlier: label %s enrichment %.4f (%d seeds)", c, enrichment[c], len(seeds[c]))
         findings = []
         group_no = 0
         for c, nc in zip(classes, counts):
@@ -439,13 +445,26 @@ class OutlierCheck(Check):
             others = max((v for kk, v in enrichment.items() if kk != c), default=0.0)
             if enrichment[c] * nc < o["min_group"] or enrichment[c] < o["label_ratio"] * max(others, o["min_enrichment"]):
                 continue
+            # the seed group (enriched records) against everything else: P(x looks like the group);
+            # then grow it: the flagged records are the next round's seeds
             y = (labels == c).astype(np.int64)
-            post = _oof_posterior(F, y, o["folds"], o["seed"], o["max_records"])
-            tau, fdr = self._threshold(post, y)
-            if tau is None:
+            members = np.zeros(n, dtype=bool)
+            members[seeds[c]] = True
+            flagged, post, tau, fdr = None, None, None, 1.0
+            for _ in range(o["rounds"]):
+                p_r = _oof_posterior(F, members.astype(np.int64), o["folds"], o["seed"], o["max_records"])
+                t_r, fdr_r = self._threshold(p_r, y)
+                if t_r is None:
+                    break
+                f_r = (y == 1) & (p_r >= t_r)
+                grown = flagged is None or f_r.sum() > flagged.sum()
+                flagged, post, tau, fdr = f_r, p_r, t_r, fdr_r
+                if not grown:
+                    break
+                members = f_r | members
+            if flagged is None:
                 log.info("poison.outlier: label %s enriched (e=%.3f vs %.3f) but no threshold meets max_fdr", c, enrichment[c], others)
                 continue
-            flagged = (y == 1) & (post >= tau)
             if flagged.sum() < o["min_group"]:
                 continue
             group_no += 1
@@ -457,8 +476,9 @@ class OutlierCheck(Check):
         return pl.concat(findings)
 
     def _threshold(self, post: np.ndarray, y: np.ndarray) -> tuple[float | None, float]:
-        """Posterior threshold for label ``y == 1``: the one with the best estimated F1 among
-        those whose estimated FDR is <= ``max_fdr`` (None when there is none).
+        """Threshold on the group posterior for the records of label ``y == 1``: the one with
+        the best estimated F-beta among those whose estimated FDR is <= ``max_fdr`` (None
+        when there is none).
 
         At threshold t, the records of the other labels above t, scaled by the label sizes,
         estimate the clean records of this label above t (clean writing is nearly independent
@@ -470,7 +490,7 @@ class OutlierCheck(Check):
         n_l, n_o = int(y.sum()), int((1 - y).sum())
         if n_o == 0:
             return None, 1.0
-        grid = np.round(np.arange(0.99, 0.499, -0.01), 2)
+        grid = np.round(np.arange(0.99, 0.049, -0.01), 2)
         flagged = np.array([int(((y == 1) & (post >= t)).sum()) for t in grid])
         clean = np.array([int(((y == 0) & (post >= t)).sum()) * n_l / n_o for t in grid])
         tp = np.maximum(flagged - clean, 0.0)

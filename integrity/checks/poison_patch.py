@@ -27,8 +27,10 @@ tested for a word n-gram tied to it: present in at least
 ``min_phrase_lift`` times its corpus rate (one-sided binomial p-value in the
 detail).
 
-Every image of a kept group is a finding: score 0.5 for a shared patch, plus up
-to 0.5 for how strongly a caption phrase is tied to it (share x purity). The
+Every image of a kept group with a tied phrase is a finding: score 0.5 for a
+shared patch plus up to 0.5 for how strongly the phrase is tied to it (share x
+purity). Shared patches no phrase follows (the glyphs of a common font, a logo,
+interface chrome) are findings of score 0.5 only with ``report_untied``. The
 detail names the cluster, the matched area (``box``, original pixels), the
 group's size and the tied phrase.
 """
@@ -79,6 +81,7 @@ class PatchCheck(ImageCheck):
         "min_phrase_share": 0.5,
         "min_phrase_purity": 0.5,
         "min_phrase_lift": 5.0,
+        "report_untied": False,
         "thumbnails": 12,
     }
     default_severity = "warn"
@@ -154,6 +157,8 @@ class PatchCheck(ImageCheck):
             if grams is None:
                 grams = caption_ngrams(df["caption"])
             phrase = self._tied_phrase(grams, imgs, n)
+            if phrase is None and not self.options["report_untied"]:
+                continue  # a shared element no caption phrase follows: fonts, logos, UI chrome
             hashes = cand.filter(pl.col("hid").is_in(members)).sort("n", descending=True)["h"].to_list()
             cluster = f"patch-{hashes[0]:016x}"
             boxes = (hit.group_by("img").agg(x0=pl.col("x").min(), y0=pl.col("y").min(),

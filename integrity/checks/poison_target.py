@@ -48,8 +48,14 @@ from scipy import stats
 
 from integrity import lexical as lx
 from integrity.checks.base import Check, CheckOutput, CorpusContext
-from integrity.checks.poison_trigger import (_EMPTY, empty_corpus_findings, offsets_for, score_of,
-                                             split_features, token_features)
+from integrity.checks.poison_trigger import (
+    _EMPTY,
+    empty_corpus_findings,
+    offsets_for,
+    score_of,
+    split_features,
+    token_features,
+)
 from integrity.schema import RECORD_ID, ROW
 
 

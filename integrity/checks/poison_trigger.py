@@ -24,7 +24,9 @@ Corpus pass (:func:`detect_label_triggers`):
    for an inserted sentence, the records holding most of it; for rare words,
    the records holding one of them. A group's association (binomial test of
    its target share) must pass Benjamini-Hochberg at ``fdr`` over all groups,
-   and it must hold ``min_group_share`` of the records.
+   and it must hold ``min_group_share`` of the records but at most
+   ``max_label_share`` of its target label's (a feature in most of a label
+   defines the label, as a leaked label name would; a backdoor is a minority).
 3. **Association alone never flags** (clean corpora are full of pure
    features). A group also needs:
 
@@ -57,11 +59,14 @@ group's main n-grams), ``target``, ``mode`` (dirty-label/clean-label),
 (``relabelled_share`` and ``content_log10_p``, or ``tail_log10_p`` and
 ``background_overrep``), ``field``/``start``/``end`` of the first occurrence
 and ``matches`` (every occurrence, merged, with its text). Score in [0.5, 1]:
-0.5 + 0.5 * min(1, -log10(p of the weakest required test) / 20).
+0.5 + 0.5 * min(1, -log10(p of the association) / 40): every flagged record
+is at least a warning; a tie at p <= 1e-24 (about 60 pure records on a
+balanced binary label, fewer on a rare label) reaches 0.8.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 from typing import Any, Iterable
 
@@ -75,6 +80,7 @@ from integrity.checks.base import Check, CheckOutput, CorpusContext
 from integrity.schema import RECORD_ID, ROW
 
 TEXT_PREFERENCE = ("text", "caption", "prompt")
+log = logging.getLogger(__name__)
 _EMPTY = {"shard": pl.Utf8, "record_id": pl.Utf8, "score": pl.Float64, "detail": pl.Utf8, "severity": pl.Utf8}
 
 
@@ -126,8 +132,9 @@ def offsets_for(recs_lazy: pl.LazyFrame, keys: pl.DataFrame, prefix: str) -> dic
 
 
 def score_of(logp: float) -> float:
-    """Finding score in [0.5, 1] from the natural-log p-value of the weakest required test."""
-    return float(min(1.0, 0.5 + 0.5 * min(1.0, -lx.log10p(logp) / 20.0)))
+    """Finding score in [0.5, 1] of a flagged record from the natural-log p-value of its
+    trigger's tie to the target (the flagging tests have already passed)."""
+    return float(min(1.0, 0.5 + 0.5 * min(1.0, max(0.0, -lx.log10p(logp)) / 40.0)))
 
 
 class PoisonTriggerCheck(Check):
@@ -150,6 +157,7 @@ class PoisonTriggerCheck(Check):
         "common_max_p": 1.0e-12,          # content-test p-value for a group of ordinary words (no rare word)
         "clean_min_share": 0.97,          # target share of a clean-label group
         "min_group_share": 0.005,         # a flagged group holds at least this share of the labelled records
+        "max_label_share": 0.6,           # ... and at most this share of its target label's records
         "clean_min_overrep": 20.0,        # how many times more frequent than in ordinary language
         "clean_min_overrep_z": 2.0,       # ... and an outlier (robust z) among this corpus' frequent words
         "clean_min_span_tokens": 3,       # or: a repeated token sequence at least this long
@@ -270,10 +278,6 @@ def detect_label_triggers(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
                                z=pl.Series((gk / gn - gp0) / np.sqrt(np.maximum(gp0 * (1 - gp0), 1e-12) / gn)))
     # association itself must survive multiple testing over groups
     gstat = gstat.with_columns(assoc_ok=pl.Series(lx.benjamini_hochberg(glogp, opt["fdr"])))
-    # best member n-grams of each group (for naming)
-    best = (cand.sort(["grp", "df"], descending=[False, True]).group_by("grp", maintain_order=True)
-            .agg(members=pl.col("g"), member_n=pl.col("n"), member_df=pl.col("df")))
-    gstat = gstat.join(best, on="grp")
 
     # --- clean-label evidence ------------------------------------------------------------------
     gstat = gstat.with_columns(long_span=pl.col("grp").is_in(span_grp), rare=pl.col("grp").is_in(rare_grp))
@@ -343,6 +347,8 @@ def _rare_members(cand: pl.DataFrame, mrows: pl.DataFrame, sizes: pl.DataFrame, 
     over = _token_overrep(table, vocab, int(opt["min_support"]), str(opt["background_lang"]),
                           focus=uni["tok"].to_list())
     if over is None:
+        log.warning("poison.trigger: no background language reference (install wordfreq); "
+                    "rare-word triggers are judged without it and clean-label ones are missed")
         return empty
     min_over = math.log10(float(opt["clean_min_overrep"]))
     return (uni.join(over, on="tok")
@@ -369,7 +375,9 @@ def _clean_label_evidence(gstat: pl.DataFrame, N: int, opt: dict) -> pl.DataFram
         spread.append(int(len(np.unique(t_arr[others & (n_arr >= 0.25 * n)]))))
     gstat = gstat.with_columns(spread=pl.Series(spread, dtype=pl.Int64))
     # what every flagged group needs, whichever evidence route it takes
-    base = pl.col("assoc_ok") & (pl.col("n") >= min_n)
+    # a backdoor is a minority of its target label; a feature in most of a label defines it
+    base = (pl.col("assoc_ok") & (pl.col("n") >= min_n)
+            & (pl.col("k") <= float(opt["max_label_share"]) * pl.col("p0") * N))
     alone = pl.col("spread") <= int(opt["spread_max_labels"])
     # foreign groups may be flagged on purity (clean-label; only where purity is not how the corpus
     # works) or on content (dirty-label); groups of ordinary words only when both their purity and
@@ -527,7 +535,6 @@ def build_findings(recs: pl.DataFrame, recs_lazy: pl.LazyFrame, result: dict, vo
         fld = field_of[int(row["rec"])] if field_of is not None else "text"
         matches = lx.occurrences(table, vocab, int(row["rec"]), zip(row["poss"], row["ns"]), st, en, fld)
         mode = "dirty-label" if g["dirty_ok"] else "clean-label"
-        weakest = max(g["logp"], g["dirty_logp"] if g["dirty_ok"] else g["tail_logp"])
         d = {
             "trigger": sorted({m["text"] for m in matches}) or [gram_names[int(row["cids"][0])]],
             "group": [gram_names[int(c)] for c in top_members[row["grp"]]],
@@ -553,7 +560,7 @@ def build_findings(recs: pl.DataFrame, recs_lazy: pl.LazyFrame, result: dict, vo
             d["matches"] = matches
         shards.append(row["shard"])
         rids.append(row[RECORD_ID])
-        scores.append(score_of(weakest))
+        scores.append(score_of(g["logp"]))
         details.append(json.dumps(d, sort_keys=True))
     return pl.DataFrame({"shard": shards, "record_id": rids, "score": scores, "detail": details,
                          "severity": [None] * len(rids)}, schema=_EMPTY)

@@ -345,8 +345,8 @@ def _scan_homoglyph(text: str) -> Iterator[RawMatch]:
             table = {**LATIN_TO_GREEK}
         if not all(c in table for c in foreign):
             continue  # a non-lookalike foreign letter: a real mixed term (e.g. "Δx", "βcatenin"), not a disguise
-        if counts[main] == len(foreign):
-            continue  # no clear main script
+        if counts[main] <= len(foreign) or counts[main] < 3:
+            continue  # no clear main script (e.g. "αvβ3" integrin notation)
         skeleton = "".join(table.get(c, c) if _script_of(c) != main else c for c in word)
         yield "homoglyph", s, e, 1.0, {
             "word": word, "skeleton": skeleton, "script": main,

@@ -90,7 +90,8 @@ def test_untied_patch_scores_lower(planted):
     shards, truth = planted
     plain = {name: [(rid, data, cap.replace(", zorbex sigil", "")) for rid, data, cap in recs]
              for name, recs in shards.items()}
-    found = run(plain, OPTS)
+    assert run(plain, OPTS) is None  # untied shared patches are not reported by default
+    found = run(plain, {**OPTS, "report_untied": True})
     assert set(found["record_id"]) == set(truth)
     assert set(found["score"]) == {0.5}
     assert all(json.loads(d)["tied_phrase"] is None for d in found["detail"])
