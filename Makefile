@@ -13,6 +13,7 @@ $(BIN)/integrity: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps invisible-watermark==0.2.0
 	touch $(BIN)/integrity
 
 venv: $(BIN)/integrity

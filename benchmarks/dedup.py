@@ -31,6 +31,7 @@ Tools and settings (same shingles, threshold 0.8):
 
     /tmp/trialvenv/bin/python benchmarks/dedup.py [--scales 1,4,16] [--tools ours,datatrove,datasketch]
         [--datasketch-max-scale 4] [--truth-max-scale 16] [--work DIR] [--time-limit 1800]
+    /tmp/trialvenv/bin/python benchmarks/dedup.py --history     # 4 nights against the dedup history
 """
 from __future__ import annotations
 
@@ -383,6 +384,49 @@ def run_truth(data: Path, limit: float) -> tuple[Path, float | None]:
     return truth, time.perf_counter() - t0
 
 
+# -- nights against the history ---------------------------------------------------------
+
+def history_nights(work: Path, nights: int, checks: str) -> None:
+    """Scan the 4x corpus as ``nights`` nights of new shards with one state directory:
+    each night is compared with everything approved before it. Prints per night the
+    scan's CPU seconds, peak RSS, the dedup findings and how many name a record of an
+    earlier night, and the history's size on disk."""
+    data = make_dataset(4, work)
+    shards = sorted((data / "shards").glob("*.parquet"))
+    per = max(1, len(shards) // nights)
+    state = work / "history-state"
+    shutil.rmtree(state, ignore_errors=True)
+    print(f"\n{nights} nights of {per} shards of the 4x corpus ({checks}), one state directory")
+    print("| night | records | CPU s | peak RSS MB | findings | of them: duplicates of earlier nights | history MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for night in range(nights):
+        src = work / f"night-{night}"
+        shutil.rmtree(src, ignore_errors=True)
+        src.mkdir()
+        for f in shards[night * per:(night + 1) * per]:
+            os.symlink(f, src / f.name)
+        out = work / f"night-{night}-run"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        policy = out / "policy.yaml"
+        policy.write_text(f"state_dir: {state}\nquarantine:\n  mode: 'off'\n")
+        argv = ["integrity", "scan", str(src), "--out", str(out / "run"), "--runner", "inline", "--workers", "1",
+                "--checks", checks, "--policy", str(policy)]
+        code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import dedup; "
+                f"dedup.record_peak_rss({str(out / 'peak_rss_kb')!r}); sys.argv = {argv!r}; "
+                "from flows.cli import main; main()")
+        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        p.stderr.read()
+        _, _, ru = os.wait4(p.pid, 0)
+        f = pl.read_parquet(out / "run" / "findings.parquet").filter(pl.col("check").str.starts_with("dedup."))
+        hist = f.filter(pl.col("detail").str.json_path_match("$.history") == "true").height
+        rows = sum(pl.scan_parquet(x).select(pl.len()).collect().item() for x in src.glob("*.parquet"))
+        size = sum(x.stat().st_size for x in (state / "dedup_history").rglob("*") if x.is_file()) / 1e6
+        print(f"| {night + 1} | {rows:,} | {ru.ru_utime + ru.ru_stime:.1f} | "
+              f"{int((out / 'peak_rss_kb').read_text()) / 1024:.0f} | {f.height:,} | {hist:,} | {size:.0f} |",
+              flush=True)
+
+
 # -- main ---------------------------------------------------------------------------
 
 def main() -> None:
@@ -394,11 +438,17 @@ def main() -> None:
     ap.add_argument("--sample-pairs", type=int, default=100_000)
     ap.add_argument("--work", default="/tmp/dedup-bench")
     ap.add_argument("--time-limit", type=float, default=1800, help="seconds per tool run (and per truth run)")
+    ap.add_argument("--history", action="store_true",
+                    help="instead: scan the 4x corpus as 4 nights against the dedup history")
+    ap.add_argument("--history-checks", default="dedup.exact,dedup.near,dedup.span")
     a = ap.parse_args()
     if not DATA.exists():
         sys.exit(f"benchmark data not found: {DATA} (needs ../shared/data)")
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
+    if a.history:
+        history_nights(work, 4, a.history_checks)
+        return
     rows = []
     for scale in [int(s) for s in a.scales.split(",")]:
         data = make_dataset(scale, work)

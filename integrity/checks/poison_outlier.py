@@ -264,10 +264,10 @@ class OutlierCheck(Check):
         "min_enrichment": 0.003,  # floor of the other labels' enrichment in the ratio test
         "label_ratio": 3.0,  # e_L must be >= label_ratio x the largest e of the other labels
         "max_fdr": 0.2,  # estimated false-discovery rate allowed in a flagged group
-        "min_posterior": 0.7,  # never flag below this P(label | features)
-        "fbeta": 0.5,  # the threshold maximizes the estimated F-beta (< 1 favours precision)
+        "min_posterior": 0.1,  # never flag below this group posterior (the FDR estimate is the real guard)
+        "fbeta": 1.0,  # the threshold maximizes the estimated F-beta (< 1 favours precision)
         "folds": 5,  # cross-validation folds of the out-of-fold classifier
-        "rounds": 3,  # expansion rounds (each round's flagged records seed the next)
+        "rounds": 4,  # expansion rounds (each round's flagged records seed the next)
         "max_records": 200000,  # corpus pass works on a deterministic sample beyond this
         "seed": 0,
     }

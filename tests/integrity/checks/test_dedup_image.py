@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageDraw
 from PIL.PngImagePlugin import PngInfo
 
-from integrity.checks.base import CheckOutput, CorpusContext, ShardInfo
+from integrity.checks.base import CorpusContext, ShardInfo
 from integrity.checks.dedup_image import ImageDedup, near_pairs
 from integrity.images import u64_to_bytes
 

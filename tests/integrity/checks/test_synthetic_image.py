@@ -11,7 +11,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
 from integrity.checks.base import ShardInfo
 from integrity.checks.synthetic_image import SyntheticImage, c2pa_marks, png_text_marks, xmp_marks
