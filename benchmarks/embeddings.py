@@ -31,10 +31,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
+import numpy as np
+import polars as pl
 
-from integrity.embeddings import TextEmbedder, budget_order, load_model  # noqa: E402
+from integrity.embeddings import TextEmbedder, budget_order, load_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian" / "descriptions.parquet"
 PEAK_FP16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0, "T4": 65.0, "V100": 125.0}

@@ -39,9 +39,10 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import xxhash
@@ -338,8 +339,9 @@ class TextEmbedder:
                     feats = {k: v.pin_memory() for k, v in feats.items()}
                 yield b, feats
 
+        clip = seq_len * 32  # characters: far more than seq_len tokens ever need; spares tokenizing megabytes
         for start in range(0, len(texts), chunk):
-            part = texts[start : start + chunk]
+            part = [t[:clip] for t in texts[start : start + chunk]]
             enc = tok(part, truncation=True, max_length=seq_len, padding=False,
                       return_attention_mask=False, return_token_type_ids=False)
             ids = enc["input_ids"]

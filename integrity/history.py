@@ -40,7 +40,8 @@ excluding row ranges:
 
 Segments are merged log-structured style (a new segment is merged into its
 predecessor while that one is at most twice its size), which keeps O(log N)
-segments and amortized O(log N) rewriting per record.
+segments and amortized O(log N) rewriting per record, up to
+:data:`MAX_MERGED_RECORDS` per segment (a merge holds its segments in memory).
 """
 from __future__ import annotations
 
@@ -69,6 +70,10 @@ RECORD_COL = "record_id"
 MANIFEST_VERSION = 1
 #: a segment is merged into its predecessor while that one holds at most this many times its records
 MERGE_FACTOR = 2
+#: merges stop at this many records: a merge holds its segments in memory, so this bounds
+#: a night's memory whatever the size of the history (beyond it, segments just accumulate:
+#: a lookup costs one binary search per segment)
+MAX_MERGED_RECORDS = 1_000_000
 
 
 def _now() -> str:
@@ -544,7 +549,7 @@ class HistoryIndex:
         else:
             group, size = [segs[-1]], segs[-1].n_records
             for prev in reversed(segs[:-1]):
-                if prev.n_records > MERGE_FACTOR * size:
+                if prev.n_records > MERGE_FACTOR * size or prev.n_records + size > MAX_MERGED_RECORDS:
                     break
                 group.insert(0, prev)
                 size += prev.n_records

@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 KIND = "near"
 #: history records considered per query band key (the oldest ones)
 HISTORY_HITS_PER_KEY = 8
+#: records looked up in the history at a time
+HISTORY_CHUNK = 32_768
 
 
 def cluster_ids(prefix: str, shards: list[str | None], record_ids: list[str | None]) -> list[str]:
@@ -220,33 +222,50 @@ class NearDedup(Check):
             "similarity": np.round(sim_rep, 4)}, np.round(best[found], 4))
 
     def _history_edges(self, bands: np.ndarray, sk: tuple, ctx: CorpusContext, threshold: float):
-        """Verified pairs (record, history node), the history nodes' sketches and identity."""
+        """Verified pairs (record, history node), the history nodes' sketches and identity.
+        Records are looked up in chunks, so only verified pairs accumulate."""
         if not self.options["history"]:
             return None
         index = HistoryIndex(ctx.state_dir)
         if not index.exists():
             return None
         k = int(self.options["sketch_size"])
-        nb = bands.shape[1]
-        hits = index.lookup(KIND, self.params, bands.ravel(), exclude=excluded_content(ctx),
-                            max_hits=HISTORY_HITS_PER_KEY)
-        if len(hits) == 0:
-            return None
-        # one candidate per (record, history record)
-        h_idx = first_of_pairs(hits.query // nb, hits.order)
-        q_doc = hits.query[h_idx] // nb
-        hv, ho = index.gather(hits, "sketch", h_idx)
-        hn = index.gather(hits, "nsh", h_idx)
-        sim = sketch_pairs(*sk, q_doc, np.arange(len(h_idx)), k, other=(hv, ho, hn))
-        ok = np.flatnonzero(sim >= threshold)
-        if len(ok) == 0:
+        n, nb = bands.shape
+        exclude = excluded_content(ctx)
+        q_all, o_all, s_all, infos, sketches = [], [], [], [], []
+        for c0 in range(0, n, HISTORY_CHUNK):
+            hits = index.lookup(KIND, self.params, bands[c0:c0 + HISTORY_CHUNK].ravel(), exclude=exclude,
+                                max_hits=HISTORY_HITS_PER_KEY)
+            if len(hits) == 0:
+                continue
+            # one candidate per (record, history record)
+            h_idx = first_of_pairs(hits.query // nb, hits.order)
+            q_doc = hits.query[h_idx] // nb + c0
+            hv, ho = index.gather(hits, "sketch", h_idx)
+            hn = index.gather(hits, "nsh", h_idx)
+            sim = sketch_pairs(*sk, q_doc, np.arange(len(h_idx)), k, other=(hv, ho, hn))
+            ok = np.flatnonzero(sim >= threshold)
+            if len(ok) == 0:
+                continue
+            order = hits.order[h_idx[ok]]
+            uniq, first = np.unique(order, return_index=True)
+            infos.append(index.describe(hits, h_idx[ok][first]).with_columns(order=pl.Series(uniq)))
+            sketches.append(take_ragged(hv, ho, ok[first]) + (hn[ok[first]],))
+            q_all.append(q_doc[ok])
+            o_all.append(order)
+            s_all.append(sim[ok])
+        if not q_all:
             return None
         # history nodes: one per distinct history record
-        uniq, first, node = np.unique(hits.order[h_idx[ok]], return_index=True, return_inverse=True)
-        info = index.describe(hits, h_idx[ok][first]).with_columns(order=pl.Series(uniq))
-        node_sk = take_ragged(hv, ho, ok[first]) + (hn[ok[first]],)
-        log.info("dedup.near: %d records match %d history records", len(np.unique(q_doc[ok])), len(uniq))
-        return q_doc[ok], node, sim[ok], node_sk, info
+        info = pl.concat(infos)
+        uniq, first = np.unique(info["order"].to_numpy(), return_index=True)
+        info = info[first]
+        values = np.concatenate([v for v, _, _ in sketches])
+        offsets = np.concatenate([[0]] + [np.diff(o) for _, o, _ in sketches]).cumsum()
+        node_sk = take_ragged(values, offsets, first) + (np.concatenate([c for _, _, c in sketches])[first],)
+        q_doc, order, sim = np.concatenate(q_all), np.concatenate(o_all), np.concatenate(s_all)
+        log.info("dedup.near: %d records match %d history records", len(np.unique(q_doc)), len(uniq))
+        return q_doc, np.searchsorted(uniq, order), sim, node_sk, info
 
     # -- after the verdicts: remember what was approved ------------------------
     def after_verdicts(self, features: pl.LazyFrame, approved: list[str], ctx: CorpusContext) -> None:

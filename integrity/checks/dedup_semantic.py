@@ -31,10 +31,10 @@ paraphrases when at least two of its members are sampled (for ``k = 20`` and
 the check finds the large clusters, which are the memorization risk, not every
 pair. ``sample_rate`` (default 1) additionally keeps only contents whose hash
 falls in that fraction, everywhere (GPU too). ``null`` budgets embed all.
-Default cost: 8192 texts per shard, ~330 CPU-seconds (~2.5-3 min on 2 idle
+Default cost: 4096 texts per shard, ~150 CPU-seconds (~1.5 min on 2 idle
 cores) for the 64k-record Debian corpus as one shard, never more than
-``cpu_max_seconds`` (300) per shard; a scan of the Debian corpus with the
-defaults embeds 12.8 % of its records.
+``cpu_max_seconds`` (180) per shard; a scan of the Debian corpus with the
+defaults embeds 6.4 % of its records.
 
 Corpus pass: the vectors of all shards go into a faiss inner-product index:
 exact ``IndexFlatIP`` up to ``exact_max_records`` vectors, above that
@@ -135,8 +135,8 @@ class SemanticDedup(Check):
         "threshold": 0.85,  # cosine similarity to the representative
         "k_neighbors": 10,  # neighbours searched per vector
         "min_chars": 32,  # shorter texts are not embedded
-        "cpu_max_records": 8192,  # per shard, on CPU (null: no limit)
-        "cpu_max_seconds": 300,  # per shard, on CPU (null: no limit)
+        "cpu_max_records": 4096,  # per shard, on CPU (null: no limit)
+        "cpu_max_seconds": 180,  # per shard, on CPU (null: no limit)
         "sample_rate": 1.0,  # share of contents eligible at all (by content hash), CPU and GPU
         "exact_max_records": 20000,  # exact IndexFlatIP up to this many vectors, IVF above
         "nprobe": 16,  # IVF lists probed per query

@@ -55,11 +55,18 @@ instructions or to the model itself.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 
-from integrity.checks._text_scan import RawMatch, ScanGroup, TextScanner, resolve_kinds, resolve_scores
+from integrity.checks._text_scan import (
+    RawMatch,
+    ScanGroup,
+    TextScanner,
+    resolve_kinds,
+    resolve_scores,
+)
 from integrity.checks.base import Check, CheckConfigError, CheckOutput, ShardInfo
 
 DEFAULT_SCORES = {

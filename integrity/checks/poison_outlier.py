@@ -82,7 +82,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext, ShardInfo
+from integrity.checks.base import (
+    Check,
+    CheckConfigError,
+    CheckOutput,
+    CorpusContext,
+    ShardInfo,
+)
 from integrity.schema import RECORD_ID, ROW
 
 log = logging.getLogger(__name__)
@@ -90,14 +96,7 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------
 # style features
 
-FUNCTION_WORDS = frozenset((
-    "the a an and or but if when while as since because although though unless until after before once whether so "
-    "that which who whom whose what where why how i you he she it we they me him her us them my your his its our "
-    "their this these those there here is are was were be been being am do does did have has had will would shall "
-    "should can could may might must of in on at by for with from to into about over under through between against "
-    "without within not no nor very too also just only even then than such all any some each every more most much "
-    "many few both either neither"
-).split())
+FUNCTION_WORDS = frozenset(["the", "a", "an", "and", "or", "but", "if", "when", "while", "as", "since", "because", "although", "though", "unless", "until", "after", "before", "once", "whether", "so", "that", "which", "who", "whom", "whose", "what", "where", "why", "how", "i", "you", "he", "she", "it", "we", "they", "me", "him", "her", "us", "them", "my", "your", "his", "its", "our", "their", "this", "these", "those", "there", "here", "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "have", "has", "had", "will", "would", "shall", "should", "can", "could", "may", "might", "must", "of", "in", "on", "at", "by", "for", "with", "from", "to", "into", "about", "over", "under", "through", "between", "against", "without", "within", "not", "no", "nor", "very", "too", "also", "just", "only", "even", "then", "than", "such", "all", "any", "some", "each", "every", "more", "most", "much", "many", "few", "both", "either", "neither"])
 SUBORDINATORS = ("if", "when", "while", "as", "since", "because", "although", "though", "unless", "until", "after",
                  "before", "once", "whether", "whenever", "whereas", "even")
 OPENERS = ("the", "a", "an", "this", "that", "it", "i", "you", "he", "she", "they", "we", "there", "what", "how",
@@ -255,8 +254,8 @@ class OutlierCheck(Check):
         "device": None,  # None: CUDA when present, else CPU
         "max_seq_length": 128,  # tokens per text for the embedding (MiniLM was trained at 128)
         "batch_size": None,  # None: 512 on GPU, 64 on CPU
-        "cpu_max_records": 20000,  # CPU only: embed at most this many records per shard (deterministic sample)
-        "cpu_max_seconds": 900,  # CPU only: stop embedding a shard after this many seconds
+        "cpu_max_records": 1000,  # CPU only: embed at most this many records per shard (deterministic sample)
+        "cpu_max_seconds": 60,  # CPU only: stop embedding a shard after this many seconds
         "min_label_size": 50,  # labels with fewer records are never a target (still count as "others")
         "neighbors": 30,  # k of the enrichment screen
         "enrichment_p": 1e-4,  # binomial p-value below which a record is label-enriched
@@ -287,6 +286,7 @@ class OutlierCheck(Check):
         if not isinstance(o["label_ratio"], (int, float)) or o["label_ratio"] < 1:
             raise CheckConfigError(f"check {self.name!r}: label_ratio must be >= 1")
         self._embedder = None
+        self._no_model = False
         self._pending: list[tuple[np.ndarray, list[str], list[int], list[str | None], list[str]]] = []
         self._n_pending = 0
 
@@ -328,9 +328,17 @@ class OutlierCheck(Check):
             "label": pl.Series(table.column("label").to_pylist(), dtype=pl.Utf8),
             "style": pl.Series("style", style, dtype=pl.Array(pl.Float16, len(STYLE_FEATURES))),
         })
-        if not self.options["embed"]:
+        if not self.options["embed"] or self._no_model:
             return CheckOutput(features=frame)
-        emb = self.embedder
+        from integrity.embeddings import ModelUnavailableError
+
+        try:
+            emb = self.embedder
+            self._emb_dtype()  # loads the model
+        except ModelUnavailableError as e:  # embeddings are evidence only: scan on without them
+            log.warning("poison.outlier: no embeddings for %s: %s", self.shard.uri if self.shard else "this shard", e)
+            self._no_model = True
+            return CheckOutput(features=frame)
         if emb.on_gpu:  # everything, batch by batch
             vecs = emb.encode(texts.to_pylist()).astype(np.float16)
             frame = frame.with_columns(pl.Series("emb", vecs, dtype=self._emb_dtype()))
@@ -370,7 +378,7 @@ class OutlierCheck(Check):
         if not self.options["embed"] or not self._pending:
             return CheckOutput()
         self._trim(self.options["cpu_max_records"])
-        h, ids, rows, texts, labels = self._pending[0]
+        _, ids, rows, texts, labels = self._pending[0]
         self._pending, self._n_pending = [], 0
         got = self.embedder.encode_budgeted(texts, keys=ids)
         if got.truncated_by_time:

@@ -59,7 +59,10 @@ start of a field.
 from __future__ import annotations
 
 import unicodedata
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
 
 from integrity.checks._text_scan import (
     RawMatch,
@@ -69,8 +72,6 @@ from integrity.checks._text_scan import (
     resolve_scores,
 )
 from integrity.checks.base import Check, CheckConfigError, CheckOutput, ShardInfo
-
-import pyarrow as pa
 
 DEFAULT_SCORES = {
     "tag_characters": 1.0,

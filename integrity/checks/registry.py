@@ -28,6 +28,9 @@ BUILTIN: dict[str, str] = {
     "poison.caption_mismatch": "integrity.checks.poison_caption_mismatch:CaptionMismatch",
     "poison.trigger": "integrity.checks.poison_trigger:PoisonTriggerCheck",
     "poison.target": "integrity.checks.poison_target:PoisonTargetCheck",
+    "poison.unicode": "integrity.checks.poison_unicode:UnicodeCheck",
+    "poison.injection": "integrity.checks.poison_injection:InjectionCheck",
+    "poison.outlier": "integrity.checks.poison_outlier:OutlierCheck",
     "poison.patch": "integrity.checks.poison_patch:PatchCheck",
     "synthetic.image": "integrity.checks.synthetic_image:SyntheticImage",
 }

