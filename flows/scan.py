@@ -48,8 +48,8 @@ def corpus_task(spec: ScanSpec, results: list[ShardResult]) -> tuple[Path, dict[
 
 
 @task(name="policy", cache_policy=NO_CACHE)
-def policy_task(spec: ScanSpec, results: list[ShardResult], corpus_path: Path) -> Path:
-    return pipeline.policy_stage(spec, results, corpus_path)
+def policy_task(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult], corpus_path: Path) -> Path:
+    return pipeline.policy_stage(spec, refs, results, corpus_path)
 
 
 def _emit_quarantined(spec: ScanSpec, row: dict) -> None:
@@ -123,7 +123,7 @@ def scan_flow(spec: ScanSpec) -> dict[str, Any]:
     corpus_path, per_check = corpus_task(spec, results)
     timings["corpus"] = time.perf_counter() - t
     t = time.perf_counter()
-    verdicts_path = policy_task(spec, results, corpus_path)
+    verdicts_path = policy_task(spec, refs, results, corpus_path)
     timings["policy"] = time.perf_counter() - t
     t = time.perf_counter()
     shards_path = quarantine_task(spec, results, verdicts_path)

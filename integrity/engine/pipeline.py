@@ -52,9 +52,12 @@ def all_findings(spec: ScanSpec, results: list[ShardResult], corpus_path: Path) 
     return verdict.assign_severity(merged, spec.policy, spec.checks)
 
 
-def policy_stage(spec: ScanSpec, results: list[ShardResult], corpus_path: Path) -> Path:
-    """Writes ``findings.parquet`` and the shard verdicts (``.work/verdicts.parquet``, returned)."""
+def policy_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult], corpus_path: Path) -> Path:
+    """Writes ``findings.parquet``, ``examples.parquet`` (before quarantine moves any
+    shard away) and the shard verdicts (``.work/verdicts.parquet``, returned)."""
     findings_path = outputs.write_findings(all_findings(spec, results, corpus_path), spec.out)
+    examples = outputs.collect_examples(spec, pl.scan_parquet(findings_path), results, {r.name: r for r in refs})
+    examples.write_parquet(spec.out / "examples.parquet")
     counts = verdict.shard_counts(pl.scan_parquet(findings_path))
     ledger = Ledger(spec.state_dir)
     shards = verdict.decide(results, counts, spec.policy,
@@ -110,8 +113,6 @@ def output_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult
     shards = pl.read_parquet(shards_path)
     shards.write_parquet(spec.out / "shards.parquet")
     findings_path = spec.out / "findings.parquet"
-    examples = outputs.collect_examples(spec, pl.scan_parquet(findings_path), results, {r.name: r for r in refs})
-    examples.write_parquet(spec.out / "examples.parquet")
     verdicts = {v: 0 for v in ("pass", "warn", "quarantine", "unreadable")}
     for v, n in shards.group_by("verdict").len().iter_rows():
         verdicts[v] = n
@@ -185,7 +186,7 @@ def run_scan(spec: ScanSpec, workers: int = 2,
     corpus_path, per_check = corpus_stage(spec, results)
     timings["corpus"] = time.perf_counter() - t
     t = time.perf_counter()
-    verdicts_path = policy_stage(spec, results, corpus_path)
+    verdicts_path = policy_stage(spec, refs, results, corpus_path)
     timings["policy"] = time.perf_counter() - t
     t = time.perf_counter()
     shards_path = quarantine_stage(spec, results, verdicts_path)

@@ -20,7 +20,7 @@ def run(source, tmp_path: Path, policy: Path, out="run", **kw):
 
 
 def test_scan_writes_the_contract_and_finds_duplicates_pii_secrets(small_corpus, tmp_path, state_policy):
-    spec, summary = run(small_corpus, tmp_path, state_policy, quarantine_mode="mark")
+    spec, summary = run(small_corpus, tmp_path, state_policy)
     out = spec.out
     for f in ("findings.parquet", "shards.parquet", "summary.json", "report.html", "examples.parquet"):
         assert (out / f).exists(), f
@@ -42,7 +42,8 @@ def test_scan_writes_the_contract_and_finds_duplicates_pii_secrets(small_corpus,
     assert verdicts["b.parquet"] == "warn"  # 1 of 50 records duplicated > 1 %
     assert summary["verdict"] == "fail"
     assert set(summary["timings"]) >= {"list", "shards", "corpus", "policy", "quarantine", "report", "total"}
-    # the example of the secret is masked in the report data too
+    # the example of the secret (its shard now moved to quarantine) is masked in the report data too
+    assert not (small_corpus / "c.jsonl.gz").exists()
     ex = pl.read_parquet(out / "examples.parquet").filter(pl.col("check") == "privacy.secret")
     assert "ghp_" in ex["excerpt"][0] and "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8" not in ex["excerpt"][0]
     assert "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8" not in (out / "report.html").read_text()
