@@ -204,11 +204,11 @@ def quarantine_release(shard: Annotated[str, typer.Argument(help="Shard name or 
                        state_dir: StateDir = Path(".integrity")) -> None:
     """Approve a quarantined shard: put it back, and do not quarantine the same content again."""
     from integrity import quarantine as q
-    from integrity.ledger import Ledger
+    from integrity.ledger import Ledger, LedgerError
 
     try:
         q.release(Ledger(state_dir), shard, reason=reason, who=who, restore=not keep_in_quarantine)
-    except (KeyError, ValueError, q.QuarantineError if hasattr(q, "QuarantineError") else ValueError) as e:
+    except (q.QuarantineError, LedgerError, ValueError) as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(COULD_NOT_RUN)
     out.print(f"released {shard}")
@@ -219,11 +219,11 @@ def quarantine_restore(shard: Annotated[str, typer.Argument(help="Shard name or 
                        state_dir: StateDir = Path(".integrity")) -> None:
     """Put a quarantined shard back where it was, without approving it."""
     from integrity import quarantine as q
-    from integrity.ledger import Ledger
+    from integrity.ledger import Ledger, LedgerError
 
     try:
         q.restore(Ledger(state_dir), shard)
-    except (KeyError, ValueError, q.QuarantineError if hasattr(q, "QuarantineError") else ValueError) as e:
+    except (q.QuarantineError, LedgerError, ValueError) as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(COULD_NOT_RUN)
     out.print(f"restored {shard}")
