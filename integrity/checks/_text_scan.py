@@ -22,7 +22,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import polars as pl
 import pyarrow as pa
@@ -84,6 +84,15 @@ def mask(value: str, keep_last: int) -> str:
 def before(text: str, start: int, pattern: re.Pattern, width: int) -> bool:
     """Whether ``pattern`` occurs in the ``width`` characters before ``start``."""
     return pattern.search(text, max(0, start - width), start) is not None
+
+
+def chain(*scanners: Callable[[str], Iterable["RawMatch"]]) -> Callable[[str], Iterator["RawMatch"]]:
+    """One scanner running several in turn."""
+    def scan(text: str) -> Iterator[RawMatch]:
+        for s in scanners:
+            yield from s(text)
+
+    return scan
 
 
 def shannon_entropy(s: str) -> float:

@@ -94,21 +94,24 @@ from integrity.checks._national_ids import (
     _scan_dni,
     _scan_nino,
     _scan_ssn,
-    bsn_ok,
-    dni_ok,
-    ssn_ok,
-    verhoeff_ok,
 )
 from integrity.checks._text_scan import (
     EXAMPLE_FACTOR,
     RawMatch,
     ScanGroup,
     TextScanner,
-    before as _before,
     luhn_ok,
-    mask as _mask,
     resolve_kinds,
     resolve_scores,
+)
+from integrity.checks._text_scan import (
+    before as _before,
+)
+from integrity.checks._text_scan import (
+    chain as _chain,
+)
+from integrity.checks._text_scan import (
+    mask as _mask,
 )
 from integrity.checks.base import Check, CheckConfigError, CheckOutput, ShardInfo
 
@@ -513,13 +516,6 @@ def _scan_ipv6_with(exclude_private: bool):
 
 # ---------------------------------------------------------------------------
 
-
-def _chain(*scanners):
-    def scan(text: str) -> Iterator[RawMatch]:
-        for s in scanners:
-            yield from s(text)
-
-    return scan
 
 
 class PiiCheck(Check):

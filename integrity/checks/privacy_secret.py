@@ -93,6 +93,9 @@ from integrity.checks._text_scan import (
     resolve_scores,
     shannon_entropy,
 )
+from integrity.checks._text_scan import (
+    chain as _chain,
+)
 from integrity.checks.base import Check, CheckConfigError, CheckOutput, ShardInfo
 
 KINDS = (
@@ -360,13 +363,6 @@ def _scan_assignments_with(min_len: int, min_entropy: float):
 
     return scan
 
-
-def _chain(*scanners):
-    def scan(text: str) -> Iterator[RawMatch]:
-        for s in scanners:
-            yield from s(text)
-
-    return scan
 
 
 class SecretCheck(Check):

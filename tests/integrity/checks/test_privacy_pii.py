@@ -10,8 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from integrity.checks import registry
+from integrity.checks._national_ids import bsn_ok, verhoeff_ok
 from integrity.checks.base import FINDING_COLUMNS, CheckConfigError
-from integrity.checks.privacy_pii import IBAN_LENGTHS, PiiCheck, bsn_ok, card_brand, iban_ok, verhoeff_ok
+from integrity.checks.privacy_pii import IBAN_LENGTHS, PiiCheck, card_brand, iban_ok
 
 DEBIAN = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "debian" / "descriptions.parquet"
 
