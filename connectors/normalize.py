@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.errors import ShardReadError
+from connectors.image_paths import holds_paths
 from integrity.schema import RECORD_FIELDS, RECORD_ID, ROW, ColumnMapping
 
 # normalized fields that carry content a check can look at
@@ -46,8 +47,8 @@ def _binary_like(t: pa.DataType) -> bool:
 
 
 def _image_ok(t: pa.DataType) -> bool:
-    """Raw bytes, all-null, or a `datasets` Image struct ``{bytes, path}``."""
-    if pa.types.is_null(t) or _binary_like(t):
+    """Raw bytes, all-null, paths (strings), or a `datasets` Image struct ``{bytes, path}``."""
+    if pa.types.is_null(t) or _binary_like(t) or holds_paths(t):
         return True
     if pa.types.is_struct(t):
         idx = t.get_field_index("bytes")
@@ -85,8 +86,8 @@ def make_plan(schema: pa.Schema, mapping: ColumnMapping, all_columns: list[str] 
             continue
         ctype = schema.field(col).type
         if fname == "image" and not _image_ok(ctype):
-            msg = (f"column {col!r} has type {ctype}, not image bytes; "
-                   f"use {flag('image')} to pick a binary column")
+            msg = (f"column {col!r} has type {ctype}, not image bytes or paths; "
+                   f"use {flag('image')} to pick a binary or path column")
             (problems if fname in mapping.explicit else notes).append(msg)
             continue
         if fname != "image" and _nested(ctype):
@@ -103,8 +104,25 @@ def make_plan(schema: pa.Schema, mapping: ColumnMapping, all_columns: list[str] 
     return Plan(sources, columns, out_schema, "; ".join(problems) or None, notes)
 
 
-def normalize_batch(batch: pa.RecordBatch, plan: Plan, first_row: int, uri: str) -> pa.RecordBatch:
-    """Project and cast one raw batch; ``first_row`` is its first row's index in the shard."""
+def image_paths_in(batch: pa.RecordBatch, plan: Plan) -> str | None:
+    """The source column of ``batch`` that holds image *paths* to resolve, else ``None``.
+
+    Decided per batch: a JSONL chunk may type a column differently from the first.
+    """
+    src = plan.sources.get("image")
+    idx = batch.schema.get_field_index(src) if src is not None else -1
+    return src if idx >= 0 and holds_paths(batch.schema.field(idx).type) else None
+
+
+def normalize_batch(batch: pa.RecordBatch, plan: Plan, first_row: int, uri: str,
+                    images: pa.Array | None = None) -> pa.RecordBatch:
+    """Project and cast one raw batch; ``first_row`` is its first row's index in the shard.
+
+    ``images`` is the ``image`` column already resolved to bytes, required when
+    the batch's image column holds paths (see :func:`image_paths_in`).
+    """
+    if images is None and image_paths_in(batch, plan):  # never pass a path's text on as image bytes
+        raise ValueError("the image column holds paths: resolve them and pass images=")
     n = batch.num_rows
     rows = pa.array(np.arange(first_row, first_row + n, dtype=np.int64))
     arrays: list[pa.Array] = []
@@ -113,6 +131,8 @@ def normalize_batch(batch: pa.RecordBatch, plan: Plan, first_row: int, uri: str)
             arrays.append(rows)
         elif name == RECORD_ID and RECORD_ID not in plan.sources:
             arrays.append(pc.cast(rows, pa.string()))
+        elif name == "image" and images is not None:
+            arrays.append(images)
         else:
             src = plan.sources[name]
             idx = batch.schema.get_field_index(src)

@@ -15,8 +15,9 @@ import pyarrow as pa
 from connectors import csv_format, hf_format, jsonl_format, parquet_format  # noqa: F401
 from connectors import webdataset_format  # noqa: F401
 from connectors.errors import ShardReadError
+from connectors.image_paths import ImageResolver
 from connectors.listing import ShardRef
-from connectors.normalize import Plan, make_plan, normalize_batch
+from connectors.normalize import Plan, image_paths_in, make_plan, normalize_batch
 from connectors.registry import ReadContext, reader_for, registered_formats
 from connectors.streams import hash_shard
 from integrity.schema import RECORD_FIELDS, RECORD_ID, ROW, ColumnMapping
@@ -33,6 +34,15 @@ class ShardReader:
     and each other :class:`ColumnMapping` field the source has (``text``,
     ``label``, ``prompt``, ``response``, ``caption``, ``image``) with its type
     from :data:`integrity.schema.RECORD_FIELDS`. Nulls stay nulls.
+
+    An ``image`` column of paths (strings, or a ``datasets`` Image struct whose
+    ``bytes`` is null) is read into bytes as batches go (see
+    :mod:`connectors.image_paths`): relative paths against the shard's
+    directory; absolute paths and URLs only inside ``image_root`` (this
+    argument, else the mapping's ``image_root`` attribute when it has one).
+    A path that is missing or refused gives that record a rejection marker
+    that ``image.decode`` reports; batches of large images may be cut below
+    ``batch_size`` rows. Image files are not part of :attr:`sha256`.
 
     Attributes:
         columns: normalized columns present; set once the shard's schema is
@@ -51,13 +61,15 @@ class ShardReader:
     """
 
     def __init__(self, ref: ShardRef, mapping: ColumnMapping, batch_size: int = 8192,
-                 storage_options: dict | None = None) -> None:
+                 storage_options: dict | None = None, image_root: str | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.ref = ref
         self.mapping = mapping
         self.batch_size = batch_size
         self.storage_options = dict(storage_options or {})
+        # the mapping may carry the root (so the CLI's --image-root reaches every reader and the cache key)
+        self.image_root = image_root if image_root is not None else getattr(mapping, "image_root", None)
         self.columns: list[str] = []
         self.rows = 0
         self.bytes = ref.size
@@ -73,6 +85,7 @@ class ShardReader:
         ctx = ReadContext(self.ref, self.batch_size, self.storage_options, self._wanted())
         self.rows, self.sha256, self.complete = 0, "", False
         plan: Plan | None = None
+        resolver: ImageResolver | None = None
         try:
             for raw in reader(ctx):
                 if plan is None:
@@ -81,9 +94,20 @@ class ShardReader:
                     continue
                 if plan.problem:
                     raise ShardReadError(self.ref.uri, plan.problem)
-                batch = normalize_batch(raw, plan, self.rows, self.ref.uri)
-                self.rows += batch.num_rows
-                yield batch
+                src = image_paths_in(raw, plan)
+                if src is None:
+                    batch = normalize_batch(raw, plan, self.rows, self.ref.uri)
+                    self.rows += batch.num_rows
+                    yield batch
+                    continue
+                if resolver is None:
+                    resolver = ImageResolver(self.ref, self.storage_options, self.image_root)
+                offset = 0
+                for n, images in resolver.resolve(raw.column(src)):
+                    batch = normalize_batch(raw.slice(offset, n), plan, self.rows, self.ref.uri, images)
+                    offset += n
+                    self.rows += n
+                    yield batch
         except ShardReadError:
             raise
         except (OSError, pa.ArrowException) as exc:
@@ -103,9 +127,9 @@ class ShardReader:
 
 
 def read_shard(ref: ShardRef, mapping: ColumnMapping | None = None, batch_size: int = 8192,
-               storage_options: dict | None = None) -> pa.Table:
+               storage_options: dict | None = None, image_root: str | None = None) -> pa.Table:
     """Read a whole shard into one normalized table (for tests and small shards only)."""
-    reader = ShardReader(ref, mapping or ColumnMapping(), batch_size, storage_options)
+    reader = ShardReader(ref, mapping or ColumnMapping(), batch_size, storage_options, image_root)
     batches = list(reader)
     names = reader.columns or [RECORD_ID, ROW]
     return pa.Table.from_batches(batches, schema=pa.schema([(c, RECORD_FIELDS[c]) for c in names]))
