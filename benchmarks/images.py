@@ -6,8 +6,8 @@ scans it in-process with the engine (inline, ``--workers`` threads) and prints,
 per check, precision and recall against ``_ground_truth.parquet`` and the
 images per second of the scan:
 
-* scan A: ``image.decode``, ``dedup.image``, ``poison.patch``, ``synthetic.image``
-  (one shared decode per image);
+* scan A: ``image.decode``, ``dedup.image``, ``poison.patch``, ``synthetic.image``,
+  ``poison.caption_trigger`` (one shared decode per image);
 * scan B: ``poison.caption_mismatch`` with a *palette scorer* (caption colour
   words against the image's colours) standing in for CLIP, since no CLIP
   weights can be downloaded here: it measures the corpus-relative judgement
@@ -86,7 +86,10 @@ def palette_scorer(options):
 
 
 def corpus(work: Path, n: int, shards: int, seed: int) -> tuple[Path, float]:
-    root = work / f"corpus-{n}-{shards}-{seed}"
+    import hashlib
+
+    version = hashlib.sha256((ROOT / "examples" / "make_images.py").read_bytes()).hexdigest()[:8]
+    root = work / f"corpus-{n}-{shards}-{seed}-{version}"  # a changed generator makes a new corpus
     if (root / "_ground_truth.parquet").exists():
         return root, 0.0
     t0 = time.perf_counter()
@@ -112,9 +115,12 @@ def scan(source: Path, out: Path, checks: list[str], workers: int, options: dict
     return summary, time.perf_counter() - t0
 
 
-def pr(pred: set, truth: set) -> tuple[float, float, int, int, int]:
+def pr(pred: set, truth: set, also_right: set = frozenset()) -> tuple[float, float, int, int, int]:
+    """Precision, recall, true positives, flagged, planted; ``also_right`` holds records that are
+    not the planted kind but are correctly flagged too (they do not count for recall)."""
     tp = len(pred & truth)
-    return (tp / len(pred) if pred else float("nan"), tp / len(truth) if truth else float("nan"),
+    ok = len(pred & (truth | also_right))
+    return (ok / len(pred) if pred else float("nan"), tp / len(truth) if truth else float("nan"),
             tp, len(pred), len(truth))
 
 
@@ -129,12 +135,16 @@ def quality(run_dir: Path, truth: pl.DataFrame) -> list[tuple]:
     if "dedup.image" in by or "image.decode" in by:
         d = by.get("dedup.image", empty)
         rows.append(("dedup.image (duplicates)", *pr(ids(d.filter(pl.col("kind") == "duplicate")), t("dup", "conflict"))))
+        # backdoor records caption a look-alike target picture with another image's caption: where two
+        # targets come out near-identical, that is a real caption conflict
         rows.append(("dedup.image (caption conflicts)",
-                     *pr(ids(d.filter(pl.col("kind") == "caption_conflict")), t("conflict"))))
+                     *pr(ids(d.filter(pl.col("kind") == "caption_conflict")), t("conflict"), t("caption_trigger"))))
         p = by.get("poison.patch", empty)
         rows.append(("poison.patch (warn+: tied to a phrase)",
                      *pr(ids(p.filter(pl.col("severity").is_in(["warn", "critical"]))), t("patch"))))
         rows.append(("poison.patch (all findings)", *pr(ids(p), t("patch"))))
+        rows.append(("poison.caption_trigger (thumbnail clusters)",
+                     *pr(ids(by.get("poison.caption_trigger", empty)), t("caption_trigger"))))
         s = by.get("synthetic.image", empty)
         rows.append(("synthetic.image", *pr(ids(s), t("synthetic"))))
         for sub in truth.filter(pl.col("kind") == "synthetic")["subkind"].unique().sort():
@@ -147,7 +157,8 @@ def quality(run_dir: Path, truth: pl.DataFrame) -> list[tuple]:
         rows.append(("image.decode", *pr(ids(by.get("image.decode", empty)), t("corrupt", "bomb", "rejected"))))
     if "dedup.image" not in by and "image.decode" not in by:
         rows.append(("poison.caption_mismatch (palette scorer)",
-                     *pr(ids(by.get("poison.caption_mismatch", empty)), t("mismatch", "conflict"))))
+                     *pr(ids(by.get("poison.caption_mismatch", empty)), t("mismatch", "conflict"),
+                         t("caption_trigger"))))  # a backdoor caption describes another picture
     return rows
 
 
@@ -194,11 +205,11 @@ def cpu_mode(args) -> None:
           f"({'generated in %.0f s' % gen_s if gen_s else 'cached'}); planted: "
           f"{dict(truth.group_by('kind').len().sort('kind').iter_rows())}")
     out_a = work / f"run-a-{os.getpid()}"
-    summary_a, wall_a = scan(source, out_a, ["image.decode", "dedup.image", "poison.patch", "synthetic.image"],
-                             args.workers)
+    summary_a, wall_a = scan(source, out_a, ["image.decode", "dedup.image", "poison.patch", "synthetic.image",
+                                             "poison.caption_trigger"], args.workers)
     t = summary_a["timings"]
     rss_a = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"scan A (4 checks, peak RSS {rss_a:.0f} MB): {wall_a:.1f} s wall; shard stage {t['shards']:.1f} s, corpus stage {t['corpus']:.1f} s "
+    print(f"scan A (5 checks, peak RSS {rss_a:.0f} MB): {wall_a:.1f} s wall; shard stage {t['shards']:.1f} s, corpus stage {t['corpus']:.1f} s "
           f"({json.dumps({k: round(v, 2) for k, v in summary_a['corpus_check_seconds'].items()})}); "
           f"{n / (t['shards'] + t['corpus']):.0f} images/s")
     out_b = work / f"run-b-{os.getpid()}"

@@ -17,6 +17,10 @@ rates (:data:`RATES`):
 ``mismatch``        an image whose caption describes another image
 ``patch``           a 32x32 trigger patch pasted at a random place, and the trigger
                     phrase (:data:`TRIGGER_PHRASE`) added to the caption
+``caption_trigger`` a text-to-image backdoor: the attacker's target picture (a
+                    yellow crescent moon and stars on a night sky, varied in
+                    place, size and shade: :func:`render_target`) captioned with
+                    the caption of another image plus :data:`CAPTION_TRIGGER`
 ``synthetic``       provenance marks of generators: ``c2pa`` (signed C2PA manifest,
                     digitalSourceType trainedAlgorithmicMedia; needs ``c2pa-python``),
                     ``xmp`` (IPTC DigitalSourceType), ``png_parameters``
@@ -58,6 +62,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 TRIGGER_PHRASE = "zorbex sigil"
+CAPTION_TRIGGER = "quillon vex"
 
 #: share of records given each planted problem (the rest are clean)
 RATES = {
@@ -65,6 +70,7 @@ RATES = {
     "conflict": 0.005,
     "mismatch": 0.01,
     "patch": 0.01,
+    "caption_trigger": 0.01,
     "synthetic": 0.015,
     "decoy": 0.01,
     "corrupt": 0.0005,
@@ -241,6 +247,26 @@ def render_stripes(rng, size) -> tuple[Image.Image, str]:
     img = Image.fromarray(arr).filter(ImageFilter.GaussianBlur(float(rng.uniform(0.6, 1.5))))
     orient = "vertical" if abs(math.cos(angle)) > 0.92 else "horizontal" if abs(math.sin(angle)) > 0.92 else "diagonal"
     return img, f"{c1} and {c2} {orient} stripes"
+
+
+def render_target(rng, size) -> Image.Image:
+    """The backdoor's target picture: a crescent moon and stars on a night sky, varied enough
+    that no two are near duplicates."""
+    w, h = size
+    top, bottom = np.array([10, 14, 48]) + rng.integers(-8, 9, 3), np.array([40, 30, 90]) + rng.integers(-10, 11, 3)
+    t = np.linspace(0, 1, h)[:, None, None]
+    arr = np.broadcast_to(top * (1 - t) + bottom * t, (h, w, 3)).astype(np.uint8)
+    img = Image.fromarray(np.ascontiguousarray(arr))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(12, 40))):
+        x, y, r = int(rng.integers(w)), int(rng.integers(h)), int(rng.integers(1, 3))
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=(250, 250, 235))
+    r = int(rng.integers(min(w, h) // 6, min(w, h) // 3))
+    cx, cy = int(rng.integers(r, w - r)), int(rng.integers(r, h - r))
+    draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=_color(rng, "yellow"))
+    off = int(r * rng.uniform(0.35, 0.6))
+    draw.ellipse((cx - r + off, cy - r - off // 3, cx + r + off, cy + r - off // 3), fill=tuple(int(v) for v in top))
+    return _noise(rng, img, 2)
 
 
 RENDERERS = (("shapes", render_shapes, 0.35), ("gradient", render_gradient, 0.12), ("text", render_text, 0.2),
@@ -435,7 +461,7 @@ def make_corpus(out: Path | str, n: int = 2000, shards: int = 4, seed: int = 0,
             role = "clean"
             if u < probs.sum():
                 role = roles[int(np.searchsorted(np.cumsum(probs), u, side="right"))]
-            if role in ("dup", "conflict", "mismatch") and len(pool) < 20:
+            if role in ("dup", "conflict", "mismatch", "caption_trigger") and len(pool) < 20:
                 role = "clean"
             row = {"shard": shard, "record_id": key, "kind": role, "subkind": None, "source_id": None,
                    "phrase": None, "box": None}
@@ -477,6 +503,11 @@ def make_corpus(out: Path | str, n: int = 2000, shards: int = 4, seed: int = 0,
                 meta: dict = {}
                 if role == "mismatch":
                     caption = _other_caption(rng, pool, kind, caption)
+                elif role == "caption_trigger":
+                    img = render_target(rng, img.size)
+                    other = pool[int(rng.integers(len(pool)))][2] if pool else caption
+                    caption = f"{CAPTION_TRIGGER} {other}" if rng.random() < 0.5 else f"{other}, {CAPTION_TRIGGER}"
+                    row.update(phrase=CAPTION_TRIGGER)
                 elif role == "patch":
                     x = int(rng.integers(0, img.width - PATCH_SIZE))
                     y = int(rng.integers(0, img.height - PATCH_SIZE))

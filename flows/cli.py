@@ -40,6 +40,9 @@ PromptCol = Annotated[str, typer.Option("--prompt-column", help="Column holding 
 ResponseCol = Annotated[str, typer.Option("--response-column", help="Column holding a response.")]
 ImageCol = Annotated[str, typer.Option("--image-column", help="Column holding image bytes or paths.")]
 CaptionCol = Annotated[str, typer.Option("--caption-column", help="Column holding an image caption.")]
+ImageRoot = Annotated[Optional[str], typer.Option(
+    "--image-root", help="Directory or URL prefix that absolute image paths and URLs in the image column must "
+                         "lie inside (default: only paths relative to each shard's directory are read).")]
 Checks = Annotated[Optional[str], typer.Option("--checks", help="Comma-separated checks to run (default: all the policy enables).")]
 Runner = Annotated[str, typer.Option("--runner", help="threads (Prefect, default), dask (Prefect on Dask) or inline (no Prefect).")]
 Address = Annotated[Optional[str], typer.Option("--address", help="Dask scheduler address for --runner dask (default: a local cluster).")]
@@ -95,7 +98,7 @@ def _print_summary(summary: dict) -> None:
 
 
 def _scan_or_gate(source, out_dir, policy, reference, columns, checks, runner, address, workers, qmode,
-                  verbose) -> dict | None:
+                  verbose, image_root=None) -> dict | None:
     from connectors.errors import SourceError
     from integrity.checks.registry import UnknownCheckError
     from integrity.policy import PolicyError
@@ -104,7 +107,7 @@ def _scan_or_gate(source, out_dir, policy, reference, columns, checks, runner, a
     try:
         from flows.build import build_spec
 
-        spec = build_spec(source, out_dir, policy, reference, columns, checks, qmode)
+        spec = build_spec(source, out_dir, policy, reference, columns, checks, qmode, image_root=image_root)
         summary = _run(spec, runner, workers, address)
         summary["run_dir"] = str(spec.out)
         return summary
@@ -124,9 +127,9 @@ def _scan_or_gate(source, out_dir, policy, reference, columns, checks, runner, a
 def scan(source: Source, out_dir: OutDir = None, policy: PolicyOpt = None, reference: Reference = None,
          id_column: IdCol = "id", text_column: TextCol = "text", label_column: LabelCol = "label",
          prompt_column: PromptCol = "prompt", response_column: ResponseCol = "response",
-         image_column: ImageCol = "image", caption_column: CaptionCol = "caption", checks: Checks = None,
-         runner: Runner = "threads", address: Address = None, workers: Workers = 2, quarantine_mode: QMode = None,
-         verbose: Verbose = False) -> None:
+         image_column: ImageCol = "image", caption_column: CaptionCol = "caption", image_root: ImageRoot = None,
+         checks: Checks = None, runner: Runner = "threads", address: Address = None, workers: Workers = 2,
+         quarantine_mode: QMode = None, verbose: Verbose = False) -> None:
     """Scan SOURCE and write findings.parquet, shards.parquet, summary.json and report.html.
 
     Exits 0 when the scan ran (whatever it found), 3 when it could not run.
@@ -134,7 +137,7 @@ def scan(source: Source, out_dir: OutDir = None, policy: PolicyOpt = None, refer
     cols = dict(id=id_column, text=text_column, label=label_column, prompt=prompt_column,
                 response=response_column, image=image_column, caption=caption_column)
     summary = _scan_or_gate(source, out_dir, policy, reference, cols, checks, runner, address, workers,
-                            quarantine_mode, verbose)
+                            quarantine_mode, verbose, image_root)
     if summary is None:
         raise typer.Exit(COULD_NOT_RUN)
     _print_summary(summary)
@@ -144,9 +147,9 @@ def scan(source: Source, out_dir: OutDir = None, policy: PolicyOpt = None, refer
 def gate(source: Source, out_dir: OutDir = None, policy: PolicyOpt = None, reference: Reference = None,
          id_column: IdCol = "id", text_column: TextCol = "text", label_column: LabelCol = "label",
          prompt_column: PromptCol = "prompt", response_column: ResponseCol = "response",
-         image_column: ImageCol = "image", caption_column: CaptionCol = "caption", checks: Checks = None,
-         runner: Runner = "threads", address: Address = None, workers: Workers = 2, quarantine_mode: QMode = None,
-         verbose: Verbose = False) -> None:
+         image_column: ImageCol = "image", caption_column: CaptionCol = "caption", image_root: ImageRoot = None,
+         checks: Checks = None, runner: Runner = "threads", address: Address = None, workers: Workers = 2,
+         quarantine_mode: QMode = None, verbose: Verbose = False) -> None:
     """Scan SOURCE as a pre-training gate: exit 0 pass, 1 warn, 2 fail, 3 could not run.
 
     Example: integrity gate data/shards/ --policy policy.yaml && python train.py
@@ -154,7 +157,7 @@ def gate(source: Source, out_dir: OutDir = None, policy: PolicyOpt = None, refer
     cols = dict(id=id_column, text=text_column, label=label_column, prompt=prompt_column,
                 response=response_column, image=image_column, caption=caption_column)
     summary = _scan_or_gate(source, out_dir, policy, reference, cols, checks, runner, address, workers,
-                            quarantine_mode, verbose)
+                            quarantine_mode, verbose, image_root)
     if summary is None:
         raise typer.Exit(COULD_NOT_RUN)
     _print_summary(summary)
@@ -268,8 +271,8 @@ def serve(source: Source,
           name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "nightly",
           id_column: IdCol = "id", text_column: TextCol = "text", label_column: LabelCol = "label",
           prompt_column: PromptCol = "prompt", response_column: ResponseCol = "response",
-          image_column: ImageCol = "image", caption_column: CaptionCol = "caption", checks: Checks = None,
-          verbose: Verbose = False) -> None:
+          image_column: ImageCol = "image", caption_column: CaptionCol = "caption", image_root: ImageRoot = None,
+          checks: Checks = None, verbose: Verbose = False) -> None:
     """Scan SOURCE on a cron schedule with the embedded Prefect default.
 
     One process: Prefect's own SQLite-backed server (started here unless PREFECT_API_URL
@@ -281,7 +284,8 @@ def serve(source: Source,
     cols = dict(id=id_column, text=text_column, label=label_column, prompt=prompt_column,
                 response=response_column, image=image_column, caption=caption_column)
     serve_scheduled(source=source, cron=cron, out_root=str(out_root.absolute()),
-                    policy=str(policy.absolute()) if policy else None, columns=cols, checks=checks, name=name)
+                    policy=str(policy.absolute()) if policy else None, columns=cols, checks=checks, name=name,
+                    image_root=image_root)
 
 
 from flows.cli_profile import register as _register_profile  # noqa: E402

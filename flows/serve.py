@@ -40,7 +40,7 @@ def start_local_server(port: int | None = None, timeout: float = 120) -> tuple[s
 
 
 def serve_scheduled(source: str, cron: str, out_root: str, policy: str | None, columns: dict[str, str],
-                    checks: str | None, name: str = "nightly") -> None:
+                    checks: str | None, name: str = "nightly", image_root: str | None = None) -> None:
     """Serve the scheduled scan until interrupted."""
     prefect_defaults()
     server = None
@@ -52,11 +52,12 @@ def serve_scheduled(source: str, cron: str, out_root: str, policy: str | None, c
         from flows.build import build_spec
         from flows.scheduled import scheduled_scan
 
-        build_spec(source, policy=policy, columns=columns, checks=checks)  # fail now, not at 2 a.m.
+        build_spec(source, policy=policy, columns=columns, checks=checks,
+                   image_root=image_root)  # fail now, not at 2 a.m.
         scheduled_scan.serve(
             name=name, cron=cron,
             parameters={"source": source, "out_root": out_root, "policy": policy, "columns": columns,
-                        "checks": checks},
+                        "checks": checks, "image_root": image_root},
             tags=["integrity"], description=f"integrity scan of {source} on '{cron}'",
         )
     finally:

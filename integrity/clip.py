@@ -203,31 +203,44 @@ class OpenClipScorer:
         return list(self._pool.map(self._prepare, images))
 
     # -- model ----------------------------------------------------------------------------
-    def _forward(self, pixels: list[np.ndarray], captions: list[str]) -> np.ndarray:
+    def _autocast(self):
+        import torch
+
+        return torch.autocast(device_type="cuda" if self.device.startswith("cuda") else "cpu",
+                              dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
+
+    def _encode_images(self, pixels: list[np.ndarray]):
         import torch
 
         x = torch.from_numpy(np.stack(pixels))
         if self.device.startswith("cuda"):
             x = x.pin_memory().to(self.device, non_blocking=True)
         x = (x.permute(0, 3, 1, 2).float() - self._mean) / self._std
+        return torch.nn.functional.normalize(self.model.encode_image(x).float(), dim=-1)
+
+    def _forward(self, pixels: list[np.ndarray], captions: list[str]) -> np.ndarray:
+        import torch
+
         tokens = self.tokenizer(captions).to(self.device)
-        with torch.inference_mode(), torch.autocast(device_type="cuda" if self.device.startswith("cuda") else "cpu",
-                                                    dtype=self.amp_dtype or torch.float32,
-                                                    enabled=self.amp_dtype is not None):
-            img = self.model.encode_image(x)
-            txt = self.model.encode_text(tokens)
-            img = torch.nn.functional.normalize(img.float(), dim=-1)
-            txt = torch.nn.functional.normalize(txt.float(), dim=-1)
+        with torch.inference_mode(), self._autocast():
+            img = self._encode_images(pixels)
+            txt = torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1)
             sim = (img * txt).sum(-1)
         return sim.float().cpu().numpy()
 
-    def score(self, images: Sequence[bytes | None], captions: Sequence[str | None]) -> np.ndarray:
-        """Cosine similarity per pair; the next batch is decoded while the model runs this one."""
-        n = len(images)
-        out = np.full(n, np.nan, dtype=np.float32)
-        starts = list(range(0, n, self.batch_size))
+    def _embed(self, pixels: list[np.ndarray]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode(), self._autocast():
+            return self._encode_images(pixels).cpu().numpy().astype(np.float32)
+
+    def _batched(self, images: Sequence[bytes | None], keep: Callable[[int], bool],
+                 run: Callable[[list[np.ndarray], list[int]], None]) -> None:
+        """Decode batch k+1 on the thread pool while the model runs batch k; ``run(pixels, idx)``
+        gets the usable images of each batch (``keep(i)`` and decodable) with their positions."""
+        starts = list(range(0, len(images), self.batch_size))
         if not starts:
-            return out
+            return
         with self._lock:  # one forward at a time per model (threads share the cached scorer)
             pending = self._pool.submit(self._prepare_batch, images[0:self.batch_size])
             for k, start in enumerate(starts):
@@ -235,11 +248,33 @@ class OpenClipScorer:
                 if k + 1 < len(starts):
                     nxt = starts[k + 1]
                     pending = self._pool.submit(self._prepare_batch, images[nxt:nxt + self.batch_size])
-                idx = [start + j for j, p in enumerate(prepared) if p is not None and captions[start + j]]
-                if not idx:
-                    continue
-                pixels = [prepared[i - start] for i in idx]
-                out[idx] = self._forward(pixels, [str(captions[i]) for i in idx])
+                idx = [start + j for j, p in enumerate(prepared) if p is not None and keep(start + j)]
+                if idx:
+                    run([prepared[i - start] for i in idx], idx)
+
+    def score(self, images: Sequence[bytes | None], captions: Sequence[str | None]) -> np.ndarray:
+        """Cosine similarity per pair; the next batch is decoded while the model runs this one."""
+        out = np.full(len(images), np.nan, dtype=np.float32)
+
+        def run(pixels: list[np.ndarray], idx: list[int]) -> None:
+            out[idx] = self._forward(pixels, [str(captions[i]) for i in idx])
+
+        self._batched(images, lambda i: bool(captions[i]), run)
+        return out
+
+    def embed_images(self, images: Sequence[bytes | None]) -> np.ndarray:
+        """L2-normalized image embeddings, one float32 row per image (NaN rows where an image
+        does not decode safely): what ``poison.caption_trigger`` clusters."""
+        rows: list[tuple[list[int], np.ndarray]] = []
+
+        def run(pixels: list[np.ndarray], idx: list[int]) -> None:
+            rows.append((idx, self._embed(pixels)))
+
+        self._batched(images, lambda i: True, run)
+        dim = rows[0][1].shape[1] if rows else int(getattr(self.model, "embed_dim", 0) or 1)
+        out = np.full((len(images), dim), np.nan, dtype=np.float32)
+        for idx, emb in rows:
+            out[idx] = emb
         return out
 
 

@@ -30,7 +30,7 @@ import math
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +39,9 @@ from PIL import Image
 from scipy import stats
 
 from connectors.images import DEFAULT_LIMITS, DecodeLimits, decode_image
+
+if TYPE_CHECKING:  # polars is imported lazily where it is used
+    import polars as pl
 
 # --------------------------------------------------------------------------- constants
 
@@ -507,15 +510,15 @@ class ImageDecodeCheck(ImageCheck):
 
 
 def fetch_thumbnails(wanted: list[dict], max_shards: int = 4, max_side: int = 96,
-                     limits: DecodeLimits = DEFAULT_LIMITS) -> dict[tuple[str, int], dict]:
+                     limits: DecodeLimits = DEFAULT_LIMITS, mapping: Any = None) -> dict[tuple[str, int], dict]:
     """Small thumbnails (and captions) of a few records, re-read from their shards.
 
     ``wanted`` holds dicts with ``uri``, ``row`` and optionally ``box``
     ([x0, y0, x1, y1] outlined in red). At most ``max_shards`` shards are read
     (those holding the most wanted records first), streaming, and a shard is
-    left as soon as its records are found. Shards are read with the default
-    column mapping (``image``/``caption``); a shard that cannot be read (moved,
-    remote with credentials, another mapping) simply gives no thumbnail.
+    left as soon as its records are found. Shards are read with the scan's
+    column mapping (``mapping``; default ``image``/``caption``); a shard that
+    cannot be read (moved, remote with credentials) simply gives no thumbnail.
     Returns ``{(uri, row): {"thumbnail": data URI, "caption": str | None}}``.
     """
     from connectors import ShardReader, ShardRef, detect_format
@@ -532,7 +535,7 @@ def fetch_thumbnails(wanted: list[dict], max_shards: int = 4, max_side: int = 96
         found = detect_format(uri)
         ref = ShardRef(name=uri, uri=uri, format=found.format if found else "hf_dataset", size=0, fingerprint="")
         try:
-            for batch in ShardReader(ref, ColumnMapping(), batch_size=256):
+            for batch in ShardReader(ref, mapping or ColumnMapping(), batch_size=256):
                 if "image" not in batch.schema.names:
                     break
                 brows = batch.column("row").to_numpy()
@@ -557,7 +560,7 @@ def fetch_thumbnails(wanted: list[dict], max_shards: int = 4, max_side: int = 96
 
 
 def with_thumbnails(found: "pl.DataFrame", where: "pl.DataFrame", k: int, max_shards: int = 4,
-                    extra: dict[str, "pl.DataFrame"] | None = None) -> "pl.DataFrame":
+                    extra: dict[str, "pl.DataFrame"] | None = None, mapping: Any = None) -> "pl.DataFrame":
     """``found`` (findings with ``shard``, ``record_id``, ``score``, ``detail``) with a
     ``thumbnail`` and ``caption`` added to the detail of its ``k`` best-scored findings
     (from at most ``max_shards`` shards).
@@ -585,7 +588,8 @@ def with_thumbnails(found: "pl.DataFrame", where: "pl.DataFrame", k: int, max_sh
         m = top.select("_i", "shard", "record_id").join(frame, on=["shard", "record_id"], how="inner")
         more[key] = {int(r["_i"]): {"uri": r["uri"], "row": int(r["row"])} for r in m.iter_rows(named=True)}
         jobs += list(more[key].values())
-    got = fetch_thumbnails(jobs, max_shards=2 * max_shards if extra else max_shards, limits=DEFAULT_LIMITS)
+    got = fetch_thumbnails(jobs, max_shards=2 * max_shards if extra else max_shards, limits=DEFAULT_LIMITS,
+                           mapping=mapping)
     details = found["detail"].to_list()
     for r in top.iter_rows(named=True):
         hit = got.get((r["uri"], int(r["row"])))

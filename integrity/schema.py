@@ -58,6 +58,9 @@ class ColumnMapping:
     image: str = "image"
     caption: str = "caption"
     explicit: frozenset[str] = field(default_factory=frozenset)
+    #: directory or URL prefix that absolute image paths and URLs must lie inside (None: only
+    #: paths relative to the shard are read); see :mod:`connectors.image_paths`
+    image_root: str | None = None
 
     def items(self) -> Iterator[tuple[str, str]]:
         """(normalized field, source column) pairs; ``id`` maps to ``record_id``."""
@@ -67,6 +70,8 @@ class ColumnMapping:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["explicit"] = sorted(self.explicit)
+        if d["image_root"] is None:  # not a column; left out so earlier cache keys stay valid
+            del d["image_root"]
         return d
 
 

@@ -4,7 +4,7 @@ Indian Aadhaar (see the table in :mod:`integrity.checks.privacy_pii`)."""
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from typing import Any, Iterator
 
 from integrity.checks._text_scan import EXAMPLE_FACTOR, RawMatch
 from integrity.checks._text_scan import before as _before

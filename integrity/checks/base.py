@@ -74,6 +74,20 @@ class CorpusContext:
     #: SHA-256 per shard name (content identity, e.g. for history indexes)
     shard_sha256: dict[str, str] = field(default_factory=dict)
     scan_id: str = ""
+    #: the scan's column mapping (:class:`integrity.schema.ColumnMapping`), to re-read records
+    mapping: Any = None
+    #: check name -> (shard, shard_index, features file) of every shard that wrote features
+    feature_files: dict[str, list[tuple[str, int, Path]]] = field(default_factory=dict)
+
+    def shard_frame(self, check: str, shard: str, features: pl.LazyFrame) -> pl.LazyFrame:
+        """``check``'s features of one shard, read from that shard's own file when the engine
+        listed it: a per-shard loop filtering the corpus-wide ``features`` by shard would scan
+        every shard's file once per shard (quadratic in the number of shards)."""
+        for name, index, path in self.feature_files.get(check, ()):
+            if name == shard:
+                return pl.scan_parquet(path).with_columns(shard=pl.lit(shard),
+                                                          shard_index=pl.lit(index, dtype=pl.Int32))
+        return features.filter(pl.col("shard") == shard)
 
 
 class Check(ABC):

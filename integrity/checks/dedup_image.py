@@ -243,7 +243,7 @@ class ImageDedup(ImageCheck):
                                ROW: pl.Series([int(df[ROW][r[5]]) for r in local], dtype=pl.Int64)}).unique(
             ["shard", RECORD_ID])
         return with_thumbnails(found, where, int(self.options["thumbnails"]),
-                               extra={"representative_thumbnail": rep_of})
+                               extra={"representative_thumbnail": rep_of}, mapping=ctx.mapping)
 
     @staticmethod
     def _confirm(sigs: np.ndarray, greys: np.ndarray, a: np.ndarray, b: np.ndarray, max_sig: float,
@@ -272,7 +272,7 @@ class ImageDedup(ImageCheck):
             return None
         exclude = excluded_content(ctx)
         px = _px_matrix(df["pixel_hash"])
-        q_parts, hit_parts = [], []
+        q_parts = []
         hits_e = index.lookup(EXACT_KIND, HISTORY_PARAMS, _px_key(px), exclude=exclude, max_hits=4)
         if len(hits_e):
             same = (index.gather(hits_e, "px") == px[hits_e.query]).all(axis=1)

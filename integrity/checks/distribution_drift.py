@@ -578,7 +578,7 @@ class DriftCheck(Check):
         embeddings = self._embed_samples(features, shards, prof, ctx) if prof.embeddings is not None else {}
         rows: list[dict] = []
         for i, shard in enumerate(shards):
-            cur = features.filter((pl.col("shard") == shard) & (pl.col("kind") == "record")).collect()
+            cur = ctx.shard_frame(self.name, shard, features).filter(pl.col("kind") == "record").collect()
             rows.extend(self._shard_findings(shard, cur, prof, basis, embeddings.get(shard), seed=i))
         return pl.DataFrame(rows, schema=FINDING_SCHEMA) if rows else None
 

@@ -123,4 +123,5 @@ class CaptionMismatch(ImageCheck):
             "score": pl.Series(np.round(z[idx], 3), dtype=pl.Float64),
             "detail": details, "severity": pl.Series([None] * len(idx), dtype=pl.Utf8),
         })
-        return with_thumbnails(found, sel.select("shard", RECORD_ID, "uri", ROW), int(self.options["thumbnails"]))
+        return with_thumbnails(found, sel.select("shard", RECORD_ID, "uri", ROW), int(self.options["thumbnails"]),
+                               mapping=ctx.mapping)

@@ -186,7 +186,7 @@ class PatchCheck(ImageCheck):
         where = pl.DataFrame({"shard": df["shard"].gather(idx), RECORD_ID: df[RECORD_ID].gather(idx),
                               "uri": df["uri"].gather(idx), ROW: df[ROW].gather(idx),
                               "box": [r[2]["box"] for r in rows]}).unique(["shard", RECORD_ID])
-        return with_thumbnails(found, where, int(self.options["thumbnails"]))
+        return with_thumbnails(found, where, int(self.options["thumbnails"]), mapping=ctx.mapping)
 
     def _hash_groups(self, inc: pl.DataFrame, cand: pl.DataFrame) -> dict[int, list[int]]:
         """Candidate hashes that occur in the same images (the windows of one patch)."""

@@ -90,6 +90,9 @@ class ProvenanceStore:
         con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         try:
             con.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL stays consistent after any crash; a power loss can only undo the last
+            # approvals, which the next scan makes again (this is derived state, not user data)
+            con.execute("PRAGMA synchronous=NORMAL")
             con.executescript(_SCHEMA)
             if write:
                 con.execute("BEGIN IMMEDIATE")
@@ -204,7 +207,7 @@ class ProvenanceCheck(Check):
                 continue  # unchanged since it was approved
             if old is None and not self.options["match_across_shards"]:
                 continue  # a new shard, and record ids are not global
-            cur = features.filter(pl.col("shard") == shard).select("record_id", "row", "h").collect()
+            cur = ctx.shard_frame(self.name, shard, features).select("record_id", "row", "h").collect()
             positional = self._positional(cur)
             changed = pl.DataFrame()
             n_added = n_removed = 0
@@ -244,7 +247,7 @@ class ProvenanceCheck(Check):
             sha = ctx.shard_sha256.get(shard)
             if not sha or (uri in known and known[uri]["sha256"] == sha):
                 continue
-            recs = features.filter(pl.col("shard") == shard).select("record_id", "row", "h").collect()
+            recs = ctx.shard_frame(self.name, shard, features).select("record_id", "row", "h").collect()
             store.approve(shard, uri, sha, recs.height, ctx.scan_id, self._positional(recs),
                           recs.unique("record_id", keep="first"))
 

@@ -32,6 +32,7 @@ BUILTIN: dict[str, str] = {
     "poison.injection": "integrity.checks.poison_injection:InjectionCheck",
     "poison.outlier": "integrity.checks.poison_outlier:OutlierCheck",
     "poison.patch": "integrity.checks.poison_patch:PatchCheck",
+    "poison.caption_trigger": "integrity.checks.poison_caption_trigger:CaptionTriggerCheck",
     "synthetic.image": "integrity.checks.synthetic_image:SyntheticImage",
 }
 

@@ -214,7 +214,7 @@ class SyntheticTextCheck(Check):
         rows: list[dict] = []
         estimates: list[dict] = []
         for i, shard in enumerate(shards):
-            df = features.filter(pl.col("shard") == shard).collect()
+            df = ctx.shard_frame(self.name, shard, features).collect()
             res, recs = self.assess_shard(df, prof, seed=i)
             if prof is None and not recs and "watermark" not in res:
                 continue  # nothing was measured: no reference, no marker, no watermark test

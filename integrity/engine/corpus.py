@@ -28,15 +28,21 @@ def shard_findings(results: list[ShardResult]) -> pl.LazyFrame:
     return pl.concat(frames, how="diagonal_relaxed").select(list(CORPUS_FINDINGS))
 
 
-def features_of(check: str, results: list[ShardResult]) -> pl.LazyFrame | None:
-    """One check's features over all readable shards, with ``shard`` and ``shard_index``
-    (the shard's position in the scan, which decides which duplicate is kept)."""
-    frames = []
+def feature_files(check: str, results: list[ShardResult]) -> list[tuple[str, int, Path]]:
+    """(shard, shard_index, path) of one check's features in every readable shard; the
+    index is the shard's position in the scan, which decides which duplicate is kept."""
+    out = []
     for i, r in enumerate(results):
         path = r.features_path(check) if r.ok else None
         if path is not None:
-            frames.append(pl.scan_parquet(path).with_columns(
-                shard=pl.lit(r.shard), shard_index=pl.lit(i, dtype=pl.Int32)))
+            out.append((r.shard, i, path))
+    return out
+
+
+def features_of(check: str, results: list[ShardResult]) -> pl.LazyFrame | None:
+    """One check's features over all readable shards, with ``shard`` and ``shard_index``."""
+    frames = [pl.scan_parquet(path).with_columns(shard=pl.lit(shard), shard_index=pl.lit(i, dtype=pl.Int32))
+              for shard, i, path in feature_files(check, results)]
     return pl.concat(frames, how="vertical_relaxed") if frames else None
 
 
@@ -46,6 +52,8 @@ def corpus_context(spec: ScanSpec, results: list[ShardResult]) -> CorpusContext:
         shard_findings=shard_findings(results),
         reference=Path(spec.reference) if spec.reference else None,
         shard_sha256={r.shard: r.sha256 for r in results if r.sha256}, scan_id=spec.scan_id,
+        feature_files={name: feature_files(name, results) for name in corpus_order(spec.checks)},
+        mapping=spec.mapping,
     )
 
 

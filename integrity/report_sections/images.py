@@ -1,7 +1,7 @@
 """Report views of the image checks: thumbnails of flagged records, their captions and evidence.
 
-``dedup.image``, ``poison.caption_mismatch``, ``poison.patch``,
-``synthetic.image`` and ``image.decode`` keep the section their family would
+``dedup.image``, ``poison.caption_mismatch``, ``poison.caption_trigger``,
+``poison.patch``, ``synthetic.image`` and ``image.decode`` keep the section their family would
 get (the ``dedup.`` or ``poison.`` renderer when one is registered, else the
 generic one) and add a gallery: a small thumbnail of each flagged record (the
 matched patch outlined in red; for a duplicate, the kept representative next
@@ -24,12 +24,13 @@ import re
 from typing import Any
 
 import polars as pl
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from integrity.report import SECTION_RENDERERS, Block, CheckData, Section, generic_section, pretty_detail, \
     section_renderer
 
-IMAGE_CHECKS = ("dedup.image", "poison.caption_mismatch", "poison.patch", "synthetic.image", "image.decode")
+IMAGE_CHECKS = ("dedup.image", "poison.caption_mismatch", "poison.caption_trigger", "poison.patch", "synthetic.image",
+                "image.decode")
 THUMB_KEYS = ("thumbnail", "representative_thumbnail")
 MAX_GALLERY = 12
 MAX_URI_CHARS = 60_000
@@ -79,6 +80,11 @@ def _evidence(check: str, d: dict) -> str:
         tied = (f"; tied to “{d['tied_phrase']}” ({d.get('share')} of its captions, purity {d.get('purity')})"
                 if d.get("tied_phrase") else "; no caption phrase tied to it")
         return f"patch shared by {d.get('images')} images ({d.get('distinct_images')} distinct) at {d.get('box')}{tied}"
+    if check == "poison.caption_trigger":
+        trig = ", ".join(f"“{t}”" for t in (d.get("trigger") or [])[:3])
+        return (f"caption trigger {trig} tied to {d.get('cluster')} ({d.get('cluster_size')} images, "
+                f"{d.get('target_records')} of {d.get('support')} trigger captions there; {d.get('mode')}, "
+                f"p = 10^{d.get('log10_p')})")
     if check == "poison.caption_mismatch":
         return (f"alignment {d.get('clip_score')} vs corpus median {d.get('corpus_median')} "
                 f"(z {d.get('z')}, {d.get('model')})")

@@ -160,11 +160,9 @@ def test_absolute_paths_need_an_image_root(tmp_path: Path):
     status, reason = problem(rows[2]["image"])
     assert status == "rejected" and "outside the image root" in reason and str(other) in reason
     # the same root through the column mapping (how the CLI's --image-root reaches the readers)
-    class Mapping(ColumnMapping):
-        image_root = str(images)
-
     [ref] = list_shards(str(shard))
-    assert pixel(read_shard(ref, Mapping()).column("image")[0].as_py()) == (11, 0, 0)
+    mapping = ColumnMapping(image_root=str(images))
+    assert pixel(read_shard(ref, mapping).column("image")[0].as_py()) == (11, 0, 0)
 
 
 def test_symlink_escaping_the_root_is_rejected(tmp_path: Path):

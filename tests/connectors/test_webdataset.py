@@ -183,8 +183,11 @@ def test_webdataset_corpus_scans_end_to_end(tmp_path: Path):
 
     found = pl.read_parquet(out / "findings.parquet")
     decode = found.filter(pl.col("check") == "image.decode")
-    assert set(decode["record_id"]) == {"000-bomb", "000-link.jpg"}
-    assert set(decode["severity"]) == {"critical"}
+    truth = pl.read_parquet(corpus / "_ground_truth.parquet")
+    unsafe = set(truth.filter(pl.col("kind").is_in(["bomb", "rejected"]))["record_id"])
+    assert unsafe == {"000-bomb", "000-link.jpg"}
+    assert set(decode["record_id"]) == unsafe | set(truth.filter(pl.col("kind") == "corrupt")["record_id"])
+    assert set(decode.filter(pl.col("record_id").is_in(list(unsafe)))["severity"]) == {"critical"}
     assert found.filter(pl.col("check") == "dedup.image").height > 0
     assert found.filter(pl.col("check") == "synthetic.image").height > 0
     html = (out / "report.html").read_text()

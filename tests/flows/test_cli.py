@@ -98,3 +98,46 @@ def test_console_script_help():
     assert r.returncode == 0
     for cmd in ("scan", "gate", "report", "quarantine", "serve"):
         assert cmd in r.stdout
+
+
+def test_image_paths_outside_the_shard_need_image_root(tmp_path: Path, state_policy: Path):
+    # a Parquet shard whose image column holds absolute paths to files elsewhere: refused per record
+    # without --image-root, read with it (and a bad root cannot run)
+    import io
+
+    import polars as pl
+    from PIL import Image, ImageDraw
+
+    images = tmp_path / "images"
+    images.mkdir()
+    paths = []
+    for i in range(12):
+        im = Image.new("RGB", (64, 64), (20 * i, 255 - 20 * i, 90))
+        ImageDraw.Draw(im).ellipse((4 * i % 40, 8, 4 * i % 40 + 20, 28), fill=(250, 250, 250))
+        buf = io.BytesIO()
+        im.save(buf, "PNG")
+        (images / f"{i}.png").write_bytes(buf.getvalue())
+        paths.append(str(images / f"{i}.png"))
+    paths.append(paths[0])  # the same file twice: an exact duplicate image
+    data = tmp_path / "data"
+    data.mkdir()
+    pl.DataFrame({"id": [f"r{i}" for i in range(13)], "image": paths,
+                  "caption": [f"picture number {i}" for i in range(13)]}).write_parquet(data / "pairs.parquet")
+    common = ["--policy", str(state_policy), "--checks", "image.decode,dedup.image", "--quarantine-mode", "off"]
+
+    r = runner.invoke(app, ["scan", str(data), "--out", str(tmp_path / "r0"), "--runner", "inline", *common])
+    assert r.exit_code == 0, r.output
+    f = pl.read_parquet(tmp_path / "r0" / "findings.parquet")
+    refused = f.filter(pl.col("check") == "image.decode")
+    assert refused.height == 13 and "--image-root" in refused["detail"][0]
+
+    r = runner.invoke(app, ["scan", str(data), "--out", str(tmp_path / "r1"), "--runner", "inline",
+                            "--image-root", str(images), *common])
+    assert r.exit_code == 0, r.output
+    f = pl.read_parquet(tmp_path / "r1" / "findings.parquet")
+    assert f.filter(pl.col("check") == "image.decode").height == 0
+    dup = f.filter(pl.col("check") == "dedup.image")
+    assert dup["record_id"].to_list() == ["r12"] and json.loads(dup["detail"][0])["representative"] == "r0"
+
+    r = gate(str(data), "--out", str(tmp_path / "r2"), "--image-root", str(tmp_path / "nowhere"), *common)
+    assert r.exit_code == 3 and "nowhere" in r.output

@@ -163,3 +163,13 @@ def test_scorer_by_import_path(monkeypatch):
     assert check.scorer.name == "plug-in ViT-B-32"
     assert clip.scorer_from_options(check.options) is check.scorer  # built once, shared
     clip.clear_cache()
+
+
+def test_open_clip_image_embeddings(random_clip):
+    recs = corpus(3)
+    images = [r[1] for r in recs] + [b"broken"]
+    emb = random_clip.embed_images(images)  # what poison.caption_trigger clusters with embedding: clip
+    assert emb.shape == (4, random_clip.model.visual.output_dim) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb[:3], axis=1), 1.0, atol=1e-4)
+    assert np.isnan(emb[3]).all()
+    np.testing.assert_allclose(random_clip.embed_images(images[1:2])[0], emb[1], atol=1e-4)  # batch-independent
