@@ -69,6 +69,7 @@ class QuarantineRules(_Strict):
 class WarnRules(_Strict):
     flagged_share: float = Field(default=0.01, ge=0, le=1)
     any_critical: bool = True
+    shard_findings: bool = True
 
 
 class VerdictRules(_Strict):

@@ -8,7 +8,9 @@ Verdict rules (all thresholds in the policy's ``verdict`` block):
   ``quarantine.any_critical_in``, or any warn/critical finding of a check in
   ``quarantine.any_finding_in``;
 * ``warn``: more than ``warn.flagged_share`` of its records have a warn or
-  critical finding, or (``warn.any_critical``) any critical finding at all;
+  critical finding, or (``warn.any_critical``) any critical finding at all, or
+  (``warn.shard_findings``) a warn-level finding about the shard as a whole
+  (``record_id`` null: drift, synthetic share, changed content);
 * ``pass`` otherwise.
 
 A shard whose exact content (SHA-256) was released from quarantine before is
@@ -67,6 +69,7 @@ def shard_counts(findings: pl.LazyFrame) -> pl.DataFrame:
         records_critical=pl.col("record_id").filter(critical).drop_nulls().n_unique(),
         critical_checks=pl.col("check").filter(critical).unique().sort(),
         flagged_checks=pl.col("check").filter(flagged).unique().sort(),
+        shard_level_checks=pl.col("check").filter(flagged & pl.col("record_id").is_null()).unique().sort(),
     ).collect()
 
 
@@ -105,6 +108,9 @@ def decide(results: list[ShardResult], counts: pl.DataFrame, policy: Policy,
                 warn.append(f"{n_flag_rec / rows_:.2%} of records flagged by {', '.join(flag_checks)} (limit {w.flagged_share:.2%})")
             if w.any_critical and crit_checks:
                 warn.append(f"critical findings of {', '.join(crit_checks)}")
+            shard_level = c.get("shard_level_checks") or []
+            if w.shard_findings and shard_level:
+                warn.append(f"shard-level findings of {', '.join(shard_level)}")
             if quarantine:
                 verdict, reasons = "quarantine", quarantine
                 rel = release_lookup(r.sha256, quarantine) if (release_lookup and r.sha256) else None
