@@ -191,13 +191,14 @@ class CaptionTriggerCheck(ImageCheck):
         """Cluster labels of every record at each level, finest first: faiss k-means of the
         embeddings, then each coarser level groups the previous level's centroids (4x fewer),
         so a target set larger than one fine cluster still falls in one coarse cluster."""
-        X = embedding_matrix(embeddings, self.options["embedding"])
+        kind, seed = self.options["embedding"], int(self.options["seed"])
+        X = project(stored_matrix(embeddings, kind), kind, int(self.options["pca_dims"]), seed)
         n = X.shape[0]
         k = self.options["clusters"]
         k = int(min(1024, max(8, round(math.sqrt(n) / 2)))) if k == "auto" else int(k)
         k = max(2, min(k, n // 5))
-        labels, centroids = kmeans(X, k, int(self.options["pca_dims"]), int(self.options["kmeans_iterations"]),
-                                   int(self.options["seed"]))
+        labels, centroids = kmeans(X, k, int(self.options["kmeans_iterations"]), seed)
+        del X
         levels = [labels]
         while len(levels) < int(self.options["levels"]) and len(centroids) // 4 >= 4:
             weights = np.bincount(levels[-1], minlength=len(centroids)).astype(np.float64)
@@ -206,32 +207,55 @@ class CaptionTriggerCheck(ImageCheck):
         return levels
 
 
-def embedding_matrix(values: pl.Series, kind: str) -> np.ndarray:
-    """float32 matrix of the stored embeddings: thumbnails centred per image (brightness is not
-    content) with the grey part weighted to match the colour part; CLIP vectors as they are."""
+def stored_matrix(values: pl.Series, kind: str) -> np.ndarray:
+    """The stored embeddings as one array without conversion: uint8 thumbnails or float16 vectors."""
     raw = b"".join(values.to_list())
     if kind == "thumbnail":
-        width = SIG_BYTES + GREY_BYTES
-        M = np.frombuffer(raw, np.uint8).reshape(-1, width).astype(np.float32) / 255.0
+        return np.frombuffer(raw, np.uint8).reshape(-1, SIG_BYTES + GREY_BYTES)
+    return np.frombuffer(raw, np.float16).reshape(len(values), -1)
+
+
+def embedding_matrix(values: pl.Series | np.ndarray, kind: str) -> np.ndarray:
+    """float32 rows of stored embeddings: thumbnails centred per image (brightness is not
+    content) with the grey part weighted to match the colour part; CLIP vectors as they are."""
+    M = stored_matrix(values, kind) if isinstance(values, pl.Series) else values
+    if kind == "thumbnail":
+        M = M.astype(np.float32) / 255.0
         colour, grey = M[:, :SIG_BYTES], M[:, SIG_BYTES:]
         grey = (grey - grey.mean(axis=1, keepdims=True)) * math.sqrt(SIG_BYTES / GREY_BYTES)
         return np.ascontiguousarray(np.hstack([colour, grey]))
-    M = np.frombuffer(raw, np.float16).reshape(len(values), -1).astype(np.float32)
-    return np.ascontiguousarray(M)
+    return np.ascontiguousarray(M, dtype=np.float32)
 
 
-def kmeans(X: np.ndarray, k: int, dims: int, iterations: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """faiss k-means of ``X`` after centring and PCA to ``dims``; returns the cluster of every
-    row (compact labels 0..k'-1, empty clusters dropped) and the centroids (in the reduced space)."""
+def project(stored: np.ndarray, kind: str, dims: int, seed: int, chunk: int = 65_536) -> np.ndarray:
+    """Centred float32 embeddings reduced by PCA to ``dims`` (0: all dimensions), converted a
+    chunk at a time: memory holds the stored array, one float chunk and the reduced result, never
+    the whole float matrix. PCA is trained on at most 100,000 sampled rows."""
     import faiss
 
-    X = X - X.mean(axis=0, keepdims=True)
-    d = X.shape[1]
+    n, d_in = stored.shape
+    d = embedding_matrix(stored[:1], kind).shape[1]
+    mean = np.zeros(d, np.float64)
+    for i in range(0, n, chunk):
+        mean += embedding_matrix(stored[i:i + chunk], kind).sum(axis=0, dtype=np.float64)
+    mean = (mean / max(n, 1)).astype(np.float32)
+    pca = None
     if dims and dims < d:
+        rows = np.arange(n) if n <= 100_000 else np.sort(np.random.default_rng(seed).choice(n, 100_000, False))
         pca = faiss.PCAMatrix(d, dims)
-        sample = X if X.shape[0] <= 100_000 else X[np.random.default_rng(seed).choice(X.shape[0], 100_000, False)]
-        pca.train(np.ascontiguousarray(sample))
-        X = pca.apply(X)
+        pca.train(np.ascontiguousarray(embedding_matrix(stored[rows], kind) - mean))
+    out = np.empty((n, dims if pca is not None else d), np.float32)
+    for i in range(0, n, chunk):
+        block = np.ascontiguousarray(embedding_matrix(stored[i:i + chunk], kind) - mean)
+        out[i:i + chunk] = pca.apply(block) if pca is not None else block
+    return out
+
+
+def kmeans(X: np.ndarray, k: int, iterations: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """faiss k-means of the rows of ``X``; returns the cluster of every row (compact labels
+    0..k'-1, empty clusters dropped) and the centroids."""
+    import faiss
+
     X = np.ascontiguousarray(X, dtype=np.float32)
     km = faiss.Kmeans(X.shape[1], k, niter=iterations, seed=seed, max_points_per_centroid=512, verbose=False)
     km.train(X)

@@ -16,7 +16,8 @@ from PIL import Image
 
 from integrity import clip
 from integrity.checks.base import CheckConfigError, CorpusContext, ShardInfo
-from integrity.checks.poison_caption_trigger import CaptionTriggerCheck, embedding_matrix, kmeans, merge_centroids
+from integrity.checks.poison_caption_trigger import (CaptionTriggerCheck, embedding_matrix, kmeans, merge_centroids,
+                                                     project)
 from integrity.images import analyze_images
 
 EXAMPLES = Path(__file__).parents[3] / "examples" / "make_images.py"
@@ -176,12 +177,24 @@ def test_kmeans_levels_separate_then_group():
     centres = [f + rng.normal(0, 2, 8) for f in families for _ in range(2)]
     X = np.vstack([rng.normal(c, 0.05, (40, 8)) for c in centres]).astype(np.float32)
     family = np.repeat(np.arange(4), 80)
-    labels, centroids = kmeans(X, 8, dims=0, iterations=20, seed=0)
+    labels, centroids = kmeans(X, 8, iterations=20, seed=0)
     assert len(centroids) == len(np.unique(labels)) >= 6
     assert all(len(set(family[labels == c])) == 1 for c in np.unique(labels))
     parent, coarse = merge_centroids(centroids, np.bincount(labels).astype(float), 4, seed=0)
     fam = parent[labels]
     assert len(coarse) == 4 and all(len(set(fam[family == f])) == 1 for f in range(4)) and len(set(fam)) == 4
+
+
+def test_projection_in_chunks_equals_one_pass():
+    rng = np.random.default_rng(1)
+    stored = rng.integers(0, 256, (300, 448), dtype=np.uint8)
+    whole = project(stored, "thumbnail", 16, seed=0, chunk=10_000)
+    chunked = project(stored, "thumbnail", 16, seed=0, chunk=7)
+    np.testing.assert_allclose(chunked, whole, atol=1e-4)
+    full = project(stored, "thumbnail", 0, seed=0)  # no PCA: centred descriptors
+    X = embedding_matrix(stored, "thumbnail")
+    np.testing.assert_allclose(full, X - X.mean(axis=0), atol=1e-5)
+    assert whole.shape == (300, 16) and full.shape == (300, 448)
 
 
 def test_levels_option_and_detail(backdoor):
