@@ -58,8 +58,10 @@ import pyarrow as pa
 
 from integrity import lexical as lx
 from integrity.checks.base import CheckConfigError, CheckOutput, CorpusContext
-from integrity.checks.poison_trigger import (PoisonTriggerCheck, build_findings, detect_label_triggers,
-                                             empty_corpus_findings, split_features, token_features)
+from integrity.checks._label_trigger_findings import build_findings
+from integrity.checks._label_triggers import (detect_label_triggers, empty_corpus_findings, split_features,
+                                              token_features)
+from integrity.checks.poison_trigger import PoisonTriggerCheck
 from integrity.clip import ScorerConfigError, scorer_from_options
 from integrity.images import LIMIT_OPTIONS, SIG_SIDE, ImageCheck, with_thumbnails
 

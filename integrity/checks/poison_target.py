@@ -48,14 +48,8 @@ from scipy import stats
 
 from integrity import lexical as lx
 from integrity.checks.base import Check, CheckOutput, CorpusContext
-from integrity.checks.poison_trigger import (
-    _EMPTY,
-    empty_corpus_findings,
-    offsets_for,
-    score_of,
-    split_features,
-    token_features,
-)
+from integrity.checks._label_trigger_findings import offsets_for, score_of
+from integrity.checks._label_triggers import _EMPTY, empty_corpus_findings, split_features, token_features
 from integrity.schema import RECORD_ID, ROW
 
 
