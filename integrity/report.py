@@ -13,7 +13,9 @@ excerpts, details, error messages) is untrusted: the template is rendered
 with autoescape on and no value is ever marked safe here except the SVG
 that :mod:`integrity.charts` builds with its own escaping.
 
-Per-check sections are produced by *section renderers*. Any check, including
+Per-check sections are produced by *section renderers*
+(:mod:`integrity.report_model`; formatting helpers and colours are in
+:mod:`integrity.report_format`). Any check, including
 ones added after this module was written, gets :func:`generic_section`
 (counts, score histogram, examples with highlighted evidence, top findings);
 a check family can get a specialised one by registering a function for its
@@ -30,58 +32,29 @@ The longest registered prefix that matches the check name wins.
 from __future__ import annotations
 
 import json
-import math
-import re
 import shlex
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jinja2
-import numpy as np
 import polars as pl
 from markupsafe import Markup
 
 from integrity import charts
+from integrity.report_format import (COLORS, SEVERITY_RANK, SEVERITY_SERIES, TIMING_STAGES, VERDICT_RANK, VERDICTS,
+                                     _truncate, anchor, fmt_duration, fmt_int, fmt_pct, fmt_score, fmt_time,
+                                     highlight_segments, human_bytes, pretty_detail)
+from integrity.report_model import Block, CheckData, Section, renderer_for
 
 # --------------------------------------------------------------------------- limits
 
 MAX_SHARD_ROWS = 200  # shard table rows shown (worst verdict first)
 MAX_EXAMPLES_PER_CHECK = 12
-MAX_TOP_FINDINGS = 10  # per check, when it has no examples
-MAX_TOP_CLUSTERS = 15
-MAX_DETAIL_CHARS = 1200
-MAX_EXCERPT_CHARS = 1600
 MAX_ERROR_CHARS = 400
 MAX_RELEASE_COMMANDS = 10
-HIST_BINS = 20
-
-# --------------------------------------------------------------------------- vocab
-
-SEVERITIES = ("critical", "warn", "info")  # worst first
-VERDICTS = ("quarantine", "unreadable", "warn", "pass")  # worst first
-VERDICT_RANK = {v: i for i, v in enumerate(VERDICTS)}
-SEVERITY_RANK = {"critical": 0, "warn": 1, "info": 2}
-
-COLORS = {
-    "pass": "#1a7f37",
-    "warn": "#b35c00",
-    "fail": "#c62828",
-    "quarantine": "#c62828",
-    "unreadable": "#6f42c1",
-    "critical": "#c62828",
-    "info": "#6e7781",
-    "bar": "#4c78a8",
-}
-SEVERITY_SERIES = [
-    ("critical", "critical", COLORS["critical"]),
-    ("warn", "warn", "#e3a008"),
-    ("info", "info", "#9aa4b1"),
-]
-TIMING_STAGES = ("list", "shards", "corpus", "policy", "quarantine", "report")
 
 SHARD_COLUMNS: dict[str, pl.DataType] = {
     "shard": pl.Utf8,
@@ -115,166 +88,6 @@ EXAMPLE_COLUMNS: dict[str, pl.DataType] = {
     "excerpt": pl.Utf8,
     "highlights": pl.Utf8,
 }
-
-
-# --------------------------------------------------------------------------- formatting
-
-
-def human_bytes(n: Any) -> str:
-    if n is None:
-        return "–"
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(n) < 1024 or unit == "PiB":
-            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} PiB"  # pragma: no cover
-
-
-def fmt_int(n: Any) -> str:
-    if n is None:
-        return "–"
-    try:
-        return f"{int(n):,}"
-    except (TypeError, ValueError):
-        return str(n)
-
-
-def fmt_duration(s: Any) -> str:
-    if s is None:
-        return "–"
-    try:
-        s = float(s)
-    except (TypeError, ValueError):
-        return str(s)
-    if math.isnan(s):
-        return "–"
-    if s < 1:
-        return f"{s * 1000:.0f} ms"
-    if s < 60:
-        return f"{s:.1f} s"
-    if s < 3600:
-        return f"{int(s // 60)} min {int(s % 60):02d} s"
-    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
-
-
-def fmt_pct(part: Any, whole: Any) -> str:
-    if not whole or part is None:
-        return "–"
-    p = 100.0 * float(part) / float(whole)
-    if p == 0:
-        return "0%"
-    if p < 0.01:
-        return "<0.01%"
-    if p < 1:
-        return f"{p:.2f}%"
-    return f"{p:.1f}%"
-
-
-def fmt_score(x: Any) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    return f"{x:.3g}" if abs(x) < 1000 else f"{x:,.0f}"
-
-
-def fmt_time(iso: Any) -> str:
-    if not iso:
-        return "–"
-    try:
-        dt = datetime.fromisoformat(str(iso).replace("Z", "+00:00"))
-    except ValueError:
-        return str(iso)
-    tz = dt.strftime("%Z") or ""
-    if tz in ("UTC+00:00",):
-        tz = "UTC"
-    return (dt.strftime("%Y-%m-%d %H:%M:%S") + (f" {tz}" if tz else "")).strip()
-
-
-def _truncate(s: Any, n: int) -> str:
-    s = "" if s is None else str(s)
-    return s if len(s) <= n else s[: n - 1] + "…"
-
-
-def pretty_detail(detail: Any, limit: int = MAX_DETAIL_CHARS, compact: bool = False) -> str:
-    """The detail JSON, indented (or on one line with ``compact``); the raw
-    string when it is not JSON; truncated to ``limit`` characters."""
-    if detail is None or detail == "":
-        return ""
-    try:
-        obj = json.loads(detail)
-        if compact:
-            text = json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(", ", ": "))
-        else:
-            text = json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True)
-    except (TypeError, ValueError):
-        text = str(detail)
-    if len(text) > limit:
-        text = text[:limit] + f"{' ' if compact else chr(10)}… ({len(text) - limit:,} more characters)"
-    return text
-
-
-def anchor(check: str, taken: set[str]) -> str:
-    base = "check-" + (re.sub(r"[^a-z0-9]+", "-", check.lower()).strip("-") or "x")
-    a, i = base, 2
-    while a in taken:
-        a, i = f"{base}-{i}", i + 1
-    taken.add(a)
-    return a
-
-
-def highlight_segments(excerpt: Any, highlights: Any, limit: int = MAX_EXCERPT_CHARS) -> list[tuple[str, bool]]:
-    """Split ``excerpt`` into (text, highlighted) pieces from ``highlights`` (JSON [[start, end], ...]).
-
-    Spans are clamped to the excerpt, sorted and merged; invalid input gives no
-    highlight. A long excerpt is cut to a window of ``limit`` characters around
-    the first highlight, with "…" marking the cuts.
-    """
-    text = "" if excerpt is None else str(excerpt)
-    spans: list[list[int]] = []
-    raw = highlights
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError:
-            raw = []
-    if isinstance(raw, (list, tuple)):
-        for item in raw:
-            try:
-                s, e = int(item[0]), int(item[1])
-            except (TypeError, ValueError, IndexError, KeyError):
-                continue
-            s, e = max(0, s), min(len(text), e)
-            if e > s:
-                spans.append([s, e])
-    spans.sort()
-    merged: list[list[int]] = []
-    for s, e in spans:
-        if merged and s <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], e)
-        else:
-            merged.append([s, e])
-    lo, hi = 0, len(text)
-    if len(text) > limit:
-        first = merged[0][0] if merged else 0
-        lo = max(0, min(first - limit // 4, len(text) - limit))
-        hi = lo + limit
-    out: list[tuple[str, bool]] = []
-    if lo > 0:
-        out.append(("… ", False))
-    pos = lo
-    for s, e in merged:
-        s, e = max(s, lo), min(e, hi)
-        if e <= s:
-            continue
-        if s > pos:
-            out.append((text[pos:s], False))
-        out.append((text[s:e], True))
-        pos = e
-    if pos < hi:
-        out.append((text[pos:hi], False))
-    if hi < len(text):
-        out.append((" …", False))
-    return out
 
 
 # --------------------------------------------------------------------------- reading
@@ -313,262 +126,6 @@ def _empty(columns: dict[str, pl.DataType]) -> pl.LazyFrame:
 
 
 # --------------------------------------------------------------------------- sections
-
-
-@dataclass
-class Table:
-    headers: list[str]
-    rows: list[list[Any]]
-    numeric: tuple[int, ...] = ()  # right-aligned column indexes
-    code: tuple[int, ...] = ()  # monospace column indexes
-    note: str = ""
-
-
-@dataclass
-class Block:
-    """One piece of a check section. ``kind`` picks the template macro:
-    ``chart`` (``chart``: SVG Markup), ``table`` (``table``), ``examples``
-    (``examples``: list of example dicts), ``note`` (``text``)."""
-
-    kind: str
-    title: str = ""
-    chart: Markup | None = None
-    table: Table | None = None
-    examples: list[dict] = field(default_factory=list)
-    text: str = ""
-    wide: bool = False
-
-
-@dataclass
-class Section:
-    check: str
-    anchor: str
-    blocks: list[Block] = field(default_factory=list)
-    stats: list[tuple[str, str]] = field(default_factory=list)  # (label, value) shown under the title
-    counts: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class CheckData:
-    """What a section renderer gets for one check."""
-
-    check: str
-    anchor: str
-    counts: dict[str, int]  # severity -> findings
-    records_flagged: int
-    shard_level: int  # findings with a null record_id
-    shards_affected: int
-    total_rows: int
-    scores: pl.DataFrame  # severity, score (non-null) of every finding of the check
-    examples: list[dict]  # rows of examples.parquet for the check (capped)
-    has_examples_file: bool
-    findings: Callable[[], pl.LazyFrame]  # full findings of the check (with detail), lazily
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-
-SectionRenderer = Callable[[CheckData], Section]
-SECTION_RENDERERS: dict[str, SectionRenderer] = {}
-
-
-def section_renderer(prefix: str) -> Callable[[SectionRenderer], SectionRenderer]:
-    """Register a renderer for every check whose name starts with ``prefix``."""
-
-    def deco(fn: SectionRenderer) -> SectionRenderer:
-        SECTION_RENDERERS[prefix] = fn
-        return fn
-
-    return deco
-
-
-def renderer_for(check: str) -> SectionRenderer:
-    best = ""
-    for prefix in SECTION_RENDERERS:
-        if check.startswith(prefix) and len(prefix) > len(best):
-            best = prefix
-    return SECTION_RENDERERS[best] if best else generic_section
-
-
-def score_range(scores: pl.DataFrame) -> str:
-    """'0.2 – 0.97', or the one value when all scores are equal; '' without scores."""
-    if scores.height == 0:
-        return ""
-    vals = scores["score"].to_numpy()
-    vals = vals[np.isfinite(vals)]
-    if vals.size == 0:
-        return ""
-    lo, hi = float(vals.min()), float(vals.max())
-    return fmt_score(lo) if lo == hi else f"{fmt_score(lo)} – {fmt_score(hi)}"
-
-
-def score_histogram(scores: pl.DataFrame, title: str, x_label: str = "score", min_findings: int = 5) -> Markup | None:
-    """Score histogram stacked by severity; None when fewer than ``min_findings``
-    finite scores or a single distinct value (nothing to see in a histogram)."""
-    if scores.height < min_findings:
-        return None
-    vals = scores["score"].to_numpy()
-    finite = np.isfinite(vals)
-    if finite.sum() < min_findings:
-        return None
-    lo, hi = float(vals[finite].min()), float(vals[finite].max())
-    if hi <= lo:
-        return None
-    edges = np.linspace(lo, hi, HIST_BINS + 1)
-    sev = scores["severity"].to_numpy()
-    series = []
-    for key, lab, col in SEVERITY_SERIES:
-        mask = finite & (sev == key)
-        counts, _ = np.histogram(vals[mask], bins=edges)
-        series.append((lab, counts.tolist(), col))
-    other = finite & ~np.isin(sev, [s[0] for s in SEVERITY_SERIES])
-    if other.any():
-        counts, _ = np.histogram(vals[other], bins=edges)
-        series.append(("other", counts.tolist(), "#c0c6cc"))
-    return charts.histogram_chart(edges.tolist(), series, title=title, x_label=x_label, y_label="findings")
-
-
-def generic_section(data: CheckData) -> Section:
-    """Counts, score histogram, examples with highlighted evidence (or top findings)."""
-    sec = Section(check=data.check, anchor=data.anchor, counts=dict(data.counts))
-    sec.stats = [
-        ("findings", fmt_int(data.total)),
-        ("records flagged (warn+critical)", fmt_int(data.records_flagged)),
-        ("share of records flagged", fmt_pct(data.records_flagged, data.total_rows)),
-        ("shards affected", fmt_int(data.shards_affected)),
-    ]
-    if data.shard_level:
-        sec.stats.append(("shard-level findings", fmt_int(data.shard_level)))
-    rng = score_range(data.scores)
-    if rng:
-        sec.stats.append(("score", rng))
-    hist = score_histogram(data.scores, title=f"{data.check}: score distribution")
-    if hist is not None:
-        sec.blocks.append(Block(kind="chart", title="Score distribution", chart=hist))
-    if data.examples:
-        sec.blocks.append(Block(kind="examples", title="Examples", examples=data.examples, wide=True))
-    else:
-        top = (
-            data.findings()
-            .with_columns(
-                _sev=pl.col("severity").replace_strict(SEVERITY_RANK, default=9, return_dtype=pl.Int32)
-            )
-            .sort(["_sev", "score"], descending=[False, True], nulls_last=True)
-            .head(MAX_TOP_FINDINGS)
-            .collect()
-        )
-        if top.height:
-            why = "" if data.has_examples_file else " (this run has no examples.parquet)"
-            sec.blocks.append(
-                Block(
-                    kind="table",
-                    title="Top findings",
-                    wide=True,
-                    table=Table(
-                        headers=["shard", "record", "severity", "score", "detail"],
-                        rows=[
-                            [
-                                r["shard"],
-                                r["record_id"] if r["record_id"] is not None else "(shard)",
-                                r["severity"],
-                                fmt_score(r["score"]),
-                                pretty_detail(r["detail"], 400, compact=True),
-                            ]
-                            for r in top.iter_rows(named=True)
-                        ],
-                        numeric=(3,),
-                        code=(1, 4),
-                        note=f"worst {top.height} of {data.total:,} findings by severity, then score{why}",
-                    ),
-                )
-            )
-    return sec
-
-
-@section_renderer("dedup.")
-def dedup_section(data: CheckData) -> Section:
-    """Generic section plus cluster size histogram and the largest clusters."""
-    sec = generic_section(data)
-    d = pl.col("detail")
-    lf = data.findings().with_columns(
-        _cluster=d.str.json_path_match("$.cluster"),
-        _gsize=pl.coalesce(
-            d.str.json_path_match("$.group_size").cast(pl.Float64, strict=False),
-            d.str.json_path_match("$.cluster_size").cast(pl.Float64, strict=False),
-        ),
-        _rep=d.str.json_path_match("$.representative"),
-        _rep_shard=d.str.json_path_match("$.representative_shard"),
-    )
-    clusters = (
-        lf.filter(pl.col("_cluster").is_not_null())
-        .group_by("_cluster")
-        .agg(
-            declared=pl.col("_gsize").max(),
-            members=pl.col("record_id").append(pl.col("_rep")).drop_nulls().n_unique(),
-            representative=pl.col("_rep").drop_nulls().first(),
-            representative_shard=pl.col("_rep_shard").drop_nulls().first(),
-            shards=pl.col("shard").n_unique(),
-            sample=pl.col("record_id").drop_nulls().head(5),
-            max_score=pl.col("score").max(),
-        )
-        .with_columns(size=pl.coalesce(pl.col("declared").cast(pl.Int64, strict=False), pl.col("members").cast(pl.Int64)))
-        .collect()
-    )
-    if clusters.height == 0:
-        return sec
-    sizes = clusters["size"].drop_nulls().to_numpy()
-    smin, smax = int(sizes.min()), int(sizes.max())
-    if smax - smin <= 30:
-        edges = list(range(smin, smax + 2))
-        integer = True
-    else:
-        edges = np.unique(np.round(np.geomspace(max(1, smin), smax + 1, 16))).tolist()
-        integer = False
-    counts, _ = np.histogram(sizes, bins=edges)
-    chart = charts.histogram_chart(
-        edges,
-        [("clusters", counts.tolist(), COLORS["bar"])],
-        title=f"{data.check}: cluster sizes",
-        x_label="records in cluster" + ("" if integer else " (log-spaced bins)"),
-        y_label="clusters",
-        integer_bins=integer,
-    )
-    top = clusters.sort(["size", "_cluster"], descending=[True, False]).head(MAX_TOP_CLUSTERS)
-    blocks = [
-        Block(kind="chart", title=f"Cluster sizes ({clusters.height:,} clusters)", chart=chart),
-        Block(
-            kind="table",
-            title="Largest clusters",
-            wide=True,
-            table=Table(
-                headers=["cluster", "records", "shards", "kept (representative)", "members (sample)"],
-                rows=[
-                    [
-                        r["_cluster"],
-                        fmt_int(r["size"]),
-                        fmt_int(r["shards"]),
-                        (r["representative"] or "–")
-                        + (f" in {r['representative_shard']}" if r["representative_shard"] else ""),
-                        ", ".join(str(x) for x in (r["sample"] or [])),
-                    ]
-                    for r in top.iter_rows(named=True)
-                ],
-                numeric=(1, 2),
-                code=(0, 3, 4),
-                note=(
-                    f"top {top.height} of {clusters.height:,} clusters by size"
-                    if clusters.height > top.height
-                    else ""
-                ),
-            ),
-        ),
-    ]
-    # charts first, then the cluster table, then examples / top findings
-    charts_first = [b for b in sec.blocks if b.kind == "chart"]
-    rest = [b for b in sec.blocks if b.kind != "chart"]
-    sec.blocks = charts_first + blocks[:1] + blocks[1:] + rest
-    return sec
 
 
 # --------------------------------------------------------------------------- context

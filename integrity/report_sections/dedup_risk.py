@@ -2,7 +2,7 @@
 ``contamination.eval``.
 
 * ``dedup.*``: the cluster-size histogram and largest clusters of
-  :func:`integrity.report.dedup_section`, plus headline figures (records in
+  :func:`integrity.report_model.dedup_section`, plus headline figures (records in
   clusters, largest cluster, share of records duplicated), examples ordered
   largest cluster first, and for ``dedup.semantic`` the model, the similarity
   range and the share of records the CPU budget embedded;
@@ -25,8 +25,9 @@ from typing import Any
 import polars as pl
 
 from integrity import charts
-from integrity.report import (COLORS, MAX_TOP_CLUSTERS, Block, CheckData, Section, Table, dedup_section, fmt_int,
-                              fmt_pct, fmt_score, generic_section, section_renderer)
+from integrity.report_format import COLORS, fmt_int, fmt_pct, fmt_score
+from integrity.report_model import (MAX_TOP_CLUSTERS, Block, CheckData, Section, Table, dedup_section, generic_section,
+                                    section_renderer)
 
 MAX_TOP_RECORDS = 12
 MAX_BENCHMARKS = 20

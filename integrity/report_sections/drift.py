@@ -15,8 +15,8 @@ import polars as pl
 from markupsafe import Markup
 
 from integrity import charts
-from integrity.report import (Block, CheckData, Section, Table, fmt_int, fmt_score, generic_section,
-                              section_renderer)
+from integrity.report_format import fmt_int, fmt_score
+from integrity.report_model import Block, CheckData, Section, Table, generic_section, section_renderer
 
 REF_COLOR = "#9aa4b1"
 SHARD_COLOR = "#4c78a8"

@@ -26,8 +26,8 @@ from typing import Any
 import polars as pl
 from markupsafe import Markup
 
-from integrity.report import SECTION_RENDERERS, Block, CheckData, Section, generic_section, pretty_detail, \
-    section_renderer
+from integrity.report_format import pretty_detail
+from integrity.report_model import SECTION_RENDERERS, Block, CheckData, Section, generic_section, section_renderer
 
 IMAGE_CHECKS = ("dedup.image", "poison.caption_mismatch", "poison.caption_trigger", "poison.patch", "synthetic.image",
                 "image.decode")

@@ -11,17 +11,9 @@ import polars as pl
 import pytest
 
 from integrity import charts
-from integrity.report import (
-    MAX_SHARD_ROWS,
-    SECTION_RENDERERS,
-    Block,
-    generic_section,
-    highlight_segments,
-    human_bytes,
-    renderer_for,
-    section_renderer,
-    write_report,
-)
+from integrity.report import MAX_SHARD_ROWS, write_report
+from integrity.report_format import highlight_segments, human_bytes
+from integrity.report_model import SECTION_RENDERERS, Block, generic_section, renderer_for, section_renderer
 
 INJECT = "<script>alert(1)</script>"
 EVIL_SHARD = f'evil{INJECT}".parquet'
