@@ -1,48 +1,5 @@
-"""The persistent dedup history: compact keys of everything approved so far.
-
-Tonight's shards are compared with every earlier night through this index, at
-a cost in proportion to tonight's data: lookups are binary searches in
-memory-mapped sorted key arrays, so only the pages holding matching keys are
-read, whatever the size of the history.
-
-Layout under ``STATE_DIR/dedup_history/``::
-
-    manifest.json                     segments, dropped content (atomically replaced)
-    .lock                             flock: shared for lookups, exclusive for changes
-    segments/<kind>/<segment id>/
-        records.arrow                 one row per record: record_id, row, shard_no (Arrow IPC, memory-mapped)
-        keys.npy, key_rows.npy        sorted uint64 keys and the record row of each (memory-mapped)
-        payload_<name>.npy            per-record arrays, row-aligned (e.g. shingle counts)
-        payload_<name>.values.npy     ragged per-record arrays (e.g. bottom-k sketches):
-        payload_<name>.offsets.npy    record i holds values[offsets[i]:offsets[i+1]]
-
-A *kind* is one family of keys (``exact``: 128-bit text hashes, ``near``: MinHash
-band keys + bottom-k sketches, ``span``: winnowed 50-token window hashes; other
-checks may add their own, e.g. embeddings as a payload without keys). Segments
-carry the parameters their keys were made with; a lookup only uses segments
-made with the caller's parameters, so changing e.g. the number of permutations
-in the policy starts a fresh history for that kind instead of comparing
-incomparable keys.
-
-One segment is written per scan and kind, holding the shards the scan approved
-(pass or warn). Records of one shard are contiguous, so excluding content is
-excluding row ranges:
-
-* content quarantined now according to the ledger, or dropped with
-  :meth:`HistoryIndex.drop` (e.g. a shard approved earlier and quarantined
-  later), is never matched; dropped rows are removed physically at the next
-  compaction;
-* content that is part of tonight's scan itself (same SHA-256: a shard scanned
-  again) is not matched against itself, and is not added twice;
-* a record matching its own earlier version (same shard name and record id,
-  e.g. a shard appended to since) is not a duplicate of it
-  (:func:`own_earlier_version`).
-
-Segments are merged log-structured style (a new segment is merged into its
-predecessor while that one is at most twice its size), which keeps O(log N)
-segments and amortized O(log N) rewriting per record, up to
-:data:`MAX_MERGED_RECORDS` per segment (a merge holds its segments in memory).
-"""
+"""The history index itself (see :mod:`integrity.history`): manifest, lock, lookups,
+adding approved content, dropping content, and merging segments."""
 from __future__ import annotations
 
 import contextlib
@@ -52,9 +9,6 @@ import logging
 import os
 import shutil
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -62,6 +16,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from integrity.history.segments import Hits, Segment, _expand, _now, take_ragged
 
 log = logging.getLogger(__name__)
 
@@ -74,119 +30,6 @@ MERGE_FACTOR = 2
 #: a night's memory whatever the size of the history (beyond it, segments just accumulate:
 #: a lookup costs one binary search per segment)
 MAX_MERGED_RECORDS = 1_000_000
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-@dataclass
-class Segment:
-    """One immutable part of the history (one scan's approved shards, or a merge of several)."""
-
-    root: Path
-    id: str
-    kind: str
-    seq: int
-    params: dict
-    n_records: int
-    shards: list[dict]  # sha256, shard, scan_id, added_at, row0, row1
-    created_at: str = ""
-
-    @property
-    def path(self) -> Path:
-        return self.root / "segments" / self.kind / self.id
-
-    def to_dict(self) -> dict:
-        return {"id": self.id, "kind": self.kind, "seq": self.seq, "params": self.params,
-                "n_records": self.n_records, "shards": self.shards, "created_at": self.created_at}
-
-    @cached_property
-    def keys(self) -> np.ndarray:
-        p = self.path / "keys.npy"
-        return np.load(p, mmap_mode="r") if p.exists() else np.zeros(0, dtype=np.uint64)
-
-    @cached_property
-    def key_rows(self) -> np.ndarray:
-        p = self.path / "key_rows.npy"
-        return np.load(p, mmap_mode="r") if p.exists() else np.zeros(0, dtype=np.int64)
-
-    def payload(self, name: str) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """A row-aligned payload, or (values, offsets) of a ragged one (memory-mapped)."""
-        flat = self.path / f"payload_{name}.npy"
-        if flat.exists():
-            return np.load(flat, mmap_mode="r")
-        return (np.load(self.path / f"payload_{name}.values.npy", mmap_mode="r"),
-                np.load(self.path / f"payload_{name}.offsets.npy", mmap_mode="r"))
-
-    def payload_names(self) -> list[str]:
-        names = set()
-        for f in self.path.glob("payload_*.npy"):
-            stem = f.name[len("payload_"):-len(".npy")]
-            names.add(stem.rsplit(".", 1)[0] if stem.endswith((".values", ".offsets")) else stem)
-        return sorted(names)
-
-    @cached_property
-    def records(self) -> pa.Table:
-        """record_id, row, shard_no (memory-mapped; take() reads only what it needs)."""
-        with pa.memory_map(str(self.path / "records.arrow")) as src:
-            return pa.ipc.open_file(src).read_all()
-
-    def shard_starts(self) -> np.ndarray:
-        return np.array([s["row0"] for s in self.shards], dtype=np.int64)
-
-    def excluded_rows(self, rows: np.ndarray, shas: set[str]) -> np.ndarray:
-        """Which of ``rows`` belong to content whose SHA-256 is in ``shas``."""
-        ranges = [(s["row0"], s["row1"]) for s in self.shards if s["sha256"] in shas]
-        if not ranges or len(rows) == 0:
-            return np.zeros(len(rows), dtype=bool)
-        r0 = np.array([r[0] for r in ranges], dtype=np.int64)
-        r1 = np.array([r[1] for r in ranges], dtype=np.int64)
-        order = np.argsort(r0)
-        r0, r1 = r0[order], r1[order]
-        i = np.searchsorted(r0, rows, side="right") - 1
-        return (i >= 0) & (rows < r1[np.maximum(i, 0)])
-
-
-@dataclass
-class Hits:
-    """Result of a lookup: for query key ``query[k]``, history record ``row[k]`` of
-    live segment ``segment[k]``; ``order`` sorts records oldest first;
-    ``count[q]`` is the number of live history records holding query key ``q``
-    (exact up to ``max_hits`` per segment, an upper bound beyond)."""
-
-    query: np.ndarray
-    segment: np.ndarray
-    row: np.ndarray
-    order: np.ndarray
-    count: np.ndarray
-    segments: list[Segment] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.query)
-
-
-def _expand(lo: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(owner, position) for ranges [lo, lo + n)."""
-    total = int(n.sum())
-    owner = np.repeat(np.arange(len(lo)), n)
-    pos = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
-    return owner, pos
-
-
-def take_ragged(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(values, offsets) of the ragged rows ``rows`` of (values, offsets)."""
-    rows = np.asarray(rows, dtype=np.int64)
-    offsets = np.asarray(offsets)
-    starts = offsets[rows].astype(np.int64)
-    lens = offsets[rows + 1].astype(np.int64) - starts
-    new_off = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lens, out=new_off[1:])
-    if len(rows) == len(offsets) - 1 and np.array_equal(rows, np.arange(len(rows))):
-        return np.asarray(values[int(offsets[0]):int(offsets[-1])]), new_off
-    pos = np.arange(int(new_off[-1]), dtype=np.int64)
-    pos += np.repeat(starts - new_off[:-1], lens)
-    return np.asarray(values[pos]), new_off
 
 
 class HistoryIndex:
@@ -624,82 +467,3 @@ def _concat_payload(parts: list):
         np.cumsum(lens, out=offsets[1:])
         return values, offsets
     return np.concatenate(parts)
-
-
-# -- helpers for checks ----------------------------------------------------
-
-def excluded_content(ctx: Any) -> set[str]:
-    """SHA-256 a scan must not match in the history: the content it is scanning
-    (a shard scanned again is not a duplicate of itself) and everything the
-    ledger holds as quarantined now."""
-    out = {s for s in getattr(ctx, "shard_sha256", {}).values() if s}
-    state = Path(ctx.state_dir)
-    if (state / DIRNAME / "manifest.json").exists() and (state / "ledger.sqlite").exists():
-        from integrity.ledger import Ledger
-
-        out |= {a.sha256 for a in Ledger(state).quarantined()}
-    return out
-
-
-def approved_content(features: pl.LazyFrame, approved: list[str], ctx: Any, with_sha256: bool = True) -> pl.LazyFrame:
-    """The features of approved shards, with their ``sha256`` (or without, to save
-    memory: then pass ``shard_sha256=ctx.shard_sha256`` to :meth:`HistoryIndex.add`)."""
-    out = features.filter(pl.col("shard").is_in(approved))
-    if not with_sha256:
-        return out
-    sha = pl.DataFrame({"shard": list(ctx.shard_sha256), "sha256": list(ctx.shard_sha256.values())},
-                       schema={"shard": pl.Utf8, "sha256": pl.Utf8})
-    return out.join(sha.lazy(), on="shard", how="inner", maintain_order="left")
-
-
-def seen_order(ctx: Any, kind: str, params: Mapping, shards: pl.Series, rows: pl.Series) -> np.ndarray:
-    """For records of tonight's shards whose content is already live in the history
-    (a shard scanned again), the age of that content: the order key its records
-    have in the history (comparable with :attr:`Hits.order`); -1 for new content.
-
-    Such records keep their place: a copy approved later, on another night, is a
-    duplicate of them, not the other way round."""
-    out = np.full(len(shards), -1, dtype=np.int64)
-    index = HistoryIndex(ctx.state_dir)
-    if not index.exists() or len(shards) == 0:
-        return out
-    m = index._manifest()
-    base: dict[str, int] = {}
-    for seg in index._segments(m, kind, params):
-        for sh in seg.shards:
-            if seg.id not in m["dropped"].get(sh["sha256"], {}).get("segments", []):
-                base.setdefault(sh["sha256"], seg.seq * (1 << 40) + sh["row0"])
-    by_shard = {name: base[sha] for name, sha in ctx.shard_sha256.items() if sha in base}
-    if not by_shard:
-        return out
-    frame = pl.DataFrame({"shard": shards, "row": rows}).with_columns(
-        _rank=pl.col("row").rank("ordinal").over("shard").cast(pl.Int64) - 1,
-        _base=pl.col("shard").replace_strict(by_shard, default=None, return_dtype=pl.Int64))
-    return (frame["_base"] + frame["_rank"]).fill_null(-1).to_numpy()
-
-
-def own_earlier_version(found: np.ndarray, rep: np.ndarray, n: int, shards: list, record_ids: list,
-                        h_info: pl.DataFrame | None) -> np.ndarray:
-    """Mask of ``found`` records (indices < n) whose kept record ``rep`` is a history
-    node (index >= n, row ``rep - n`` of ``h_info``) with the same shard name and
-    record id: an earlier version of the record itself (a shard rewritten or
-    appended to since it was approved), not a duplicate."""
-    mask = np.zeros(len(found), dtype=bool)
-    if h_info is None or len(found) == 0:
-        return mask
-    hs, hr = h_info["shard"].to_list(), h_info["record_id"].to_list()
-    for k, (f, r) in enumerate(zip(found.tolist(), rep.tolist())):
-        if r >= n and hs[r - n] == shards[f] and hr[r - n] == record_ids[f]:
-            mask[k] = True
-    return mask
-
-
-def drop_rejected(index: HistoryIndex, approved: list[str], ctx: Any) -> None:
-    """Content of this scan that was not approved (quarantined) leaves the history
-    it may have entered on an earlier night."""
-    if not index.exists():
-        return
-    for shard, sha in ctx.shard_sha256.items():
-        if sha and shard not in approved and shard in ctx.shards:
-            if index.drop(sha, reason=f"not approved by scan {ctx.scan_id} ({shard})"):
-                log.info("dedup history: dropped %s (%s): not approved by scan %s", shard, sha[:12], ctx.scan_id)
