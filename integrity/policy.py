@@ -81,6 +81,12 @@ class QuarantineSettings(_Strict):
     mode: Literal["move", "copy", "mark", "off"] = "move"
     dir: str | None = None
 
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false: `mode: off` means the mode "off"
+        return "off" if value is False else value
+
 
 class ReportSettings(_Strict):
     examples_per_check: int = Field(default=5, ge=0, le=100)

@@ -11,9 +11,13 @@ uint64 LSH keys, each the hash of ``rows`` minima), ``sketch`` (the
 values (:mod:`integrity.dedup.blobs`).
 
 Corpus pass: records sharing a band key are candidates (star + chain per
-bucket, so a bucket costs linear, never quadratic, pairs; band by band, pairs
-already connected by earlier bands or rejected before are skipped); a candidate
-pair is kept when its Jaccard similarity computed from the bottom-k sketches reaches
+bucket, so a bucket costs linear, never quadratic, pairs). The join is
+partitioned (:mod:`integrity.dedup.partitioned`): shard by shard, every
+(band, key) entry is spilled to one of ``n * bands / partition_entries``
+partitions, and each partition is joined alone, so memory holds one shard's
+bands or one partition, never all band keys; the candidate pairs are then
+verified on the sketches of only the records that have one, gathered shard by
+shard. A candidate pair is kept when its Jaccard similarity computed from the bottom-k sketches reaches
 ``threshold`` -- exact for records of at most ``sketch_size`` distinct
 shingles, an estimate over the union's smallest values for longer ones. (The
 benchmark measured the alternative, the k-permutation MinHash estimate, at
@@ -42,6 +46,7 @@ candidate with probability 0.9997, one at 0.5 with 0.47.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -50,8 +55,9 @@ import xxhash
 
 from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
 from integrity.dedup.blobs import pack, pack_fixed, unpack, unpack_fixed
-from integrity.dedup.graph import bucket_pairs, components, first_of_pairs, representatives, sorted_unique
+from integrity.dedup.graph import components, first_of_pairs, representatives, sorted_unique
 from integrity.dedup.minhash import MinHasher, bottom_k, sketch_pairs
+from integrity.dedup.partitioned import SketchSubset, band_join, partition_count
 from integrity.dedup.text import shingles, text_fields, tokenize
 from integrity.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
                                own_earlier_version, seen_order, take_ragged)
@@ -85,6 +91,7 @@ class NearDedup(Check):
         "sketch_size": 128,
         "min_tokens": 1,
         "history": True,
+        "partition_entries": 8_000_000,  # band entries per band-join partition (about 16 bytes each)
     }
     default_severity = "warn"
     corpus_level = True
@@ -141,55 +148,39 @@ class NearDedup(Check):
             return _no_findings()
         k = int(self.options["sketch_size"])
         threshold = float(self.options["threshold"])
-        # one column at a time (Polars' binary views are converted on the way to NumPy)
-        bands = unpack_fixed(features.select("bands").collect()["bands"], "<u8", self.hasher.bands)
-        sk = unpack(features.select("sketch").collect()["sketch"], "<u4") + (df["nsh"].to_numpy(),)
+        nb = self.hasher.bands
+        chunks = self._shard_frames(features, ctx)
 
-        # candidates inside the scan, band by band, verified on the sketches. A pair whose
-        # records are already connected by verified pairs of earlier bands is skipped, and so
-        # is a pair rejected before: memory and work stay in proportion to the records and
-        # the clusters, not to how many bands each duplicate pair shares.
-        items = np.arange(n, dtype=np.int64)
-        ea, eb, es = [], [], []
-        rejected = np.zeros(0, dtype=np.int64)
-        labels = np.arange(n, dtype=np.int64)
-        n_cand = 0
-        for j in range(bands.shape[1]):
-            a, b = bucket_pairs(np.ascontiguousarray(bands[:, j]), items)
-            new = labels[a] != labels[b]
-            a, b = a[new], b[new]
-            key = a * n + b
-            if len(rejected):
-                seen = np.searchsorted(rejected, key)
-                seen = (seen < len(rejected)) & (rejected[np.minimum(seen, len(rejected) - 1)] == key)
-                a, b, key = a[~seen], b[~seen], key[~seen]
-            if len(a) == 0:
-                continue
-            n_cand += len(a)
-            sim = sketch_pairs(*sk, a, b, k)
-            ok = sim >= threshold
-            ea.append(a[ok])
-            eb.append(b[ok])
-            es.append(sim[ok])
-            rejected = sorted_unique(np.concatenate([rejected, key[~ok]]))
-            if ok.any():
-                labels = components(n, np.concatenate(ea), np.concatenate(eb))
-        ea = np.concatenate(ea) if ea else np.zeros(0, dtype=np.int64)
-        eb = np.concatenate(eb) if eb else np.zeros(0, dtype=np.int64)
-        es = np.concatenate(es) if es else np.zeros(0, dtype=np.float64)
-        log.info("dedup.near: %d records, %d candidate pairs verified, %d duplicate pairs", n, n_cand, len(ea))
+        # candidates inside the scan: the band join, partitioned (one shard's bands or one
+        # partition's entries in memory at a time), then verified on the sketches of only the
+        # records that have a candidate
+        parts = partition_count(n * nb, int(self.options["partition_entries"]))
+        spill = Path(ctx.run_dir) if Path(ctx.run_dir).is_dir() else None
+        a, b, _ = band_join(((first, self._bands(lf)) for first, lf in chunks), parts, spill_dir=spill)
 
-        # candidates in the history of earlier nights
-        hist = self._history_edges(bands, sk, ctx, threshold)
-        h_n, h_info, nodes_sk = 0, None, sk
+        # candidates in the history of earlier nights, shard by shard
+        hist = self._history_edges(((first, self._bands(lf), self._sketches(lf)) for first, lf in chunks),
+                                   ctx, threshold)
+        q_doc = hist[0] if hist is not None else np.zeros(0, np.int64)
+        subset = SketchSubset(sorted_unique(np.concatenate([a, b, q_doc])),
+                              ((first, sk[:2], sk[2]) for first, lf in chunks for sk in [self._sketches(lf)]))
+        sim = sketch_pairs(*subset.arrays, subset.index(a), subset.index(b), k)
+        ok = sim >= threshold
+        ea, eb, es = a[ok], b[ok], sim[ok]
+        log.info("dedup.near: %d records, %d band-join partitions, %d candidate pairs verified, "
+                 "%d duplicate pairs", n, parts, len(a), len(ea))
+
+        h_n, h_info = 0, None
+        sk_vals, sk_offs, sk_nsh = subset.arrays
         if hist is not None:
             q_doc, h_node, h_sim, h_sk, h_info = hist
             h_n = h_info.height
             ea = np.concatenate([ea, q_doc])
             eb = np.concatenate([eb, n + h_node])
             es = np.concatenate([es, h_sim])
-            nodes_sk = (np.concatenate([sk[0], h_sk[0]]), np.concatenate([sk[1][:-1], sk[1][-1] + h_sk[1]]),
-                        np.concatenate([sk[2], h_sk[2]]))
+            sk_vals = np.concatenate([sk_vals, h_sk[0]])
+            sk_offs = np.concatenate([sk_offs[:-1], sk_offs[-1] + h_sk[1]])
+            sk_nsh = np.concatenate([sk_nsh, h_sk[2]])
         total = n + h_n
         labels = components(total, ea, eb)
         size = np.bincount(labels)[labels]
@@ -217,43 +208,70 @@ class NearDedup(Check):
         if len(found) == 0:
             return _no_findings()
         rep_f = rep[found]
-        sim_rep = sketch_pairs(*nodes_sk, found, rep_f, k)
+
+        def node_row(nodes: np.ndarray) -> np.ndarray:  # node -> row of the gathered sketches
+            return np.where(nodes < n, subset.index(np.minimum(nodes, n - 1)), len(subset.wanted) + nodes - n)
+
+        sim_rep = sketch_pairs(sk_vals, sk_offs, sk_nsh, node_row(found), node_row(rep_f), k)
         return _findings("near", df, found, rep_f, size, h_info, {
             "similarity": np.round(sim_rep, 4)}, np.round(best[found], 4))
 
-    def _history_edges(self, bands: np.ndarray, sk: tuple, ctx: CorpusContext, threshold: float):
+    def _shard_frames(self, features: pl.LazyFrame, ctx: CorpusContext) -> list[tuple[int, pl.LazyFrame]]:
+        """(first record index, lazy features) per shard, in the order of ``features``; the
+        whole frame as one piece when the engine did not list the shards' files."""
+        files = ctx.feature_files.get(self.name)
+        if not files:
+            return [(0, features)]
+        out, first = [], 0
+        for shard, index, path in files:
+            lf = pl.scan_parquet(path)
+            out.append((first, lf))
+            first += lf.select(pl.len()).collect().item()
+        return out
+
+    def _bands(self, lf: pl.LazyFrame) -> np.ndarray:
+        return unpack_fixed(lf.select("bands").collect()["bands"], "<u8", self.hasher.bands)
+
+    @staticmethod
+    def _sketches(lf: pl.LazyFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        got = lf.select("sketch", "nsh").collect()
+        return unpack(got["sketch"], "<u4") + (got["nsh"].to_numpy(),)
+
+    def _history_edges(self, shards, ctx: CorpusContext, threshold: float):
         """Verified pairs (record, history node), the history nodes' sketches and identity.
-        Records are looked up in chunks, so only verified pairs accumulate."""
+        ``shards`` yields (first record index, bands, sketches) one shard at a time; records
+        are looked up in chunks, so only verified pairs accumulate."""
         if not self.options["history"]:
             return None
         index = HistoryIndex(ctx.state_dir)
         if not index.exists():
             return None
         k = int(self.options["sketch_size"])
-        n, nb = bands.shape
         exclude = excluded_content(ctx)
         q_all, o_all, s_all, infos, sketches = [], [], [], [], []
-        for c0 in range(0, n, HISTORY_CHUNK):
-            hits = index.lookup(KIND, self.params, bands[c0:c0 + HISTORY_CHUNK].ravel(), exclude=exclude,
-                                max_hits=HISTORY_HITS_PER_KEY)
-            if len(hits) == 0:
-                continue
-            # one candidate per (record, history record)
-            h_idx = first_of_pairs(hits.query // nb, hits.order)
-            q_doc = hits.query[h_idx] // nb + c0
-            hv, ho = index.gather(hits, "sketch", h_idx)
-            hn = index.gather(hits, "nsh", h_idx)
-            sim = sketch_pairs(*sk, q_doc, np.arange(len(h_idx)), k, other=(hv, ho, hn))
-            ok = np.flatnonzero(sim >= threshold)
-            if len(ok) == 0:
-                continue
-            order = hits.order[h_idx[ok]]
-            uniq, first = np.unique(order, return_index=True)
-            infos.append(index.describe(hits, h_idx[ok][first]).with_columns(order=pl.Series(uniq)))
-            sketches.append(take_ragged(hv, ho, ok[first]) + (hn[ok[first]],))
-            q_all.append(q_doc[ok])
-            o_all.append(order)
-            s_all.append(sim[ok])
+        for first, bands, sk in shards:
+            n, nb = bands.shape
+            for c0 in range(0, n, HISTORY_CHUNK):
+                hits = index.lookup(KIND, self.params, bands[c0:c0 + HISTORY_CHUNK].ravel(), exclude=exclude,
+                                    max_hits=HISTORY_HITS_PER_KEY)
+                if len(hits) == 0:
+                    continue
+                # one candidate per (record, history record)
+                h_idx = first_of_pairs(hits.query // nb, hits.order)
+                q_doc = hits.query[h_idx] // nb + c0
+                hv, ho = index.gather(hits, "sketch", h_idx)
+                hn = index.gather(hits, "nsh", h_idx)
+                sim = sketch_pairs(*sk, q_doc, np.arange(len(h_idx)), k, other=(hv, ho, hn))
+                ok = np.flatnonzero(sim >= threshold)
+                if len(ok) == 0:
+                    continue
+                order = hits.order[h_idx[ok]]
+                uniq, first_hit = np.unique(order, return_index=True)
+                infos.append(index.describe(hits, h_idx[ok][first_hit]).with_columns(order=pl.Series(uniq)))
+                sketches.append(take_ragged(hv, ho, ok[first_hit]) + (hn[ok[first_hit]],))
+                q_all.append(q_doc[ok] + first)
+                o_all.append(order)
+                s_all.append(sim[ok])
         if not q_all:
             return None
         # history nodes: one per distinct history record

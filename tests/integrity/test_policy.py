@@ -57,3 +57,12 @@ def test_severity_thresholds_map_scores():
     assert cp.severity_of(1.0, None, "warn") == "critical"
     assert cp.severity_of(0.5, None, "warn") == "warn"
     assert cp.severity_of(0.3, None, "warn") == "info"
+
+
+def test_bare_yaml_off_is_the_off_mode(tmp_path: Path):
+    p = tmp_path / "p.yaml"
+    p.write_text("quarantine:\n  mode: off\n")  # YAML 1.1 reads a bare off as false
+    assert load_policy(p).quarantine.mode == "off"
+    p.write_text("quarantine:\n  mode: true\n")
+    with pytest.raises(PolicyError, match="quarantine.mode"):
+        load_policy(p)

@@ -68,6 +68,31 @@ def test_light_edits_across_shards_are_clustered_with_the_first_record_kept():
     assert 0.8 <= d["s20"]["similarity"] < 1.0
 
 
+def test_partitioned_band_join_and_per_shard_reads_give_the_same_findings(tmp_path):
+    # the engine lists each shard's features file: the band join then reads one shard at a time and
+    # spills into partitions (here about 60 band entries each, so dozens of partitions)
+    rng = random.Random(7)
+    base = [doc(rng) for _ in range(60)]
+    shards = {"s1": base[:30], "s2": [edit(rng, t) for t in base[:12]] + base[30:],
+              "s3": [edit(rng, t, 1) for t in base[5:20]] + [doc(rng) for _ in range(10)]}
+    files, frames = [], []
+    for i, (name, texts) in enumerate(shards.items()):
+        feats = NearDedup().process_batch(batch(texts, name)).features
+        path = tmp_path / f"{name}.parquet"
+        feats.write_parquet(path)
+        files.append((name, i, path))
+        frames.append(pl.scan_parquet(path).with_columns(shard=pl.lit(name), shard_index=pl.lit(i, dtype=pl.Int32)))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    ctx = CorpusContext(run_dir=run_dir, state_dir=tmp_path / "state", shards=list(shards),
+                        shard_findings=pl.LazyFrame(), feature_files={"dedup.near": files})
+    one = corpus(shards)  # one piece, one partition
+    many = NearDedup({"partition_entries": 60}).corpus_pass(pl.concat(frames), ctx)
+    assert one.height >= 25
+    assert one.sort("record_id").equals(many.sort("record_id"))
+    assert list(run_dir.iterdir()) == []  # spill files removed
+
+
 def test_unrelated_documents_and_near_misses_are_not_clustered():
     rng = random.Random(2)
     base = [doc(rng) for _ in range(300)]  # same vocabulary, different documents
@@ -116,7 +141,6 @@ def test_real_debian_descriptions_against_exact_jaccard():
     the reference shingles, and pairs that are true duplicates are found."""
     df = pl.read_parquet(DEBIAN).slice(0, 6000)
     texts = df["text"].to_list()
-    ids = df["id"].to_list()
     found = corpus({"s": texts})
     d = details(found)
     norm = re.compile(r"[^\w\s]")
