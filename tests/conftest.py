@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,6 +22,8 @@ import pytest  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data"
+# the example generators (examples/make_images.py, ...) are importable by name in tests
+sys.path.insert(0, str(PROJECT / "examples"))
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ import hashlib
 import io
 import json
 import os
-import sys
 import tarfile
 from pathlib import Path
 
@@ -161,16 +160,11 @@ def test_parquet_and_datasets_image_columns(tmp_path: Path):
 def test_webdataset_corpus_scans_end_to_end(tmp_path: Path):
     """The generator's corpus through `integrity gate`: the bomb and the symbolic link fail the gate,
     the report shows thumbnails of flagged images."""
-    import importlib.util
-
+    import make_images as mi
     from typer.testing import CliRunner
 
     from flows.cli import app
 
-    spec = importlib.util.spec_from_file_location("make_images", Path(__file__).parents[2] / "examples" / "make_images.py")
-    mi = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("make_images", mi)
-    spec.loader.exec_module(mi)
     corpus = tmp_path / "corpus"
     mi.make_corpus(corpus, n=240, shards=2, seed=3, rates={"dup": 0.08, "synthetic": 0.05})
     policy = tmp_path / "policy.yaml"

@@ -38,7 +38,7 @@ def enc(img: Image.Image, fmt="PNG", **kw) -> bytes:
 def run(check_cls, shards: dict[str, list[tuple[str, bytes, str | None]]], options=None, state: Path | None = None,
         sha: dict[str, str] | None = None) -> tuple[pl.DataFrame | None, pl.LazyFrame, CorpusContext]:
     """Per-shard passes then the corpus pass, as the engine runs them."""
-    frames, shard_findings = [], []
+    frames = []
     for k, (name, records) in enumerate(shards.items()):
         check = check_cls(options, ShardInfo(shard=name, uri=f"/nowhere/{name}"))
         batch = pa.record_batch({"record_id": [r[0] for r in records], "row": list(range(len(records))),

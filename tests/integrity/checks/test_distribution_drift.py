@@ -1,13 +1,12 @@
 """distribution.drift: identical distributions pass, real shifts are flagged, p-values are never 0."""
 import json
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
 from flows.build import build_spec
-from integrity.checks.base import CorpusContext, ShardInfo
+from integrity.checks.base import ShardInfo
 from integrity.checks.distribution_drift import (DriftCheck, compare_shard, knn_distances, mmd2_test, one_sided_ks_test,
                                                  perm_masks, perm_pvalue)
 from integrity.engine import pipeline

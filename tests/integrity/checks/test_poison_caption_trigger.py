@@ -1,7 +1,6 @@
 """poison.caption_trigger: caption n-grams tied to one image cluster (a text-to-image backdoor)."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import sys
@@ -14,23 +13,15 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+import make_images
 from integrity import clip
 from integrity.checks.base import CheckConfigError, CorpusContext, ShardInfo
 from integrity.checks.poison_caption_trigger import (CaptionTriggerCheck, embedding_matrix, kmeans, merge_centroids,
                                                      project)
 from integrity.images import analyze_images
 
-EXAMPLES = Path(__file__).parents[3] / "examples" / "make_images.py"
 OPTS = {"thumbnails": 0}
 
-
-def generator():
-    if "make_images" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("make_images", EXAMPLES)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["make_images"] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["make_images"]
 
 
 def enc(img: Image.Image) -> bytes:
@@ -43,7 +34,7 @@ def build(n: int = 700, planted: str = "backdoor", seed: int = 5) -> tuple[dict,
     """Two shards of rendered images with captions; ``planted``: ``backdoor`` (target pictures
     captioned with other images' captions plus the trigger), ``faithful`` (target pictures with a
     caption that describes them), ``spread`` (the trigger on random pictures) or ``none``."""
-    mi = generator()
+    mi = make_images
     rng = np.random.default_rng(seed)
     pool = [mi.render(rng) for _ in range(n)]
     shards: dict[str, list] = {"a.tar": [], "b.tar": []}

@@ -1,10 +1,8 @@
 """poison.patch: a trigger patch shared by unrelated images and tied to a caption phrase."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,20 +11,12 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+import make_images
 from integrity.checks.base import CorpusContext, ShardInfo
 from integrity.checks.poison_patch import PatchCheck, caption_ngrams
 
-EXAMPLES = Path(__file__).parents[3] / "examples" / "make_images.py"
 OPTS = {"thumbnails": 0, "max_share": 0.3}  # the small test corpus has its patch on 18 % of the images
 
-
-def generator():
-    if "make_images" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("make_images", EXAMPLES)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["make_images"] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["make_images"]
 
 
 def enc(img: Image.Image, fmt="JPEG") -> bytes:
@@ -53,7 +43,7 @@ def run(shards, options=None):
 
 @pytest.fixture(scope="module")
 def planted():
-    mi = generator()
+    mi = make_images
     rng = np.random.default_rng(11)
     shards, truth = {}, {}
     for s in range(2):
@@ -98,7 +88,7 @@ def test_untied_patch_scores_lower(planted):
 
 
 def test_duplicated_image_is_not_a_patch():
-    mi = generator()
+    mi = make_images
     img, caption, _ = mi.render(np.random.default_rng(3), "texture")
     recs = [(f"d{i}", enc(img), caption) for i in range(12)]
     recs += [(f"o{i}", enc(mi.render(np.random.default_rng(100 + i))[0]), "other") for i in range(30)]

@@ -1,34 +1,22 @@
 """synthetic.image: every provenance mark is read, benign metadata is not a mark."""
 from __future__ import annotations
 
-import importlib.util
-import io
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 from PIL import Image
 
+import make_images
 from integrity.checks.base import ShardInfo
 from integrity.checks.synthetic_image import SyntheticImage, c2pa_marks, png_text_marks, xmp_marks
 
-EXAMPLES = Path(__file__).parents[3] / "examples" / "make_images.py"
 
-
-def generator():
-    if "make_images" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("make_images", EXAMPLES)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["make_images"] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["make_images"]
 
 
 def texture(seed=0) -> Image.Image:
-    return generator().render(np.random.default_rng(seed), "texture")[0]
+    return make_images.render(np.random.default_rng(seed), "texture")[0]
 
 
 def scan(records: dict[str, bytes], options=None) -> dict[str, tuple[float, dict]]:
@@ -44,7 +32,7 @@ def scan(records: dict[str, bytes], options=None) -> dict[str, tuple[float, dict
 
 @pytest.fixture(scope="module")
 def marked() -> dict[str, bytes]:
-    mi = generator()
+    mi = make_images
     img = texture(1)
     out = {}
     out["xmp"] = mi.encode(img, "jpg", 90, xmp=mi.xmp_packet(mi.TRAINED, "some app"))
@@ -59,7 +47,7 @@ def marked() -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def decoys() -> dict[str, bytes]:
-    mi = generator()
+    mi = make_images
     img = texture(3)
     out = {"plain": mi.encode(img, "jpg", 90), "plain_png": mi.encode(img, "png")}
     for sub in ("exif_editor", "png_comment", "xmp_camera"):
@@ -86,7 +74,7 @@ def test_benign_metadata_is_not_a_mark(decoys):
 
 def test_c2pa_manifest_digital_source_type():
     pytest.importorskip("c2pa")
-    mi = generator()
+    mi = make_images
     signer = mi.C2paSigner()
     jpeg = mi.encode(texture(7), "jpg", 90)
     gen = signer.sign(jpeg, mi.TRAINED, "example-diffusion-model")
