@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from connectors.image_paths import check_image_root
 from integrity.engine.spec import ScanSpec, new_scan_id
 from integrity.policy import load_policy
-from connectors.image_paths import check_image_root
 from integrity.schema import ColumnMapping
 
 DEFAULT_COLUMNS = {"id": "id", "text": "text", "label": "label", "prompt": "prompt", "response": "response",
