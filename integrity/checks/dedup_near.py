@@ -162,8 +162,8 @@ class NearDedup(Check):
         hist = self._history_edges(((first, self._bands(lf), self._sketches(lf)) for first, lf in chunks),
                                    ctx, threshold)
         q_doc = hist[0] if hist is not None else np.zeros(0, np.int64)
-        subset = SketchSubset(sorted_unique(np.concatenate([a, b, q_doc])),
-                              ((first, sk[:2], sk[2]) for first, lf in chunks for sk in [self._sketches(lf)]))
+        wanted = sorted_unique(np.concatenate([a, b, q_doc]))
+        subset = SketchSubset(wanted, self._wanted_sketches(chunks, wanted, n))
         sim = sketch_pairs(*subset.arrays, subset.index(a), subset.index(b), k)
         ok = sim >= threshold
         ea, eb, es = a[ok], b[ok], sim[ok]
@@ -228,6 +228,16 @@ class NearDedup(Check):
             out.append((first, lf))
             first += lf.select(pl.len()).collect().item()
         return out
+
+    def _wanted_sketches(self, chunks: list[tuple[int, pl.LazyFrame]], wanted: np.ndarray, n: int):
+        """(first, (values, offsets), nsh) of the shards holding a wanted record; the sketches of
+        a shard without one (no candidate, no history match) are not read at all."""
+        for i, (first, lf) in enumerate(chunks):
+            stop = chunks[i + 1][0] if i + 1 < len(chunks) else n
+            lo, hi = np.searchsorted(wanted, [first, stop])
+            if hi > lo:
+                values, offsets, nsh = self._sketches(lf)
+                yield first, (values, offsets), nsh
 
     def _bands(self, lf: pl.LazyFrame) -> np.ndarray:
         return unpack_fixed(lf.select("bands").collect()["bands"], "<u8", self.hasher.bands)

@@ -68,13 +68,14 @@ def test_light_edits_across_shards_are_clustered_with_the_first_record_kept():
     assert 0.8 <= d["s20"]["similarity"] < 1.0
 
 
-def test_partitioned_band_join_and_per_shard_reads_give_the_same_findings(tmp_path):
+def test_partitioned_band_join_and_per_shard_reads_give_the_same_findings(tmp_path, monkeypatch):
     # the engine lists each shard's features file: the band join then reads one shard at a time and
     # spills into partitions (here about 60 band entries each, so dozens of partitions)
     rng = random.Random(7)
     base = [doc(rng) for _ in range(60)]
     shards = {"s1": base[:30], "s2": [edit(rng, t) for t in base[:12]] + base[30:],
-              "s3": [edit(rng, t, 1) for t in base[5:20]] + [doc(rng) for _ in range(10)]}
+              "s3": [edit(rng, t, 1) for t in base[5:20]] + [doc(rng) for _ in range(10)],
+              "s4": [doc(rng) for _ in range(20)]}  # nothing in common with the others
     files, frames = [], []
     for i, (name, texts) in enumerate(shards.items()):
         feats = NearDedup().process_batch(batch(texts, name)).features
@@ -87,7 +88,11 @@ def test_partitioned_band_join_and_per_shard_reads_give_the_same_findings(tmp_pa
     ctx = CorpusContext(run_dir=run_dir, state_dir=tmp_path / "state", shards=list(shards),
                         shard_findings=pl.LazyFrame(), feature_files={"dedup.near": files})
     one = corpus(shards)  # one piece, one partition
+    read = []
+    sketches = NearDedup._sketches
+    monkeypatch.setattr(NearDedup, "_sketches", staticmethod(lambda lf: read.append(1) or sketches(lf)))
     many = NearDedup({"partition_entries": 60}).corpus_pass(pl.concat(frames), ctx)
+    assert len(read) == 3  # the sketches of s4, which has no candidate, are never read
     assert one.height >= 25
     assert one.sort("record_id").equals(many.sort("record_id"))
     assert list(run_dir.iterdir()) == []  # spill files removed
