@@ -168,7 +168,7 @@ def gate(source: Source, out_dir: OutDir = None, policy: PolicyOpt = None, refer
 def report(run_dir: Annotated[Path, typer.Argument(help="A scan's run directory.")],
            out_file: Annotated[Optional[Path], typer.Option("--out", help="Where to write (default RUN_DIR/report.html).")] = None) -> None:
     """Re-render the HTML report of a past scan."""
-    from integrity.report import write_report
+    from integrity.report.render import write_report
 
     if not (run_dir / "summary.json").exists():
         err.print(f"[red]error:[/] {run_dir} is not a scan run directory (no summary.json)")
@@ -206,7 +206,7 @@ def quarantine_release(shard: Annotated[str, typer.Argument(help="Shard name or 
                        keep_in_quarantine: Annotated[bool, typer.Option("--no-restore", help="Approve it without moving it back.")] = False,
                        state_dir: StateDir = Path(".integrity")) -> None:
     """Approve a quarantined shard: put it back, and do not quarantine the same content again."""
-    from integrity import quarantine as q
+    from integrity.engine import quarantine as q
     from integrity.ledger import Ledger, LedgerError
 
     try:
@@ -221,7 +221,7 @@ def quarantine_release(shard: Annotated[str, typer.Argument(help="Shard name or 
 def quarantine_restore(shard: Annotated[str, typer.Argument(help="Shard name or original URI.")],
                        state_dir: StateDir = Path(".integrity")) -> None:
     """Put a quarantined shard back where it was, without approving it."""
-    from integrity import quarantine as q
+    from integrity.engine import quarantine as q
     from integrity.ledger import Ledger, LedgerError
 
     try:

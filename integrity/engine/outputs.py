@@ -15,9 +15,9 @@ import polars as pl
 
 from connectors import ShardReader, ShardRef
 from connectors.errors import ShardReadError
+from connectors.schema import RECORD_ID, TEXT_FIELDS
 from integrity.engine.shard import ShardResult
 from integrity.engine.spec import ScanSpec
-from integrity.schema import RECORD_ID, TEXT_FIELDS
 
 FINDINGS_ORDER = ["shard", "record_id", "check", "severity", "score", "detail"]
 EXAMPLES_SCHEMA = {"shard": pl.Utf8, "record_id": pl.Utf8, "check": pl.Utf8, "severity": pl.Utf8,
