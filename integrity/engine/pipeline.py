@@ -18,6 +18,7 @@ from connectors import ShardRef, list_shards
 from integrity.engine import quarantine as quarantine_mod
 from integrity.engine import outputs, verdict
 from integrity.engine.corpus import after_verdicts, run_corpus_checks, shard_findings
+from integrity.engine.redact import mask_frame
 from integrity.engine.shard import ShardResult, scan_shard
 from integrity.engine.spec import ScanSpec
 from integrity.ledger import Ledger, findings_key
@@ -41,7 +42,7 @@ def corpus_stage(spec: ScanSpec, results: list[ShardResult]) -> tuple[Path, dict
     """Corpus-level checks; their findings go to ``.work/corpus_findings.parquet``."""
     found, timings = run_corpus_checks(spec, results, spec.out)
     path = spec.out / WORK / "corpus_findings.parquet"
-    found.write_parquet(path)
+    mask_frame(found).write_parquet(path)  # details may quote record text: secrets masked
     return path, timings
 
 
