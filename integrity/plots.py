@@ -19,6 +19,7 @@ from typing import Sequence
 import matplotlib
 
 matplotlib.use("Agg")  # never a GUI backend, even when DISPLAY is set
+import matplotlib.ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from markupsafe import Markup  # noqa: E402
 
@@ -96,8 +97,11 @@ def _legend(ax, n: int) -> None:
 def line_chart(x: Sequence[str], series: dict[str, Sequence[float | None]], *, title: str,
                ylabel: str | None = None, xlabel: str | None = None, width: float = 6.0, height: float = 2.6,
                percent: bool = False, limit: float | None = None, limit_label: str = "threshold",
-               max_ticks: int = 8) -> Markup:
-    """Lines over a categorical x axis (e.g. one point per night), at most ``max_ticks`` x labels shown."""
+               max_ticks: int = 8, integer: bool = False) -> Markup:
+    """Lines over a categorical x axis (e.g. one point per night), at most ``max_ticks`` x labels shown.
+
+    ``integer``: counts (whole-number y ticks); ``percent``: shares in [0, 1].
+    """
     fig = _figure(width, height)
     ax = fig.add_subplot()
     idx = list(range(len(x)))
@@ -111,6 +115,8 @@ def line_chart(x: Sequence[str], series: dict[str, Sequence[float | None]], *, t
     ax.set_xticks(idx[::step], [_label(v, 16) for v in list(x)[::step]], rotation=0)
     if percent:
         ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    else:
+        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=integer, nbins=5))
     ax.set_ylim(bottom=0)
     _finish(ax, title, xlabel, ylabel)
     _legend(ax, len(series) + (limit is not None))

@@ -30,7 +30,7 @@ def _check_total(s: ScanRow, prefix: str) -> int:
 def render_trend(kind: str, scans: list[ScanRow]) -> Markup:
     """One trend chart over ``scans`` (oldest first)."""
     x = _labels(scans)
-    title = f"{TRENDS[kind]} (last {len(scans)} scans)"
+    title = f"{TRENDS[kind]} (last {len(scans)} scan{'s' if len(scans) != 1 else ''})"
     if kind == "findings":
         totals: dict[str, int] = {}
         for s in scans:
@@ -38,17 +38,17 @@ def render_trend(kind: str, scans: list[ScanRow]) -> Markup:
                 totals[c] = totals.get(c, 0) + n
         top = sorted(totals, key=lambda c: (-totals[c], c))[:MAX_CHECK_SERIES]
         series = {c: [s.by_check.get(c, 0) for s in scans] for c in top} or {"findings": [0] * len(scans)}
-        return plots.line_chart(x, series, title=title, ylabel="findings")
+        return plots.line_chart(x, series, title=title, ylabel="findings", integer=True)
     if kind == "quarantined":
         series = {"quarantined": [s.verdicts.get("quarantine", 0) for s in scans],
                   "unreadable": [s.verdicts.get("unreadable", 0) for s in scans]}
-        return plots.line_chart(x, series, title=title, ylabel="shards")
+        return plots.line_chart(x, series, title=title, ylabel="shards", integer=True)
     if kind == "synthetic":
         share = [(_check_total(s, "synthetic") / s.rows) if s.rows else None for s in scans]
         return plots.line_chart(x, {"synthetic": share}, title=title, ylabel="share of records", percent=True)
     if kind == "drift":
         return plots.line_chart(x, {"distribution.drift": [_check_total(s, "distribution.drift") for s in scans]},
-                                title=title, ylabel="findings")
+                                title=title, ylabel="findings", integer=True)
     raise KeyError(kind)
 
 

@@ -332,7 +332,11 @@ def examples(run_dir: str | None, *, check: str | None = None, severity: str | N
     df = read_run_file(run_dir, "examples.parquet", EXAMPLE_COLS)
     if df is None:
         return []
-    return _filter(df, check, severity, shard).head(limit).to_dicts()
+    df = _filter(df, check, severity, shard).with_columns(
+        pl.col("severity").replace_strict(_SEVERITY_RANK, default=3, return_dtype=pl.Int8).alias("_rank"))
+    if not check:  # a few of every check, worst checks first, rather than the first check's dozen
+        df = df.sort("_rank", "check").group_by("check", maintain_order=True).head(max(2, limit // 6))
+    return df.sort("_rank", "check", maintain_order=True).head(limit).drop("_rank").to_dicts()
 
 
 def drop_list(run_dir: str | None, *, check: str | None = None, severity: str | None = None,
