@@ -53,8 +53,8 @@ def _label(text: object, n: int = MAX_LABEL) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
-def _figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), dpi=96, layout="constrained")
+def _figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
+    return Figure(figsize=(width, height), dpi=96, layout=layout)
 
 
 def to_svg(fig: Figure, title: str | None = None) -> Markup:
@@ -89,9 +89,14 @@ def _finish(ax, title: str | None, xlabel: str | None, ylabel: str | None) -> No
 
 
 def _legend(ax, n: int) -> None:
-    """Legend below the axes (never over the title or the data)."""
+    """Legend below the axes and their tick labels (never over the title or the data)."""
     if n > 1:
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=min(n, 4), fontsize=8)
+        fig = ax.figure
+        if fig.get_layout_engine() is not None:  # the layout engine makes room for an "outside" legend
+            fig.legend(loc="outside lower center", ncols=min(n, 4), fontsize=8)
+            return
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 0.0), bbox_transform=fig.transFigure, ncols=min(n, 4),
+                  fontsize=8, borderaxespad=0.2)
 
 
 def line_chart(x: Sequence[str], series: dict[str, Sequence[float | None]], *, title: str,
@@ -100,9 +105,14 @@ def line_chart(x: Sequence[str], series: dict[str, Sequence[float | None]], *, t
                max_ticks: int = 8, integer: bool = False) -> Markup:
     """Lines over a categorical x axis (e.g. one point per night), at most ``max_ticks`` x labels shown.
 
-    ``integer``: counts (whole-number y ticks); ``percent``: shares in [0, 1].
+    ``integer``: counts (whole-number y ticks); ``percent``: shares in [0, 1]. Fixed margins (room for
+    the title above and the legend below) instead of a layout solver: these charts are drawn per request.
     """
-    fig = _figure(width, height)
+    fig = _figure(width, height, layout=None)
+    n_legend = len(series) + (limit is not None)
+    rows = math.ceil(n_legend / 4) if n_legend > 1 else 0
+    bottom = (0.32 + 0.14 * rows) / height
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, top=1 - 0.35 / height, bottom=bottom)
     ax = fig.add_subplot()
     idx = list(range(len(x)))
     for i, (name, ys) in enumerate(series.items()):
@@ -119,7 +129,7 @@ def line_chart(x: Sequence[str], series: dict[str, Sequence[float | None]], *, t
         ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=integer, nbins=5))
     ax.set_ylim(bottom=0)
     _finish(ax, title, xlabel, ylabel)
-    _legend(ax, len(series) + (limit is not None))
+    _legend(ax, n_legend)
     return to_svg(fig, title)
 
 
@@ -200,6 +210,11 @@ def grouped_bar_chart(labels: Sequence[str], series: dict[str, Sequence[float]],
     _finish(ax, title, None, ylabel)
     _legend(ax, len(series))
     return to_svg(fig, title)
+
+
+def warm_up() -> None:
+    """Draw one tiny chart so the first real one does not pay for font loading (call at start-up)."""
+    line_chart(["a", "b"], {"x": [0, 1]}, title="warm-up")
 
 
 def _fmt(v: float) -> str:

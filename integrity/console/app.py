@@ -23,6 +23,7 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from integrity import plots
 from integrity import quarantine as q
 from integrity.console import auth
 from integrity.console.charts import TRENDS, TrendCache
@@ -130,6 +131,7 @@ def _qs(request: Request, **changes: Any) -> str:
 def create_app(state_dir: str | os.PathLike, *, prefect_ui: str | None = None) -> Starlette:
     """The console for the ledger in ``state_dir`` (created and migrated as needed)."""
     c = Console(state_dir, prefect_ui=prefect_ui)
+    plots.warm_up()
 
     def need_user(request: Request) -> auth.Identity | Response:
         ident = c.identity(request)

@@ -244,9 +244,12 @@ class ConsoleData:
             rows = con.execute(f"SELECT {_ACTION_COLS} FROM quarantine_actions {where} "
                                "ORDER BY COALESCE(resolved_at, updated_at) DESC LIMIT ? OFFSET ?",
                                (per_page, offset)).fetchall()
-        actions = [_action(r) for r in rows]
-        releases = {a.id: self.ledger.release_of_action(a.id) for a in actions if a.resolution == "released"}
-        return Page([{"action": a, "release": releases.get(a.id)} for a in actions], total, page, per_page)
+            actions = [_action(r) for r in rows]
+            ids = [a.id for a in actions]
+            reasons = dict(con.execute(
+                f"SELECT action_id, reason FROM releases WHERE action_id IN ({','.join('?' * len(ids))}) "
+                "ORDER BY id", ids).fetchall()) if ids else {}
+        return Page([{"action": a, "reason": reasons.get(a.id)} for a in actions], total, page, per_page)
 
 
 # ---------------------------------------------------------------------------

@@ -99,6 +99,7 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
         "ALTER TABLE scans ADD COLUMN flow_run_id TEXT",
         "CREATE INDEX IF NOT EXISTS shard_verdicts_scan_verdict ON shard_verdicts(scan_id, verdict)",
         "CREATE INDEX IF NOT EXISTS quarantine_resolved ON quarantine_actions(resolved_at)",
+        "CREATE INDEX IF NOT EXISTS releases_action ON releases(action_id)",
         """CREATE TABLE IF NOT EXISTS console_users (
             name          TEXT PRIMARY KEY,
             role          TEXT NOT NULL CHECK (role IN ('viewer', 'operator')),
