@@ -18,6 +18,7 @@ from typing import Any
 import polars as pl
 
 from integrity.ledger import Ledger, QuarantineAction
+from integrity.redact import mask_frame
 
 VERDICT_ORDER = ("quarantine", "unreadable", "warn", "pass")  # worst first
 SEVERITIES = ("critical", "warn", "info")
@@ -268,7 +269,8 @@ def _file_key(path: Path) -> tuple[str, int, int] | None:
 def _read_cached(key: tuple[str, int, int], columns: tuple[str, ...]) -> pl.DataFrame:
     lf = pl.scan_parquet(key[0])
     have = lf.collect_schema().names()
-    return lf.select([c for c in columns if c in have]).collect()
+    # masked again on the way out: run dirs written before the engine masked at write time may hold secrets
+    return mask_frame(lf.select([c for c in columns if c in have]).collect())
 
 
 def read_run_file(run_dir: str | os.PathLike | None, name: str, columns: tuple[str, ...]) -> pl.DataFrame | None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 
 import polars as pl
@@ -149,3 +150,20 @@ def test_actions_need_csrf_and_the_operator_role(viewer, operator, with_users):
     log = ledger.console_actions(target="b.jsonl")
     assert [(e.who, e.outcome) for e in log[:2]] == [("otto", "refused"), ("vera", "refused")]
     assert "CSRF" in log[0].detail
+
+
+def test_excerpts_of_an_old_unmasked_run_dir_are_masked(tmp_path):
+    """A run dir written before excerpts were masked at write time still shows no secret."""
+    from integrity.console.queries import examples, findings
+
+    from .conftest import SECRET
+
+    pl.DataFrame({"shard": ["b.jsonl"], "record_id": ["key"], "check": ["privacy.secret"], "severity": ["critical"],
+                  "score": [0.95], "field": ["text"], "excerpt": [f"deploy with {SECRET}"],
+                  "highlights": ["[[12, 50]]"]}).write_parquet(tmp_path / "examples.parquet")
+    pl.DataFrame({"shard": ["b.jsonl"], "record_id": ["key"], "check": ["privacy.secret"], "severity": ["critical"],
+                  "score": [0.95], "detail": [json.dumps({"match": SECRET})]}).write_parquet(tmp_path / "findings.parquet")
+    ex = examples(str(tmp_path))[0]
+    assert "AKIAZ7Q2M4N8P3R6T1W5" not in ex["excerpt"] and ex["excerpt"].startswith("deploy with aws_")
+    assert len(ex["excerpt"]) == len(f"deploy with {SECRET}")  # highlight offsets stay valid
+    assert "Zr8fK2pQ9vX4mN7bL1cT6yH3jW5sD0gA8eR2uI9o" not in findings(str(tmp_path)).rows[0]["detail"]
