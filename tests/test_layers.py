@@ -29,7 +29,8 @@ LAYERS: tuple[str, ...] = (
     "integrity.checks",    # the Check contract, its family bases, one module per check
     "integrity.policy",    # the policy file, validated against the checks
     "integrity.report",    # the HTML report of a run directory
-    "integrity.engine",    # the stages of a scan, quarantine, outputs
+    "integrity.engine",    # the stages of a scan, quarantine, secret masking, outputs
+    "integrity.console",   # the ops console on the ledger (release and restore through the engine)
     "flows",               # Prefect orchestration and the CLI
 )
 #: the package roots themselves hold nothing but their docstring / re-exports of their own layer

@@ -7,13 +7,13 @@ the evidence (secrets masked) for the report.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from connectors import ShardReader, ShardRef
+from connectors.atomic import OutputError, atomic_output  # noqa: F401  (OutputError: raised through here)
 from connectors.errors import ShardReadError
 from connectors.schema import RECORD_ID, TEXT_FIELDS
 from integrity.engine.redact import mask_secrets
@@ -25,24 +25,27 @@ EXAMPLES_SCHEMA = {"shard": pl.Utf8, "record_id": pl.Utf8, "check": pl.Utf8, "se
                    "score": pl.Float64, "field": pl.Utf8, "excerpt": pl.Utf8, "highlights": pl.Utf8,
                    "detail": pl.Utf8}
 MAX_EXAMPLE_SHARDS = 8  # shards re-read to fetch example texts, at most
+def write_parquet(frame: pl.DataFrame, path: Path) -> Path:
+    """``frame`` to ``path`` atomically (see :func:`atomic_output`)."""
+    with atomic_output(path) as tmp:
+        frame.write_parquet(tmp)
+    return path
 
 
 def write_findings(findings: pl.LazyFrame, run_dir: Path) -> Path:
     """Stream every finding into ``findings.parquet`` (columns and types of the contract)."""
     path = run_dir / "findings.parquet"
-    tmp = path.with_suffix(".parquet.tmp")
-    findings.select(
-        pl.col("shard").cast(pl.Utf8), pl.col("record_id").cast(pl.Utf8), pl.col("check").cast(pl.Utf8),
-        pl.col("severity").cast(pl.Utf8), pl.col("score").cast(pl.Float64), pl.col("detail").cast(pl.Utf8),
-    ).sort(["shard", "check", "record_id"], nulls_last=True).sink_parquet(tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        findings.select(
+            pl.col("shard").cast(pl.Utf8), pl.col("record_id").cast(pl.Utf8), pl.col("check").cast(pl.Utf8),
+            pl.col("severity").cast(pl.Utf8), pl.col("score").cast(pl.Float64), pl.col("detail").cast(pl.Utf8),
+        ).sort(["shard", "check", "record_id"], nulls_last=True).sink_parquet(tmp)
     return path
 
 
 def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=str))
 
 
 def _pick_examples(findings: pl.LazyFrame, k: int) -> pl.DataFrame:

@@ -43,6 +43,7 @@ import jinja2
 import polars as pl
 from markupsafe import Markup
 
+from connectors.atomic import atomic_output
 from integrity.report import charts
 from integrity.report import sections  # noqa: F401  (registers the per-family section renderers)
 from integrity.report.format import (COLORS, SEVERITY_RANK, SEVERITY_SERIES, TIMING_STAGES, VERDICT_RANK, VERDICTS,
@@ -479,8 +480,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     out = Path(out) if out is not None else run_dir / "report.html"
     html = render_report(run_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(out)
+    with atomic_output(out) as tmp:  # a full disk leaves no truncated report, and the error names it
+        tmp.write_text(html, encoding="utf-8")
     return out
 
