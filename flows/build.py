@@ -15,10 +15,14 @@ DEFAULT_COLUMNS = {"id": "id", "text": "text", "label": "label", "prompt": "prom
 def build_spec(source: str, out: str | Path | None = None, policy: str | Path | None = None,
                reference: str | None = None, columns: dict[str, str] | None = None,
                checks: str | list[str] | None = None, quarantine_mode: str | None = None,
-               out_root: str | Path = "runs", image_root: str | None = None) -> ScanSpec:
+               out_root: str | Path = "runs", image_root: str | None = None, corpus: str | None = None,
+               shared_history: bool = False) -> ScanSpec:
     """A validated scan spec; columns differing from the defaults count as explicit
     (a missing explicit column is an error, a missing default one is just absent).
-    ``image_root``: where absolute image paths and URLs may point (see ``--image-root``)."""
+    ``image_root``: where absolute image paths and URLs may point (see ``--image-root``).
+    ``corpus``: the name the scan's history and ledger entries belong to (default: derived
+    from the source, see :func:`integrity.engine.spec.default_corpus_name`); ``shared_history``:
+    match against the history every corpus scanned with that option shares."""
     cols = {**DEFAULT_COLUMNS, **(columns or {})}
     explicit = frozenset(k for k, v in cols.items() if v != DEFAULT_COLUMNS[k])
     if quarantine_mode is not None and quarantine_mode not in ("move", "copy", "mark", "off"):
@@ -33,4 +37,5 @@ def build_spec(source: str, out: str | Path | None = None, policy: str | Path | 
     mapping = ColumnMapping(**cols, explicit=explicit, image_root=check_image_root(image_root))
     return ScanSpec(source=source, out=out_dir.absolute(), policy=pol, mapping=mapping,
                     checks=pol.enabled_checks(checks or None), reference=reference,
-                    quarantine_mode=quarantine_mode, scan_id=scan_id)
+                    quarantine_mode=quarantine_mode, scan_id=scan_id, corpus=corpus or "",
+                    shared_history=shared_history)

@@ -54,6 +54,7 @@ from integrity.ledger.records import (  # noqa: F401
     ShardVerdict,
     current_user,
     findings_key,
+    release_command,
     utc_now,
 )
 from integrity.ledger.schema import new_lease_owner  # noqa: F401
@@ -72,5 +73,6 @@ __all__ = [
     "ShardVerdict",
     "current_user",
     "findings_key",
+    "release_command",
     "utc_now",
 ]

@@ -39,7 +39,7 @@ def test_creates_database_wal_and_schema(tmp_path):
     # reopening neither fails nor re-applies migrations
     Ledger(state)
     con = sqlite3.connect(state / "ledger.sqlite")
-    assert con.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 1
+    assert con.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     con.close()
 
 
