@@ -21,6 +21,7 @@ from integrity.engine.corpus import after_verdicts, run_corpus_checks, shard_fin
 from integrity.engine.shard import ShardResult, scan_shard
 from integrity.engine.spec import ScanSpec
 from integrity.ledger import Ledger, findings_key
+from integrity.redact import mask_frame
 
 log = logging.getLogger(__name__)
 WORK = ".work"  # run_dir subfolder for intermediate files
@@ -37,11 +38,11 @@ def list_stage(spec: ScanSpec) -> list[ShardRef]:
     return list_shards(spec.source, storage_options=spec.storage_options)
 
 
-def record_start(spec: ScanSpec) -> None:
-    """The scan's start in the ledger, with its corpus."""
+def record_start(spec: ScanSpec, flow_run_id: str | None = None) -> None:
+    """The scan's start in the ledger, with its corpus (and the Prefect flow run that runs it)."""
     Ledger(spec.state_dir).record_scan_start(scan_id=spec.scan_id, source=spec.source, policy=spec.policy.source,
                                              policy_sha256=spec.policy.sha256, run_dir=str(spec.out),
-                                             corpus=spec.corpus)
+                                             corpus=spec.corpus, flow_run_id=flow_run_id)
 
 
 def require_mapped(results: list[ShardResult]) -> None:
@@ -68,7 +69,7 @@ def corpus_stage(spec: ScanSpec, results: list[ShardResult]) -> tuple[Path, dict
     """Corpus-level checks; their findings go to ``.work/corpus_findings.parquet``."""
     found, timings = run_corpus_checks(spec, results, spec.out)
     path = spec.out / WORK / "corpus_findings.parquet"
-    found.write_parquet(path)
+    mask_frame(found).write_parquet(path)  # details may quote record text: secrets masked
     return path, timings
 
 
