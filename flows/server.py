@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from pathlib import Path
 
@@ -40,20 +41,37 @@ def answers(api_url: str, timeout: float = 0.5) -> bool:
         return False
 
 
-def configured_api_url() -> str | None:
-    """``PREFECT_API_URL`` from the environment or the active Prefect profile, if any."""
-    from prefect.settings import PREFECT_API_URL
+def _profile_setting(key: str) -> str | None:
+    """A setting of the active Prefect profile (``PREFECT_HOME/profiles.toml``), read without
+    importing Prefect: its import alone costs seconds, too much for a gate that needs no server."""
+    home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+    path = Path(os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml").expanduser()
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    active = os.environ.get("PREFECT_PROFILE") or data.get("active") or "ephemeral"
+    value = data.get("profiles", {}).get(active, {}).get(key)
+    return str(value) if value not in (None, "") else None
 
-    return PREFECT_API_URL.value() or None
+
+def configured_api_url() -> str | None:
+    """``PREFECT_API_URL`` from the environment or the active Prefect profile, if any; once
+    Prefect is imported, from its settings (which a settings context may override)."""
+    if "prefect.settings" in sys.modules:
+        from prefect.settings import PREFECT_API_URL
+
+        return PREFECT_API_URL.value() or None
+    return os.environ.get("PREFECT_API_URL") or _profile_setting("PREFECT_API_URL")
 
 
 def local_api_url() -> str:
     """Where ``prefect server start`` listens by default (the profile's server host and port)."""
-    from prefect.settings import get_current_settings
-
-    api = get_current_settings().server.api
-    host = "127.0.0.1" if api.host in ("0.0.0.0", "::", "") else api.host
-    return f"http://{host}:{api.port}/api"
+    host = os.environ.get("PREFECT_SERVER_API_HOST") or _profile_setting("PREFECT_SERVER_API_HOST") or "127.0.0.1"
+    port = os.environ.get("PREFECT_SERVER_API_PORT") or _profile_setting("PREFECT_SERVER_API_PORT") or "4200"
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}/api"
 
 
 def find_api_url() -> str | None:
