@@ -221,3 +221,31 @@ def test_prefect_yaml_deploys_and_runs_on_a_process_worker(prefect_server, small
     finally:
         if worker is not None:
             _stop(worker)
+
+
+def test_gate_shows_in_a_configured_server_and_needs_none(prefect_server, small_corpus, tmp_path: Path,
+                                                           state_policy):
+    """With PREFECT_API_URL set, the gate's scan is a flow run on that server (Failed, like its
+    verdict); with no server configured or running, the gate runs without starting one."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    from flows.server import free_port
+
+    args = [*INTEGRITY, "gate", str(small_corpus), "--policy", str(state_policy), "--quarantine-mode", "mark",
+            "--checks", "privacy.secret"]
+    r = subprocess.run([*args, "--out", str(tmp_path / "a")], env=_env(tmp_path, _api_url()),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stdout + r.stderr
+    scan_id = json.loads((tmp_path / "a" / "summary.json").read_text())["scan_id"]
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"scan-{scan_id}"])))
+    assert run.state.type.value == "FAILED"
+
+    env = {k: v for k, v in _env(tmp_path, "").items() if k != "PREFECT_API_URL"}
+    env["PREFECT_SERVER_API_PORT"] = str(free_port())  # nothing answers at the profile's address
+    r = subprocess.run([*args, "--out", str(tmp_path / "b")], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "scanning without Prefect" in r.stderr
+    assert not list((tmp_path / "prefect-home").glob("integrity-servers/*.pid"))  # no server was started
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["verdict"] == "fail"
