@@ -264,7 +264,8 @@ def test_no_secret_is_written_in_full_anywhere(tmp_path: Path, nights: int):
             "dedup.image", "poison.caption_mismatch"} <= set(every_check)
     assert set(SECRETS) == set(KINDS)  # a new kind must be planted here too
     paths = _corpus(tmp_path)
-    env = {"PYTHONPATH": str(paths["scorers"]), "PREFECT_HOME": str(paths["state"] / "prefect")}
+    env = {"PYTHONPATH": str(paths["scorers"]), "PREFECT_HOME": str(paths["state"] / "prefect"),
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}  # a loaded CI machine starts it slowly
     # the slow variant runs under Prefect (its server's database, logs and artifacts live in
     # PREFECT_HOME, inside the state directory, so they are searched too)
     runner = "inline" if nights == 1 else "threads"
