@@ -170,7 +170,7 @@ def _guarded(check: Check, ref: ShardRef, fn, *args) -> CheckOutput:
     except ShardReadError:
         raise
     except Exception as e:  # a bug in a check must not hide which check and shard
-        log.error("check %s failed on %s:\n%s", check.name, ref.uri, traceback.format_exc())
+        log.error("check %s failed on %s:\n%s", check.name, ref.uri, mask_secrets(traceback.format_exc()))
         raise CheckFailed(f"check {check.name} failed on {ref.uri}: {type(e).__name__}: {e}") from e
 
 
