@@ -30,6 +30,7 @@ LAYERS: tuple[str, ...] = (
     "integrity.policy",    # the policy file, validated against the checks
     "integrity.report",    # the HTML report of a run directory
     "integrity.engine",    # the stages of a scan, quarantine, secret masking, outputs
+    "integrity.api",       # the Python API for notebooks (scan a DataFrame or a path)
     "integrity.console",   # the ops console on the ledger (release and restore through the engine)
     "flows",               # Prefect orchestration and the CLI
 )
