@@ -74,8 +74,9 @@ NOISY_LOGGERS = ("httpx", "httpcore", "urllib3", "hpack", "h2", "h11", "websocke
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)  # also when something configured logging before us
     for name in NOISY_LOGGERS:  # -v shows the scan, not every request Prefect's client makes
         logging.getLogger(name).setLevel(logging.WARNING)
     if not verbose:

@@ -33,7 +33,7 @@ def progress_view(console: Console, label: str, scan_id: str | None = None) -> I
     every = float(os.environ.get("INTEGRITY_PROGRESS_EVERY", "15"))
     tty = console.is_terminal
     last = [time.monotonic()]
-    tracker = progress.ScanProgress()
+    tracker = progress.ScanProgress(every_s=min(0.25, every))  # the bar redraws often; lines every `every` s
     with Progress(TextColumn(label), BarColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=console, transient=True, disable=not tty) as bar:
         task = bar.add_task("listing shards…", total=1.0)
