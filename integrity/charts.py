@@ -91,6 +91,7 @@ def hbar_chart(
     label_width: int = 150,
     bar_height: int = 18,
     colors: Sequence[str] | None = None,
+    x_label: str | None = None,
 ) -> Markup:
     """Horizontal bars, one per (label, value); the value, formatted by ``value_fmt``, after the bar.
 
@@ -100,7 +101,7 @@ def hbar_chart(
     n = len(items)
     bar_colors = [colors[i % len(colors)] for i in range(n)] if colors else color
     return plots.hbar_chart([_lab(k) for k, _ in items], [float(v) for _, v in items], title=title,
-                            colors=bar_colors, value_labels=[value_fmt(float(v)) for _, v in items],
+                            colors=bar_colors, value_labels=[value_fmt(float(v)) for _, v in items], xlabel=x_label,
                             width=width / plots.DPI, bar_height=max(0.2, (bar_height + 6) / plots.DPI))
 
 

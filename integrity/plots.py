@@ -7,7 +7,8 @@ console. Every function returns a :class:`markupsafe.Markup` holding one
 and math-text parsing is off, so untrusted labels (shard names, check names)
 can neither inject markup nor be read as TeX. Layout is matplotlib's: the
 legend sits in its own band below the axes and their tick labels, the title
-above, long labels are truncated; nothing is hand-placed.
+above, long labels are truncated, margins are sized from the labels; no text
+is hand-placed.
 """
 from __future__ import annotations
 
@@ -71,8 +72,24 @@ def fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
-def _figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
-    return Figure(figsize=(width, height), dpi=DPI, layout=layout)
+def _figure(width: float, height: float, *, left: float = 0.6, right: float = 0.2, top: float = 0.12,
+            bottom: float = 0.4) -> Figure:
+    """A figure with fixed margins in inches (a layout solver would draw every chart twice; these are drawn
+    per request and per report)."""
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    fig.subplots_adjust(left=min(0.6, left / width), right=1 - right / width, top=1 - top / height,
+                        bottom=min(0.7, bottom / height))
+    return fig
+
+
+def _label_margin(labels: Sequence[str]) -> float:
+    """Inches of left margin for horizontal-bar labels (about 6 px per character at 9 pt)."""
+    return 0.2 + 0.068 * max([len(_label(x)) for x in labels] + [4])
+
+
+def _legend_band(n: int) -> float:
+    """Inches below the axes that a legend of ``n`` entries (4 per row) takes."""
+    return 0.0 if n <= 1 else 0.06 + 0.17 * math.ceil(n / 4)
 
 
 def to_svg(fig: Figure, title: str | None = None) -> Markup:
@@ -109,9 +126,6 @@ def _legend(ax, n: int) -> None:
     if n <= 1:
         return
     fig = ax.figure
-    if fig.get_layout_engine() is not None:  # the layout engine makes room for an "outside" legend
-        fig.legend(loc="outside lower center", ncols=min(n, 4), fontsize=8)
-        return
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 0.0), bbox_transform=fig.transFigure, ncols=min(n, 4),
               fontsize=8, borderaxespad=0.2)
 
@@ -131,12 +145,9 @@ def line_chart(x: Sequence[str], series: dict[str, Sequence[float | None]], *, t
     threshold line. Fixed margins (room for the title above and the legend below) instead of a layout
     solver: the console draws these per request.
     """
-    fig = _figure(width, height, layout=None)
     n_legend = len(series) + (limit is not None)
-    rows = math.ceil(n_legend / 4) if n_legend > 1 else 0
-    top = 0.35 if show_title else 0.12
-    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, top=1 - top / height,
-                        bottom=(0.32 + (0.2 if xlabel else 0) + 0.14 * rows) / height)
+    fig = _figure(width, height, left=0.75, right=0.15, top=0.35 if show_title else 0.12,
+                  bottom=0.32 + (0.2 if xlabel else 0) + _legend_band(n_legend))
     ax = fig.add_subplot()
     idx = list(range(len(x)))
     for i, (name, ys) in enumerate(series.items()):
@@ -164,7 +175,10 @@ def hbar_chart(labels: Sequence[str], values: Sequence[float], *, title: str, xl
                width: float = 6.0, bar_height: float = 0.26, show_title: bool = False) -> Markup:
     """Horizontal bars, one per label, top to bottom as given; each value written at its bar's end."""
     n = max(len(labels), 1)
-    fig = _figure(width, 0.45 + (0.3 if show_title else 0) + bar_height * n)
+    top = 0.35 if show_title else 0.1
+    bottom = 0.35 + (0.2 if xlabel else 0)
+    fig = _figure(width, top + bottom + bar_height * n, left=_label_margin(labels), top=top, bottom=bottom,
+                  right=0.3)
     ax = fig.add_subplot()
     ys = list(range(len(labels)))[::-1]
     bars = ax.barh(ys, [float(v) for v in values], color=colors or PALETTE[0], height=0.7)
@@ -183,7 +197,10 @@ def stacked_hbar_chart(labels: Sequence[str], series: dict[str, Sequence[float]]
                        bar_height: float = 0.26, show_title: bool = False) -> Markup:
     """Horizontal bars stacked by series (e.g. findings per check split by severity), legend below."""
     n = max(len(labels), 1)
-    fig = _figure(width, 0.75 + (0.3 if show_title else 0) + bar_height * n)
+    top = 0.35 if show_title else 0.1
+    bottom = 0.35 + (0.2 if xlabel else 0) + _legend_band(sum(1 for v in series.values() if any(v)))
+    fig = _figure(width, top + bottom + bar_height * n, left=_label_margin(labels), top=top, bottom=bottom,
+                  right=0.3)
     ax = fig.add_subplot()
     ys = list(range(len(labels)))[::-1]
     left = [0.0] * len(labels)
@@ -213,7 +230,9 @@ def histogram_chart(edges: Sequence[float], series: dict[str, Sequence[float]], 
                     show_title: bool = False) -> Markup:
     """Columns over bins (``len(edges) == len(counts) + 1``), stacked by series; with ``integer_bins`` the
     bins are labelled by their integer left edge (e.g. cluster sizes), else the axis shows the edges."""
-    fig = _figure(width, height)
+    n_series = sum(1 for v in series.values() if any(v))
+    fig = _figure(width, height, left=0.7 if ylabel else 0.5, top=0.35 if show_title else 0.12,
+                  bottom=0.3 + (0.2 if xlabel else 0) + _legend_band(n_series))
     ax = fig.add_subplot()
     nb = max(0, len(edges) - 1)
     if integer_bins:
@@ -247,7 +266,9 @@ def grouped_bar_chart(labels: Sequence[str], series: dict[str, Sequence[float]],
                       ylabel: str | None = None, percent: bool = False, width: float = 6.0,
                       height: float = 2.6, show_title: bool = False) -> Markup:
     """Vertical bars grouped per label (e.g. a shard's distribution beside the reference's), legend below."""
-    fig = _figure(width, height)
+    rotate = len(labels) > 6
+    fig = _figure(width, height, left=0.7 if ylabel else 0.5, top=0.35 if show_title else 0.12,
+                  bottom=(0.75 if rotate else 0.3) + _legend_band(len(series)))
     ax = fig.add_subplot()
     k = max(len(series), 1)
     w = 0.8 / k
@@ -256,7 +277,6 @@ def grouped_bar_chart(labels: Sequence[str], series: dict[str, Sequence[float]],
         ax.bar([x - 0.4 + w * (i + 0.5) for x in xs], [float(v) for v in vals], width=w,
                color=PALETTE[i % len(PALETTE)], label=_label(name))
     step = max(1, math.ceil(len(labels) / 12))
-    rotate = len(labels) > 6
     ax.set_xticks(xs[::step], [_label(v, 14) for v in list(labels)[::step]], rotation=30 if rotate else 0,
                   ha="right" if rotate else "center")
     if percent:
@@ -271,7 +291,8 @@ def proportion_bar(parts: Sequence[tuple[str, float, str]], *, title: str, width
     """One full-width bar split into (label, value, colour) parts, each labelled with its count and share."""
     parts = [(lab, float(v), col) for lab, v, col in parts if float(v) > 0]
     total = sum(v for _, v, _ in parts) or 1.0
-    fig = _figure(width, 0.75)
+    fig = _figure(width, 0.3 + _legend_band(max(2, len(parts))), left=0.02, right=0.02, top=0.02,
+                  bottom=_legend_band(max(2, len(parts))))
     ax = fig.add_subplot()
     left = 0.0
     for lab, v, col in parts:
