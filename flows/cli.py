@@ -106,6 +106,7 @@ def _scan_or_gate(source, out_dir, policy, reference, columns, checks, runner, a
                   verbose, image_root=None) -> dict | None:
     from connectors.errors import SourceError
     from integrity.checks.registry import UnknownCheckError
+    from integrity.engine.outputs import OutputError
     from integrity.ledger import LedgerError
     from integrity.policy import PolicyError
 
@@ -117,7 +118,8 @@ def _scan_or_gate(source, out_dir, policy, reference, columns, checks, runner, a
         summary = _run(spec, runner, workers, address)
         summary["run_dir"] = str(spec.out)
         return summary
-    except (PolicyError, SourceError, UnknownCheckError, LedgerError, typer.BadParameter, ValueError) as e:
+    except (PolicyError, SourceError, UnknownCheckError, LedgerError, OutputError, typer.BadParameter,
+            ValueError) as e:
         err.print(f"[red]error:[/] {e}")
     except KeyboardInterrupt:
         err.print("[red]interrupted[/]")
