@@ -98,6 +98,11 @@ def _markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _root_flow_run_id() -> str | None:
+    """The flow run the console links to: the scheduled (parent) run when this scan is its subflow."""
+    return prefect_runtime.flow_run.root_flow_run_id or prefect_runtime.flow_run.id
+
+
 @flow(name="integrity-scan", log_prints=True)
 def scan_flow(spec: ScanSpec) -> State:
     """Scan ``spec.source`` and write the run directory ``spec.out``; the final state says the
@@ -109,7 +114,7 @@ def scan_flow(spec: ScanSpec) -> State:
     refs = list_task(spec)
     Ledger(spec.state_dir).record_scan_start(scan_id=spec.scan_id, source=spec.source, policy=spec.policy.source,
                                              policy_sha256=spec.policy.sha256, run_dir=str(spec.out),
-                                             flow_run_id=prefect_runtime.flow_run.id)
+                                             flow_run_id=_root_flow_run_id())
     timings["list"] = time.perf_counter() - t
     logger.info("scan %s: %d shards in %s", spec.scan_id, len(refs), spec.source)
 
