@@ -146,7 +146,7 @@ def line_chart(x: Sequence[str], series: dict[str, Sequence[float | None]], *, t
     solver: the console draws these per request.
     """
     n_legend = len(series) + (limit is not None)
-    fig = _figure(width, height, left=0.75, right=0.15, top=0.35 if show_title else 0.12,
+    fig = _figure(width, height, left=1.0 if percent else 0.75, right=0.25, top=0.35 if show_title else 0.12,
                   bottom=0.32 + (0.2 if xlabel else 0) + _legend_band(n_legend))
     ax = fig.add_subplot()
     idx = list(range(len(x)))
@@ -156,7 +156,10 @@ def line_chart(x: Sequence[str], series: dict[str, Sequence[float | None]], *, t
                 marker="o" if len(idx) <= 30 else None, markersize=3)
     if limit is not None:
         ax.axhline(limit, color="#c0392b", linestyle="--", linewidth=1, label=limit_label)
-    step = max(1, math.ceil(len(x) / max_ticks))
+    # as many x labels as fit side by side (about 6.5 px per character at 9 pt)
+    longest = max([len(_label(v, 16)) for v in x] + [1])
+    fit = max(2, int((width - (1.25 if percent else 1.0)) * DPI / (6.5 * longest + 22)))
+    step = max(1, math.ceil(len(x) / min(max_ticks, fit)))
     ax.set_xticks(idx[::step], [_label(v, 16) for v in list(x)[::step]])
     if len(idx) == 1:
         ax.set_xlim(-0.5, 0.5)

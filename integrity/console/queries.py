@@ -267,10 +267,20 @@ def _file_key(path: Path) -> tuple[str, int, int] | None:
 
 @functools.lru_cache(maxsize=8)
 def _read_cached(key: tuple[str, int, int], columns: tuple[str, ...]) -> pl.DataFrame:
+    """The file's ``columns``, secrets masked, sorted once most severe and highest score first (every
+    filtered list is then a filter and a slice: order survives filtering)."""
     lf = pl.scan_parquet(key[0])
     have = lf.collect_schema().names()
     # masked again on the way out: run dirs written before the engine masked at write time may hold secrets
-    return mask_frame(lf.select([c for c in columns if c in have]).collect())
+    df = mask_frame(lf.select([c for c in columns if c in have]).collect())
+    if "severity" in df.columns:
+        df = df.with_columns(pl.col("severity").replace_strict(_SEVERITY_RANK, default=3, return_dtype=pl.Int8)
+                             .alias("_rank"))
+        by, desc = ["_rank"], [False]
+        if "score" in df.columns:
+            by, desc = ["_rank", "score"], [False, True]
+        df = df.sort(by, descending=desc, nulls_last=True, maintain_order=True)
+    return df
 
 
 def read_run_file(run_dir: str | os.PathLike | None, name: str, columns: tuple[str, ...]) -> pl.DataFrame | None:
@@ -284,7 +294,7 @@ def read_run_file(run_dir: str | os.PathLike | None, name: str, columns: tuple[s
         df = _read_cached(key, columns)
     except (OSError, pl.exceptions.PolarsError):
         return None
-    missing = [pl.lit(None, dtype=pl.Utf8).alias(c) for c in columns if c not in df.columns]
+    missing = [pl.lit(None, dtype=pl.Utf8).alias(c) for c in (*columns, "_rank") if c not in df.columns]
     return df.with_columns(missing) if missing else df
 
 
@@ -322,13 +332,9 @@ def findings(run_dir: str | None, *, check: str | None = None, severity: str | N
     df = read_run_file(run_dir, "findings.parquet", FINDING_COLS)
     if df is None:
         return Page([], 0, 1, per_page)
-    df = _filter(df, check, severity, shard)
+    df = _filter(df, check, severity, shard)  # already most severe, highest score first
     page, offset = _page_args(page, per_page)
-    rows = (df.with_columns(pl.col("severity").replace_strict(_SEVERITY_RANK, default=3, return_dtype=pl.Int8)
-                            .alias("_rank"))
-            .sort(["_rank", "score", "shard", "record_id"], descending=[False, True, False, False], nulls_last=True)
-            .slice(offset, per_page).drop("_rank").to_dicts())
-    return Page(rows, df.height, page, per_page)
+    return Page(df.slice(offset, per_page).drop("_rank").to_dicts(), df.height, page, per_page)
 
 
 def examples(run_dir: str | None, *, check: str | None = None, severity: str | None = None,
@@ -337,8 +343,7 @@ def examples(run_dir: str | None, *, check: str | None = None, severity: str | N
     df = read_run_file(run_dir, "examples.parquet", EXAMPLE_COLS)
     if df is None:
         return []
-    df = _filter(df, check, severity, shard).with_columns(
-        pl.col("severity").replace_strict(_SEVERITY_RANK, default=3, return_dtype=pl.Int8).alias("_rank"))
+    df = _filter(df, check, severity, shard)
     if not check:  # a few of every check, worst checks first, rather than the first check's dozen
         df = df.sort("_rank", "check").group_by("check", maintain_order=True).head(max(2, limit // 6))
     return df.sort("_rank", "check", maintain_order=True).head(limit).drop("_rank").to_dicts()
@@ -348,17 +353,27 @@ def drop_list(run_dir: str | None, *, check: str | None = None, severity: str | 
               shard: str | None = None) -> pl.DataFrame:
     """The flagged record ids a training job drops: one row per (shard, record_id) with a warn or critical
     finding (or only ``severity`` when given), with the checks that flagged it and the worst severity."""
+    key = _file_key(Path(run_dir) / "findings.parquet") if run_dir else None
+    if key is None:
+        return pl.DataFrame(schema=_DROP_SCHEMA)
+    return _drop_list_cached(str(run_dir), key, check, severity, shard)
+
+
+_DROP_SCHEMA = {"shard": pl.Utf8, "record_id": pl.Utf8, "checks": pl.Utf8, "severity": pl.Utf8}
+
+
+@functools.lru_cache(maxsize=16)
+def _drop_list_cached(run_dir: str, key: tuple, check: str | None, severity: str | None,
+                      shard: str | None) -> pl.DataFrame:
     df = read_run_file(run_dir, "findings.parquet", FINDING_COLS)
-    schema = {"shard": pl.Utf8, "record_id": pl.Utf8, "checks": pl.Utf8, "severity": pl.Utf8}
     if df is None:
-        return pl.DataFrame(schema=schema)
+        return pl.DataFrame(schema=_DROP_SCHEMA)
     df = _filter(df, check, severity, shard).filter(pl.col("record_id").is_not_null())
     if not severity:
         df = df.filter(pl.col("severity").is_in(["critical", "warn"]))
-    return (df.with_columns(pl.col("severity").replace_strict(_SEVERITY_RANK, default=3, return_dtype=pl.Int8)
-                            .alias("_rank"))
+    names = {v: k for k, v in _SEVERITY_RANK.items()}
+    return (df.select("shard", "record_id", "check", "_rank").sort("check")
             .group_by("shard", "record_id")
-            .agg(pl.col("check").unique().sort().str.join(",").alias("checks"), pl.col("_rank").min())
-            .with_columns(pl.col("_rank").replace_strict({v: k for k, v in _SEVERITY_RANK.items()}, default="info",
-                                                         return_dtype=pl.Utf8).alias("severity"))
-            .drop("_rank").sort("shard", "record_id").select(list(schema)))
+            .agg(pl.col("check").unique(maintain_order=True).str.join(",").alias("checks"), pl.col("_rank").min())
+            .with_columns(pl.col("_rank").replace_strict(names, default="info", return_dtype=pl.Utf8).alias("severity"))
+            .sort("shard", "record_id").select(list(_DROP_SCHEMA)))
