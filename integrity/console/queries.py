@@ -99,6 +99,8 @@ def _scan_row(r: Any) -> ScanRow:
 
 
 _SCAN_SELECT = "SELECT scan_id, source, started_at, finished_at, verdict, run_dir, flow_run_id, counts_json FROM scans"
+# a scan's corpus: its --corpus name, or its source for scans recorded before corpora existed
+CORPUS = "COALESCE(corpus, source)"
 
 
 class ConsoleData:
@@ -110,24 +112,24 @@ class ConsoleData:
     # -- scans -------------------------------------------------------------
 
     def sources(self) -> list[dict[str, Any]]:
-        """Each scanned source (corpus): how many scans, the latest one and its verdict."""
+        """Each corpus: how many scans, its latest scan (source, verdict)."""
         with self.ledger.reader() as con:
             rows = con.execute(
-                """SELECT source, COUNT(*) AS n, MAX(started_at) AS last FROM scans GROUP BY source ORDER BY last DESC"""
-            ).fetchall()
+                f"SELECT {CORPUS} AS name, COUNT(*) AS n, MAX(started_at) AS last FROM scans GROUP BY name "
+                "ORDER BY last DESC").fetchall()
             out = []
             for r in rows:
                 latest = con.execute(
-                    "SELECT scan_id, verdict FROM scans WHERE source = ? ORDER BY started_at DESC LIMIT 1", (r["source"],)
-                ).fetchone()
-                out.append({"source": r["source"], "scans": r["n"], "last": r["last"],
-                            "scan_id": latest["scan_id"], "verdict": latest["verdict"]})
+                    f"SELECT scan_id, source, verdict FROM scans WHERE {CORPUS} = ? ORDER BY started_at DESC LIMIT 1",
+                    (r["name"],)).fetchone()
+                out.append({"source": r["name"], "scans": r["n"], "last": r["last"], "scan_id": latest["scan_id"],
+                            "latest_source": latest["source"], "verdict": latest["verdict"]})
         return out
 
     def scans(self, *, source: str | None = None, page: int = 1, per_page: int = 50) -> Page:
         """Scans newest first, optionally of one source."""
         page, offset = _page_args(page, per_page)
-        where, args = ("WHERE source = ?", [source]) if source else ("", [])
+        where, args = (f"WHERE {CORPUS} = ?", [source]) if source else ("", [])
         with self.ledger.reader() as con:
             total = con.execute(f"SELECT COUNT(*) FROM scans {where}", args).fetchone()[0]
             rows = con.execute(f"{_SCAN_SELECT} {where} ORDER BY started_at DESC, rowid DESC LIMIT ? OFFSET ?",
@@ -136,7 +138,7 @@ class ConsoleData:
 
     def trend(self, *, source: str | None = None, nights: int = 90) -> list[ScanRow]:
         """The last ``nights`` finished scans (of one source), oldest first, for the trend charts."""
-        where, args = ("AND source = ?", [source]) if source else ("", [])
+        where, args = (f"AND {CORPUS} = ?", [source]) if source else ("", [])
         with self.ledger.reader() as con:
             rows = con.execute(f"{_SCAN_SELECT} WHERE finished_at IS NOT NULL {where} "
                                "ORDER BY started_at DESC LIMIT ?", (*args, int(nights))).fetchall()
@@ -144,7 +146,7 @@ class ConsoleData:
 
     def trend_key(self, source: str | None, nights: int) -> tuple:
         """Changes whenever a scan is added or finishes (cache key of the trend charts)."""
-        where, args = ("WHERE source = ?", [source]) if source else ("", [])
+        where, args = (f"WHERE {CORPUS} = ?", [source]) if source else ("", [])
         with self.ledger.reader() as con:
             r = con.execute(f"SELECT COUNT(*), MAX(started_at), MAX(finished_at) FROM scans {where}", args).fetchone()
         return (source, nights, *tuple(r))

@@ -237,7 +237,7 @@ def test_every_shard_and_its_details(run_dir: Path):
     full = shard_row("web-00000.parquet")["sha256"]
     assert f'<span title="{full}">{full[:12]}</span>' in doc
     # release footer, with a ready command for the quarantined shard
-    assert 'integrity quarantine release web-00001.parquet --reason "…"' in text
+    assert "integrity quarantine release web-00001.parquet --reason 'why this content is fine'" in text
 
 
 def test_untrusted_text_is_escaped(run_dir: Path):
