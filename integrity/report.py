@@ -32,7 +32,6 @@ The longest registered prefix that matches the check name wins.
 from __future__ import annotations
 
 import json
-import shlex
 import time
 from datetime import datetime
 from importlib import resources
@@ -44,6 +43,7 @@ import polars as pl
 from markupsafe import Markup
 
 from integrity import charts
+from integrity.ledger import release_command
 from integrity.report_format import (COLORS, SEVERITY_RANK, SEVERITY_SERIES, TIMING_STAGES, VERDICT_RANK, VERDICTS,
                                      _truncate, anchor, fmt_duration, fmt_int, fmt_pct, fmt_score, fmt_time,
                                      highlight_segments, human_bytes, pretty_detail)
@@ -219,8 +219,10 @@ def build_context(run_dir: Path) -> dict[str, Any]:
             }
         )
     quarantined = ordered.filter(pl.col("verdict") == "quarantine")["shard"].to_list()
-    release_cmds = [
-        f'integrity quarantine release {shlex.quote(s)} --reason "…"' for s in quarantined[:MAX_RELEASE_COMMANDS]
+    acted = summary.get("quarantine_mode") != "off"  # a plain scan reports only: nothing to release
+    release_cmds = [  # pasted as printed, from any directory: they name the scan's state dir and corpus
+        release_command(s, summary.get("state_dir"), summary.get("corpus"))
+        for s in (quarantined[:MAX_RELEASE_COMMANDS] if acted else [])
     ]
 
     total_rows = counts.get("rows")
@@ -421,7 +423,8 @@ def build_context(run_dir: Path) -> dict[str, Any]:
         "has_examples_file": has_examples_file,
         "quarantined": quarantined,
         "release_cmds": release_cmds,
-        "n_quarantined_more": max(0, len(quarantined) - MAX_RELEASE_COMMANDS),
+        "acted": acted,
+        "n_quarantined_more": max(0, len(quarantined) - MAX_RELEASE_COMMANDS) if acted else 0,
         "notes": notes,
         "run_dir": str(run_dir),
         "generated_at": datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"),

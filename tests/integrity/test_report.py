@@ -238,7 +238,7 @@ def test_every_shard_and_its_details(run_dir: Path):
     assert f'<span title="{full}">{full[:12]}</span>' in doc
     # release footer, with a ready command for the quarantined shard
     assert 'integrity quarantine release SHARD --reason "…"' in text
-    assert 'integrity quarantine release web-00001.parquet --reason "…"' in text
+    assert "integrity quarantine release web-00001.parquet --reason 'why this content is fine'" in text
 
 
 def test_untrusted_text_is_escaped(run_dir: Path):
