@@ -99,6 +99,11 @@ def _markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _root_flow_run_id() -> str | None:
+    """The flow run the console links to: the scheduled (parent) run when this scan is its subflow."""
+    return prefect_runtime.flow_run.root_flow_run_id or prefect_runtime.flow_run.id
+
+
 @flow(name="integrity-scan", log_prints=True)
 def scan_flow(spec: ScanSpec) -> State:
     """Scan ``spec.source`` and write the run directory ``spec.out``; the final state says the
@@ -108,7 +113,7 @@ def scan_flow(spec: ScanSpec) -> State:
     timings: dict[str, float] = {}
     t = time.perf_counter()
     refs = list_task(spec)
-    pipeline.record_start(spec, flow_run_id=prefect_runtime.flow_run.id)
+    pipeline.record_start(spec, flow_run_id=_root_flow_run_id())
     timings["list"] = time.perf_counter() - t
     logger.info("scan %s: %d shards in %s", spec.scan_id, len(refs), spec.source)
 

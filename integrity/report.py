@@ -53,6 +53,7 @@ from integrity.report_model import Block, CheckData, Section, renderer_for
 
 MAX_SHARD_ROWS = 200  # shard table rows shown (worst verdict first)
 MAX_EXAMPLES_PER_CHECK = 12
+EXAMPLES_SHOWN = 2  # per check; the rest are folded under "N more examples"
 MAX_ERROR_CHARS = 400
 MAX_RELEASE_COMMANDS = 10
 
@@ -87,6 +88,8 @@ EXAMPLE_COLUMNS: dict[str, pl.DataType] = {
     "field": pl.Utf8,
     "excerpt": pl.Utf8,
     "highlights": pl.Utf8,
+    "representative_shard": pl.Utf8,  # dedup.*: the record this one duplicates (the kept one)
+    "representative_excerpt": pl.Utf8,
 }
 
 
@@ -129,6 +132,20 @@ def _empty(columns: dict[str, pl.DataType]) -> pl.LazyFrame:
 
 
 # --------------------------------------------------------------------------- context
+
+
+def _representative(row: dict) -> dict | None:
+    """For a duplicate: the record it duplicates (shard, id, masked excerpt), shown beside it."""
+    if not row.get("representative_excerpt"):
+        return None
+    try:
+        detail = json.loads(row.get("detail") or "{}")
+    except ValueError:
+        detail = {}
+    rid = detail.get("representative") if isinstance(detail, dict) else None
+    return {"shard": row.get("representative_shard") or row.get("shard") or "",
+            "record_id": "" if rid is None else str(rid),
+            "segments": highlight_segments(row["representative_excerpt"], "[]")}
 
 
 def _split_quarantine(q: Any) -> tuple[str, str]:
@@ -316,6 +333,7 @@ def build_context(run_dir: Path) -> dict[str, Any]:
                     "segments": highlight_segments(r["excerpt"], r["highlights"]),
                     "has_excerpt": bool(r["excerpt"]),
                     "detail": pretty_detail(r["detail"]),
+                    "representative": _representative(r),
                 }
             )
 
@@ -356,7 +374,8 @@ def build_context(run_dir: Path) -> dict[str, Any]:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             stage_items.append((k, float(v)))
     timings_chart = (
-        charts.hbar_chart(stage_items, title="Time per stage", value_fmt=fmt_duration, label_width=100)
+        charts.hbar_chart(stage_items, title="Time per stage", value_fmt=fmt_duration, label_width=100,
+                          x_label="seconds")
         if stage_items
         else None
     )
@@ -458,6 +477,7 @@ def _environment() -> jinja2.Environment:
         fmt_duration=fmt_duration,
         fmt_score=fmt_score,
     )
+    env.globals["EXAMPLES_SHOWN"] = EXAMPLES_SHOWN
     return env
 
 
