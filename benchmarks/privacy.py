@@ -439,6 +439,27 @@ def vault_neg(r):
                      "see hvb.docs for batch tokens"])
 
 
+def other_syntax_pos(r):
+    """Passwords in command lines, .netrc, XML and prose (prose has no rule: a known blind spot)."""
+    pw = rs(r, 16, B62 + "#%!")
+    return r.choice([f"machine api.{rs(r, 5, LO)}.com login ci password {pw}", f"mysql -u root -p{pw} prod_db",
+                     f"docker login -u bot -p {pw} registry.{rs(r, 5, LO)}.io", f"export PGPASSWORD={pw}",
+                     f"<password>{pw}</password>", f"the wifi password is {pw}"])
+
+
+def random_ids_neg(r):
+    """High-entropy values that are not secrets: hashes, ids, digests, pagination tokens."""
+    return r.choice([
+        f"commit {rs(r, 40, HEX)}", f"{rs(r, 64, HEX)}  dist/app-1.2.0.tar.gz",
+        f"request_id={rs(r, 8, HEX)}-{rs(r, 4, HEX)}-4{rs(r, 3, HEX)}-a{rs(r, 3, HEX)}-{rs(r, 12, HEX)}",
+        f'"integrity": "sha512-{rs(r, 86, B64)}=="', f"golang.org/x/text v0.14.0 h1:{rs(r, 43, B64)}=",
+        f"data:image/png;base64,iVBORw0KGgo{rs(r, 200, B64)}", f"https://www.youtube.com/watch?v={rs(r, 11, B64URL)}",
+        f"image: registry.io/app@sha256:{rs(r, 64, HEX)}", f'"nextPageToken": "{rs(r, 40, B64URL)}"',
+        f"s3://logs/2024/05/part-00000-{rs(r, 8, HEX)}-{rs(r, 4, HEX)}.snappy.parquet",
+        f'cache_key = "{rs(r, 40, HEX)}"', f"ETag: \"{rs(r, 32, HEX)}\"",
+    ])
+
+
 def prefixed(prefix: str, n: int, alphabet: str = B62, env: str = "API_TOKEN", suffix: str = ""):
     def pos(r):
         return ctx(r, prefix + rs(r, n, alphabet) + suffix, env)
@@ -454,7 +475,7 @@ def _multi(*pairs):
     return (lambda r: r.choice(pairs)[0](r)), (lambda r: r.choice(pairs)[1](r))
 
 
-SECRETS: dict[str, tuple[Gen, Gen]] = {
+SECRETS: dict[str, tuple[Gen | None, Gen | None]] = {
     "aws_access_key_id": (aws_pos, aws_neg),
     "aws_secret_access_key": (aws_secret_pos, aws_secret_neg),
     "github_token": (gh_pos, gh_neg),
@@ -494,6 +515,8 @@ SECRETS: dict[str, tuple[Gen, Gen]] = {
     "newrelic": prefixed("NRAK-", 27, UP + DI, "NEW_RELIC_API_KEY"),
     "replicate": prefixed("r8_", 37, B62, "REPLICATE_API_TOKEN"),
     "groq": prefixed("gsk_", 52, B62, "GROQ_API_KEY"),
+    "netrc/mysql/docker/xml/prose": (other_syntax_pos, None),
+    "random ids (not secrets)": (None, random_ids_neg),
 }
 
 
@@ -726,6 +749,9 @@ PII: dict[str, tuple[Gen, Gen]] = {
 }
 
 
+ORDER = [*SECRETS, *PII]
+
+
 def build(per_family: int, seed: int, clean: int) -> pl.DataFrame:
     """The labelled records: ``id, text, group (secret|pii|clean), family, positive``."""
     r = random.Random(seed)
@@ -733,8 +759,10 @@ def build(per_family: int, seed: int, clean: int) -> pl.DataFrame:
     for group, table in (("secret", SECRETS), ("pii", PII)):
         for fam, (pos, neg) in table.items():
             for i in range(per_family):
-                rows.append((group, fam, True, pos(r)))
-                rows.append((group, fam, False, neg(r)))
+                if pos is not None:
+                    rows.append((group, fam, True, pos(r)))
+                if neg is not None:
+                    rows.append((group, fam, False, neg(r)))
     if clean and DEBIAN.exists():
         texts = pl.read_parquet(DEBIAN, columns=["text"]).sample(clean, seed=seed)["text"].to_list()
         rows += [("clean", "debian", False, t) for t in texts]
@@ -786,7 +814,7 @@ def family_table(rec: pl.DataFrame, group: str) -> pl.DataFrame:
     """Per family: positives found, near misses flagged, recall and precision (record level)."""
     return (
         rec.filter(pl.col("group") == group)
-        .group_by("family", maintain_order=True)
+        .group_by("family")
         .agg(
             n_pos=pl.col("positive").sum(),
             tp=(pl.col("positive") & pl.col("hit")).sum(),
@@ -797,8 +825,11 @@ def family_table(rec: pl.DataFrame, group: str) -> pl.DataFrame:
             recall=pl.col("tp") / pl.col("n_pos"),
             precision=pl.when(pl.col("tp") + pl.col("fp") > 0)
             .then(pl.col("tp") / (pl.col("tp") + pl.col("fp")))
-            .otherwise(1.0),
+            .otherwise(None),
         )
+        .join(pl.DataFrame({"family": list(ORDER)}).with_row_index("order"), on="family", how="left")
+        .sort("order")
+        .drop("order")
     )
 
 
@@ -847,17 +878,20 @@ def detect_secrets_flags(records: pl.DataFrame) -> pl.DataFrame | None:
 
 
 def print_families(t: pl.DataFrame, extra: pl.DataFrame | None = None) -> None:
-    head = f"{'family':24s} {'pos':>4s} {'found':>5s} {'recall':>7s} {'near-miss':>9s} {'flagged':>7s} {'precision':>9s}"
+    head = f"{'family':28s} {'pos':>4s} {'found':>5s} {'recall':>7s} {'near-miss':>9s} {'flagged':>7s} {'precision':>9s}"
     if extra is not None:
         head += f" | {'detect-secrets R':>16s} {'P':>6s}"
     print(head)
     ex = {row["family"]: row for row in extra.iter_rows(named=True)} if extra is not None else {}
     for row in t.iter_rows(named=True):
-        line = (f"{row['family']:24s} {row['n_pos']:4d} {row['tp']:5d} {row['recall']:7.3f} {row['n_neg']:9d} "
-                f"{row['fp']:7d} {row['precision']:9.3f}")
+        def f(x: float | None, w: int) -> str:
+            return f"{x:{w}.3f}" if x is not None and x == x else f"{'-':>{w}s}"
+
+        line = (f"{row['family'][:28]:28s} {row['n_pos']:4d} {row['tp']:5d} {f(row['recall'], 7)} {row['n_neg']:9d} "
+                f"{row['fp']:7d} {f(row['precision'], 9)}")
         if row["family"] in ex:
             e = ex[row["family"]]
-            line += f" | {e['recall']:16.3f} {e['precision']:6.3f}"
+            line += f" | {f(e['recall'], 16)} {f(e['precision'], 6)}"
         print(line)
 
 

@@ -218,7 +218,8 @@ PREFILTER = (
     r"discord(?:app)?\.com/api/webhooks|pypi-AgE|[0-9]{8}:AA|sgp_|secret_[A-Za-z0-9]{43}|ntn_|fo1_|fm1[ar]_|fm2_|"
     r"hv[sbr]\.|shp(?:at|ca|pa|ss)_|_v1_|dapi|dp\.|glsa_|glc_|PMAK-|lin_api_|AGE-SECRET-KEY|tskey-|NRAK-|r8_|gsk_|"
     r"(?i:vault)|(?i:sumo)|"
-    r"(?i:curl)|(?i:authorization)|://[^\s/@:]*:[^\s/@]+@"
+    r"(?i:curl)|(?i:authorization)|://[^\s/@:]*:[^\s/@]+@|machine|mysql|docker|PGPASSWORD|REDISCLI_AUTH|"
+    r"<(?i:password|passwd|secret|token|api_?key|client_?secret|access_?key)>"
 )
 
 # legacy Vault service tokens ``s.`` + 24: only with "vault" just before
@@ -329,6 +330,18 @@ _URL_CREDS = re.compile(
 )
 
 
+# command lines and files that carry a password in a fixed place
+_CLI_PASSWORDS = [
+    ("netrc", re.compile(r"\bmachine[ \t]+\S+[ \t]+login[ \t]+(\S+)[ \t]+password[ \t]+(\S+)", A)),
+    ("mysql -p", re.compile(r"\bmysql(?:dump|admin)?\b[^\n]*?[ \t]-u[ \t]?(\S+)[^\n]*?[ \t]-p(\S+)", A)),
+    ("docker login", re.compile(r"\bdocker[ \t]+login\b[^\n]*?[ \t](?:-u|--username)[ =](\S+)[^\n]*?[ \t](?:-p|--password)[ =](\S+)", A)),
+    ("PGPASSWORD", re.compile(r"()\b(?:PGPASSWORD|REDISCLI_AUTH)=[\"']?([^\s\"']+)", A)),
+]
+_XML_SECRET = re.compile(
+    r"<((?i:password|passwd|secret|token|api_?key|client_?secret|access_?key))>([^<\s]{8,256})</\1>", A
+)
+
+
 def _secret_like(value: str) -> bool:
     """A bearer token: 16+ characters, not an identifier in capitals, some entropy."""
     if len(value) < 16 or placeholder_like(value):
@@ -362,6 +375,16 @@ def scan_credential_syntax(text: str) -> Iterator[RawMatch]:
                 continue  # a JWT: the jwt detector validates and reports it
             elif _secret_like(value):
                 yield match("auth_header", text, m.start(2), m.end(2), 1.0, scheme=scheme)
+    for syntax, pattern in _CLI_PASSWORDS:
+        for m in pattern.finditer(text):
+            user, pw = m.group(1), m.group(2)
+            if password_ok(user, pw, min_len=8):
+                yield match("basic_auth", text, m.start(2), m.end(2), 1.0, syntax=syntax)
+    if "</" in text:
+        for m in _XML_SECRET.finditer(text):
+            value = m.group(2)
+            if password_ok("", value, min_len=8) and not placeholder_like(value):
+                yield match("basic_auth", text, m.start(2), m.end(2), 1.0, syntax="xml <" + m.group(1)[:16] + ">")
     if "://" in text:
         for m in _URL_CREDS.finditer(text):
             user, pw = m.group(2), m.group(3)

@@ -414,7 +414,11 @@ _NOT_SECRET_SUFFIX = frozenset(
     "required provider store manager backend location description desc template column param parameter "
     "hash digest algorithm alg scope scopes method kind class".split()
 )
-_NOT_SECRET_PREFIX = frozenset({"public", "publishable", "pub"})
+# a component anywhere in the name that makes the value public or a non-credential token
+# (publicToken, nextPageToken, csrf_token, sync_token)
+_NOT_SECRET_PREFIX = frozenset(
+    {"public", "publishable", "pub", "page", "pagination", "continuation", "cursor", "csrf", "xsrf", "sync"}
+)
 _NAME_PARTS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+", A)
 
 
