@@ -282,9 +282,13 @@ def scan_provider_tokens(text: str) -> Iterator[RawMatch]:
                 continue
             body = next((g for g in reversed(m.groups()) if g), m.group(0))
             extra: dict[str, Any] = {}
+            if kind == "vault_token":
+                body = body.lstrip("A")  # batch tokens start with zero bytes in base64 (hvb.AAAAAQ...)
             if placeholder_like(m.group(0), body):
                 factor, extra["example"] = EXAMPLE_FACTOR, True
-            yield match(kind, text, m.start(), m.end(), factor, **extra)
+            # an Azure key is reported without its "AccountKey=" label
+            start, end = m.span(2) if kind == "azure_storage_key" else m.span()
+            yield match(kind, text, start, end, factor, **extra)
     if "s." in text:
         for m in _VAULT_LEGACY.finditer(text):
             if before(text, m.start(), _VAULT_CONTEXT, 40) and mixed_case_digit(m.group(1)):
@@ -332,7 +336,7 @@ _URL_CREDS = re.compile(
 
 # command lines and files that carry a password in a fixed place
 _CLI_PASSWORDS = [
-    ("netrc", re.compile(r"\bmachine[ \t]+\S+[ \t]+login[ \t]+(\S+)[ \t]+password[ \t]+(\S+)", A)),
+    ("netrc", re.compile(r"\bmachine\s+\S+\s+login\s+(\S+)\s+password\s+(\S+)", A)),
     ("mysql -p", re.compile(r"\bmysql(?:dump|admin)?\b[^\n]*?[ \t]-u[ \t]?(\S+)[^\n]*?[ \t]-p(\S+)", A)),
     ("docker login", re.compile(r"\bdocker[ \t]+login\b[^\n]*?[ \t](?:-u|--username)[ =](\S+)[^\n]*?[ \t](?:-p|--password)[ =](\S+)", A)),
     ("PGPASSWORD", re.compile(r"()\b(?:PGPASSWORD|REDISCLI_AUTH)=[\"']?([^\s\"']+)", A)),
