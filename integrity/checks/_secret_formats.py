@@ -214,11 +214,13 @@ PROVIDER_TOKENS: list[tuple[str, tuple[str, ...], re.Pattern, Validator]] = [
 
 #: RE2 prefilter covering every provider token and credential syntax (a superset)
 PREFILTER = (
-    r"hf_[A-Za-z]{34}|api_org_|Q~|AccountKey=|SharedAccessKey=|\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27}|"
-    r"discord(?:app)?\.com/api/webhooks|pypi-AgE|[0-9]{8}:AA|sgp_|secret_[A-Za-z0-9]{43}|ntn_|fo1_|fm1[ar]_|fm2_|"
-    r"hv[sbr]\.|shp(?:at|ca|pa|ss)_|_v1_|dapi|dp\.|glsa_|glc_|PMAK-|lin_api_|AGE-SECRET-KEY|tskey-|NRAK-|r8_|gsk_|"
-    r"(?i:vault)|(?i:sumo)|"
-    r"(?i:curl)|(?i:authorization)|://[^\s/@:]*:[^\s/@]+@|machine|mysql|docker|PGPASSWORD|REDISCLI_AUTH|"
+    r"hf_[A-Za-z]{34}|api_org_[A-Za-z]{34}|[0-9]Q~|AccountKey=|SharedAccessKey=|\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27}|"
+    r"discord(?:app)?\.com/api/webhooks|pypi-AgE|[0-9]{8}:AA|sgp_|secret_[A-Za-z0-9]{43}|ntn_[0-9]{11}|fo1_|fm1[ar]_|"
+    r"fm2_|hv[sbr]\.|shp(?:at|ca|pa|ss)_|do[opr]_v1_|dapi[a-f0-9]{32}|dp\.[a-z]+\.|glsa_|glc_|PMAK-|lin_api_|"
+    r"AGE-SECRET-KEY|tskey-|NRAK-|r8_|gsk_|"
+    r"(?i:vault)[^\n]{0,40}s\.[A-Za-z0-9]{24}|(?i:sumo)[A-Za-z0-9_.-]{0,30}[\"']?[ \t]*[:=]|"
+    r"(?i:curl)[^\n]*[ \t](?:-u|--user)|(?i:authorization)[\"']?[ \t]*[:=]|://[^\s/@:]*:[^\s/@]+@|"
+    r"machine\s+\S+\s+login|mysql[^\n]*[ \t]-p\S|docker[ \t]+login|PGPASSWORD=|REDISCLI_AUTH=|"
     r"<(?i:password|passwd|secret|token|api_?key|client_?secret|access_?key)>"
 )
 

@@ -491,14 +491,19 @@ def _assignment_prefilter(min_len: int) -> str:
 
 # Every text the scanner writes (excerpts, finding details, cached features) is
 # masked with these: integrity.redact is the one place that calls them.
-SECRET_PREFILTER = "(?:" + _TOKEN_PREFILTER + ")|(?i:" + _assignment_prefilter(16).removeprefix("(?i)") + ")"
+SECRET_PREFILTER = (
+    "(?:" + _TOKEN_PREFILTER + ")|(?:" + _FORMATS_PREFILTER + ")|(?i:" + _assignment_prefilter(16).removeprefix("(?i)") + ")"
+)
 _scan_assignments_default = _scan_assignments_with(16, 3.0)
 
 
 def secret_spans(text: str) -> list[tuple[int, int]]:
     """Character spans of every secret in ``text``, of any kind, documentation
     examples included (masking those too costs nothing and leaks nothing)."""
-    found = _chain(_scan_tokens, _scan_private_keys, _scan_jwt, _scan_assignments_default)(text)
+    found = _chain(
+        _scan_tokens, _scan_private_keys, _scan_jwt, scan_provider_tokens, scan_credential_syntax,
+        _scan_assignments_default,
+    )(text)
     return sorted({(start, end) for _, start, end, _, _ in found})
 
 
