@@ -322,6 +322,12 @@ HAND_WRITTEN = [
      "M7qW1eR5tY9uI3oP7aS1dF5gH9jK3lZ7xC1vB5nM9qW3eR7tY"),
     ("slack_token", "SLACK_BOT_TOKEN={}", "xoxb-2848204817-5719300274816-Hq3ZkLm9VxP2wRt7YbN4cD8f"),
     ("basic_auth", "machine api.heroku.com\n  login ops@corp.net\n  password {}", "e7Lq2WmZ9rKx4v"),
+    ("basic_auth", "mysqldump -u backup -p{} --all-databases > all.sql", "Vb8!qZ2kLm4w"),
+    ("basic_auth", "docker login -u ci-bot -p {} registry.corp.net", "Mw3kQ9zLx2vR7t"),
+    ("basic_auth", "PGPASSWORD={} psql -h db -U etl", "Rt5zKq8mWx2L"),
+    ("basic_auth", "<datasource><password>{}</password></datasource>", "Hq4vLz9kWm2x"),
+    ("discord_webhook", "WEBHOOK = '{}'",
+     "https://discord.com/api/webhooks/1027384567394837648/Zk3mQ9xVb7LpR2tW4nC8yH6dJ1sF0gKe5uTaIoPqXwYzE3rD7vB1nM4cL8kJ2hG6fS0a"),
 ]
 
 # each must stay below warn (score < 0.5): placeholders, published examples, names of secrets
@@ -344,6 +350,12 @@ HAND_WRITTEN_NEGATIVES = [
     "GITHUB_TOKEN=ghp_0123456789abcdefghijABCDEFGHIJ012345",
     '"nextPageToken": "CiAKGjBpNDd2Nmp2Zml2cXRwYjBpOXA0ZDRtZRIFEJr6ARgB"',
     "pipeline_token_count = 4096",
+    'token_type = "refresh_token_v2"',
+    'SECRET_KEY_PATH = "/etc/app/keys/signing-2024.pem"',
+    "stripe.api_key = 'sk_test_4eC39HqLyjWDarjtT1zdp7dc'",  # Stripe's docs key (test mode)
+    "GITHUB_TOKEN=ghp_Zk3mQ9xVb7LpR2tW",  # a truncated token: a provider prefix on a body its format rejects
+    "mysql -u root -p",  # prompts for the password
+    "docker login -u $CI_REGISTRY_USER -p $CI_REGISTRY_PASSWORD $CI_REGISTRY",
 ]
 
 
