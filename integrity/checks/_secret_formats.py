@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import operator
 import re
 from collections import Counter
 from typing import Any, Callable, Iterator
@@ -30,9 +31,17 @@ A = re.ASCII
 # ---------------------------------------------------------------------------
 # placeholders and published examples
 
-_EXAMPLE_WORDS = re.compile(
-    r"(?i)example|your|x{4}|dummy|sample|placeholder|redacted|\*{3}|\.\.\.|<[a-z_ -]+>|fake|changeme"
-)
+_WORDS = ("example", "your", "xxxx", "dummy", "sample", "placeholder", "redacted", "fake", "changeme")
+_ANGLE = re.compile(r"<[a-z_ -]+>", re.IGNORECASE)
+
+
+def _example_words(value: str) -> bool:
+    """Placeholder words, ``***``, ``...`` or ``<name>`` in ``value`` (substring tests, no regex scan)."""
+    low = value.lower()
+    return (any(w in low for w in _WORDS) or "***" in value or "..." in value
+            or ("<" in value and _ANGLE.search(value) is not None))
+
+
 # published in providers' documentation (AWS, jwt.io, Telegram Bot API, Azurite, Stripe docs)
 KNOWN_EXAMPLES = frozenset(
     {
@@ -48,6 +57,8 @@ KNOWN_EXAMPLES = frozenset(
 _SEQ = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
+# lower-case letters, keep digits, everything else -> NUL (breaks ascending runs)
+_FOLD = {i: (i + 32 if 65 <= i <= 90 else i if (48 <= i <= 57 or 97 <= i <= 122) else 0) for i in range(128)}
 _REPEAT = {n: re.compile(r"(.)\1{%d}" % (n - 1), re.DOTALL) for n in (4, 5)}
 _STEP = {n: re.compile(rb"(.)\1{%d}" % (n - 1), re.DOTALL) for n in (4, 5)}
 
@@ -60,11 +71,13 @@ def _runs(body: str, run: int) -> bool:
     """
     if _REPEAT[run].search(body):
         return True
-    head = body[:64].lower()
+    head = body[:64]
     if not head.isascii():
         return False
-    step = bytes((c - i) & 0xFF if (48 <= c <= 57 or 97 <= c <= 122) else (i * 7 + 101) & 0xFF
-                 for i, c in enumerate(head.encode()))
+    codes = head.translate(_FOLD).encode("ascii")
+    # ord(c) - i + 64 (in 0..191): equal for consecutive ascending characters; separators are 0,
+    # so they give a falling sequence and never a run
+    step = bytes(map(operator.sub, codes, range(-64, len(codes) - 64)))
     return _STEP[run].search(step) is not None
 
 
@@ -88,7 +101,7 @@ def placeholder_like(value: str, body: str | None = None) -> bool:
     very low entropy bodies.
     """
     body = value if body is None else body
-    if value in KNOWN_EXAMPLES or body in KNOWN_EXAMPLES or _EXAMPLE_WORDS.search(value):
+    if value in KNOWN_EXAMPLES or body in KNOWN_EXAMPLES or _example_words(value):
         return True
     if _runs(body, 4 if len(body) < 20 else 5):
         return True
@@ -317,7 +330,7 @@ def password_ok(user: str, password: str, min_len: int = 6) -> bool:
         return False
     if "$" in password or "{" in password or "<" in password or "%(" in password:
         return False  # shell/template variables
-    if _EXAMPLE_WORDS.search(password):
+    if _example_words(password):
         return False
     return len(set(password)) >= 4 and not _runs(password, 5)
 
@@ -337,11 +350,11 @@ _URL_CREDS = re.compile(
 
 
 # command lines and files that carry a password in a fixed place
-_CLI_PASSWORDS = [
-    ("netrc", re.compile(r"\bmachine\s+\S+\s+login\s+(\S+)\s+password\s+(\S+)", A)),
-    ("mysql -p", re.compile(r"\bmysql(?:dump|admin)?\b[^\n]*?[ \t]-u[ \t]?(\S+)[^\n]*?[ \t]-p(\S+)", A)),
-    ("docker login", re.compile(r"\bdocker[ \t]+login\b[^\n]*?[ \t](?:-u|--username)[ =](\S+)[^\n]*?[ \t](?:-p|--password)[ =](\S+)", A)),
-    ("PGPASSWORD", re.compile(r"()\b(?:PGPASSWORD|REDISCLI_AUTH)=[\"']?([^\s\"']+)", A)),
+_CLI_PASSWORDS = [  # (syntax, literal that must occur, pattern)
+    ("netrc", "machine", re.compile(r"\bmachine\s+\S+\s+login\s+(\S+)\s+password\s+(\S+)", A)),
+    ("mysql -p", "mysql", re.compile(r"\bmysql(?:dump|admin)?\b[^\n]*?[ \t]-u[ \t]?(\S+)[^\n]*?[ \t]-p(\S+)", A)),
+    ("docker login", "docker", re.compile(r"\bdocker[ \t]+login\b[^\n]*?[ \t](?:-u|--username)[ =](\S+)[^\n]*?[ \t](?:-p|--password)[ =](\S+)", A)),
+    ("PGPASSWORD", "=", re.compile(r"()\b(?:PGPASSWORD|REDISCLI_AUTH)=[\"']?([^\s\"']+)", A)),
 ]
 _XML_SECRET = re.compile(
     r"<((?i:password|passwd|secret|token|api_?key|client_?secret|access_?key))>([^<\s]{8,256})</\1>", A
@@ -358,7 +371,7 @@ def _secret_like(value: str) -> bool:
 
 def scan_credential_syntax(text: str) -> Iterator[RawMatch]:
     """``curl --user``, ``Authorization:`` headers and credentials in URLs."""
-    if _CURL.search(text):
+    if ("curl" in text or "CURL" in text or "Curl" in text) and _CURL.search(text):
         for m in _CURL_USER.finditer(text):
             g = m.groups()
             user, pw = (g[0], g[1]) if g[0] is not None else (g[2], g[3]) if g[2] is not None else (g[4], g[5])
@@ -381,7 +394,9 @@ def scan_credential_syntax(text: str) -> Iterator[RawMatch]:
                 continue  # a JWT: the jwt detector validates and reports it
             elif _secret_like(value):
                 yield match("auth_header", text, m.start(2), m.end(2), 1.0, scheme=scheme)
-    for syntax, pattern in _CLI_PASSWORDS:
+    for syntax, literal, pattern in _CLI_PASSWORDS:
+        if literal not in text:
+            continue
         for m in pattern.finditer(text):
             user, pw = m.group(1), m.group(2)
             if password_ok(user, pw, min_len=8):
