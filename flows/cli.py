@@ -25,7 +25,10 @@ console_app = typer.Typer(help="The ops console: scans over nights, findings, th
                           invoke_without_command=True)
 users_app = typer.Typer(help="Console users: viewers read, operators also release and restore.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
+automations_app = typer.Typer(help="Prefect automations that alert on failed scans and quarantined shards.",
+                              no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
+app.add_typer(automations_app, name="automations")
 app.add_typer(console_app, name="console")
 console_app.add_typer(users_app, name="users")
 err = Console(stderr=True, soft_wrap=True)
@@ -62,24 +65,39 @@ def _setup_logging(verbose: bool) -> None:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
+def _run_inline(spec, workers: int) -> dict:
+    """The engine in this process, no Prefect, with a progress bar on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from integrity.engine import pipeline
+
+    with Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=err, transient=True) as bar:
+        task = bar.add_task("", total=None)
+
+        def progress(res) -> None:
+            bar.update(task, advance=1, description=res.shard)
+
+        return pipeline.run_scan(spec, workers=workers, progress=progress)
+
+
 def _run(spec, runner: str, workers: int, address: str | None) -> dict:
     from flows.env import prefect_defaults
 
     prefect_defaults(spec.policy.state_dir)
     if runner == "inline":
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        from integrity.engine import pipeline
-
         spec.runner = "inline"
-        with Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.description}"), console=err, transient=True) as bar:
-            task = bar.add_task("", total=None)
+        return _run_inline(spec, workers)
+    if runner == "threads":
+        from flows.server import find_api_url
 
-            def progress(res) -> None:
-                bar.update(task, advance=1, description=res.shard)
-
-            return pipeline.run_scan(spec, workers=workers, progress=progress)
+        if find_api_url() is None:
+            # starting a Prefect server for one scan costs 10-20 s: with none configured or
+            # running, the default runner is the engine's own thread pool
+            spec.runner = "threads"
+            err.print("[dim]no Prefect server configured or running: scanning without Prefect "
+                      "(set PREFECT_API_URL or run `prefect server start` to see scans in the Prefect UI)[/]")
+            return _run_inline(spec, workers)
     from flows.runners import run_prefect_scan
 
     with err.status(f"scanning {spec.source} ({runner} runner, Prefect)…"):
@@ -106,6 +124,7 @@ def _scan_or_gate(source, out_dir, policy, reference, columns, checks, runner, a
                   verbose, image_root=None) -> dict | None:
     from connectors.errors import SourceError
     from integrity.checks.registry import UnknownCheckError
+    from integrity.engine.outputs import OutputError
     from integrity.ledger import LedgerError
     from integrity.policy import PolicyError
 
@@ -117,7 +136,8 @@ def _scan_or_gate(source, out_dir, policy, reference, columns, checks, runner, a
         summary = _run(spec, runner, workers, address)
         summary["run_dir"] = str(spec.out)
         return summary
-    except (PolicyError, SourceError, UnknownCheckError, LedgerError, typer.BadParameter, ValueError) as e:
+    except (PolicyError, SourceError, UnknownCheckError, LedgerError, OutputError, typer.BadParameter,
+            ValueError) as e:
         err.print(f"[red]error:[/] {e}")
     except KeyboardInterrupt:
         err.print("[red]interrupted[/]")
@@ -396,25 +416,70 @@ def list_checks() -> None:
 def serve(source: Source,
           cron: Annotated[str, typer.Option("--cron", help="Cron schedule, e.g. '0 2 * * *' for 02:00 nightly.")] = "0 2 * * *",
           out_root: Annotated[Path, typer.Option("--out-root", help="Each run writes RUN_ROOT/SCAN_ID.")] = Path("runs"),
-          policy: PolicyOpt = None,
+          policy: PolicyOpt = None, reference: Reference = None,
           name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "nightly",
           id_column: IdCol = "id", text_column: TextCol = "text", label_column: LabelCol = "label",
           prompt_column: PromptCol = "prompt", response_column: ResponseCol = "response",
           image_column: ImageCol = "image", caption_column: CaptionCol = "caption", image_root: ImageRoot = None,
-          checks: Checks = None, verbose: Verbose = False) -> None:
+          checks: Checks = None,
+          runner: Annotated[str, typer.Option("--runner", help="threads (default) or dask.")] = "threads",
+          address: Address = None, workers: Workers = 2, quarantine_mode: QMode = None,
+          verbose: Verbose = False) -> None:
     """Scan SOURCE on a cron schedule with the embedded Prefect default.
 
     One process: Prefect's own SQLite-backed server (started here unless PREFECT_API_URL
-    points at one) and the served flow, no work pool. Each run writes OUT_ROOT/SCAN_ID.
+    points at one or a server answers at the local default address) and the served flow, no
+    work pool. Takes the options of `scan`; each run writes OUT_ROOT/SCAN_ID and ends Failed
+    in Prefect when the verdict is fail.
     """
+    from connectors.errors import SourceError
+    from integrity.checks.registry import UnknownCheckError
+    from integrity.policy import PolicyError
+
     from flows.serve import serve_scheduled
 
     _setup_logging(verbose)
     cols = dict(id=id_column, text=text_column, label=label_column, prompt=prompt_column,
                 response=response_column, image=image_column, caption=caption_column)
-    serve_scheduled(source=source, cron=cron, out_root=str(out_root.absolute()),
-                    policy=str(policy.absolute()) if policy else None, columns=cols, checks=checks, name=name,
-                    image_root=image_root)
+    try:
+        serve_scheduled(source=source, cron=cron, out_root=str(out_root.absolute()), name=name,
+                        policy=str(policy.absolute()) if policy else None, columns=cols, checks=checks,
+                        reference=str(Path(reference).absolute()) if reference and "://" not in reference else reference,
+                        quarantine_mode=quarantine_mode, image_root=image_root,
+                        runner=runner, workers=workers, address=address)
+    except (PolicyError, SourceError, UnknownCheckError, typer.BadParameter, ValueError, RuntimeError) as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(COULD_NOT_RUN)
+    except KeyboardInterrupt:
+        pass
+
+
+@automations_app.command("create")
+def automations_create(
+        webhook: Annotated[str, typer.Option("--webhook", help="URL the alerts are POSTed to (JSON).")],
+        file: Annotated[Optional[Path], typer.Option("--file", help="Automation definitions (default: deployments/automations.yaml).")] = None) -> None:
+    """Create (or replace) the alerting automations on the Prefect server of PREFECT_API_URL:
+    a POST to WEBHOOK when a scan's verdict is fail and when a shard is quarantined."""
+    from flows.alerts import AUTOMATIONS_FILE, create_automations, describe
+    from flows.env import prefect_defaults
+    from flows.server import find_api_url
+
+    prefect_defaults()
+    path = file or AUTOMATIONS_FILE
+    url = find_api_url()
+    if url is None:
+        err.print("[red]error:[/] no Prefect server to create automations on: set PREFECT_API_URL "
+                  "(or start `integrity serve` / `prefect server start`) and run this again")
+        raise typer.Exit(COULD_NOT_RUN)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            names = create_automations(webhook, path)
+    except (OSError, KeyError, ValueError) as e:
+        err.print(f"[red]error:[/] could not create the automations of {path}: {e}")
+        raise typer.Exit(COULD_NOT_RUN)
+    out.print(f"created on {url}: {', '.join(names)}\n{describe(path)}")
 
 
 from flows.cli_profile import register as _register_profile  # noqa: E402

@@ -8,7 +8,9 @@ Artifacts: a markdown summary, a table of shard verdicts and a progress bar.
 Events: ``integrity.shard.quarantined`` per quarantined shard and
 ``integrity.scan.completed`` per scan, for automations that alert.
 """
-from __future__ import annotations
+# No `from __future__ import annotations` here: Prefect ships a served or deployed run's flow to
+# its subprocess with cloudpickle, by value, and string annotations would not resolve there
+# (`Scan_FlowModel is not fully defined; you should define ScanSpec`).
 
 import time
 from pathlib import Path
@@ -22,6 +24,7 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.futures import as_completed
+from prefect.states import Completed, Failed, State
 
 from connectors import ShardRef
 from integrity.engine import pipeline
@@ -96,8 +99,9 @@ def _markdown(summary: dict) -> str:
 
 
 @flow(name="integrity-scan", log_prints=True)
-def scan_flow(spec: ScanSpec) -> dict[str, Any]:
-    """Scan ``spec.source`` and write the run directory ``spec.out``."""
+def scan_flow(spec: ScanSpec) -> State:
+    """Scan ``spec.source`` and write the run directory ``spec.out``; the final state says the
+    verdict (see :func:`verdict_state`), its result is the summary (:func:`summary_of`)."""
     logger = get_run_logger()
     started_at = pipeline.now_iso()
     timings: dict[str, float] = {}
@@ -142,9 +146,35 @@ def scan_flow(spec: ScanSpec) -> dict[str, Any]:
         key="integrity-shard-verdicts", description="shard verdicts (first 1000)")
     emit_event(
         event="integrity.scan.completed",
-        resource={"prefect.resource.id": f"integrity.scan.{spec.scan_id}", "prefect.resource.name": spec.source},
+        # the verdict is a resource label so that an automation's trigger can match on it
+        resource={"prefect.resource.id": f"integrity.scan.{spec.scan_id}", "prefect.resource.name": spec.source,
+                  "integrity.verdict": summary["verdict"]},
         payload={"verdict": summary["verdict"], "counts": summary["counts"]["verdicts"],
                  "findings": summary["counts"]["findings"], "run_dir": str(spec.out)},
     )
     logger.info("scan %s finished: %s", spec.scan_id, summary["verdict"])
-    return summary
+    return verdict_state(summary)
+
+
+def verdict_state(summary: dict[str, Any]) -> State:
+    """The flow run's final state for a finished scan, carrying the summary as its result:
+    ``Failed`` for a fail verdict (red in the Prefect UI, and caught by failure notifications),
+    ``Completed`` named ``Warned`` or ``Passed`` otherwise."""
+    v = summary["counts"]["verdicts"]
+    message = (f"integrity verdict {summary['verdict']}: {v['quarantine']} quarantined, {v['unreadable']} unreadable, "
+               f"{v['warn']} warn of {summary['counts']['shards']} shards; "
+               f"report {Path(summary.get('run_dir') or '.') / 'report.html'}")
+    if summary["verdict"] == "fail":
+        return Failed(message=message, data=summary)
+    return Completed(name="Warned" if summary["verdict"] == "warn" else "Passed", message=message, data=summary)
+
+
+def summary_of(state: State) -> dict[str, Any]:
+    """The summary a finished scan flow run returned, whatever its verdict; re-raises the
+    exception of a run that could not finish."""
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
+    if not isinstance(result, dict):
+        raise RuntimeError(f"the scan flow run ended {state.name}: {state.message}")
+    return result

@@ -8,6 +8,7 @@ returns a :class:`ShardResult`: paths and small counts, never tables.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -208,6 +209,11 @@ def scan_shard(ref: ShardRef, spec: ScanSpec) -> ShardResult:
     except (ShardReadError, CheckFailed) as e:
         result.status, result.error = "unreadable", mask_secrets(str(e))
     except OSError as e:
-        result.status, result.error = "unreadable", f"{ref.uri}: cannot read ({e}); check the path and permissions"
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # writing the cache, not reading the shard
+            result.status, result.error = "unreadable", (
+                f"{ref.uri}: not scanned: no space left writing its results under {spec.state_dir} "
+                f"({e.filename or 'the scan cache'}); free space there and run the scan again")
+        else:
+            result.status, result.error = "unreadable", f"{ref.uri}: cannot read ({e}); check the path and permissions"
     result.seconds = time.perf_counter() - t0
     return result
