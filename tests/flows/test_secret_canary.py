@@ -5,9 +5,10 @@ one exactly duplicated, near-duplicated, inside PII-bearing and
 injection-bearing records, behind invisible Unicode, in instruction responses,
 in a benchmark the scan checks contamination against and in image captions
 (duplicate images with conflicting captions), is scanned twice through the
-CLI in a subprocess with every check and a real state directory (in the slow
-variant twice, under Prefect: the second night sees the first one's history,
-and Prefect's database and logs are searched too). Then every file under the run
+CLI in a subprocess with every check and a real state directory (the slow
+variant also builds a reference profile from text with secrets, and scans
+twice under Prefect: the second night sees the first one's history, and
+Prefect's database and logs are searched too). Then every file under the run
 directories, the state directory and the reference profile - Parquet, JSON,
 HTML, SQLite, caches, logs - and the CLI's own output is searched for each
 full secret, case-insensitively, after decompressing Parquet and reading
@@ -266,17 +267,21 @@ def test_no_secret_is_written_in_full_anywhere(tmp_path: Path, nights: int):
     paths = _corpus(tmp_path)
     env = {"PYTHONPATH": str(paths["scorers"]), "PREFECT_HOME": str(paths["state"] / "prefect"),
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}  # a loaded CI machine starts it slowly
-    # the slow variant runs under Prefect (its server's database, logs and artifacts live in
-    # PREFECT_HOME, inside the state directory, so they are searched too)
-    runner = "inline" if nights == 1 else "threads"
+    # the slow variant builds a reference profile (searched too) and runs under Prefect (its
+    # server's database, logs and artifacts live in PREFECT_HOME, inside the state directory)
+    slow = nights > 1
+    runner = "threads" if slow else "inline"
     outputs = {}
-    r = _cli(["profile", str(paths["ref_src"]), "--out", str(tmp_path / "ref")], env, tmp_path)
-    assert r.returncode == 0, r.stdout + r.stderr
-    outputs["profile output"] = r.stdout + r.stderr
+    reference: list[str] = []
+    if slow:
+        r = _cli(["profile", str(paths["ref_src"]), "--out", str(tmp_path / "ref")], env, tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        outputs["profile output"] = r.stdout + r.stderr
+        reference = ["--reference", str(tmp_path / "ref")]
     for night in range(1, nights + 1):
         r = _cli(["scan", str(paths["src"]), "--out", str(tmp_path / f"run{night}"), "--policy", str(paths["policy"]),
-                  "--reference", str(tmp_path / "ref"), "--checks", ",".join(every_check), "--runner", runner,
-                  "--workers", "2", "-v"], env, tmp_path)
+                  *reference, "--checks", ",".join(every_check), "--runner", runner, "--workers", "2", "-v"],
+                 env, tmp_path)
         assert r.returncode == 0, r.stdout + r.stderr
         outputs[f"scan {night} output"] = r.stdout + r.stderr
     findings = pq.read_table(tmp_path / "run1" / "findings.parquet").to_pylist()
@@ -290,5 +295,5 @@ def test_no_secret_is_written_in_full_anywhere(tmp_path: Path, nights: int):
     examples = pq.read_table(tmp_path / "run1" / "examples.parquet").to_pylist()
     assert {"dedup.exact", "dedup.near", "privacy.pii", "poison.injection"} <= {e["check"] for e in examples}
     runs = [tmp_path / f"run{n}" for n in range(1, nights + 1)]
-    hits = _hits([*runs, paths["state"], tmp_path / "ref"], outputs)
+    hits = _hits([*runs, paths["state"], *([tmp_path / "ref"] if slow else [])], outputs)
     assert hits == [], "\n".join(hits)
