@@ -42,7 +42,9 @@ def profile(
     """
     from connectors.errors import ConnectorError
     from connectors.schema import ColumnMapping
+    from connectors.schema import ColumnMapping
     from flows.build import DEFAULT_COLUMNS
+    from flows.progress_view import progress_view
     from integrity.analysis.profile import ProfileError, build_profile
 
     cols = {**DEFAULT_COLUMNS, "id": id_column, "text": text_column, "label": label_column, "prompt": prompt_column,
@@ -50,9 +52,10 @@ def profile(
     explicit = frozenset(k for k, v in cols.items() if v != DEFAULT_COLUMNS[k])
     mapping = ColumnMapping(**cols, explicit=explicit)
     try:
-        with err.status(f"profiling {reference}…"):
+        with progress_view(err, "profiling") as view:
             prof = build_profile(reference, out_dir, mapping=mapping, max_sample=max_sample, embed_sample=embed_sample,
-                                 topics=topics, embed_model=embed_model, synthetic_sample=synthetic_sample, note=note)
+                                 topics=topics, embed_model=embed_model, synthetic_sample=synthetic_sample, note=note,
+                                 progress=view.tracker, on_phase=view.phase)
     except (ProfileError, ConnectorError, ValueError, OSError) as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(COULD_NOT_RUN)

@@ -55,6 +55,7 @@ from integrity.report.model import Block, CheckData, Section, renderer_for
 
 MAX_SHARD_ROWS = 200  # shard table rows shown (worst verdict first)
 MAX_EXAMPLES_PER_CHECK = 12
+EXAMPLES_SHOWN = 2  # per check; the rest are folded under "N more examples"
 MAX_ERROR_CHARS = 400
 MAX_RELEASE_COMMANDS = 10
 
@@ -89,6 +90,8 @@ EXAMPLE_COLUMNS: dict[str, pl.DataType] = {
     "field": pl.Utf8,
     "excerpt": pl.Utf8,
     "highlights": pl.Utf8,
+    "representative_shard": pl.Utf8,  # dedup.*: the record this one duplicates (the kept one)
+    "representative_excerpt": pl.Utf8,
 }
 
 
@@ -131,6 +134,20 @@ def _empty(columns: dict[str, pl.DataType]) -> pl.LazyFrame:
 
 
 # --------------------------------------------------------------------------- context
+
+
+def _representative(row: dict) -> dict | None:
+    """For a duplicate: the record it duplicates (shard, id, masked excerpt), shown beside it."""
+    if not row.get("representative_excerpt"):
+        return None
+    try:
+        detail = json.loads(row.get("detail") or "{}")
+    except ValueError:
+        detail = {}
+    rid = detail.get("representative") if isinstance(detail, dict) else None
+    return {"shard": row.get("representative_shard") or row.get("shard") or "",
+            "record_id": "" if rid is None else str(rid),
+            "segments": highlight_segments(row["representative_excerpt"], "[]")}
 
 
 def _split_quarantine(q: Any) -> tuple[str, str]:
@@ -318,6 +335,7 @@ def build_context(run_dir: Path) -> dict[str, Any]:
                     "segments": highlight_segments(r["excerpt"], r["highlights"]),
                     "has_excerpt": bool(r["excerpt"]),
                     "detail": pretty_detail(r["detail"]),
+                    "representative": _representative(r),
                 }
             )
 
@@ -358,8 +376,18 @@ def build_context(run_dir: Path) -> dict[str, Any]:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             stage_items.append((k, float(v)))
     timings_chart = (
-        charts.hbar_chart(stage_items, title="Time per stage", value_fmt=fmt_duration, label_width=100)
+        charts.hbar_chart(stage_items, title="Time per stage", value_fmt=fmt_duration, label_width=100,
+                          x_label="seconds")
         if stage_items
+        else None
+    )
+    # seconds per check (per-shard passes over the shards read, plus the corpus pass), slowest first
+    check_items = [(str(k), float(v)) for k, v in (summary.get("check_seconds") or {}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    check_items.sort(key=lambda kv: -kv[1])
+    checks_chart = (
+        charts.hbar_chart(check_items, title="Time per check", value_fmt=fmt_duration, label_width=160)
+        if check_items
         else None
     )
     total_s = timings.get("total")
@@ -411,6 +439,7 @@ def build_context(run_dir: Path) -> dict[str, Any]:
         "n_findings": counts.get("findings", n_findings) if n_findings == 0 else n_findings,
         "n_critical": n_critical,
         "timings_chart": timings_chart,
+        "checks_chart": checks_chart,
         "verdict_counts": [(v, verdict_counts.get(v, 0)) for v in VERDICTS]
         + [(k, n) for k, n in verdict_counts.items() if k not in VERDICT_RANK],
         "verdict_bar": charts.proportion_bar(verdict_parts, title="Shards by verdict") if n_shards else None,
@@ -426,6 +455,7 @@ def build_context(run_dir: Path) -> dict[str, Any]:
         "quarantined": quarantined,
         "release_cmds": release_cmds,
         "acted": acted,
+        "n_to_quarantine": len(quarantined),
         "n_quarantined_more": max(0, len(quarantined) - MAX_RELEASE_COMMANDS) if acted else 0,
         "notes": notes,
         "run_dir": str(run_dir),
@@ -460,6 +490,7 @@ def _environment() -> jinja2.Environment:
         fmt_duration=fmt_duration,
         fmt_score=fmt_score,
     )
+    env.globals["EXAMPLES_SHOWN"] = EXAMPLES_SHOWN
     return env
 
 
