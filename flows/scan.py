@@ -1,5 +1,7 @@
-"""The scan as a Prefect flow: per-shard tasks mapped over shards, then the
-corpus-level checks, the policy, quarantine and outputs.
+"""The scan as a Prefect flow: the engine runs the stages in their order
+(:func:`integrity.engine.pipeline.execute`: list, shards, corpus, policy, quarantine,
+outputs); the flow supplies Prefect's mapping of the per-shard tasks, a task per stage,
+the artifacts and the events.
 
 Per-shard work is cached by shard SHA-256 and check configuration in the
 engine's content-addressed cache (``integrity.engine.shard``), so an unchanged
@@ -12,13 +14,13 @@ Events: ``integrity.shard.quarantined`` per quarantined shard and
 # its subprocess with cloudpickle, by value, and string annotations would not resolve there
 # (`Scan_FlowModel is not fully defined; you should define ScanSpec`).
 
-import time
+import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import polars as pl
 import prefect.runtime as prefect_runtime
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import Task, flow, get_run_logger, task, unmapped
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
                                update_progress_artifact)
 from prefect.cache_policies import NO_CACHE
@@ -28,34 +30,58 @@ from prefect.states import Completed, Failed, State
 
 from connectors import ShardRef
 from integrity.engine import pipeline, progress
-from integrity.engine.shard import ShardResult, scan_shard
+from integrity.engine.shard import ShardResult
 from integrity.engine.spec import ScanSpec
 
 #: how often the progress artifact is brought up to date while shard tasks run
 ARTIFACT_EVERY_S = 5.0
 
 
-@task(name="list-shards", cache_policy=NO_CACHE)
-def list_task(spec: ScanSpec) -> list[ShardRef]:
-    return pipeline.list_stage(spec)
+#: the Prefect task name of each engine stage (see :func:`integrity.engine.pipeline.execute`)
+STAGE_TASKS = {"list": "list-shards", "corpus": "corpus-checks", "policy": "policy", "quarantine": "quarantine",
+               "outputs": "outputs"}
+
+
+@functools.cache
+def _stage_task(name: str, stage: Callable[..., Any]) -> Task:
+    return task(stage, name=STAGE_TASKS[name], cache_policy=NO_CACHE)
+
+
+def run_stage_task(name: str, stage: Callable[..., Any], *args: Any) -> Any:
+    """The engine's ``run_stage`` hook: each stage runs as a Prefect task (a run in the UI, its logs)."""
+    return _stage_task(name, stage)(*args)
 
 
 @task(name="scan-shard", task_run_name="scan {ref.name}", cache_policy=NO_CACHE)
-def shard_task(ref: ShardRef, spec: ScanSpec) -> dict:
-    result = scan_shard(ref, spec)
+def shard_task(ref: ShardRef, scan: Callable[[ShardRef], ShardResult]) -> dict:
+    result = scan(ref)
     if not result.ok:
         get_run_logger().error("%s: %s", ref.name, result.error)
     return result.to_dict()
 
 
-@task(name="corpus-checks", cache_policy=NO_CACHE)
-def corpus_task(spec: ScanSpec, results: list[ShardResult]) -> tuple[Path, dict[str, float]]:
-    return pipeline.corpus_stage(spec, results)
-
-
-@task(name="policy", cache_policy=NO_CACHE)
-def policy_task(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult], corpus_path: Path) -> Path:
-    return pipeline.policy_stage(spec, refs, results, corpus_path)
+def shard_tasks(spec: ScanSpec) -> Callable[..., Iterator[ShardResult]]:
+    """The engine's ``map_shards`` hook: one task per shard on the flow's task runner (threads,
+    Dask), with the progress artifact brought up to date while they run: records done / total
+    and an ETA, from the batches of tasks in this process (threads) or the shards that finished
+    (Dask workers, in other processes)."""
+    def map_shards(scan: Callable[[ShardRef], ShardResult], refs: list[ShardRef]) -> Iterator[ShardResult]:
+        get_run_logger().info("scan %s: %d shards in %s", spec.scan_id, len(refs), spec.source)
+        tracker = progress.tracker(spec.scan_id)  # the engine's, registered for this scan
+        progress_id = create_progress_artifact(0.0, key="integrity-scan-progress",
+                                               description=f"scanning {len(refs)} shards")
+        pending = list(shard_task.map(refs, unmapped(scan)))
+        last = -1.0
+        while pending:
+            done, not_done = wait(pending, timeout=ARTIFACT_EVERY_S)
+            for fut in done:
+                yield ShardResult(**fut.result())
+            pending = list(not_done)
+            snap = tracker.snapshot()
+            if snap.fraction != last:
+                update_progress_artifact(progress_id, 100.0 * snap.fraction, description=progress.format_snapshot(snap))
+                last = snap.fraction
+    return map_shards
 
 
 def _emit_quarantined(spec: ScanSpec, row: dict) -> None:
@@ -68,18 +94,6 @@ def _emit_quarantined(spec: ScanSpec, row: dict) -> None:
         payload={"shard": row["shard"], "uri": row["uri"], "sha256": row["sha256"], "reasons": row["reasons"],
                  "mode": row["mode"], "state": row["state"], "destination": row.get("destination")},
     )
-
-
-@task(name="quarantine", cache_policy=NO_CACHE)
-def quarantine_task(spec: ScanSpec, results: list[ShardResult], verdicts_path: Path) -> Path:
-    return pipeline.quarantine_stage(spec, results, verdicts_path,
-                                     on_quarantined=lambda row: _emit_quarantined(spec, row))
-
-
-@task(name="outputs", cache_policy=NO_CACHE)
-def output_task(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult], shards_path: Path,
-                timings: dict[str, float], started_at: str, per_check: dict[str, float]) -> dict:
-    return pipeline.output_stage(spec, refs, results, shards_path, timings, started_at, per_check)
 
 
 def _markdown(summary: dict) -> str:
@@ -102,36 +116,6 @@ def _markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _scan_shards(spec: ScanSpec, refs: list[ShardRef]) -> list[ShardResult]:
-    """The shard tasks, with the progress artifact updated while they run: records done / total
-    and an ETA, from the batches of tasks in this process (threads) or the shards that finished
-    (Dask workers, in other processes)."""
-    tracker, created = progress.ensure(spec.scan_id)
-    tracker.start(refs)
-    progress_id = create_progress_artifact(0.0, key="integrity-scan-progress",
-                                           description=f"scanning {len(refs)} shards")
-    futures = shard_task.map(refs, unmapped(spec))
-    by_name: dict[str, ShardResult] = {}
-    pending = list(futures)
-    last = -1.0
-    try:
-        while pending:
-            done, not_done = wait(pending, timeout=ARTIFACT_EVERY_S)
-            for fut in done:
-                res = ShardResult(**fut.result())
-                by_name[res.shard] = res
-                tracker.shard_done(res.shard, res.rows, res.ok)
-            pending = list(not_done)
-            snap = tracker.snapshot()
-            if snap.fraction != last:
-                update_progress_artifact(progress_id, 100.0 * snap.fraction, description=progress.format_snapshot(snap))
-                last = snap.fraction
-    finally:
-        if created:
-            progress.unregister(spec.scan_id)
-    return [by_name[r.name] for r in refs]
-
-
 def _root_flow_run_id() -> str | None:
     """The flow run the console links to: the scheduled (parent) run when this scan is its subflow."""
     return prefect_runtime.flow_run.root_flow_run_id or prefect_runtime.flow_run.id
@@ -142,30 +126,10 @@ def scan_flow(spec: ScanSpec) -> State:
     """Scan ``spec.source`` and write the run directory ``spec.out``; the final state says the
     verdict (see :func:`verdict_state`), its result is the summary (:func:`summary_of`)."""
     logger = get_run_logger()
-    started_at = pipeline.now_iso()
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-    refs = list_task(spec)
-    pipeline.record_start(spec, flow_run_id=_root_flow_run_id())
-    timings["list"] = time.perf_counter() - t
-    logger.info("scan %s: %d shards in %s", spec.scan_id, len(refs), spec.source)
-
-    t = time.perf_counter()
-    results = _scan_shards(spec, refs)
-    pipeline.require_mapped(results)
-    timings["shards"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    corpus_path, per_check = corpus_task(spec, results)
-    timings["corpus"] = time.perf_counter() - t
-    t = time.perf_counter()
-    verdicts_path = policy_task(spec, refs, results, corpus_path)
-    timings["policy"] = time.perf_counter() - t
-    t = time.perf_counter()
-    shards_path = quarantine_task(spec, results, verdicts_path)
-    timings["quarantine"] = time.perf_counter() - t
-    summary = output_task(spec, refs, results, shards_path, timings, started_at, per_check)
-    shards = pl.read_parquet(shards_path)
+    summary = pipeline.execute(spec, pipeline.ScanHooks(
+        map_shards=shard_tasks(spec), run_stage=run_stage_task, flow_run_id=_root_flow_run_id(),
+        on_quarantined=lambda row: _emit_quarantined(spec, row)))
+    shards = pl.read_parquet(spec.out / "shards.parquet")
     summary["run_dir"] = str(spec.out)
 
     create_markdown_artifact(_markdown(summary), key="integrity-scan-summary",

@@ -1,16 +1,19 @@
 """The stages of a scan as plain functions that pass paths and small dicts.
 
-Any orchestrator calls them in this order; :func:`run_scan` does so in-process
-(threads for the shard stage), ``flows/scan.py`` as Prefect tasks.
+:func:`execute` runs them in order, given the orchestrator's :class:`ScanHooks` (how
+shards are mapped, how a stage runs); :func:`run_scan` supplies threads, in-process,
+``flows/scan.py`` Prefect's task mapping, a task per stage, artifacts and events.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import polars as pl
 
@@ -207,45 +210,86 @@ def output_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult
     return summary
 
 
-def run_scan(spec: ScanSpec, workers: int = 2,
-             progress: Callable[[ShardResult], None] | None = None,
-             map_shards: Callable[[Callable, Iterable[ShardRef]], Iterable[ShardResult]] | None = None) -> dict:
-    """Run a whole scan in this process (no Prefect) and return ``summary.json``'s content."""
+#: runs ``scan`` (one shard) over every ref, in parallel as it likes, and yields the results as they finish
+MapShards = Callable[[Callable[[ShardRef], ShardResult], list[ShardRef]], Iterable[ShardResult]]
+T = TypeVar("T")
+
+
+def run_inline(name: str, stage: Callable[..., T], *args: Any) -> T:
+    """Run a stage as a plain call (``name`` is for orchestrators that label their tasks)."""
+    return stage(*args)
+
+
+def thread_map(workers: int) -> MapShards:
+    """A :data:`MapShards` on a pool of ``workers`` threads (results in the order of the refs)."""
+    def map_shards(scan: Callable[[ShardRef], ShardResult], refs: list[ShardRef]) -> Iterator[ShardResult]:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            yield from pool.map(scan, refs)
+    return map_shards
+
+
+@dataclass
+class ScanHooks:
+    """What an orchestrator supplies to :func:`execute`: how shards are mapped and stages
+    run, and where per-shard progress and quarantines go. The engine keeps the order of the
+    stages; the orchestrator only launches work (as datatrove's executors do)."""
+
+    map_shards: MapShards
+    #: ``run_stage(name, stage, *args)`` runs one stage (``list``, ``corpus``, ``policy``,
+    #: ``quarantine``, ``outputs``) and returns its result; Prefect runs each as a task
+    run_stage: Callable[..., Any] = run_inline
+    flow_run_id: str | None = None  # recorded with the scan in the ledger
+    on_shard: Callable[[ShardResult], None] | None = None  # each shard's result, as it comes
+    on_quarantined: Callable[[dict], None] | None = None  # each quarantined shard's verdict row
+
+
+def execute(spec: ScanSpec, hooks: ScanHooks) -> dict:
+    """Run the stages of a scan in order and return ``summary.json``'s content:
+    list, shards, corpus, policy, quarantine, outputs, each timed."""
+    run = hooks.run_stage
     started_at = now_iso()
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    refs = list_stage(spec)
-    record_start(spec)
+    refs = run("list", list_stage, spec)
+    record_start(spec, flow_run_id=hooks.flow_run_id)
     timings["list"] = time.perf_counter() - t
     t = time.perf_counter()
-    results: list[ShardResult] = []
-    tracker, created = progress_mod.ensure(spec.scan_id)  # records done / total and an ETA, batch by batch
-    tracker.start(refs)
-    try:
-        if map_shards is None:
-            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-                shard_results = pool.map(lambda r: scan_shard(r, spec), refs)
-                for res in shard_results:
-                    results.append(res)
-                    tracker.shard_done(res.shard, res.rows, res.ok)
-                    if progress:
-                        progress(res)
-        else:
-            for res in map_shards(lambda r: scan_shard(r, spec), refs):
-                results.append(res)
-                tracker.shard_done(res.shard, res.rows, res.ok)
-    finally:
-        if created:
-            progress_mod.unregister(spec.scan_id)
+    results = _scan_shards(spec, refs, hooks)
     require_mapped(results)
     timings["shards"] = time.perf_counter() - t
     t = time.perf_counter()
-    corpus_path, per_check = corpus_stage(spec, results)
+    corpus_path, per_check = run("corpus", corpus_stage, spec, results)
     timings["corpus"] = time.perf_counter() - t
     t = time.perf_counter()
-    verdicts_path = policy_stage(spec, refs, results, corpus_path)
+    verdicts_path = run("policy", policy_stage, spec, refs, results, corpus_path)
     timings["policy"] = time.perf_counter() - t
     t = time.perf_counter()
-    shards_path = quarantine_stage(spec, results, verdicts_path)
+    shards_path = run("quarantine", quarantine_stage, spec, results, verdicts_path, hooks.on_quarantined)
     timings["quarantine"] = time.perf_counter() - t
-    return output_stage(spec, refs, results, shards_path, timings, started_at, per_check)
+    return run("outputs", output_stage, spec, refs, results, shards_path, timings, started_at, per_check)
+
+
+def _scan_shards(spec: ScanSpec, refs: list[ShardRef], hooks: ScanHooks) -> list[ShardResult]:
+    """Every shard through ``hooks.map_shards``, with records done / total and an ETA kept
+    batch by batch (:mod:`integrity.engine.progress`); the results in the order of ``refs``."""
+    tracker, created = progress_mod.ensure(spec.scan_id)
+    tracker.start(refs)
+    by_name: dict[str, ShardResult] = {}
+    try:
+        for res in hooks.map_shards(functools.partial(scan_shard, spec=spec), refs):
+            by_name[res.shard] = res
+            tracker.shard_done(res.shard, res.rows, res.ok)
+            if hooks.on_shard is not None:
+                hooks.on_shard(res)
+    finally:
+        if created:
+            progress_mod.unregister(spec.scan_id)
+    return [by_name[r.name] for r in refs]
+
+
+def run_scan(spec: ScanSpec, workers: int = 2,
+             progress: Callable[[ShardResult], None] | None = None,
+             map_shards: MapShards | None = None) -> dict:
+    """Run a whole scan in this process (no Prefect; shards on ``workers`` threads unless
+    ``map_shards`` says otherwise) and return ``summary.json``'s content."""
+    return execute(spec, ScanHooks(map_shards=map_shards or thread_map(workers), on_shard=progress))

@@ -113,3 +113,34 @@ def test_released_content_is_not_quarantined_again(small_corpus, tmp_path, state
     spec3, _ = run(small_corpus, tmp_path, state_policy, out="r3")
     sh = pl.read_parquet(spec3.out / "shards.parquet").filter(pl.col("shard") == "c.jsonl.gz")
     assert sh["verdict"][0] == "quarantine"
+
+
+def test_execute_runs_the_stages_in_order_with_the_orchestrators_mapping(small_corpus, tmp_path, state_policy):
+    """The stage sequence is the engine's: an orchestrator supplies only how shards are mapped
+    (here: in reverse, as an executor finishing out of order would), how a stage runs, and hooks."""
+    stages, mapped, seen, quarantined = [], [], [], []
+
+    def map_shards(scan, refs):
+        for ref in reversed(refs):
+            mapped.append(ref.name)
+            yield scan(ref)
+
+    def run_stage(name, stage, *args):
+        stages.append(name)
+        return stage(*args)
+
+    spec = build_spec(str(small_corpus), out=tmp_path / "run", policy=state_policy, quarantine_mode="mark")
+    summary = pipeline.execute(spec, pipeline.ScanHooks(map_shards=map_shards, run_stage=run_stage,
+                                                        on_shard=lambda r: seen.append(r.shard),
+                                                        on_quarantined=quarantined.append))
+    assert stages == ["list", "corpus", "policy", "quarantine", "outputs"]
+    assert mapped == ["c.jsonl.gz", "b.parquet", "a.jsonl"] and seen == mapped
+    assert [q["shard"] for q in quarantined] == ["c.jsonl.gz"] and quarantined[0]["mode"] == "mark"
+    assert summary["verdict"] == "fail" and set(summary["timings"]) >= {"list", "shards", "corpus", "policy"}
+    # the same outputs as the in-process threads
+    ref = build_spec(str(small_corpus), out=tmp_path / "ref", policy=state_policy, quarantine_mode="mark")
+    pipeline.run_scan(ref, workers=2)
+    assert pl.read_parquet(spec.out / "findings.parquet").equals(pl.read_parquet(ref.out / "findings.parquet"))
+    cols = ["shard", "uri", "sha256", "rows", "bytes", "verdict", "reasons"]
+    assert pl.read_parquet(spec.out / "shards.parquet").select(cols).equals(
+        pl.read_parquet(ref.out / "shards.parquet").select(cols))
