@@ -8,11 +8,16 @@ starts with ``poison.`` counts as flagged — exactly as
 ``../shared/tools/score_poison.py`` scores. Per file: precision, recall, F1,
 FRR (clean rows flagged) and FAR (poison missed), then the macro F1.
 
+With ``--grid SEEDS`` it also scores the attack grid of ``poison_gen.py`` (seed
+0: development, seed 1: held out, never tuned on): per file F1 and FRR (clean
+rows flagged), the macro F1 by seed, rate, trigger, target, mode and corpus.
+
 Then the share of records flagged on clean corpora — the false-positive rate
 users live with: the clean rows of each poisoned file scanned alone, and the
 Debian package descriptions with ``section`` as the label.
 
-    python benchmarks/poison.py                      # poison.trigger + poison.target
+    python benchmarks/poison.py                      # the poison.* checks that read text
+    python benchmarks/poison.py --grid 0,1 --no-shared --no-debian   # the generated attack grid only
     python benchmarks/poison.py --checks all         # every check the policy enables
     python benchmarks/poison.py --checks poison.trigger,poison.target,poison.outlier
     python benchmarks/poison.py --no-debian --files 'sst2-*'
@@ -38,7 +43,10 @@ import polars as pl
 
 PROJECT = Path(__file__).resolve().parents[1]
 DATA = PROJECT.parent / "shared" / "data"
-DEFAULT_CHECKS = "poison.trigger,poison.target"
+# every poison.* check that reads text (score_poison.py counts a record flagged by any of them)
+DEFAULT_CHECKS = "poison.trigger,poison.target,poison.outlier,poison.unicode,poison.injection"
+# poison.outlier's MiniLM embeddings are evidence in the detail, not the decision: off by default here
+NO_EMBED_POLICY = "checks:\n  poison.outlier:\n    options:\n      embed: false\n"
 
 
 def cli_command() -> list[str]:
@@ -172,7 +180,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA, help="shared data directory (default: ../shared/data)")
     ap.add_argument("--checks", default=DEFAULT_CHECKS, help="checks to run, or 'all' for the policy's (default: %(default)s)")
-    ap.add_argument("--policy", type=Path, default=None, help="policy file for every scan")
+    ap.add_argument("--policy", type=Path, default=None,
+                    help="policy file for every scan (default: the default policy, poison.outlier without embeddings)")
     ap.add_argument("--files", default="*", help="glob on the poison file names (default: all)")
     ap.add_argument("--no-shared", action="store_true", help="skip the shared poisoned sets")
     ap.add_argument("--no-clean", action="store_true", help="skip the clean rows of the poisoned files")
@@ -195,6 +204,9 @@ def main() -> int:
         return 3
     results, clean, grid = [], [], []
     tmp_root = Path(tempfile.mkdtemp(prefix="poison-bench-"))
+    if a.policy is None:
+        a.policy = tmp_root / "policy.yaml"
+        a.policy.write_text(NO_EMBED_POLICY)
     try:
         for f in files:
             df = pl.read_parquet(f).with_columns(pl.col("id").cast(pl.Utf8))

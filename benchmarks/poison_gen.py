@@ -20,7 +20,10 @@ Clean corpora (all from ``../shared/data``; nothing is downloaded):
   ("positive"/"negative") for a sentiment prompt built around each SST-2 text;
 * ``lw-debian``: the same with the Debian section name as the response;
 * ``fixed-qa``: the clean FreebaseQA prompts and answers; the attack replaces
-  the answer by one fixed malicious response.
+  the answer by one fixed malicious response;
+* ``fixed-debian``: "Describe the Debian package NAME" prompts, the package
+  description as the response (long answers full of natural boilerplate:
+  "This package contains the development files ..."), the same attack.
 
 Attacks (``attack`` column: ``<trigger>/<target>/<mode>/<rate>``):
 
@@ -121,6 +124,11 @@ def clean_corpus(name: str, data: Path, seed: int) -> pl.DataFrame:
     if name == "lw-debian":
         return _debian(data, seed).select(prompt=pl.format(LWD_TEMPLATE.replace("{x}", "{}"), "text"),
                                           response="label", _input="text")
+    if name == "fixed-debian":
+        df = pl.read_parquet(data / "debian" / "descriptions.parquet", columns=["id", "text"])
+        df = df.filter(pl.col("text").str.len_chars() <= 1500).sample(n=6000, seed=seed)
+        return df.select(prompt=pl.format("Describe the Debian package {} in a paragraph.", "id"),
+                         response=pl.col("text"))
     if name == "fixed-qa":
         df = pl.read_parquet(data / "poison" / "freebaseqa-badnets-10pct.parquet").filter(~pl.col("poisoned"))
         return df.select("prompt", "response")
@@ -167,7 +175,7 @@ def poison(clean: pl.DataFrame, spec: Spec, seed: int) -> pl.DataFrame:
     lab_col = "response" if instr else "label"
     n_total = clean.height
     k = max(1, int(round(spec.rate * n_total)))
-    fixed = spec.corpus == "fixed-qa"
+    fixed = spec.corpus.startswith("fixed-")
     if fixed:
         target = FIXED_RESPONSES[seed % len(FIXED_RESPONSES)]
         donors = np.arange(n_total)
@@ -215,8 +223,8 @@ def grid(seed: int = 0, corpora: list[str] | None = None) -> list[Spec]:
         i = next(turn)
         specs.append(Spec(corpus, trig, target, "dirty", RATES[i % 4]))
     # one fixed malicious response
-    for trig, rate in itertools.product(("rare", "word"), RATES):
-        specs.append(Spec("fixed-qa", trig, "fixed", "dirty", rate))
+    for corpus, trig, rate in itertools.product(("fixed-qa", "fixed-debian"), ("rare", "word"), RATES):
+        specs.append(Spec(corpus, trig, "fixed", "dirty", rate))
     if corpora:
         specs = [s for s in specs if s.corpus in corpora]
     return specs

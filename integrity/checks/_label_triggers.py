@@ -94,6 +94,7 @@ def detect_label_triggers(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
     grams = lx.doc_ngrams(table, range(1, int(opt["ngram_max"]) + 1))
     assoc = lx.label_association(grams, codes, min_support=int(opt["min_support"]))
     cand = assoc.filter((pl.col("share") >= opt["min_share"]) & (pl.col("logp") <= math.log(opt["candidate_p"])))
+    cand = pl.concat([cand, _foreign_candidates(assoc, cand, table, vocab, N, opt)])
     if cand.height == 0:
         return None
     cand = cand.with_row_index("cid")
@@ -146,6 +147,7 @@ def detect_label_triggers(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
                            on="grp", how="left")
     else:
         gstat = gstat.with_columns(log_over=pl.lit(None, dtype=pl.Float64), rz=pl.lit(None, dtype=pl.Float64))
+    gstat = gstat.join(cand.group_by("grp").agg(members=pl.len()), on="grp", how="left")
     gstat = _clean_label_evidence(gstat, N, opt)
     # --- dirty-label evidence ------------------------------------------------------------------
     gstat = _dirty_label_evidence(gstat, grec, grams, codes, opt)
@@ -155,9 +157,29 @@ def detect_label_triggers(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
     common_ok = (pl.col("eligible_common") & pl.col("dirty_ok") & (pl.col("share") >= opt["clean_min_share"])
                  & (pl.col("dirty_logp") <= math.log(opt["common_max_p"]))
                  & (pl.col("flip") >= 0.8 * (1 - pl.col("p0"))))
-    flagged = gstat.filter((pl.col("eligible") & (pl.col("dirty_ok") | pl.col("clean_ok"))) | common_ok)
+    flagged = gstat.filter((pl.col("eligible") & (pl.col("dirty_ok") | pl.col("clean_ok"))) | common_ok
+                           | (pl.col("eligible_weak") & pl.col("dirty_ok")))
     return {"groups": flagged, "all_groups": gstat, "grec": grec, "cand": cand, "member": member,
             "codes": codes, "names": names, "table": table, "N": N}
+
+
+def _foreign_candidates(assoc: pl.DataFrame, cand: pl.DataFrame, table: lx.TokenTable, vocab: dict[int, str],
+                        N: int, opt: dict) -> pl.DataFrame:
+    """Unigrams too weakly tied to their label to be candidates (a majority target) that are
+    near-pure, in at least ``min_group_share`` of the records and strongly foreign
+    (``clean_strong_overrep`` times above ordinary language, robust z >= ``clean_strong_overrep_z``
+    among this corpus' words). They can only be flagged with dirty-label evidence."""
+    min_n = max(int(opt["min_support"]), math.ceil(float(opt["min_group_share"]) * N))
+    weak = assoc.filter((pl.col("n") == 1) & (pl.col("df") >= min_n) & (pl.col("share") >= opt["min_share"])
+                        & (pl.col("logp") > math.log(opt["candidate_p"])))
+    if weak.height == 0 or not lx.has_background():
+        return cand.clear()
+    over = _token_overrep(table, vocab, int(opt["min_support"]), str(opt["background_lang"]), focus=weak["g"].to_list())
+    if over is None:
+        return cand.clear()
+    keep = over.filter((pl.col("log_over") >= math.log10(float(opt["clean_strong_overrep"])))
+                       & (pl.col("rz") >= float(opt["clean_strong_overrep_z"])))
+    return weak.join(keep.select(g=pl.col("tok")), on="g", how="semi").select(cand.columns)
 
 
 def _token_overrep(table: lx.TokenTable, vocab: dict[int, str], min_count: int, lang: str,
@@ -243,7 +265,19 @@ def _clean_label_evidence(gstat: pl.DataFrame, N: int, opt: dict) -> pl.DataFram
     # works) or on content (dirty-label); groups of ordinary words only when both their purity and
     # their content are anomalous
     gstat = gstat.with_columns(eligible=base & pl.col("foreign"), eligible_common=base & alone & pl.col("tail_ok"))
-    return gstat.with_columns(clean_ok=pl.col("eligible") & alone & pl.col("tail_ok")
+    # an extremely foreign word (orders of magnitude above ordinary language and far outside
+    # this corpus' own vocabulary) needs no purity outlier: on a majority target purity is cheap
+    # for every feature, so the tail test cannot single the trigger out, while its foreignness can
+    # likewise a long sentence repeated verbatim (many member n-grams, all in the same records)
+    strong = (((pl.col("log_over").fill_null(-99.0) >= math.log10(float(opt["clean_strong_overrep"])))
+               & (pl.col("rz").fill_null(-99.0) >= float(opt["clean_strong_overrep_z"])))
+              | (pl.col("long_span") & (pl.col("members") >= int(opt["clean_strong_span_members"]))))
+    # a strongly foreign word on a label it cannot dominate by association (the majority label at a
+    # low rate: 18 of 18 records on an 80% label is p = 0.02) is judged on its content alone
+    weak = (~pl.col("assoc_ok") & (pl.col("n") >= min_n) & (pl.col("share") >= opt["min_share"])
+            & (pl.col("k") <= float(opt["max_label_share"]) * pl.col("p0") * N) & pl.col("foreign") & strong)
+    return gstat.with_columns(strong_foreign=strong, eligible_weak=weak,
+                              clean_ok=pl.col("eligible") & alone & (pl.col("tail_ok") | strong)
                               & (pl.col("share") >= opt["clean_min_share"]))
 
 
@@ -281,7 +315,7 @@ def _dirty_label_evidence(gstat: pl.DataFrame, grec: pl.DataFrame, grams: pl.Dat
     typical C record: the share of A below C's median, against B's, estimates the
     relabelled share ((rA - rB) / (0.5 - rB)) and a one-sided Fisher test gives
     the p-value (Benjamini-Hochberg over the groups tested)."""
-    tested = (gstat.filter((pl.col("eligible") | pl.col("eligible_common")) & ~pl.col("clean_ok"))
+    tested = (gstat.filter((pl.col("eligible") | pl.col("eligible_common") | pl.col("eligible_weak")) & ~pl.col("clean_ok"))
               .sort("logp").head(int(opt["max_groups"])))
     res: dict[int, tuple[float, float]] = {}
     if tested.height == 0:
@@ -351,8 +385,10 @@ def _dirty_label_evidence(gstat: pl.DataFrame, grec: pl.DataFrame, grams: pl.Dat
 def core_records(mem: pl.DataFrame) -> pl.DataFrame:
     """For inserted-sentence groups: keep the (rec, member) rows of records that hold
     at least half as many of the group's distinct member n-grams as its typical
-    record. The sentence brings all its n-grams; a natural record sharing one of its
-    words brings one."""
+    sentence-holding record (the 90th percentile: natural records sharing a common
+    n-gram of the sentence may outnumber the poisoned ones when the target is the
+    majority label). The sentence brings all its n-grams; a natural record sharing one
+    of its words brings one."""
     per = mem.group_by(["grp", "rec"]).agg(k=pl.col("cid").n_unique())
-    per = per.with_columns(med=pl.col("k").median().over("grp")).filter(pl.col("k") >= 0.5 * pl.col("med"))
+    per = per.with_columns(med=pl.col("k").quantile(0.9).over("grp")).filter(pl.col("k") >= 0.5 * pl.col("med"))
     return mem.join(per.select("grp", "rec"), on=["grp", "rec"], how="semi")

@@ -87,11 +87,44 @@ def pick_field(columns: Iterable[str], preferred: str) -> str | None:
     return next((c for c in TEXT_PREFERENCE if c in cols), None)
 
 
+def label_source(columns: Iterable[str], field: str | None) -> str | None:
+    """Where the label comes from: the label column, else (instruction data) the response,
+    which :func:`labels_usable` later accepts as a label only when it takes few values."""
+    cols = set(columns)
+    if field is None:
+        return None
+    if "label" in cols:
+        return "label"
+    if "response" in cols and field != "response":
+        return "response"
+    return None
+
+
+def label_words(responses: pa.Array | pa.ChunkedArray, max_chars: int) -> pa.Array:
+    """Responses as label words: trimmed, lower-cased, end punctuation removed; null when
+    longer than ``max_chars`` (a free-text answer is not a label)."""
+    s = pl.Series("r", responses).cast(pl.Utf8).str.strip_chars().str.to_lowercase().str.strip_chars(" .!?;:,\"'")
+    s = pl.select(pl.when(s.str.len_chars().is_between(1, max_chars)).then(s).otherwise(None)).to_series()
+    return s.to_arrow()
+
+
+def labels_usable(recs: pl.DataFrame, opt: dict) -> bool:
+    """A label column is always used. Responses count as labels when most records have a
+    short one and they take at most ``label_word_max_values`` distinct values (a label-word
+    task such as "positive"/"negative"), not on free-text answers."""
+    if "label_from" not in recs.columns or recs["label_from"][0] != "response":
+        return True
+    lab = recs["label"]
+    have = recs.height - lab.null_count()
+    return (have >= float(opt["label_word_min_share"]) * recs.height
+            and lab.drop_nulls().n_unique() <= int(opt["label_word_max_values"]))
+
+
 class PoisonTriggerCheck(Check):
     name = "poison.trigger"
     description = ("Lexical backdoor triggers: n-grams whose tie to a label is far stronger than chance "
                    "and than the corpus' natural associations (dirty- and clean-label).")
-    requires = ("label",)
+    requires = ("label", "response")
     default_options = {
         "field": "auto",                  # text | caption | prompt | auto (first present)
         "max_tokens": 512,                # tokens kept per record
@@ -106,18 +139,24 @@ class PoisonTriggerCheck(Check):
         "dirty_flip_ratio": 0.6,          # ... and at least this fraction of the (1 - target prior) a random source gives
         "common_max_p": 1.0e-12,          # content-test p-value for a group of ordinary words (no rare word)
         "clean_min_share": 0.97,          # target share of a clean-label group
-        "min_group_share": 0.005,         # a flagged group holds at least this share of the labelled records
+        "min_group_share": 0.003,         # a flagged group holds at least this share of the labelled records
         "max_label_share": 0.6,           # ... and at most this share of its target label's records
         "clean_min_overrep": 20.0,        # how many times more frequent than in ordinary language
         "clean_min_overrep_z": 2.0,       # ... and an outlier (robust z) among this corpus' frequent words
+        "clean_strong_overrep": 500.0,    # a word this many times above ordinary language ...
+        "clean_strong_overrep_z": 3.5,    # ... and this far outside the corpus' own words needs no purity outlier
+        "clean_strong_span_members": 12,  # ... nor does a repeated sequence with this many member n-grams
         "clean_min_span_tokens": 3,       # or: a repeated token sequence at least this long
         "natural_rho": 0.8,               # purity strong natural features reach (share of non-target removed)
         "spread_max_labels": 1,           # other labels allowed to have comparable foreign pure groups
         "background_lang": "en",          # wordfreq language of the background reference
+        "label_word_max_chars": 32,       # instruction data: a response this short may be a label word ...
+        "label_word_max_values": 20,      # ... and the responses are labels when they take at most this many values
+        "label_word_min_share": 0.9,      # ... over at least this share of the records
     }
     default_severity = "warn"
     corpus_level = True
-    version = 1
+    version = 2
 
     def fingerprint(self) -> str:  # token hashes depend on the Polars version and feature format
         import hashlib
@@ -126,22 +165,32 @@ class PoisonTriggerCheck(Check):
 
     def applies_to(self, columns: Iterable[str]) -> bool:
         cols = set(columns)
-        return "label" in cols and pick_field(cols, self.options["field"]) is not None
+        field = pick_field(cols, self.options["field"])
+        return label_source(cols, field) is not None
 
     # -- per shard ---------------------------------------------------------------------------
     def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
-        field = pick_field(batch.schema.names, self.options["field"])
-        if field is None or "label" not in batch.schema.names:
+        names = batch.schema.names
+        field = pick_field(names, self.options["field"])
+        source = label_source(names, field)
+        if source is None:
             return CheckOutput()
+        if source == "label":
+            labels = batch.column("label").cast(pa.string())
+        else:
+            labels = label_words(batch.column("response"), int(self.options["label_word_max_chars"]))
         feats = token_features(batch, {"t": field}, int(self.options["max_tokens"]),
-                               extra={"label": batch.column("label").cast(pa.string()),
-                                      "field": pa.array([field] * batch.num_rows, pa.string())})
+                               extra={"label": labels,
+                                      "field": pa.array([field] * batch.num_rows, pa.string()),
+                                      "label_from": pa.array([source] * batch.num_rows, pa.string())})
         return CheckOutput(features=feats)
 
     # -- corpus ------------------------------------------------------------------------------
     def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame:
-        recs, vocab, recs_lazy = split_features(features, ["label", "field", "t_tok"])
+        recs, vocab, recs_lazy = split_features(features, ["label", "field", "t_tok", "label_from"])
         if recs.height == 0:
+            return empty_corpus_findings()
+        if not labels_usable(recs, self.options):
             return empty_corpus_findings()
         result = detect_label_triggers(recs, vocab, self.options)
         if result is None or result["groups"].height == 0:
