@@ -158,7 +158,7 @@ def detect_label_triggers(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
                  & (pl.col("dirty_logp") <= math.log(opt["common_max_p"]))
                  & (pl.col("flip") >= 0.8 * (1 - pl.col("p0"))))
     flagged = gstat.filter((pl.col("eligible") & (pl.col("dirty_ok") | pl.col("clean_ok"))) | common_ok
-                           | (pl.col("eligible_weak") & pl.col("dirty_ok")))
+                           | (pl.col("eligible_weak") & pl.col("dirty_ok") & (pl.col("flip") >= opt["weak_min_flip"])))
     return {"groups": flagged, "all_groups": gstat, "grec": grec, "cand": cand, "member": member,
             "codes": codes, "names": names, "table": table, "N": N}
 
@@ -273,7 +273,9 @@ def _clean_label_evidence(gstat: pl.DataFrame, N: int, opt: dict) -> pl.DataFram
                & (pl.col("rz").fill_null(-99.0) >= float(opt["clean_strong_overrep_z"])))
               | (pl.col("long_span") & (pl.col("members") >= int(opt["clean_strong_span_members"]))))
     # a strongly foreign word on a label it cannot dominate by association (the majority label at a
-    # low rate: 18 of 18 records on an 80% label is p = 0.02) is judged on its content alone
+    # low rate: 18 of 18 records on an 80% label is p = 0.02) is judged on its content alone, and
+    # must be mostly relabelled (``weak_min_flip``): a natural word that leans to the majority label
+    # "relabels" a few of its records too, and where every word is foreign (tweets) that is common
     weak = (~pl.col("assoc_ok") & (pl.col("n") >= min_n) & (pl.col("share") >= opt["min_share"])
             & (pl.col("k") <= float(opt["max_label_share"]) * pl.col("p0") * N) & pl.col("foreign") & strong)
     return gstat.with_columns(strong_foreign=strong, eligible_weak=weak,
@@ -300,7 +302,13 @@ def _long_span_groups(gstat: pl.DataFrame, cand: pl.DataFrame, table: lx.TokenTa
             .join(spans.select("rec", "p0", "p1"), on="rec")
             .filter((pl.col("pos") >= pl.col("p0")) & (pl.col("pos") < pl.col("p1"))))
     cover = hits.group_by("grp").agg(r=pl.col("rec").n_unique()).join(gstat.select("grp", "n"), on="grp")
-    return cover.filter(pl.col("r") >= 0.5 * pl.col("n"))["grp"].to_list()
+    # a sentence made of common words ("... and so were we") pulls natural n-grams ("and so") into
+    # its group, whose records then far outnumber the sentence's: compare with its longest n-grams
+    longest = (cand.filter(pl.col("n") == pl.col("n").max().over("grp")).group_by("grp")
+               .agg(top=pl.col("df").max()))
+    cover = cover.join(longest, on="grp", how="left").with_columns(
+        ref=pl.min_horizontal(pl.col("n"), pl.col("top").fill_null(pl.col("n"))))
+    return cover.filter(pl.col("r") >= 0.5 * pl.col("ref"))["grp"].to_list()
 
 
 def _dirty_label_evidence(gstat: pl.DataFrame, grec: pl.DataFrame, grams: pl.DataFrame, codes: np.ndarray,

@@ -252,7 +252,7 @@ def _topic_share(rt: lx.TokenTable, rdf: pl.DataFrame, rec: np.ndarray, p0: np.n
         return 0.0
     n = len(np.unique(rec))
     per = (rest.group_by("tok").agg(c=pl.len()).join(rdf, on="tok")
-           .filter(pl.col("df") <= max_df_share * n_records)
+           .filter((pl.col("df") <= max_df_share * n_records) & (pl.col("c") >= 2))
            .with_columns(lift=(pl.col("c") / n) / (pl.col("df") / n_records))
            .filter(pl.col("lift") >= min_lift))
     return float(per["c"].max() or 0) / n

@@ -135,7 +135,7 @@ class PoisonTriggerCheck(Check):
         "group_min_overlap": 0.15,        # shared records (of the smaller) that tie two n-grams into one group
         "fdr": 0.01,                      # Benjamini-Hochberg rate over groups, for every group test
         "max_groups": 60,                 # strongest groups given the content (dirty-label) test
-        "dirty_min_flip": 0.15,           # estimated share of relabelled records in a dirty-label group, at least
+        "dirty_min_flip": 0.3,            # estimated share of relabelled records in a dirty-label group, at least
         "dirty_flip_ratio": 0.6,          # ... and at least this fraction of the (1 - target prior) a random source gives
         "common_max_p": 1.0e-12,          # content-test p-value for a group of ordinary words (no rare word)
         "clean_min_share": 0.97,          # target share of a clean-label group
@@ -145,6 +145,7 @@ class PoisonTriggerCheck(Check):
         "clean_min_overrep_z": 2.0,       # ... and an outlier (robust z) among this corpus' frequent words
         "clean_strong_overrep": 500.0,    # a word this many times above ordinary language ...
         "clean_strong_overrep_z": 3.5,    # ... and this far outside the corpus' own words needs no purity outlier
+        "weak_min_flip": 0.5,             # ... a strongly foreign word with a weak tie needs this relabelled share
         "clean_strong_span_members": 12,  # ... nor does a repeated sequence with this many member n-grams
         "clean_min_span_tokens": 3,       # or: a repeated token sequence at least this long
         "natural_rho": 0.8,               # purity strong natural features reach (share of non-target removed)
