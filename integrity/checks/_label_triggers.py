@@ -124,6 +124,13 @@ def detect_label_triggers(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
         if rare_grp:
             grec = pl.concat([grec.filter(~pl.col("grp").is_in(rare_grp)),
                               rrecs.filter(pl.col("grp").is_in(rare_grp)).select(grec.columns)])
+    # phrase groups of ordinary words (a short prefix such as "quick take :"): a record belongs to
+    # the group when it holds most of the phrase's n-grams, not one of its common words
+    nmem = cand.group_by("grp").agg(m=pl.len())
+    phrase_grp = [g for g in nmem.filter(pl.col("m") >= 4)["grp"].to_list() if g not in span_grp and g not in rare_grp]
+    if phrase_grp:
+        core = core_records(mrows.filter(pl.col("grp").is_in(phrase_grp))).unique(["grp", "rec"])
+        grec = pl.concat([grec.filter(~pl.col("grp").is_in(phrase_grp)), core.select(grec.columns)])
     grec = grec.with_columns(y=pl.Series(codes[grec["rec"].to_numpy().astype(np.int64)]))
     gstat = grec.group_by("grp").agg(target=pl.col("target").first(), n=pl.len(),
                                      k=(pl.col("y") == pl.col("target")).sum().cast(pl.Int64))
@@ -264,7 +271,7 @@ def _clean_label_evidence(gstat: pl.DataFrame, N: int, opt: dict) -> pl.DataFram
     # foreign groups may be flagged on purity (clean-label; only where purity is not how the corpus
     # works) or on content (dirty-label); groups of ordinary words only when both their purity and
     # their content are anomalous
-    gstat = gstat.with_columns(eligible=base & pl.col("foreign"), eligible_common=base & alone & pl.col("tail_ok"))
+    gstat = gstat.with_columns(eligible=base & pl.col("foreign"), eligible_common=base)
     # an extremely foreign word (orders of magnitude above ordinary language and far outside
     # this corpus' own vocabulary) needs no purity outlier: on a majority target purity is cheap
     # for every feature, so the tail test cannot single the trigger out, while its foreignness can

@@ -190,7 +190,10 @@ def detect_injected_spans(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
         e = t["expl"]
         big = t["support"] >= max(min_sup, float(opt["min_share"]) * N)
         if (e and passed and big and e["precision"] >= opt["min_precision"] and e["recall"] >= opt["min_recall"]
-                and (t["residual_diverse"] or t["unrelated"])):
+                and (t["residual_diverse"] or t["unrelated"])
+                # natural boilerplate of one family ("... for the Rust crate" after Rust answers to
+                # prompts naming librust-* packages) is explained by the prompts too, but follows a topic
+                and (t["unrelated"] or t["topical"] < float(opt["max_topic_share"]))):
             t["kind"] = "explained"
         elif (min_unexpl > 0 and t["ntok"] >= min_unexpl and t["position"] >= 0.9 and t["unrelated_all"] and big
               and t["topical"] < float(opt["max_topic_share"]) and (e is None or e["best_single_recall"] < 1 / 3)):
