@@ -21,8 +21,13 @@ app = typer.Typer(
 )
 quarantine_app = typer.Typer(help="List, release or restore quarantined shards.", no_args_is_help=True)
 policy_app = typer.Typer(help="Show or validate scan policies.", no_args_is_help=True)
+console_app = typer.Typer(help="The ops console: scans over nights, findings, the quarantine queue (web UI).",
+                          invoke_without_command=True)
+users_app = typer.Typer(help="Console users: viewers read, operators also release and restore.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(policy_app, name="policy")
+app.add_typer(console_app, name="console")
+console_app.add_typer(users_app, name="users")
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
@@ -101,6 +106,8 @@ def _scan_or_gate(source, out_dir, policy, reference, columns, checks, runner, a
                   verbose, image_root=None) -> dict | None:
     from connectors.errors import SourceError
     from integrity.checks.registry import UnknownCheckError
+    from integrity.engine.outputs import OutputError
+    from integrity.ledger import LedgerError
     from integrity.policy import PolicyError
 
     _setup_logging(verbose)
@@ -111,7 +118,8 @@ def _scan_or_gate(source, out_dir, policy, reference, columns, checks, runner, a
         summary = _run(spec, runner, workers, address)
         summary["run_dir"] = str(spec.out)
         return summary
-    except (PolicyError, SourceError, UnknownCheckError, typer.BadParameter, ValueError) as e:
+    except (PolicyError, SourceError, UnknownCheckError, LedgerError, OutputError, typer.BadParameter,
+            ValueError) as e:
         err.print(f"[red]error:[/] {e}")
     except KeyboardInterrupt:
         err.print("[red]interrupted[/]")
@@ -184,9 +192,13 @@ def quarantine_list(state_dir: StateDir = Path(".integrity")) -> None:
     """Shards currently in quarantine."""
     from rich.table import Table
 
-    from integrity.ledger import Ledger
+    from integrity.ledger import Ledger, LedgerError
 
-    rows = Ledger(state_dir).quarantined()
+    try:
+        rows = Ledger(state_dir).quarantined()
+    except LedgerError as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(COULD_NOT_RUN)
     if not rows:
         out.print("nothing is quarantined")
         return
@@ -230,6 +242,125 @@ def quarantine_restore(shard: Annotated[str, typer.Argument(help="Shard name or 
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(COULD_NOT_RUN)
     out.print(f"restored {shard}")
+
+
+@quarantine_app.command("resume")
+def quarantine_resume(state_dir: StateDir = Path(".integrity")) -> None:
+    """Finish the quarantine and restore actions a crash left half done (copy, verify, remove).
+
+    The next scan does this too; exits 0 when nothing is left unfinished, 1 when an
+    action could not be finished (its error is shown; run it again once that is fixed).
+    """
+    from integrity import quarantine as q
+    from integrity.ledger import Ledger, LedgerError
+    from integrity.ledger.records import LIVE_STATES
+
+    try:
+        ledger = Ledger(state_dir)
+        actions = q.resume_pending(ledger)
+    except (q.QuarantineError, LedgerError) as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(COULD_NOT_RUN)
+    if not actions:
+        out.print("no unfinished quarantine actions")
+        return
+    stuck = [a for a in actions if a.state in LIVE_STATES or a.restore_state in LIVE_STATES]
+    for a in actions:
+        line = q.describe(a)
+        if a in stuck:
+            err.print(f"[yellow]unfinished[/] {line}" + (f": {a.error}" if a.error else ""))
+        else:
+            out.print(f"finished {line}")
+    if stuck:
+        raise typer.Exit(1)
+
+
+ConsoleHost = Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default; any other "
+                                                         "address needs console users).")]
+ConsolePort = Annotated[int, typer.Option("--port", help="Port to listen on.")]
+PrefectUI = Annotated[Optional[str], typer.Option(
+    "--prefect-ui", help="Prefect UI base URL for links to flow runs (default: $PREFECT_UI_URL, or PREFECT_API_URL "
+                         "without /api).")]
+
+
+def _prefect_ui(url: str | None) -> str | None:
+    url = url or os.environ.get("PREFECT_UI_URL")
+    if not url and os.environ.get("PREFECT_API_URL"):
+        url = os.environ["PREFECT_API_URL"].rstrip("/").removesuffix("/api")
+    return url
+
+
+@console_app.callback()
+def console(ctx: typer.Context, state_dir: StateDir = Path(".integrity"), host: ConsoleHost = "127.0.0.1",
+            port: ConsolePort = 8765, prefect_ui: PrefectUI = None) -> None:
+    """Serve the ops console on the ledger in --state-dir (http://127.0.0.1:8765 by default).
+
+    With no console users it is read-only and only binds to loopback; add users with
+    `integrity console users add NAME --role viewer|operator`.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from integrity.console import BindError
+    from integrity.console.server import serve as serve_console
+    from integrity.ledger import LedgerError
+
+    if not (state_dir / "ledger.sqlite").exists():
+        err.print(f"[yellow]note:[/] {state_dir} holds no ledger yet; the console starts empty "
+                  "(scans with this state directory will show up). The demo's is .integrity/demo.")
+    try:
+        out.print(f"integrity console on http://{host}:{port} (state dir {state_dir}); Ctrl+C stops it")
+        serve_console(state_dir, host=host, port=port, prefect_ui=_prefect_ui(prefect_ui))
+    except (BindError, LedgerError) as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(COULD_NOT_RUN)
+
+
+@users_app.command("add")
+def console_users_add(
+        name: Annotated[str, typer.Argument(help="User name (what they type to sign in).")],
+        role: Annotated[str, typer.Option("--role", help="viewer (reads) or operator (also releases and restores).")],
+        password_stdin: Annotated[bool, typer.Option(
+            "--password-stdin", help="Read a password (8+ characters) from stdin instead of printing a token.")] = False,
+        state_dir: StateDir = Path(".integrity")) -> None:
+    """Add a console user (or replace their role and secret). Prints a new token once unless --password-stdin."""
+    from integrity.console import add_user
+    from integrity.ledger import Ledger, LedgerError
+
+    secret = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    try:
+        token = add_user(Ledger(state_dir), name, role, secret)
+    except (ValueError, LedgerError) as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(COULD_NOT_RUN)
+    if password_stdin:
+        out.print(f"user {name} ({role}) set; the password is stored hashed")
+    else:
+        out.print(f"user {name} ({role}) added. Sign-in token (shown once, stored hashed):")
+        sys.stdout.write(token + "\n")
+
+
+@users_app.command("list")
+def console_users_list(state_dir: StateDir = Path(".integrity")) -> None:
+    """List console users and their roles."""
+    from integrity.ledger import Ledger
+
+    users = Ledger(state_dir).users()
+    if not users:
+        out.print("no console users (the console is read-only and loopback-only)")
+    for u in users:
+        out.print(f"{u.name:24s} {u.role:9s} added {u.created_at} by {u.created_by}")
+
+
+@users_app.command("remove")
+def console_users_remove(name: Annotated[str, typer.Argument(help="User name.")],
+                         state_dir: StateDir = Path(".integrity")) -> None:
+    """Remove a console user (their sessions stop working at once)."""
+    from integrity.ledger import Ledger
+
+    if not Ledger(state_dir).remove_user(name):
+        err.print(f"[red]error:[/] no console user named {name!r}")
+        raise typer.Exit(COULD_NOT_RUN)
+    out.print(f"removed {name}")
 
 
 @policy_app.command("default")

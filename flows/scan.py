@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import prefect.runtime as prefect_runtime
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
                                update_progress_artifact)
@@ -103,7 +104,8 @@ def scan_flow(spec: ScanSpec) -> dict[str, Any]:
     t = time.perf_counter()
     refs = list_task(spec)
     Ledger(spec.state_dir).record_scan_start(scan_id=spec.scan_id, source=spec.source, policy=spec.policy.source,
-                                             policy_sha256=spec.policy.sha256, run_dir=str(spec.out))
+                                             policy_sha256=spec.policy.sha256, run_dir=str(spec.out),
+                                             flow_run_id=prefect_runtime.flow_run.id)
     timings["list"] = time.perf_counter() - t
     logger.info("scan %s: %d shards in %s", spec.scan_id, len(refs), spec.source)
 

@@ -478,9 +478,10 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     out = Path(out) if out is not None else run_dir / "report.html"
     html = render_report(run_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(out)
+    from integrity.engine.outputs import atomic_output
+
+    with atomic_output(out) as tmp:  # a full disk leaves no truncated report, and the error names it
+        tmp.write_text(html, encoding="utf-8")
     return out
 
 

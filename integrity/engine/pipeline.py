@@ -21,6 +21,7 @@ from integrity.engine.corpus import after_verdicts, run_corpus_checks, shard_fin
 from integrity.engine.shard import ShardResult, scan_shard
 from integrity.engine.spec import ScanSpec
 from integrity.ledger import Ledger, findings_key
+from integrity.redact import mask_frame
 
 log = logging.getLogger(__name__)
 WORK = ".work"  # run_dir subfolder for intermediate files
@@ -41,7 +42,7 @@ def corpus_stage(spec: ScanSpec, results: list[ShardResult]) -> tuple[Path, dict
     """Corpus-level checks; their findings go to ``.work/corpus_findings.parquet``."""
     found, timings = run_corpus_checks(spec, results, spec.out)
     path = spec.out / WORK / "corpus_findings.parquet"
-    found.write_parquet(path)
+    outputs.write_parquet(mask_frame(found), path)  # details may quote record text: secrets masked
     return path, timings
 
 
@@ -57,13 +58,13 @@ def policy_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult
     shard away) and the shard verdicts (``.work/verdicts.parquet``, returned)."""
     findings_path = outputs.write_findings(all_findings(spec, results, corpus_path), spec.out)
     examples = outputs.collect_examples(spec, pl.scan_parquet(findings_path), results, {r.name: r for r in refs})
-    examples.write_parquet(spec.out / "examples.parquet")
+    outputs.write_parquet(examples, spec.out / "examples.parquet")
     counts = verdict.shard_counts(pl.scan_parquet(findings_path))
     ledger = Ledger(spec.state_dir)
     shards = verdict.decide(results, counts, spec.policy,
                             lambda sha, reasons: ledger.release_for(sha, findings_key(reasons)))
     path = spec.out / WORK / "verdicts.parquet"
-    shards.write_parquet(path)
+    outputs.write_parquet(shards, path)
     return path
 
 
@@ -100,8 +101,8 @@ def quarantine_stage(spec: ScanSpec, results: list[ShardResult], verdicts_path: 
     approved = shards.filter(pl.col("verdict").is_in(["pass", "warn"]))["shard"].to_list()
     after_verdicts(spec, results, approved)
     path = spec.out / WORK / "shards.parquet"
-    shards.with_columns(
-        quarantine=pl.col("shard").replace_strict(status, default=None, return_dtype=pl.Utf8)).write_parquet(path)
+    outputs.write_parquet(shards.with_columns(
+        quarantine=pl.col("shard").replace_strict(status, default=None, return_dtype=pl.Utf8)), path)
     return path
 
 
@@ -111,7 +112,7 @@ def output_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult
     """Writes shards.parquet, examples.parquet, summary.json and report.html; returns the summary."""
     t0 = time.perf_counter()
     shards = pl.read_parquet(shards_path)
-    shards.write_parquet(spec.out / "shards.parquet")
+    outputs.write_parquet(shards, spec.out / "shards.parquet")
     findings_path = spec.out / "findings.parquet"
     verdicts = {v: 0 for v in ("pass", "warn", "quarantine", "unreadable")}
     for v, n in shards.group_by("verdict").len().iter_rows():

@@ -8,6 +8,7 @@ returns a :class:`ShardResult`: paths and small counts, never tables.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from connectors.errors import ShardReadError
 from integrity.checks.base import Check, CheckOutput, ShardInfo
 from integrity.engine.spec import ScanSpec
 from integrity.ledger import Ledger
+from integrity.redact import mask_batch, mask_frame, mask_secrets
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +97,7 @@ class _FrameSink:
     def write(self, frame: pl.DataFrame) -> None:
         if frame is None or frame.height == 0:
             return
-        table = frame.to_arrow()
+        table = mask_frame(frame).to_arrow()  # nothing reaches the cache with a secret in full
         if self.writer is None:
             self.schema = self.schema or table.schema
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,8 +142,11 @@ def _run_checks(ref: ShardRef, spec: ScanSpec, work: Path) -> tuple[ShardReader,
             if checks is None:  # the columns are known once the first batch is read
                 checks = [c for c in (spec.check_instance(n, info) for n in spec.checks)
                           if c.applies_to(batch.schema.names)]
+            masked = None  # secrets masked once per batch, for every check but privacy.secret
             for check in checks:
-                emit(check, _guarded(check, ref, check.process_batch, batch))
+                if not check.reads_raw_secrets and masked is None:
+                    masked = mask_batch(batch)
+                emit(check, _guarded(check, ref, check.process_batch, batch if check.reads_raw_secrets else masked))
         for check in checks or []:
             emit(check, _guarded(check, ref, check.finish_shard))
     finally:
@@ -202,8 +207,13 @@ def scan_shard(ref: ShardRef, spec: ScanSpec) -> ShardResult:
         done.cached = False
         return done
     except (ShardReadError, CheckFailed) as e:
-        result.status, result.error = "unreadable", str(e)
+        result.status, result.error = "unreadable", mask_secrets(str(e))
     except OSError as e:
-        result.status, result.error = "unreadable", f"{ref.uri}: cannot read ({e}); check the path and permissions"
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # writing the cache, not reading the shard
+            result.status, result.error = "unreadable", (
+                f"{ref.uri}: not scanned: no space left writing its results under {spec.state_dir} "
+                f"({e.filename or 'the scan cache'}); free space there and run the scan again")
+        else:
+            result.status, result.error = "unreadable", f"{ref.uri}: cannot read ({e}); check the path and permissions"
     result.seconds = time.perf_counter() - t0
     return result

@@ -8,11 +8,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MODES = ("move", "copy", "mark")
 ACTION_STATES = ("pending", "copied", "verified", "done", "failed")
 LIVE_STATES = ("pending", "copied", "verified")  # started, not finished
 RESOLUTIONS = ("released", "restored")
+ROLES = ("viewer", "operator")
 DB_NAME = "ledger.sqlite"
 BUSY_TIMEOUT_S = 30.0
 DEFAULT_LEASE_S = 30 * 60
@@ -60,6 +61,8 @@ class ScanRecord:
     verdict: str | None
     counts: dict[str, Any] | None
     created_at: str
+    #: the Prefect flow run that ran the scan (null for inline scans and scans recorded before it was kept)
+    flow_run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,6 +125,34 @@ class QuarantineAction:
     def holds_copy(self) -> bool:
         """The quarantine area (may) still hold this action's copy."""
         return self.mode != "mark" and self.state != "failed" and self.restore_state != "done"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ConsoleUser:
+    """A user of the ops console (the password or token is only ever stored hashed)."""
+
+    name: str
+    role: str
+    created_by: str | None
+    created_at: str
+
+
+@dataclass(frozen=True)
+class ConsoleAction:
+    """One action taken (or refused) in the ops console: who, when, what, on what, why, and how it ended."""
+
+    id: int
+    at: str
+    who: str
+    role: str | None
+    action: str
+    target: str | None
+    reason: str | None
+    outcome: str
+    detail: str | None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -14,6 +14,9 @@ from typing import Any, Iterable, Iterator, Mapping
 from integrity.ledger.records import (
     ACTION_STATES,
     BUSY_TIMEOUT_S,
+    ROLES,
+    ConsoleAction,
+    ConsoleUser,
     DB_NAME,
     DEFAULT_LEASE_S,
     LIVE_STATES,
@@ -76,6 +79,14 @@ class Ledger:
             con.execute("PRAGMA foreign_keys = ON")
             con.execute("PRAGMA synchronous = FULL")
             yield con
+        except sqlite3.DatabaseError as e:
+            if type(e) is not sqlite3.DatabaseError:  # integrity/operational errors are the callers' business
+                raise
+            # "file is not a database", "database disk image is malformed": say which file and what to do
+            raise LedgerError(
+                f"{self.path}: not a readable ledger database ({e}); it may be corrupt or not a ledger: move it "
+                "aside (a new one is created; quarantined files stay where they are) or restore it from a backup"
+            ) from None
         finally:
             con.close()
 
@@ -115,6 +126,12 @@ class Ledger:
                 raise
             con.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[sqlite3.Connection]:
+        """A connection for read-only queries (rows are :class:`sqlite3.Row`); closed on exit."""
+        with self._connect() as con:
+            yield con
+
     def schema_version(self) -> int:
         """The schema version of the database file."""
         with self._connect() as con:
@@ -131,9 +148,11 @@ class Ledger:
         run_dir: str | os.PathLike | None = None,
         scan_id: str | None = None,
         who: str | None = None,
+        flow_run_id: str | None = None,
     ) -> str:
         """Record that a scan started; returns its ``scan_id`` (a new UUID hex unless given).
 
+        ``flow_run_id`` is the Prefect flow run that runs it (the console links to it).
         Re-recording the start of an existing ``scan_id`` updates its
         source/policy/run_dir and keeps its original start time.
         """
@@ -141,11 +160,12 @@ class Ledger:
         now = utc_now()
         with self._write() as con:
             con.execute(
-                f"""INSERT INTO scans ({_SCAN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?)
+                f"""INSERT INTO scans ({_SCAN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?)
                     ON CONFLICT(scan_id) DO UPDATE SET source = excluded.source, policy = excluded.policy,
-                        policy_sha256 = excluded.policy_sha256, run_dir = excluded.run_dir""",
+                        policy_sha256 = excluded.policy_sha256, run_dir = excluded.run_dir,
+                        flow_run_id = COALESCE(excluded.flow_run_id, flow_run_id)""",
                 (scan_id, str(source), str(policy), policy_sha256,
-                 None if run_dir is None else os.fspath(run_dir), who or current_user(), now, now),
+                 None if run_dir is None else os.fspath(run_dir), who or current_user(), now, now, flow_run_id),
             )
         return scan_id
 
@@ -564,3 +584,63 @@ class Ledger:
                        updated_at = excluded.updated_at""",
                 (uri, fingerprint, sha256, now, now),
             )
+
+    # -- console users and the console's audit log -------------------------
+
+    def put_user(self, name: str, *, role: str, password_hash: str, created_by: str | None = None) -> ConsoleUser:
+        """Create or replace a console user (``password_hash`` is a hash, never the secret itself)."""
+        if role not in ROLES:
+            raise LedgerError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
+        name = str(name).strip()
+        if not name:
+            raise LedgerError("a console user needs a non-empty name")
+        now = utc_now()
+        with self._write() as con:
+            con.execute(
+                """INSERT INTO console_users (name, role, password_hash, created_by, created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(name) DO UPDATE SET role = excluded.role, password_hash = excluded.password_hash,
+                       updated_at = excluded.updated_at""",
+                (name, role, password_hash, created_by or current_user(), now, now),
+            )
+        return ConsoleUser(name=name, role=role, created_by=created_by or current_user(), created_at=now)
+
+    def user_hash(self, name: str) -> tuple[str, str] | None:
+        """``(role, password_hash)`` of a console user, or None."""
+        with self._connect() as con:
+            row = con.execute("SELECT role, password_hash FROM console_users WHERE name = ?", (name,)).fetchone()
+        return (row["role"], row["password_hash"]) if row else None
+
+    def users(self) -> list[ConsoleUser]:
+        """All console users, by name."""
+        with self._connect() as con:
+            rows = con.execute("SELECT name, role, created_by, created_at FROM console_users ORDER BY name").fetchall()
+        return [ConsoleUser(**{k: r[k] for k in r.keys()}) for r in rows]
+
+    def remove_user(self, name: str) -> bool:
+        """Delete a console user; returns whether one was deleted."""
+        with self._write() as con:
+            return con.execute("DELETE FROM console_users WHERE name = ?", (name,)).rowcount > 0
+
+    def record_console_action(self, *, who: str, role: str | None, action: str, target: str | None,
+                              reason: str | None, outcome: str, detail: str | None = None) -> ConsoleAction:
+        """Write one console action (done, refused or failed) to the audit log."""
+        now = utc_now()
+        with self._write() as con:
+            cur = con.execute(
+                """INSERT INTO console_actions (at, who, role, action, target, reason, outcome, detail)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                (now, who, role, action, target, reason, outcome, detail),
+            )
+            row = con.execute("SELECT * FROM console_actions WHERE id = ?", (cur.lastrowid,)).fetchone()
+        return ConsoleAction(**{k: row[k] for k in row.keys()})
+
+    def console_actions(self, target: str | None = None, limit: int = 100) -> list[ConsoleAction]:
+        """The console's audit log, newest first (of one target, e.g. a shard name, when given)."""
+        sql, args = "SELECT * FROM console_actions", []
+        if target is not None:
+            sql += " WHERE target = ?"
+            args.append(target)
+        with self._connect() as con:
+            rows = con.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, int(limit))).fetchall()
+        return [ConsoleAction(**{k: r[k] for k in r.keys()}) for r in rows]
