@@ -271,7 +271,10 @@ def _clean_label_evidence(gstat: pl.DataFrame, N: int, opt: dict) -> pl.DataFram
     # foreign groups may be flagged on purity (clean-label; only where purity is not how the corpus
     # works) or on content (dirty-label); groups of ordinary words only when both their purity and
     # their content are anomalous
-    gstat = gstat.with_columns(eligible=base & pl.col("foreign"), eligible_common=base)
+    # ordinary-word groups are judged on their content (a strict content test, below); with
+    # ``common_strict`` they also need the purity tail and no spread (image clusters as labels)
+    common = (base & alone & pl.col("tail_ok")) if opt.get("common_strict") else base
+    gstat = gstat.with_columns(eligible=base & pl.col("foreign"), eligible_common=common)
     # an extremely foreign word (orders of magnitude above ordinary language and far outside
     # this corpus' own vocabulary) needs no purity outlier: on a majority target purity is cheap
     # for every feature, so the tail test cannot single the trigger out, while its foreignness can
@@ -330,7 +333,10 @@ def _dirty_label_evidence(gstat: pl.DataFrame, grec: pl.DataFrame, grams: pl.Dat
     typical C record: the share of A below C's median, against B's, estimates the
     relabelled share ((rA - rB) / (0.5 - rB)) and a one-sided Fisher test gives
     the p-value (Benjamini-Hochberg over the groups tested)."""
-    tested = (gstat.filter((pl.col("eligible") | pl.col("eligible_common") | pl.col("eligible_weak")) & ~pl.col("clean_ok"))
+    # groups clean-label by their purity tail need no content test; those clean-label by
+    # foreignness alone get it too, so that a relabelled group is reported as dirty-label
+    settled = pl.col("clean_ok") & ~pl.col("strong_foreign")
+    tested = (gstat.filter((pl.col("eligible") | pl.col("eligible_common") | pl.col("eligible_weak")) & ~settled)
               .sort("logp").head(int(opt["max_groups"])))
     res: dict[int, tuple[float, float]] = {}
     if tested.height == 0:

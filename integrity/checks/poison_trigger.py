@@ -148,6 +148,7 @@ class PoisonTriggerCheck(Check):
         "weak_min_flip": 0.5,             # ... a strongly foreign word with a weak tie needs this relabelled share
         "clean_strong_span_members": 12,  # ... nor does a repeated sequence with this many member n-grams
         "clean_min_span_tokens": 3,       # or: a repeated token sequence at least this long
+        "common_strict": False,           # ordinary-word groups also need the purity tail and no spread
         "natural_rho": 0.8,               # purity strong natural features reach (share of non-target removed)
         "spread_max_labels": 1,           # other labels allowed to have comparable foreign pure groups
         "background_lang": "en",          # wordfreq language of the background reference
