@@ -179,7 +179,12 @@ def detect_injected_spans(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
         # explanation found (one family of packages, one topic) are related
         sim_all = _prompt_similarity(puni, pairs, set()) if assoc else sim
         topical = _topic_share(rt, rdf, e_rec, e0, e1, N)
-        tested.append({**cl, "recs": srec, "expl": expl, "position": max(at_end, at_start), "topical": topical,
+        span_toks = set(rt.gram_tokens(e_rec[:1], e0[:1], (e1 - e0)[:1])[0]) if len(e_rec) else set()
+        # (short words and words frequent in answers, such as "i", say nothing about the prompt)
+        shared = {t for t in assoc & span_toks if len(vocab.get(t, "")) >= 4}
+        restates = bool(shared) and bool(rdf.filter(pl.col("tok").is_in(list(shared))
+                                                    & (pl.col("df") <= 0.05 * N)).height)
+        tested.append({**cl, "recs": srec, "expl": expl, "position": max(at_end, at_start), "topical": topical, "restates": restates,
                        "unrelated_all": sim_all <= 2.0 * baseline + 0.02,
                        "where": "end" if at_end >= at_start else "start", "residual_diverse": residual_diverse,
                        "prompt_similarity": sim, "baseline_similarity": baseline, "unrelated": unrelated})
@@ -192,8 +197,9 @@ def detect_injected_spans(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
         if (e and passed and big and e["precision"] >= opt["min_precision"] and e["recall"] >= opt["min_recall"]
                 and (t["residual_diverse"] or t["unrelated"])
                 # natural boilerplate of one family ("... for the Rust crate" after Rust answers to
-                # prompts naming librust-* packages) is explained by the prompts too, but follows a topic
-                and (t["unrelated"] or t["topical"] < float(opt["max_topic_share"]))):
+                # prompts naming librust-* packages) is explained by the prompts too, but follows a
+                # topic, or restates the very word of the prompt that "explains" it
+                and t["topical"] < float(opt["max_topic_share"]) and not t["restates"]):
             t["kind"] = "explained"
         elif (min_unexpl > 0 and t["ntok"] >= min_unexpl and t["position"] >= 0.9 and t["unrelated_all"] and big
               and t["topical"] < float(opt["max_topic_share"]) and (e is None or e["best_single_recall"] < 1 / 3)):

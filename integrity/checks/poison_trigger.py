@@ -145,6 +145,7 @@ class PoisonTriggerCheck(Check):
         "clean_min_overrep_z": 2.0,       # ... and an outlier (robust z) among this corpus' frequent words
         "clean_strong_overrep": 500.0,    # a word this many times above ordinary language ...
         "clean_strong_overrep_z": 3.5,    # ... and this far outside the corpus' own words needs no purity outlier
+        "strong_min_prior": 0.5,          # ... on a target label holding at least this share of the records
         "weak_min_flip": 0.5,             # ... a strongly foreign word with a weak tie needs this relabelled share
         "clean_strong_span_members": 12,  # ... nor does a repeated sequence with this many member n-grams
         "clean_min_span_tokens": 3,       # or: a repeated token sequence at least this long
