@@ -12,6 +12,13 @@ record's text (``text``, else ``caption``, else ``prompt``; at most
 ``max_tokens``), their character offsets, the label, and the shard's
 vocabulary (hash -> token, to name a trigger).
 
+Instruction data with no label column: the response is the label when it is
+a label word — trimmed, lower-cased, end punctuation removed, at most
+``label_word_max_chars`` long in ``label_word_min_share`` of the records, and
+at most ``label_word_max_values`` distinct values ("positive"/"negative", a
+category name). Free-text answers are never treated as labels (that is
+``poison.target``'s ground).
+
 Corpus pass (:func:`detect_label_triggers`):
 
 1. **Association.** Every 1..``ngram_max``-gram (with start/end-of-field
@@ -21,8 +28,12 @@ Corpus pass (:func:`detect_label_triggers`):
 2. **Groups.** Candidates with one target that co-occur far beyond chance (the
    n-grams of one inserted sentence, several trigger words used together, a
    trigger and the n-grams around it) form one group. Its records: the union;
-   for an inserted sentence, the records holding most of it; for rare words,
-   the records holding one of them. A group's association (binomial test of
+   for an inserted sentence or a phrase of >= 4 member n-grams, the records
+   holding most of it (against its longest n-grams: natural records sharing
+   one common word of it do not count); for rare words, the records holding
+   one of them. Unigrams too weakly tied to be candidates (a majority target
+   at a low rate: 18 of 18 records on an 80% label is p = 0.02) join when
+   they are near-pure and *strongly foreign* (below). A group's association (binomial test of
    its target share) must pass Benjamini-Hochberg at ``fdr`` over all groups,
    and it must hold ``min_group_share`` of the records but at most
    ``max_label_share`` of its target label's (a feature in most of a label
@@ -46,10 +57,20 @@ Corpus pass (:func:`detect_label_triggers`):
      a generalized Pareto tail fitted on this corpus' other groups (BH), and
      comparable foreign pure groups exist on at most ``spread_max_labels``
      other labels (where they exist on many, purity is how the corpus works).
-   * A group of ordinary words (not foreign) needs both: alone, a tail outlier,
-     target share >= ``clean_min_share`` and a content test at p <=
-     ``common_max_p`` with most of (1 - prior) relabelled — annotators follow
-     strong natural words too, so only an extreme contradiction counts.
+     On a target holding >= ``strong_min_prior`` of the records purity is
+     cheap for every feature and the tail cannot single a trigger out, so
+     there a *strongly foreign* group needs no tail outlier: a word
+     ``clean_strong_overrep`` times above ordinary language and a robust z >=
+     ``clean_strong_overrep_z`` among this corpus' words (where every word is
+     foreign, as in tweets, none is an outlier), or a repeated sequence with >=
+     ``clean_strong_span_members`` member n-grams. A strongly foreign group
+     whose tie fails the association test is judged on content alone and must
+     be mostly relabelled (``weak_min_flip``).
+   * A group of ordinary words (not foreign) needs target share >=
+     ``clean_min_share`` and a content test at p <= ``common_max_p`` with
+     most of (1 - prior) relabelled — annotators follow strong natural words
+     too, so only an extreme contradiction counts (``common_strict`` adds the
+     tail and spread tests, as ``poison.caption_trigger`` uses it).
 
 Findings: each record holding a flagged group's n-gram with its target label.
 ``detail``: ``trigger`` (the trigger text in this record), ``group`` (the
