@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from flows.env import prefect_defaults
-from flows.server import find_api_url, start_local_server
+from flows.server import find_api_url, require_answering, start_local_server
 
 
 def serve_scheduled(source: str, cron: str, out_root: str, name: str = "nightly", **scan_options: Any) -> None:
@@ -26,6 +26,7 @@ def serve_scheduled(source: str, cron: str, out_root: str, name: str = "nightly"
         server = start_local_server()  # dies with this process, even on kill -9
         url = server.api_url
         print(f"Prefect server and UI on {url.removesuffix('/api')}", flush=True)
+    require_answering(url)
     os.environ["PREFECT_API_URL"] = url  # the served runs' subprocesses inherit it
     try:
         from prefect.settings import PREFECT_API_URL, temporary_settings

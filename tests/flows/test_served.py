@@ -249,3 +249,22 @@ def test_gate_shows_in_a_configured_server_and_needs_none(prefect_server, small_
     assert "scanning without Prefect" in r.stderr
     assert not list((tmp_path / "prefect-home").glob("integrity-servers/*.pid"))  # no server was started
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["verdict"] == "fail"
+
+
+def test_serve_takes_the_options_of_scan(tmp_path: Path):
+    """Every scan option but --out is a serve option, and a bad one stops serve at start-up
+    (exit 3, named), not at 2 a.m."""
+    import click
+    import typer.main
+
+    from flows.cli import app
+
+    commands = typer.main.get_command(app).commands
+    opts = {name: {o for p in commands[name].params if isinstance(p, click.Option) for o in p.opts}
+            for name in ("scan", "serve")}
+    assert opts["scan"] - {"--out", "-o"} <= opts["serve"]
+
+    r = subprocess.run([*INTEGRITY, "serve", str(tmp_path), "--quarantine-mode", "shred"],
+                       env={**os.environ, "PREFECT_HOME": str(tmp_path / "home")}, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 3 and "shred" in r.stderr, r.stdout + r.stderr
