@@ -14,7 +14,7 @@ import pyarrow as pa
 # importing the format modules registers their readers
 from connectors import csv_format, hf_format, jsonl_format, parquet_format  # noqa: F401
 from connectors import webdataset_format  # noqa: F401
-from connectors.errors import ShardReadError
+from connectors.errors import ColumnMappingError, ShardReadError
 from connectors.image_paths import ImageResolver
 from connectors.listing import ShardRef
 from connectors.normalize import Plan, image_paths_in, make_plan, normalize_batch
@@ -93,7 +93,8 @@ class ShardReader:
                 if raw.num_rows == 0:
                     continue
                 if plan.problem:
-                    raise ShardReadError(self.ref.uri, plan.problem)
+                    raise ColumnMappingError(self.ref.uri, plan.problem,
+                                             list(ctx.source_columns or raw.schema.names))
                 src = image_paths_in(raw, plan)
                 if src is None:
                     batch = normalize_batch(raw, plan, self.rows, self.ref.uri)

@@ -56,6 +56,15 @@ Runner = Annotated[str, typer.Option("--runner", help="threads (Prefect, default
 Address = Annotated[Optional[str], typer.Option("--address", help="Dask scheduler address for --runner dask (default: a local cluster).")]
 Workers = Annotated[int, typer.Option("--workers", min=1, help="Parallel shard tasks (threads or local Dask workers).")]
 QMode = Annotated[Optional[str], typer.Option("--quarantine-mode", help="Override the policy: move, copy, mark or off.")]
+ScanQMode = Annotated[Optional[str], typer.Option(
+    "--quarantine-mode", help="scan only reports (off) unless asked: move, copy or mark act on the shards "
+                              "the policy sends to quarantine, as gate does.")]
+Corpus = Annotated[Optional[str], typer.Option(
+    "--corpus", help="Name of the corpus this scan belongs to: its dedup history and ledger entries are kept "
+                     "apart from other corpora's (default: derived from SOURCE, stable across runs).")]
+SharedHistory = Annotated[bool, typer.Option(
+    "--shared-history", help="Match against (and add to) the history shared by every corpus scanned with "
+                             "this option, instead of this corpus's own.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log progress and Prefect output.")]
 
 def _setup_logging(verbose: bool) -> None:
@@ -105,6 +114,10 @@ def _run(spec, runner: str, workers: int, address: str | None) -> dict:
 
 
 def _print_summary(summary: dict) -> None:
+    import polars as pl
+
+    from integrity.ledger import release_command
+
     c = summary["counts"]
     colour = {"pass": "green", "warn": "yellow", "fail": "red"}[summary["verdict"]]
     out.print(f"[bold {colour}]{summary['verdict'].upper()}[/] scan {summary['scan_id']}: "
@@ -117,11 +130,28 @@ def _print_summary(summary: dict) -> None:
         out.print(f"  {check:24s} critical {sev['critical']:>7,}  warn {sev['warn']:>7,}  info {sev['info']:>7,}")
     for u in summary.get("unreadable", []):
         err.print(f"[red]unreadable[/] {u['shard']}: {u['error']}")
-    out.print(f"  report: {Path(summary.get('run_dir') or '.') / 'report.html'}")
+    run_dir = Path(summary.get("run_dir") or ".")
+    shards_file = run_dir / "shards.parquet"
+    held = (pl.read_parquet(shards_file, columns=["shard", "verdict", "quarantine"]).filter(
+        pl.col("verdict") == "quarantine") if shards_file.exists() else pl.DataFrame())
+    acted = summary.get("quarantine_mode") not in ("off", None)
+    for row in held.iter_rows(named=True):
+        if acted:
+            out.print(f"  [red]quarantined[/] {row['shard']}: {row['quarantine']}")
+        else:
+            out.print(f"  [red]to quarantine[/] {row['shard']} (not moved: scan only reports; "
+                      f"run `integrity gate` or add --quarantine-mode move to act)")
+    if acted and held.height:
+        out.print("  to release one after review (restores it and records why):")
+        for row in held.head(5).iter_rows(named=True):
+            out.print("    " + release_command(row["shard"], summary.get("state_dir"), summary.get("corpus")),
+                      highlight=False, markup=False)
+    out.print(f"  corpus {summary.get('corpus')}, state {summary.get('state_dir')}", highlight=False)
+    out.print(f"  report: {run_dir / 'report.html'}")
 
 
 def _scan_or_gate(source, out_dir, policy, reference, columns, checks, runner, address, workers, qmode,
-                  verbose, image_root=None) -> dict | None:
+                  verbose, image_root=None, corpus=None, shared_history=False) -> dict | None:
     from connectors.errors import SourceError
     from integrity.checks.registry import UnknownCheckError
     from integrity.engine.outputs import OutputError
@@ -132,7 +162,8 @@ def _scan_or_gate(source, out_dir, policy, reference, columns, checks, runner, a
     try:
         from flows.build import build_spec
 
-        spec = build_spec(source, out_dir, policy, reference, columns, checks, qmode, image_root=image_root)
+        spec = build_spec(source, out_dir, policy, reference, columns, checks, qmode, image_root=image_root,
+                          corpus=corpus, shared_history=shared_history)
         summary = _run(spec, runner, workers, address)
         summary["run_dir"] = str(spec.out)
         return summary
@@ -155,15 +186,17 @@ def scan(source: Source, out_dir: OutDir = None, policy: PolicyOpt = None, refer
          prompt_column: PromptCol = "prompt", response_column: ResponseCol = "response",
          image_column: ImageCol = "image", caption_column: CaptionCol = "caption", image_root: ImageRoot = None,
          checks: Checks = None, runner: Runner = "threads", address: Address = None, workers: Workers = 2,
-         quarantine_mode: QMode = None, verbose: Verbose = False) -> None:
+         quarantine_mode: ScanQMode = None, corpus: Corpus = None, shared_history: SharedHistory = False,
+         verbose: Verbose = False) -> None:
     """Scan SOURCE and write findings.parquet, shards.parquet, summary.json and report.html.
 
-    Exits 0 when the scan ran (whatever it found), 3 when it could not run.
+    Only reports: no shard is moved unless --quarantine-mode asks for it (`gate` acts as the
+    policy says). Exits 0 when the scan ran (whatever it found), 3 when it could not run.
     """
     cols = dict(id=id_column, text=text_column, label=label_column, prompt=prompt_column,
                 response=response_column, image=image_column, caption=caption_column)
     summary = _scan_or_gate(source, out_dir, policy, reference, cols, checks, runner, address, workers,
-                            quarantine_mode, verbose, image_root)
+                            quarantine_mode or "off", verbose, image_root, corpus, shared_history)
     if summary is None:
         raise typer.Exit(COULD_NOT_RUN)
     _print_summary(summary)
@@ -175,15 +208,17 @@ def gate(source: Source, out_dir: OutDir = None, policy: PolicyOpt = None, refer
          prompt_column: PromptCol = "prompt", response_column: ResponseCol = "response",
          image_column: ImageCol = "image", caption_column: CaptionCol = "caption", image_root: ImageRoot = None,
          checks: Checks = None, runner: Runner = "threads", address: Address = None, workers: Workers = 2,
-         quarantine_mode: QMode = None, verbose: Verbose = False) -> None:
+         quarantine_mode: QMode = None, corpus: Corpus = None, shared_history: SharedHistory = False,
+         verbose: Verbose = False) -> None:
     """Scan SOURCE as a pre-training gate: exit 0 pass, 1 warn, 2 fail, 3 could not run.
 
-    Example: integrity gate data/shards/ --policy policy.yaml && python train.py
+    Quarantines as the policy says (quarantine.mode, default move). Example:
+    integrity gate data/shards/ --policy policy.yaml && python train.py
     """
     cols = dict(id=id_column, text=text_column, label=label_column, prompt=prompt_column,
                 response=response_column, image=image_column, caption=caption_column)
     summary = _scan_or_gate(source, out_dir, policy, reference, cols, checks, runner, address, workers,
-                            quarantine_mode, verbose, image_root)
+                            quarantine_mode, verbose, image_root, corpus, shared_history)
     if summary is None:
         raise typer.Exit(COULD_NOT_RUN)
     _print_summary(summary)
@@ -202,79 +237,127 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A scan's run directory.
     out.print(str(write_report(run_dir, out_file)))
 
 
-StateDir = Annotated[Path, typer.Option("--state-dir", help="State directory holding the ledger (policy state_dir).")]
+StateDir = Annotated[Optional[Path], typer.Option(
+    "--state-dir", help="State directory holding the ledger (the policy's state_dir; default .integrity).")]
+StatePolicy = Annotated[Optional[Path], typer.Option(
+    "--policy", "-p", help="Find the ledger where this policy's scans keep it (its state_dir).")]
+StateRun = Annotated[Optional[Path], typer.Option(
+    "--run", help="Find the ledger of the scan that wrote this run directory (its summary.json).")]
+CorpusFilter = Annotated[Optional[str], typer.Option("--corpus", help="Only this corpus's shards.")]
 
 
-@quarantine_app.command("list")
-def quarantine_list(state_dir: StateDir = Path(".integrity")) -> None:
-    """Shards currently in quarantine."""
-    from rich.table import Table
+def _state_dir(state_dir: Path | None, policy: Path | None, run: Path | None) -> Path:
+    """The state directory a command reads, found the way the scan wrote it: --state-dir,
+    else the policy's state_dir, else the one recorded in a run directory, else .integrity."""
+    import json
 
-    from integrity.ledger import Ledger, LedgerError
+    from integrity.policy import PolicyError, load_policy
 
+    if state_dir is not None:
+        return state_dir.expanduser().absolute()
+    if policy is not None:
+        try:
+            return Path(load_policy(policy).state_dir).expanduser().absolute()
+        except PolicyError as e:
+            err.print(f"[red]{e}[/]")
+            raise typer.Exit(COULD_NOT_RUN)
+    if run is not None:
+        try:
+            recorded = json.loads((run / "summary.json").read_text()).get("state_dir")
+        except (OSError, ValueError) as e:
+            err.print(f"[red]error:[/] {run} is not a scan run directory ({e})")
+            raise typer.Exit(COULD_NOT_RUN)
+        if not recorded:
+            err.print(f"[red]error:[/] {run}/summary.json records no state directory (a scan by an older "
+                      f"version); pass --state-dir or --policy")
+            raise typer.Exit(COULD_NOT_RUN)
+        return Path(recorded)
+    return Path(".integrity").absolute()
+
+
+def _ledger(state_dir: Path):
+    from integrity.ledger import DB_NAME, Ledger, LedgerError
+
+    if not (state_dir / DB_NAME).exists():
+        err.print(f"[red]error:[/] no ledger in {state_dir}: no scan has used this state directory. Point at the "
+                  f"one your scans use with --policy POLICY.yaml, --state-dir DIR or --run RUN_DIR")
+        raise typer.Exit(COULD_NOT_RUN)
     try:
-        rows = Ledger(state_dir).quarantined()
+        return Ledger(state_dir)
     except LedgerError as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(COULD_NOT_RUN)
+
+
+@quarantine_app.command("list")
+def quarantine_list(state_dir: StateDir = None, policy: StatePolicy = None, run: StateRun = None,
+                    corpus: CorpusFilter = None) -> None:
+    """Shards currently in quarantine: name, corpus, mode and state, where the copy is."""
+    where = _state_dir(state_dir, policy, run)
+    rows = _ledger(where).quarantined(corpus)
     if not rows:
-        out.print("nothing is quarantined")
+        out.print(f"nothing is quarantined (ledger in {where}" + (f", corpus {corpus}" if corpus else "") + ")",
+                  highlight=False)
         return
-    table = Table("shard", "mode", "state", "sha256", "destination", "when", "scan")
-    for r in rows:
-        r = r if isinstance(r, dict) else vars(r)
-        table.add_row(str(r.get("shard")), str(r.get("mode")), str(r.get("state")), str(r.get("sha256", ""))[:16],
-                      str(r.get("destination") or ""), str(r.get("updated_at") or r.get("created_at") or ""),
-                      str(r.get("scan_id") or ""))
-    out.print(table)
+    out.print(f"{len(rows)} quarantined (ledger in {where}):", highlight=False)
+    for r in rows:  # one plain line each: names stay whole, to paste into `quarantine release`
+        dest = f" → {r.destination}" if r.destination else " (ledger only; the file stays)"
+        out.print(f"  {r.shard}  corpus {r.corpus or '-'}  {r.mode} {r.state}{dest}  "
+                  f"sha256 {r.sha256[:16]}  {r.updated_at or r.created_at}  scan {r.scan_id or '-'}",
+                  highlight=False, markup=False)
 
 
 @quarantine_app.command("release")
-def quarantine_release(shard: Annotated[str, typer.Argument(help="Shard name or original URI.")],
+def quarantine_release(shard: Annotated[str, typer.Argument(help="Shard name (as listed, or just its file name) or original URI.")],
                        reason: Annotated[str, typer.Option("--reason", help="Why this content is fine (recorded in the ledger).")],
                        who: Annotated[Optional[str], typer.Option("--who", help="Who releases it (default: your user name).")] = None,
                        keep_in_quarantine: Annotated[bool, typer.Option("--no-restore", help="Approve it without moving it back.")] = False,
-                       state_dir: StateDir = Path(".integrity")) -> None:
+                       state_dir: StateDir = None, policy: StatePolicy = None, run: StateRun = None,
+                       corpus: CorpusFilter = None) -> None:
     """Approve a quarantined shard: put it back, and do not quarantine the same content again."""
     from integrity import quarantine as q
-    from integrity.ledger import Ledger, LedgerError
+    from integrity.ledger import LedgerError
 
+    ledger = _ledger(_state_dir(state_dir, policy, run))
     try:
-        q.release(Ledger(state_dir), shard, reason=reason, who=who, restore=not keep_in_quarantine)
+        rel = q.release(ledger, shard, reason=reason, who=who, restore=not keep_in_quarantine, corpus=corpus)
     except (q.QuarantineError, LedgerError, ValueError) as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(COULD_NOT_RUN)
-    out.print(f"released {shard}")
+    back = f"; restored to {rel.uri}" if rel.restored else ""
+    out.print(f"released {rel.shard}{back}", highlight=False)
 
 
 @quarantine_app.command("restore")
-def quarantine_restore(shard: Annotated[str, typer.Argument(help="Shard name or original URI.")],
-                       state_dir: StateDir = Path(".integrity")) -> None:
+def quarantine_restore(shard: Annotated[str, typer.Argument(help="Shard name (as listed, or just its file name) or original URI.")],
+                       state_dir: StateDir = None, policy: StatePolicy = None, run: StateRun = None,
+                       corpus: CorpusFilter = None) -> None:
     """Put a quarantined shard back where it was, without approving it."""
     from integrity import quarantine as q
-    from integrity.ledger import Ledger, LedgerError
+    from integrity.ledger import LedgerError
 
+    ledger = _ledger(_state_dir(state_dir, policy, run))
     try:
-        q.restore(Ledger(state_dir), shard)
+        a = q.restore(ledger, shard, corpus=corpus)
     except (q.QuarantineError, LedgerError, ValueError) as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(COULD_NOT_RUN)
-    out.print(f"restored {shard}")
+    out.print(f"restored {a.shard} to {a.uri}", highlight=False)
 
 
 @quarantine_app.command("resume")
-def quarantine_resume(state_dir: StateDir = Path(".integrity")) -> None:
+def quarantine_resume(state_dir: StateDir = None, policy: StatePolicy = None, run: StateRun = None) -> None:
     """Finish the quarantine and restore actions a crash left half done (copy, verify, remove).
 
     The next scan does this too; exits 0 when nothing is left unfinished, 1 when an
     action could not be finished (its error is shown; run it again once that is fixed).
     """
     from integrity import quarantine as q
-    from integrity.ledger import Ledger, LedgerError
+    from integrity.ledger import LedgerError
     from integrity.ledger.records import LIVE_STATES
 
+    ledger = _ledger(_state_dir(state_dir, policy, run))
     try:
-        ledger = Ledger(state_dir)
         actions = q.resume_pending(ledger)
     except (q.QuarantineError, LedgerError) as e:
         err.print(f"[red]error:[/] {e}")
@@ -424,6 +507,9 @@ def serve(source: Source,
           checks: Checks = None,
           runner: Annotated[str, typer.Option("--runner", help="threads (default) or dask.")] = "threads",
           address: Address = None, workers: Workers = 2, quarantine_mode: QMode = None,
+          corpus: Corpus = None, shared_history: SharedHistory = False,
+          console_port: Annotated[int, typer.Option(
+              "--console-port", help="Serve the ops console on 127.0.0.1:PORT beside the Prefect UI (0: no console).")] = 8765,
           verbose: Verbose = False) -> None:
     """Scan SOURCE on a cron schedule with the embedded Prefect default.
 
@@ -446,7 +532,8 @@ def serve(source: Source,
                         policy=str(policy.absolute()) if policy else None, columns=cols, checks=checks,
                         reference=str(Path(reference).absolute()) if reference and "://" not in reference else reference,
                         quarantine_mode=quarantine_mode, image_root=image_root,
-                        runner=runner, workers=workers, address=address)
+                        runner=runner, workers=workers, address=address, corpus=corpus,
+                        shared_history=shared_history, console_port=console_port or None)
     except (PolicyError, SourceError, UnknownCheckError, typer.BadParameter, ValueError, RuntimeError) as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(COULD_NOT_RUN)

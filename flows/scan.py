@@ -30,7 +30,6 @@ from connectors import ShardRef
 from integrity.engine import pipeline
 from integrity.engine.shard import ShardResult, scan_shard
 from integrity.engine.spec import ScanSpec
-from integrity.ledger import Ledger
 
 
 @task(name="list-shards", cache_policy=NO_CACHE)
@@ -57,6 +56,8 @@ def policy_task(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult]
 
 
 def _emit_quarantined(spec: ScanSpec, row: dict) -> None:
+    where = f" → {row['destination']}" if row.get("destination") and row["mode"] != "mark" else " (ledger only)"
+    get_run_logger().warning("quarantined %s (%s %s)%s", row["shard"], row["mode"], row["state"], where)
     emit_event(
         event="integrity.shard.quarantined",
         resource={"prefect.resource.id": f"integrity.shard.{row['sha256']}", "prefect.resource.name": row["shard"]},
@@ -98,6 +99,11 @@ def _markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _root_flow_run_id() -> str | None:
+    """The flow run the console links to: the scheduled (parent) run when this scan is its subflow."""
+    return prefect_runtime.flow_run.root_flow_run_id or prefect_runtime.flow_run.id
+
+
 @flow(name="integrity-scan", log_prints=True)
 def scan_flow(spec: ScanSpec) -> State:
     """Scan ``spec.source`` and write the run directory ``spec.out``; the final state says the
@@ -107,9 +113,7 @@ def scan_flow(spec: ScanSpec) -> State:
     timings: dict[str, float] = {}
     t = time.perf_counter()
     refs = list_task(spec)
-    Ledger(spec.state_dir).record_scan_start(scan_id=spec.scan_id, source=spec.source, policy=spec.policy.source,
-                                             policy_sha256=spec.policy.sha256, run_dir=str(spec.out),
-                                             flow_run_id=prefect_runtime.flow_run.id)
+    pipeline.record_start(spec, flow_run_id=_root_flow_run_id())
     timings["list"] = time.perf_counter() - t
     logger.info("scan %s: %d shards in %s", spec.scan_id, len(refs), spec.source)
 
@@ -123,6 +127,7 @@ def scan_flow(spec: ScanSpec) -> State:
         by_name[res.shard] = res
         update_progress_artifact(progress_id, 100.0 * i / max(len(refs), 1))
     results = [by_name[r.name] for r in refs]
+    pipeline.require_mapped(results)
     timings["shards"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -99,6 +99,8 @@ def _scan_row(r: Any) -> ScanRow:
 
 
 _SCAN_SELECT = "SELECT scan_id, source, started_at, finished_at, verdict, run_dir, flow_run_id, counts_json FROM scans"
+# a scan's corpus: its --corpus name, or its source for scans recorded before corpora existed
+CORPUS = "COALESCE(corpus, source)"
 
 
 class ConsoleData:
@@ -110,24 +112,24 @@ class ConsoleData:
     # -- scans -------------------------------------------------------------
 
     def sources(self) -> list[dict[str, Any]]:
-        """Each scanned source (corpus): how many scans, the latest one and its verdict."""
+        """Each corpus: how many scans, its latest scan (source, verdict)."""
         with self.ledger.reader() as con:
             rows = con.execute(
-                """SELECT source, COUNT(*) AS n, MAX(started_at) AS last FROM scans GROUP BY source ORDER BY last DESC"""
-            ).fetchall()
+                f"SELECT {CORPUS} AS name, COUNT(*) AS n, MAX(started_at) AS last FROM scans GROUP BY name "
+                "ORDER BY last DESC").fetchall()
             out = []
             for r in rows:
                 latest = con.execute(
-                    "SELECT scan_id, verdict FROM scans WHERE source = ? ORDER BY started_at DESC LIMIT 1", (r["source"],)
-                ).fetchone()
-                out.append({"source": r["source"], "scans": r["n"], "last": r["last"],
-                            "scan_id": latest["scan_id"], "verdict": latest["verdict"]})
+                    f"SELECT scan_id, source, verdict FROM scans WHERE {CORPUS} = ? ORDER BY started_at DESC LIMIT 1",
+                    (r["name"],)).fetchone()
+                out.append({"source": r["name"], "scans": r["n"], "last": r["last"], "scan_id": latest["scan_id"],
+                            "latest_source": latest["source"], "verdict": latest["verdict"]})
         return out
 
     def scans(self, *, source: str | None = None, page: int = 1, per_page: int = 50) -> Page:
         """Scans newest first, optionally of one source."""
         page, offset = _page_args(page, per_page)
-        where, args = ("WHERE source = ?", [source]) if source else ("", [])
+        where, args = (f"WHERE {CORPUS} = ?", [source]) if source else ("", [])
         with self.ledger.reader() as con:
             total = con.execute(f"SELECT COUNT(*) FROM scans {where}", args).fetchone()[0]
             rows = con.execute(f"{_SCAN_SELECT} {where} ORDER BY started_at DESC, rowid DESC LIMIT ? OFFSET ?",
@@ -136,7 +138,7 @@ class ConsoleData:
 
     def trend(self, *, source: str | None = None, nights: int = 90) -> list[ScanRow]:
         """The last ``nights`` finished scans (of one source), oldest first, for the trend charts."""
-        where, args = ("AND source = ?", [source]) if source else ("", [])
+        where, args = (f"AND {CORPUS} = ?", [source]) if source else ("", [])
         with self.ledger.reader() as con:
             rows = con.execute(f"{_SCAN_SELECT} WHERE finished_at IS NOT NULL {where} "
                                "ORDER BY started_at DESC LIMIT ?", (*args, int(nights))).fetchall()
@@ -144,7 +146,7 @@ class ConsoleData:
 
     def trend_key(self, source: str | None, nights: int) -> tuple:
         """Changes whenever a scan is added or finishes (cache key of the trend charts)."""
-        where, args = ("WHERE source = ?", [source]) if source else ("", [])
+        where, args = (f"WHERE {CORPUS} = ?", [source]) if source else ("", [])
         with self.ledger.reader() as con:
             r = con.execute(f"SELECT COUNT(*), MAX(started_at), MAX(finished_at) FROM scans {where}", args).fetchone()
         return (source, nights, *tuple(r))
@@ -267,10 +269,20 @@ def _file_key(path: Path) -> tuple[str, int, int] | None:
 
 @functools.lru_cache(maxsize=8)
 def _read_cached(key: tuple[str, int, int], columns: tuple[str, ...]) -> pl.DataFrame:
+    """The file's ``columns``, secrets masked, sorted once most severe and highest score first (every
+    filtered list is then a filter and a slice: order survives filtering)."""
     lf = pl.scan_parquet(key[0])
     have = lf.collect_schema().names()
     # masked again on the way out: run dirs written before the engine masked at write time may hold secrets
-    return mask_frame(lf.select([c for c in columns if c in have]).collect())
+    df = mask_frame(lf.select([c for c in columns if c in have]).collect())
+    if "severity" in df.columns:
+        df = df.with_columns(pl.col("severity").replace_strict(_SEVERITY_RANK, default=3, return_dtype=pl.Int8)
+                             .alias("_rank"))
+        by, desc = ["_rank"], [False]
+        if "score" in df.columns:
+            by, desc = ["_rank", "score"], [False, True]
+        df = df.sort(by, descending=desc, nulls_last=True, maintain_order=True)
+    return df
 
 
 def read_run_file(run_dir: str | os.PathLike | None, name: str, columns: tuple[str, ...]) -> pl.DataFrame | None:
@@ -284,7 +296,7 @@ def read_run_file(run_dir: str | os.PathLike | None, name: str, columns: tuple[s
         df = _read_cached(key, columns)
     except (OSError, pl.exceptions.PolarsError):
         return None
-    missing = [pl.lit(None, dtype=pl.Utf8).alias(c) for c in columns if c not in df.columns]
+    missing = [pl.lit(None, dtype=pl.Utf8).alias(c) for c in (*columns, "_rank") if c not in df.columns]
     return df.with_columns(missing) if missing else df
 
 
@@ -322,13 +334,9 @@ def findings(run_dir: str | None, *, check: str | None = None, severity: str | N
     df = read_run_file(run_dir, "findings.parquet", FINDING_COLS)
     if df is None:
         return Page([], 0, 1, per_page)
-    df = _filter(df, check, severity, shard)
+    df = _filter(df, check, severity, shard)  # already most severe, highest score first
     page, offset = _page_args(page, per_page)
-    rows = (df.with_columns(pl.col("severity").replace_strict(_SEVERITY_RANK, default=3, return_dtype=pl.Int8)
-                            .alias("_rank"))
-            .sort(["_rank", "score", "shard", "record_id"], descending=[False, True, False, False], nulls_last=True)
-            .slice(offset, per_page).drop("_rank").to_dicts())
-    return Page(rows, df.height, page, per_page)
+    return Page(df.slice(offset, per_page).drop("_rank").to_dicts(), df.height, page, per_page)
 
 
 def examples(run_dir: str | None, *, check: str | None = None, severity: str | None = None,
@@ -337,8 +345,7 @@ def examples(run_dir: str | None, *, check: str | None = None, severity: str | N
     df = read_run_file(run_dir, "examples.parquet", EXAMPLE_COLS)
     if df is None:
         return []
-    df = _filter(df, check, severity, shard).with_columns(
-        pl.col("severity").replace_strict(_SEVERITY_RANK, default=3, return_dtype=pl.Int8).alias("_rank"))
+    df = _filter(df, check, severity, shard)
     if not check:  # a few of every check, worst checks first, rather than the first check's dozen
         df = df.sort("_rank", "check").group_by("check", maintain_order=True).head(max(2, limit // 6))
     return df.sort("_rank", "check", maintain_order=True).head(limit).drop("_rank").to_dicts()
@@ -348,17 +355,27 @@ def drop_list(run_dir: str | None, *, check: str | None = None, severity: str | 
               shard: str | None = None) -> pl.DataFrame:
     """The flagged record ids a training job drops: one row per (shard, record_id) with a warn or critical
     finding (or only ``severity`` when given), with the checks that flagged it and the worst severity."""
+    key = _file_key(Path(run_dir) / "findings.parquet") if run_dir else None
+    if key is None:
+        return pl.DataFrame(schema=_DROP_SCHEMA)
+    return _drop_list_cached(str(run_dir), key, check, severity, shard)
+
+
+_DROP_SCHEMA = {"shard": pl.Utf8, "record_id": pl.Utf8, "checks": pl.Utf8, "severity": pl.Utf8}
+
+
+@functools.lru_cache(maxsize=16)
+def _drop_list_cached(run_dir: str, key: tuple, check: str | None, severity: str | None,
+                      shard: str | None) -> pl.DataFrame:
     df = read_run_file(run_dir, "findings.parquet", FINDING_COLS)
-    schema = {"shard": pl.Utf8, "record_id": pl.Utf8, "checks": pl.Utf8, "severity": pl.Utf8}
     if df is None:
-        return pl.DataFrame(schema=schema)
+        return pl.DataFrame(schema=_DROP_SCHEMA)
     df = _filter(df, check, severity, shard).filter(pl.col("record_id").is_not_null())
     if not severity:
         df = df.filter(pl.col("severity").is_in(["critical", "warn"]))
-    return (df.with_columns(pl.col("severity").replace_strict(_SEVERITY_RANK, default=3, return_dtype=pl.Int8)
-                            .alias("_rank"))
+    names = {v: k for k, v in _SEVERITY_RANK.items()}
+    return (df.select("shard", "record_id", "check", "_rank").sort("check")
             .group_by("shard", "record_id")
-            .agg(pl.col("check").unique().sort().str.join(",").alias("checks"), pl.col("_rank").min())
-            .with_columns(pl.col("_rank").replace_strict({v: k for k, v in _SEVERITY_RANK.items()}, default="info",
-                                                         return_dtype=pl.Utf8).alias("severity"))
-            .drop("_rank").sort("shard", "record_id").select(list(schema)))
+            .agg(pl.col("check").unique(maintain_order=True).str.join(",").alias("checks"), pl.col("_rank").min())
+            .with_columns(pl.col("_rank").replace_strict(names, default="info", return_dtype=pl.Utf8).alias("severity"))
+            .sort("shard", "record_id").select(list(_DROP_SCHEMA)))

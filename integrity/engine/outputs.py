@@ -26,7 +26,7 @@ from integrity.schema import RECORD_ID, TEXT_FIELDS
 FINDINGS_ORDER = ["shard", "record_id", "check", "severity", "score", "detail"]
 EXAMPLES_SCHEMA = {"shard": pl.Utf8, "record_id": pl.Utf8, "check": pl.Utf8, "severity": pl.Utf8,
                    "score": pl.Float64, "field": pl.Utf8, "excerpt": pl.Utf8, "highlights": pl.Utf8,
-                   "detail": pl.Utf8}
+                   "detail": pl.Utf8, "representative_shard": pl.Utf8, "representative_excerpt": pl.Utf8}
 MAX_EXAMPLE_SHARDS = 8  # shards re-read to fetch example texts, at most
 DISK_FULL_BYTES = 1 << 20  # a failed write with less free space than this was a full disk
 
@@ -150,8 +150,36 @@ def excerpt_of(record: dict, detail: dict, width: int) -> tuple[str, str, list[l
     return field, excerpt, highlights
 
 
+def _representatives(picked: pl.DataFrame) -> pl.DataFrame:
+    """For the ``dedup.*`` examples: the (shard, record id) of the record each one duplicates (the kept one)."""
+    dedup = picked.filter(pl.col("check").str.starts_with("dedup.") & pl.col("detail").is_not_null())
+    return (dedup.select(pl.col("shard").alias("dup_shard"), pl.col("record_id").alias("dup_id"),
+                         pl.col("detail").str.json_path_match("$.representative").alias("rep_id"),
+                         pl.col("detail").str.json_path_match("$.representative_shard").alias("rep_shard"))
+            .with_columns(pl.col("rep_shard").fill_null(pl.col("dup_shard")))
+            .filter(pl.col("rep_id").is_not_null() & (pl.col("rep_id") != pl.col("dup_id"))))
+
+
+def _read_records(spec: ScanSpec, ref: ShardRef, ids: set[str]) -> dict[str, dict]:
+    """The records of one shard whose id is in ``ids`` (stops reading once all are found)."""
+    records: dict[str, dict] = {}
+    for batch in ShardReader(ref, spec.mapping, batch_size=spec.policy.batch_size,
+                             storage_options=spec.storage_options):
+        hit = pl.from_arrow(batch).filter(pl.col(RECORD_ID).is_in(list(ids)))
+        for rec in hit.drop([c for c in hit.columns if c == "image"]).iter_rows(named=True):
+            records.setdefault(rec[RECORD_ID], rec)
+        if len(records) >= len(ids):
+            break
+    return records
+
+
 def collect_examples(spec: ScanSpec, findings: pl.LazyFrame, results: list[ShardResult], refs: dict[str, ShardRef]) -> pl.DataFrame:
-    """Example records with evidence excerpts, re-reading at most a few shards."""
+    """Example records with evidence excerpts, re-reading at most a few shards.
+
+    A ``dedup.*`` example also carries the excerpt of the record it duplicates
+    (``representative_excerpt``, secrets masked), so the report shows the two
+    side by side.
+    """
     k = spec.policy.report.examples_per_check
     picked = _pick_examples(findings, k) if k else pl.DataFrame()
     if picked.height == 0:
@@ -159,32 +187,41 @@ def collect_examples(spec: ScanSpec, findings: pl.LazyFrame, results: list[Shard
     ok = {r.shard for r in results if r.ok}
     shards = [s for s in picked["shard"].unique(maintain_order=True).to_list() if s in ok and s in refs]
     shards = shards[:MAX_EXAMPLE_SHARDS]
-    rows = []
-    for shard in shards:
-        wanted = picked.filter(pl.col("shard") == shard)
-        ids = set(wanted["record_id"].to_list())
-        records: dict[str, dict] = {}
+    reps = _representatives(picked.filter(pl.col("shard").is_in(shards)))
+    need: dict[str, set[str]] = {s: set(picked.filter(pl.col("shard") == s)["record_id"].to_list()) for s in shards}
+    rep_shards = [s for s in reps["rep_shard"].unique(maintain_order=True).to_list()
+                  if s in ok and s in refs and s not in need][:MAX_EXAMPLE_SHARDS]
+    for r in reps.iter_rows(named=True):
+        if r["rep_shard"] in need or r["rep_shard"] in rep_shards:
+            need.setdefault(r["rep_shard"], set()).add(r["rep_id"])
+    records: dict[tuple[str, str], dict] = {}
+    for shard, ids in need.items():
         try:
-            for batch in ShardReader(refs[shard], spec.mapping, batch_size=spec.policy.batch_size,
-                                     storage_options=spec.storage_options):
-                hit = pl.from_arrow(batch).filter(pl.col(RECORD_ID).is_in(list(ids)))
-                for rec in hit.drop([c for c in hit.columns if c == "image"]).iter_rows(named=True):
-                    records.setdefault(rec[RECORD_ID], rec)
-                if len(records) >= len(ids):
-                    break
+            records.update({(shard, rid): rec for rid, rec in _read_records(spec, refs[shard], ids).items()})
         except ShardReadError:
             continue
-        for f in wanted.iter_rows(named=True):
-            rec = records.get(f["record_id"])
-            if rec is None:
-                continue
-            try:
-                detail = json.loads(f["detail"] or "{}")
-            except ValueError:
-                detail = {}
-            field, excerpt, hl = excerpt_of(rec, detail if isinstance(detail, dict) else {}, spec.policy.report.excerpt_chars)
-            rows.append({**{c: f[c] for c in ("shard", "record_id", "check", "severity", "score", "detail")},
-                         "field": field, "excerpt": excerpt, "highlights": json.dumps(hl)})
+    rep_of = {(r["dup_shard"], r["dup_id"]): (r["rep_shard"], r["rep_id"]) for r in reps.iter_rows(named=True)}
+    width = spec.policy.report.excerpt_chars
+    rows = []
+    for f in picked.filter(pl.col("shard").is_in(shards)).iter_rows(named=True):
+        rec = records.get((f["shard"], f["record_id"]))
+        if rec is None:
+            continue
+        try:
+            detail = json.loads(f["detail"] or "{}")
+        except ValueError:
+            detail = {}
+        detail = detail if isinstance(detail, dict) else {}
+        field, excerpt, hl = excerpt_of(rec, detail, width)
+        row = {**{c: f[c] for c in ("shard", "record_id", "check", "severity", "score", "detail")},
+               "field": field, "excerpt": excerpt, "highlights": json.dumps(hl),
+               "representative_shard": None, "representative_excerpt": None}
+        rep_key = rep_of.get((f["shard"], f["record_id"]))
+        rep = records.get(rep_key) if rep_key else None
+        if rep is not None:
+            row["representative_shard"] = rep_key[0]
+            row["representative_excerpt"] = excerpt_of(rep, {"field": field} if field else {}, width)[1]
+        rows.append(row)
     return pl.DataFrame(rows, schema=EXAMPLES_SCHEMA) if rows else pl.DataFrame(schema=EXAMPLES_SCHEMA)
 
 

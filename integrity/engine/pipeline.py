@@ -38,6 +38,33 @@ def list_stage(spec: ScanSpec) -> list[ShardRef]:
     return list_shards(spec.source, storage_options=spec.storage_options)
 
 
+def record_start(spec: ScanSpec, flow_run_id: str | None = None) -> None:
+    """The scan's start in the ledger, with its corpus (and the Prefect flow run that runs it)."""
+    Ledger(spec.state_dir).record_scan_start(scan_id=spec.scan_id, source=spec.source, policy=spec.policy.source,
+                                             policy_sha256=spec.policy.sha256, run_dir=str(spec.out),
+                                             corpus=spec.corpus, flow_run_id=flow_run_id)
+
+
+def require_mapped(results: list[ShardResult]) -> None:
+    """Raise :class:`ColumnMappingError` ("could not run") when the column mapping matches no
+    shard: no shard was read and at least one lacked a mapped column. A mapping that fits some
+    shards leaves the others unreadable, as any bad shard."""
+    if not results or any(r.ok for r in results):
+        return
+    misfits = [r for r in results if r.error_kind == "mapping"]
+    if not misfits:
+        return
+    columns = sorted({c for r in misfits for c in r.source_columns})
+    first = misfits[0].error or ""
+    raise ColumnMappingError(
+        f"the column mapping matches none of the {len(results)} shard(s): {first}"
+        + (f" (columns in the shards: {', '.join(map(repr, columns))})" if columns else ""))
+
+
+class ColumnMappingError(ValueError):
+    """The column mapping fits no shard of the source: the scan could not run (gate exit 3)."""
+
+
 def corpus_stage(spec: ScanSpec, results: list[ShardResult]) -> tuple[Path, dict[str, float]]:
     """Corpus-level checks; their findings go to ``.work/corpus_findings.parquet``."""
     found, timings = run_corpus_checks(spec, results, spec.out)
@@ -62,7 +89,7 @@ def policy_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult
     counts = verdict.shard_counts(pl.scan_parquet(findings_path))
     ledger = Ledger(spec.state_dir)
     shards = verdict.decide(results, counts, spec.policy,
-                            lambda sha, reasons: ledger.release_for(sha, findings_key(reasons)))
+                            lambda sha, reasons: ledger.release_for(sha, findings_key(reasons), spec.corpus))
     path = spec.out / WORK / "verdicts.parquet"
     outputs.write_parquet(shards, path)
     return path
@@ -83,16 +110,18 @@ def quarantine_stage(spec: ScanSpec, results: list[ShardResult], verdicts_path: 
     mode = spec.mode
     for row in shards.filter(pl.col("verdict") == "quarantine").iter_rows(named=True):
         if mode == "off":
-            status[row["shard"]] = "off (policy quarantine.mode)"
+            status[row["shard"]] = "not moved (quarantine mode off)"
             continue
         try:
             action = quarantine_mod.quarantine(
                 ledger, scan_id=spec.scan_id, shard=row["shard"], uri=row["uri"], sha256=row["sha256"],
                 mode=mode, quarantine_root=str(spec.policy.quarantine_dir().absolute()),
-                storage_options=spec.storage_options)
+                storage_options=spec.storage_options, corpus=spec.corpus)
             state = getattr(action, "state", "done")
             dest = getattr(action, "destination", None)
             status[row["shard"]] = f"{mode} {state}" + (f" → {dest}" if dest and mode != "mark" else "")
+            log.info("quarantined %s (%s %s)%s", row["shard"], mode, state,
+                        f" → {dest}" if dest and mode != "mark" else " (ledger only; the file stays)")
             if on_quarantined is not None:
                 on_quarantined({**row, "mode": mode, "state": state, "destination": dest})
         except Exception as e:  # reported per shard; the scan still completes
@@ -128,6 +157,9 @@ def output_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult
         "checks": spec.checks,
         "column_mapping": spec.mapping.to_dict(),
         "quarantine_mode": spec.mode,
+        "corpus": spec.corpus,
+        "shared_history": spec.shared_history,
+        "state_dir": str(spec.state_dir),
         "timings": dict(timings),
         "corpus_check_seconds": corpus_check_seconds or {},
         "counts": {
@@ -169,8 +201,7 @@ def run_scan(spec: ScanSpec, workers: int = 2,
     timings: dict[str, float] = {}
     t = time.perf_counter()
     refs = list_stage(spec)
-    Ledger(spec.state_dir).record_scan_start(scan_id=spec.scan_id, source=spec.source, policy=spec.policy.source,
-                                             policy_sha256=spec.policy.sha256, run_dir=str(spec.out))
+    record_start(spec)
     timings["list"] = time.perf_counter() - t
     t = time.perf_counter()
     results: list[ShardResult] = []
@@ -182,6 +213,7 @@ def run_scan(spec: ScanSpec, workers: int = 2,
                     progress(res)
     else:
         results = list(map_shards(lambda r: scan_shard(r, spec), refs))
+    require_mapped(results)
     timings["shards"] = time.perf_counter() - t
     t = time.perf_counter()
     corpus_path, per_check = corpus_stage(spec, results)

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from connectors import ShardReader, ShardRef, hash_shard
-from connectors.errors import ShardReadError
+from connectors.errors import ColumnMappingError, ShardReadError
 from integrity.checks.base import Check, CheckOutput, ShardInfo
 from integrity.engine.spec import ScanSpec
 from integrity.ledger import Ledger
@@ -55,6 +55,10 @@ class ShardResult:
     columns: list[str] = field(default_factory=list)
     checks_run: list[str] = field(default_factory=list)
     result_dir: str | None = None
+    #: why an unreadable shard failed: "mapping" (the column mapping does not fit it) or None
+    error_kind: str | None = None
+    #: the columns an unreadable shard does have (when the column mapping does not fit it)
+    source_columns: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -166,7 +170,7 @@ def _guarded(check: Check, ref: ShardRef, fn, *args) -> CheckOutput:
     except ShardReadError:
         raise
     except Exception as e:  # a bug in a check must not hide which check and shard
-        log.error("check %s failed on %s:\n%s", check.name, ref.uri, traceback.format_exc())
+        log.error("check %s failed on %s:\n%s", check.name, ref.uri, mask_secrets(traceback.format_exc()))
         raise CheckFailed(f"check {check.name} failed on {ref.uri}: {type(e).__name__}: {e}") from e
 
 
@@ -206,6 +210,9 @@ def scan_shard(ref: ShardRef, spec: ScanSpec) -> ShardResult:
         assert done is not None
         done.cached = False
         return done
+    except ColumnMappingError as e:
+        result.status, result.error, result.error_kind = "unreadable", str(e), "mapping"
+        result.source_columns = list(e.columns)
     except (ShardReadError, CheckFailed) as e:
         result.status, result.error = "unreadable", mask_secrets(str(e))
     except OSError as e:

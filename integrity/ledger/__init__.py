@@ -64,6 +64,7 @@ from integrity.ledger.records import (  # noqa: F401
     ShardVerdict,
     current_user,
     findings_key,
+    release_command,
     utc_now,
 )
 from integrity.ledger.schema import new_lease_owner  # noqa: F401
@@ -85,5 +86,6 @@ __all__ = [
     "ShardVerdict",
     "current_user",
     "findings_key",
+    "release_command",
     "utc_now",
 ]

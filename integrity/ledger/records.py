@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MODES = ("move", "copy", "mark")
 ACTION_STATES = ("pending", "copied", "verified", "done", "failed")
 LIVE_STATES = ("pending", "copied", "verified")  # started, not finished
@@ -44,6 +44,20 @@ def findings_key(reasons: Iterable[str]) -> str:
     return json.dumps(sorted({str(r) for r in reasons}), separators=(",", ":"))
 
 
+def release_command(shard: str, state_dir: str | os.PathLike | None = None, corpus: str | None = None,
+                    reason: str = "why this content is fine") -> str:
+    """The ``integrity quarantine release`` command line for one shard, ready to paste from any
+    directory: it names the state directory (absolute) and the corpus the scan used."""
+    import shlex
+
+    cmd = ["integrity", "quarantine", "release", str(shard), "--reason", reason]
+    if state_dir:
+        cmd += ["--state-dir", os.path.abspath(os.fspath(state_dir))]
+    if corpus:
+        cmd += ["--corpus", corpus]
+    return shlex.join(cmd)
+
+
 # ---------------------------------------------------------------------------
 # row types
 
@@ -63,6 +77,8 @@ class ScanRecord:
     created_at: str
     #: the Prefect flow run that ran the scan (null for inline scans and scans recorded before it was kept)
     flow_run_id: str | None = None
+    #: the corpus the scan belongs to (null for scans recorded before corpora existed)
+    corpus: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,6 +120,8 @@ class QuarantineAction:
     restore_state: str | None = None
     resolved_by: str | None = None
     resolved_at: str | None = None
+    #: the corpus whose scan quarantined it (null: recorded before corpora existed)
+    corpus: str | None = None
 
     @property
     def quarantine_finished(self) -> bool:
@@ -173,6 +191,8 @@ class Release:
     released_at: str
     restored: bool
     restored_at: str | None
+    #: the corpus the release applies to (null: any corpus; releases recorded before corpora existed)
+    corpus: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

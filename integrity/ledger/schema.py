@@ -121,15 +121,23 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
         )""",
         "CREATE INDEX IF NOT EXISTS console_actions_target ON console_actions(target, at)",
     ),
+    # history, cache and ledger entries belong to a named corpus (--corpus); older rows stay null
+    3: (
+        "ALTER TABLE scans ADD COLUMN corpus TEXT",
+        "ALTER TABLE quarantine_actions ADD COLUMN corpus TEXT",
+        "ALTER TABLE releases ADD COLUMN corpus TEXT",
+        "CREATE INDEX IF NOT EXISTS scans_corpus ON scans(corpus, started_at)",
+    ),
 }
 
 _ACTION_COLS = (
     "id, scan_id, shard, uri, sha256, mode, destination, state, error, who, created_at, updated_at, "
-    "resolution, restore_state, resolved_by, resolved_at"
+    "resolution, restore_state, resolved_by, resolved_at, corpus"
 )
-_RELEASE_COLS = "id, action_id, shard, uri, sha256, findings_key, who, reason, released_at, restored, restored_at"
+_RELEASE_COLS = ("id, action_id, shard, uri, sha256, findings_key, who, reason, released_at, restored, restored_at, "
+                 "corpus")
 _SCAN_COLS = ("scan_id, source, policy, policy_sha256, run_dir, who, started_at, finished_at, verdict, counts_json, "
-              "created_at, flow_run_id")
+              "created_at, flow_run_id, corpus")
 _QUARANTINED_SQL = (
     "state <> 'failed' AND (resolution IS NULL OR restore_state IN ('pending', 'copied', 'verified', 'failed'))"
 )

@@ -60,7 +60,7 @@ def test_nightly_image_rescan_matching_only_earlier_images(tmp_path: Path):
     _png_tar(tmp_path / "day2" / "day2.tar", [f"second caption {i}" for i in range(4)])
     for day in ("day1", "day2"):
         r = cli("scan", str(tmp_path / day), "--out", str(tmp_path / f"run-{day}"), "--policy", str(policy),
-                "--checks", "dedup.image", "--runner", "inline")
+                "--checks", "dedup.image", "--runner", "inline", "--corpus", "nightly")  # one corpus, two drops
         assert r.returncode == 0, r.stdout + r.stderr
     found = pq.read_table(tmp_path / "run-day2" / "findings.parquet").to_pylist()
     assert len(found) == 4

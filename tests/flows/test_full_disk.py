@@ -69,7 +69,7 @@ def test_quarantine_onto_a_full_disk_leaves_no_partial(tmp_path: Path, tiny_disk
     policy = tmp_path / "policy.yaml"
     policy.write_text(f"state_dir: {tmp_path / 'state'}\nquarantine:\n  dir: {qdir}\n")
     r = _cli("scan", str(src), "--out", str(tmp_path / "run"), "--policy", str(policy), "--runner", "inline",
-             "--checks", "privacy.secret")
+             "--checks", "privacy.secret", "--quarantine-mode", "move")
     assert r.returncode == 0, r.stdout + r.stderr
     shards = pq.read_table(tmp_path / "run" / "shards.parquet").to_pylist()
     status = shards[0]["quarantine"]

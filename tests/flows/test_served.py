@@ -3,10 +3,12 @@ worker) against a real Prefect server, a run triggered through the API, its fina
 run directory it wrote, and the alerting automation's webhook on a loopback receiver."""
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -124,15 +126,24 @@ def test_served_run_fails_on_fail_verdict_and_alerts(prefect_server, small_corpu
         assert "integrity-scan-failed" in r.stdout and "integrity-shard-quarantined" in r.stdout
 
         name = f"nightly-{uuid.uuid4().hex[:8]}"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            console_port = s.getsockname()[1]
         serve = subprocess.Popen(
             [*INTEGRITY, "serve", str(small_corpus), "--cron", "0 2 * * *", "--name", name,
              "--out-root", str(tmp_path / "runs"), "--policy", str(state_policy), "--quarantine-mode", "mark",
-             "--checks", "dedup.exact,privacy.secret", "--runner", "threads", "--workers", "1"],
+             "--checks", "dedup.exact,privacy.secret", "--runner", "threads", "--workers", "1",
+             "--corpus", "nightly-test", "--console-port", str(console_port)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
         try:
             dep = _wait_for_deployment(f"integrity-scheduled-scan/{name}", serve)
             assert dep.parameters["quarantine_mode"] == "mark" and dep.parameters["workers"] == 1
+            assert dep.parameters["corpus"] == "nightly-test"
             run = _run_and_wait(dep.id)
+            # the ops console serves beside the Prefect UI: the scan, linked to its flow run
+            with urllib.request.urlopen(f"http://127.0.0.1:{console_port}/", timeout=30) as resp:
+                page = resp.read().decode()
+            assert f"/runs/flow-run/{run.id}" in page
         finally:
             _stop(serve)
         assert run.state.type.value == "FAILED", (run.state, serve.stdout.read())
@@ -142,7 +153,8 @@ def test_served_run_fails_on_fail_verdict_and_alerts(prefect_server, small_corpu
         shards = pl.read_parquet(run_dir / "shards.parquet")
         assert dict(zip(shards["shard"], shards["verdict"]))["c.jsonl.gz"] == "quarantine"
         assert (small_corpus / "c.jsonl.gz").exists()  # --quarantine-mode mark reached the run
-        assert json.loads((run_dir / "summary.json").read_text())["checks"] == ["dedup.exact", "privacy.secret"]
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["checks"] == ["dedup.exact", "privacy.secret"] and summary["corpus"] == "nightly-test"
 
         bodies = receiver.wait_for({"integrity.scan.failed", "integrity.shard.quarantined"})
         by_alert = {b["alert"]: b for b in bodies}
