@@ -512,6 +512,7 @@ def serve(source: Source,
           checks: Checks = None,
           runner: Annotated[str, typer.Option("--runner", help="threads (default) or dask.")] = "threads",
           address: Address = None, workers: Workers = 2, quarantine_mode: QMode = None,
+          corpus: Corpus = None, shared_history: SharedHistory = False,
           console_port: Annotated[int, typer.Option(
               "--console-port", help="Serve the ops console on 127.0.0.1:PORT beside the Prefect UI (0: no console).")] = 8765,
           verbose: Verbose = False) -> None:
@@ -536,7 +537,8 @@ def serve(source: Source,
                         policy=str(policy.absolute()) if policy else None, columns=cols, checks=checks,
                         reference=str(Path(reference).absolute()) if reference and "://" not in reference else reference,
                         quarantine_mode=quarantine_mode, image_root=image_root,
-                        runner=runner, workers=workers, address=address, console_port=console_port or None)
+                        runner=runner, workers=workers, address=address, corpus=corpus,
+                        shared_history=shared_history, console_port=console_port or None)
     except (PolicyError, SourceError, UnknownCheckError, typer.BadParameter, ValueError, RuntimeError) as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(COULD_NOT_RUN)
