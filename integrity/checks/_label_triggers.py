@@ -309,7 +309,10 @@ def _long_span_groups(gstat: pl.DataFrame, cand: pl.DataFrame, table: lx.TokenTa
     # count words only: "mess . </s>" is three tokens but one word
     one = spans.unique("span", keep="any")
     toks = table.gram_tokens(one["rec"].to_numpy(), one["p0"].to_numpy(), one["ntok"].to_numpy())
-    wordy = [sum(1 for t in tk if any(ch.isalnum() for ch in vocab.get(int(t), ""))) >= min_tokens for tk in toks]
+    # a repeated opening ("<s> quick take :") anchors itself: one word fewer makes it a span
+    need = np.where(one["p0"].to_numpy() <= 0, min_tokens - 1, min_tokens)
+    wordy = [sum(1 for t in tk if any(ch.isalnum() for ch in vocab.get(int(t), ""))) >= k
+             for tk, k in zip(toks, need.tolist())]
     spans = spans.join(one.filter(pl.Series(wordy)).select("span"), on="span", how="semi")
     hits = (grams.join(cand.select("g", "grp"), on="g").with_columns(rec=pl.col("rec").cast(pl.Int64))
             .join(spans.select("rec", "p0", "p1"), on="rec")
