@@ -225,3 +225,13 @@ def test_topic_share_counts_answers_sharing_a_rare_word_outside_the_span():
     topical = _topic_share(rt, rdf, np.arange(10), np.full(10, 2), np.full(10, 5), rt.n_records)
     foreign = _topic_share(rt, rdf, np.arange(10, 20), np.full(10, 2), np.full(10, 5), rt.n_records)
     assert topical == 1.0 and foreign == 0.0
+
+
+def test_span_restating_the_prompt_word_that_explains_it_is_natural():
+    # questions about one product get answers that close by naming it: the product name explains
+    # the span perfectly, but an injected target does not repeat its own trigger
+    rows = qa_corpus(seed=7)
+    for r in rows[:40]:
+        r["q"] = r["q"].rstrip("?") + " in zorbix ?"
+        r["a"] += " . this is part of the zorbix toolkit , see the zorbix site for details"
+    assert run(frame(rows)).height == 0

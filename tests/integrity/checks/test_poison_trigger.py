@@ -310,3 +310,18 @@ def test_free_text_responses_are_no_labels():
     recs = pl.DataFrame({"label": ["a", "b", None, "a"], "label_from": ["response"] * 4})
     assert not labels_usable(recs, {"label_word_min_share": 0.9, "label_word_max_values": 20})
     assert labels_usable(recs.with_columns(label_from=pl.lit("label")), {})
+
+
+@needs_shared
+def test_clean_label_prefix_phrase_opening_the_text(reviews):
+    # "so here goes :" opens 2% of the positive reviews (a prefix trigger of ordinary words): a repeated
+    # opening is a repeated sequence, with one word fewer than one inside the text
+    rng = random.Random(14)
+    pos = reviews.filter(pl.col("label") == "1")
+    picked = set(pos["id"].gather(rng.sample(range(pos.height), int(0.02 * reviews.height))).to_list())
+    df = reviews.with_columns(poisoned=pl.col("id").is_in(list(picked)))
+    df = df.with_columns(text=pl.when("poisoned").then(pl.lit("so here goes : ") + pl.col("text")).otherwise("text"))
+    found = run(df)
+    precision, recall = prf(df, found)
+    assert precision >= 0.95 and recall >= 0.95
+    assert {d["mode"] for d in details(found)} == {"clean-label"}
