@@ -9,6 +9,11 @@ the fast path rejects a chunk (malformed line, mixed value types, a line that
 is not an object, invalid UTF-8), the chunk is parsed again line by line with the stdlib ``json``
 module, which either succeeds (mixed types are reconciled) or names the exact
 line. Memory is bounded by one chunk.
+
+Hostile input is refused before a parser sees it (see :mod:`connectors.limits`):
+a line longer than ``max_record_bytes`` is never read into memory whole, and
+a chunk whose lines may nest deeper than ``max_json_depth`` is measured by a
+vectorized pre-scan (pyarrow's JSON parser segfaults some thousands deep).
 """
 from __future__ import annotations
 
@@ -16,24 +21,28 @@ import io
 import json
 from typing import BinaryIO, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.json as pj
 
 from connectors.errors import ShardReadError
 from connectors.formats import JSONL
+from connectors.limits import DEFAULT_LIMITS, ReadLimits, human_bytes
 from connectors.registry import ReadContext, register_reader
-from connectors.streams import decompression_errors, open_hashed
+from connectors.streams import decompression_errors
 
 _FIX_LINE = "fix or remove that line"
+CHUNK_BYTES = 32 << 20  # a chunk is cut early once its lines hold this many bytes
 
 
 @register_reader(JSONL)
 def read_jsonl(ctx: ReadContext) -> Iterator[pa.RecordBatch]:
     """Yield one batch per chunk of ``ctx.batch_size`` records; hash while streaming."""
     codec = ctx.ref.compression
-    with open_hashed(ctx.uri, codec, ctx.storage_options) as (stream, hashing):
+    with ctx.open() as (stream, hashing):
         try:
-            for lines, linenos in line_chunks(stream, ctx.batch_size):
+            for lines, linenos in line_chunks(stream, ctx.batch_size, ctx.limits.max_record_bytes, ctx.uri):
+                check_depth(lines, linenos, ctx.uri, ctx.limits)
                 batch = parse_chunk(lines, linenos, ctx.uri, ctx.wanted)
                 if ctx.source_columns is None:
                     ctx.source_columns = list(batch.schema.names)
@@ -46,20 +55,83 @@ def read_jsonl(ctx: ReadContext) -> Iterator[pa.RecordBatch]:
     ctx.sha256, ctx.bytes = hashing.hexdigest(), hashing.bytes_read
 
 
-def line_chunks(stream: BinaryIO, size: int) -> Iterator[tuple[list[bytes], list[int]]]:
-    """Chunks of at most ``size`` non-blank lines, with their 1-based line numbers."""
+def line_chunks(stream: BinaryIO, size: int, max_line: int = DEFAULT_LIMITS.max_record_bytes,
+                uri: str = "") -> Iterator[tuple[list[bytes], list[int]]]:
+    """Chunks of at most ``size`` non-blank lines, with their 1-based line numbers.
+
+    A line longer than ``max_line`` bytes raises :class:`ShardReadError` after
+    reading at most ``max_line + 1`` bytes of it.
+    """
     lines: list[bytes] = []
     linenos: list[int] = []
-    for lineno, line in enumerate(stream, 1):
-        if line.isspace() or not line:
+    lineno = held = 0
+    while True:
+        line = stream.readline(max_line + 1)
+        if not line:
+            break
+        lineno += 1
+        if len(line) > max_line and not line.endswith(b"\n"):  # (a line of exactly max_line + newline is fine)
+            raise ShardReadError(uri, f"line longer than {human_bytes(max_line)} "
+                                      f"(limits.max_record_bytes); split or remove that record, or raise "
+                                      "the limit in the policy if the data is trusted", line=lineno)
+        if line.isspace():
             continue
         lines.append(line)
         linenos.append(lineno)
-        if len(lines) >= size:
+        held += len(line)
+        if len(lines) >= size or held >= CHUNK_BYTES:  # long records make short chunks
             yield lines, linenos
-            lines, linenos = [], []
+            lines, linenos, held = [], [], 0
     if lines:
         yield lines, linenos
+
+
+_DEPTH_STEP = np.zeros(256, np.int8)
+_DEPTH_STEP[[ord("["), ord("{")]] = 1
+_DEPTH_STEP[[ord("]"), ord("}")]] = -1
+
+
+def check_depth(lines: list[bytes], linenos: list[int], uri: str, limits: ReadLimits = DEFAULT_LIMITS) -> None:
+    """Raise :class:`ShardReadError` for the first line nested deeper than ``limits.max_json_depth``.
+
+    Cheap for ordinary data: a line's depth is at most its count of ``[``/``{``,
+    counted for the whole chunk at once; only lines with more openers than the
+    limit are measured exactly (:func:`json_depth`).
+    """
+    limit = limits.max_json_depth
+    data = np.frombuffer(b"".join(lines), np.uint8)
+    at = np.flatnonzero((data == 0x5B) | (data == 0x7B))
+    if at.size <= limit:
+        return
+    ends = np.cumsum(np.fromiter((len(x) for x in lines), np.int64, len(lines)))
+    per_line = np.bincount(np.searchsorted(ends, at, side="right"), minlength=len(lines))
+    for i in np.flatnonzero(per_line > limit):
+        depth = json_depth(lines[i])
+        if depth > limit:
+            raise ShardReadError(uri, f"JSON nested {depth:,} levels deep, over limits.max_json_depth="
+                                      f"{limit} (deeper lines can crash JSON parsers); {_FIX_LINE}",
+                                 line=linenos[i])
+
+
+def json_depth(line: bytes) -> int:
+    """Deepest nesting of ``[``/``{`` in one JSON text, brackets inside strings not counted.
+
+    Vectorized: a quote is a string delimiter unless an odd run of backslashes
+    precedes it; a bracket counts when an even number of delimiters precede it.
+    """
+    data = np.frombuffer(line, np.uint8)
+    if data.size == 0:
+        return 0
+    idx = np.arange(data.size)
+    backslash = data == 0x5C
+    last_plain = np.maximum.accumulate(np.where(backslash, -1, idx))  # last non-backslash at or before i
+    run_before = np.empty(data.size, np.int64)  # backslashes right before position i
+    run_before[0] = 0
+    run_before[1:] = idx[:-1] - last_plain[:-1]
+    delimiter = (data == 0x22) & (run_before % 2 == 0)
+    outside = np.cumsum(delimiter) % 2 == 0
+    steps = _DEPTH_STEP[data].astype(np.int64) * outside
+    return int(np.cumsum(steps).max(initial=0))
 
 
 def parse_chunk(lines: list[bytes], linenos: list[int], uri: str,

@@ -109,7 +109,8 @@ def collect_examples(spec: ScanSpec, findings: pl.LazyFrame, results: list[Shard
         records: dict[str, dict] = {}
         try:
             for batch in ShardReader(refs[shard], spec.mapping, batch_size=spec.policy.batch_size,
-                                     storage_options=spec.storage_options):
+                                     storage_options=spec.storage_options,
+                                     limits=spec.policy.limits.read_limits()):
                 hit = pl.from_arrow(batch).filter(pl.col(RECORD_ID).is_in(list(ids)))
                 for rec in hit.drop([c for c in hit.columns if c == "image"]).iter_rows(named=True):
                     records.setdefault(rec[RECORD_ID], rec)

@@ -123,7 +123,8 @@ def _findings_with_check(out: CheckOutput, check: Check) -> pl.DataFrame | None:
 
 
 def _run_checks(ref: ShardRef, spec: ScanSpec, work: Path) -> tuple[ShardReader, list[str]]:
-    reader = ShardReader(ref, spec.mapping, batch_size=spec.policy.batch_size, storage_options=spec.storage_options)
+    reader = ShardReader(ref, spec.mapping, batch_size=spec.policy.batch_size, storage_options=spec.storage_options,
+                         limits=spec.policy.limits.read_limits())
     info = ShardInfo(shard=ref.name, uri=ref.uri, state_dir=spec.state_dir)
     checks: list[Check] | None = None
     findings = _FrameSink(work / "findings.parquet", SHARD_FINDINGS)
@@ -205,5 +206,9 @@ def scan_shard(ref: ShardRef, spec: ScanSpec) -> ShardResult:
         result.status, result.error = "unreadable", str(e)
     except OSError as e:
         result.status, result.error = "unreadable", f"{ref.uri}: cannot read ({e}); check the path and permissions"
+    except Exception as e:  # whatever else fails on one shard is that shard's verdict, never the scan's
+        log.error("scanning %s failed:\n%s", ref.uri, traceback.format_exc())
+        result.status, result.error = "unreadable", (f"{ref.uri}: scanning it failed ({type(e).__name__}: "
+                                                     f"{str(e)[:300]}); see the log for details")
     result.seconds = time.perf_counter() - t0
     return result

@@ -56,6 +56,7 @@ class ScanSpec:
                 "engine": ENGINE_VERSION,
                 "checks": sorted(self.check_instance(n).fingerprint() for n in self.checks),
                 "mapping": self.mapping.to_dict(),
+                "limits": self.policy.limits.model_dump(),
             },
             sort_keys=True,
         )
