@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -202,3 +203,50 @@ def test_csv_quoted_newlines_and_escaped_quotes_still_read(tmp_path):
     [ref] = list_shards(str(path))
     table = pa.Table.from_batches(list(ShardReader(ref, ColumnMapping())))
     assert table.column("text").to_pylist() == ["alpha", 'be\n"ta"', "gamma"]
+
+
+def _png(width: int, height: int, idat: bytes, iend: bool = True) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    head = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + head + chunk(b"IDAT", idat) + (chunk(b"IEND", b"") if iend else b"")
+
+
+def test_truncated_6000x6000_png_is_corrupt_and_never_allocated():
+    """Issue 13 defect 9: a ~100-byte PNG declaring 6000x6000 decoded as "ok" at ~0.9 GB."""
+    import zlib
+
+    from connectors.images import decode_image
+    from integrity.checks import registry
+
+    one_row = zlib.compress(b"\0" + b"\x10" * 18_000)
+    for data in (_png(6000, 6000, one_row), _png(6000, 6000, one_row, iend=False)):
+        assert len(data) < 150
+        got = decode_image(data)
+        assert got.status == "corrupt" and "cannot hold the 108,006,000 bytes" in got.error
+    # a complete zlib stream that holds half the rows is caught by counting, not by the ratio bound
+    half = zlib.compress(np.random.default_rng(0).integers(0, 255, 300 * 901, dtype=np.uint8).tobytes())
+    got = decode_image(_png(300, 600, half))
+    assert got.status == "corrupt" and "270,300 of the 540,600 bytes" in got.error
+    batch = pa.record_batch({"record_id": ["a"], "row": [0],
+                             "image": pa.array([_png(6000, 6000, one_row)], pa.large_binary())})
+    found = registry.get("image.decode")({}).process_batch(batch).findings
+    assert json.loads(found["detail"][0])["problem"] == "corrupt"
+
+
+def test_complete_pngs_of_every_mode_still_decode():
+    import io
+
+    from PIL import Image
+
+    from connectors.images import decode_image
+
+    pixels = np.random.default_rng(1).integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    for mode in ("RGB", "L", "1", "P", "RGBA", "LA", "I;16"):
+        buf = io.BytesIO()
+        Image.fromarray(pixels).convert(mode).save(buf, "PNG")
+        assert decode_image(buf.getvalue()).status == "ok", mode
