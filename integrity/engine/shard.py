@@ -27,6 +27,7 @@ from connectors.errors import ShardReadError
 from integrity.checks.base import Check, CheckOutput, ShardInfo
 from integrity.engine.spec import ScanSpec
 from integrity.ledger import Ledger
+from integrity.schema import RECORD_ID, ROW
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,9 @@ def _run_checks(ref: ShardRef, spec: ScanSpec, work: Path) -> tuple[ShardReader,
     findings = _FrameSink(work / "findings.parquet", SHARD_FINDINGS)
     features: dict[str, _FrameSink] = {}
 
-    def emit(check: Check, out: CheckOutput) -> None:
-        findings.write(_findings_with_check(out, check))
+    def emit(check: Check, out: CheckOutput, batch: pa.RecordBatch | None = None) -> None:
+        found = _findings_with_check(out, check)
+        findings.write(with_rows(found, batch) if batch is not None and found is not None else found)
         if out.features is not None and out.features.height:
             sink = features.setdefault(check.name, _FrameSink(work / "features" / f"{check.name}.parquet"))
             sink.write(out.features)
@@ -142,7 +144,7 @@ def _run_checks(ref: ShardRef, spec: ScanSpec, work: Path) -> tuple[ShardReader,
                 checks = [c for c in (spec.check_instance(n, info) for n in spec.checks)
                           if c.applies_to(batch.schema.names)]
             for check in checks:
-                emit(check, _guarded(check, ref, check.process_batch, batch))
+                emit(check, _guarded(check, ref, check.process_batch, batch), batch)
         for check in checks or []:
             emit(check, _guarded(check, ref, check.finish_shard))
     finally:
@@ -150,6 +152,31 @@ def _run_checks(ref: ShardRef, spec: ScanSpec, work: Path) -> tuple[ShardReader,
         for sink in features.values():
             sink.close()
     return reader, [c.name for c in checks or []]
+
+
+def with_rows(found: pl.DataFrame, batch: pa.RecordBatch) -> pl.DataFrame:
+    """``found`` with each record's row index in its detail (``{"row": 12, ...}``).
+
+    ``record_id`` is the id column's value, which a shard may repeat (see
+    ``provenance.duplicate_id``); the row index in the shard tells such
+    records apart. Looked up in the batch the findings came from; an id the
+    batch itself repeats gets every candidate (``"rows": [3, 9]``). Details
+    that already carry a ``"row"`` and shard-level findings are left alone.
+    """
+    keys = (pl.from_arrow(batch.select([RECORD_ID, ROW])).group_by(RECORD_ID, maintain_order=True)
+            .agg(pl.col(ROW)))
+    joined = found.with_row_index("_i").join(keys, on=RECORD_ID, how="left").sort("_i")
+    one = pl.col(ROW).list.len() == 1
+    prefix = (pl.when(one).then(pl.format('"row": {}', pl.col(ROW).list.first()))
+              .otherwise(pl.format('"rows": [{}]', pl.col(ROW).cast(pl.List(pl.Utf8)).list.join(", "))))
+    body = pl.col("detail").str.strip_chars().str.slice(1)
+    add = (pl.col(ROW).is_not_null() & pl.col("detail").str.starts_with("{")
+           & ~pl.col("detail").str.contains('"row"', literal=True))
+    detail = (pl.when(add).then(pl.concat_str(pl.lit("{"), prefix,
+                                              pl.when(body.str.strip_chars() == "}").then(pl.lit(""))
+                                              .otherwise(pl.lit(", ")), body))
+              .otherwise(pl.col("detail")))
+    return joined.with_columns(detail=detail).select(found.columns)
 
 
 class CheckFailed(RuntimeError):

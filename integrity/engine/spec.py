@@ -15,7 +15,7 @@ from integrity.policy import Policy
 from integrity.schema import ColumnMapping
 
 #: bump when the engine's per-shard output format changes (invalidates the cache)
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2  # 2: per-record findings carry detail.row
 
 
 @dataclass
