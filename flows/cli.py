@@ -101,6 +101,7 @@ def _scan_or_gate(source, out_dir, policy, reference, columns, checks, runner, a
                   verbose, image_root=None) -> dict | None:
     from connectors.errors import SourceError
     from integrity.checks.registry import UnknownCheckError
+    from integrity.ledger import LedgerError
     from integrity.policy import PolicyError
 
     _setup_logging(verbose)
@@ -111,7 +112,7 @@ def _scan_or_gate(source, out_dir, policy, reference, columns, checks, runner, a
         summary = _run(spec, runner, workers, address)
         summary["run_dir"] = str(spec.out)
         return summary
-    except (PolicyError, SourceError, UnknownCheckError, typer.BadParameter, ValueError) as e:
+    except (PolicyError, SourceError, UnknownCheckError, LedgerError, typer.BadParameter, ValueError) as e:
         err.print(f"[red]error:[/] {e}")
     except KeyboardInterrupt:
         err.print("[red]interrupted[/]")
@@ -184,9 +185,13 @@ def quarantine_list(state_dir: StateDir = Path(".integrity")) -> None:
     """Shards currently in quarantine."""
     from rich.table import Table
 
-    from integrity.ledger import Ledger
+    from integrity.ledger import Ledger, LedgerError
 
-    rows = Ledger(state_dir).quarantined()
+    try:
+        rows = Ledger(state_dir).quarantined()
+    except LedgerError as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(COULD_NOT_RUN)
     if not rows:
         out.print("nothing is quarantined")
         return
@@ -230,6 +235,37 @@ def quarantine_restore(shard: Annotated[str, typer.Argument(help="Shard name or 
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(COULD_NOT_RUN)
     out.print(f"restored {shard}")
+
+
+@quarantine_app.command("resume")
+def quarantine_resume(state_dir: StateDir = Path(".integrity")) -> None:
+    """Finish the quarantine and restore actions a crash left half done (copy, verify, remove).
+
+    The next scan does this too; exits 0 when nothing is left unfinished, 1 when an
+    action could not be finished (its error is shown; run it again once that is fixed).
+    """
+    from integrity import quarantine as q
+    from integrity.ledger import Ledger, LedgerError
+    from integrity.ledger.records import LIVE_STATES
+
+    try:
+        ledger = Ledger(state_dir)
+        actions = q.resume_pending(ledger)
+    except (q.QuarantineError, LedgerError) as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(COULD_NOT_RUN)
+    if not actions:
+        out.print("no unfinished quarantine actions")
+        return
+    stuck = [a for a in actions if a.state in LIVE_STATES or a.restore_state in LIVE_STATES]
+    for a in actions:
+        line = q.describe(a)
+        if a in stuck:
+            err.print(f"[yellow]unfinished[/] {line}" + (f": {a.error}" if a.error else ""))
+        else:
+            out.print(f"finished {line}")
+    if stuck:
+        raise typer.Exit(1)
 
 
 @policy_app.command("default")

@@ -585,6 +585,8 @@ def with_thumbnails(found: "pl.DataFrame", where: "pl.DataFrame", k: int, max_sh
     jobs = [{"uri": r["uri"], "row": r["row"], "box": r.get("box")} for r in top.iter_rows(named=True)]
     more: dict[str, dict[int, dict]] = {}
     for key, frame in (extra or {}).items():
+        if frame.height == 0:  # nothing to show (its columns may even be untyped)
+            continue
         m = top.select("_i", "shard", "record_id").join(frame, on=["shard", "record_id"], how="inner")
         more[key] = {int(r["_i"]): {"uri": r["uri"], "row": int(r["row"])} for r in m.iter_rows(named=True)}
         jobs += list(more[key].values())

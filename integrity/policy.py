@@ -167,6 +167,53 @@ def _format_loc(loc: tuple) -> str:
     return ".".join(parts) or "(top level)"
 
 
+MAX_POLICY_BYTES = 1 << 20  # a policy is a few KB; anything this big is not one
+MAX_POLICY_DEPTH = 32  # nesting levels (the deepest real key is about 6 levels down)
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed YAML, iteratively (a hostile file cannot exhaust the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, Mapping):
+            children = list(v.values())
+        elif isinstance(v, list):
+            children = v
+        else:
+            continue
+        deepest = max(deepest, d)
+        if d > MAX_POLICY_DEPTH:
+            break
+        stack.extend((c, d + 1) for c in children)
+    return deepest
+
+
+def _read_yaml(path: Path, where: str) -> Any:
+    """The parsed policy file, or a :class:`PolicyError` saying what is wrong with it."""
+    try:
+        if path.stat().st_size > MAX_POLICY_BYTES:
+            raise PolicyError(f"{where}: {path.stat().st_size:,} bytes is too large for a policy file "
+                              f"(at most {MAX_POLICY_BYTES:,}); check the --policy path")
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise PolicyError(f"{where}: cannot read the policy file ({e.strerror}); check the --policy path") from e
+    except UnicodeDecodeError as e:
+        raise PolicyError(f"{where}: not a YAML text file (byte {e.start} is not UTF-8); "
+                          "check the --policy path") from None
+    if "\x00" in text:
+        raise PolicyError(f"{where}: not a YAML text file (it holds NUL bytes); check the --policy path")
+    try:
+        user = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise PolicyError(f"{where}: not valid YAML: {e}") from e
+    except RecursionError:
+        raise PolicyError(f"{where}: nested too deeply to be a policy (more than {MAX_POLICY_DEPTH} levels)") from None
+    if _depth(user) > MAX_POLICY_DEPTH:
+        raise PolicyError(f"{where}: nested too deeply to be a policy (more than {MAX_POLICY_DEPTH} levels)")
+    return user
+
+
 def load_policy(path: str | Path | None = None) -> Policy:
     """Load and validate a policy (``None``: the shipped default).
 
@@ -178,14 +225,7 @@ def load_policy(path: str | Path | None = None) -> Policy:
     data: dict = default
     if path is not None:
         where = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as e:
-            raise PolicyError(f"{where}: cannot read the policy file ({e.strerror}); check the --policy path") from e
-        try:
-            user = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise PolicyError(f"{where}: not valid YAML: {e}") from e
+        user = _read_yaml(Path(path), where)
         if not isinstance(user, Mapping):
             raise PolicyError(f"{where}: the top level must be a mapping of keys (version, checks, verdict, ...)")
         data = _deep_merge(default, user)

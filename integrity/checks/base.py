@@ -106,6 +106,9 @@ class Check(ABC):
     after: ClassVar[tuple[str, ...]] = ()
     #: bump when the check's logic changes so cached shard results are recomputed
     version: ClassVar[int] = 1
+    #: whether the engine hands this check the raw text; every other check gets its batches
+    #: with secrets masked (integrity.redact.mask_batch), so none can write one in full
+    reads_raw_secrets: ClassVar[bool] = False
 
     def __init__(self, options: Mapping[str, Any] | None = None, shard: ShardInfo | None = None):
         options = dict(options or {})

@@ -238,9 +238,11 @@ class ImageDedup(ImageCheck):
         })
         where = df.select("shard", RECORD_ID, "uri", ROW)
         local = [r for r in rows if r[5] < n]  # representatives scanned tonight can be shown
+        # typed columns: with every representative in the history the frame is empty, and
+        # untyped empty columns would be Null, which polars refuses to join on
         rep_of = pl.DataFrame({"shard": [r[0] for r in local], RECORD_ID: [r[1] for r in local],
-                               "uri": pl.Series([df["uri"][r[5]] for r in local], dtype=pl.Utf8),
-                               ROW: pl.Series([int(df[ROW][r[5]]) for r in local], dtype=pl.Int64)}).unique(
+                               "uri": [df["uri"][r[5]] for r in local], ROW: [int(df[ROW][r[5]]) for r in local]},
+                              schema={"shard": pl.Utf8, RECORD_ID: pl.Utf8, "uri": pl.Utf8, ROW: pl.Int64}).unique(
             ["shard", RECORD_ID])
         return with_thumbnails(found, where, int(self.options["thumbnails"]),
                                extra={"representative_thumbnail": rep_of}, mapping=ctx.mapping)

@@ -364,6 +364,23 @@ def _scan_assignments_with(min_len: int, min_entropy: float):
     return scan
 
 
+def _assignment_prefilter(min_len: int) -> str:
+    return (r"(?i)(?:pass|pwd|secret|token|key|credential)[a-z0-9_.-]*[\"']?[ \t]*(?::|=>|=)[ \t]*[\"'`]?"
+            + (r"[^\s\"'`]{%d}" % min(min_len, 40)))
+
+
+# Every text the scanner writes (excerpts, finding details, cached features) is
+# masked with these: integrity.redact is the one place that calls them.
+SECRET_PREFILTER = "(?:" + _TOKEN_PREFILTER + ")|(?i:" + _assignment_prefilter(16).removeprefix("(?i)") + ")"
+_scan_assignments_default = _scan_assignments_with(16, 3.0)
+
+
+def secret_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of every secret in ``text``, of any kind, documentation
+    examples included (masking those too costs nothing and leaks nothing)."""
+    found = _chain(_scan_tokens, _scan_private_keys, _scan_jwt, _scan_assignments_default)(text)
+    return sorted({(start, end) for _, start, end, _, _ in found})
+
 
 class SecretCheck(Check):
     name = "privacy.secret"
@@ -384,6 +401,7 @@ class SecretCheck(Check):
     default_severity = "warn"
     corpus_level = False
     version = 1
+    reads_raw_secrets = True  # the one check that must see them (and writes only previews)
 
     def __init__(self, options: dict[str, Any] | None = None, shard: ShardInfo | None = None):
         super().__init__(options, shard)
@@ -407,8 +425,7 @@ class SecretCheck(Check):
             ScanGroup("tokens", _TOKEN_PREFILTER, token_kinds, _chain(_scan_tokens, _scan_private_keys, _scan_jwt)),
             ScanGroup(
                 "assignment",
-                r"(?i)(?:pass|pwd|secret|token|key|credential)[a-z0-9_.-]*[\"']?[ \t]*(?::|=>|=)[ \t]*[\"'`]?"
-                + (r"[^\s\"'`]{%d}" % min(min_len, 40)),
+                _assignment_prefilter(min_len),
                 frozenset({"secret_assignment", "aws_secret_access_key"}),
                 _scan_assignments_with(min_len, min_entropy),
             ),

@@ -17,6 +17,7 @@ from connectors import ShardReader, ShardRef
 from connectors.errors import ShardReadError
 from integrity.engine.shard import ShardResult
 from integrity.engine.spec import ScanSpec
+from integrity.redact import mask_secrets
 from integrity.schema import RECORD_ID, TEXT_FIELDS
 
 FINDINGS_ORDER = ["shard", "record_id", "check", "severity", "score", "detail"]
@@ -74,7 +75,8 @@ def excerpt_of(record: dict, detail: dict, width: int) -> tuple[str, str, list[l
         field = next((f for f in TEXT_FIELDS if record.get(f)), None)
     if field is None:
         return "", "", []
-    text: str = record[field]
+    # every excerpt, whatever check asked for it, has its secrets masked first
+    text: str = mask_secrets(str(record[field]))
     spans = [s for s in spans if s.get("field", field) == field]
     for s in spans:
         if s.get("redact"):

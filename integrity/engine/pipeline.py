@@ -21,6 +21,7 @@ from integrity.engine.corpus import after_verdicts, run_corpus_checks, shard_fin
 from integrity.engine.shard import ShardResult, scan_shard
 from integrity.engine.spec import ScanSpec
 from integrity.ledger import Ledger, findings_key
+from integrity.redact import mask_frame
 
 log = logging.getLogger(__name__)
 WORK = ".work"  # run_dir subfolder for intermediate files
@@ -43,7 +44,7 @@ def corpus_stage(spec: ScanSpec, results: list[ShardResult]) -> tuple[Path, dict
     """Corpus-level checks; their findings go to ``.work/corpus_findings.parquet``."""
     found, timings = run_corpus_checks(spec, results, spec.out)
     path = spec.out / WORK / "corpus_findings.parquet"
-    found.write_parquet(path)
+    mask_frame(found).write_parquet(path)  # details may quote record text: secrets masked
     return path, timings
 
 

@@ -27,6 +27,7 @@ from connectors.errors import ShardReadError
 from integrity.checks.base import Check, CheckOutput, ShardInfo
 from integrity.engine.spec import ScanSpec
 from integrity.ledger import Ledger
+from integrity.redact import mask_batch, mask_frame, mask_secrets
 from integrity.schema import RECORD_ID, ROW
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class _FrameSink:
     def write(self, frame: pl.DataFrame) -> None:
         if frame is None or frame.height == 0:
             return
-        table = frame.to_arrow()
+        table = mask_frame(frame).to_arrow()  # nothing reaches the cache with a secret in full
         if self.writer is None:
             self.schema = self.schema or table.schema
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,8 +144,12 @@ def _run_checks(ref: ShardRef, spec: ScanSpec, work: Path) -> tuple[ShardReader,
             if checks is None:  # the columns are known once the first batch is read
                 checks = [c for c in (spec.check_instance(n, info) for n in spec.checks)
                           if c.applies_to(batch.schema.names)]
+            masked = None  # secrets masked once per batch, for every check but privacy.secret
             for check in checks:
-                emit(check, _guarded(check, ref, check.process_batch, batch), batch)
+                if not check.reads_raw_secrets and masked is None:
+                    masked = mask_batch(batch)
+                seen = batch if check.reads_raw_secrets else masked
+                emit(check, _guarded(check, ref, check.process_batch, seen), seen)
         for check in checks or []:
             emit(check, _guarded(check, ref, check.finish_shard))
     finally:
@@ -230,12 +235,12 @@ def scan_shard(ref: ShardRef, spec: ScanSpec) -> ShardResult:
         done.cached = False
         return done
     except (ShardReadError, CheckFailed) as e:
-        result.status, result.error = "unreadable", str(e)
+        result.status, result.error = "unreadable", mask_secrets(str(e))
     except OSError as e:
         result.status, result.error = "unreadable", f"{ref.uri}: cannot read ({e}); check the path and permissions"
     except Exception as e:  # whatever else fails on one shard is that shard's verdict, never the scan's
         log.error("scanning %s failed:\n%s", ref.uri, traceback.format_exc())
-        result.status, result.error = "unreadable", (f"{ref.uri}: scanning it failed ({type(e).__name__}: "
-                                                     f"{str(e)[:300]}); see the log for details")
+        result.status, result.error = "unreadable", mask_secrets(f"{ref.uri}: scanning it failed ({type(e).__name__}: "
+                                                                 f"{str(e)[:300]}); see the log for details")
     result.seconds = time.perf_counter() - t0
     return result

@@ -76,6 +76,14 @@ class Ledger:
             con.execute("PRAGMA foreign_keys = ON")
             con.execute("PRAGMA synchronous = FULL")
             yield con
+        except sqlite3.DatabaseError as e:
+            if type(e) is not sqlite3.DatabaseError:  # integrity/operational errors are the callers' business
+                raise
+            # "file is not a database", "database disk image is malformed": say which file and what to do
+            raise LedgerError(
+                f"{self.path}: not a readable ledger database ({e}); it may be corrupt or not a ledger: move it "
+                "aside (a new one is created; quarantined files stay where they are) or restore it from a backup"
+            ) from None
         finally:
             con.close()
 

@@ -1,0 +1,142 @@
+"""Regressions of the adversarial pass (issue 13), run the way a user runs them: the
+``integrity`` CLI in a subprocess, real files, a real state directory."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=300)
+
+
+def _assert_message_not_traceback(r: subprocess.CompletedProcess, *words: str) -> None:
+    text = r.stdout + r.stderr
+    assert r.returncode == 3, text
+    assert "Traceback" not in text, text
+    for w in words:
+        assert w in text, text
+
+
+# --------------------------------------------------------------------------- defect 7
+
+
+def _png_tar(path: Path, captions: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for i, caption in enumerate(captions):
+            arr = np.zeros((32, 32, 3), np.uint8)
+            arr[:, :] = (i * 60, 255 - i * 60, (i * 97) % 255)
+            arr[8:16, 4:28] = 255 - arr[0, 0]
+            buf = io.BytesIO()
+            Image.fromarray(arr).save(buf, "PNG")
+            for name, data in ((f"{i:04d}.png", buf.getvalue()), (f"{i:04d}.txt", caption.encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def test_nightly_image_rescan_matching_only_earlier_images(tmp_path: Path):
+    """Night 2's images duplicate only night 1's approved images (other captions): the
+    scan used to abort with a SchemaError joining an empty, untyped frame."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"state_dir: {tmp_path / 'state'}\n")
+    _png_tar(tmp_path / "day1" / "day1.tar", [f"first picture {i}" for i in range(4)])
+    _png_tar(tmp_path / "day2" / "day2.tar", [f"second caption {i}" for i in range(4)])
+    for day in ("day1", "day2"):
+        r = cli("scan", str(tmp_path / day), "--out", str(tmp_path / f"run-{day}"), "--policy", str(policy),
+                "--checks", "dedup.image", "--runner", "inline")
+        assert r.returncode == 0, r.stdout + r.stderr
+    found = pq.read_table(tmp_path / "run-day2" / "findings.parquet").to_pylist()
+    assert len(found) == 4
+    for f in found:
+        d = json.loads(f["detail"])
+        assert d["history"] is True and d["representative_shard"] == "day1.tar"
+        assert d["representative"] == f["record_id"]
+
+
+# --------------------------------------------------------------------------- defect 12
+
+
+def test_policy_validate_on_a_binary_file(tmp_path: Path):
+    p = tmp_path / "policy.yaml"
+    p.write_bytes(bytes(range(256)) * 8)
+    _assert_message_not_traceback(cli("policy", "validate", str(p)), "policy.yaml", "not a YAML text file")
+
+
+def test_scan_with_a_deeply_nested_policy_names_the_file(tmp_path: Path):
+    src = tmp_path / "s.jsonl"
+    src.write_text('{"id": 1, "text": "hello"}\n')
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("checks: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    block = tmp_path / "block.yaml"
+    block.write_text("checks:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 400)))
+    for p in (flow, block):
+        r = cli("scan", str(src), "--policy", str(p), "--out", str(tmp_path / "run"), "--runner", "inline")
+        _assert_message_not_traceback(r, p.name, "nested too deeply")
+        _assert_message_not_traceback(cli("policy", "validate", str(p)), p.name, "nested too deeply")
+
+
+def test_quarantine_commands_on_a_corrupt_ledger(tmp_path: Path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "ledger.sqlite").write_bytes(os.urandom(8192))
+    for args in (["list"], ["resume"], ["restore", "a.jsonl"], ["release", "a.jsonl", "--reason", "ok"]):
+        r = cli("quarantine", *args, "--state-dir", str(state))
+        _assert_message_not_traceback(r, "ledger.sqlite", "not a readable ledger")
+
+
+# --------------------------------------------------------------------------- defect 16
+
+
+def test_quarantine_resume_finishes_a_move_killed_midway(tmp_path: Path):
+    """A scan process killed (os._exit, like kill -9) after copying a shard to the quarantine
+    and before removing the original: ``integrity quarantine resume`` finishes the move."""
+    corpus, state = tmp_path / "corpus", tmp_path / "state"
+    corpus.mkdir()
+    shard = corpus / "a.jsonl"
+    data = b'{"id": 1, "text": "leaked"}\n' * 100
+    shard.write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    crash = textwrap.dedent(f"""
+        import os
+        from integrity.ledger import Ledger
+        from integrity.quarantine import quarantine
+        def die(step):
+            if step == "verified":
+                os._exit(9)
+        quarantine(Ledger({str(state)!r}), scan_id="s1", shard="a.jsonl", uri={str(shard)!r}, sha256={sha!r},
+                   quarantine_root={str(state / "quarantine")!r}, fault=die)
+    """)
+    r = subprocess.run([sys.executable, "-c", crash], env={**os.environ, "PYTHONPATH": str(PROJECT)})
+    assert r.returncode == 9
+    assert shard.exists()  # killed before the original was removed
+    r = cli("quarantine", "list", "--state-dir", str(state))
+    assert "verified" in r.stdout, r.stdout + r.stderr
+
+    r = cli("quarantine", "resume", "--state-dir", str(state))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "finished" in r.stdout and "a.jsonl" in r.stdout
+    assert not shard.exists()
+    copies = [p for p in (state / "quarantine").rglob("*") if p.is_file()]
+    assert len(copies) == 1 and hashlib.sha256(copies[0].read_bytes()).hexdigest() == sha
+    r = cli("quarantine", "list", "--state-dir", str(state))
+    assert "done" in r.stdout, r.stdout
+
+    r = cli("quarantine", "resume", "--state-dir", str(state))
+    assert r.returncode == 0 and "no unfinished" in r.stdout
