@@ -18,7 +18,7 @@ from connectors.errors import ShardReadError
 from integrity.engine.shard import ShardResult
 from integrity.engine.spec import ScanSpec
 from integrity.redact import mask_secrets
-from integrity.schema import RECORD_ID, TEXT_FIELDS
+from integrity.schema import RECORD_ID, ROW, TEXT_FIELDS
 
 FINDINGS_ORDER = ["shard", "record_id", "check", "severity", "score", "detail"]
 EXAMPLES_SCHEMA = {"shard": pl.Utf8, "record_id": pl.Utf8, "check": pl.Utf8, "severity": pl.Utf8,
@@ -108,20 +108,25 @@ def collect_examples(spec: ScanSpec, findings: pl.LazyFrame, results: list[Shard
     for shard in shards:
         wanted = picked.filter(pl.col("shard") == shard)
         ids = set(wanted["record_id"].to_list())
+        want_rows = {r for r in (_detail_row(d) for d in wanted["detail"].to_list()) if r is not None}
         records: dict[str, dict] = {}
+        by_row: dict[int, dict] = {}  # ids may repeat in a shard: detail.row names the very record
         try:
             for batch in ShardReader(refs[shard], spec.mapping, batch_size=spec.policy.batch_size,
                                      storage_options=spec.storage_options,
                                      limits=spec.policy.limits.read_limits()):
-                hit = pl.from_arrow(batch).filter(pl.col(RECORD_ID).is_in(list(ids)))
+                hit = pl.from_arrow(batch).filter(pl.col(RECORD_ID).is_in(list(ids))
+                                                  | pl.col(ROW).is_in(list(want_rows)))
                 for rec in hit.drop([c for c in hit.columns if c == "image"]).iter_rows(named=True):
                     records.setdefault(rec[RECORD_ID], rec)
-                if len(records) >= len(ids):
+                    if rec[ROW] in want_rows:
+                        by_row[rec[ROW]] = rec
+                if len(records) >= len(ids) and len(by_row) >= len(want_rows):
                     break
         except ShardReadError:
             continue
         for f in wanted.iter_rows(named=True):
-            rec = records.get(f["record_id"])
+            rec = by_row.get(_detail_row(f["detail"])) or records.get(f["record_id"])
             if rec is None:
                 continue
             try:
@@ -132,6 +137,15 @@ def collect_examples(spec: ScanSpec, findings: pl.LazyFrame, results: list[Shard
             rows.append({**{c: f[c] for c in ("shard", "record_id", "check", "severity", "score", "detail")},
                          "field": field, "excerpt": excerpt, "highlights": json.dumps(hl)})
     return pl.DataFrame(rows, schema=EXAMPLES_SCHEMA) if rows else pl.DataFrame(schema=EXAMPLES_SCHEMA)
+
+
+def _detail_row(detail: str | None) -> int | None:
+    """``detail.row`` of a finding (its record's row index in the shard), when it has one."""
+    try:
+        row = json.loads(detail or "{}").get("row")
+    except (ValueError, AttributeError):
+        return None
+    return row if isinstance(row, int) else None
 
 
 def counts_by_check(findings_path: Path) -> dict[str, dict[str, int]]:

@@ -179,20 +179,23 @@ YAML_VALUES = st.recursive(YAML_SCALARS, lambda inner: st.lists(inner, max_size=
                            | st.dictionaries(POLICY_KEYS, inner, max_size=4), max_leaves=20)
 
 
-def check_policy(text: str) -> None:
-    _remember(text.encode("utf-8", "surrogatepass"))
+def check_policy(data: bytes) -> None:
+    _remember(data)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "p.yaml"
-        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        path.write_bytes(data)
         try:
             load_policy(path)
         except PolicyError:
             pass
 
 
-def policy_text() -> st.SearchStrategy[str]:
-    dumped = st.dictionaries(POLICY_KEYS, YAML_VALUES, max_size=5).map(lambda d: yaml.safe_dump(d))
-    return dumped | st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300)
+def policy_text() -> st.SearchStrategy[bytes]:
+    """Structured YAML over the policy's keys, random text, nested flow YAML, and random bytes."""
+    dumped = st.dictionaries(POLICY_KEYS, YAML_VALUES, max_size=5).map(lambda d: yaml.safe_dump(d).encode())
+    text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300).map(str.encode)
+    nested = st.integers(1, 5000).map(lambda n: b"checks: " + b"[" * n + b"]" * n + b"\n")
+    return dumped | text | nested | st.binary(max_size=300)
 
 
 def run(examples: int, derandomize: bool) -> None:

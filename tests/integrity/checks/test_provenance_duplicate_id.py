@@ -33,5 +33,9 @@ def test_duplicate_ids_warn_once_and_findings_name_their_rows(tmp_path: Path):
     secrets = found.filter(pl.col("check") == "privacy.secret")
     assert secrets["record_id"].to_list() == ["1"] * 5  # the contract: record_id stays the id string
     assert sorted(json.loads(d)["row"] for d in secrets["detail"]) == [0, 1, 2, 3, 4]  # told apart by row
+    examples = pl.read_parquet(tmp_path / "run" / "examples.parquet").filter(pl.col("check") == "privacy.secret")
+    assert examples.height >= 2
+    for detail, excerpt in examples.select("detail", "excerpt").iter_rows():
+        assert f"deploy number {json.loads(detail)['row']} " in excerpt  # the example shows that very record
     shards = pl.read_parquet(tmp_path / "run" / "shards.parquet")
     assert shards.filter(pl.col("shard") == "b.jsonl")["verdict"].to_list() == ["pass"]
