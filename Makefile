@@ -7,7 +7,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test test-all bench clean
+.PHONY: venv demo test test-all bench clean browser
 
 $(BIN)/integrity: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,11 +24,16 @@ demo: venv
 	-$(BIN)/integrity gate examples/.work/corpus --out runs/demo --policy examples/policy.yaml; \
 	  echo "gate exit code: $$? (0 pass, 1 warn, 2 fail, 3 could not run)"
 	@echo "report: $(CURDIR)/runs/demo/report.html"
+	@echo "console: $(BIN)/integrity console --state-dir .integrity/demo   (http://127.0.0.1:8765)"
 
-test: venv
+# The console's browser tests drive Debian's headless chromium (never a downloaded browser build).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+test: venv browser
 	$(BIN)/python -m pytest -q
 
-test-all: venv
+test-all: venv browser
 	$(BIN)/python -m pytest -q -m ""
 
 bench: venv

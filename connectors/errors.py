@@ -58,3 +58,18 @@ class ShardReadError(ConnectorError):
 
     def __reduce__(self):  # keep the error picklable across process pools
         return (type(self), (self.uri, self.message, self.line, self.row, self.offset))
+
+
+class ColumnMappingError(ShardReadError):
+    """The column mapping does not fit the shard (a mapped column is missing or has an unusable type).
+
+    ``columns`` lists the columns the shard does have, so that a scan where no
+    shard fits can say "could not run" and name them.
+    """
+
+    def __init__(self, uri: str, message: str, columns: list[str] | tuple[str, ...] = ()) -> None:
+        self.columns = list(columns)
+        super().__init__(uri, message)
+
+    def __reduce__(self):
+        return (type(self), (self.uri, self.message, self.columns))

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -125,7 +126,7 @@ def decode_image(data: bytes | None, limits: DecodeLimits = DEFAULT_LIMITS, meta
         if fmt is not None:
             return Decoded("corrupt", format=fmt, error=f"{fmt} signature but an unreadable header")
         return Decoded("unsupported", error=f"not an image in an allowed format ({', '.join(ALLOWED_FORMATS)}); "
-                                            f"starts with {bytes(data[:8])!r}")
+                                            f"{_looks_like(data)}")
     except (OSError, ValueError, SyntaxError, struct.error, EOFError, IndexError, zlib.error) as exc:
         return _failure(exc)
     fmt = im.format
@@ -225,8 +226,25 @@ def png_data_problem(data: bytes) -> str | None:
     return f"truncated image data: {got:,} of the {expected:,} bytes its {width}x{height} header declares"
 
 
+_BYTES_REPR = re.compile(r"""b(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
+
+
+def _looks_like(data: bytes) -> str:
+    """What a file that is not an image seems to hold, in words: never its bytes, which
+    may be anything (a password file under an --image-root, a key) and end up in reports."""
+    head = bytes(data[:512])
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(c.isprintable() or c in "\r\n\t" for c in text):
+        return f"it holds text ({len(data):,} bytes)"
+    return f"it holds other binary data ({len(data):,} bytes)"
+
+
 def _failure(exc: BaseException) -> Decoded:
-    msg = str(exc) or type(exc).__name__
+    # decoder messages may quote the file's bytes (b'...'): never echo them
+    msg = _BYTES_REPR.sub("<bytes>", str(exc)) or type(exc).__name__
     low = msg.lower()
     if "decompressed data too large" in low or "too much memory" in low:  # PNG text/ICC bombs
         return Decoded("bomb", error=f"decompression bomb in a metadata chunk: {msg}")

@@ -110,8 +110,13 @@ def list_shards(source: str, storage_options: dict | None = None,
 
 
 def _open_fs(source: str, storage_options: dict | None) -> tuple[fsspec.AbstractFileSystem, str]:
-    if not isinstance(source, str) or not source.strip():
-        raise SourceError(f"source {source!r} is empty; give a file, directory, glob or URL")
+    if not isinstance(source, (str, os.PathLike)):
+        kind = f"{type(source).__module__.split('.')[0]}.{type(source).__name__}"
+        raise SourceError(f"the source is a {kind} object, not a path: pass it to integrity.scan() in Python "
+                          f"(it takes datasets and data frames), or write it to disk and give the path")
+    source = os.fspath(source)
+    if not source.strip():
+        raise SourceError("the source is an empty string; give a file, directory, glob or URL")
     try:
         return fsspec.core.url_to_fs(source, **(storage_options or {}))
     except (ImportError, ValueError) as exc:

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 # importing the format modules registers their readers
 from connectors import csv_format, hf_format, jsonl_format, parquet_format  # noqa: F401
 from connectors import webdataset_format  # noqa: F401
-from connectors.errors import ShardReadError
+from connectors.errors import ColumnMappingError, ShardReadError
 from connectors.image_paths import ImageResolver
 from connectors.limits import DEFAULT_LIMITS, ReadLimits, human_bytes
 from connectors.listing import ShardRef
@@ -104,7 +104,8 @@ class ShardReader:
                 if raw.num_rows == 0:
                     continue
                 if plan.problem:
-                    raise ShardReadError(self.ref.uri, plan.problem)
+                    raise ColumnMappingError(self.ref.uri, plan.problem,
+                                             list(ctx.source_columns or raw.schema.names))
                 check_cells(raw, plan, self.rows, self.ref.uri, self.limits)
                 src = image_paths_in(raw, plan)
                 if src is None:

@@ -35,6 +35,7 @@ path and says what to do.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import posixpath
@@ -341,13 +342,24 @@ def copy(
             raise StorageError(dst_s, f"already exists; refusing to overwrite it while copying from {src_s} (remove it first or pass overwrite=True)")
         if dst_fs.exists(partial):
             _rm(dst_fs, partial)  # leftover of an interrupted copy
-        if src_is_dir:
-            for rel, full in _relative_files(src_fs, src_path):
-                _copy_file(src_fs, full, dst_fs, f"{partial}/{rel}")
-            if not dst_fs.exists(partial):  # empty directory: still produce one
-                dst_fs.makedirs(partial, exist_ok=True)
-        else:
-            _copy_file(src_fs, src_path, dst_fs, partial)
+        try:
+            if src_is_dir:
+                for rel, full in _relative_files(src_fs, src_path):
+                    _copy_file(src_fs, full, dst_fs, f"{partial}/{rel}")
+                if not dst_fs.exists(partial):  # empty directory: still produce one
+                    dst_fs.makedirs(partial, exist_ok=True)
+            else:
+                _copy_file(src_fs, src_path, dst_fs, partial)
+        except OSError as e:
+            # a failed copy (a full disk) leaves no partial behind to fill the disk further
+            with contextlib.suppress(OSError):
+                if dst_fs.exists(partial):
+                    _rm(dst_fs, partial)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageError(dst_s, f"no space left on the device while copying from {src_s}; the partial copy "
+                                          "was removed and the original is untouched; free space, then run "
+                                          "`integrity quarantine resume` (or the scan again)") from e
+            raise
 
         if dst_fs.exists(dst_path):  # overwrite=True: the new copy is complete, drop the old one
             _rm(dst_fs, dst_path)

@@ -1,36 +1,5 @@
-"""Turn command-line style arguments into a :class:`ScanSpec`."""
-from __future__ import annotations
+"""Turn command-line style arguments into a :class:`ScanSpec` (the engine's :mod:`integrity.engine.build`,
+which the Python API shares)."""
+from integrity.engine.build import DEFAULT_COLUMNS, build_spec  # noqa: F401
 
-from pathlib import Path
-
-from connectors.image_paths import check_image_root
-from integrity.engine.spec import ScanSpec, new_scan_id
-from integrity.policy import load_policy
-from integrity.schema import ColumnMapping
-
-DEFAULT_COLUMNS = {"id": "id", "text": "text", "label": "label", "prompt": "prompt", "response": "response",
-                   "image": "image", "caption": "caption"}
-
-
-def build_spec(source: str, out: str | Path | None = None, policy: str | Path | None = None,
-               reference: str | None = None, columns: dict[str, str] | None = None,
-               checks: str | list[str] | None = None, quarantine_mode: str | None = None,
-               out_root: str | Path = "runs", image_root: str | None = None) -> ScanSpec:
-    """A validated scan spec; columns differing from the defaults count as explicit
-    (a missing explicit column is an error, a missing default one is just absent).
-    ``image_root``: where absolute image paths and URLs may point (see ``--image-root``)."""
-    cols = {**DEFAULT_COLUMNS, **(columns or {})}
-    explicit = frozenset(k for k, v in cols.items() if v != DEFAULT_COLUMNS[k])
-    if quarantine_mode is not None and quarantine_mode not in ("move", "copy", "mark", "off"):
-        raise ValueError(f"quarantine mode must be move, copy, mark or off, not {quarantine_mode!r}")
-    pol = load_policy(policy)
-    if isinstance(checks, str):
-        checks = [c.strip() for c in checks.split(",") if c.strip()]
-    scan_id = new_scan_id()
-    out_dir = Path(out) if out else Path(out_root) / scan_id
-    if image_root and "://" not in image_root:  # scheduled runs may start in another directory
-        image_root = str(Path(image_root).absolute())
-    mapping = ColumnMapping(**cols, explicit=explicit, image_root=check_image_root(image_root))
-    return ScanSpec(source=source, out=out_dir.absolute(), policy=pol, mapping=mapping,
-                    checks=pol.enabled_checks(checks or None), reference=reference,
-                    quarantine_mode=quarantine_mode, scan_id=scan_id)
+__all__ = ["DEFAULT_COLUMNS", "build_spec"]

@@ -21,8 +21,16 @@ app = typer.Typer(
 )
 quarantine_app = typer.Typer(help="List, release or restore quarantined shards.", no_args_is_help=True)
 policy_app = typer.Typer(help="Show or validate scan policies.", no_args_is_help=True)
+console_app = typer.Typer(help="The ops console: scans over nights, findings, the quarantine queue (web UI).",
+                          invoke_without_command=True)
+users_app = typer.Typer(help="Console users: viewers read, operators also release and restore.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
+automations_app = typer.Typer(help="Prefect automations that alert on failed scans and quarantined shards.",
+                              no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
+app.add_typer(automations_app, name="automations")
+app.add_typer(console_app, name="console")
+console_app.add_typer(users_app, name="users")
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
@@ -48,13 +56,41 @@ Runner = Annotated[str, typer.Option("--runner", help="threads (Prefect, default
 Address = Annotated[Optional[str], typer.Option("--address", help="Dask scheduler address for --runner dask (default: a local cluster).")]
 Workers = Annotated[int, typer.Option("--workers", min=1, help="Parallel shard tasks (threads or local Dask workers).")]
 QMode = Annotated[Optional[str], typer.Option("--quarantine-mode", help="Override the policy: move, copy, mark or off.")]
+ScanQMode = Annotated[Optional[str], typer.Option(
+    "--quarantine-mode", help="scan only reports (off) unless asked: move, copy or mark act on the shards "
+                              "the policy sends to quarantine, as gate does.")]
+Corpus = Annotated[Optional[str], typer.Option(
+    "--corpus", help="Name of the corpus this scan belongs to: its dedup history and ledger entries are kept "
+                     "apart from other corpora's (default: derived from SOURCE, stable across runs).")]
+SharedHistory = Annotated[bool, typer.Option(
+    "--shared-history", help="Match against (and add to) the history shared by every corpus scanned with "
+                             "this option, instead of this corpus's own.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log progress and Prefect output.")]
 
+#: libraries whose INFO lines are transport chatter (one per HTTP request), not the scan's progress
+NOISY_LOGGERS = ("httpx", "httpcore", "urllib3", "hpack", "h2", "h11", "websockets", "asyncio", "filelock",
+                 "fsspec", "huggingface_hub", "sentence_transformers", "matplotlib", "PIL", "numexpr",
+                 "uvicorn.access", "docket", "fakeredis", "prefect.server", "prefect.events")
+
+
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)  # also when something configured logging before us
+    for name in NOISY_LOGGERS:  # -v shows the scan, not every request Prefect's client makes
+        logging.getLogger(name).setLevel(logging.WARNING)
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _run_inline(spec, workers: int) -> dict:
+    """The engine in this process, no Prefect, with a progress bar on stderr."""
+    from integrity.engine import pipeline
+
+    from flows.progress_view import progress_view
+
+    with progress_view(err, "scanning", spec.scan_id):
+        return pipeline.run_scan(spec, workers=workers)
 
 
 def _run(spec, runner: str, workers: int, address: str | None) -> dict:
@@ -62,26 +98,31 @@ def _run(spec, runner: str, workers: int, address: str | None) -> dict:
 
     prefect_defaults(spec.policy.state_dir)
     if runner == "inline":
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        from integrity.engine import pipeline
-
         spec.runner = "inline"
-        with Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.description}"), console=err, transient=True) as bar:
-            task = bar.add_task("", total=None)
+        return _run_inline(spec, workers)
+    if runner == "threads":
+        from flows.server import find_api_url
 
-            def progress(res) -> None:
-                bar.update(task, advance=1, description=res.shard)
-
-            return pipeline.run_scan(spec, workers=workers, progress=progress)
+        if find_api_url() is None:
+            # starting a Prefect server for one scan costs 10-20 s: with none configured or
+            # running, the default runner is the engine's own thread pool
+            spec.runner = "threads"
+            err.print("[dim]no Prefect server configured or running: scanning without Prefect "
+                      "(set PREFECT_API_URL or run `prefect server start` to see scans in the Prefect UI)[/]")
+            return _run_inline(spec, workers)
     from flows.runners import run_prefect_scan
 
-    with err.status(f"scanning {spec.source} ({runner} runner, Prefect)…"):
+    from flows.progress_view import progress_view
+
+    with progress_view(err, f"scanning ({runner}, Prefect)", spec.scan_id):
         return run_prefect_scan(spec, runner=runner, workers=workers, address=address)
 
 
 def _print_summary(summary: dict) -> None:
+    import polars as pl
+
+    from integrity.ledger import release_command
+
     c = summary["counts"]
     colour = {"pass": "green", "warn": "yellow", "fail": "red"}[summary["verdict"]]
     out.print(f"[bold {colour}]{summary['verdict'].upper()}[/] scan {summary['scan_id']}: "
@@ -94,13 +135,31 @@ def _print_summary(summary: dict) -> None:
         out.print(f"  {check:24s} critical {sev['critical']:>7,}  warn {sev['warn']:>7,}  info {sev['info']:>7,}")
     for u in summary.get("unreadable", []):
         err.print(f"[red]unreadable[/] {u['shard']}: {u['error']}")
-    out.print(f"  report: {Path(summary.get('run_dir') or '.') / 'report.html'}")
+    run_dir = Path(summary.get("run_dir") or ".")
+    shards_file = run_dir / "shards.parquet"
+    held = (pl.read_parquet(shards_file, columns=["shard", "verdict", "quarantine"]).filter(
+        pl.col("verdict") == "quarantine") if shards_file.exists() else pl.DataFrame())
+    acted = summary.get("quarantine_mode") not in ("off", None)
+    for row in held.iter_rows(named=True):
+        if acted:
+            out.print(f"  [red]quarantined[/] {row['shard']}: {row['quarantine']}")
+        else:
+            out.print(f"  [red]to quarantine[/] {row['shard']} (not moved: scan only reports; "
+                      f"run `integrity gate` or add --quarantine-mode move to act)")
+    if acted and held.height:
+        out.print("  to release one after review (restores it and records why):")
+        for row in held.head(5).iter_rows(named=True):
+            out.print("    " + release_command(row["shard"], summary.get("state_dir"), summary.get("corpus")),
+                      highlight=False, markup=False)
+    out.print(f"  corpus {summary.get('corpus')}, state {summary.get('state_dir')}", highlight=False)
+    out.print(f"  report: {run_dir / 'report.html'}")
 
 
 def _scan_or_gate(source, out_dir, policy, reference, columns, checks, runner, address, workers, qmode,
-                  verbose, image_root=None) -> dict | None:
+                  verbose, image_root=None, corpus=None, shared_history=False) -> dict | None:
     from connectors.errors import SourceError
     from integrity.checks.registry import UnknownCheckError
+    from integrity.engine.outputs import OutputError
     from integrity.ledger import LedgerError
     from integrity.policy import PolicyError
 
@@ -108,11 +167,13 @@ def _scan_or_gate(source, out_dir, policy, reference, columns, checks, runner, a
     try:
         from flows.build import build_spec
 
-        spec = build_spec(source, out_dir, policy, reference, columns, checks, qmode, image_root=image_root)
+        spec = build_spec(source, out_dir, policy, reference, columns, checks, qmode, image_root=image_root,
+                          corpus=corpus, shared_history=shared_history)
         summary = _run(spec, runner, workers, address)
         summary["run_dir"] = str(spec.out)
         return summary
-    except (PolicyError, SourceError, UnknownCheckError, LedgerError, typer.BadParameter, ValueError) as e:
+    except (PolicyError, SourceError, UnknownCheckError, LedgerError, OutputError, typer.BadParameter,
+            ValueError) as e:
         err.print(f"[red]error:[/] {e}")
     except KeyboardInterrupt:
         err.print("[red]interrupted[/]")
@@ -130,15 +191,17 @@ def scan(source: Source, out_dir: OutDir = None, policy: PolicyOpt = None, refer
          prompt_column: PromptCol = "prompt", response_column: ResponseCol = "response",
          image_column: ImageCol = "image", caption_column: CaptionCol = "caption", image_root: ImageRoot = None,
          checks: Checks = None, runner: Runner = "threads", address: Address = None, workers: Workers = 2,
-         quarantine_mode: QMode = None, verbose: Verbose = False) -> None:
+         quarantine_mode: ScanQMode = None, corpus: Corpus = None, shared_history: SharedHistory = False,
+         verbose: Verbose = False) -> None:
     """Scan SOURCE and write findings.parquet, shards.parquet, summary.json and report.html.
 
-    Exits 0 when the scan ran (whatever it found), 3 when it could not run.
+    Only reports: no shard is moved unless --quarantine-mode asks for it (`gate` acts as the
+    policy says). Exits 0 when the scan ran (whatever it found), 3 when it could not run.
     """
     cols = dict(id=id_column, text=text_column, label=label_column, prompt=prompt_column,
                 response=response_column, image=image_column, caption=caption_column)
     summary = _scan_or_gate(source, out_dir, policy, reference, cols, checks, runner, address, workers,
-                            quarantine_mode, verbose, image_root)
+                            quarantine_mode or "off", verbose, image_root, corpus, shared_history)
     if summary is None:
         raise typer.Exit(COULD_NOT_RUN)
     _print_summary(summary)
@@ -150,15 +213,17 @@ def gate(source: Source, out_dir: OutDir = None, policy: PolicyOpt = None, refer
          prompt_column: PromptCol = "prompt", response_column: ResponseCol = "response",
          image_column: ImageCol = "image", caption_column: CaptionCol = "caption", image_root: ImageRoot = None,
          checks: Checks = None, runner: Runner = "threads", address: Address = None, workers: Workers = 2,
-         quarantine_mode: QMode = None, verbose: Verbose = False) -> None:
+         quarantine_mode: QMode = None, corpus: Corpus = None, shared_history: SharedHistory = False,
+         verbose: Verbose = False) -> None:
     """Scan SOURCE as a pre-training gate: exit 0 pass, 1 warn, 2 fail, 3 could not run.
 
-    Example: integrity gate data/shards/ --policy policy.yaml && python train.py
+    Quarantines as the policy says (quarantine.mode, default move). Example:
+    integrity gate data/shards/ --policy policy.yaml && python train.py
     """
     cols = dict(id=id_column, text=text_column, label=label_column, prompt=prompt_column,
                 response=response_column, image=image_column, caption=caption_column)
     summary = _scan_or_gate(source, out_dir, policy, reference, cols, checks, runner, address, workers,
-                            quarantine_mode, verbose, image_root)
+                            quarantine_mode, verbose, image_root, corpus, shared_history)
     if summary is None:
         raise typer.Exit(COULD_NOT_RUN)
     _print_summary(summary)
@@ -177,79 +242,127 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A scan's run directory.
     out.print(str(write_report(run_dir, out_file)))
 
 
-StateDir = Annotated[Path, typer.Option("--state-dir", help="State directory holding the ledger (policy state_dir).")]
+StateDir = Annotated[Optional[Path], typer.Option(
+    "--state-dir", help="State directory holding the ledger (the policy's state_dir; default .integrity).")]
+StatePolicy = Annotated[Optional[Path], typer.Option(
+    "--policy", "-p", help="Find the ledger where this policy's scans keep it (its state_dir).")]
+StateRun = Annotated[Optional[Path], typer.Option(
+    "--run", help="Find the ledger of the scan that wrote this run directory (its summary.json).")]
+CorpusFilter = Annotated[Optional[str], typer.Option("--corpus", help="Only this corpus's shards.")]
 
 
-@quarantine_app.command("list")
-def quarantine_list(state_dir: StateDir = Path(".integrity")) -> None:
-    """Shards currently in quarantine."""
-    from rich.table import Table
+def _state_dir(state_dir: Path | None, policy: Path | None, run: Path | None) -> Path:
+    """The state directory a command reads, found the way the scan wrote it: --state-dir,
+    else the policy's state_dir, else the one recorded in a run directory, else .integrity."""
+    import json
 
-    from integrity.ledger import Ledger, LedgerError
+    from integrity.policy import PolicyError, load_policy
 
+    if state_dir is not None:
+        return state_dir.expanduser().absolute()
+    if policy is not None:
+        try:
+            return Path(load_policy(policy).state_dir).expanduser().absolute()
+        except PolicyError as e:
+            err.print(f"[red]{e}[/]")
+            raise typer.Exit(COULD_NOT_RUN)
+    if run is not None:
+        try:
+            recorded = json.loads((run / "summary.json").read_text()).get("state_dir")
+        except (OSError, ValueError) as e:
+            err.print(f"[red]error:[/] {run} is not a scan run directory ({e})")
+            raise typer.Exit(COULD_NOT_RUN)
+        if not recorded:
+            err.print(f"[red]error:[/] {run}/summary.json records no state directory (a scan by an older "
+                      f"version); pass --state-dir or --policy")
+            raise typer.Exit(COULD_NOT_RUN)
+        return Path(recorded)
+    return Path(".integrity").absolute()
+
+
+def _ledger(state_dir: Path):
+    from integrity.ledger import DB_NAME, Ledger, LedgerError
+
+    if not (state_dir / DB_NAME).exists():
+        err.print(f"[red]error:[/] no ledger in {state_dir}: no scan has used this state directory. Point at the "
+                  f"one your scans use with --policy POLICY.yaml, --state-dir DIR or --run RUN_DIR")
+        raise typer.Exit(COULD_NOT_RUN)
     try:
-        rows = Ledger(state_dir).quarantined()
+        return Ledger(state_dir)
     except LedgerError as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(COULD_NOT_RUN)
+
+
+@quarantine_app.command("list")
+def quarantine_list(state_dir: StateDir = None, policy: StatePolicy = None, run: StateRun = None,
+                    corpus: CorpusFilter = None) -> None:
+    """Shards currently in quarantine: name, corpus, mode and state, where the copy is."""
+    where = _state_dir(state_dir, policy, run)
+    rows = _ledger(where).quarantined(corpus)
     if not rows:
-        out.print("nothing is quarantined")
+        out.print(f"nothing is quarantined (ledger in {where}" + (f", corpus {corpus}" if corpus else "") + ")",
+                  highlight=False)
         return
-    table = Table("shard", "mode", "state", "sha256", "destination", "when", "scan")
-    for r in rows:
-        r = r if isinstance(r, dict) else vars(r)
-        table.add_row(str(r.get("shard")), str(r.get("mode")), str(r.get("state")), str(r.get("sha256", ""))[:16],
-                      str(r.get("destination") or ""), str(r.get("updated_at") or r.get("created_at") or ""),
-                      str(r.get("scan_id") or ""))
-    out.print(table)
+    out.print(f"{len(rows)} quarantined (ledger in {where}):", highlight=False)
+    for r in rows:  # one plain line each: names stay whole, to paste into `quarantine release`
+        dest = f" → {r.destination}" if r.destination else " (ledger only; the file stays)"
+        out.print(f"  {r.shard}  corpus {r.corpus or '-'}  {r.mode} {r.state}{dest}  "
+                  f"sha256 {r.sha256[:16]}  {r.updated_at or r.created_at}  scan {r.scan_id or '-'}",
+                  highlight=False, markup=False)
 
 
 @quarantine_app.command("release")
-def quarantine_release(shard: Annotated[str, typer.Argument(help="Shard name or original URI.")],
+def quarantine_release(shard: Annotated[str, typer.Argument(help="Shard name (as listed, or just its file name) or original URI.")],
                        reason: Annotated[str, typer.Option("--reason", help="Why this content is fine (recorded in the ledger).")],
                        who: Annotated[Optional[str], typer.Option("--who", help="Who releases it (default: your user name).")] = None,
                        keep_in_quarantine: Annotated[bool, typer.Option("--no-restore", help="Approve it without moving it back.")] = False,
-                       state_dir: StateDir = Path(".integrity")) -> None:
+                       state_dir: StateDir = None, policy: StatePolicy = None, run: StateRun = None,
+                       corpus: CorpusFilter = None) -> None:
     """Approve a quarantined shard: put it back, and do not quarantine the same content again."""
     from integrity import quarantine as q
-    from integrity.ledger import Ledger, LedgerError
+    from integrity.ledger import LedgerError
 
+    ledger = _ledger(_state_dir(state_dir, policy, run))
     try:
-        q.release(Ledger(state_dir), shard, reason=reason, who=who, restore=not keep_in_quarantine)
+        rel = q.release(ledger, shard, reason=reason, who=who, restore=not keep_in_quarantine, corpus=corpus)
     except (q.QuarantineError, LedgerError, ValueError) as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(COULD_NOT_RUN)
-    out.print(f"released {shard}")
+    back = f"; restored to {rel.uri}" if rel.restored else ""
+    out.print(f"released {rel.shard}{back}", highlight=False)
 
 
 @quarantine_app.command("restore")
-def quarantine_restore(shard: Annotated[str, typer.Argument(help="Shard name or original URI.")],
-                       state_dir: StateDir = Path(".integrity")) -> None:
+def quarantine_restore(shard: Annotated[str, typer.Argument(help="Shard name (as listed, or just its file name) or original URI.")],
+                       state_dir: StateDir = None, policy: StatePolicy = None, run: StateRun = None,
+                       corpus: CorpusFilter = None) -> None:
     """Put a quarantined shard back where it was, without approving it."""
     from integrity import quarantine as q
-    from integrity.ledger import Ledger, LedgerError
+    from integrity.ledger import LedgerError
 
+    ledger = _ledger(_state_dir(state_dir, policy, run))
     try:
-        q.restore(Ledger(state_dir), shard)
+        a = q.restore(ledger, shard, corpus=corpus)
     except (q.QuarantineError, LedgerError, ValueError) as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(COULD_NOT_RUN)
-    out.print(f"restored {shard}")
+    out.print(f"restored {a.shard} to {a.uri}", highlight=False)
 
 
 @quarantine_app.command("resume")
-def quarantine_resume(state_dir: StateDir = Path(".integrity")) -> None:
+def quarantine_resume(state_dir: StateDir = None, policy: StatePolicy = None, run: StateRun = None) -> None:
     """Finish the quarantine and restore actions a crash left half done (copy, verify, remove).
 
     The next scan does this too; exits 0 when nothing is left unfinished, 1 when an
     action could not be finished (its error is shown; run it again once that is fixed).
     """
     from integrity import quarantine as q
-    from integrity.ledger import Ledger, LedgerError
+    from integrity.ledger import LedgerError
     from integrity.ledger.records import LIVE_STATES
 
+    ledger = _ledger(_state_dir(state_dir, policy, run))
     try:
-        ledger = Ledger(state_dir)
         actions = q.resume_pending(ledger)
     except (q.QuarantineError, LedgerError) as e:
         err.print(f"[red]error:[/] {e}")
@@ -266,6 +379,94 @@ def quarantine_resume(state_dir: StateDir = Path(".integrity")) -> None:
             out.print(f"finished {line}")
     if stuck:
         raise typer.Exit(1)
+
+
+ConsoleHost = Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default; any other "
+                                                         "address needs console users).")]
+ConsolePort = Annotated[int, typer.Option("--port", help="Port to listen on.")]
+PrefectUI = Annotated[Optional[str], typer.Option(
+    "--prefect-ui", help="Prefect UI base URL for links to flow runs (default: $PREFECT_UI_URL, or PREFECT_API_URL "
+                         "without /api).")]
+
+
+def _prefect_ui(url: str | None) -> str | None:
+    url = url or os.environ.get("PREFECT_UI_URL")
+    if not url and os.environ.get("PREFECT_API_URL"):
+        url = os.environ["PREFECT_API_URL"].rstrip("/").removesuffix("/api")
+    return url
+
+
+@console_app.callback()
+def console(ctx: typer.Context, state_dir: StateDir = Path(".integrity"), host: ConsoleHost = "127.0.0.1",
+            port: ConsolePort = 8765, prefect_ui: PrefectUI = None) -> None:
+    """Serve the ops console on the ledger in --state-dir (http://127.0.0.1:8765 by default).
+
+    With no console users it is read-only and only binds to loopback; add users with
+    `integrity console users add NAME --role viewer|operator`.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from integrity.console import BindError
+    from integrity.console.server import serve as serve_console
+    from integrity.ledger import LedgerError
+
+    if not (state_dir / "ledger.sqlite").exists():
+        err.print(f"[yellow]note:[/] {state_dir} holds no ledger yet; the console starts empty "
+                  "(scans with this state directory will show up). The demo's is .integrity/demo.")
+    try:
+        out.print(f"integrity console on http://{host}:{port} (state dir {state_dir}); Ctrl+C stops it")
+        serve_console(state_dir, host=host, port=port, prefect_ui=_prefect_ui(prefect_ui))
+    except (BindError, LedgerError) as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(COULD_NOT_RUN)
+
+
+@users_app.command("add")
+def console_users_add(
+        name: Annotated[str, typer.Argument(help="User name (what they type to sign in).")],
+        role: Annotated[str, typer.Option("--role", help="viewer (reads) or operator (also releases and restores).")],
+        password_stdin: Annotated[bool, typer.Option(
+            "--password-stdin", help="Read a password (8+ characters) from stdin instead of printing a token.")] = False,
+        state_dir: StateDir = Path(".integrity")) -> None:
+    """Add a console user (or replace their role and secret). Prints a new token once unless --password-stdin."""
+    from integrity.console import add_user
+    from integrity.ledger import Ledger, LedgerError
+
+    secret = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    try:
+        token = add_user(Ledger(state_dir), name, role, secret)
+    except (ValueError, LedgerError) as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(COULD_NOT_RUN)
+    if password_stdin:
+        out.print(f"user {name} ({role}) set; the password is stored hashed")
+    else:
+        out.print(f"user {name} ({role}) added. Sign-in token (shown once, stored hashed):")
+        sys.stdout.write(token + "\n")
+
+
+@users_app.command("list")
+def console_users_list(state_dir: StateDir = Path(".integrity")) -> None:
+    """List console users and their roles."""
+    from integrity.ledger import Ledger
+
+    users = Ledger(state_dir).users()
+    if not users:
+        out.print("no console users (the console is read-only and loopback-only)")
+    for u in users:
+        out.print(f"{u.name:24s} {u.role:9s} added {u.created_at} by {u.created_by}")
+
+
+@users_app.command("remove")
+def console_users_remove(name: Annotated[str, typer.Argument(help="User name.")],
+                         state_dir: StateDir = Path(".integrity")) -> None:
+    """Remove a console user (their sessions stop working at once)."""
+    from integrity.ledger import Ledger
+
+    if not Ledger(state_dir).remove_user(name):
+        err.print(f"[red]error:[/] no console user named {name!r}")
+        raise typer.Exit(COULD_NOT_RUN)
+    out.print(f"removed {name}")
 
 
 @policy_app.command("default")
@@ -303,25 +504,72 @@ def list_checks() -> None:
 def serve(source: Source,
           cron: Annotated[str, typer.Option("--cron", help="Cron schedule, e.g. '0 2 * * *' for 02:00 nightly.")] = "0 2 * * *",
           out_root: Annotated[Path, typer.Option("--out-root", help="Each run writes RUN_ROOT/SCAN_ID.")] = Path("runs"),
-          policy: PolicyOpt = None,
+          policy: PolicyOpt = None, reference: Reference = None,
           name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "nightly",
           id_column: IdCol = "id", text_column: TextCol = "text", label_column: LabelCol = "label",
           prompt_column: PromptCol = "prompt", response_column: ResponseCol = "response",
           image_column: ImageCol = "image", caption_column: CaptionCol = "caption", image_root: ImageRoot = None,
-          checks: Checks = None, verbose: Verbose = False) -> None:
+          checks: Checks = None,
+          runner: Annotated[str, typer.Option("--runner", help="threads (default) or dask.")] = "threads",
+          address: Address = None, workers: Workers = 2, quarantine_mode: QMode = None,
+          console_port: Annotated[int, typer.Option(
+              "--console-port", help="Serve the ops console on 127.0.0.1:PORT beside the Prefect UI (0: no console).")] = 8765,
+          verbose: Verbose = False) -> None:
     """Scan SOURCE on a cron schedule with the embedded Prefect default.
 
     One process: Prefect's own SQLite-backed server (started here unless PREFECT_API_URL
-    points at one) and the served flow, no work pool. Each run writes OUT_ROOT/SCAN_ID.
+    points at one or a server answers at the local default address) and the served flow, no
+    work pool. Takes the options of `scan`; each run writes OUT_ROOT/SCAN_ID and ends Failed
+    in Prefect when the verdict is fail.
     """
+    from connectors.errors import SourceError
+    from integrity.checks.registry import UnknownCheckError
+    from integrity.policy import PolicyError
+
     from flows.serve import serve_scheduled
 
     _setup_logging(verbose)
     cols = dict(id=id_column, text=text_column, label=label_column, prompt=prompt_column,
                 response=response_column, image=image_column, caption=caption_column)
-    serve_scheduled(source=source, cron=cron, out_root=str(out_root.absolute()),
-                    policy=str(policy.absolute()) if policy else None, columns=cols, checks=checks, name=name,
-                    image_root=image_root)
+    try:
+        serve_scheduled(source=source, cron=cron, out_root=str(out_root.absolute()), name=name,
+                        policy=str(policy.absolute()) if policy else None, columns=cols, checks=checks,
+                        reference=str(Path(reference).absolute()) if reference and "://" not in reference else reference,
+                        quarantine_mode=quarantine_mode, image_root=image_root,
+                        runner=runner, workers=workers, address=address, console_port=console_port or None)
+    except (PolicyError, SourceError, UnknownCheckError, typer.BadParameter, ValueError, RuntimeError) as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(COULD_NOT_RUN)
+    except KeyboardInterrupt:
+        pass
+
+
+@automations_app.command("create")
+def automations_create(
+        webhook: Annotated[str, typer.Option("--webhook", help="URL the alerts are POSTed to (JSON).")],
+        file: Annotated[Optional[Path], typer.Option("--file", help="Automation definitions (default: deployments/automations.yaml).")] = None) -> None:
+    """Create (or replace) the alerting automations on the Prefect server of PREFECT_API_URL:
+    a POST to WEBHOOK when a scan's verdict is fail and when a shard is quarantined."""
+    from flows.alerts import AUTOMATIONS_FILE, create_automations, describe
+    from flows.env import prefect_defaults
+    from flows.server import find_api_url
+
+    prefect_defaults()
+    path = file or AUTOMATIONS_FILE
+    url = find_api_url()
+    if url is None:
+        err.print("[red]error:[/] no Prefect server to create automations on: set PREFECT_API_URL "
+                  "(or start `integrity serve` / `prefect server start`) and run this again")
+        raise typer.Exit(COULD_NOT_RUN)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            names = create_automations(webhook, path)
+    except (OSError, KeyError, ValueError) as e:
+        err.print(f"[red]error:[/] could not create the automations of {path}: {e}")
+        raise typer.Exit(COULD_NOT_RUN)
+    out.print(f"created on {url}: {', '.join(names)}\n{describe(path)}")
 
 
 from flows.cli_profile import register as _register_profile  # noqa: E402

@@ -20,49 +20,41 @@ def make_task_runner(kind: str, workers: int = 2, address: str | None = None) ->
     raise ValueError(f"unknown runner {kind!r}: use threads, dask or inline")
 
 
-def _current_api_url() -> str | None:
-    from prefect.settings import PREFECT_API_URL
-
-    return PREFECT_API_URL.value() or None
-
-
 def run_prefect_scan(spec, runner: str = "threads", workers: int = 2, address: str | None = None) -> dict:
-    """Run the scan flow with the chosen task runner; returns the summary.
+    """Run the scan flow with the chosen task runner; returns the summary whatever the verdict
+    (the flow run itself ends Failed on a fail verdict).
 
-    Dask workers are separate processes: they must report to the flow's own
-    Prefect API, not start a temporary server each. So the API URL is exported
-    to the environment the workers inherit (a local cluster) and, when no
-    server is configured, a local one is started for the duration of the scan.
-    Workers of an existing cluster (``address``) need ``PREFECT_API_URL`` set
-    to the same server in their own environment.
+    The flow reports to the Prefect server that :func:`flows.server.find_api_url` finds. With
+    none, a temporary local server is started for the duration of the scan (tied to this
+    process, so it never outlives it) rather than Prefect's own ephemeral one, which is left
+    running by a ``kill -9``. Dask workers are separate processes and report to the same API
+    through the environment they inherit (a local cluster); workers of an existing cluster
+    (``address``) need ``PREFECT_API_URL`` set to the same server in their own environment.
     """
     import os
 
-    from flows.scan import scan_flow
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.scan import scan_flow, summary_of
+    from flows.server import find_api_url, free_port, start_local_server
 
     spec.runner = runner
     server = None
+    previous = os.environ.get("PREFECT_API_URL")
     try:
-        if runner == "dask":
-            url = _current_api_url()
-            if url is None:
-                from flows.serve import start_local_server
-
-                server, url = start_local_server(port=_free_port())
-            os.environ["PREFECT_API_URL"] = url
+        url = find_api_url()
+        if url is None:
+            server = start_local_server(port=free_port())
+            url = server.api_url
+        os.environ["PREFECT_API_URL"] = url  # for Dask workers, which inherit the environment
         flow = scan_flow.with_options(task_runner=make_task_runner(runner, workers, address),
                                       flow_run_name=f"scan-{spec.scan_id}")
-        return flow(spec)
+        with temporary_settings(updates={PREFECT_API_URL: url}):  # settings were read at import
+            return summary_of(flow(spec, return_state=True))
     finally:
-        if server is not None:
+        if previous is None:
             os.environ.pop("PREFECT_API_URL", None)
-            server.terminate()
-            server.wait(timeout=30)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        else:
+            os.environ["PREFECT_API_URL"] = previous
+        if server is not None:
+            server.stop()

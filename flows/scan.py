@@ -8,25 +8,31 @@ Artifacts: a markdown summary, a table of shard verdicts and a progress bar.
 Events: ``integrity.shard.quarantined`` per quarantined shard and
 ``integrity.scan.completed`` per scan, for automations that alert.
 """
-from __future__ import annotations
+# No `from __future__ import annotations` here: Prefect ships a served or deployed run's flow to
+# its subprocess with cloudpickle, by value, and string annotations would not resolve there
+# (`Scan_FlowModel is not fully defined; you should define ScanSpec`).
 
 import time
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import prefect.runtime as prefect_runtime
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
                                update_progress_artifact)
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
-from prefect.futures import as_completed
+from prefect.futures import wait
+from prefect.states import Completed, Failed, State
 
 from connectors import ShardRef
-from integrity.engine import pipeline
+from integrity.engine import pipeline, progress
 from integrity.engine.shard import ShardResult, scan_shard
 from integrity.engine.spec import ScanSpec
-from integrity.ledger import Ledger
+
+#: how often the progress artifact is brought up to date while shard tasks run
+ARTIFACT_EVERY_S = 5.0
 
 
 @task(name="list-shards", cache_policy=NO_CACHE)
@@ -53,6 +59,8 @@ def policy_task(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult]
 
 
 def _emit_quarantined(spec: ScanSpec, row: dict) -> None:
+    where = f" → {row['destination']}" if row.get("destination") and row["mode"] != "mark" else " (ledger only)"
+    get_run_logger().warning("quarantined %s (%s %s)%s", row["shard"], row["mode"], row["state"], where)
     emit_event(
         event="integrity.shard.quarantined",
         resource={"prefect.resource.id": f"integrity.shard.{row['sha256']}", "prefect.resource.name": row["shard"]},
@@ -94,29 +102,58 @@ def _markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+<<<<<<< HEAD
+def _scan_shards(spec: ScanSpec, refs: list[ShardRef]) -> list[ShardResult]:
+    """The shard tasks, with the progress artifact updated while they run: records done / total
+    and an ETA, from the batches of tasks in this process (threads) or the shards that finished
+    (Dask workers, in other processes)."""
+    tracker, created = progress.ensure(spec.scan_id)
+    tracker.start(refs)
+    progress_id = create_progress_artifact(0.0, key="integrity-scan-progress",
+                                           description=f"scanning {len(refs)} shards")
+    futures = shard_task.map(refs, unmapped(spec))
+    by_name: dict[str, ShardResult] = {}
+    pending = list(futures)
+    last = -1.0
+    try:
+        while pending:
+            done, not_done = wait(pending, timeout=ARTIFACT_EVERY_S)
+            for fut in done:
+                res = ShardResult(**fut.result())
+                by_name[res.shard] = res
+                tracker.shard_done(res.shard, res.rows, res.ok)
+            pending = list(not_done)
+            snap = tracker.snapshot()
+            if snap.fraction != last:
+                update_progress_artifact(progress_id, 100.0 * snap.fraction, description=progress.format_snapshot(snap))
+                last = snap.fraction
+    finally:
+        if created:
+            progress.unregister(spec.scan_id)
+    return [by_name[r.name] for r in refs]
+=======
+def _root_flow_run_id() -> str | None:
+    """The flow run the console links to: the scheduled (parent) run when this scan is its subflow."""
+    return prefect_runtime.flow_run.root_flow_run_id or prefect_runtime.flow_run.id
+>>>>>>> main
+
+
 @flow(name="integrity-scan", log_prints=True)
-def scan_flow(spec: ScanSpec) -> dict[str, Any]:
-    """Scan ``spec.source`` and write the run directory ``spec.out``."""
+def scan_flow(spec: ScanSpec) -> State:
+    """Scan ``spec.source`` and write the run directory ``spec.out``; the final state says the
+    verdict (see :func:`verdict_state`), its result is the summary (:func:`summary_of`)."""
     logger = get_run_logger()
     started_at = pipeline.now_iso()
     timings: dict[str, float] = {}
     t = time.perf_counter()
     refs = list_task(spec)
-    Ledger(spec.state_dir).record_scan_start(scan_id=spec.scan_id, source=spec.source, policy=spec.policy.source,
-                                             policy_sha256=spec.policy.sha256, run_dir=str(spec.out))
+    pipeline.record_start(spec, flow_run_id=_root_flow_run_id())
     timings["list"] = time.perf_counter() - t
     logger.info("scan %s: %d shards in %s", spec.scan_id, len(refs), spec.source)
 
     t = time.perf_counter()
-    progress_id = create_progress_artifact(0.0, key="integrity-scan-progress",
-                                           description=f"shards scanned of {len(refs)}")
-    futures = shard_task.map(refs, unmapped(spec))
-    by_name: dict[str, ShardResult] = {}
-    for i, fut in enumerate(as_completed(futures), 1):
-        res = ShardResult(**fut.result())
-        by_name[res.shard] = res
-        update_progress_artifact(progress_id, 100.0 * i / max(len(refs), 1))
-    results = [by_name[r.name] for r in refs]
+    results = _scan_shards(spec, refs)
+    pipeline.require_mapped(results)
     timings["shards"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -140,9 +177,35 @@ def scan_flow(spec: ScanSpec) -> dict[str, Any]:
         key="integrity-shard-verdicts", description="shard verdicts (first 1000)")
     emit_event(
         event="integrity.scan.completed",
-        resource={"prefect.resource.id": f"integrity.scan.{spec.scan_id}", "prefect.resource.name": spec.source},
+        # the verdict is a resource label so that an automation's trigger can match on it
+        resource={"prefect.resource.id": f"integrity.scan.{spec.scan_id}", "prefect.resource.name": spec.source,
+                  "integrity.verdict": summary["verdict"]},
         payload={"verdict": summary["verdict"], "counts": summary["counts"]["verdicts"],
                  "findings": summary["counts"]["findings"], "run_dir": str(spec.out)},
     )
     logger.info("scan %s finished: %s", spec.scan_id, summary["verdict"])
-    return summary
+    return verdict_state(summary)
+
+
+def verdict_state(summary: dict[str, Any]) -> State:
+    """The flow run's final state for a finished scan, carrying the summary as its result:
+    ``Failed`` for a fail verdict (red in the Prefect UI, and caught by failure notifications),
+    ``Completed`` named ``Warned`` or ``Passed`` otherwise."""
+    v = summary["counts"]["verdicts"]
+    message = (f"integrity verdict {summary['verdict']}: {v['quarantine']} quarantined, {v['unreadable']} unreadable, "
+               f"{v['warn']} warn of {summary['counts']['shards']} shards; "
+               f"report {Path(summary.get('run_dir') or '.') / 'report.html'}")
+    if summary["verdict"] == "fail":
+        return Failed(message=message, data=summary)
+    return Completed(name="Warned" if summary["verdict"] == "warn" else "Passed", message=message, data=summary)
+
+
+def summary_of(state: State) -> dict[str, Any]:
+    """The summary a finished scan flow run returned, whatever its verdict; re-raises the
+    exception of a run that could not finish."""
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
+    if not isinstance(result, dict):
+        raise RuntimeError(f"the scan flow run ended {state.name}: {state.message}")
+    return result

@@ -1,66 +1,57 @@
 """``integrity serve``: the embedded default. One command runs Prefect's own
-SQLite-backed server (unless PREFECT_API_URL already points at one) and serves
+SQLite-backed server (unless one is configured or already running) and serves
 the scheduled scan on a cron schedule, with no work pool."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
+from typing import Any
 
 from flows.env import prefect_defaults
+from flows.server import find_api_url, start_local_server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_local_server(port: int | None = None, timeout: float = 120) -> tuple[subprocess.Popen, str]:
-    """Start ``prefect server start`` on loopback and wait until it answers."""
-    port = port or int(os.environ.get("INTEGRITY_PREFECT_PORT", "4200"))
-    api = f"http://127.0.0.1:{port}/api"
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the Prefect server exited with code {proc.returncode}; is port {port} free? "
-                               "Set INTEGRITY_PREFECT_PORT or PREFECT_API_URL.")
-        try:
-            with urllib.request.urlopen(api + "/health", timeout=2):
-                return proc, api
-        except OSError:
-            time.sleep(0.5)
-    proc.terminate()
-    raise RuntimeError(f"the Prefect server did not answer on {api} within {timeout:.0f}s")
-
-
-def serve_scheduled(source: str, cron: str, out_root: str, policy: str | None, columns: dict[str, str],
-                    checks: str | None, name: str = "nightly", image_root: str | None = None) -> None:
-    """Serve the scheduled scan until interrupted."""
+def serve_scheduled(source: str, cron: str, out_root: str, name: str = "nightly", console_port: int | None = None,
+                    **scan_options: Any) -> None:
+    """Serve the scheduled scan until interrupted. ``scan_options`` are the parameters of
+    :func:`flows.scheduled.scheduled_scan` (policy, columns, checks, reference, quarantine_mode,
+    image_root, runner, workers, address); they are validated now, not at 2 a.m. With
+    ``console_port`` the ops console serves the policy's ledger on 127.0.0.1:PORT beside the Prefect UI."""
     prefect_defaults()
+    from flows.build import build_spec
+
+    spec = build_spec(source, **{k: v for k, v in scan_options.items() if k not in ("runner", "workers", "address")})
+    if scan_options.get("runner", "threads") not in ("threads", "dask"):
+        raise ValueError(f"serve runs scans with the threads or dask runner, not {scan_options['runner']!r}")
     server = None
-    if not os.environ.get("PREFECT_API_URL"):
-        server, api = start_local_server()
-        os.environ["PREFECT_API_URL"] = api
-        print(f"Prefect server and UI on {api.removesuffix('/api')}", flush=True)
+    url = find_api_url()
+    if url is None:
+        server = start_local_server()  # dies with this process, even on kill -9
+        url = server.api_url
+        print(f"Prefect server and UI on {url.removesuffix('/api')}", flush=True)
+    os.environ["PREFECT_API_URL"] = url  # the served runs' subprocesses inherit it
+    console = None
     try:
-        from flows.build import build_spec
+        if console_port:
+            from integrity.console.server import serve_in_background
+
+            try:
+                console = serve_in_background(spec.state_dir, port=console_port,
+                                              prefect_ui=url.removesuffix("/api"))
+                print(f"Ops console on http://127.0.0.1:{console_port}", flush=True)
+            except RuntimeError as e:  # the schedule matters more than the console: serve on without it
+                print(f"warning: no ops console: {e}", file=sys.stderr, flush=True)
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
         from flows.scheduled import scheduled_scan
 
-        build_spec(source, policy=policy, columns=columns, checks=checks,
-                   image_root=image_root)  # fail now, not at 2 a.m.
-        scheduled_scan.serve(
-            name=name, cron=cron,
-            parameters={"source": source, "out_root": out_root, "policy": policy, "columns": columns,
-                        "checks": checks, "image_root": image_root},
-            tags=["integrity"], description=f"integrity scan of {source} on '{cron}'",
-        )
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            scheduled_scan.serve(
+                name=name, cron=cron, parameters={"source": source, "out_root": out_root, **scan_options},
+                tags=["integrity"], description=f"integrity scan of {source} on '{cron}'",
+            )
     finally:
+        if console is not None:
+            console.should_exit = True
         if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+            server.stop()

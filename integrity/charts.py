@@ -1,10 +1,13 @@
-"""Small inline-SVG charts for the HTML report, rendered server-side.
+"""The report's charts: inline static SVG drawn by matplotlib (:mod:`integrity.plots`).
 
 Every function returns a :class:`markupsafe.Markup` holding one ``<svg>``
-element that needs no CSS, no fonts beyond the system sans-serif and no
-JavaScript, so the report stays self-contained and printable. All text that
-ends up in the SVG (labels, tooltips) is escaped here: labels may come from
-scanned data (shard names, check names) and are untrusted.
+element that needs no CSS, no web fonts and no JavaScript, so the report
+stays self-contained and printable. Labels may come from scanned data (shard
+names, check names) and are untrusted: invisible and bidi characters are
+revealed here (:func:`reveal_invisible`), and matplotlib escapes the text it
+writes, with math text off. Layout (legends, titles, tick labels) is
+matplotlib's; nothing is hand-placed. The report shows each chart's title
+in a caption, so the charts carry it only as their accessible label.
 """
 from __future__ import annotations
 
@@ -13,12 +16,7 @@ from typing import Callable, Sequence
 
 from markupsafe import Markup, escape
 
-FONT = "font-family=\"system-ui,-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif\""
-AXIS = "#8c959f"
-GRID = "#e6e8eb"
-TEXT = "#24292f"
-MUTED = "#57606a"
-
+from integrity import plots
 
 # Characters that change how text around them is displayed or hide themselves:
 # bidi overrides/isolates (Trojan Source), zero-width characters, C0/C1
@@ -79,17 +77,8 @@ def nice_max(value: float, integer: bool = False) -> float:
     return float(10 ** (exp + 1))
 
 
-def _truncate(label: str, n: int) -> str:
-    return label if len(label) <= n else label[: n - 1] + "…"
-
-
-def _svg_open(width: int, height: int, title: str) -> list[str]:
-    return [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
-        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-        f'aria-label="{_e(title)}" {FONT} font-size="12">',
-        f"<title>{_e(title)}</title>",
-    ]
+def _lab(value: object) -> str:
+    return reveal_invisible(str(value))
 
 
 def hbar_chart(
@@ -102,37 +91,18 @@ def hbar_chart(
     label_width: int = 150,
     bar_height: int = 18,
     colors: Sequence[str] | None = None,
+    x_label: str | None = None,
 ) -> Markup:
-    """Horizontal bars, one per (label, value); the value is printed after the bar."""
+    """Horizontal bars, one per (label, value); the value, formatted by ``value_fmt``, after the bar.
+
+    ``width`` is in CSS pixels; ``label_width`` is kept for callers (matplotlib sizes the labels).
+    """
     items = list(items)
-    gap = 6
-    top = 4
-    height = top + max(1, len(items)) * (bar_height + gap) + 4
-    value_room = 90
-    plot_w = max(60, width - label_width - value_room)
-    vmax = max([v for _, v in items if v is not None] + [0]) or 1.0
-    out = _svg_open(width, height, title)
-    for i, (label, value) in enumerate(items):
-        y = top + i * (bar_height + gap)
-        v = value or 0.0
-        w = max(0.0, plot_w * v / vmax)
-        if v > 0:
-            w = max(w, 1.5)
-        c = colors[i] if colors else color
-        out.append(
-            f'<text x="{label_width - 8}" y="{y + bar_height * 0.72:.1f}" text-anchor="end" '
-            f'fill="{TEXT}">{_e(_truncate(label, 24))}</text>'
-        )
-        out.append(
-            f'<rect x="{label_width}" y="{y}" width="{w:.1f}" height="{bar_height}" rx="2" fill="{c}">'
-            f"<title>{_e(label)}: {_e(value_fmt(v))}</title></rect>"
-        )
-        out.append(
-            f'<text x="{label_width + w + 6:.1f}" y="{y + bar_height * 0.72:.1f}" '
-            f'fill="{MUTED}">{_e(value_fmt(v))}</text>'
-        )
-    out.append("</svg>")
-    return Markup("".join(out))
+    n = len(items)
+    bar_colors = [colors[i % len(colors)] for i in range(n)] if colors else color
+    return plots.hbar_chart([_lab(k) for k, _ in items], [float(v) for _, v in items], title=title,
+                            colors=bar_colors, value_labels=[value_fmt(float(v)) for _, v in items], xlabel=x_label,
+                            width=width / plots.DPI, bar_height=max(0.2, (bar_height + 6) / plots.DPI))
 
 
 def stacked_hbar_chart(
@@ -144,45 +114,13 @@ def stacked_hbar_chart(
     label_width: int = 170,
     bar_height: int = 18,
 ) -> Markup:
-    """One horizontal bar per row, stacked by ``series`` = [(key, label, colour)], with a legend."""
+    """One horizontal bar per row, stacked by ``series`` = [(key, label, colour)], legend below."""
     rows = list(rows)
-    gap = 6
-    legend_h = 24
-    top = legend_h + 4
-    height = top + max(1, len(rows)) * (bar_height + gap) + 4
-    value_room = 80
-    plot_w = max(60, width - label_width - value_room)
-    totals = [sum(max(0.0, float(vals.get(k, 0) or 0)) for k, _, _ in series) for _, vals in rows]
-    vmax = max(totals + [0]) or 1.0
-    out = _svg_open(width, height, title)
-    # legend
-    lx = label_width
-    for _, lab, col in series:
-        out.append(f'<rect x="{lx}" y="6" width="12" height="12" rx="2" fill="{col}"/>')
-        out.append(f'<text x="{lx + 16}" y="16" fill="{MUTED}">{_e(lab)}</text>')
-        lx += 24 + 7 * len(lab) + 12
-    for i, ((label, vals), total) in enumerate(zip(rows, totals)):
-        y = top + i * (bar_height + gap)
-        out.append(
-            f'<text x="{label_width - 8}" y="{y + bar_height * 0.72:.1f}" text-anchor="end" '
-            f'fill="{TEXT}">{_e(_truncate(label, 26))}</text>'
-        )
-        x = float(label_width)
-        for key, lab, col in series:
-            v = max(0.0, float(vals.get(key, 0) or 0))
-            if v <= 0:
-                continue
-            w = max(1.5, plot_w * v / vmax)
-            out.append(
-                f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{bar_height}" fill="{col}">'
-                f"<title>{_e(label)} · {_e(lab)}: {_e(fmt_num(v))}</title></rect>"
-            )
-            x += w
-        out.append(
-            f'<text x="{x + 6:.1f}" y="{y + bar_height * 0.72:.1f}" fill="{MUTED}">{_e(fmt_num(total))}</text>'
-        )
-    out.append("</svg>")
-    return Markup("".join(out))
+    return plots.stacked_hbar_chart(
+        [_lab(k) for k, _ in rows],
+        {lab: [float(d.get(key) or 0) for _, d in rows] for key, lab, _ in series},
+        colors={lab: col for _, lab, col in series}, title=title, width=width / plots.DPI,
+        bar_height=max(0.2, (bar_height + 6) / plots.DPI))
 
 
 def histogram_chart(
@@ -201,91 +139,14 @@ def histogram_chart(
     ``edges`` has one more entry than each counts list. With ``integer_bins``
     the bins are labelled by their (integer) left edge, e.g. cluster sizes.
     """
-    nbins = max(0, len(edges) - 1)
-    left, right, top, bottom = 46, 12, 10, 40
-    legend = [s for s in series if any(c for c in s[1])]
-    if len(series) > 1:
-        top += 18
-    plot_w = width - left - right
-    plot_h = height - top - bottom
-    totals = [sum(float(s[1][i]) for s in series) for i in range(nbins)]
-    ymax = nice_max(max(totals + [0]), integer=True)
-    out = _svg_open(width, height, title)
-    if len(series) > 1:
-        lx = left
-        for lab, _, col in legend or series:
-            out.append(f'<rect x="{lx}" y="4" width="12" height="12" rx="2" fill="{col}"/>')
-            out.append(f'<text x="{lx + 16}" y="14" fill="{MUTED}">{_e(lab)}</text>')
-            lx += 24 + 7 * len(lab) + 10
-    # grid + y ticks
-    for k in range(5):
-        v = ymax * k / 4
-        y = top + plot_h - plot_h * k / 4
-        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}"/>')
-        out.append(
-            f'<text x="{left - 5}" y="{y + 4:.1f}" text-anchor="end" font-size="10" fill="{MUTED}">{_e(fmt_num(v))}</text>'
-        )
-    if nbins:
-        bw = plot_w / nbins
-        for i in range(nbins):
-            x = left + i * bw
-            y = top + plot_h
-            lo, hi = edges[i], edges[i + 1]
-            rng = f"{fmt_num(lo)}" if integer_bins and hi - lo <= 1 else f"{fmt_num(lo)}–{fmt_num(hi)}"
-            for lab, counts, col in series:
-                c = float(counts[i])
-                if c <= 0:
-                    continue
-                h = max(1.0, plot_h * c / ymax)
-                y -= h
-                out.append(
-                    f'<rect x="{x + 1:.1f}" y="{y:.1f}" width="{max(1.0, bw - 2):.1f}" height="{h:.1f}" fill="{col}">'
-                    f"<title>{_e(rng)}: {_e(fmt_num(c))} {_e(lab)}</title></rect>"
-                )
-        # x tick labels: at most ~8 labels
-        step = max(1, math.ceil(nbins / 8))
-        for i in range(0, nbins + (0 if integer_bins else 1), step):
-            if integer_bins:
-                x = left + (i + 0.5) * bw
-                lab = fmt_num(edges[i]) if edges[i + 1] - edges[i] <= 1 else f"{fmt_num(edges[i])}+"
-            else:
-                x = left + i * bw
-                lab = fmt_num(edges[i])
-            out.append(
-                f'<text x="{x:.1f}" y="{top + plot_h + 14}" text-anchor="middle" font-size="10" fill="{MUTED}">{_e(lab)}</text>'
-            )
-    out.append(
-        f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="{AXIS}"/>'
-    )
-    if x_label:
-        out.append(
-            f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" text-anchor="middle" fill="{MUTED}">{_e(x_label)}</text>'
-        )
-    if y_label:
-        out.append(
-            f'<text x="12" y="{top + plot_h / 2:.1f}" text-anchor="middle" fill="{MUTED}" '
-            f'transform="rotate(-90 12 {top + plot_h / 2:.1f})">{_e(y_label)}</text>'
-        )
-    out.append("</svg>")
-    return Markup("".join(out))
+    return plots.histogram_chart(list(edges), {lab: list(c) for lab, c, _ in series}, title=title,
+                                 xlabel=x_label or None, ylabel=y_label or None,
+                                 colors={lab: col for lab, _, col in series}, integer_bins=integer_bins,
+                                 width=width / plots.DPI, height=height / plots.DPI)
 
 
 def proportion_bar(
     parts: Sequence[tuple[str, float, str]], *, title: str, width: int = 720, height: int = 14
 ) -> Markup:
-    """One full-width bar split into (label, value, colour) parts, e.g. verdict shares."""
-    total = sum(max(0.0, float(v)) for _, v, _ in parts) or 1.0
-    out = _svg_open(width, height, title)
-    x = 0.0
-    for lab, v, col in parts:
-        v = max(0.0, float(v))
-        if v <= 0:
-            continue
-        w = max(2.0, width * v / total)
-        out.append(
-            f'<rect x="{x:.1f}" y="0" width="{w:.1f}" height="{height}" fill="{col}">'
-            f"<title>{_e(lab)}: {_e(fmt_num(v))} ({100 * v / total:.1f}%)</title></rect>"
-        )
-        x += w
-    out.append("</svg>")
-    return Markup("".join(out))
+    """One full-width bar split into (label, value, colour) parts, e.g. verdict shares, with a legend."""
+    return plots.proportion_bar([(_lab(k), v, c) for k, v, c in parts], title=title, width=width / plots.DPI)

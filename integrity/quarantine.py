@@ -57,6 +57,7 @@ from .ledger import (
     Release,
     findings_key as make_findings_key,
     new_lease_owner,
+    release_command,
     utc_now,
 )
 
@@ -75,6 +76,7 @@ __all__ = [
     "list_quarantined",
     "quarantine",
     "release",
+    "release_command",
     "restore",
     "resume_pending",
 ]
@@ -128,7 +130,12 @@ def _call(fault: Fault | None, step: str) -> None:
 
 def _describe(a: QuarantineAction) -> str:
     extra = f", {a.resolution} (restore {a.restore_state})" if a.resolution else ""
-    return f"#{a.id} {a.shard} [{a.mode}, {a.state}{extra}] {a.uri} sha256={a.sha256[:16]}"
+    corpus = f" corpus {a.corpus}" if a.corpus else ""
+    return f"#{a.id} {a.shard} [{a.mode}, {a.state}{extra}]{corpus} {a.uri} sha256={a.sha256[:16]}"
+
+
+def _basename(name: str) -> str:
+    return str(name).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
 
 
 def _listing(actions: list[QuarantineAction]) -> str:
@@ -146,24 +153,33 @@ def _same_local_path(a: str, b: str) -> bool:
         return False
 
 
-def find_action(ledger: Ledger, shard_or_uri: str, *, candidates: list[QuarantineAction] | None = None) -> QuarantineAction:
+def find_action(ledger: Ledger, shard_or_uri: str, *, candidates: list[QuarantineAction] | None = None,
+                corpus: str | None = None) -> QuarantineAction:
     """The one action among ``candidates`` (default: :meth:`Ledger.quarantined`) named by ``shard_or_uri``.
 
-    Matches the shard name, the original uri, the quarantine destination, or
-    an action id written ``#ID`` (or bare digits). Raises
+    Matches the shard name (``web/web-0003.parquet``), the original uri, the
+    quarantine destination, an action id written ``#ID`` (or bare digits), or,
+    when nothing else matches, the file name alone (``web-0003.parquet``).
+    With ``corpus``, only that corpus's actions are considered. Raises
     :class:`UnknownShardError` / :class:`AmbiguousShardError` listing the
     quarantined shards.
     """
     pool = ledger.quarantined() if candidates is None else candidates
+    if corpus is not None:
+        pool = [a for a in pool if a.corpus == corpus]
     key = os.fspath(shard_or_uri).strip()
     matches = [a for a in pool if key in (a.shard, a.uri, a.destination) or _same_local_path(key, a.uri)]
     if not matches and key.lstrip("#").isdigit():
         matches = [a for a in pool if a.id == int(key.lstrip("#"))]
+    if not matches and "/" not in key and "\\" not in key:  # a bare file name, as people say it
+        matches = [a for a in pool if _basename(a.shard) == key]
     if not matches:
-        raise UnknownShardError(f"{key!r} is not quarantined; {_listing(ledger.quarantined())}")
+        where = f" in corpus {corpus!r}" if corpus is not None else ""
+        raise UnknownShardError(f"{key!r} is not quarantined{where}; {_listing(ledger.quarantined())}")
     if len(matches) > 1:
         raise AmbiguousShardError(
-            f"{key!r} matches {len(matches)} quarantined shards; name one by its original uri or its id (#ID):\n  "
+            f"{key!r} matches {len(matches)} quarantined shards; name one by its original uri, its id (#ID) "
+            f"or add --corpus NAME:\n  "
             + "\n  ".join(_describe(a) for a in matches)
         )
     return matches[0]
@@ -222,8 +238,11 @@ def quarantine(
     who: str | None = None,
     storage_options: StorageOptions = None,
     fault: Fault | None = None,
+    corpus: str | None = None,
 ) -> QuarantineAction:
     """Quarantine one shard (file or directory) crash-safely; returns the action as it ends.
+
+    ``corpus`` records which corpus's scan quarantined it (``quarantine list --corpus``).
 
     Idempotent: an unfinished action for the same ``uri`` + ``sha256`` is
     resumed (not duplicated) and a finished one is returned as is. When the
@@ -246,7 +265,8 @@ def quarantine(
             raise QuarantineError(f"{uri}: mode {mode!r} needs a quarantine_root to copy the shard to")
         destination = destination_for(quarantine_root, sha256, shard)
     action, created = ledger.begin_action(
-        scan_id=scan_id, shard=shard, uri=uri, sha256=sha256, mode=mode, destination=destination, who=who
+        scan_id=scan_id, shard=shard, uri=uri, sha256=sha256, mode=mode, destination=destination, who=who,
+        corpus=corpus,
     )
     if created:
         _call(fault, "pending")
@@ -368,6 +388,7 @@ def release(
     findings_key: str | None = None,
     storage_options: StorageOptions = None,
     fault: Fault | None = None,
+    corpus: str | None = None,
 ) -> Release:
     """Release a quarantined shard: "this content is OK; put it back and don't quarantine it again for the same findings".
 
@@ -382,6 +403,7 @@ def release(
     fails later (the release stays recorded; fix the cause and run it
     again). Returns the release row (``restored`` tells whether the file was
     put back; always False for ``mark`` mode, where nothing was moved).
+    ``corpus`` limits the lookup of ``shard_or_uri`` to that corpus's shards.
     """
     if not reason or not str(reason).strip():
         raise QuarantineError("a release needs a reason: say why this content is OK (--reason \"...\")")
@@ -389,9 +411,9 @@ def release(
     live_ids = {a.id for a in candidates}
     released_held = [a for a in ledger.held_copies() if a.resolution == "released" and a.id not in live_ids]
     try:
-        a = find_action(ledger, shard_or_uri, candidates=candidates + released_held)
+        a = find_action(ledger, shard_or_uri, candidates=candidates + released_held, corpus=corpus)
     except UnknownShardError:
-        prior = _completed_release(ledger, shard_or_uri)
+        prior = _completed_release(ledger, shard_or_uri, corpus)
         if prior is None:
             raise
         return prior  # idempotent: this shard is already released (and put back if it was asked)
@@ -419,8 +441,9 @@ def restore(
     who: str | None = None,
     storage_options: StorageOptions = None,
     fault: Fault | None = None,
+    corpus: str | None = None,
 ) -> QuarantineAction:
-    """Put a quarantined shard back at its original uri without approving it.
+    """Put a quarantined shard back at its original uri without approving it (``corpus``: as in :func:`release`).
 
     Same crash-safe order as :func:`release`; no release is recorded, so the
     next scan quarantines the same content again if it has the same findings.
@@ -430,7 +453,7 @@ def restore(
     candidates = ledger.quarantined()
     live_ids = {a.id for a in candidates}
     released_held = [a for a in ledger.held_copies() if a.resolution == "released" and a.id not in live_ids]
-    a = find_action(ledger, shard_or_uri, candidates=candidates + released_held)
+    a = find_action(ledger, shard_or_uri, candidates=candidates + released_held, corpus=corpus)
     a = _finish_quarantine_first(ledger, a, storage_options)
     do_restore = a.mode != "mark"
     if do_restore and a.restore_state not in LIVE_STATES:
@@ -448,13 +471,15 @@ def _raise_if_restore_failed(a: QuarantineAction, prefix: str) -> QuarantineActi
     return a
 
 
-def _completed_release(ledger: Ledger, shard_or_uri: str) -> Release | None:
+def _completed_release(ledger: Ledger, shard_or_uri: str, corpus: str | None = None) -> Release | None:
     """The release of the latest finished release of this shard (one original uri only), or None."""
     key = os.fspath(shard_or_uri).strip()
     done = [
         a for a in ledger.actions()
         if a.resolution == "released" and a.restore_state in (None, "done")
-        and (key in (a.shard, a.uri, a.destination, f"#{a.id}") or _same_local_path(key, a.uri))
+        and (corpus is None or a.corpus == corpus)
+        and (key in (a.shard, a.uri, a.destination, f"#{a.id}") or _same_local_path(key, a.uri)
+             or ("/" not in key and _basename(a.shard) == key))
     ]
     if not done or len({a.uri for a in done}) > 1:
         return None

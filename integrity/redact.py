@@ -94,10 +94,10 @@ def mask_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
         hit = pc.fill_null(pc.match_substring_regex(arr, SECRET_PREFILTER), False)
         if not pc.any(hit).as_py():
             continue
-        values = arr.to_pylist()
-        for row in pc.indices_nonzero(hit).to_pylist():
-            values[row] = mask_secrets(values[row], fingerprint=True)
-        columns[i] = pa.array(values, type=arr.type)
+        # only the candidate rows go through Python; the column is rebuilt in C++
+        rows = pc.indices_nonzero(hit)
+        masked = [mask_secrets(v, fingerprint=True) for v in arr.take(rows).to_pylist()]
+        columns[i] = pc.replace_with_mask(arr, hit, pa.array(masked, type=arr.type))
         changed = True
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema) if changed else batch
 

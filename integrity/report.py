@@ -32,7 +32,6 @@ The longest registered prefix that matches the check name wins.
 from __future__ import annotations
 
 import json
-import shlex
 import time
 from datetime import datetime
 from importlib import resources
@@ -44,6 +43,7 @@ import polars as pl
 from markupsafe import Markup
 
 from integrity import charts
+from integrity.ledger import release_command
 from integrity.report_format import (COLORS, SEVERITY_RANK, SEVERITY_SERIES, TIMING_STAGES, VERDICT_RANK, VERDICTS,
                                      _truncate, anchor, fmt_duration, fmt_int, fmt_pct, fmt_score, fmt_time,
                                      highlight_segments, human_bytes, pretty_detail)
@@ -53,6 +53,7 @@ from integrity.report_model import Block, CheckData, Section, renderer_for
 
 MAX_SHARD_ROWS = 200  # shard table rows shown (worst verdict first)
 MAX_EXAMPLES_PER_CHECK = 12
+EXAMPLES_SHOWN = 2  # per check; the rest are folded under "N more examples"
 MAX_ERROR_CHARS = 400
 MAX_RELEASE_COMMANDS = 10
 
@@ -87,6 +88,8 @@ EXAMPLE_COLUMNS: dict[str, pl.DataType] = {
     "field": pl.Utf8,
     "excerpt": pl.Utf8,
     "highlights": pl.Utf8,
+    "representative_shard": pl.Utf8,  # dedup.*: the record this one duplicates (the kept one)
+    "representative_excerpt": pl.Utf8,
 }
 
 
@@ -129,6 +132,20 @@ def _empty(columns: dict[str, pl.DataType]) -> pl.LazyFrame:
 
 
 # --------------------------------------------------------------------------- context
+
+
+def _representative(row: dict) -> dict | None:
+    """For a duplicate: the record it duplicates (shard, id, masked excerpt), shown beside it."""
+    if not row.get("representative_excerpt"):
+        return None
+    try:
+        detail = json.loads(row.get("detail") or "{}")
+    except ValueError:
+        detail = {}
+    rid = detail.get("representative") if isinstance(detail, dict) else None
+    return {"shard": row.get("representative_shard") or row.get("shard") or "",
+            "record_id": "" if rid is None else str(rid),
+            "segments": highlight_segments(row["representative_excerpt"], "[]")}
 
 
 def _split_quarantine(q: Any) -> tuple[str, str]:
@@ -219,8 +236,10 @@ def build_context(run_dir: Path) -> dict[str, Any]:
             }
         )
     quarantined = ordered.filter(pl.col("verdict") == "quarantine")["shard"].to_list()
-    release_cmds = [
-        f'integrity quarantine release {shlex.quote(s)} --reason "…"' for s in quarantined[:MAX_RELEASE_COMMANDS]
+    acted = summary.get("quarantine_mode") != "off"  # a plain scan reports only: nothing to release
+    release_cmds = [  # pasted as printed, from any directory: they name the scan's state dir and corpus
+        release_command(s, summary.get("state_dir"), summary.get("corpus"))
+        for s in (quarantined[:MAX_RELEASE_COMMANDS] if acted else [])
     ]
 
     total_rows = counts.get("rows")
@@ -314,6 +333,7 @@ def build_context(run_dir: Path) -> dict[str, Any]:
                     "segments": highlight_segments(r["excerpt"], r["highlights"]),
                     "has_excerpt": bool(r["excerpt"]),
                     "detail": pretty_detail(r["detail"]),
+                    "representative": _representative(r),
                 }
             )
 
@@ -354,8 +374,18 @@ def build_context(run_dir: Path) -> dict[str, Any]:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             stage_items.append((k, float(v)))
     timings_chart = (
-        charts.hbar_chart(stage_items, title="Time per stage", value_fmt=fmt_duration, label_width=100)
+        charts.hbar_chart(stage_items, title="Time per stage", value_fmt=fmt_duration, label_width=100,
+                          x_label="seconds")
         if stage_items
+        else None
+    )
+    # seconds per check (per-shard passes over the shards read, plus the corpus pass), slowest first
+    check_items = [(str(k), float(v)) for k, v in (summary.get("check_seconds") or {}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    check_items.sort(key=lambda kv: -kv[1])
+    checks_chart = (
+        charts.hbar_chart(check_items, title="Time per check", value_fmt=fmt_duration, label_width=160)
+        if check_items
         else None
     )
     total_s = timings.get("total")
@@ -407,6 +437,7 @@ def build_context(run_dir: Path) -> dict[str, Any]:
         "n_findings": counts.get("findings", n_findings) if n_findings == 0 else n_findings,
         "n_critical": n_critical,
         "timings_chart": timings_chart,
+        "checks_chart": checks_chart,
         "verdict_counts": [(v, verdict_counts.get(v, 0)) for v in VERDICTS]
         + [(k, n) for k, n in verdict_counts.items() if k not in VERDICT_RANK],
         "verdict_bar": charts.proportion_bar(verdict_parts, title="Shards by verdict") if n_shards else None,
@@ -421,7 +452,9 @@ def build_context(run_dir: Path) -> dict[str, Any]:
         "has_examples_file": has_examples_file,
         "quarantined": quarantined,
         "release_cmds": release_cmds,
-        "n_quarantined_more": max(0, len(quarantined) - MAX_RELEASE_COMMANDS),
+        "acted": acted,
+        "n_to_quarantine": len(quarantined),
+        "n_quarantined_more": max(0, len(quarantined) - MAX_RELEASE_COMMANDS) if acted else 0,
         "notes": notes,
         "run_dir": str(run_dir),
         "generated_at": datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -455,6 +488,7 @@ def _environment() -> jinja2.Environment:
         fmt_duration=fmt_duration,
         fmt_score=fmt_score,
     )
+    env.globals["EXAMPLES_SHOWN"] = EXAMPLES_SHOWN
     return env
 
 
@@ -478,9 +512,10 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     out = Path(out) if out is not None else run_dir / "report.html"
     html = render_report(run_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(out)
+    from integrity.engine.outputs import atomic_output
+
+    with atomic_output(out) as tmp:  # a full disk leaves no truncated report, and the error names it
+        tmp.write_text(html, encoding="utf-8")
     return out
 
 

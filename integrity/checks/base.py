@@ -66,6 +66,8 @@ class CorpusContext:
     """
 
     run_dir: Path
+    #: what checks remember between scans of this corpus (history indexes): ``STATE_DIR/corpora/NAME``,
+    #: or the state directory itself when the scan shares its history (``--shared-history``)
     state_dir: Path
     shards: list[str]
     shard_findings: pl.LazyFrame

@@ -48,7 +48,7 @@ def features_of(check: str, results: list[ShardResult]) -> pl.LazyFrame | None:
 
 def corpus_context(spec: ScanSpec, results: list[ShardResult]) -> CorpusContext:
     return CorpusContext(
-        run_dir=spec.out, state_dir=spec.state_dir, shards=[r.shard for r in results],
+        run_dir=spec.out, state_dir=spec.history_dir, shards=[r.shard for r in results],
         shard_findings=shard_findings(results),
         reference=Path(spec.reference) if spec.reference else None,
         shard_sha256={r.shard: r.sha256 for r in results if r.sha256}, scan_id=spec.scan_id,

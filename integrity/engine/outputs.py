@@ -6,10 +6,13 @@ the evidence (secrets masked) for the report.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import polars as pl
 
@@ -23,26 +26,78 @@ from integrity.schema import RECORD_ID, ROW, TEXT_FIELDS
 FINDINGS_ORDER = ["shard", "record_id", "check", "severity", "score", "detail"]
 EXAMPLES_SCHEMA = {"shard": pl.Utf8, "record_id": pl.Utf8, "check": pl.Utf8, "severity": pl.Utf8,
                    "score": pl.Float64, "field": pl.Utf8, "excerpt": pl.Utf8, "highlights": pl.Utf8,
-                   "detail": pl.Utf8}
+                   "detail": pl.Utf8, "representative_shard": pl.Utf8, "representative_excerpt": pl.Utf8}
 MAX_EXAMPLE_SHARDS = 8  # shards re-read to fetch example texts, at most
+DISK_FULL_BYTES = 1 << 20  # a failed write with less free space than this was a full disk
+
+
+class OutputError(Exception):
+    """An output file could not be written (a full disk, a read-only run directory, ...).
+    The message names the file; nothing half-written is left behind."""
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it to ``path`` when the block
+    succeeds, delete it when it fails (a full disk leaves no truncated output)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as e:
+        with suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, (OSError, pl.exceptions.PolarsError)) and not isinstance(e, OutputError):
+            raise OutputError(f"{path}: could not be written ({_why(e, path)}); {_fix(e, path)}") from e
+        raise
+
+
+def _disk_full(e: BaseException, path: Path) -> bool:
+    # polars reports a full disk as e.g. "Invalid thrift: transport error": ask the disk
+    if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(path.parent).free < DISK_FULL_BYTES
+    except OSError:
+        return False
+
+
+def _why(e: BaseException, path: Path) -> str:
+    if _disk_full(e, path):
+        return "no space left on the device"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _fix(e: BaseException, path: Path) -> str:
+    if _disk_full(e, path):
+        return "free space on that disk (or choose another --out) and run the scan again"
+    return "check that the run directory is writable and run the scan again"
+
+
+def write_parquet(frame: pl.DataFrame, path: Path) -> Path:
+    """``frame`` to ``path`` atomically (see :func:`atomic_output`)."""
+    with atomic_output(path) as tmp:
+        frame.write_parquet(tmp)
+    return path
 
 
 def write_findings(findings: pl.LazyFrame, run_dir: Path) -> Path:
     """Stream every finding into ``findings.parquet`` (columns and types of the contract)."""
     path = run_dir / "findings.parquet"
-    tmp = path.with_suffix(".parquet.tmp")
-    findings.select(
-        pl.col("shard").cast(pl.Utf8), pl.col("record_id").cast(pl.Utf8), pl.col("check").cast(pl.Utf8),
-        pl.col("severity").cast(pl.Utf8), pl.col("score").cast(pl.Float64), pl.col("detail").cast(pl.Utf8),
-    ).sort(["shard", "check", "record_id"], nulls_last=True).sink_parquet(tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        findings.select(
+            pl.col("shard").cast(pl.Utf8), pl.col("record_id").cast(pl.Utf8), pl.col("check").cast(pl.Utf8),
+            pl.col("severity").cast(pl.Utf8), pl.col("score").cast(pl.Float64), pl.col("detail").cast(pl.Utf8),
+        ).sort(["shard", "check", "record_id"], nulls_last=True).sink_parquet(tmp)
     return path
 
 
 def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=str))
 
 
 def _pick_examples(findings: pl.LazyFrame, k: int) -> pl.DataFrame:
@@ -95,8 +150,43 @@ def excerpt_of(record: dict, detail: dict, width: int) -> tuple[str, str, list[l
     return field, excerpt, highlights
 
 
+def _representatives(picked: pl.DataFrame) -> pl.DataFrame:
+    """For the ``dedup.*`` examples: the (shard, record id) of the record each one duplicates (the kept one)."""
+    dedup = picked.filter(pl.col("check").str.starts_with("dedup.") & pl.col("detail").is_not_null())
+    return (dedup.select(pl.col("shard").alias("dup_shard"), pl.col("record_id").alias("dup_id"),
+                         pl.col("detail").str.json_path_match("$.representative").alias("rep_id"),
+                         pl.col("detail").str.json_path_match("$.representative_shard").alias("rep_shard"))
+            .with_columns(pl.col("rep_shard").fill_null(pl.col("dup_shard")))
+            .filter(pl.col("rep_id").is_not_null() & (pl.col("rep_id") != pl.col("dup_id"))))
+
+
+def _read_records(spec: ScanSpec, ref: ShardRef, ids: set[str], rows: frozenset[int] = frozenset()
+                  ) -> dict[str | int, dict]:
+    """The records of one shard whose id is in ``ids`` (keyed by id) or whose row index is in
+    ``rows`` (keyed by the int row: ids may repeat in a shard, ``detail.row`` names the very
+    record). Stops reading once all are found."""
+    records: dict[str | int, dict] = {}
+    found_rows = 0
+    for batch in ShardReader(ref, spec.mapping, batch_size=spec.policy.batch_size,
+                             storage_options=spec.storage_options, limits=spec.policy.limits.read_limits()):
+        hit = pl.from_arrow(batch).filter(pl.col(RECORD_ID).is_in(list(ids)) | pl.col(ROW).is_in(list(rows)))
+        for rec in hit.drop([c for c in hit.columns if c == "image"]).iter_rows(named=True):
+            records.setdefault(rec[RECORD_ID], rec)
+            if rec[ROW] in rows:
+                records[rec[ROW]] = rec
+                found_rows += 1
+        if len(records) - found_rows >= len(ids) and found_rows >= len(rows):
+            break
+    return records
+
+
 def collect_examples(spec: ScanSpec, findings: pl.LazyFrame, results: list[ShardResult], refs: dict[str, ShardRef]) -> pl.DataFrame:
-    """Example records with evidence excerpts, re-reading at most a few shards."""
+    """Example records with evidence excerpts, re-reading at most a few shards.
+
+    A ``dedup.*`` example also carries the excerpt of the record it duplicates
+    (``representative_excerpt``, secrets masked), so the report shows the two
+    side by side.
+    """
     k = spec.policy.report.examples_per_check
     picked = _pick_examples(findings, k) if k else pl.DataFrame()
     if picked.height == 0:
@@ -104,38 +194,44 @@ def collect_examples(spec: ScanSpec, findings: pl.LazyFrame, results: list[Shard
     ok = {r.shard for r in results if r.ok}
     shards = [s for s in picked["shard"].unique(maintain_order=True).to_list() if s in ok and s in refs]
     shards = shards[:MAX_EXAMPLE_SHARDS]
-    rows = []
-    for shard in shards:
-        wanted = picked.filter(pl.col("shard") == shard)
-        ids = set(wanted["record_id"].to_list())
-        want_rows = {r for r in (_detail_row(d) for d in wanted["detail"].to_list()) if r is not None}
-        records: dict[str, dict] = {}
-        by_row: dict[int, dict] = {}  # ids may repeat in a shard: detail.row names the very record
+    reps = _representatives(picked.filter(pl.col("shard").is_in(shards)))
+    need: dict[str, set[str]] = {s: set(picked.filter(pl.col("shard") == s)["record_id"].to_list()) for s in shards}
+    rep_shards = [s for s in reps["rep_shard"].unique(maintain_order=True).to_list()
+                  if s in ok and s in refs and s not in need][:MAX_EXAMPLE_SHARDS]
+    for r in reps.iter_rows(named=True):
+        if r["rep_shard"] in need or r["rep_shard"] in rep_shards:
+            need.setdefault(r["rep_shard"], set()).add(r["rep_id"])
+    rows_of = {s: frozenset(r for r in map(_detail_row, picked.filter(pl.col("shard") == s)["detail"].to_list())
+                            if r is not None) for s in shards}
+    records: dict[tuple[str, str | int], dict] = {}
+    for shard, ids in need.items():
         try:
-            for batch in ShardReader(refs[shard], spec.mapping, batch_size=spec.policy.batch_size,
-                                     storage_options=spec.storage_options,
-                                     limits=spec.policy.limits.read_limits()):
-                hit = pl.from_arrow(batch).filter(pl.col(RECORD_ID).is_in(list(ids))
-                                                  | pl.col(ROW).is_in(list(want_rows)))
-                for rec in hit.drop([c for c in hit.columns if c == "image"]).iter_rows(named=True):
-                    records.setdefault(rec[RECORD_ID], rec)
-                    if rec[ROW] in want_rows:
-                        by_row[rec[ROW]] = rec
-                if len(records) >= len(ids) and len(by_row) >= len(want_rows):
-                    break
+            found = _read_records(spec, refs[shard], ids, rows_of.get(shard, frozenset()))
+            records.update({(shard, key): rec for key, rec in found.items()})
         except ShardReadError:
             continue
-        for f in wanted.iter_rows(named=True):
-            rec = by_row.get(_detail_row(f["detail"])) or records.get(f["record_id"])
-            if rec is None:
-                continue
-            try:
-                detail = json.loads(f["detail"] or "{}")
-            except ValueError:
-                detail = {}
-            field, excerpt, hl = excerpt_of(rec, detail if isinstance(detail, dict) else {}, spec.policy.report.excerpt_chars)
-            rows.append({**{c: f[c] for c in ("shard", "record_id", "check", "severity", "score", "detail")},
-                         "field": field, "excerpt": excerpt, "highlights": json.dumps(hl)})
+    rep_of = {(r["dup_shard"], r["dup_id"]): (r["rep_shard"], r["rep_id"]) for r in reps.iter_rows(named=True)}
+    width = spec.policy.report.excerpt_chars
+    rows = []
+    for f in picked.filter(pl.col("shard").is_in(shards)).iter_rows(named=True):
+        rec = records.get((f["shard"], _detail_row(f["detail"]))) or records.get((f["shard"], f["record_id"]))
+        if rec is None:
+            continue
+        try:
+            detail = json.loads(f["detail"] or "{}")
+        except ValueError:
+            detail = {}
+        detail = detail if isinstance(detail, dict) else {}
+        field, excerpt, hl = excerpt_of(rec, detail, width)
+        row = {**{c: f[c] for c in ("shard", "record_id", "check", "severity", "score", "detail")},
+               "field": field, "excerpt": excerpt, "highlights": json.dumps(hl),
+               "representative_shard": None, "representative_excerpt": None}
+        rep_key = rep_of.get((f["shard"], f["record_id"]))
+        rep = records.get(rep_key) if rep_key else None
+        if rep is not None:
+            row["representative_shard"] = rep_key[0]
+            row["representative_excerpt"] = excerpt_of(rep, {"field": field} if field else {}, width)[1]
+        rows.append(row)
     return pl.DataFrame(rows, schema=EXAMPLES_SCHEMA) if rows else pl.DataFrame(schema=EXAMPLES_SCHEMA)
 
 

@@ -17,6 +17,7 @@ import polars as pl
 from connectors import ShardRef, list_shards
 from integrity import quarantine as quarantine_mod
 from integrity.engine import outputs, verdict
+from integrity.engine import progress as progress_mod
 from integrity.engine.corpus import after_verdicts, run_corpus_checks, shard_findings
 from integrity.engine.shard import ShardResult, scan_shard
 from integrity.engine.spec import ScanSpec
@@ -40,11 +41,38 @@ def list_stage(spec: ScanSpec) -> list[ShardRef]:
     return list_shards(spec.source, storage_options=spec.storage_options, exclude=[str(d) for d in own])
 
 
+def record_start(spec: ScanSpec, flow_run_id: str | None = None) -> None:
+    """The scan's start in the ledger, with its corpus (and the Prefect flow run that runs it)."""
+    Ledger(spec.state_dir).record_scan_start(scan_id=spec.scan_id, source=spec.source, policy=spec.policy.source,
+                                             policy_sha256=spec.policy.sha256, run_dir=str(spec.out),
+                                             corpus=spec.corpus, flow_run_id=flow_run_id)
+
+
+def require_mapped(results: list[ShardResult]) -> None:
+    """Raise :class:`ColumnMappingError` ("could not run") when the column mapping matches no
+    shard: no shard was read and at least one lacked a mapped column. A mapping that fits some
+    shards leaves the others unreadable, as any bad shard."""
+    if not results or any(r.ok for r in results):
+        return
+    misfits = [r for r in results if r.error_kind == "mapping"]
+    if not misfits:
+        return
+    columns = sorted({c for r in misfits for c in r.source_columns})
+    first = misfits[0].error or ""
+    raise ColumnMappingError(
+        f"the column mapping matches none of the {len(results)} shard(s): {first}"
+        + (f" (columns in the shards: {', '.join(map(repr, columns))})" if columns else ""))
+
+
+class ColumnMappingError(ValueError):
+    """The column mapping fits no shard of the source: the scan could not run (gate exit 3)."""
+
+
 def corpus_stage(spec: ScanSpec, results: list[ShardResult]) -> tuple[Path, dict[str, float]]:
     """Corpus-level checks; their findings go to ``.work/corpus_findings.parquet``."""
     found, timings = run_corpus_checks(spec, results, spec.out)
     path = spec.out / WORK / "corpus_findings.parquet"
-    mask_frame(found).write_parquet(path)  # details may quote record text: secrets masked
+    outputs.write_parquet(mask_frame(found), path)  # details may quote record text: secrets masked
     return path, timings
 
 
@@ -60,13 +88,13 @@ def policy_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult
     shard away) and the shard verdicts (``.work/verdicts.parquet``, returned)."""
     findings_path = outputs.write_findings(all_findings(spec, results, corpus_path), spec.out)
     examples = outputs.collect_examples(spec, pl.scan_parquet(findings_path), results, {r.name: r for r in refs})
-    examples.write_parquet(spec.out / "examples.parquet")
+    outputs.write_parquet(examples, spec.out / "examples.parquet")
     counts = verdict.shard_counts(pl.scan_parquet(findings_path))
     ledger = Ledger(spec.state_dir)
     shards = verdict.decide(results, counts, spec.policy,
-                            lambda sha, reasons: ledger.release_for(sha, findings_key(reasons)))
+                            lambda sha, reasons: ledger.release_for(sha, findings_key(reasons), spec.corpus))
     path = spec.out / WORK / "verdicts.parquet"
-    shards.write_parquet(path)
+    outputs.write_parquet(shards, path)
     return path
 
 
@@ -85,16 +113,18 @@ def quarantine_stage(spec: ScanSpec, results: list[ShardResult], verdicts_path: 
     mode = spec.mode
     for row in shards.filter(pl.col("verdict") == "quarantine").iter_rows(named=True):
         if mode == "off":
-            status[row["shard"]] = "off (policy quarantine.mode)"
+            status[row["shard"]] = "not moved (quarantine mode off)"
             continue
         try:
             action = quarantine_mod.quarantine(
                 ledger, scan_id=spec.scan_id, shard=row["shard"], uri=row["uri"], sha256=row["sha256"],
                 mode=mode, quarantine_root=str(spec.policy.quarantine_dir().absolute()),
-                storage_options=spec.storage_options)
+                storage_options=spec.storage_options, corpus=spec.corpus)
             state = getattr(action, "state", "done")
             dest = getattr(action, "destination", None)
             status[row["shard"]] = f"{mode} {state}" + (f" → {dest}" if dest and mode != "mark" else "")
+            log.info("quarantined %s (%s %s)%s", row["shard"], mode, state,
+                        f" → {dest}" if dest and mode != "mark" else " (ledger only; the file stays)")
             if on_quarantined is not None:
                 on_quarantined({**row, "mode": mode, "state": state, "destination": dest})
         except Exception as e:  # reported per shard; the scan still completes
@@ -103,9 +133,21 @@ def quarantine_stage(spec: ScanSpec, results: list[ShardResult], verdicts_path: 
     approved = shards.filter(pl.col("verdict").is_in(["pass", "warn"]))["shard"].to_list()
     after_verdicts(spec, results, approved)
     path = spec.out / WORK / "shards.parquet"
-    shards.with_columns(
-        quarantine=pl.col("shard").replace_strict(status, default=None, return_dtype=pl.Utf8)).write_parquet(path)
+    outputs.write_parquet(shards.with_columns(
+        quarantine=pl.col("shard").replace_strict(status, default=None, return_dtype=pl.Utf8)), path)
     return path
+
+
+def check_seconds(results: list[ShardResult], corpus_seconds: dict[str, float]) -> dict[str, float]:
+    """Seconds each check spent in this scan: its per-shard passes over every shard read (a
+    cached shard costs nothing) plus its corpus pass; slowest first."""
+    total: dict[str, float] = {}
+    for r in results:
+        for name, sec in (r.check_seconds or {}).items():
+            total[name] = total.get(name, 0.0) + float(sec)
+    for name, sec in corpus_seconds.items():
+        total[name] = total.get(name, 0.0) + float(sec)
+    return {k: round(v, 3) for k, v in sorted(total.items(), key=lambda kv: -kv[1])}
 
 
 def output_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult], shards_path: Path,
@@ -114,7 +156,7 @@ def output_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult
     """Writes shards.parquet, examples.parquet, summary.json and report.html; returns the summary."""
     t0 = time.perf_counter()
     shards = pl.read_parquet(shards_path)
-    shards.write_parquet(spec.out / "shards.parquet")
+    outputs.write_parquet(shards, spec.out / "shards.parquet")
     findings_path = spec.out / "findings.parquet"
     verdicts = {v: 0 for v in ("pass", "warn", "quarantine", "unreadable")}
     for v, n in shards.group_by("verdict").len().iter_rows():
@@ -130,7 +172,11 @@ def output_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult
         "checks": spec.checks,
         "column_mapping": spec.mapping.to_dict(),
         "quarantine_mode": spec.mode,
+        "corpus": spec.corpus,
+        "shared_history": spec.shared_history,
+        "state_dir": str(spec.state_dir),
         "timings": dict(timings),
+        "check_seconds": check_seconds(results, corpus_check_seconds or {}),
         "corpus_check_seconds": corpus_check_seconds or {},
         "counts": {
             "shards": shards.height,
@@ -171,19 +217,29 @@ def run_scan(spec: ScanSpec, workers: int = 2,
     timings: dict[str, float] = {}
     t = time.perf_counter()
     refs = list_stage(spec)
-    Ledger(spec.state_dir).record_scan_start(scan_id=spec.scan_id, source=spec.source, policy=spec.policy.source,
-                                             policy_sha256=spec.policy.sha256, run_dir=str(spec.out))
+    record_start(spec)
     timings["list"] = time.perf_counter() - t
     t = time.perf_counter()
     results: list[ShardResult] = []
-    if map_shards is None:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for res in pool.map(lambda r: scan_shard(r, spec), refs):
+    tracker, created = progress_mod.ensure(spec.scan_id)  # records done / total and an ETA, batch by batch
+    tracker.start(refs)
+    try:
+        if map_shards is None:
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                shard_results = pool.map(lambda r: scan_shard(r, spec), refs)
+                for res in shard_results:
+                    results.append(res)
+                    tracker.shard_done(res.shard, res.rows, res.ok)
+                    if progress:
+                        progress(res)
+        else:
+            for res in map_shards(lambda r: scan_shard(r, spec), refs):
                 results.append(res)
-                if progress:
-                    progress(res)
-    else:
-        results = list(map_shards(lambda r: scan_shard(r, spec), refs))
+                tracker.shard_done(res.shard, res.rows, res.ok)
+    finally:
+        if created:
+            progress_mod.unregister(spec.scan_id)
+    require_mapped(results)
     timings["shards"] = time.perf_counter() - t
     t = time.perf_counter()
     corpus_path, per_check = corpus_stage(spec, results)

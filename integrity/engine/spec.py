@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,10 +34,24 @@ class ScanSpec:
     quarantine_mode: str | None = None  # overrides the policy's mode when set
     scan_id: str = field(default_factory=lambda: new_scan_id())
     runner: str = "local"
+    #: the corpus this scan belongs to: its history and ledger entries are kept apart from other corpora's
+    corpus: str = ""
+    #: match against (and add to) the history shared by every corpus scanned with this option
+    shared_history: bool = False
+
+    def __post_init__(self) -> None:
+        self.corpus = check_corpus_name(self.corpus) if self.corpus else default_corpus_name(self.source)
 
     @property
     def state_dir(self) -> Path:
         return Path(self.policy.state_dir).expanduser().absolute()
+
+    @property
+    def history_dir(self) -> Path:
+        """Where the checks keep what they remember between scans (dedup history, drift and
+        synthetic-share history, approved content): per corpus, or the state directory's
+        shared history with ``shared_history``."""
+        return self.state_dir if self.shared_history else corpus_state_dir(self.state_dir, self.corpus)
 
     @property
     def cache_dir(self) -> Path:
@@ -61,6 +77,43 @@ class ScanSpec:
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_corpus_name(name: str) -> str:
+    """``name`` if it can name a corpus (letters, digits, ``.``, ``_``, ``-``; it becomes a directory name)."""
+    if not _NAME_OK.match(name) or name in (".", ".."):
+        raise ValueError(f"corpus name {name!r} is not usable: use letters, digits, '.', '_' and '-' "
+                         f"(at most 128, starting with a letter or digit), e.g. --corpus web-crawl")
+    return name
+
+
+def canonical_source(source: str) -> str:
+    """The source as an absolute, normalized string: the same corpus gives the same text from any
+    working directory (``data/``, ``./data`` and ``/abs/data`` alike)."""
+    text = str(source).strip()
+    if "://" in text:
+        return text.rstrip("/")
+    return os.path.normpath(os.path.abspath(os.path.expanduser(text)))
+
+
+def default_corpus_name(source: str) -> str:
+    """A stable name derived from the source: its last path component (glob characters and
+    extensions left out) and 8 hex digits of the SHA-256 of :func:`canonical_source`, e.g.
+    ``corpus-1f3a9c0d``. Two different sources never share a name, so their histories never meet."""
+    canon = canonical_source(source)
+    digest = hashlib.sha256(canon.encode()).hexdigest()[:8]
+    parts = [p for p in re.split(r"[/\\]", canon.split("://", 1)[-1]) if p and not re.search(r"[*?\[]", p)]
+    stem = parts[-1].split(".")[0] if parts else ""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-_")[:40]
+    return f"{stem or 'corpus'}-{digest}"
+
+
+def corpus_state_dir(state_dir: Path, corpus: str) -> Path:
+    """``STATE_DIR/corpora/NAME``: what the checks remember about one corpus."""
+    return Path(state_dir) / "corpora" / check_corpus_name(corpus)
 
 
 def new_scan_id() -> str:

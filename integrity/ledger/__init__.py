@@ -12,7 +12,8 @@ every timestamp is UTC ISO-8601 with microseconds, e.g.
 ``scans``
     one row per scan: ``scan_id``, ``source``, ``policy`` (a path or
     ``"default"``), ``policy_sha256``, ``run_dir``, ``who``, ``started_at``,
-    ``finished_at``, ``verdict`` (overall), ``counts_json``, ``created_at``.
+    ``finished_at``, ``verdict`` (overall), ``counts_json``, ``created_at``,
+    ``flow_run_id`` (schema 2: the Prefect flow run, null for inline scans).
 ``shard_verdicts``
     one row per (scan, shard): ``uri``, ``sha256``, ``verdict``,
     ``reasons_json`` (JSON list of strings), ``created_at``.
@@ -31,6 +32,12 @@ every timestamp is UTC ISO-8601 with microseconds, e.g.
     one row per release ("this content is OK"): ``action_id``, ``shard``,
     ``uri``, ``sha256``, ``findings_key``, ``who``, ``reason``,
     ``released_at``, ``restored`` (0/1) and ``restored_at``.
+``console_users`` (schema 2)
+    the ops console's users: ``name``, ``role`` (``viewer``/``operator``),
+    ``password_hash`` (argon2; the secret itself is never stored).
+``console_actions`` (schema 2)
+    the console's audit log: ``at``, ``who``, ``role``, ``action``, ``target``,
+    ``reason``, ``outcome`` (``done``/``refused``/``failed``), ``detail``.
 ``hash_memo``
     ``uri`` -> (``fingerprint``, ``sha256``): the last hash of a shard and the
     storage fingerprint (size + mtime/ETag) it was computed for.
@@ -46,7 +53,10 @@ from integrity.ledger.records import (  # noqa: F401
     LIVE_STATES,
     MODES,
     RESOLUTIONS,
+    ROLES,
     SCHEMA_VERSION,
+    ConsoleAction,
+    ConsoleUser,
     LedgerError,
     QuarantineAction,
     Release,
@@ -54,6 +64,7 @@ from integrity.ledger.records import (  # noqa: F401
     ShardVerdict,
     current_user,
     findings_key,
+    release_command,
     utc_now,
 )
 from integrity.ledger.schema import new_lease_owner  # noqa: F401
@@ -63,7 +74,10 @@ __all__ = [
     "ACTION_STATES",
     "LIVE_STATES",
     "MODES",
+    "ROLES",
     "SCHEMA_VERSION",
+    "ConsoleAction",
+    "ConsoleUser",
     "Ledger",
     "LedgerError",
     "QuarantineAction",
@@ -72,5 +86,6 @@ __all__ = [
     "ShardVerdict",
     "current_user",
     "findings_key",
+    "release_command",
     "utc_now",
 ]

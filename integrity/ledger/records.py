@@ -8,11 +8,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 MODES = ("move", "copy", "mark")
 ACTION_STATES = ("pending", "copied", "verified", "done", "failed")
 LIVE_STATES = ("pending", "copied", "verified")  # started, not finished
 RESOLUTIONS = ("released", "restored")
+ROLES = ("viewer", "operator")
 DB_NAME = "ledger.sqlite"
 BUSY_TIMEOUT_S = 30.0
 DEFAULT_LEASE_S = 30 * 60
@@ -43,6 +44,20 @@ def findings_key(reasons: Iterable[str]) -> str:
     return json.dumps(sorted({str(r) for r in reasons}), separators=(",", ":"))
 
 
+def release_command(shard: str, state_dir: str | os.PathLike | None = None, corpus: str | None = None,
+                    reason: str = "why this content is fine") -> str:
+    """The ``integrity quarantine release`` command line for one shard, ready to paste from any
+    directory: it names the state directory (absolute) and the corpus the scan used."""
+    import shlex
+
+    cmd = ["integrity", "quarantine", "release", str(shard), "--reason", reason]
+    if state_dir:
+        cmd += ["--state-dir", os.path.abspath(os.fspath(state_dir))]
+    if corpus:
+        cmd += ["--corpus", corpus]
+    return shlex.join(cmd)
+
+
 # ---------------------------------------------------------------------------
 # row types
 
@@ -60,6 +75,10 @@ class ScanRecord:
     verdict: str | None
     counts: dict[str, Any] | None
     created_at: str
+    #: the Prefect flow run that ran the scan (null for inline scans and scans recorded before it was kept)
+    flow_run_id: str | None = None
+    #: the corpus the scan belongs to (null for scans recorded before corpora existed)
+    corpus: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +120,8 @@ class QuarantineAction:
     restore_state: str | None = None
     resolved_by: str | None = None
     resolved_at: str | None = None
+    #: the corpus whose scan quarantined it (null: recorded before corpora existed)
+    corpus: str | None = None
 
     @property
     def quarantine_finished(self) -> bool:
@@ -128,6 +149,34 @@ class QuarantineAction:
 
 
 @dataclass(frozen=True)
+class ConsoleUser:
+    """A user of the ops console (the password or token is only ever stored hashed)."""
+
+    name: str
+    role: str
+    created_by: str | None
+    created_at: str
+
+
+@dataclass(frozen=True)
+class ConsoleAction:
+    """One action taken (or refused) in the ops console: who, when, what, on what, why, and how it ended."""
+
+    id: int
+    at: str
+    who: str
+    role: str | None
+    action: str
+    target: str | None
+    reason: str | None
+    outcome: str
+    detail: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class Release:
     """A human decision that one content (sha256) is OK for the findings in ``findings_key``."""
 
@@ -142,6 +191,8 @@ class Release:
     released_at: str
     restored: bool
     restored_at: str | None
+    #: the corpus the release applies to (null: any corpus; releases recorded before corpora existed)
+    corpus: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -93,14 +93,51 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
             updated_at  TEXT NOT NULL
         )""",
     ),
+    # the ops console: the Prefect flow run of a scan, console users and the audit log of console actions,
+    # and the indexes its pages need on a ledger of 1,000 scans x 1,000 shards
+    2: (
+        "ALTER TABLE scans ADD COLUMN flow_run_id TEXT",
+        "CREATE INDEX IF NOT EXISTS shard_verdicts_scan_verdict ON shard_verdicts(scan_id, verdict)",
+        "CREATE INDEX IF NOT EXISTS quarantine_resolved ON quarantine_actions(resolved_at)",
+        "CREATE INDEX IF NOT EXISTS releases_action ON releases(action_id)",
+        """CREATE TABLE IF NOT EXISTS console_users (
+            name          TEXT PRIMARY KEY,
+            role          TEXT NOT NULL CHECK (role IN ('viewer', 'operator')),
+            password_hash TEXT NOT NULL,
+            created_by    TEXT,
+            created_at    TEXT NOT NULL,
+            updated_at    TEXT NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS console_actions (
+            id        INTEGER PRIMARY KEY AUTOINCREMENT,
+            at        TEXT NOT NULL,
+            who       TEXT NOT NULL,
+            role      TEXT,
+            action    TEXT NOT NULL,
+            target    TEXT,
+            reason    TEXT,
+            outcome   TEXT NOT NULL,
+            detail    TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS console_actions_target ON console_actions(target, at)",
+    ),
+    # history, cache and ledger entries belong to a named corpus (--corpus); older rows stay null
+    3: (
+        "ALTER TABLE scans ADD COLUMN corpus TEXT",
+        "ALTER TABLE quarantine_actions ADD COLUMN corpus TEXT",
+        "ALTER TABLE releases ADD COLUMN corpus TEXT",
+        "CREATE INDEX IF NOT EXISTS scans_corpus ON scans(corpus, started_at)",
+    ),
 }
 
 _ACTION_COLS = (
     "id, scan_id, shard, uri, sha256, mode, destination, state, error, who, created_at, updated_at, "
-    "resolution, restore_state, resolved_by, resolved_at"
+    "resolution, restore_state, resolved_by, resolved_at, corpus"
 )
-_RELEASE_COLS = "id, action_id, shard, uri, sha256, findings_key, who, reason, released_at, restored, restored_at"
-_SCAN_COLS = "scan_id, source, policy, policy_sha256, run_dir, who, started_at, finished_at, verdict, counts_json, created_at"
+_RELEASE_COLS = ("id, action_id, shard, uri, sha256, findings_key, who, reason, released_at, restored, restored_at, "
+                 "corpus")
+_SCAN_COLS = ("scan_id, source, policy, policy_sha256, run_dir, who, started_at, finished_at, verdict, counts_json, "
+              "created_at, flow_run_id, corpus")
 _QUARANTINED_SQL = (
     "state <> 'failed' AND (resolution IS NULL OR restore_state IN ('pending', 'copied', 'verified', 'failed'))"
 )

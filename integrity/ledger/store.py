@@ -14,6 +14,9 @@ from typing import Any, Iterable, Iterator, Mapping
 from integrity.ledger.records import (
     ACTION_STATES,
     BUSY_TIMEOUT_S,
+    ROLES,
+    ConsoleAction,
+    ConsoleUser,
     DB_NAME,
     DEFAULT_LEASE_S,
     LIVE_STATES,
@@ -123,6 +126,12 @@ class Ledger:
                 raise
             con.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[sqlite3.Connection]:
+        """A connection for read-only queries (rows are :class:`sqlite3.Row`); closed on exit."""
+        with self._connect() as con:
+            yield con
+
     def schema_version(self) -> int:
         """The schema version of the database file."""
         with self._connect() as con:
@@ -139,21 +148,26 @@ class Ledger:
         run_dir: str | os.PathLike | None = None,
         scan_id: str | None = None,
         who: str | None = None,
+        flow_run_id: str | None = None,
+        corpus: str | None = None,
     ) -> str:
         """Record that a scan started; returns its ``scan_id`` (a new UUID hex unless given).
 
+        ``flow_run_id`` is the Prefect flow run that runs it (the console links to it);
+        ``corpus`` names the corpus the scan belongs to (see ``--corpus``).
         Re-recording the start of an existing ``scan_id`` updates its
-        source/policy/run_dir and keeps its original start time.
+        source/policy/run_dir/corpus and keeps its original start time.
         """
         scan_id = scan_id or uuid.uuid4().hex
         now = utc_now()
         with self._write() as con:
             con.execute(
-                f"""INSERT INTO scans ({_SCAN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?)
+                f"""INSERT INTO scans ({_SCAN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?, ?)
                     ON CONFLICT(scan_id) DO UPDATE SET source = excluded.source, policy = excluded.policy,
-                        policy_sha256 = excluded.policy_sha256, run_dir = excluded.run_dir""",
+                        policy_sha256 = excluded.policy_sha256, run_dir = excluded.run_dir,
+                        flow_run_id = COALESCE(excluded.flow_run_id, flow_run_id), corpus = excluded.corpus""",
                 (scan_id, str(source), str(policy), policy_sha256,
-                 None if run_dir is None else os.fspath(run_dir), who or current_user(), now, now),
+                 None if run_dir is None else os.fspath(run_dir), who or current_user(), now, now, flow_run_id, corpus),
             )
         return scan_id
 
@@ -173,11 +187,13 @@ class Ledger:
             row = con.execute(f"SELECT {_SCAN_COLS} FROM scans WHERE scan_id = ?", (scan_id,)).fetchone()
         return _scan(row) if row else None
 
-    def scans(self, limit: int = 50) -> list[ScanRecord]:
-        """The most recent scans, newest first."""
+    def scans(self, limit: int = 50, corpus: str | None = None) -> list[ScanRecord]:
+        """The most recent scans (of one corpus when given), newest first."""
+        where, args = ("WHERE corpus = ?", [corpus]) if corpus is not None else ("", [])
         with self._connect() as con:
             rows = con.execute(
-                f"SELECT {_SCAN_COLS} FROM scans ORDER BY started_at DESC, rowid DESC LIMIT ?", (int(limit),)
+                f"SELECT {_SCAN_COLS} FROM scans {where} ORDER BY started_at DESC, rowid DESC LIMIT ?",
+                (*args, int(limit)),
             ).fetchall()
         return [_scan(r) for r in rows]
 
@@ -235,8 +251,9 @@ class Ledger:
         mode: str,
         destination: str | None,
         who: str | None = None,
+        corpus: str | None = None,
     ) -> tuple[QuarantineAction, bool]:
-        """Record a quarantine action in state ``pending``, idempotently.
+        """Record a quarantine action in state ``pending``, idempotently (``corpus``: whose scan it was).
 
         Returns ``(action, created)``. When a live action for the same
         ``uri`` + ``sha256`` exists (unfinished, or done and not released),
@@ -255,9 +272,9 @@ class Ledger:
                 return _action(row), False
             cur = con.execute(
                 """INSERT INTO quarantine_actions
-                   (scan_id, shard, uri, sha256, mode, destination, state, who, created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)""",
-                (scan_id, shard, uri, sha256, mode, destination, who or current_user(), now, now),
+                   (scan_id, shard, uri, sha256, mode, destination, state, who, created_at, updated_at, corpus)
+                   VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)""",
+                (scan_id, shard, uri, sha256, mode, destination, who or current_user(), now, now, corpus),
             )
             row = con.execute(f"SELECT {_ACTION_COLS} FROM quarantine_actions WHERE id = ?", (cur.lastrowid,)).fetchone()
         return _action(row), True
@@ -286,15 +303,18 @@ class Ledger:
             rows = con.execute(sql + " ORDER BY id", args).fetchall()
         return [_action(r) for r in rows]
 
-    def quarantined(self) -> list[QuarantineAction]:
-        """Shards quarantined now: actions done or in progress, not failed and not released/restored.
+    def quarantined(self, corpus: str | None = None) -> list[QuarantineAction]:
+        """Shards quarantined now (of one corpus when given): actions done or in progress, not failed
+        and not released/restored.
 
         A release or restore whose file move has not completed (or failed)
         still counts as quarantined until the file is back.
         """
+        where, args = (" AND corpus = ?", (corpus,)) if corpus is not None else ("", ())
         with self._connect() as con:
             rows = con.execute(
-                f"SELECT {_ACTION_COLS} FROM quarantine_actions WHERE {_QUARANTINED_SQL} ORDER BY shard, id"
+                f"SELECT {_ACTION_COLS} FROM quarantine_actions WHERE {_QUARANTINED_SQL}{where} ORDER BY shard, id",
+                args,
             ).fetchall()
         return [_action(r) for r in rows]
 
@@ -419,9 +439,10 @@ class Ledger:
                 if not reason or not str(reason).strip():
                     raise LedgerError("a release needs a non-empty reason (why this content is OK)")
                 cur = con.execute(
-                    """INSERT INTO releases (action_id, shard, uri, sha256, findings_key, who, reason, released_at, restored, created_at)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?)""",
-                    (a.id, a.shard, a.uri, a.sha256, findings_key, who, str(reason).strip(), now, now),
+                    """INSERT INTO releases (action_id, shard, uri, sha256, findings_key, who, reason, released_at, restored,
+                                             created_at, corpus)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)""",
+                    (a.id, a.shard, a.uri, a.sha256, findings_key, who, str(reason).strip(), now, now, a.corpus),
                 )
                 rel_row = con.execute(f"SELECT {_RELEASE_COLS} FROM releases WHERE id = ?", (cur.lastrowid,)).fetchone()
             new_resolution = "released" if (a.resolution == "released" or resolution == "released") else "restored"
@@ -467,6 +488,7 @@ class Ledger:
         findings_key: str = "",
         action_id: int | None = None,
         restored: bool = False,
+        corpus: str | None = None,
     ) -> Release:
         """Record a release of one content directly (no file operation).
 
@@ -479,24 +501,31 @@ class Ledger:
         now = utc_now()
         with self._write() as con:
             cur = con.execute(
-                """INSERT INTO releases (action_id, shard, uri, sha256, findings_key, who, reason, released_at, restored, restored_at, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                """INSERT INTO releases (action_id, shard, uri, sha256, findings_key, who, reason, released_at, restored,
+                                         restored_at, created_at, corpus)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (action_id, shard, uri, sha256, findings_key, who or current_user(), str(reason).strip(), now,
-                 int(bool(restored)), now if restored else None, now),
+                 int(bool(restored)), now if restored else None, now, corpus),
             )
             row = con.execute(f"SELECT {_RELEASE_COLS} FROM releases WHERE id = ?", (cur.lastrowid,)).fetchone()
         return _release(row)
 
-    def release_for(self, sha256: str, findings_key: str | None = None) -> Release | None:
+    def release_for(self, sha256: str, findings_key: str | None = None, corpus: str | None = None) -> Release | None:
         """The most recent release of this exact content (sha256), or None.
 
         With ``findings_key``, only a release made for those same findings
-        counts (new findings on released content are not covered). A scan
-        downgrades a repeat quarantine of released content to a warning;
-        different content (another sha256) is quarantined again.
+        counts (new findings on released content are not covered). With
+        ``corpus``, only a release made in that corpus (or one recorded
+        before corpora existed) counts: approving a shard of one corpus does
+        not approve it in another. A scan downgrades a repeat quarantine of
+        released content to a warning; different content (another sha256) is
+        quarantined again.
         """
         sql = f"SELECT {_RELEASE_COLS} FROM releases WHERE sha256 = ?"
         args: list[Any] = [sha256]
+        if corpus is not None:
+            sql += " AND (corpus = ? OR corpus IS NULL)"
+            args.append(corpus)
         if findings_key is not None:
             sql += " AND findings_key = ?"
             args.append(findings_key)
@@ -572,3 +601,63 @@ class Ledger:
                        updated_at = excluded.updated_at""",
                 (uri, fingerprint, sha256, now, now),
             )
+
+    # -- console users and the console's audit log -------------------------
+
+    def put_user(self, name: str, *, role: str, password_hash: str, created_by: str | None = None) -> ConsoleUser:
+        """Create or replace a console user (``password_hash`` is a hash, never the secret itself)."""
+        if role not in ROLES:
+            raise LedgerError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
+        name = str(name).strip()
+        if not name:
+            raise LedgerError("a console user needs a non-empty name")
+        now = utc_now()
+        with self._write() as con:
+            con.execute(
+                """INSERT INTO console_users (name, role, password_hash, created_by, created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(name) DO UPDATE SET role = excluded.role, password_hash = excluded.password_hash,
+                       updated_at = excluded.updated_at""",
+                (name, role, password_hash, created_by or current_user(), now, now),
+            )
+        return ConsoleUser(name=name, role=role, created_by=created_by or current_user(), created_at=now)
+
+    def user_hash(self, name: str) -> tuple[str, str] | None:
+        """``(role, password_hash)`` of a console user, or None."""
+        with self._connect() as con:
+            row = con.execute("SELECT role, password_hash FROM console_users WHERE name = ?", (name,)).fetchone()
+        return (row["role"], row["password_hash"]) if row else None
+
+    def users(self) -> list[ConsoleUser]:
+        """All console users, by name."""
+        with self._connect() as con:
+            rows = con.execute("SELECT name, role, created_by, created_at FROM console_users ORDER BY name").fetchall()
+        return [ConsoleUser(**{k: r[k] for k in r.keys()}) for r in rows]
+
+    def remove_user(self, name: str) -> bool:
+        """Delete a console user; returns whether one was deleted."""
+        with self._write() as con:
+            return con.execute("DELETE FROM console_users WHERE name = ?", (name,)).rowcount > 0
+
+    def record_console_action(self, *, who: str, role: str | None, action: str, target: str | None,
+                              reason: str | None, outcome: str, detail: str | None = None) -> ConsoleAction:
+        """Write one console action (done, refused or failed) to the audit log."""
+        now = utc_now()
+        with self._write() as con:
+            cur = con.execute(
+                """INSERT INTO console_actions (at, who, role, action, target, reason, outcome, detail)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                (now, who, role, action, target, reason, outcome, detail),
+            )
+            row = con.execute("SELECT * FROM console_actions WHERE id = ?", (cur.lastrowid,)).fetchone()
+        return ConsoleAction(**{k: row[k] for k in row.keys()})
+
+    def console_actions(self, target: str | None = None, limit: int = 100) -> list[ConsoleAction]:
+        """The console's audit log, newest first (of one target, e.g. a shard name, when given)."""
+        sql, args = "SELECT * FROM console_actions", []
+        if target is not None:
+            sql += " WHERE target = ?"
+            args.append(target)
+        with self._connect() as con:
+            rows = con.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, int(limit))).fetchall()
+        return [ConsoleAction(**{k: r[k] for k in r.keys()}) for r in rows]

@@ -3,8 +3,8 @@
 ``provenance.changed`` (what changed since approval).
 
 Every figure comes from the findings' ``detail`` JSON (the report reads only the
-run directory). Charts are inline SVG built here with :mod:`integrity.charts`'
-escaping; every label that comes from data goes through ``charts._e``.
+run directory). Charts are inline SVG drawn by matplotlib (:mod:`integrity.plots`);
+labels from the data have invisible characters revealed first.
 """
 from __future__ import annotations
 
@@ -14,12 +14,10 @@ from typing import Any, Sequence
 import polars as pl
 from markupsafe import Markup
 
-from integrity import charts
+from integrity import charts, plots
 from integrity.report_format import fmt_int, fmt_score
 from integrity.report_model import Block, CheckData, Section, Table, generic_section, section_renderer
 
-REF_COLOR = "#9aa4b1"
-SHARD_COLOR = "#4c78a8"
 MAX_SHARDS_TABLE = 40
 MAX_DASHBOARD_SHARDS = 3
 FEATURES_PER_SHARD = 4
@@ -56,70 +54,26 @@ def _ordered(items: list[dict]) -> list[dict]:
 
 
 def paired_bars(labels: Sequence[str], shard: Sequence[float], ref: Sequence[float], *, title: str,
-                width: int = 340, height: int = 150) -> Markup:
-    """Side-by-side bars per bin: the shard's share against the reference's."""
-    left, right, top, bottom = 34, 8, 22, 30
-    n = max(1, len(labels))
-    pw, ph = width - left - right, height - top - bottom
-    ymax = charts.nice_max(max(list(shard) + list(ref) + [0.01]))
-    out = charts._svg_open(width, height, title)
-    out.append(f'<text x="{left}" y="13" fill="{charts.TEXT}" font-size="11">{charts._e(charts._truncate(title, 48))}</text>')
-    for lab, col, dx in (("reference", REF_COLOR, 0), ("shard", SHARD_COLOR, 80)):
-        out.append(f'<rect x="{width - 170 + dx}" y="4" width="10" height="10" fill="{col}"/>'
-                   f'<text x="{width - 156 + dx}" y="13" fill="{charts.MUTED}" font-size="10">{lab}</text>')
-    bw = pw / n
-    for i in range(n):
-        for j, (vals, col) in enumerate(((ref, REF_COLOR), (shard, SHARD_COLOR))):
-            v = float(vals[i]) if i < len(vals) else 0.0
-            h = ph * v / ymax
-            x = left + i * bw + 1 + j * (bw - 2) / 2
-            out.append(f'<rect x="{x:.1f}" y="{top + ph - h:.1f}" width="{max(1.0, (bw - 2) / 2 - 1):.1f}" '
-                       f'height="{h:.1f}" fill="{col}"><title>{charts._e(labels[i])}: '
-                       f'{"reference" if j == 0 else "shard"} {100 * v:.1f}%</title></rect>')
-    step = max(1, n // 6)
-    for i in range(0, n, step):
-        out.append(f'<text x="{left + (i + 0.5) * bw:.1f}" y="{top + ph + 12}" text-anchor="middle" font-size="9" '
-                   f'fill="{charts.MUTED}">{charts._e(charts._truncate(labels[i], 9))}</text>')
-    out.append(f'<text x="{left - 4}" y="{top + 8}" text-anchor="end" font-size="9" fill="{charts.MUTED}">'
-               f'{100 * ymax:.0f}%</text>')
-    out.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="{charts.AXIS}"/>')
-    out.append("</svg>")
-    return Markup("".join(out))
+                width: int = 380, height: int = 190) -> Markup:
+    """Side-by-side bars per bin: the reference's share and the shard's (matplotlib, legend below)."""
+    n = len(labels)
+    ref = [float(ref[i]) if i < len(ref) else 0.0 for i in range(n)]
+    shard = [float(shard[i]) if i < len(shard) else 0.0 for i in range(n)]
+    return plots.grouped_bar_chart([charts.reveal_invisible(str(x)) for x in labels],
+                                   {"reference": ref, "shard": shard}, title=title, percent=True,
+                                   ylabel="share of records", width=width / plots.DPI, height=height / plots.DPI)
 
 
 def line_chart(series: Sequence[tuple[str, Sequence[float]]], *, title: str, limit: float | None = None,
-               width: int = 640, height: int = 200) -> Markup:
-    """One line per (label, values over nights), y in [0, 1] as percent, with an optional limit line."""
-    left, right, top, bottom = 40, 150, 12, 26
-    pw, ph = width - left - right, height - top - bottom
-    n = max([len(v) for _, v in series] + [2])
-    ymax = charts.nice_max(max([max(v) for _, v in series if len(v)] + [limit or 0, 0.05]))
-    palette = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d"]
-    out = charts._svg_open(width, height, title)
-    for k in range(5):
-        y = top + ph - ph * k / 4
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="{charts.GRID}"/>'
-                   f'<text x="{left - 4}" y="{y + 3:.1f}" text-anchor="end" font-size="9" fill="{charts.MUTED}">'
-                   f'{100 * ymax * k / 4:.0f}%</text>')
-    if limit is not None:
-        y = top + ph - ph * min(limit, ymax) / ymax
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#c62828" '
-                   f'stroke-dasharray="4 3"><title>max_share {100 * limit:.0f}%</title></line>')
-    for si, (lab, vals) in enumerate(series):
-        col = palette[si % len(palette)]
-        pts = [(left + pw * i / max(1, n - 1), top + ph - ph * float(v) / ymax) for i, v in enumerate(vals)]
-        if len(pts) > 1:
-            out.append(f'<polyline fill="none" stroke="{col}" stroke-width="2" points="'
-                       + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + '"/>')
-        for (x, y), v in zip(pts, vals):
-            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{col}"><title>{charts._e(lab)}: '
-                       f'{100 * float(v):.1f}%</title></circle>')
-        out.append(f'<text x="{left + pw + 8}" y="{top + 12 + 14 * si}" font-size="10" fill="{col}">'
-                   f'{charts._e(charts._truncate(lab, 24))}</text>')
-    out.append(f'<text x="{left + pw / 2:.1f}" y="{height - 6}" text-anchor="middle" font-size="10" '
-               f'fill="{charts.MUTED}">scans, oldest to newest</text>')
-    out.append("</svg>")
-    return Markup("".join(out))
+               width: int = 640, height: int = 230) -> Markup:
+    """One line per (label, values over nights), y as percent, with an optional limit line (matplotlib)."""
+    n = max([len(v) for _, v in series] + [1])
+    x = [str(i + 1) for i in range(n)]
+    data = {charts.reveal_invisible(str(lab)): [float(v) for v in vals] + [None] * (n - len(vals))
+            for lab, vals in series}
+    return plots.line_chart(x, data, title=title, percent=True, limit=limit, limit_label="max_share",
+                            xlabel="scans, oldest to newest", width=width / plots.DPI, height=height / plots.DPI,
+                            show_title=False)
 
 
 def _bin_labels(edges: list[float]) -> list[str]:
@@ -178,10 +132,10 @@ def drift_section(data: CheckData) -> Section:
             for f in feats:
                 counts = f.get("counts") or []
                 tot = max(1, sum(counts))
+                caption = f"{r['shard']} · {f['feature']} (PSI {f['psi']:.3g}, p {f['p_value']:.3g})"
                 chart = paired_bars(_bin_labels(f.get("edges") or []), [c / tot for c in counts],
-                                    f.get("ref_shares") or [],
-                                    title=f"{r['shard']}: {f['feature']} (PSI {f['psi']:.3g}, p {f['p_value']:.3g})")
-                blocks.append(Block(kind="chart", title=f"{r['shard']} · {f['feature']}", chart=chart))
+                                    f.get("ref_shares") or [], title=caption)
+                blocks.append(Block(kind="chart", title=caption, chart=chart))
             topics = r["d"].get("topics") or {}
             if topics.get("shard_mass"):
                 k = len(topics["shard_mass"])

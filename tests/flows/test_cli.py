@@ -68,13 +68,14 @@ def test_explicit_missing_column_is_named(tmp_path: Path, state_policy: Path):
     f = tmp_path / "d.jsonl"
     f.write_text('{"body": "x"}\n')
     r = gate(str(f), "--out", str(tmp_path / "r"), "--policy", str(state_policy), "--text-column", "content")
-    assert r.exit_code == 2 and "content" in r.output
+    # a mapping that fits no shard is "could not run", naming the column and the columns there are
+    assert r.exit_code == 3 and "content" in r.output and "'body'" in r.output, r.output
 
 
 def test_report_and_quarantine_commands(small_corpus: Path, tmp_path: Path, state_policy: Path):
     state = tmp_path / "state"
     r = runner.invoke(app, ["scan", str(small_corpus), "--out", str(tmp_path / "run"), "--policy",
-                            str(state_policy), "--runner", "inline"])
+                            str(state_policy), "--runner", "inline", "--quarantine-mode", "move"])
     assert r.exit_code == 0, r.output
     (tmp_path / "run" / "report.html").unlink()
     r = runner.invoke(app, ["report", str(tmp_path / "run")])

@@ -60,7 +60,7 @@ def test_nightly_image_rescan_matching_only_earlier_images(tmp_path: Path):
     _png_tar(tmp_path / "day2" / "day2.tar", [f"second caption {i}" for i in range(4)])
     for day in ("day1", "day2"):
         r = cli("scan", str(tmp_path / day), "--out", str(tmp_path / f"run-{day}"), "--policy", str(policy),
-                "--checks", "dedup.image", "--runner", "inline")
+                "--checks", "dedup.image", "--runner", "inline", "--corpus", "nightly")  # one corpus, two drops
         assert r.returncode == 0, r.stdout + r.stderr
     found = pq.read_table(tmp_path / "run-day2" / "findings.parquet").to_pylist()
     assert len(found) == 4
@@ -140,3 +140,37 @@ def test_quarantine_resume_finishes_a_move_killed_midway(tmp_path: Path):
 
     r = cli("quarantine", "resume", "--state-dir", str(state))
     assert r.returncode == 0 and "no unfinished" in r.stdout
+
+
+# --------------------------------------------------------------------------- defect 15
+
+
+def test_image_root_never_echoes_bytes_of_non_images(tmp_path: Path):
+    """``--image-root /etc`` used to put ``root:x:0`` (the first bytes of /etc/passwd) into
+    findings and the report. A look-alike root with a text file and a binary file."""
+    root = tmp_path / "etc"
+    root.mkdir()
+    (root / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/usr/sbin:/bin/false\n")
+    (root / "blob").write_bytes(b"\x7fSECRETBLOB" + bytes(range(256)))
+    data = tmp_path / "data"
+    data.mkdir()
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"id": ["a", "b"], "image": [str(root / "passwd"), str(root / "blob")],
+                             "caption": ["one", "two"]}), data / "pairs.parquet")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"state_dir: {tmp_path / 'state'}\n")
+    r = cli("scan", str(data), "--out", str(tmp_path / "run"), "--policy", str(policy), "--image-root", str(root),
+            "--checks", "image.decode,dedup.image,synthetic.image", "--runner", "inline")
+    assert r.returncode == 0, r.stdout + r.stderr
+    found = pq.read_table(tmp_path / "run" / "findings.parquet").to_pylist()
+    details = {f["record_id"]: json.loads(f["detail"]) for f in found if f["check"] == "image.decode"}
+    assert set(details) == {"a", "b"}
+    assert "text" in details["a"]["error"] and "binary" in details["b"]["error"]
+    for path in [*(tmp_path / "run").rglob("*"), *(tmp_path / "state").rglob("*")]:
+        if path.is_file():
+            raw = path.read_bytes()
+            if path.suffix == ".parquet":
+                raw += json.dumps(pq.read_table(path).to_pylist(), default=repr).encode()
+            assert b"root:x" not in raw and b"SECRETBLOB" not in raw, path
+    assert "root:x" not in r.stdout + r.stderr

@@ -39,7 +39,7 @@ def test_creates_database_wal_and_schema(tmp_path):
     # reopening neither fails nor re-applies migrations
     Ledger(state)
     con = sqlite3.connect(state / "ledger.sqlite")
-    assert con.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 1
+    assert con.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     con.close()
 
 
@@ -257,3 +257,25 @@ def test_timestamps_are_utc_now(tmp_path):
     sid = led.record_scan_start(source="c")
     started = _utc(led.scan(sid).started_at)
     assert abs((started - before).total_seconds()) < 60
+
+
+def test_a_schema_1_ledger_is_migrated_in_place(tmp_path):
+    """A ledger written before the console (schema 1) keeps its rows and gains the console's tables."""
+    from integrity.ledger.schema import _MIGRATIONS
+
+    con = sqlite3.connect(tmp_path / "ledger.sqlite")
+    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for stmt in _MIGRATIONS[1]:
+        con.execute(stmt)
+    con.execute("INSERT INTO schema_version VALUES (1, 'then')")
+    con.execute("INSERT INTO scans (scan_id, source, policy, run_dir, started_at, created_at) "
+                "VALUES ('old', 'data/', 'default', 'runs/old', '2025-01-01T02:00:00.000000+00:00', 'x')")
+    con.commit()
+    con.close()
+    led = Ledger(tmp_path)
+    assert led.schema_version() == SCHEMA_VERSION
+    old = led.scan("old")
+    assert old.run_dir == "runs/old" and old.flow_run_id is None
+    led.record_scan_start(source="data/", scan_id="new", flow_run_id="f-1")
+    assert led.scan("new").flow_run_id == "f-1"
+    assert led.users() == [] and led.console_actions() == []

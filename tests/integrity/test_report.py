@@ -237,8 +237,7 @@ def test_every_shard_and_its_details(run_dir: Path):
     full = shard_row("web-00000.parquet")["sha256"]
     assert f'<span title="{full}">{full[:12]}</span>' in doc
     # release footer, with a ready command for the quarantined shard
-    assert 'integrity quarantine release SHARD --reason "…"' in text
-    assert 'integrity quarantine release web-00001.parquet --reason "…"' in text
+    assert "integrity quarantine release web-00001.parquet --reason 'why this content is fine'" in text
 
 
 def test_untrusted_text_is_escaped(run_dir: Path):
@@ -411,7 +410,10 @@ def test_charts_escape_labels():
     svg = charts.stacked_hbar_chart([(INJECT, {"warn": 2})], [("warn", "warn", "#f00")], title="t")
     assert "<script>" not in svg
     svg = charts.histogram_chart([0, 1, 2], [("a", [1, 2], "#000")], title="h")
-    assert svg.startswith("<svg") and svg.count("<rect") == 2
+    assert svg.startswith("<svg") and 'aria-label="h"' in svg
+    # matplotlib draws the text, escaped, and never reads a label from the data as math (TeX)
+    svg = charts.hbar_chart([("cost $5 and $x^2$", 1.0)], title="t")
+    assert "cost $5 and $x^2$" in svg
 
 
 def test_bidi_and_invisible_characters_are_revealed(run_dir: Path):
@@ -420,3 +422,38 @@ def test_bidi_and_invisible_characters_are_revealed(run_dir: Path):
     assert "\u202e" not in doc
     assert "⟨U+202E⟩evil" in doc
     assert charts.reveal_invisible("a\u200bb\x00c\nd") == "a⟨U+200B⟩b⟨U+0000⟩c\nd"
+
+
+# --------------------------------------------------------------------------- layout (issue 14)
+
+
+def test_verdicts_come_before_timings_and_details_are_collapsed(run_dir: Path):
+    doc = write_report(run_dir).read_text()
+    assert doc.index('id="verdicts"') < doc.index('id="timings"') < doc.index('id="findings"')
+    # every JSON detail is folded: no <pre class="detail"> outside a <details>
+    assert '<details class="detail">' in doc
+    assert not re.search(r'(?<!</summary>)<pre class="detail', doc)
+
+
+def test_release_how_to_only_when_something_was_quarantined(tmp_path: Path):
+    doc = write_report(make_run(tmp_path / "q")).read_text()
+    assert "Releasing a quarantined shard" in doc and "integrity quarantine release web-00001.parquet" in doc
+    run = make_run(tmp_path / "clean")
+    shards = pl.read_parquet(run / "shards.parquet").with_columns(
+        pl.when(pl.col("verdict") == "quarantine").then(pl.lit("warn")).otherwise(pl.col("verdict")).alias("verdict"))
+    shards.write_parquet(run / "shards.parquet")
+    doc = write_report(run).read_text()
+    assert "Releasing a quarantined shard" not in doc and 'href="#release"' not in doc
+
+
+def test_a_duplicate_is_shown_beside_the_record_it_duplicates(tmp_path: Path):
+    run = make_run(tmp_path / "run")
+    ex = pl.read_parquet(run / "examples.parquet").with_columns(
+        pl.when(pl.col("check") == "dedup.exact").then(pl.lit("web-00000.parquet")).alias("representative_shard"),
+        pl.when(pl.col("check") == "dedup.exact").then(pl.lit("Buy cheap watches now!!! (the kept copy)"))
+        .alias("representative_excerpt"))
+    ex.write_parquet(run / "examples.parquet")
+    doc = write_report(run).read_text()
+    pair = doc[doc.index('class="side-by-side"'):]
+    assert pair.index("kept:") < pair.index("r-1") < pair.index("the kept copy") < pair.index("duplicate:")
+    assert pair.index("duplicate:") < pair.index("Buy cheap watches now!!!</pre>")

@@ -192,7 +192,8 @@ def scan(src: Path, tmp_path: Path, name: str, policy_extra: str = "") -> tuple[
 
     policy = tmp_path / f"policy-{name}.yaml"
     policy.write_text(f"state_dir: {tmp_path / 'state'}\nquarantine:\n  mode: mark\n{policy_extra}")
-    spec = build_spec(str(src), out=tmp_path / name, policy=policy, checks=CHECKS)
+    # each night's drop is its own folder: one corpus by name, so the nights share a history
+    spec = build_spec(str(src), out=tmp_path / name, policy=policy, checks=CHECKS, corpus="nightly")
     summary = pipeline.run_scan(spec, workers=1)
     return summary, pl.read_parquet(tmp_path / name / "findings.parquet")
 
@@ -247,7 +248,7 @@ def test_later_nights_find_duplicates_of_approved_data_but_not_of_quarantined_da
     assert s4["counts"]["verdicts"]["quarantine"] == 2
     from integrity.history import HistoryIndex
 
-    live = HistoryIndex(tmp_path / "state").contents()
+    live = HistoryIndex(tmp_path / "state" / "corpora" / "nightly").contents()
     assert set(live["shard"]) == {"new.jsonl"}
     # ... so its copies are no longer duplicates of history (night 2's shard still is approved)
     write_jsonl(tmp_path / "night5" / "later.jsonl", [{"id": "m0", "text": a[11]["text"]},

@@ -29,7 +29,7 @@ def corpus(tmp_path):
 def test_a_changed_shard_is_caught_across_nights(corpus, tmp_path, state_policy):
     spec1, s1, f1 = night(corpus, tmp_path, "night1", state_policy)
     assert f1.filter(pl.col("check") == "provenance.changed").height == 0  # first sight: nothing to compare
-    store = ProvenanceStore(spec1.state_dir)
+    store = ProvenanceStore(spec1.history_dir)
     approved = store.approved_shards([str((corpus / n).absolute()) for n in ("a.jsonl", "b.parquet", "noid.jsonl")])
     assert len(approved) == 3
 
