@@ -385,15 +385,15 @@ ConsoleHost = Annotated[str, typer.Option("--host", help="Address to listen on (
                                                          "address needs console users).")]
 ConsolePort = Annotated[int, typer.Option("--port", help="Port to listen on.")]
 PrefectUI = Annotated[Optional[str], typer.Option(
-    "--prefect-ui", help="Prefect UI base URL for links to flow runs (default: $PREFECT_UI_URL, or PREFECT_API_URL "
-                         "without /api).")]
+    "--prefect-ui", help="Prefect UI base URL for links to flow runs (default: $PREFECT_UI_URL, PREFECT_API_URL "
+                         "without /api, or the embedded server's http://127.0.0.1:4200).")]
 
 
 def _prefect_ui(url: str | None) -> str | None:
     url = url or os.environ.get("PREFECT_UI_URL")
     if not url and os.environ.get("PREFECT_API_URL"):
         url = os.environ["PREFECT_API_URL"].rstrip("/").removesuffix("/api")
-    return url
+    return url or "http://127.0.0.1:4200"  # where `integrity serve` starts Prefect's UI
 
 
 @console_app.callback()

@@ -59,13 +59,14 @@ def _env() -> jinja2.Environment:
 class Console:
     """State shared by the requests of one console: the ledger, its queries, sessions, templates."""
 
-    def __init__(self, state_dir: str | os.PathLike, *, prefect_ui: str | None = None):
+    def __init__(self, state_dir: str | os.PathLike, *, prefect_ui: str | None = None, loopback: bool = True):
         self.ledger = Ledger(state_dir)
         self.data = ConsoleData(self.ledger)
         self.sessions = auth.Sessions(auth.secret_key(self.ledger.state_dir))
         self.trends = TrendCache(self.data)
         self.env = _env()
         self.prefect_ui = (prefect_ui or "").rstrip("/") or None
+        self.loopback = loopback  # only a loopback console is open read-only while no user exists
 
     # -- sessions and identity ---------------------------------------------
 
@@ -86,9 +87,9 @@ class Console:
             row = self.ledger.user_hash(name)
             if row is not None:
                 return auth.Identity(name=name, role=row[0])
-        if not self.ledger.users():
+        if self.loopback and not self.ledger.users():
             return auth.Identity(name=auth.ANONYMOUS, role="viewer", anonymous=True)
-        return None
+        return None  # (a public console whose last user was removed admits nobody)
 
     def render(self, request: Request, template: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         s = self.session(request)
@@ -128,9 +129,13 @@ def _qs(request: Request, **changes: Any) -> str:
     return "?" + urlencode(params) if params else "?"
 
 
-def create_app(state_dir: str | os.PathLike, *, prefect_ui: str | None = None) -> Starlette:
-    """The console for the ledger in ``state_dir`` (created and migrated as needed)."""
-    c = Console(state_dir, prefect_ui=prefect_ui)
+def create_app(state_dir: str | os.PathLike, *, prefect_ui: str | None = None, loopback: bool = True) -> Starlette:
+    """The console for the ledger in ``state_dir`` (created and migrated as needed).
+
+    ``loopback``: it listens on a loopback address only, so it may be browsed read-only while no
+    console user exists; otherwise every request needs a signed-in user.
+    """
+    c = Console(state_dir, prefect_ui=prefect_ui, loopback=loopback)
     plots.warm_up()
 
     def need_user(request: Request) -> auth.Identity | Response:

@@ -9,14 +9,14 @@ import time
 import uvicorn
 
 from integrity.console.app import create_app
-from integrity.console.auth import check_binding
+from integrity.console.auth import check_binding, is_loopback
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 
 
 def _server(state_dir: str | os.PathLike, host: str, port: int, prefect_ui: str | None) -> uvicorn.Server:
-    app = create_app(state_dir, prefect_ui=prefect_ui)
+    app = create_app(state_dir, prefect_ui=prefect_ui, loopback=is_loopback(host))
     check_binding(host, app.state.console.ledger)  # raises BindError before anything listens
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             server_header=False, proxy_headers=False)

@@ -167,3 +167,16 @@ def test_excerpts_of_an_old_unmasked_run_dir_are_masked(tmp_path):
     assert "AKIAZ7Q2M4N8P3R6T1W5" not in ex["excerpt"] and ex["excerpt"].startswith("deploy with aws_")
     assert len(ex["excerpt"]) == len(f"deploy with {SECRET}")  # highlight offsets stay valid
     assert "Zr8fK2pQ9vX4mN7bL1cT6yH3jW5sD0gA8eR2uI9o" not in findings(str(tmp_path)).rows[0]["detail"]
+
+
+def test_removing_a_user_ends_their_session_and_a_public_console_never_opens_anonymously(tmp_path):
+    ledger = Ledger(tmp_path)
+    add_user(ledger, "erin", "operator", "erin-password")
+    client = login(TestClient(create_app(tmp_path)), "erin", "erin-password")
+    assert client.get("/", follow_redirects=False).status_code == 200
+    assert ledger.remove_user("erin")
+    # no user left: the loopback console is read-only for anyone, erin's session included
+    assert "local viewer" in client.get("/").text
+    # a console listening on a public address admits nobody without a user
+    public = TestClient(create_app(tmp_path, loopback=False))
+    assert public.get("/", follow_redirects=False).status_code == 303
