@@ -62,7 +62,7 @@ READ_ONLY = """
 import sys
 from connectors import ShardReader, ShardReadError, list_shards
 from connectors.limits import ReadLimits
-from integrity.schema import ColumnMapping
+from connectors.schema import ColumnMapping
 [ref] = list_shards(sys.argv[1])
 rows = 0
 try:

@@ -18,8 +18,8 @@ import polars as pl
 import pyarrow as pa
 from scipy import stats
 
-from integrity import lexical as lx
-from integrity.schema import RECORD_ID, ROW
+from connectors.schema import RECORD_ID, ROW
+from integrity.analysis import lexical as lx
 
 log = logging.getLogger(__name__)
 _EMPTY = {"shard": pl.Utf8, "record_id": pl.Utf8, "score": pl.Float64, "detail": pl.Utf8, "severity": pl.Utf8}

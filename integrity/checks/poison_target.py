@@ -6,7 +6,7 @@ the response: a link, an advertising phrase, a refusal or insult appended to
 otherwise correct answers of unrelated prompts. Found from the data alone:
 
 1. **Repeated response spans.** Response tokens are hashed per shard (compact
-   features, see :mod:`integrity.lexical`). In the corpus pass, every
+   features, see :mod:`integrity.analysis.lexical`). In the corpus pass, every
    ``span_tokens``-gram of the responses that occurs in at least
    ``min_support`` records marks its positions; overlapping marks form maximal
    spans, grouped by their token sequence into span clusters. A whole response
@@ -46,11 +46,11 @@ import polars as pl
 import pyarrow as pa
 from scipy import stats
 
-from integrity import lexical as lx
-from integrity.checks.base import Check, CheckOutput, CorpusContext
+from connectors.schema import RECORD_ID, ROW
+from integrity.analysis import lexical as lx
 from integrity.checks._label_trigger_findings import offsets_for, score_of
 from integrity.checks._label_triggers import _EMPTY, empty_corpus_findings, split_features, token_features
-from integrity.schema import RECORD_ID, ROW
+from integrity.checks.base import Check, CheckOutput, CorpusContext
 
 
 class PoisonTargetCheck(Check):

@@ -70,7 +70,7 @@ from typing import Iterable
 import polars as pl
 import pyarrow as pa
 
-from integrity import lexical as lx
+from integrity.analysis import lexical as lx
 from integrity.checks._label_trigger_findings import build_findings
 from integrity.checks._label_triggers import (detect_label_triggers, empty_corpus_findings, split_features,
                                               token_features)

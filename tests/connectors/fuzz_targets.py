@@ -36,7 +36,7 @@ from connectors import ShardReader, ShardReadError, list_shards
 from connectors.errors import SourceError
 from connectors.images import decode_image
 from integrity.policy import PolicyError, load_policy
-from integrity.schema import ColumnMapping
+from connectors.schema import ColumnMapping
 
 LAST: Path | None = None  # where each input is written before it is tried
 

@@ -19,7 +19,7 @@ import zstandard
 from connectors import ShardReader, ShardReadError, list_shards
 from connectors.jsonl_format import check_depth, json_depth
 from connectors.limits import ReadLimits
-from integrity.schema import ColumnMapping
+from connectors.schema import ColumnMapping
 
 NESTED_100K = b'{"id":1,"text":"x","meta":' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
 
@@ -123,7 +123,7 @@ def test_bomb_reading_stays_within_a_memory_cap(tmp_path):
     code = textwrap.dedent(f"""
         import resource
         from connectors import ShardReader, ShardReadError, list_shards
-        from integrity.schema import ColumnMapping
+        from connectors.schema import ColumnMapping
         [ref] = list_shards({str(path)!r})
         try:
             list(ShardReader(ref, ColumnMapping()))
