@@ -11,6 +11,7 @@ import functools
 import json
 import math
 import os
+from datetime import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,8 +78,6 @@ class ScanRow:
 
     @property
     def duration_s(self) -> float | None:
-        from datetime import datetime
-
         if not self.finished_at:
             return None
         try:
@@ -237,17 +236,9 @@ class ConsoleData:
 
     def completed(self, *, page: int = 1, per_page: int = 50) -> Page:
         """Released, restored or failed actions, most recently resolved first."""
-        from integrity.ledger.schema import _ACTION_COLS, _action
-
         page, offset = _page_args(page, per_page)
-        where = ("WHERE state = 'failed' OR (resolution IS NOT NULL AND "
-                 "(restore_state IS NULL OR restore_state = 'done'))")
+        total, actions = self.ledger.resolved(limit=per_page, offset=offset)
         with self.ledger.reader() as con:
-            total = con.execute(f"SELECT COUNT(*) FROM quarantine_actions {where}").fetchone()[0]
-            rows = con.execute(f"SELECT {_ACTION_COLS} FROM quarantine_actions {where} "
-                               "ORDER BY COALESCE(resolved_at, updated_at) DESC LIMIT ? OFFSET ?",
-                               (per_page, offset)).fetchall()
-            actions = [_action(r) for r in rows]
             ids = [a.id for a in actions]
             reasons = dict(con.execute(
                 f"SELECT action_id, reason FROM releases WHERE action_id IN ({','.join('?' * len(ids))}) "
