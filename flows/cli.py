@@ -67,27 +67,30 @@ SharedHistory = Annotated[bool, typer.Option(
                              "this option, instead of this corpus's own.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log progress and Prefect output.")]
 
+#: libraries whose INFO lines are transport chatter (one per HTTP request), not the scan's progress
+NOISY_LOGGERS = ("httpx", "httpcore", "urllib3", "hpack", "h2", "h11", "websockets", "asyncio", "filelock",
+                 "fsspec", "huggingface_hub", "sentence_transformers", "matplotlib", "PIL", "numexpr",
+                 "uvicorn.access", "docket", "fakeredis", "prefect.server", "prefect.events")
+
+
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)  # also when something configured logging before us
+    for name in NOISY_LOGGERS:  # -v shows the scan, not every request Prefect's client makes
+        logging.getLogger(name).setLevel(logging.WARNING)
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
 def _run_inline(spec, workers: int) -> dict:
     """The engine in this process, no Prefect, with a progress bar on stderr."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from integrity.engine import pipeline
 
-    with Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), console=err, transient=True) as bar:
-        task = bar.add_task("", total=None)
+    from flows.progress_view import progress_view
 
-        def progress(res) -> None:
-            bar.update(task, advance=1, description=res.shard)
-
-        return pipeline.run_scan(spec, workers=workers, progress=progress)
+    with progress_view(err, "scanning", spec.scan_id):
+        return pipeline.run_scan(spec, workers=workers)
 
 
 def _run(spec, runner: str, workers: int, address: str | None) -> dict:
@@ -109,7 +112,9 @@ def _run(spec, runner: str, workers: int, address: str | None) -> dict:
             return _run_inline(spec, workers)
     from flows.runners import run_prefect_scan
 
-    with err.status(f"scanning {spec.source} ({runner} runner, Prefect)…"):
+    from flows.progress_view import progress_view
+
+    with progress_view(err, f"scanning ({runner}, Prefect)", spec.scan_id):
         return run_prefect_scan(spec, runner=runner, workers=workers, address=address)
 
 

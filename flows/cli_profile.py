@@ -42,6 +42,7 @@ def profile(
     """
     from connectors.errors import ConnectorError
     from flows.build import DEFAULT_COLUMNS
+    from flows.progress_view import progress_view
     from integrity.profile import ProfileError, build_profile
     from integrity.schema import ColumnMapping
 
@@ -50,9 +51,10 @@ def profile(
     explicit = frozenset(k for k, v in cols.items() if v != DEFAULT_COLUMNS[k])
     mapping = ColumnMapping(**cols, explicit=explicit)
     try:
-        with err.status(f"profiling {reference}…"):
+        with progress_view(err, "profiling") as view:
             prof = build_profile(reference, out_dir, mapping=mapping, max_sample=max_sample, embed_sample=embed_sample,
-                                 topics=topics, embed_model=embed_model, synthetic_sample=synthetic_sample, note=note)
+                                 topics=topics, embed_model=embed_model, synthetic_sample=synthetic_sample, note=note,
+                                 progress=view.tracker, on_phase=view.phase)
     except (ProfileError, ConnectorError, ValueError, OSError) as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(COULD_NOT_RUN)

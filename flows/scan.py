@@ -23,13 +23,16 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
                                update_progress_artifact)
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
-from prefect.futures import as_completed
+from prefect.futures import wait
 from prefect.states import Completed, Failed, State
 
 from connectors import ShardRef
-from integrity.engine import pipeline
+from integrity.engine import pipeline, progress
 from integrity.engine.shard import ShardResult, scan_shard
 from integrity.engine.spec import ScanSpec
+
+#: how often the progress artifact is brought up to date while shard tasks run
+ARTIFACT_EVERY_S = 5.0
 
 
 @task(name="list-shards", cache_policy=NO_CACHE)
@@ -99,9 +102,40 @@ def _markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+<<<<<<< HEAD
+def _scan_shards(spec: ScanSpec, refs: list[ShardRef]) -> list[ShardResult]:
+    """The shard tasks, with the progress artifact updated while they run: records done / total
+    and an ETA, from the batches of tasks in this process (threads) or the shards that finished
+    (Dask workers, in other processes)."""
+    tracker, created = progress.ensure(spec.scan_id)
+    tracker.start(refs)
+    progress_id = create_progress_artifact(0.0, key="integrity-scan-progress",
+                                           description=f"scanning {len(refs)} shards")
+    futures = shard_task.map(refs, unmapped(spec))
+    by_name: dict[str, ShardResult] = {}
+    pending = list(futures)
+    last = -1.0
+    try:
+        while pending:
+            done, not_done = wait(pending, timeout=ARTIFACT_EVERY_S)
+            for fut in done:
+                res = ShardResult(**fut.result())
+                by_name[res.shard] = res
+                tracker.shard_done(res.shard, res.rows, res.ok)
+            pending = list(not_done)
+            snap = tracker.snapshot()
+            if snap.fraction != last:
+                update_progress_artifact(progress_id, 100.0 * snap.fraction, description=progress.format_snapshot(snap))
+                last = snap.fraction
+    finally:
+        if created:
+            progress.unregister(spec.scan_id)
+    return [by_name[r.name] for r in refs]
+=======
 def _root_flow_run_id() -> str | None:
     """The flow run the console links to: the scheduled (parent) run when this scan is its subflow."""
     return prefect_runtime.flow_run.root_flow_run_id or prefect_runtime.flow_run.id
+>>>>>>> main
 
 
 @flow(name="integrity-scan", log_prints=True)
@@ -118,15 +152,7 @@ def scan_flow(spec: ScanSpec) -> State:
     logger.info("scan %s: %d shards in %s", spec.scan_id, len(refs), spec.source)
 
     t = time.perf_counter()
-    progress_id = create_progress_artifact(0.0, key="integrity-scan-progress",
-                                           description=f"shards scanned of {len(refs)}")
-    futures = shard_task.map(refs, unmapped(spec))
-    by_name: dict[str, ShardResult] = {}
-    for i, fut in enumerate(as_completed(futures), 1):
-        res = ShardResult(**fut.result())
-        by_name[res.shard] = res
-        update_progress_artifact(progress_id, 100.0 * i / max(len(refs), 1))
-    results = [by_name[r.name] for r in refs]
+    results = _scan_shards(spec, refs)
     pipeline.require_mapped(results)
     timings["shards"] = time.perf_counter() - t
 

@@ -241,13 +241,23 @@ class _Sampler:
         return [r for _, _, r in sorted(self.heap, key=lambda t: (-t[0], t[1]))]
 
 
-def _iter_batches(source: str, mapping, batch_size: int = 8192, storage_options: dict | None = None):
+def _iter_batches(source: str, mapping, batch_size: int = 8192, storage_options: dict | None = None,
+                  progress: Any = None):
+    """(shard name, normalized batch) of every shard; ``progress`` (an object with ``start(refs)``,
+    ``batch(shard, rows)`` and ``shard_done(shard, rows)``, e.g. a ScanProgress) hears of each."""
     from connectors import ShardReader, list_shards
 
-    for ref in list_shards(source, storage_options=storage_options):
+    refs = list_shards(source, storage_options=storage_options)
+    if progress is not None:
+        progress.start(refs)
+    for ref in refs:
         reader = ShardReader(ref, mapping, batch_size=batch_size, storage_options=storage_options)
         for batch in reader:
+            if progress is not None:
+                progress.batch(ref.name, batch.num_rows)
             yield ref.name, batch
+        if progress is not None:
+            progress.shard_done(ref.name, reader.rows)
 
 
 def profile_rows(batches: Iterable[tuple[str, pa.RecordBatch]], max_sample: int) -> tuple[list[dict], int, dict]:
@@ -368,20 +378,23 @@ def build_profile(source: str, out: str | Path, *, mapping=None, max_sample: int
                   embed_model: str = DEFAULT_EMBED_MODEL, max_seq_length: int = DEFAULT_MAX_SEQ,
                   synthetic_sample: str | None = None, batches: Iterable | None = None,
                   synthetic_batches: Iterable | None = None, storage_options: dict | None = None,
-                  note: str = "", embed_fn: Callable[[list[str]], np.ndarray] | None = None) -> Profile:
+                  note: str = "", embed_fn: Callable[[list[str]], np.ndarray] | None = None,
+                  progress: Any = None, on_phase: Callable[[str], None] | None = None) -> Profile:
     """Build a profile of ``source`` into a new version under ``out`` and make it LATEST.
 
     ``batches``/``synthetic_batches`` (iterables of (shard name, normalized batch))
     replace reading ``source``/``synthetic_sample`` through the connectors (tests,
     benchmarks); ``embed_fn`` replaces the embedding model (texts -> unit-norm rows;
     it must be the model the scan will use). ``embed_sample=0`` builds a profile
-    without embeddings/topics.
+    without embeddings/topics. ``progress`` hears of every batch read (records done / total
+    and an ETA, see ``integrity.engine.progress.ScanProgress``); ``on_phase`` of each later step.
     """
+    phase = on_phase or (lambda text: None)
     from integrity.schema import ColumnMapping
 
     mapping = mapping or ColumnMapping()
     if batches is None:
-        batches = _iter_batches(source, mapping, storage_options=storage_options)
+        batches = _iter_batches(source, mapping, storage_options=storage_options, progress=progress)
     rows, n_records, counts = profile_rows(batches, max_sample)
     if not rows:
         raise ProfileError(f"{source}: no records with text to profile (check --text-column)")
@@ -405,6 +418,7 @@ def build_profile(source: str, out: str | Path, *, mapping=None, max_sample: int
     emb = centroids = None
     n_emb = min(embed_sample, sample.height)
     if n_emb >= max(2 * topics, 20):
+        phase(f"embedding {n_emb:,} sampled records with {embed_model}")
         emb = (embed_fn or (lambda t: embed_texts(t, embed_model, max_seq_length)))(texts[:n_emb])
         centroids, topic = _topic_model(emb, topics)
         meta["embedding"] = {"model": embed_model, "max_seq_length": max_seq_length, "max_chars": EMBED_MAX_CHARS,
@@ -412,6 +426,7 @@ def build_profile(source: str, out: str | Path, *, mapping=None, max_sample: int
     elif embed_sample:
         log.warning("profile: %d records are too few for embeddings and %d topics; profile has none", n_emb, topics)
     if synthetic_sample is not None or synthetic_batches is not None:
+        phase(f"reading the synthetic sample {synthetic_sample or ''}")
         if synthetic_batches is None:
             synthetic_batches = _iter_batches(synthetic_sample, mapping, storage_options=storage_options)
         syn_rows, _, _ = profile_rows(synthetic_batches, max_sample)

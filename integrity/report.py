@@ -379,6 +379,15 @@ def build_context(run_dir: Path) -> dict[str, Any]:
         if stage_items
         else None
     )
+    # seconds per check (per-shard passes over the shards read, plus the corpus pass), slowest first
+    check_items = [(str(k), float(v)) for k, v in (summary.get("check_seconds") or {}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    check_items.sort(key=lambda kv: -kv[1])
+    checks_chart = (
+        charts.hbar_chart(check_items, title="Time per check", value_fmt=fmt_duration, label_width=160)
+        if check_items
+        else None
+    )
     total_s = timings.get("total")
     if total_s is None:
         try:
@@ -428,6 +437,7 @@ def build_context(run_dir: Path) -> dict[str, Any]:
         "n_findings": counts.get("findings", n_findings) if n_findings == 0 else n_findings,
         "n_critical": n_critical,
         "timings_chart": timings_chart,
+        "checks_chart": checks_chart,
         "verdict_counts": [(v, verdict_counts.get(v, 0)) for v in VERDICTS]
         + [(k, n) for k, n in verdict_counts.items() if k not in VERDICT_RANK],
         "verdict_bar": charts.proportion_bar(verdict_parts, title="Shards by verdict") if n_shards else None,
@@ -443,6 +453,7 @@ def build_context(run_dir: Path) -> dict[str, Any]:
         "quarantined": quarantined,
         "release_cmds": release_cmds,
         "acted": acted,
+        "n_to_quarantine": len(quarantined),
         "n_quarantined_more": max(0, len(quarantined) - MAX_RELEASE_COMMANDS) if acted else 0,
         "notes": notes,
         "run_dir": str(run_dir),

@@ -13,9 +13,12 @@ from integrity.checks._text_scan import mask as _mask
 A = re.ASCII
 
 
-_SSN = re.compile(r"(?<![0-9A-Za-z_+-])([0-9]{3})-([0-9]{2})-([0-9]{4})(?![0-9A-Za-z_]|-[0-9])", A)
+# AAA-GG-SSSS; the same with spaces or dots (one separator throughout); nine bare digits
+_SSN = re.compile(
+    r"(?<![0-9A-Za-z_+.-])([0-9]{3})([-. ]?)([0-9]{2})\2([0-9]{4})(?![0-9A-Za-z_]|[-.][0-9])", A
+)
 _SSN_CONTEXT = re.compile(r"(?i)\b(?:ssn|ss#|social\s+security(?:\s+(?:number|no\.?|#))?|tin)\b")
-_EXAMPLE_SSNS = frozenset({"123-45-6789", "078-05-1120", "219-09-9999", "457-55-5462", "111-11-1111", "333-33-3333"})
+_EXAMPLE_SSNS = frozenset({"123456789", "078051120", "219099999", "457555462", "111111111", "333333333"})
 
 
 def ssn_ok(area: str, group: str, serial: str) -> bool:
@@ -24,53 +27,89 @@ def ssn_ok(area: str, group: str, serial: str) -> bool:
 
 def _scan_ssn(text: str) -> Iterator[RawMatch]:
     for m in _SSN.finditer(text):
-        if not ssn_ok(*m.groups()):
+        area, sep, group, serial = m.groups()
+        if not ssn_ok(area, group, serial):
             continue
-        example = m.group(0) in _EXAMPLE_SSNS
-        factor = EXAMPLE_FACTOR if example else (1.05 if _before(text, m.start(), _SSN_CONTEXT, 40) else 1.0)
-        extra: dict[str, Any] = {"preview": "***-**-" + m.group(3)}
+        context = _before(text, m.start(), _SSN_CONTEXT, 40)
+        if sep != "-" and not context:
+            # "078 05 1120", "078.05.1120", "078051120" without "SSN" near: could be any number
+            continue
+        example = area + group + serial in _EXAMPLE_SSNS
+        factor = EXAMPLE_FACTOR if example else (1.05 if context else 1.0)
+        extra: dict[str, Any] = {"preview": "***-**-" + serial}
+        if sep != "-":
+            extra["separator"] = sep or "none"
         if example:
             extra["example"] = True
         yield "us_ssn", m.start(), m.end(), factor, extra
 
 
+# two prefix letters, three pairs of digits, a suffix A-D, written AB123456C, AB 12 34 56 C or AB 123456 C;
+# any case (lower case needs "NI number"/"national insurance" near to count at warn)
 _NINO = re.compile(
-    r"(?<![A-Za-z0-9])([A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z])( ?)([0-9]{2})\2([0-9]{2})\2([0-9]{2})\2([A-D])(?![A-Za-z0-9])",
-    A,
+    r"(?<![A-Za-z0-9])([A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z])( ?)[0-9]{2}( ?)[0-9]{2}( ?)[0-9]{2}( ?)[A-D](?![A-Za-z0-9])",
+    A | re.IGNORECASE,
 )
 _NINO_BAD_PREFIX = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
+_NINO_SPACING = frozenset({("", "", "", ""), (" ", " ", " ", " "), (" ", "", "", " ")})
 _NINO_CONTEXT = re.compile(r"(?i)\b(?:nino|national\s+insurance|ni\s+(?:number|no))\b")
 
 
 def _scan_nino(text: str) -> Iterator[RawMatch]:
     for m in _NINO.finditer(text):
-        if m.group(1) in _NINO_BAD_PREFIX:
+        prefix = m.group(1).upper()
+        if prefix in _NINO_BAD_PREFIX or m.group(2, 3, 4, 5) not in _NINO_SPACING:
             continue
-        factor = 1.1 if _before(text, m.start(), _NINO_CONTEXT, 40) else 1.0
-        yield "uk_nino", m.start(), m.end(), factor, {"preview": _mask(m.group(0), 3)}
+        value = m.group(0)
+        context = _before(text, m.start(), _NINO_CONTEXT, 40)
+        upper = value == value.upper()
+        if not upper and value != value.lower():
+            continue  # mixed case: not how a NINO is written
+        extra: dict[str, Any] = {"preview": _mask(value, 3)}
+        if upper:
+            factor = 1.1 if context else 1.0
+        else:
+            factor = 1.0 if context else 0.5
+            extra["lower_case"] = True
+        yield "uk_nino", m.start(), m.end(), factor, extra
 
 
-_DNI = re.compile(r"(?<![A-Za-z0-9])(?:([0-9]{8})|([XYZ])-?([0-9]{7}))-?([A-Z])(?![A-Za-z0-9])", A)
+# DNI: 8 digits (7 when the leading zero is dropped) and the control letter; NIE: X/Y/Z, 7 digits,
+# the letter; either case, an optional dash before the letter
+_DNI = re.compile(r"(?<![A-Za-z0-9])(?:([0-9]{7,8})|([XYZxyz])-?([0-9]{7}))-?([A-Za-z])(?![A-Za-z0-9])", A)
 _DNI_LETTERS = "TRWAGMYFPDXBNJZSQVHLCKE"
+_DNI_CONTEXT = re.compile(r"(?i)\b(?:dni|nif|nie|documento|identidad|id\s+card)\b")
 _EXAMPLE_DNIS = frozenset({"12345678Z", "00000000T", "X1234567L", "99999999R"})
 
 
 def dni_ok(number: int, letter: str) -> bool:
-    return _DNI_LETTERS[number % 23] == letter
+    return _DNI_LETTERS[number % 23] == letter.upper()
 
 
 def _scan_dni(text: str) -> Iterator[RawMatch]:
     for m in _DNI.finditer(text):
         dni, nie_letter, nie_digits, letter = m.groups()
-        number = int(dni) if dni else int("XYZ".index(nie_letter) * 10**7 + int(nie_digits))
+        if nie_letter:
+            number = "XYZ".index(nie_letter.upper()) * 10**7 + int(nie_digits)
+        else:
+            number = int(dni)
         if not dni_ok(number, letter):
             continue
-        compact = m.group(0).replace("-", "")
-        example = compact in _EXAMPLE_DNIS or len(set(dni or nie_digits)) == 1
+        compact = m.group(0).replace("-", "").upper()
+        digits = dni or nie_digits
+        example = compact in _EXAMPLE_DNIS or len(set(digits)) == 1
+        lower = compact != m.group(0).replace("-", "")
+        short = dni is not None and len(dni) == 7
         extra: dict[str, Any] = {"preview": _mask(m.group(0), 4), "type": "dni" if dni else "nie"}
         if example:
-            extra["example"] = True
-        yield "es_dni", m.start(), m.end(), EXAMPLE_FACTOR if example else 1.0, extra
+            factor, extra["example"] = EXAMPLE_FACTOR, True
+        elif (lower or short) and not _before(text, m.start(), _DNI_CONTEXT, 40):
+            # a lower-case or 7-digit form passes the letter check 1 time in 23 by chance:
+            # only with "DNI"/"NIF"/"NIE" near does it count at warn
+            factor = 0.55
+        else:
+            factor = 1.0
+        yield "es_dni", m.start(), m.end(), factor, extra
 
 
 _BSN = re.compile(r"(?<![0-9A-Za-z_.+-])([0-9]{9}|[0-9]{4}\.[0-9]{2}\.[0-9]{3})(?![0-9A-Za-z_]|[.-][0-9])", A)
@@ -93,7 +132,7 @@ def _scan_bsn(text: str) -> Iterator[RawMatch]:
             yield "nl_bsn", m.start(), m.end(), 1.0, {"preview": _mask(m.group(1), 3)}
 
 
-_AADHAAR = re.compile(r"(?<![0-9A-Za-z_.+-])([2-9][0-9]{3})( ?)([0-9]{4})\2([0-9]{4})(?![0-9A-Za-z_]|[.-][0-9])", A)
+_AADHAAR = re.compile(r"(?<![0-9A-Za-z_.+-])([2-9][0-9]{3})([ -]?)([0-9]{4})\2([0-9]{4})(?![0-9A-Za-z_]|[.-][0-9])", A)
 _AADHAAR_CONTEXT = re.compile(r"(?i)(?:\baadhaa?r\b|\buidai\b|\u0906\u0927\u093e\u0930)")
 _VERHOEFF_D = (
     (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 3, 4, 0, 6, 7, 8, 9, 5), (2, 3, 4, 0, 1, 7, 8, 9, 5, 6),

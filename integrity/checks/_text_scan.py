@@ -217,6 +217,10 @@ class TextScanner:
         redact: bool = True,
     ):
         self.groups = [g for g in groups if g.kinds & kinds]
+        # one column pass with every group's prefilter picks the rows that can hold anything; each
+        # group's own prefilter then runs on those few rows only (a pass costs per row, whatever
+        # the pattern: on clean text, one pass instead of one per group)
+        self._union = "|".join(f"(?i:{g.prefilter})" if g.ignore_case else f"(?:{g.prefilter})" for g in self.groups)
         self.kinds = kinds
         self.min_score = float(min_score)
         self.max_matches = int(max_matches)
@@ -227,11 +231,19 @@ class TextScanner:
         per_row: dict[int, list[Match]] = {}
         kinds, min_score, score_of = self.kinds, self.min_score, self.score_of
         for fname, arr in text_arrays(batch):
+            subset, index = arr, None
+            if len(self.groups) > 1:
+                index = candidate_rows(arr, self._union)
+                if not index:
+                    continue
+                subset = arr.take(pa.array(index, type=pa.int64()))
             for group in self.groups:
-                rows = candidate_rows(arr, group.prefilter, group.ignore_case)
+                rows = candidate_rows(subset, group.prefilter, group.ignore_case)
                 if not rows:
                     continue
-                texts = arr.take(pa.array(rows, type=pa.int64())).to_pylist()
+                texts = subset.take(pa.array(rows, type=pa.int64())).to_pylist()
+                if index is not None:
+                    rows = [index[r] for r in rows]
                 for row, text in zip(rows, texts):
                     if not text:
                         continue

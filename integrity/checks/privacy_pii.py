@@ -84,7 +84,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 
@@ -171,6 +171,7 @@ _RETINA = re.compile(r"[0-9]+(?:\.[0-9]+)?x", A)
 _EXAMPLE_DOMAINS = frozenset({"example.com", "example.org", "example.net", "example.edu"})
 _EXAMPLE_SUFFIXES = tuple("." + d for d in _EXAMPLE_DOMAINS)
 _EXAMPLE_TLDS = frozenset({"test", "invalid", "localhost", "local", "example"})
+_URL_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s/@]*:[^\s/@]*$", A)
 
 
 def _scan_email(text: str) -> Iterator[RawMatch]:
@@ -180,6 +181,8 @@ def _scan_email(text: str) -> Iterator[RawMatch]:
         local, domain, tld = m.group(1), m.group(2), m.group(3).lower()
         if tld in _FILE_EXT or _RETINA.fullmatch(domain.split(".", 1)[0]):
             continue
+        if _before(text, m.start(), _URL_USERINFO, 80):
+            continue  # scheme://user:password@host: credentials in a URL (privacy.secret's), not an address
         dl = domain.lower()
         if tld in _EXAMPLE_TLDS or dl in _EXAMPLE_DOMAINS or dl.endswith(_EXAMPLE_SUFFIXES):
             yield "email", m.start(), m.end(), EXAMPLE_FACTOR, {"preview": f"{local[0]}***@{domain}", "example": True}
@@ -408,6 +411,37 @@ def iban_ok(iban: str) -> bool:
     return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
 
 
+# an IBAN's shape: a country code with an IBAN, two check digits, then groups of 4 (bare or spaced)
+_IBAN_LIKE = re.compile(
+    r"(?<![A-Za-z0-9])([A-Z]{2})[0-9]{2}(?: ?[A-Z0-9]{4}){2,8}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])", A
+)
+_IBAN_HINT = re.compile(r"[A-Z]{2}[0-9]{2}", A)
+
+
+def iban_like_spans(text: str) -> list[tuple[int, int]]:
+    """Spans shaped like an IBAN of a known country, whether or not the checksum holds."""
+    if not _IBAN_HINT.search(text):
+        return []
+    return [(m.start(), m.end()) for m in _IBAN_LIKE.finditer(text) if m.group(1) in IBAN_LENGTHS]
+
+
+def outside_ibans(scan: Callable[[str], Iterable[RawMatch]]) -> Callable[[str], Iterator[RawMatch]]:
+    """``scan`` without matches inside IBAN-shaped text.
+
+    The digits of an IBAN (valid or a near miss with a bad check digit) often
+    form a phone-like or Aadhaar-like group (``DE12 3704 0044 0532``); they belong
+    to the IBAN detector, which validates the mod-97 checksum.
+    """
+    def scan_outside(text: str) -> Iterator[RawMatch]:
+        spans = iban_like_spans(text)
+        for raw in scan(text):
+            if spans and any(raw[1] < end and raw[2] > start for start, end in spans):
+                continue
+            yield raw
+
+    return scan_outside
+
+
 def _scan_iban(text: str) -> Iterator[RawMatch]:
     n = len(text)
     for m in _IBAN_START.finditer(text):
@@ -563,7 +597,7 @@ class PiiCheck(Check):
                 "numeric",
                 r"[0-9](?:[ ()./-]{0,2}[0-9]){6,}",
                 frozenset({"phone", "credit_card", "us_ssn", "es_dni", "nl_bsn", "in_aadhaar"}),
-                _chain(
+                outside_ibans(_chain(
                     *[
                         s
                         for k, s in (
@@ -576,11 +610,11 @@ class PiiCheck(Check):
                         )
                         if k in kinds
                     ]
-                ),
+                )),
             ),
             ScanGroup(
                 "alnum_id",
-                r"[A-Z]{2}[0-9]{2} ?[A-Z0-9]{4}|[A-Z]{2} ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D]",
+                r"[A-Z]{2}[0-9]{2} ?[A-Z0-9]{4}|(?i:[A-Z]{2} ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D])",
                 frozenset({"iban", "uk_nino"}),
                 _chain(*[s for k, s in (("iban", _scan_iban), ("uk_nino", _scan_nino)) if k in kinds]),
             ),

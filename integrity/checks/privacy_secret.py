@@ -83,6 +83,17 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
+from integrity.checks._secret_formats import (
+    PREFILTER as _FORMATS_PREFILTER,
+)
+from integrity.checks._secret_formats import (
+    KNOWN_EXAMPLES,
+    AnchorIndex,
+    entropy64,
+    placeholder_like,
+    scan_credential_syntax,
+    scan_provider_tokens,
+)
 from integrity.checks._text_scan import (
     EXAMPLE_FACTOR,
     RawMatch,
@@ -97,6 +108,38 @@ from integrity.checks._text_scan import (
     chain as _chain,
 )
 from integrity.checks.base import Check, CheckConfigError, CheckOutput, ShardInfo
+
+#: kinds added for provider tokens and credential syntaxes (:mod:`integrity.checks._secret_formats`)
+NEW_SCORES = {
+    "age_secret_key": 1.0,
+    "hf_token": 0.95,
+    "azure_storage_key": 0.95,
+    "pypi_token": 0.95,
+    "vault_token": 0.95,
+    "shopify_token": 0.95,
+    "digitalocean_token": 0.95,
+    "doppler_token": 0.95,
+    "azure_ad_client_secret": 0.9,
+    "discord_token": 0.9,
+    "discord_webhook": 0.9,
+    "telegram_bot_token": 0.9,
+    "sourcegraph_token": 0.9,
+    "notion_token": 0.9,
+    "flyio_token": 0.9,
+    "databricks_token": 0.9,
+    "grafana_token": 0.9,
+    "postman_key": 0.9,
+    "linear_key": 0.9,
+    "tailscale_key": 0.9,
+    "replicate_token": 0.9,
+    "groq_key": 0.9,
+    "newrelic_key": 0.85,
+    "sumologic_key": 0.85,
+    "basic_auth": 0.85,
+    "auth_header": 0.85,
+    "url_credentials": 0.85,
+}
+NEW_KINDS = tuple(NEW_SCORES)
 
 KINDS = (
     "private_key",
@@ -116,6 +159,7 @@ KINDS = (
     "twilio_api_key",
     "jwt",
     "secret_assignment",
+    *NEW_KINDS,
 )
 
 DEFAULT_SCORES = {
@@ -136,6 +180,7 @@ DEFAULT_SCORES = {
     "twilio_api_key": 0.85,
     "jwt": 0.8,
     "secret_assignment": 0.7,
+    **NEW_SCORES,
 }
 
 A = re.ASCII
@@ -151,8 +196,20 @@ def _looks_example(value: str, body: str | None = None) -> bool:
     return (
         value in _EXAMPLE_EXACT
         or _EXAMPLE_VALUE.search(value) is not None
-        or (len(body) >= 8 and shannon_entropy(body) < 2.5)
+        or (len(body) >= 8 and entropy64(body) < 2.5)
+        or placeholder_like(value, body)
     )
+
+
+# Slack's documented layouts: numeric ids of 8+ digits and a random last part of 20+ characters
+# (xoxb-<team>-<bot>-<24>, xoxp-<team>-<user>-<id>-<32 hex>, xapp-1-<app>-<id>-<64 hex>);
+# anything shorter (xoxb-12345-abcd234) is a documentation stand-in
+_SLACK_ID = re.compile(r"[0-9]{8,}", A)
+
+
+def _slack_structured(body: str) -> bool:
+    parts = body.split("-")
+    return len(parts) >= 2 and len(parts[-1]) >= 20 and any(_SLACK_ID.fullmatch(p) for p in parts[:-1])
 
 
 def _match(kind: str, text: str, start: int, end: int, factor: float = 1.0, **extra: Any) -> RawMatch:
@@ -187,15 +244,27 @@ _TOKEN_PREFILTER = (
 )
 
 
+# literal anchors of each pattern above, in order: a pattern runs only on texts holding one
+_TOKEN_INDEX = AnchorIndex([
+    ("AKIA", "ASIA", "ABIA", "ACCA"), ("AIza",), ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), ("github_pat_",),
+    ("glpat-",), ("xox", "xapp-"), ("hooks.slack.com",), ("k_live_", "k_test_"), ("SG.",), ("sk-",),
+    ("ya29.", "GOCSPX-"), ("npm_",), ("SK",),
+])
+
+
 def _scan_tokens(text: str) -> Iterator[RawMatch]:
-    for kind, pattern in _TOKEN_PATTERNS:
+    for i in _TOKEN_INDEX.which(text):
+        kind, pattern = _TOKEN_PATTERNS[i]
         for m in pattern.finditer(text):
             body = m.group(m.lastindex or 0)
             value = m.group(0)
             extra: dict[str, Any] = {}
             factor = 1.0
-            if kind == "slack_token" and not any(c.isdigit() for c in body):
-                continue
+            if kind == "slack_token":
+                if not any(c.isdigit() for c in body):
+                    continue
+                if not _slack_structured(body):
+                    factor, extra["structured"] = 0.5, False
             if kind == "stripe_key":
                 extra["mode"] = m.group(1)
                 if m.group(1) == "test":
@@ -291,7 +360,10 @@ def _scan_jwt(text: str) -> Iterator[RawMatch]:
         unsigned = alg.lower() == "none" or not m.group(3)
         payload_json = isinstance(_b64url_json(m.group(2)), dict)
         extra: dict[str, Any] = {"alg": alg[:16], "payload_json": payload_json}
-        yield _match("jwt", text, m.start(), m.end(), 0.6 if unsigned else 1.0, **extra)
+        factor = 0.6 if unsigned else 1.0
+        if m.group(3) in KNOWN_EXAMPLES:  # jwt.io's example token
+            factor, extra["example"] = EXAMPLE_FACTOR, True
+        yield _match("jwt", text, m.start(), m.end(), factor, **extra)
 
 
 # ---------------------------------------------------------------------------
@@ -333,6 +405,46 @@ def _strength_ok(value: str) -> bool:
 
 _AWS_SECRET = re.compile(r"[A-Za-z0-9/+=]{40}", A)
 
+# the last word of a name that says the value is *about* a secret, not the secret
+# (LLM_SECRET_NAME, token_type, SECRET_KEY_PATH, api_key_header, secretsManagerArn, TOKEN_TTL_SECONDS)
+_NOT_SECRET_SUFFIX = frozenset(
+    "name names id ids path paths file filename files dir directory url uri urls endpoint type types length len "
+    "size count field fields header headers label env var variable ref arn version prefix suffix format pattern "
+    "regex hint prompt expiry expires expiration ttl timeout seconds minutes hours days policy mode enabled "
+    "required provider store manager backend location description desc template column param parameter "
+    "hash digest algorithm alg scope scopes method kind class".split()
+)
+# a component anywhere in the name that makes the value public or a non-credential token
+# (publicToken, nextPageToken, csrf_token, sync_token)
+_NOT_SECRET_PREFIX = frozenset(
+    {"public", "publishable", "pub", "page", "pagination", "continuation", "cursor", "csrf", "xsrf", "sync"}
+)
+_NAME_PARTS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+", A)
+
+
+def _secret_name(name: str) -> bool:
+    """Whether the assigned name holds a secret (``DB_PASSWORD``) rather than describes one."""
+    parts = [p.lower() for p in _NAME_PARTS.findall(name)]
+    return bool(parts) and parts[-1] not in _NOT_SECRET_SUFFIX and not _NOT_SECRET_PREFIX.intersection(parts)
+
+
+# words and short numbers joined by - _ . / : (llm-gateway-prod-2024, bearer_refresh_v2): a name, not a secret
+_WORDISH = re.compile(r"(?:[a-z]+|[A-Z][a-z]+|[A-Z]+)[0-9]{0,2}|v?[0-9]+", A)
+_CHUNK_SEP = re.compile(r"[-_./:]+")
+
+
+def _identifier_like(value: str) -> bool:
+    chunks = [c for c in _CHUNK_SEP.split(value) if c]
+    return len(chunks) >= 2 and all(_WORDISH.fullmatch(c) for c in chunks)
+
+
+_TOKEN_PREFIXES = (
+    "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xox", "xapp-", "sk_live_", "rk_live_", "sk-",
+    "AKIA", "ASIA", "AIza", "ya29.", "GOCSPX-", "npm_", "SG.", "hf_", "api_org_", "pypi-", "sgp_", "ntn_", "fo1_",
+    "fm1", "fm2_", "hvs.", "hvb.", "hvr.", "shpat_", "shpss_", "shpca_", "shppa_", "dop_v1_", "doo_v1_", "dor_v1_",
+    "dapi", "dp.pt.", "glsa_", "glc_", "PMAK-", "lin_api_", "AGE-SECRET-KEY-", "tskey-", "NRAK-", "r8_", "gsk_",
+)
+
 
 def _scan_assignments_with(min_len: int, min_entropy: float):
     def scan(text: str) -> Iterator[RawMatch]:
@@ -354,10 +466,18 @@ def _scan_assignments_with(min_len: int, min_entropy: float):
                 continue
             if len(value) < min_len or _PLACEHOLDER.search(value) or len(set(value)) < 6:
                 continue
-            if not _strength_ok(value):
+            if not _secret_name(name) or _identifier_like(value) or not _strength_ok(value):
                 continue
             entropy = shannon_entropy(value)
             if entropy < min_entropy:
+                continue
+            if placeholder_like(value) or any(ex in value for ex in KNOWN_EXAMPLES):
+                yield _match("secret_assignment", text, start, end, EXAMPLE_FACTOR, name=name[:40], example=True)
+                continue
+            if value.startswith(_TOKEN_PREFIXES):
+                # a provider's prefix on a value its documented format rejects (truncated, wrong
+                # length): a stand-in or an unusable fragment; a well-formed token wins the overlap
+                yield _match("secret_assignment", text, start, end, EXAMPLE_FACTOR, name=name[:40], malformed_token=True)
                 continue
             yield _match("secret_assignment", text, start, end, 1.0, name=name[:40], entropy=round(entropy, 2))
 
@@ -371,14 +491,19 @@ def _assignment_prefilter(min_len: int) -> str:
 
 # Every text the scanner writes (excerpts, finding details, cached features) is
 # masked with these: integrity.redact is the one place that calls them.
-SECRET_PREFILTER = "(?:" + _TOKEN_PREFILTER + ")|(?i:" + _assignment_prefilter(16).removeprefix("(?i)") + ")"
+SECRET_PREFILTER = (
+    "(?:" + _TOKEN_PREFILTER + ")|(?:" + _FORMATS_PREFILTER + ")|(?i:" + _assignment_prefilter(16).removeprefix("(?i)") + ")"
+)
 _scan_assignments_default = _scan_assignments_with(16, 3.0)
 
 
 def secret_spans(text: str) -> list[tuple[int, int]]:
     """Character spans of every secret in ``text``, of any kind, documentation
     examples included (masking those too costs nothing and leaks nothing)."""
-    found = _chain(_scan_tokens, _scan_private_keys, _scan_jwt, _scan_assignments_default)(text)
+    found = _chain(
+        _scan_tokens, _scan_private_keys, _scan_jwt, scan_provider_tokens, scan_credential_syntax,
+        _scan_assignments_default,
+    )(text)
     return sorted({(start, end) for _, start, end, _, _ in found})
 
 
@@ -420,9 +545,12 @@ class SecretCheck(Check):
                 return None
             return min(1.0, scores[kind] * factor)
 
-        token_kinds = frozenset(KINDS) - {"secret_assignment", "aws_secret_access_key"}
+        token_kinds = frozenset(KINDS) - {"secret_assignment", "aws_secret_access_key"} - set(NEW_KINDS)
         groups = [
             ScanGroup("tokens", _TOKEN_PREFILTER, token_kinds, _chain(_scan_tokens, _scan_private_keys, _scan_jwt)),
+            ScanGroup(
+                "formats", _FORMATS_PREFILTER, frozenset(NEW_KINDS), _chain(scan_provider_tokens, scan_credential_syntax)
+            ),
             ScanGroup(
                 "assignment",
                 _assignment_prefilter(min_len),

@@ -17,6 +17,7 @@ import polars as pl
 from connectors import ShardRef, list_shards
 from integrity import quarantine as quarantine_mod
 from integrity.engine import outputs, verdict
+from integrity.engine import progress as progress_mod
 from integrity.engine.corpus import after_verdicts, run_corpus_checks, shard_findings
 from integrity.engine.shard import ShardResult, scan_shard
 from integrity.engine.spec import ScanSpec
@@ -135,6 +136,18 @@ def quarantine_stage(spec: ScanSpec, results: list[ShardResult], verdicts_path: 
     return path
 
 
+def check_seconds(results: list[ShardResult], corpus_seconds: dict[str, float]) -> dict[str, float]:
+    """Seconds each check spent in this scan: its per-shard passes over every shard read (a
+    cached shard costs nothing) plus its corpus pass; slowest first."""
+    total: dict[str, float] = {}
+    for r in results:
+        for name, sec in (r.check_seconds or {}).items():
+            total[name] = total.get(name, 0.0) + float(sec)
+    for name, sec in corpus_seconds.items():
+        total[name] = total.get(name, 0.0) + float(sec)
+    return {k: round(v, 3) for k, v in sorted(total.items(), key=lambda kv: -kv[1])}
+
+
 def output_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult], shards_path: Path,
                  timings: dict[str, float], started_at: str, corpus_check_seconds: dict[str, float] | None = None,
                  write_html: bool = True) -> dict:
@@ -161,6 +174,7 @@ def output_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult
         "shared_history": spec.shared_history,
         "state_dir": str(spec.state_dir),
         "timings": dict(timings),
+        "check_seconds": check_seconds(results, corpus_check_seconds or {}),
         "corpus_check_seconds": corpus_check_seconds or {},
         "counts": {
             "shards": shards.height,
@@ -205,14 +219,24 @@ def run_scan(spec: ScanSpec, workers: int = 2,
     timings["list"] = time.perf_counter() - t
     t = time.perf_counter()
     results: list[ShardResult] = []
-    if map_shards is None:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for res in pool.map(lambda r: scan_shard(r, spec), refs):
+    tracker, created = progress_mod.ensure(spec.scan_id)  # records done / total and an ETA, batch by batch
+    tracker.start(refs)
+    try:
+        if map_shards is None:
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                shard_results = pool.map(lambda r: scan_shard(r, spec), refs)
+                for res in shard_results:
+                    results.append(res)
+                    tracker.shard_done(res.shard, res.rows, res.ok)
+                    if progress:
+                        progress(res)
+        else:
+            for res in map_shards(lambda r: scan_shard(r, spec), refs):
                 results.append(res)
-                if progress:
-                    progress(res)
-    else:
-        results = list(map_shards(lambda r: scan_shard(r, spec), refs))
+                tracker.shard_done(res.shard, res.rows, res.ok)
+    finally:
+        if created:
+            progress_mod.unregister(spec.scan_id)
     require_mapped(results)
     timings["shards"] = time.perf_counter() - t
     t = time.perf_counter()

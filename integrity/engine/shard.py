@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from connectors import ShardReader, ShardRef, hash_shard
 from connectors.errors import ColumnMappingError, ShardReadError
 from integrity.checks.base import Check, CheckOutput, ShardInfo
+from integrity.engine.progress import tracker
 from integrity.engine.spec import ScanSpec
 from integrity.ledger import Ledger
 from integrity.redact import mask_batch, mask_frame, mask_secrets
@@ -59,6 +60,8 @@ class ShardResult:
     error_kind: str | None = None
     #: the columns an unreadable shard does have (when the column mapping does not fit it)
     source_columns: list[str] = field(default_factory=list)
+    #: seconds each per-shard check spent on this shard in this scan (empty for a cached result)
+    check_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -128,7 +131,13 @@ def _findings_with_check(out: CheckOutput, check: Check) -> pl.DataFrame | None:
     )
 
 
-def _run_checks(ref: ShardRef, spec: ScanSpec, work: Path) -> tuple[ShardReader, list[str]]:
+def _run_checks(ref: ShardRef, spec: ScanSpec, work: Path,
+                seconds: dict[str, float] | None = None) -> tuple[ShardReader, list[str]]:
+    """Read the shard batch by batch through every check; ``seconds`` collects each check's
+    time on this shard, and the scan's progress tracker (if any, in this process) hears of
+    every batch."""
+    seconds = {} if seconds is None else seconds
+    progress = tracker(spec.scan_id)
     reader = ShardReader(ref, spec.mapping, batch_size=spec.policy.batch_size, storage_options=spec.storage_options)
     info = ShardInfo(shard=ref.name, uri=ref.uri, state_dir=spec.state_dir)
     checks: list[Check] | None = None
@@ -150,9 +159,15 @@ def _run_checks(ref: ShardRef, spec: ScanSpec, work: Path) -> tuple[ShardReader,
             for check in checks:
                 if not check.reads_raw_secrets and masked is None:
                     masked = mask_batch(batch)
+                t = time.perf_counter()
                 emit(check, _guarded(check, ref, check.process_batch, batch if check.reads_raw_secrets else masked))
+                seconds[check.name] = seconds.get(check.name, 0.0) + time.perf_counter() - t
+            if progress is not None:
+                progress.batch(ref.name, batch.num_rows)
         for check in checks or []:
+            t = time.perf_counter()
             emit(check, _guarded(check, ref, check.finish_shard))
+            seconds[check.name] = seconds.get(check.name, 0.0) + time.perf_counter() - t
     finally:
         findings.close()
         for sink in features.values():
@@ -191,13 +206,15 @@ def scan_shard(ref: ShardRef, spec: ScanSpec) -> ShardResult:
             return cached
         work = final.parent / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
         try:
-            reader, checks_run = _run_checks(ref, spec, work)
+            check_seconds: dict[str, float] = {}
+            reader, checks_run = _run_checks(ref, spec, work, check_seconds)
             if reader.sha256 != sha:
                 raise ShardReadError(ref.uri, "its content changed while it was being scanned; re-run the scan")
             if reader.rows == 0:
                 raise ShardReadError(ref.uri, "the shard holds no records; remove it or check how it was written")
             meta = {"sha256": sha, "rows": reader.rows, "bytes": reader.bytes, "columns": reader.columns,
-                    "checks_run": checks_run, "shard": ref.name, "uri": ref.uri, "cache_key": key}
+                    "checks_run": checks_run, "shard": ref.name, "uri": ref.uri, "cache_key": key,
+                    "check_seconds": {k: round(v, 4) for k, v in check_seconds.items()}}
             (work / "meta.json").write_text(json.dumps(meta))  # written last: marks the result complete
             try:
                 os.replace(work, final)
@@ -209,6 +226,7 @@ def scan_shard(ref: ShardRef, spec: ScanSpec) -> ShardResult:
         done = _load_cached(ref, final, t0)
         assert done is not None
         done.cached = False
+        done.check_seconds = check_seconds  # spent by this scan (a cached result costs none)
         return done
     except ColumnMappingError as e:
         result.status, result.error, result.error_kind = "unreadable", str(e), "mapping"

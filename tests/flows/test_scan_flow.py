@@ -88,3 +88,27 @@ def test_scheduled_flow_writes_one_run_dir_per_run(prefect_server, small_corpus,
     (run,) = list((tmp_path / "runs").iterdir())
     assert run.name == summary["scan_id"] and (run / "report.html").exists()
     assert summary["checks"] == ["dedup.exact", "privacy.pii"]
+
+
+def test_verbose_gate_on_prefect_shows_progress_not_http_requests(prefect_server, small_corpus, tmp_path: Path,
+                                                                   state_policy):
+    """`integrity gate -v` against a Prefect server, as a user runs it: progress lines with
+    records and an ETA, the scan's own log, and none of the HTTP client's request lines."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    project = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "INTEGRITY_PROGRESS_EVERY": "0",
+           "PYTHONPATH": f"{project}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    r = subprocess.run([sys.executable, "-m", "flows.cli", "gate", str(small_corpus), "--out", str(tmp_path / "run"),
+                        "--policy", str(state_policy), "--checks", "dedup.exact,privacy.secret", "-v"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["runner"] == "threads"
+    assert "HTTP Request" not in r.stderr and "httpx" not in r.stderr, r.stderr
+    assert "150 / 150 records, 3/3 shards" in r.stderr, r.stderr
+    assert "integrity.engine" in r.stderr  # -v still logs the scan itself

@@ -79,6 +79,45 @@ SECRETS = {
            + _rand(43, ALNUM + "-_"),
     "secret_assignment": 'DB_PASSWORD="' + _rand(26, ALNUM + "#%!") + '"',
 }
+_HEX = "0123456789abcdef"
+# provider tokens and credential syntaxes (integrity/checks/_secret_formats.py); for the syntaxes the
+# secret is the password/token inside the text (_VALUE_OF)
+_VALUE_OF = {
+    "basic_auth": _rand(14),
+    "auth_header": _rand(40),
+    "url_credentials": _rand(16),
+    "sumologic_key": _rand(64),
+    "azure_storage_key": base64.b64encode(_rnd.randbytes(64)).decode(),
+}
+SECRETS.update({
+    "hf_token": "hf_" + _rand(34, string.ascii_letters),
+    "azure_ad_client_secret": _rand(3) + "8Q~" + _rand(34, ALNUM + "_~.-"),
+    "azure_storage_key": "AccountName=mlcorpus;AccountKey=" + _VALUE_OF["azure_storage_key"],
+    "discord_token": base64.b64encode(b"1027384567394837648").decode().rstrip("=") + "." + _rand(6) + "." + _rand(38),
+    "discord_webhook": "https://discord.com/api/webhooks/1027384567394837648/" + _rand(68, ALNUM + "-_"),
+    "pypi_token": "pypi-AgEIcHlwaS5vcmc" + _rand(120, ALNUM + "-_"),
+    "telegram_bot_token": "5829301746:AA" + _rand(33, ALNUM + "-_"),
+    "sourcegraph_token": "sgp_" + _rand(16, _HEX) + "_" + _rand(40, _HEX),
+    "notion_token": "ntn_" + _rand(11, string.digits) + _rand(35),
+    "flyio_token": "fo1_" + _rand(43, ALNUM + "-_"),
+    "vault_token": "hvs." + _rand(95, ALNUM + "-_"),
+    "shopify_token": "shpat_" + _rand(32, _HEX),
+    "digitalocean_token": "dop_v1_" + _rand(64, _HEX),
+    "databricks_token": "dapi" + _rand(32, _HEX),
+    "doppler_token": "dp.pt." + _rand(43),
+    "grafana_token": "glsa_" + _rand(32) + "_" + _rand(8, _HEX),
+    "postman_key": "PMAK-" + _rand(24, _HEX) + "-" + _rand(34, _HEX),
+    "linear_key": "lin_api_" + _rand(40),
+    "age_secret_key": "AGE-SECRET-KEY-1" + _rand(58, "QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L"),
+    "tailscale_key": "tskey-auth-k" + _rand(10) + "CNTRL-" + _rand(33),
+    "newrelic_key": "NRAK-" + _rand(27, string.ascii_uppercase + string.digits),
+    "replicate_token": "r8_" + _rand(37),
+    "groq_key": "gsk_" + _rand(52),
+    "sumologic_key": "SUMO_ACCESS_KEY=" + _VALUE_OF["sumologic_key"],
+    "basic_auth": "curl -u deploy:" + _VALUE_OF["basic_auth"] + " https://nexus.corp.net/repo",
+    "auth_header": "Authorization: Bearer " + _VALUE_OF["auth_header"],
+    "url_credentials": "postgres://etl:" + _VALUE_OF["url_credentials"] + "@db.internal:5432/dw",
+})
 
 
 def _needles() -> dict[str, list[str]]:
@@ -92,6 +131,8 @@ def _needles() -> dict[str, list[str]]:
             out[kind] = SA_LINES
         elif "=" in text and kind in ("aws_secret_access_key", "secret_assignment"):
             out[kind] = [text.split('"')[1]]
+        elif kind in _VALUE_OF:
+            out[kind] = [_VALUE_OF[kind]]
         else:
             out[kind] = [text]
     return {k: [n.lower() for n in v] for k, v in out.items()}

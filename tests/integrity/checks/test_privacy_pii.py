@@ -439,3 +439,59 @@ def test_debian_descriptions_have_no_high_risk_pii(debian):
     kinds = {k for d in out["detail"] for k in json.loads(d)["kinds"]}
     assert kinds <= {"email", "ipv4", "ipv6", "phone"}
     assert out.height < 0.005 * debian.num_rows
+
+
+# -- hand-written fixtures (independent of benchmarks/privacy.py's generator) ----------------
+
+HAND_WRITTEN_PII = [
+    ("in_aadhaar", "Aadhaar number: {}", "491837265017"),
+    ("in_aadhaar", "aadhaar card {} (verified)", "7352-0418-8930"),
+    ("in_aadhaar", "UIDAI: {}", "6284 1957 3043"),
+    ("us_ssn", "SSN: {}", "536.22.8745"),
+    ("us_ssn", "social security number {}", "536 22 8745"),
+    ("us_ssn", "ssn {}", "536228745"),
+    ("uk_nino", "National Insurance number: {}", "jg103759a"),
+    ("uk_nino", "NI no {}", "JG 103759 A"),
+    ("es_dni", "DNI: {}", "4827193E"),
+    ("es_dni", "nif {}", "73920518j"),
+    ("es_dni", "NIE {}", "y4829301m"),
+    ("iban", "Überweisung an {} bitte", "FR14 2004 1010 0505 0001 3M02 606"),
+    ("iban", "IBAN {}", "NL91ABNA0417164300"),
+    ("phone", "call me on {} after six", "+34 612 345 678"),
+]
+
+# IBAN-shaped near misses (bad check digits): neither an IBAN nor a phone nor an Aadhaar number
+NEAR_MISS_IBANS = [
+    "Bitte überweisen Sie auf DE44 5001 0517 5407 3249 32.",
+    "IBAN: GB82 WEST 1234 5698 7654 33",
+    "account DE89370400440532013001 (typo?)",
+    "ES91 2100 0418 4502 0005 1333 is what the form said",
+]
+
+
+@pytest.mark.parametrize("kind,template,value", HAND_WRITTEN_PII, ids=[f"{k}-{i}" for i, (k, *_) in enumerate(HAND_WRITTEN_PII)])
+def test_hand_written_pii_found_at_warn(kind, template, value):
+    text = template.format(value)
+    found = [(k, s, score) for k, s, score, _ in scan(text)]
+    assert (kind, value) in [(k, s) for k, s, _ in found], found
+    assert max(score for k, s, score in found if k == kind) >= 0.5
+
+
+@pytest.mark.parametrize("text", NEAR_MISS_IBANS)
+def test_near_miss_ibans_claim_nothing_at_warn(text):
+    assert [(k, s) for k, s, score, _ in scan(text) if score >= 0.5] == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "order 536.22.8745 shipped",  # dotted 3-2-4 without "SSN": any number
+        "build ab123456c passed",  # lower-case NINO shape without context
+        "sku 4827193e",  # lower-case/7-digit DNI shape without context
+        "DNI: 4827193A",  # wrong control letter
+        "Aadhaar 491837265018",  # Verhoeff fails
+        "git clone https://ci:Zk8qLm2vX9wR@git.corp.net/team/repo.git",  # URL credentials, not an e-mail
+    ],
+)
+def test_hand_written_pii_near_misses_below_warn(text):
+    assert [(k, s) for k, s, score, _ in scan(text) if score >= 0.5] == []

@@ -293,3 +293,109 @@ def test_debian_descriptions_have_no_secrets():
     check = SecretCheck()
     hits = sum(check.process_batch(b).findings.height for b in tb.to_batches(max_chunksize=8192))
     assert hits == 0
+
+
+# -- hand-written fixtures (independent of benchmarks/privacy.py's generator) ----------------
+# Literal strings typed the way they appear in READMEs, shell history, CI files and configs.
+
+HAND_WRITTEN = [
+    ("hf_token", "from huggingface_hub import login; login(token='{}')", "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"),
+    ("hf_token", "HF org token {} (read scope)", "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"),
+    ("basic_auth", "curl -sS -u deploy:{} https://nexus.corp.example.net/repo", "Tr0ub4dor&3xQ"),
+    ("basic_auth", "curl --user 'jenkins:{}' -X POST https://ci.internal/job/build", "hT9#vB2qLw8z"),
+    ("auth_header", 'curl -H "Authorization: Bearer {}" https://api.corp.net/v1/me', "q8ZkW2mRx7LpT4vN9cB3yH6dJ1sF0gKe"),
+    ("basic_auth", "Authorization: Basic {}", "c3ZjLWJvdDpRN2tMbTJ2WDl3UjR0WnA="),  # svc-bot:Q7kLm2vX9wR4tZp
+    ("url_credentials", "SQLALCHEMY_URL=postgresql://etl:{}@warehouse.prod:5432/dw", "Kx9vLq2WmZ7r"),
+    ("azure_ad_client_secret", 'AZURE_CLIENT_SECRET="{}"', "Wq78Q~dK2.pLm9_zR4tVx~Hn6bJc0-FyS8gQe1uT"),
+    ("discord_token", "bot.run('{}')", "MTAyNzM4NDU2NzM5NDgzNzY0OA.GhT2kQ.Zk3mQ9xVb7LpR2tW4nC8yH6dJ1sF0gKe5uTaIo"),
+    ("pypi_token", "[pypi]\nusername = __token__\npassword = {}",
+     "pypi-AgEIcHlwaS5vcmcCJGQ3ZjE4YTlkLTRkNmYtNGUyMi04YjQzLWE1ZjdjOWUwMmQxNgACKlszLCI5ZjY4"),
+    ("telegram_bot_token", "bot = telebot.TeleBot('{}')", "5829301746:AAFq7Zk2mVx9LpR4tW1nB8cY3dH6jE0sQuI"),
+    ("azure_storage_key", "DefaultEndpointsProtocol=https;AccountName=mlcorpus;AccountKey={};EndpointSuffix=core.windows.net",
+     "BwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4/QEFCQ0RFRg=="),
+    ("sourcegraph_token", "src login with {}", "sgp_a1b2c3d4e5f60718_9f8e7d6c5b4a39281706f5e4d3c2b1a098f7e6d5"),
+    ("notion_token", "notion = Client(auth='{}')", "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"),
+    ("sumologic_key", "SUMO_ACCESS_ID={}", "suQ7kLm2vX9wR4"),
+    ("flyio_token", "fly deploy --access-token {}", "fo1_Zk3mQ9xVb7LpR2tW4nC8yH6dJ1sF0gKe5uTaIoPqXwY"),
+    ("vault_token", "VAULT_TOKEN={}",
+     "hvb.AAAAAQK3mQ9xVb7LpR2tW4nC8yH6dJ1sF0gKe5uTaIoPqXwYzE3rD7vB1nM4cL8kJ2hG6fS0aQ9wE5tY3uI7oP1lK4jH8gF2dS6aZ0xC9vB3n"
+     "M7qW1eR5tY9uI3oP7aS1dF5gH9jK3lZ7xC1vB5nM9qW3eR7tY"),
+    ("slack_token", "SLACK_BOT_TOKEN={}", "xoxb-2848204817-5719300274816-Hq3ZkLm9VxP2wRt7YbN4cD8f"),
+    ("basic_auth", "machine api.heroku.com\n  login ops@corp.net\n  password {}", "e7Lq2WmZ9rKx4v"),
+    ("basic_auth", "mysqldump -u backup -p{} --all-databases > all.sql", "Vb8!qZ2kLm4w"),
+    ("basic_auth", "docker login -u ci-bot -p {} registry.corp.net", "Mw3kQ9zLx2vR7t"),
+    ("basic_auth", "PGPASSWORD={} psql -h db -U etl", "Rt5zKq8mWx2L"),
+    ("basic_auth", "<datasource><password>{}</password></datasource>", "Hq4vLz9kWm2x"),
+    ("discord_webhook", "WEBHOOK = '{}'",
+     "https://discord.com/api/webhooks/1027384567394837648/Zk3mQ9xVb7LpR2tW4nC8yH6dJ1sF0gKe5uTaIoPqXwYzE3rD7vB1nM4cL8kJ2hG6fS0a"),
+]
+
+# each must stay below warn (score < 0.5): placeholders, published examples, names of secrets
+HAND_WRITTEN_NEGATIVES = [
+    "AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE",
+    "SLACK_BOT_TOKEN=xoxb-12345-abcd234",
+    "export SLACK_TOKEN=xoxb-1234567890-0987654321-abcdefghijklmnopqrstuvwx",
+    'LLM_SECRET_NAME = "prod-llm-gateway-key-v2"',
+    'publicToken = "pk-web-checkout-widget-2023"',
+    'TOKEN_ENDPOINT_URL = "https://login.microsoftonline.com/common/oauth2/v2.0/token"',
+    "curl -u $NEXUS_USER:$NEXUS_PASS https://nexus.corp.example.net/repo",
+    "curl --user admin:admin http://localhost:8081",
+    "Authorization: Bearer <YOUR_TOKEN>",
+    'headers={"Authorization": "Bearer " + token}',
+    "postgresql://user:password@localhost:5432/db",
+    "HF_TOKEN=hf_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    "TELEGRAM_TOKEN=110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",  # the Bot API docs' example
+    "AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
+    "K1SZFPTOtr/KBHBeksoGMGw==",  # Azurite's published development key
+    "GITHUB_TOKEN=ghp_0123456789abcdefghijABCDEFGHIJ012345",
+    '"nextPageToken": "CiAKGjBpNDd2Nmp2Zml2cXRwYjBpOXA0ZDRtZRIFEJr6ARgB"',
+    "pipeline_token_count = 4096",
+    'token_type = "refresh_token_v2"',
+    'SECRET_KEY_PATH = "/etc/app/keys/signing-2024.pem"',
+    "stripe.api_key = 'sk_test_4eC39HqLyjWDarjtT1zdp7dc'",  # Stripe's docs key (test mode)
+    "GITHUB_TOKEN=ghp_Zk3mQ9xVb7LpR2tW",  # a truncated token: a provider prefix on a body its format rejects
+    "mysql -u root -p",  # prompts for the password
+    "docker login -u $CI_REGISTRY_USER -p $CI_REGISTRY_PASSWORD $CI_REGISTRY",
+]
+
+
+@pytest.mark.parametrize("kind,template,secret", HAND_WRITTEN, ids=[f"{k}-{i}" for i, (k, *_) in enumerate(HAND_WRITTEN)])
+def test_hand_written_credentials_are_found_at_warn_or_above(kind, template, secret):
+    text = template.format(secret)
+    found = run(batch(text))
+    assert set(found) == {"r0"}, text
+    f = found["r0"]
+    matched = [m for m in f["detail"]["matches"] if m["kind"] == kind]
+    assert matched, f["detail"]
+    assert any(text[m["start"] : m["end"]] in (secret, secret.split(":")[-1]) for m in matched), matched
+    assert f["score"] >= 0.5
+    assert secret not in f["detail_json"] and not leaks(f["detail_json"], secret)
+
+
+@pytest.mark.parametrize("text", HAND_WRITTEN_NEGATIVES)
+def test_hand_written_placeholders_and_non_secrets_stay_below_warn(text):
+    assert all(score < 0.5 for _, _, score, _ in scan(text)), scan(text)
+
+
+def test_scan_cli_on_hand_written_fixtures(tmp_path, state_policy):
+    """`integrity scan` on a JSONL of the fixtures: severities by the default policy, nothing leaked."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    rows = [{"id": f"p{i}", "text": t.format(s)} for i, (_, t, s) in enumerate(HAND_WRITTEN)]
+    rows += [{"id": f"n{i}", "text": t} for i, t in enumerate(HAND_WRITTEN_NEGATIVES)]
+    src = tmp_path / "fixtures.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["scan", str(src), "--out", str(out), "--policy", str(state_policy),
+                                 "--runner", "inline", "--checks", "privacy.secret"])
+    assert r.exit_code == 0, r.output
+    import polars as pl
+
+    f = pl.read_parquet(out / "findings.parquet")
+    flagged = set(f.filter(pl.col("severity").is_in(["warn", "critical"]))["record_id"])
+    assert flagged == {f"p{i}" for i in range(len(HAND_WRITTEN))}
+    everything = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
+    for _, _, secret in HAND_WRITTEN:
+        assert secret.encode() not in everything
