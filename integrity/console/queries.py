@@ -184,10 +184,13 @@ class ConsoleData:
         page, offset = _page_args(page, per_page)
         with self.ledger.reader() as con:
             total = con.execute("SELECT COUNT(*) FROM shard_verdicts WHERE shard = ?", (shard,)).fetchone()[0]
+            # the page's rows are picked from the index alone; only those are read from the table
             rows = con.execute(
                 """SELECT v.scan_id, v.uri, v.sha256, v.verdict, v.reasons_json, s.started_at, s.source
-                   FROM shard_verdicts v JOIN scans s ON s.scan_id = v.scan_id WHERE v.shard = ?
-                   ORDER BY s.started_at DESC LIMIT ? OFFSET ?""", (shard, per_page, offset)).fetchall()
+                   FROM shard_verdicts v JOIN scans s ON s.scan_id = v.scan_id
+                   WHERE v.rowid IN (SELECT v2.rowid FROM shard_verdicts v2 JOIN scans s2 ON s2.scan_id = v2.scan_id
+                                     WHERE v2.shard = ? ORDER BY s2.started_at DESC LIMIT ? OFFSET ?)
+                   ORDER BY s.started_at DESC""", (shard, per_page, offset)).fetchall()
         return Page([{**dict(r), "reasons": json.loads(r["reasons_json"] or "[]")} for r in rows], total, page, per_page)
 
     def shard_verdict_series(self, shard: str, nights: int = 90) -> list[dict[str, Any]]:
