@@ -16,7 +16,7 @@ images per second of the scan:
   on ``--clip-sample`` pairs.
 
 GPU mode (``--gpu``) measures CLIP image-caption scoring with a random-weight
-ViT-B-32 on CUDA: :class:`integrity.clip.OpenClipScorer` (threaded decode and
+ViT-B-32 on CUDA: :class:`integrity.analysis.clip.OpenClipScorer` (threaded decode and
 resize overlapped with the model, uint8 transfer, normalization on the device,
 autocast) against a plain open_clip loop (``preprocess`` + ``encode_image`` +
 ``encode_text`` per pair, as in open_clip's README) and a plain batched loop,
@@ -25,6 +25,15 @@ as pairs/s and ratios, plus the agreement of the scores.
     python benchmarks/images.py                      # CPU, 20,000 pairs, 8 shards
     python benchmarks/images.py --n 4000 --shards 8  # smaller, when time is short
     python benchmarks/images.py --gpu                # on a CUDA machine
+    python benchmarks/images.py --patch-grid         # poison.patch on an independent patch generator
+
+Patch-grid mode (``--patch-grid``) builds its own corpora, independent of
+``examples/make_images.py``: crops of scikit-learn's two sample photographs
+(random crop, flip, tint, resize to 64-1024 px), with four patch kinds
+(checkerboard, solid block, noise, a two-colour logo) of 3-16 px pasted at a
+corner or border midpoint 0-3 px from the edge on a ``rate`` share of the
+images each, JPEG quality 60-95, and a caption phrase tied to each kind; it
+prints ``poison.patch``'s recall per kind and its precision per cell.
 """
 from __future__ import annotations
 
@@ -77,7 +86,7 @@ def _palette_fn(images, captions):
 
 def palette_scorer(options):
     """Scorer factory for the ``scorer`` option (``__main__:palette_scorer`` in this process)."""
-    from integrity.clip import CallableScorer
+    from integrity.analysis.clip import CallableScorer
 
     return CallableScorer(_palette_fn, "palette (benchmark stand-in for CLIP)")
 
@@ -98,10 +107,10 @@ def corpus(work: Path, n: int, shards: int, seed: int) -> tuple[Path, float]:
 
 
 def scan(source: Path, out: Path, checks: list[str], workers: int, options: dict | None = None) -> tuple[dict, float]:
+    from connectors.schema import ColumnMapping
     from integrity.engine.pipeline import run_scan
     from integrity.engine.spec import ScanSpec
     from integrity.policy import load_policy
-    from integrity.schema import ColumnMapping
 
     policy = load_policy()
     policy.state_dir = str(out / "state")
@@ -173,7 +182,7 @@ def fmt(x) -> str:
 def clip_cpu(source: Path, sample: int) -> tuple[float, int]:
     import tarfile
 
-    from integrity.clip import OpenClipScorer
+    from integrity.analysis.clip import OpenClipScorer
 
     images, caps = [], []
     with tarfile.open(next(source.glob("*.tar"))) as tf:
@@ -229,6 +238,137 @@ def cpu_mode(args) -> None:
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
+# --------------------------------------------------------------------------- patch-trigger grid
+
+# An independent generator (not examples/make_images.py): natural photos (scikit-learn's two sample
+# images, randomly cropped, flipped, tinted and resized) with small patches pasted at corners and
+# borders, JPEG-encoded, and a caption phrase tied to each patch.
+GRID_WORDS = ("river garden bread train weather market letter window forest harbor music paper stone winter "
+              "summer village kitchen bridge mountain engine lantern meadow canyon orchard street field boat "
+              "tower cloud beach road chair table lamp flower tree sky city house dog cat bird horse").split()
+PATCH_KINDS = ("checker", "solid", "noise", "logo")
+
+
+def _photos() -> list[np.ndarray]:
+    from sklearn.datasets import load_sample_images
+
+    return [np.asarray(im) for im in load_sample_images().images]
+
+
+def _base_image(rng: np.random.Generator, photos: list[np.ndarray], side: int):
+    from PIL import Image
+
+    src = photos[rng.integers(len(photos))]
+    h, w = src.shape[:2]
+    c = int(rng.integers(int(0.35 * min(h, w)), min(h, w) + 1))
+    y, x = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
+    crop = src[y:y + c, x:x + c].astype(np.float32)
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    crop = np.clip(crop * rng.uniform(0.75, 1.25, size=3), 0, 255).astype(np.uint8)
+    return Image.fromarray(crop).resize((side, side), Image.BILINEAR)
+
+
+def _patch(kind: str, size: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if kind == "checker":
+        cell = max(1, size // 4)
+        yy, xx = np.mgrid[0:size, 0:size]
+        on = ((yy // cell + xx // cell) % 2).astype(bool)
+        out = np.where(on[..., None], np.array([255, 255, 255]), np.array([0, 0, 0]))
+    elif kind == "solid":
+        out = np.broadcast_to(rng.integers(0, 256, 3), (size, size, 3))
+    elif kind == "noise":
+        out = rng.integers(0, 256, (size, size, 3))
+    else:  # a logo: a ring with a bar, in two colours
+        yy, xx = np.mgrid[0:size, 0:size] - (size - 1) / 2
+        r = np.hypot(yy, xx)
+        ring = (r <= size / 2) & (r >= size / 4)
+        bar = np.abs(yy) <= max(0.5, size / 10)
+        fg, bg = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+        out = np.where((ring | bar)[..., None], fg, bg)
+    return np.asarray(out, dtype=np.uint8)
+
+
+def _paste(img, patch: np.ndarray, rng: np.random.Generator):
+    """Paste at a random corner or border midpoint, 0-3 px in from the edge."""
+    arr = np.asarray(img).copy()
+    side, p = arr.shape[0], patch.shape[0]
+    where = rng.integers(8)  # 4 corners, 4 border midpoints
+    m = int(rng.integers(0, 4))
+    lo, hi, mid = m, side - p - m, (side - p) // 2
+    y, x = [(lo, lo), (lo, hi), (hi, lo), (hi, hi), (lo, mid), (hi, mid), (mid, lo), (mid, hi)][where]
+    arr[y:y + p, x:x + p] = patch
+    from PIL import Image
+
+    return Image.fromarray(arr)
+
+
+def patch_corpus(path: Path, side: int, size: int, quality: int, rate: float, n: int, seed: int) -> dict[str, set]:
+    """One Parquet shard: ``n`` images of ``side`` px, each patch kind pasted (``size`` px) on
+    ``rate`` of them with its own caption phrase. Returns kind -> ids of its images."""
+    import io
+
+    rng = np.random.default_rng(seed)
+    photos = _photos()
+    k = max(1, round(rate * n))
+    order = rng.permutation(n)
+    planted = {kind: set() for kind in PATCH_KINDS}
+    target = {}
+    for j, kind in enumerate(PATCH_KINDS):
+        for i in order[j * k:(j + 1) * k]:
+            target[int(i)] = kind
+    ids, images, captions = [], [], []
+    for i in range(n):
+        img = _base_image(rng, photos, side)
+        words = list(rng.choice(GRID_WORDS, size=int(rng.integers(6, 11))))
+        kind = target.get(i)
+        if kind:
+            img = _paste(img, _patch(kind, size, seed * 10 + PATCH_KINDS.index(kind)), rng)
+            words += ["as", "seen", "on", f"{kind}vision"]
+            planted[kind].add(f"g{i}")
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=quality)
+        ids.append(f"g{i}")
+        images.append(buf.getvalue())
+        captions.append(" ".join(words))
+    pl.DataFrame({"id": ids, "image": images, "caption": captions}).write_parquet(path)
+    return planted
+
+
+def patch_grid_mode(args) -> None:
+    """recall/precision of ``poison.patch`` per cell of the grid (patch kind x patch size x image
+    side x JPEG quality x rate)."""
+    work = Path(args.work) / f"patch-grid-{os.getpid()}"
+    work.mkdir(parents=True, exist_ok=True)
+    sides = [int(x) for x in args.grid_sides.split(",")]
+    sizes = [int(x) for x in args.grid_sizes.split(",")]
+    quals = [int(x) for x in args.grid_quality.split(",")]
+    rates = [float(x) for x in args.grid_rates.split(",")]
+    print(f"poison.patch on an independent generator: {args.grid_n} images per corpus, 4 patch kinds per corpus "
+          f"(each on `rate` of the images, own caption phrase), corners/borders 0-3 px from the edge")
+    print("| image px | patch px | JPEG q | rate | " + " | ".join(f"{k} R" for k in PATCH_KINDS) + " | precision |")
+    print("|---|---|---|---|" + "---|" * (len(PATCH_KINDS) + 1))
+    cell = 0
+    for side in sides:
+        for size in sizes:
+            for q in quals:
+                for rate in rates:
+                    cell += 1
+                    src = work / f"c{cell}" / "data.parquet"
+                    src.parent.mkdir(parents=True)
+                    planted = patch_corpus(src, side, size, q, rate, args.grid_n, args.seed + cell)
+                    out = work / f"run{cell}"
+                    scan(src.parent, out, ["poison.patch"], 1)
+                    f = pl.read_parquet(out / "findings.parquet").filter(pl.col("check") == "poison.patch")
+                    flagged = set(f["record_id"].to_list())
+                    truth = set().union(*planted.values())
+                    recalls = [len(flagged & planted[k]) / len(planted[k]) for k in PATCH_KINDS]
+                    prec = len(flagged & truth) / len(flagged) if flagged else float("nan")
+                    print(f"| {side} | {size} | {q} | {rate:.0%} | " + " | ".join(f"{r:.2f}" for r in recalls)
+                          + f" | {fmt(prec)} |", flush=True)
+
+
 # --------------------------------------------------------------------------- GPU mode
 
 
@@ -237,7 +377,7 @@ def gpu_mode(args) -> None:
     import torch
     from PIL import Image
 
-    from integrity.clip import OpenClipScorer
+    from integrity.analysis.clip import OpenClipScorer
 
     dev = args.device
     if dev == "cuda" and not torch.cuda.is_available():
@@ -309,7 +449,7 @@ def gpu_mode(args) -> None:
     print(f"| plain open_clip loop (1 pair per step, autocast) | {loop_rate:,.0f} | 1.0x |")
     print(f"| plain batched loop (batch {args.batch_size}, main-thread preprocess) | {batched_rate:,.0f} | "
           f"{batched_rate / loop_rate:.1f}x |")
-    print(f"| integrity.clip.OpenClipScorer (batch {args.batch_size}, {ours.workers} decode threads, "
+    print(f"| integrity.analysis.clip.OpenClipScorer (batch {args.batch_size}, {ours.workers} decode threads, "
           f"{str(ours.amp_dtype).replace('torch.', '')}) | {ours_rate:,.0f} | {ours_rate / loop_rate:.1f}x |")
     print(f"\nscore agreement with the plain loop over {k_loop} pairs: Pearson r = {corr:.4f}, "
           f"max |diff| = {np.abs(s_plain - s_ours[:k_loop]).max():.4f}")
@@ -327,7 +467,16 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--device", default="cuda", help="--gpu device (cpu: a smoke run of the same code)")
     ap.add_argument("--loop-pairs", type=int, default=1000, help="pairs the plain per-pair loop scores")
+    ap.add_argument("--patch-grid", action="store_true", help="poison.patch on the independent patch generator grid")
+    ap.add_argument("--grid-n", type=int, default=300, help="images per grid corpus")
+    ap.add_argument("--grid-sides", default="64,256,1024")
+    ap.add_argument("--grid-sizes", default="3,8,16")
+    ap.add_argument("--grid-quality", default="60,95")
+    ap.add_argument("--grid-rates", default="0.03,0.1")
     args = ap.parse_args()
+    if args.patch_grid:
+        patch_grid_mode(args)
+        return
     if args.gpu:
         args.n = args.n or 8192
         gpu_mode(args)

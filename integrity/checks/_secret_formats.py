@@ -232,7 +232,8 @@ PREFILTER = (
     r"fm2_|hv[sbr]\.|shp(?:at|ca|pa|ss)_|do[opr]_v1_|dapi[a-f0-9]{32}|dp\.[a-z]+\.|glsa_|glc_|PMAK-|lin_api_|"
     r"AGE-SECRET-KEY|tskey-|NRAK-|r8_|gsk_|"
     r"(?i:vault)[^\n]{0,40}s\.[A-Za-z0-9]{24}|(?i:sumo)[A-Za-z0-9_.-]{0,30}[\"']?[ \t]*[:=]|"
-    r"(?i:curl)[^\n]*[ \t](?:-u|--user)|(?i:authorization)[\"']?[ \t]*[:=]|://[^\s/@:]*:[^\s/@]+@|"
+    r"(?:-u|--user)[ \t=]+\S*:|(?:-H|--header)[ \t=]+[\"'][A-Za-z-]*(?i:key|token)[ \t]*:|"
+    r"(?i:authorization)[\"']?[ \t]*[:=]|://[^\s/@:]*:[^\s/@]+@|"
     r"machine\s+\S+\s+login|mysql[^\n]*[ \t]-p\S|docker[ \t]+login|PGPASSWORD=|REDISCLI_AUTH=|"
     r"<(?i:password|passwd|secret|token|api_?key|client_?secret|access_?key)>"
 )
@@ -328,7 +329,8 @@ def password_ok(user: str, password: str, min_len: int = 6) -> bool:
     """Whether ``password`` (next to ``user``) can be a real credential rather than a stand-in."""
     if len(password) < min_len or password == user or _NOT_PASSWORD.match(password):
         return False
-    if "$" in password or "{" in password or "<" in password or "%(" in password:
+    if password.startswith("$") or "${" in password or "$(" in password or "{{" in password or "<" in password \
+            or "%(" in password:
         return False  # shell/template variables
     if _example_words(password):
         return False
@@ -336,13 +338,20 @@ def password_ok(user: str, password: str, min_len: int = 6) -> bool:
 
 
 _CURL_USER = re.compile(
-    r"""(?:^|\s)(?:-u|--user)(?:=|[ \t]+)(?:"([^"\s:]{1,64}):([^"\s]{1,128})"|'([^'\s:]{1,64}):([^'\s]{1,128})'|"""
-    r"""([A-Za-z0-9_.@+-]{1,64}):([^\s"'`]{1,128}))(?=\s|$)""",
+    r"""(?:^|\s)(?:-u|--user)(?:=|[ \t]+)(?:"(?P<u1>[^"\s:]{0,64}):(?P<p1>[^"\s]{0,128})"|"""
+    r"""'(?P<u2>[^'\s:]{0,64}):(?P<p2>[^'\s]{0,128})'|"""
+    r"""(?P<u3>[A-Za-z0-9_.@+-]{1,64}):(?:'(?P<p3>[^'\s]{1,128})'|"(?P<p4>[^"\s]{1,128})"|(?P<p5>[^\s"'`]{1,128})))"""
+    r"""(?=\s|$)""",
+    A,
+)
+# an API key or token in a curl header other than Authorization (apikey:, Api-Token:, X-Foo-ApiKey:)
+_KEY_HEADER = re.compile(
+    r"""(?:-H|--header)(?:=|[ \t]+)["'](?i:x-[a-z-]*)?(?i:api-?)?(?i:key|token)[ \t]*:[ \t]*([A-Za-z0-9._~+/=-]{10,})["']""",
     A,
 )
 _CURL = re.compile(r"(?i)\bcurl\b")
 _AUTH_HEADER = re.compile(
-    r"""(?i)\bauthorization["']?[ \t]*[:=][ \t]*["']?(bearer|token|basic)[ \t]+([A-Za-z0-9._~+/-]{8,}=*)""", A
+    r"""(?i)\bauthorization["']?[ \t]*[:=][ \t]*["']?(?:(bearer|token|api-token|basic)[ \t]+)?([A-Za-z0-9._~+/-]{8,}=*)""", A
 )
 _URL_CREDS = re.compile(
     r"(?<![A-Za-z0-9+.-])([a-z][a-z0-9+.-]{1,20})://([^\s:/@\"'<>]{1,64}):([^\s/@\"'<>]{1,128})@([A-Za-z0-9.-]+)", A
@@ -361,9 +370,9 @@ _XML_SECRET = re.compile(
 )
 
 
-def _secret_like(value: str) -> bool:
-    """A bearer token: 16+ characters, not an identifier in capitals, some entropy."""
-    if len(value) < 16 or placeholder_like(value):
+def _secret_like(value: str, min_len: int = 16) -> bool:
+    """A bearer token: ``min_len``+ characters, not an identifier in capitals, some entropy."""
+    if len(value) < min_len or placeholder_like(value):
         return False
     classes = sum((any(c.islower() for c in value), any(c.isupper() for c in value), any(c.isdigit() for c in value)))
     return classes >= 2 and entropy64(value) >= 3.0
@@ -373,15 +382,21 @@ def scan_credential_syntax(text: str) -> Iterator[RawMatch]:
     """``curl --user``, ``Authorization:`` headers and credentials in URLs."""
     if ("curl" in text or "CURL" in text or "Curl" in text) and _CURL.search(text):
         for m in _CURL_USER.finditer(text):
-            g = m.groups()
-            user, pw = (g[0], g[1]) if g[0] is not None else (g[2], g[3]) if g[2] is not None else (g[4], g[5])
-            if not password_ok(user, pw):
+            d = m.groupdict()
+            ui = next(k for k in ("u1", "u2", "u3") if d[k] is not None)
+            pi = next((k for k in ("p1", "p2", "p3", "p4", "p5") if d[k] is not None), None)
+            user, pw = d[ui], d[pi] if pi else ""
+            if not pw and ui != "u3":
+                ui, pi, user, pw = "", ui, "", user  # "token:": a token given as the user name
+            if not pi or not password_ok(user, pw):
                 continue
-            start = m.start(g.index(pw) + 1)
-            yield match("basic_auth", text, start, start + len(pw), 1.0, syntax="curl --user")
+            yield match("basic_auth", text, m.start(pi), m.end(pi), 1.0, syntax="curl --user")
+        for m in _KEY_HEADER.finditer(text):
+            if _secret_like(m.group(1), 10):
+                yield match("auth_header", text, m.start(1), m.end(1), 1.0, scheme="key header")
     if "uthorization" in text or "UTHORIZATION" in text:
         for m in _AUTH_HEADER.finditer(text):
-            scheme, value = m.group(1).lower(), m.group(2)
+            scheme, value = (m.group(1) or "").lower(), m.group(2)
             if scheme == "basic":
                 try:
                     user, _, pw = base64.b64decode(value, validate=True).decode("utf-8").partition(":")

@@ -18,8 +18,8 @@ from typing import Any
 
 import polars as pl
 
+from integrity.engine.redact import mask_frame
 from integrity.ledger import Ledger, QuarantineAction
-from integrity.redact import mask_frame
 
 VERDICT_ORDER = ("quarantine", "unreadable", "warn", "pass")  # worst first
 SEVERITIES = ("critical", "warn", "info")

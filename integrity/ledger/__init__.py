@@ -42,7 +42,7 @@ every timestamp is UTC ISO-8601 with microseconds, e.g.
     ``uri`` -> (``fingerprint``, ``sha256``): the last hash of a shard and the
     storage fingerprint (size + mtime/ETag) it was computed for.
 
-The file-moving protocol itself lives in :mod:`integrity.quarantine`; this
+The file-moving protocol itself lives in :mod:`integrity.engine.quarantine`; this
 module only records. It is plain Python (no Prefect).
 """
 from integrity.ledger.records import (  # noqa: F401

@@ -504,7 +504,7 @@ class Ledger:
     ) -> Release:
         """Record a release of one content directly (no file operation).
 
-        Use :func:`integrity.quarantine.release` to release a quarantined
+        Use :func:`integrity.engine.quarantine.release` to release a quarantined
         shard; this records a release for content that was never moved (e.g.
         to pre-approve a shard that only warned).
         """

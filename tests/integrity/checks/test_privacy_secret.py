@@ -326,6 +326,14 @@ HAND_WRITTEN = [
     ("basic_auth", "docker login -u ci-bot -p {} registry.corp.net", "Mw3kQ9zLx2vR7t"),
     ("basic_auth", "PGPASSWORD={} psql -h db -U etl", "Rt5zKq8mWx2L"),
     ("basic_auth", "<datasource><password>{}</password></datasource>", "Hq4vLz9kWm2x"),
+    ("basic_auth", 'curl -s -u ":{}" https://search.corp.net:9200/_cat/indices', "Zq8vLm2kWx9r"),
+    ("basic_auth", "curl -u '{}:' https://api.payments.corp/v1/charges", "Jt6qWm3zLx8vKp2R"),
+    ("basic_auth", "curl -X POST https://ci.corp.net/job/nightly/build \\\n  -H 'Accept: */*' \\\n  --user svc:{}",
+     "Lm7xQ2vZk9Rw"),
+    ("basic_auth", "curl --user ops:'{}' -X DELETE https://registry.corp.net/v2/x", "Hq4vLz9kWm2xR"),
+    ("basic_auth", "curl -u admin:{} http://10.0.0.7:15672/api/queues", "Gr8$day2024x"),
+    ("auth_header", "curl -H 'Authorization: {}' https://hooks.corp.net/deploy", "7c1e2b9a-44d0-4f3e-9a21-6b8d0c3e5f17"),
+    ("auth_header", 'curl -H "X-Acme-ApiKey: {}" https://api.acme.test/v2/orders', "9d0f4c2a-1b7e-4e6a-8c3d-2f5b7a9e1c04"),
     ("discord_webhook", "WEBHOOK = '{}'",
      "https://discord.com/api/webhooks/1027384567394837648/Zk3mQ9xVb7LpR2tW4nC8yH6dJ1sF0gKe5uTaIoPqXwYzE3rD7vB1nM4cL8kJ2hG6fS0a"),
 ]
@@ -355,6 +363,9 @@ HAND_WRITTEN_NEGATIVES = [
     "stripe.api_key = 'sk_test_4eC39HqLyjWDarjtT1zdp7dc'",  # Stripe's docs key (test mode)
     "GITHUB_TOKEN=ghp_Zk3mQ9xVb7LpR2tW",  # a truncated token: a provider prefix on a body its format rejects
     "mysql -u root -p",  # prompts for the password
+    'curl -u ":" https://search.corp.net:9200',
+    'curl -H "X-Api-Key: $ACME_KEY" https://api.acme.test/v2/orders',
+    "curl -u ops:$(cat /run/secrets/ops) https://registry.corp.net",
     "docker login -u $CI_REGISTRY_USER -p $CI_REGISTRY_PASSWORD $CI_REGISTRY",
 ]
 
