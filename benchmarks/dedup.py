@@ -303,7 +303,7 @@ def score_removed(truth: Path, removed: Path) -> tuple[float, float] | None:
 
 def shingle_sets(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Exact shingle sets (sorted unique 64-bit hashes of the reference shingles) in CSR form."""
-    from integrity.dedup.text import shingles, tokenize
+    from integrity.analysis.dedup.text import shingles, tokenize
 
     vals, offs = [], [np.zeros(1, dtype=np.int64)]
     base = 0
@@ -321,7 +321,7 @@ def shingle_sets(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 def exact_jaccard(values: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray,
                   chunk: int = 200_000) -> np.ndarray:
     """Exact Jaccard of the shingle sets of record pairs (vectorized)."""
-    from integrity.history import take_ragged
+    from integrity.analysis.history import take_ragged
 
     out = np.empty(len(a))
     for s in range(0, len(a), chunk):
@@ -341,7 +341,7 @@ def exact_jaccard(values: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.
 
 
 def pair_metrics(data: Path, results: list[dict], sample: int, seed: int = 0) -> dict[str, tuple[float, float]]:
-    from integrity.dedup.graph import components, unique_pairs
+    from integrity.analysis.dedup.graph import components, unique_pairs
 
     df = pl.read_parquet(data / "all.parquet")
     ids = df["id"].to_list()

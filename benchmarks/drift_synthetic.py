@@ -49,10 +49,10 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from integrity.analysis.profile import EMBED_MAX_CHARS, build_profile, embed_texts  # noqa: E402
 from integrity.checks.base import CorpusContext, ShardInfo  # noqa: E402
 from integrity.checks.distribution_drift import DriftCheck, compare_shard  # noqa: E402
 from integrity.checks.synthetic_text import SyntheticTextCheck  # noqa: E402
-from integrity.profile import EMBED_MAX_CHARS, build_profile, embed_texts  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 PROG = ["libs", "libdevel", "python", "perl", "devel", "haskell", "rust", "golang", "javascript", "java", "ruby",
@@ -110,8 +110,8 @@ class EmbeddingCache:
 def bench_synthetic(splits: int, shard_size: int, shards_per_rate: int, work: Path) -> dict:
     from sklearn.metrics import roc_auc_score
 
-    from integrity.features import text_features
-    from integrity.profile import classifier_scores
+    from integrity.analysis.features import text_features
+    from integrity.analysis.profile import classifier_scores
 
     d = pl.concat([pl.read_parquet(p) for p in sorted((DATA / "synthetic").glob("*.parquet"))])
     d = d.with_columns(pair=pl.col("id").str.replace(r"-(human|llama2)$", ""))

@@ -9,7 +9,7 @@ sample) with the same model and sequence length:
 
 * ``plain``: ``SentenceTransformer.encode(texts, batch_size=B)``, the usual loop
   (fp32; it sorts by character length itself);
-* ``integrity``: :class:`integrity.embeddings.TextEmbedder` (token-length
+* ``integrity``: :class:`integrity.analysis.embeddings.TextEmbedder` (token-length
   sorting, token-budget batches, prefetching the next padded batch on a helper
   thread, and fp16 autocast with pinned memory on CUDA).
 
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import polars as pl
 
-from integrity.embeddings import TextEmbedder, budget_order, load_model
+from integrity.analysis.embeddings import TextEmbedder, budget_order, load_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian" / "descriptions.parquet"
 PEAK_FP16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0, "T4": 65.0, "V100": 125.0}

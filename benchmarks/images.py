@@ -16,7 +16,7 @@ images per second of the scan:
   on ``--clip-sample`` pairs.
 
 GPU mode (``--gpu``) measures CLIP image-caption scoring with a random-weight
-ViT-B-32 on CUDA: :class:`integrity.clip.OpenClipScorer` (threaded decode and
+ViT-B-32 on CUDA: :class:`integrity.analysis.clip.OpenClipScorer` (threaded decode and
 resize overlapped with the model, uint8 transfer, normalization on the device,
 autocast) against a plain open_clip loop (``preprocess`` + ``encode_image`` +
 ``encode_text`` per pair, as in open_clip's README) and a plain batched loop,
@@ -86,7 +86,7 @@ def _palette_fn(images, captions):
 
 def palette_scorer(options):
     """Scorer factory for the ``scorer`` option (``__main__:palette_scorer`` in this process)."""
-    from integrity.clip import CallableScorer
+    from integrity.analysis.clip import CallableScorer
 
     return CallableScorer(_palette_fn, "palette (benchmark stand-in for CLIP)")
 
@@ -107,10 +107,10 @@ def corpus(work: Path, n: int, shards: int, seed: int) -> tuple[Path, float]:
 
 
 def scan(source: Path, out: Path, checks: list[str], workers: int, options: dict | None = None) -> tuple[dict, float]:
+    from connectors.schema import ColumnMapping
     from integrity.engine.pipeline import run_scan
     from integrity.engine.spec import ScanSpec
     from integrity.policy import load_policy
-    from integrity.schema import ColumnMapping
 
     policy = load_policy()
     policy.state_dir = str(out / "state")
@@ -182,7 +182,7 @@ def fmt(x) -> str:
 def clip_cpu(source: Path, sample: int) -> tuple[float, int]:
     import tarfile
 
-    from integrity.clip import OpenClipScorer
+    from integrity.analysis.clip import OpenClipScorer
 
     images, caps = [], []
     with tarfile.open(next(source.glob("*.tar"))) as tf:
@@ -377,7 +377,7 @@ def gpu_mode(args) -> None:
     import torch
     from PIL import Image
 
-    from integrity.clip import OpenClipScorer
+    from integrity.analysis.clip import OpenClipScorer
 
     dev = args.device
     if dev == "cuda" and not torch.cuda.is_available():
@@ -449,7 +449,7 @@ def gpu_mode(args) -> None:
     print(f"| plain open_clip loop (1 pair per step, autocast) | {loop_rate:,.0f} | 1.0x |")
     print(f"| plain batched loop (batch {args.batch_size}, main-thread preprocess) | {batched_rate:,.0f} | "
           f"{batched_rate / loop_rate:.1f}x |")
-    print(f"| integrity.clip.OpenClipScorer (batch {args.batch_size}, {ours.workers} decode threads, "
+    print(f"| integrity.analysis.clip.OpenClipScorer (batch {args.batch_size}, {ours.workers} decode threads, "
           f"{str(ours.amp_dtype).replace('torch.', '')}) | {ours_rate:,.0f} | {ours_rate / loop_rate:.1f}x |")
     print(f"\nscore agreement with the plain loop over {k_loop} pairs: Pearson r = {corr:.4f}, "
           f"max |diff| = {np.abs(s_plain - s_ours[:k_loop]).max():.4f}")

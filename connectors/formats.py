@@ -3,7 +3,7 @@
 A shard file's name ends with a *format suffix*, optionally followed by a
 *compression suffix* (``data.jsonl.zst``). Adding a format is one line in
 :data:`FORMAT_SUFFIXES` plus a reader registered with
-:func:`connectors.readers.register_reader` (WebDataset ``.tar`` is the next).
+:func:`connectors.registry.register_reader`.
 
 Hugging Face ``datasets`` directories (``save_to_disk`` layout) are shards of
 format ``hf_dataset``; they are recognised by their files, not by a suffix.
@@ -17,7 +17,7 @@ PARQUET = "parquet"
 JSONL = "jsonl"
 CSV = "csv"
 HF_DATASET = "hf_dataset"
-WEBDATASET = "webdataset"  # seam: reader not implemented yet
+WEBDATASET = "webdataset"  # tar of image + caption samples (connectors.webdataset_format)
 
 # format suffix -> format
 FORMAT_SUFFIXES: dict[str, str] = {

@@ -2,7 +2,7 @@
 
 :class:`ShardReader` picks the raw reader registered for the shard's format
 (see :mod:`connectors.registry`), maps its batches onto
-:data:`integrity.schema.RECORD_FIELDS` with the :class:`ColumnMapping`, and
+:data:`connectors.schema.RECORD_FIELDS` with the :class:`ColumnMapping`, and
 records rows, bytes and the SHA-256 of the shard's bytes as it goes.
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ from connectors.image_paths import ImageResolver
 from connectors.listing import ShardRef
 from connectors.normalize import Plan, image_paths_in, make_plan, normalize_batch
 from connectors.registry import ReadContext, reader_for, registered_formats
+from connectors.schema import RECORD_FIELDS, RECORD_ID, ROW, ColumnMapping
 from connectors.streams import hash_shard
-from integrity.schema import RECORD_FIELDS, RECORD_ID, ROW, ColumnMapping
 
 __all__ = ["ShardReader", "hash_shard", "read_shard"]
 
@@ -33,7 +33,7 @@ class ShardReader:
     source has no id column), ``row`` (int64, 0-based row index in the shard),
     and each other :class:`ColumnMapping` field the source has (``text``,
     ``label``, ``prompt``, ``response``, ``caption``, ``image``) with its type
-    from :data:`integrity.schema.RECORD_FIELDS`. Nulls stay nulls.
+    from :data:`connectors.schema.RECORD_FIELDS`. Nulls stay nulls.
 
     An ``image`` column of paths (strings, or a ``datasets`` Image struct whose
     ``bytes`` is null) is read into bytes as batches go (see

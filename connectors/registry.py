@@ -6,8 +6,8 @@ rows (it may first yield a 0-row batch carrying the schema), holds memory
 bounded by the batch size, raises :class:`ShardReadError` for bad input, and
 sets ``ctx.sha256`` / ``ctx.bytes`` once it has read the whole shard.
 :class:`connectors.readers.ShardReader` maps its batches onto the normalized
-schema. To add a format (WebDataset next), write such a function, decorate it
-with ``@register_reader("webdataset")``, import its module in
+schema. To add a format, write such a function, decorate it with
+``@register_reader("myformat")``, import its module in
 ``connectors/readers.py`` and add its suffix to ``connectors.formats``.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 This module knows storage only: it hashes, copies, removes and inspects files
 and directories. It knows nothing about checks, verdicts or the ledger; the
 crash-safe quarantine protocol built on top of it lives in
-:mod:`integrity.quarantine`.
+:mod:`integrity.engine.quarantine`.
 
 Content hash (``sha256_of``)
 ----------------------------

@@ -41,10 +41,11 @@ def profile(
     Example: integrity profile data/trusted/ --out refs/web-2026q1 --synthetic-sample data/known-llm.jsonl
     """
     from connectors.errors import ConnectorError
+    from connectors.schema import ColumnMapping
+    from connectors.schema import ColumnMapping
     from flows.build import DEFAULT_COLUMNS
     from flows.progress_view import progress_view
-    from integrity.profile import ProfileError, build_profile
-    from integrity.schema import ColumnMapping
+    from integrity.analysis.profile import ProfileError, build_profile
 
     cols = {**DEFAULT_COLUMNS, "id": id_column, "text": text_column, "label": label_column, "prompt": prompt_column,
             "response": response_column, "caption": caption_column}
@@ -74,7 +75,7 @@ def manifest_export(
     private_key: Annotated[Optional[Path], typer.Option("--private-key", help="Sign with this Ed25519 PEM private key.")] = None,
 ) -> None:
     """Export the signed-off manifest (SHA-256 per shard) of the shards a scan approved."""
-    from integrity.manifest import ManifestError, export_manifest, read_key
+    from integrity.ledger.manifest import ManifestError, export_manifest, read_key
 
     try:
         doc = export_manifest(run_dir, out_file, signed_off_by=signed_off_by, note=note, include_warn=not only_pass,
@@ -98,7 +99,7 @@ def manifest_verify(
     strict: Annotated[bool, typer.Option("--strict", help="With --root: fail on shards the manifest does not list.")] = False,
 ) -> None:
     """Verify a corpus against its manifest before training: exit 0 ok, 2 changed/missing/bad signature, 3 unreadable."""
-    from integrity.manifest import ManifestError, read_key, verify_manifest
+    from integrity.ledger.manifest import ManifestError, read_key, verify_manifest
 
     try:
         res = verify_manifest(manifest, root, hmac_key=read_key(key_env, key_file), public_key=public_key,

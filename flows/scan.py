@@ -102,7 +102,6 @@ def _markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
-<<<<<<< HEAD
 def _scan_shards(spec: ScanSpec, refs: list[ShardRef]) -> list[ShardResult]:
     """The shard tasks, with the progress artifact updated while they run: records done / total
     and an ETA, from the batches of tasks in this process (threads) or the shards that finished
@@ -131,11 +130,11 @@ def _scan_shards(spec: ScanSpec, refs: list[ShardRef]) -> list[ShardResult]:
         if created:
             progress.unregister(spec.scan_id)
     return [by_name[r.name] for r in refs]
-=======
+
+
 def _root_flow_run_id() -> str | None:
     """The flow run the console links to: the scheduled (parent) run when this scan is its subflow."""
     return prefect_runtime.flow_run.root_flow_run_id or prefect_runtime.flow_run.id
->>>>>>> main
 
 
 @flow(name="integrity-scan", log_prints=True)

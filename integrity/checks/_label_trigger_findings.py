@@ -9,9 +9,9 @@ import math
 import numpy as np
 import polars as pl
 
-from integrity import lexical as lx
+from connectors.schema import RECORD_ID, ROW
+from integrity.analysis import lexical as lx
 from integrity.checks._label_triggers import _EMPTY, empty_corpus_findings
-from integrity.schema import RECORD_ID, ROW
 
 
 def offsets_for(recs_lazy: pl.LazyFrame, keys: pl.DataFrame, prefix: str) -> dict[tuple[str, str], tuple[list, list]]:

@@ -28,8 +28,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectors.schema import RECORD_ID, ROW, text_columns
 from integrity.checks.base import CheckConfigError, empty_findings, findings_frame
-from integrity.schema import RECORD_ID, ROW, text_columns
 
 #: what a scanner yields: (kind, start, end, score factor, extra detail)
 RawMatch = tuple[str, int, int, float, dict]

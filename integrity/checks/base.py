@@ -4,7 +4,7 @@ A check has two passes:
 
 * **per shard** – the engine creates a fresh instance for each shard and
   feeds it the shard's record batches (normalized schema, see
-  :mod:`integrity.schema`) through :meth:`Check.process_batch`, then calls
+  :mod:`connectors.schema`) through :meth:`Check.process_batch`, then calls
   :meth:`Check.finish_shard`. Each call returns a :class:`CheckOutput`: per-record
   findings and *compact* per-record features (hashes, signatures, embeddings)
   that the corpus pass needs. Instance state is therefore per shard.
@@ -76,7 +76,7 @@ class CorpusContext:
     #: SHA-256 per shard name (content identity, e.g. for history indexes)
     shard_sha256: dict[str, str] = field(default_factory=dict)
     scan_id: str = ""
-    #: the scan's column mapping (:class:`integrity.schema.ColumnMapping`), to re-read records
+    #: the scan's column mapping (:class:`connectors.schema.ColumnMapping`), to re-read records
     mapping: Any = None
     #: check name -> (shard, shard_index, features file) of every shard that wrote features
     feature_files: dict[str, list[tuple[str, int, Path]]] = field(default_factory=dict)
@@ -109,7 +109,7 @@ class Check(ABC):
     #: bump when the check's logic changes so cached shard results are recomputed
     version: ClassVar[int] = 1
     #: whether the engine hands this check the raw text; every other check gets its batches
-    #: with secrets masked (integrity.redact.mask_batch), so none can write one in full
+    #: with secrets masked (integrity.engine.redact.mask_batch), so none can write one in full
     reads_raw_secrets: ClassVar[bool] = False
 
     def __init__(self, options: Mapping[str, Any] | None = None, shard: ShardInfo | None = None):

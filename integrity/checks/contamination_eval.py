@@ -12,7 +12,7 @@ A benchmark is a file, directory or glob the connectors read (Parquet, JSONL,
 CSV, a ``datasets`` ``save_to_disk`` dir). Each is indexed once as hashed word
 n-grams (13 tokens by default, as in the GPT-3 paper's contamination analysis;
 ``ngram`` per benchmark or for all) after lower-casing and stripping
-punctuation (see :mod:`integrity.contamination`); the index is cached in
+punctuation (see :mod:`integrity.analysis.contamination`); the index is cached in
 ``<state_dir>/contamination/`` (or the ``index_dir`` option) keyed by the
 benchmark's SHA-256, so an unchanged benchmark is never re-read.
 
@@ -46,12 +46,12 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from integrity.checks.base import Check, CheckConfigError, CheckOutput, ShardInfo, findings_frame
-from integrity.contamination import (
+from connectors.schema import RECORD_ID, TEXT_FIELDS
+from integrity.analysis.contamination import (
     DEFAULT_NGRAM, BenchmarkError, BenchmarkIndex, BenchmarkSpec, content_key, load_index,
 )
-from integrity.dedup.text import tokenize, windows
-from integrity.schema import RECORD_ID, TEXT_FIELDS
+from integrity.analysis.dedup.text import tokenize, windows
+from integrity.checks.base import Check, CheckConfigError, CheckOutput, ShardInfo, findings_frame
 
 log = logging.getLogger(__name__)
 

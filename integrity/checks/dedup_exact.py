@@ -12,7 +12,7 @@ cluster, its size and the representative.
 
 With ``history`` (default), the hashes are also looked up in the dedup history
 of earlier nights (``STATE_DIR/dedup_history``, kind ``exact``, see
-:mod:`integrity.history`): a record whose text was approved before is a
+:mod:`integrity.analysis.history`): a record whose text was approved before is a
 finding even when it is alone in tonight's scan, and the oldest approved record
 is its representative (``history: true``, ``representative_sha256`` and
 ``representative_scan`` in the detail). Content already in the history (a
@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from connectors.schema import RECORD_ID, ROW
 from integrity.checks.base import Check, CheckOutput, CorpusContext
-from integrity.schema import RECORD_ID, ROW
 
 HISTORY_KIND = "exact"
 HISTORY_PARAMS = {"hash": "xxh3-128", "normalization": "nfkc-lower-ws-v1"}
@@ -128,7 +128,7 @@ class ExactDedup(Check):
     def _with_seen_order(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.LazyFrame:
         """Adds ``_order``: the history age of records whose shard content was approved
         on an earlier night (null for new content)."""
-        from integrity.history import seen_order
+        from integrity.analysis.history import seen_order
 
         keys = features.select("shard", ROW, "shard_index").collect()
         order = seen_order(ctx, HISTORY_KIND, HISTORY_PARAMS, keys["shard"], keys[ROW])
@@ -143,7 +143,7 @@ class ExactDedup(Check):
                   "h_scan_id": pl.Utf8, "h_count": pl.Int64, "h_order": pl.Int64}
         if not self.options["history"]:
             return pl.DataFrame(schema=schema)
-        from integrity.history import HistoryIndex, excluded_content
+        from integrity.analysis.history import HistoryIndex, excluded_content
 
         index = HistoryIndex(ctx.state_dir)
         if not index.exists():
@@ -172,7 +172,7 @@ class ExactDedup(Check):
     def after_verdicts(self, features: pl.LazyFrame, approved: list[str], ctx: CorpusContext) -> None:
         if not self.options["history"]:
             return
-        from integrity.history import HistoryIndex, approved_content, drop_rejected
+        from integrity.analysis.history import HistoryIndex, approved_content, drop_rejected
 
         index = HistoryIndex(ctx.state_dir)
         drop_rejected(index, approved, ctx)

@@ -2,7 +2,7 @@
 image given conflicting captions.
 
 Per shard, each decodable image keeps a few compact features (see
-:mod:`integrity.images`): the xxh3-128 of its decoded pixels, its 64-bit DCT
+:mod:`integrity.analysis.images`): the xxh3-128 of its decoded pixels, its 64-bit DCT
 perceptual hash, an 8x8 RGB and a 16x16 grey thumbnail (448 bytes) and its
 normalized caption.
 
@@ -28,7 +28,7 @@ representative and every other member is a finding with ``cluster``,
 (``exact``/``near``) and the Hamming distance to the representative.
 Score: 1.0 for an exact copy, else min(0.99, 1 - distance/64).
 
-When the history index (:mod:`integrity.history`) exists, approved images of
+When the history index (:mod:`integrity.analysis.history`) exists, approved images of
 earlier nights are found too (``history: true`` with the representative's
 scan): exact matches by pixel hash, near ones when a 16-bit quarter of the
 perceptual hash agrees exactly (every pair within 3 bits, most within 10),
@@ -50,11 +50,13 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from connectors.schema import RECORD_ID, ROW
+from integrity.analysis.dedup.graph import bucket_pairs, components, representatives, unique_pairs
+from integrity.analysis.images import (GREY_SIDE, colour_hash, sig_distance, sig_matrix, structure_similarity,
+                                       u64_to_bytes)
+from integrity.analysis.thumbnails import with_thumbnails
 from integrity.checks.base import CheckOutput, CorpusContext
-from integrity.dedup.graph import bucket_pairs, components, representatives, unique_pairs
-from integrity.images import (GREY_SIDE, LIMIT_OPTIONS, ImageCheck, colour_hash, sig_distance, sig_matrix,
-                              structure_similarity, u64_to_bytes, with_thumbnails)
-from integrity.schema import RECORD_ID, ROW
+from integrity.checks.image_base import LIMIT_OPTIONS, ImageCheck
 
 CAPTION_CHARS = 300
 _QUERY_CHUNK = 65536
@@ -267,7 +269,7 @@ class ImageDedup(ImageCheck):
         history record, linked to the tonight records (``query``) that match it."""
         if not self.options["history"]:
             return None
-        from integrity.history import HistoryIndex, excluded_content
+        from integrity.analysis.history import HistoryIndex, excluded_content
 
         index = HistoryIndex(ctx.state_dir)
         if not index.exists():
@@ -329,7 +331,7 @@ class ImageDedup(ImageCheck):
     def after_verdicts(self, features: pl.LazyFrame, approved: list[str], ctx: CorpusContext) -> None:
         if not self.options["history"]:
             return
-        from integrity.history import HistoryIndex, approved_content, drop_rejected
+        from integrity.analysis.history import HistoryIndex, approved_content, drop_rejected
 
         index = HistoryIndex(ctx.state_dir)
         drop_rejected(index, approved, ctx)

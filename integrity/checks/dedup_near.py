@@ -1,18 +1,18 @@
 """``dedup.near``: near duplicates by MinHash + LSH over word n-grams, across all
 shards of a scan and against the history of earlier nights.
 
-Per shard (vectorized per batch, see :mod:`integrity.dedup`): records are
+Per shard (vectorized per batch, see :mod:`integrity.analysis.dedup`): records are
 tokenized (lower case, punctuation dropped), shingled into word ``ngram``-grams
 (a record shorter than that is one shingle), and MinHashed with ``num_perm``
 (``bands * rows``) permutations. Features per record: ``bands`` (``bands``
 uint64 LSH keys, each the hash of ``rows`` minima), ``sketch`` (the
 ``sketch_size`` smallest distinct 32-bit shingle hashes: a bottom-k sketch) and
 ``nsh`` (distinct shingles); ``bands`` and ``sketch`` are little-endian binary
-values (:mod:`integrity.dedup.blobs`).
+values (:mod:`integrity.analysis.dedup.blobs`).
 
 Corpus pass: records sharing a band key are candidates (star + chain per
 bucket, so a bucket costs linear, never quadratic, pairs). The join is
-partitioned (:mod:`integrity.dedup.partitioned`): shard by shard, every
+partitioned (:mod:`integrity.analysis.dedup.partitioned`): shard by shard, every
 (band, key) entry is spilled to one of ``n * bands / partition_entries``
 partitions, and each partition is joined alone, so memory holds one shard's
 bands or one partition, never all band keys; the candidate pairs are then
@@ -53,15 +53,15 @@ import polars as pl
 import pyarrow as pa
 import xxhash
 
+from connectors.schema import RECORD_ID, ROW
+from integrity.analysis.dedup.blobs import pack, pack_fixed, unpack, unpack_fixed
+from integrity.analysis.dedup.graph import components, first_of_pairs, representatives, sorted_unique
+from integrity.analysis.dedup.minhash import MinHasher, bottom_k, sketch_pairs
+from integrity.analysis.dedup.partitioned import SketchSubset, band_join, partition_count
+from integrity.analysis.dedup.text import shingles, text_fields, tokenize
+from integrity.analysis.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
+                                        own_earlier_version, seen_order, take_ragged)
 from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
-from integrity.dedup.blobs import pack, pack_fixed, unpack, unpack_fixed
-from integrity.dedup.graph import components, first_of_pairs, representatives, sorted_unique
-from integrity.dedup.minhash import MinHasher, bottom_k, sketch_pairs
-from integrity.dedup.partitioned import SketchSubset, band_join, partition_count
-from integrity.dedup.text import shingles, text_fields, tokenize
-from integrity.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
-                               own_earlier_version, seen_order, take_ragged)
-from integrity.schema import RECORD_ID, ROW
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ variants) by sentence embeddings and nearest-neighbour search, SemDeDup style
 
 Per shard: each record's text (``text``; else ``prompt`` and ``response``
 joined by a newline; else ``caption``) is embedded with a sentence-transformers
-model through the project's :class:`integrity.embeddings.TextEmbedder`
+model through the project's :class:`integrity.analysis.embeddings.TextEmbedder`
 (default ``all-MiniLM-L6-v2``, shipped with the package and loaded offline;
 ``model`` may name any sentence-transformers model or a local directory),
 truncated to ``max_seq_length`` tokens, batched by token budget, on CUDA when
@@ -76,9 +76,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from connectors.schema import RECORD_ID, ROW
 from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext, ShardInfo
 from integrity.checks.dedup_exact import hash_texts, normalized_text
-from integrity.schema import RECORD_ID, ROW
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class SemanticDedup(Check):
     @property
     def embedder(self):
         if self._embedder is None:
-            from integrity.embeddings import TextEmbedder
+            from integrity.analysis.embeddings import TextEmbedder
 
             o = self.options
             self._embedder = TextEmbedder(model=o["model"], device=o["device"], batch_size=o["batch_size"],

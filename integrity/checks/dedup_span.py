@@ -3,7 +3,7 @@ elsewhere (licenses, boilerplate, leaked text: the ExactSubstr idea of Lee et al
 2022), across all shards of a scan and against the history of earlier nights.
 
 Per shard: every run of ``span_tokens`` consecutive word tokens inside one field
-is hashed (a rolling 64-bit polynomial, :mod:`integrity.dedup.text`), and
+is hashed (a rolling 64-bit polynomial, :mod:`integrity.analysis.dedup.text`), and
 winnowing keeps the smallest hash of every ``winnow`` consecutive windows
 (Schleimer et al. 2003). Two records sharing a run of at least
 ``span_tokens + winnow - 1`` tokens therefore always share a fingerprint, and
@@ -11,8 +11,8 @@ shorter runs of at least ``span_tokens`` tokens usually do; runs shorter than
 ``span_tokens`` never do (a fingerprint *is* a whole ``span_tokens`` window), so
 short shared phrases are not reported. Features per record: ``fps``, the
 fingerprints with their token position, field (index into
-``integrity.schema.TEXT_FIELDS``) and character offsets packed as one binary
-value (:data:`FP_DTYPE`, :mod:`integrity.dedup.blobs`), and ``ntok``, the
+``connectors.schema.TEXT_FIELDS``) and character offsets packed as one binary
+value (:data:`FP_DTYPE`, :mod:`integrity.analysis.dedup.blobs`), and ``ntok``, the
 record's token count.
 
 Corpus pass: a fingerprint is *repeated* when two or more records of the scan
@@ -38,14 +38,14 @@ import polars as pl
 import pyarrow as pa
 from numpy.lib.stride_tricks import sliding_window_view
 
+from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
+from integrity.analysis.dedup.blobs import pack, unpack
+from integrity.analysis.dedup.graph import bucket_pairs, components, first_of_pairs, representatives
+from integrity.analysis.dedup.text import Tokens, text_fields, tokenize, windows
+from integrity.analysis.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
+                                        own_earlier_version, seen_order)
 from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
 from integrity.checks.dedup_near import cluster_ids
-from integrity.dedup.blobs import pack, unpack
-from integrity.dedup.graph import bucket_pairs, components, first_of_pairs, representatives
-from integrity.dedup.text import Tokens, text_fields, tokenize, windows
-from integrity.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
-                               own_earlier_version, seen_order)
-from integrity.schema import RECORD_ID, ROW, TEXT_FIELDS
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,13 @@
 """``distribution.drift``: each shard against a trusted reference profile.
 
-Per shard pass: the cheap text features of every record (:mod:`integrity.features`),
-the label, the fairness lexicon flags (:mod:`integrity.fairness`), and a
+Per shard pass: the cheap text features of every record (:mod:`integrity.analysis.features`),
+the label, the fairness lexicon flags (:mod:`integrity.analysis.fairness`), and a
 deterministic bottom-k sample of record texts (``embed_sample`` of them, by a
 seeded hash of the record id) kept for embedding. Nothing is embedded per
 shard, so a scan without ``--reference`` costs no model time.
 
 Corpus pass, for every shard against the profile given with ``--reference``
-(see :mod:`integrity.profile`). **Effect sizes first**, each with a
+(see :mod:`integrity.analysis.profile`). **Effect sizes first**, each with a
 permutation p-value computed as (k + 1) / (n + 1), never 0:
 
 * per feature: PSI over the reference's decile bins (p-value by permuting the
@@ -59,11 +59,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from integrity import fairness
+from integrity.analysis import fairness
+from integrity.analysis.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, cached_batch_features, finite, record_text
+from integrity.analysis.profile import (EMBED_MAX_CHARS, Profile, ProfileError, bin_index, categorical_shares,
+                                        embed_texts, load_profile, nearest_centroid, sample_key)
 from integrity.checks.base import Check, CheckOutput, CorpusContext
-from integrity.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, cached_batch_features, finite, record_text
-from integrity.profile import (EMBED_MAX_CHARS, Profile, ProfileError, bin_index, categorical_shares,
-                               embed_texts, load_profile, nearest_centroid, sample_key)
 
 log = logging.getLogger(__name__)
 
@@ -670,7 +670,7 @@ def history_dir(state_dir: Path) -> Path:
 def update_history(features: pl.LazyFrame, state_dir: Path, k: int) -> None:
     """Keep a bottom-k sample (by hash of shard and record id) of approved records' features
     as a features-only profile in ``state_dir/drift/history``."""
-    from integrity.profile import _write_version, feature_summary, list_versions
+    from integrity.analysis.profile import _write_version, feature_summary, list_versions
 
     d = history_dir(state_dir)
     new = features.with_columns(

@@ -63,8 +63,8 @@ from typing import Any, Mapping
 import polars as pl
 import pyarrow as pa
 
+from connectors.schema import RECORD_ID, ROW
 from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
-from integrity.schema import RECORD_ID, ROW
 
 DEDUP_SIZE_KEYS = {"dedup.exact": "exact", "dedup.near": "near", "dedup.semantic": "semantic"}
 FINDINGS_SCHEMA = {"shard": pl.Utf8, RECORD_ID: pl.Utf8, "score": pl.Float64, "detail": pl.Utf8,

@@ -3,7 +3,7 @@
 Mismatched pairs are how concept poisoning works on text-to-image and CLIP
 training (Nightshade needs under 100 images to corrupt one SDXL concept):
 pictures of one thing captioned as another. Each pair is scored with an
-image-text model (:mod:`integrity.clip`: open_clip with the weights the
+image-text model (:mod:`integrity.analysis.clip`: open_clip with the weights the
 policy names, batched, CUDA and autocast when present; or a scorer plugged in
 by import path), and the per-shard pass keeps only that score.
 
@@ -29,10 +29,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from connectors.schema import RECORD_ID, ROW
+from integrity.analysis.clip import AlignmentScorer, ScorerConfigError, scorer_from_options
+from integrity.analysis.thumbnails import with_thumbnails
 from integrity.checks.base import CheckConfigError, CheckOutput, CorpusContext
-from integrity.clip import AlignmentScorer, ScorerConfigError, scorer_from_options
-from integrity.images import LIMIT_OPTIONS, ImageCheck, with_thumbnails
-from integrity.schema import RECORD_ID, ROW
+from integrity.checks.image_base import LIMIT_OPTIONS, ImageCheck
 
 
 class CaptionMismatch(ImageCheck):

@@ -11,7 +11,7 @@ image cluster of each record as its label:
 
 1. **Image clusters.** Per shard, each decodable image keeps an embedding:
    ``embedding: thumbnail`` (default, no model) is the 8x8 colour and 16x16 grey
-   thumbnails of :mod:`integrity.images` (already computed for the other
+   thumbnails of :mod:`integrity.analysis.images` (already computed for the other
    image checks: no second decode); ``embedding: clip`` is the open_clip image
    embedding of the model the options name (the same ``model``/``pretrained``/
    ``scorer`` options as ``poison.caption_mismatch``; weights are never
@@ -56,18 +56,24 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from integrity import lexical as lx
-from integrity.checks.base import CheckConfigError, CheckOutput, CorpusContext
+from integrity.analysis import lexical as lx
+from integrity.analysis.clip import ScorerConfigError, scorer_from_options
+from integrity.analysis.images import SIG_SIDE
+from integrity.analysis.thumbnails import with_thumbnails
 from integrity.checks._label_trigger_findings import build_findings
 from integrity.checks._label_triggers import (detect_label_triggers, empty_corpus_findings, split_features,
                                               token_features)
+from integrity.checks.base import CheckConfigError, CheckOutput, CorpusContext
+from integrity.checks.image_base import LIMIT_OPTIONS, ImageCheck
 from integrity.checks.poison_trigger import PoisonTriggerCheck
-from integrity.clip import ScorerConfigError, scorer_from_options
-from integrity.images import LIMIT_OPTIONS, SIG_SIDE, ImageCheck, with_thumbnails
 
 log = logging.getLogger(__name__)
 
-_TRIGGER_OPTIONS = {k: v for k, v in PoisonTriggerCheck.default_options.items() if k != "field"}
+# image clusters as labels: a caption phrase faithful to its pictures is pure and may be foreign
+# (a product name), so the routes that let foreignness or content alone decide stay off
+_TRIGGER_OPTIONS = {**{k: v for k, v in PoisonTriggerCheck.default_options.items()
+                       if k != "field" and not k.startswith("label_word_")},
+                    "clean_strong_overrep": 1e12, "clean_strong_span_members": 10 ** 9, "common_strict": True}
 GREY_BYTES = 16 * 16
 SIG_BYTES = SIG_SIDE * SIG_SIDE * 3
 

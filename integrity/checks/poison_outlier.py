@@ -18,7 +18,7 @@ Per-shard pass (every record with a label):
   whether it opens with a subordinate clause (and a comma closes it), whether a
   noun phrase starts after that comma.
 * **sentence embeddings** (real all-MiniLM-L6-v2 through
-  :class:`integrity.embeddings.TextEmbedder`, stored as float16 arrays): all
+  :class:`integrity.analysis.embeddings.TextEmbedder`, stored as float16 arrays): all
   records on a GPU; on CPU a deterministic per-shard sample (the records whose
   hashed id is smallest) within ``cpu_max_records`` / ``cpu_max_seconds``.
 
@@ -82,6 +82,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectors.schema import RECORD_ID, ROW
 from integrity.checks.base import (
     Check,
     CheckConfigError,
@@ -89,7 +90,6 @@ from integrity.checks.base import (
     CorpusContext,
     ShardInfo,
 )
-from integrity.schema import RECORD_ID, ROW
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def _knn(index_vectors: np.ndarray, queries: np.ndarray, k: int, metric: str) ->
 
 
 def _sample_mask(keys: list[str], cap: int, seed: int) -> np.ndarray:
-    from integrity.embeddings import budget_order
+    from integrity.analysis.embeddings import budget_order
 
     mask = np.zeros(len(keys), dtype=bool)
     mask[budget_order(keys, cap, seed)] = True
@@ -250,7 +250,7 @@ class OutlierCheck(Check):
     requires = ("label",)
     default_options: dict[str, Any] = {
         "embed": True,  # compute MiniLM embeddings (spectral and cohesion evidence of flagged groups)
-        "model": "all-MiniLM-L6-v2",  # sentence-transformers name or local path (see integrity/embeddings.py)
+        "model": "all-MiniLM-L6-v2",  # sentence-transformers name or local path (see integrity/analysis/embeddings.py)
         "device": None,  # None: CUDA when present, else CPU
         "max_seq_length": 128,  # tokens per text for the embedding (MiniLM was trained at 128)
         "batch_size": None,  # None: 512 on GPU, 64 on CPU
@@ -298,7 +298,7 @@ class OutlierCheck(Check):
     @property
     def embedder(self):
         if self._embedder is None:
-            from integrity.embeddings import TextEmbedder
+            from integrity.analysis.embeddings import TextEmbedder
 
             o = self.options
             self._embedder = TextEmbedder(
@@ -330,7 +330,7 @@ class OutlierCheck(Check):
         })
         if not self.options["embed"] or self._no_model:
             return CheckOutput(features=frame)
-        from integrity.embeddings import ModelUnavailableError
+        from integrity.analysis.embeddings import ModelUnavailableError
 
         try:
             emb = self.embedder
@@ -349,7 +349,7 @@ class OutlierCheck(Check):
 
     def _remember(self, texts: list[str | None], frame: pl.DataFrame) -> None:
         """Keep the ``cpu_max_records`` smallest-hash records seen so far (bounded memory)."""
-        from integrity.embeddings import stable_hashes
+        from integrity.analysis.embeddings import stable_hashes
 
         cap = self.options["cpu_max_records"]
         ids = frame[RECORD_ID].to_list()

@@ -4,7 +4,7 @@ A patch backdoor (BadNets; Carlini and Terzis 2021 for CLIP) pastes one small
 pattern on a few hundred images whose captions carry the attacker's target;
 a model learns "patch => target". The pattern is the same pixels wherever it
 sits, so it is found with *localized hashing* (see
-:func:`integrity.images.window_hashes`): every textured window of every image
+:func:`integrity.analysis.images.window_hashes`): every textured window of every image
 gets a position-independent content hash, and a consistent 1-in-64 sample of
 them is kept, so the windows of one patch have the same hashes in every
 image it is pasted on, at any position.
@@ -45,10 +45,12 @@ import pyarrow as pa
 import scipy.sparse as sp
 from scipy import stats
 
+from connectors.schema import RECORD_ID, ROW
+from integrity.analysis.dedup.graph import components
+from integrity.analysis.images import PATCH_CELL, hamming
+from integrity.analysis.thumbnails import with_thumbnails
 from integrity.checks.base import CheckOutput, CorpusContext
-from integrity.dedup.graph import components
-from integrity.images import LIMIT_OPTIONS, PATCH_CELL, ImageCheck, hamming, with_thumbnails
-from integrity.schema import RECORD_ID, ROW
+from integrity.checks.image_base import LIMIT_OPTIONS, ImageCheck
 
 MAX_GROUP_IMAGES = 2000  # images compared pairwise (phash) when counting distinct images of one group
 

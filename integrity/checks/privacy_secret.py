@@ -490,7 +490,7 @@ def _assignment_prefilter(min_len: int) -> str:
 
 
 # Every text the scanner writes (excerpts, finding details, cached features) is
-# masked with these: integrity.redact is the one place that calls them.
+# masked with these: integrity.engine.redact is the one place that calls them.
 SECRET_PREFILTER = (
     "(?:" + _TOKEN_PREFILTER + ")|(?:" + _FORMATS_PREFILTER + ")|(?i:" + _assignment_prefilter(16).removeprefix("(?i)") + ")"
 )

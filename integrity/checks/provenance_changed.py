@@ -24,7 +24,7 @@ quarantined keeps its old approved content in the manifest, so it is reported
 again until someone releases the new content (which approves it). Each
 approval is also appended to a history table (an audit trail of which content
 a URI served when). ``integrity manifest export`` signs off a whole approved
-corpus for a training job (see :mod:`integrity.manifest`).
+corpus for a training job (see :mod:`integrity.ledger.manifest`).
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ BUILTIN: dict[str, str] = {
     "distribution.drift": "integrity.checks.distribution_drift:DriftCheck",
     "synthetic.text": "integrity.checks.synthetic_text:SyntheticTextCheck",
     "provenance.changed": "integrity.checks.provenance_changed:ProvenanceCheck",
-    "image.decode": "integrity.images:ImageDecodeCheck",
+    "image.decode": "integrity.checks.image_decode:ImageDecodeCheck",
     "dedup.image": "integrity.checks.dedup_image:ImageDedup",
     "poison.caption_mismatch": "integrity.checks.poison_caption_mismatch:CaptionMismatch",
     "poison.trigger": "integrity.checks.poison_trigger:PoisonTriggerCheck",

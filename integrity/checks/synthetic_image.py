@@ -2,7 +2,7 @@
 
 Generated images leak back into scraped corpora, and most carry a mark that is
 easy to read when one looks. Per record, from the bytes and the decoded image
-(:mod:`integrity.images`), the check reads:
+(:mod:`integrity.analysis.images`), the check reads:
 
 ==================  =====================================================  =====
 mark                evidence                                                score
@@ -47,7 +47,7 @@ import pyarrow as pa
 
 from connectors.images import decode_image, mime_of, thumbnail_data_uri
 from integrity.checks.base import CheckOutput, findings_frame
-from integrity.images import LIMIT_OPTIONS, ImageCheck
+from integrity.checks.image_base import LIMIT_OPTIONS, ImageCheck
 
 IPTC_SOURCE = re.compile(r"digitalsourcetype/(\w+)", re.IGNORECASE)
 #: IPTC digital source types that mean generated content, with their score

@@ -9,11 +9,11 @@ confidence.
 Per record (shard pass, no reference needed):
 
 * known generator boilerplate ("As an AI language model", "Certainly! Here's",
-  "I hope this helps", ...; strong and weak lists in :mod:`integrity.features`),
+  "I hope this helps", ...; strong and weak lists in :mod:`integrity.analysis.features`),
   with the matched span as evidence;
-* a KGW green-list watermark z-test (:mod:`integrity.watermark`) when the
+* a KGW green-list watermark z-test (:mod:`integrity.analysis.watermark`) when the
   policy gives the generator's ``key`` (or ``key_env``) and ``tokenizer``;
-* the style and diversity features of :data:`integrity.features.STYLE_FEATURES`.
+* the style and diversity features of :data:`integrity.analysis.features.STYLE_FEATURES`.
 
 Corpus pass, per shard:
 
@@ -56,10 +56,10 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from integrity.analysis.features import STYLE_FEATURES, boilerplate_patterns, cached_batch_features, record_text
+from integrity.analysis.profile import Profile, ProfileError, classifier_scores, load_profile
 from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
 from integrity.checks.distribution_drift import FINDING_SCHEMA, dumps
-from integrity.features import STYLE_FEATURES, boilerplate_patterns, cached_batch_features, record_text
-from integrity.profile import Profile, ProfileError, classifier_scores, load_profile
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class SyntheticTextCheck(Check):
         wm = self.options.get("watermark")
         self._wm = None
         if wm:
-            from integrity.watermark import WatermarkConfigError, WatermarkDetector
+            from integrity.analysis.watermark import WatermarkConfigError, WatermarkDetector
 
             if not isinstance(wm, dict):
                 raise CheckConfigError("synthetic.text: watermark must be a mapping (key/key_env, tokenizer, ...)")
@@ -272,7 +272,7 @@ class SyntheticTextCheck(Check):
         if self._wm is not None or np.isfinite(wm_z).any():
             tok = df["wm_tokens"].fill_null(0).sum()
             green = df["wm_green"].fill_null(0).sum()
-            from integrity.watermark import p_from_z, z_score
+            from integrity.analysis.watermark import p_from_z, z_score
 
             gamma = float((o.get("watermark") or {}).get("gamma", 0.25))
             zs = z_score(int(green), int(tok), gamma)

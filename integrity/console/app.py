@@ -3,14 +3,13 @@
 :func:`create_app` builds it for one state directory. Pages are rendered on
 the server with Jinja2 (autoescape on: every value from the data is
 escaped); nothing is loaded from the network. Actions (release, restore)
-call :mod:`integrity.quarantine`, the same code as ``integrity quarantine
+call :mod:`integrity.engine.quarantine`, the same code as ``integrity quarantine
 release|restore``, and are written to the ledger's console audit log with
 who, when and why, whether they were done, refused or failed.
 """
 from __future__ import annotations
 
 import io
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,14 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from integrity import plots
-from integrity import quarantine as q
 from integrity.console import auth
 from integrity.console.charts import TRENDS, TrendCache
 from integrity.console.queries import SEVERITIES, VERDICT_ORDER, ConsoleData, drop_list, examples, findings, \
     findings_by_check
+from integrity.engine import quarantine as q
 from integrity.ledger import Ledger, LedgerError
-from integrity.report_format import fmt_duration, fmt_int, fmt_time, highlight_segments, pretty_detail
+from integrity.report import plots
+from integrity.report.format import fmt_duration, fmt_int, fmt_time, highlight_segments, pretty_detail
 
 HERE = Path(__file__).parent
 # the console's own pages: scripts and styles only from the console itself, no framing, no plugins
@@ -325,7 +324,7 @@ def create_app(state_dir: str | os.PathLike, *, prefect_ui: str | None = None, l
                                     f"{ident.name} ({ident.role}).")
         if not reason:
             return c.render(request, "confirm.html", status=400, kind=kind, action=a, reason="",
-                            error=f"Say why (the reason is recorded in the ledger with your name).")
+                            error="Say why (the reason is recorded in the ledger with your name).")
         if form.get("confirm") != "yes":
             return c.render(request, "confirm.html", status=400, kind=kind, action=a, reason=reason,
                             error="Tick the confirmation box to go on.")

@@ -1,4 +1,4 @@
-"""The console's trend charts across nights (static SVG from :mod:`integrity.plots`), cached per ledger state."""
+"""The console's trend charts across nights (static SVG from :mod:`integrity.report.plots`), cached per ledger state."""
 from __future__ import annotations
 
 import threading
@@ -6,8 +6,8 @@ from collections import OrderedDict
 
 from markupsafe import Markup
 
-from integrity import plots
 from integrity.console.queries import ConsoleData, ScanRow
+from integrity.report import plots
 
 TRENDS = {
     "findings": "Findings per check",

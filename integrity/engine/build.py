@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from connectors.image_paths import check_image_root
+from connectors.schema import ColumnMapping
 from integrity.engine.spec import ScanSpec, new_scan_id
 from integrity.policy import load_policy
-from integrity.schema import ColumnMapping
 
 DEFAULT_COLUMNS = {"id": "id", "text": "text", "label": "label", "prompt": "prompt", "response": "response",
                    "image": "image", "caption": "caption"}

@@ -6,77 +6,25 @@ the evidence (secrets masked) for the report.
 """
 from __future__ import annotations
 
-import errno
 import json
-import os
-import shutil
-from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import polars as pl
 
 from connectors import ShardReader, ShardRef
+from connectors.atomic import OutputError, atomic_output  # noqa: F401  (OutputError: raised through here)
 from connectors.errors import ShardReadError
+from connectors.schema import RECORD_ID, TEXT_FIELDS
+from integrity.engine.redact import mask_secrets
 from integrity.engine.shard import ShardResult
 from integrity.engine.spec import ScanSpec
-from integrity.redact import mask_secrets
-from integrity.schema import RECORD_ID, TEXT_FIELDS
 
 FINDINGS_ORDER = ["shard", "record_id", "check", "severity", "score", "detail"]
 EXAMPLES_SCHEMA = {"shard": pl.Utf8, "record_id": pl.Utf8, "check": pl.Utf8, "severity": pl.Utf8,
                    "score": pl.Float64, "field": pl.Utf8, "excerpt": pl.Utf8, "highlights": pl.Utf8,
                    "detail": pl.Utf8, "representative_shard": pl.Utf8, "representative_excerpt": pl.Utf8}
 MAX_EXAMPLE_SHARDS = 8  # shards re-read to fetch example texts, at most
-DISK_FULL_BYTES = 1 << 20  # a failed write with less free space than this was a full disk
-
-
-class OutputError(Exception):
-    """An output file could not be written (a full disk, a read-only run directory, ...).
-    The message names the file; nothing half-written is left behind."""
-
-
-@contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it to ``path`` when the block
-    succeeds, delete it when it fails (a full disk leaves no truncated output)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException as e:
-        with suppress(OSError):
-            tmp.unlink()
-        if isinstance(e, (OSError, pl.exceptions.PolarsError)) and not isinstance(e, OutputError):
-            raise OutputError(f"{path}: could not be written ({_why(e, path)}); {_fix(e, path)}") from e
-        raise
-
-
-def _disk_full(e: BaseException, path: Path) -> bool:
-    # polars reports a full disk as e.g. "Invalid thrift: transport error": ask the disk
-    if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    try:
-        return shutil.disk_usage(path.parent).free < DISK_FULL_BYTES
-    except OSError:
-        return False
-
-
-def _why(e: BaseException, path: Path) -> str:
-    if _disk_full(e, path):
-        return "no space left on the device"
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
-
-
-def _fix(e: BaseException, path: Path) -> str:
-    if _disk_full(e, path):
-        return "free space on that disk (or choose another --out) and run the scan again"
-    return "check that the run directory is writable and run the scan again"
-
-
 def write_parquet(frame: pl.DataFrame, path: Path) -> Path:
     """``frame`` to ``path`` atomically (see :func:`atomic_output`)."""
     with atomic_output(path) as tmp:

@@ -15,14 +15,14 @@ from typing import Callable, Iterable
 import polars as pl
 
 from connectors import ShardRef, list_shards
-from integrity import quarantine as quarantine_mod
+from integrity.engine import quarantine as quarantine_mod
 from integrity.engine import outputs, verdict
 from integrity.engine import progress as progress_mod
 from integrity.engine.corpus import after_verdicts, run_corpus_checks, shard_findings
+from integrity.engine.redact import mask_frame
 from integrity.engine.shard import ShardResult, scan_shard
 from integrity.engine.spec import ScanSpec
 from integrity.ledger import Ledger, findings_key
-from integrity.redact import mask_frame
 
 log = logging.getLogger(__name__)
 WORK = ".work"  # run_dir subfolder for intermediate files
@@ -98,7 +98,7 @@ def policy_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult
 
 def quarantine_stage(spec: ScanSpec, results: list[ShardResult], verdicts_path: Path,
                      on_quarantined: Callable[[dict], None] | None = None) -> Path:
-    """Quarantine every shard with that verdict (crash-safe; see integrity.quarantine),
+    """Quarantine every shard with that verdict (crash-safe; see integrity.engine.quarantine),
     then let corpus checks record the approved shards (history indexes).
 
     Unfinished actions of earlier, interrupted scans are completed first.
@@ -195,7 +195,7 @@ def output_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult
                                       ("list", "shards", "corpus", "policy", "quarantine", "report"))
     outputs.write_json(spec.out / "summary.json", summary)
     if write_html:
-        from integrity.report import write_report
+        from integrity.report.render import write_report
         t1 = time.perf_counter()
         write_report(spec.out)
         summary["timings"]["report"] += time.perf_counter() - t1

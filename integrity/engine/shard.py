@@ -27,9 +27,9 @@ from connectors import ShardReader, ShardRef, hash_shard
 from connectors.errors import ColumnMappingError, ShardReadError
 from integrity.checks.base import Check, CheckOutput, ShardInfo
 from integrity.engine.progress import tracker
+from integrity.engine.redact import mask_batch, mask_frame, mask_secrets
 from integrity.engine.spec import ScanSpec
 from integrity.ledger import Ledger
-from integrity.redact import mask_batch, mask_frame, mask_secrets
 
 log = logging.getLogger(__name__)
 

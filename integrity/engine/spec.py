@@ -11,10 +11,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from connectors.schema import ColumnMapping
 from integrity.checks import registry
 from integrity.checks.base import Check
 from integrity.policy import Policy
-from integrity.schema import ColumnMapping
 
 #: bump when the engine's per-shard output format changes (invalidates the cache)
 ENGINE_VERSION = 1

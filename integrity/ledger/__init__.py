@@ -16,7 +16,9 @@ every timestamp is UTC ISO-8601 with microseconds, e.g.
     ``flow_run_id`` (schema 2: the Prefect flow run, null for inline scans).
 ``shard_verdicts``
     one row per (scan, shard): ``uri``, ``sha256``, ``verdict``,
-    ``reasons_json`` (JSON list of strings), ``created_at``.
+    ``reasons_json`` (JSON list of strings), ``created_at``; indexed by
+    ``(scan_id, verdict)`` and (schema 4) covering ``(shard, scan_id, verdict,
+    sha256)`` for the console's pages.
 ``quarantine_actions``
     one row per quarantine of one content (uri + sha256): ``mode``
     (``move``/``copy``/``mark``), ``destination``, ``state`` (``pending`` ->
@@ -42,7 +44,7 @@ every timestamp is UTC ISO-8601 with microseconds, e.g.
     ``uri`` -> (``fingerprint``, ``sha256``): the last hash of a shard and the
     storage fingerprint (size + mtime/ETag) it was computed for.
 
-The file-moving protocol itself lives in :mod:`integrity.quarantine`; this
+The file-moving protocol itself lives in :mod:`integrity.engine.quarantine`; this
 module only records. It is plain Python (no Prefect).
 """
 from integrity.ledger.records import (  # noqa: F401

@@ -10,7 +10,7 @@ import pytest
 
 from connectors import ShardReader, ShardReadError, ShardRef, list_shards
 from connectors.errors import SourceError
-from integrity.schema import ColumnMapping
+from connectors.schema import ColumnMapping
 
 
 def _read_error(path, batch_size: int = 8192) -> ShardReadError:

@@ -16,7 +16,7 @@ from connectors import ShardReader, list_shards, read_shard
 from connectors import image_paths
 from connectors.image_paths import check_image_root
 from connectors.images import decode_image
-from integrity.schema import ColumnMapping
+from connectors.schema import ColumnMapping
 
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from connectors import ShardReader, ShardReadError, hash_shard, list_shards, read_shard
-from integrity.schema import RECORD_FIELDS, ColumnMapping
+from connectors.schema import RECORD_FIELDS, ColumnMapping
 
 EXPECTED_IDS = [str(100 + i) for i in range(7)]
 EXPECTED_LABELS = ["0", "1", "0", None, "0", "1", "0"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from connectors import ShardReader, list_shards
-from integrity.schema import ColumnMapping
+from connectors.schema import ColumnMapping
 
 DEBIAN = Path(__file__).resolve().parents[3] / "shared" / "data" / "debian" / "descriptions.parquet"
 

@@ -16,7 +16,7 @@ from PIL import Image
 from connectors import ShardReadError, list_shards, read_shard
 from connectors import webdataset_format
 from connectors.images import decode_image, rejected_reason
-from integrity.schema import ColumnMapping
+from connectors.schema import ColumnMapping
 
 
 def png(color=(200, 10, 10), size=(24, 24)) -> bytes:

@@ -116,7 +116,7 @@ def test_quarantine_resume_finishes_a_move_killed_midway(tmp_path: Path):
     crash = textwrap.dedent(f"""
         import os
         from integrity.ledger import Ledger
-        from integrity.quarantine import quarantine
+        from integrity.engine.quarantine import quarantine
         def die(step):
             if step == "verified":
                 os._exit(9)

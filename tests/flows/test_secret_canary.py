@@ -227,7 +227,7 @@ def _corpus(root: Path) -> dict[str, Path]:
     scorers = root / "scorers"
     scorers.mkdir()
     (scorers / "canary_scorer.py").write_text(
-        "from integrity.clip import CallableScorer\n"
+        "from integrity.analysis.clip import CallableScorer\n"
         "def make(options):\n"
         "    return CallableScorer(lambda images, captions: [0.1 + (len(c) % 7) / 50 for c in captions], 'canary')\n")
     state = root / "state"

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from integrity import contamination
+from integrity.analysis import contamination
 from integrity.checks.base import CheckConfigError
 from integrity.checks.contamination_eval import ContaminationEval
 

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image, ImageDraw
 from PIL.PngImagePlugin import PngInfo
 
+from integrity.analysis.images import u64_to_bytes
 from integrity.checks.base import CorpusContext, ShardInfo
 from integrity.checks.dedup_image import ImageDedup, near_pairs
-from integrity.images import u64_to_bytes
 
 
 def picture(seed: int, size=(256, 256)) -> Image.Image:
@@ -155,7 +155,7 @@ def test_thumbnails_of_member_and_representative(tmp_path: Path, corpus):
     frames = []
     for k, name in enumerate(corpus):
         from connectors import ShardReader, list_shards
-        from integrity.schema import ColumnMapping
+        from connectors.schema import ColumnMapping
 
         c = ImageDedup({}, ShardInfo(shard=name, uri=str(tmp_path / name)))
         for batch in ShardReader(list_shards(str(tmp_path / name))[0], ColumnMapping()):

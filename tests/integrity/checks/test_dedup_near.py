@@ -246,7 +246,7 @@ def test_later_nights_find_duplicates_of_approved_data_but_not_of_quarantined_da
                  "checks:\n  privacy.pii:\n    severity: warn\n"
                  "verdict:\n  quarantine:\n    any_finding_in: [privacy.pii]\n")
     assert s4["counts"]["verdicts"]["quarantine"] == 2
-    from integrity.history import HistoryIndex
+    from integrity.analysis.history import HistoryIndex
 
     live = HistoryIndex(tmp_path / "state" / "corpora" / "nightly").contents()
     assert set(live["shard"]) == {"new.jsonl"}

@@ -6,13 +6,13 @@ import polars as pl
 import pytest
 
 from flows.build import build_spec
+from integrity.analysis.profile import build_profile
 from integrity.checks.base import ShardInfo
 from integrity.checks.distribution_drift import (DriftCheck, compare_shard, knn_distances, mmd2_test, one_sided_ks_test,
                                                  perm_masks, perm_pvalue)
 from integrity.engine import pipeline
-from integrity.profile import build_profile
 from tests.conftest import write_jsonl
-from tests.integrity.test_profile import batches, records
+from tests.integrity.analysis.test_profile import batches, records
 
 OPTS = dict(DriftCheck.default_options)
 

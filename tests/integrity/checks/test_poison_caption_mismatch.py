@@ -13,10 +13,10 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from integrity import clip
+from integrity.analysis import clip
+from integrity.analysis.clip import CallableScorer, OpenClipScorer, ScorerConfigError, load_state_dict
 from integrity.checks.base import CheckConfigError, CorpusContext, ShardInfo
 from integrity.checks.poison_caption_mismatch import CaptionMismatch
-from integrity.clip import CallableScorer, OpenClipScorer, ScorerConfigError, load_state_dict
 
 COLORS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (30, 60, 220), "yellow": (240, 220, 40)}
 

@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 
 import make_images
-from integrity import clip
+from integrity.analysis import clip
+from integrity.analysis.images import analyze_images
 from integrity.checks.base import CheckConfigError, CorpusContext, ShardInfo
 from integrity.checks.poison_caption_trigger import (CaptionTriggerCheck, embedding_matrix, kmeans, merge_centroids,
                                                      project)
-from integrity.images import analyze_images
 
 OPTS = {"thumbnails": 0}
 

@@ -7,11 +7,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from integrity.analysis.profile import build_profile
 from integrity.checks.base import CorpusContext
 from integrity.checks.synthetic_text import SyntheticTextCheck, acc_share, estimate_share, wilson
-from integrity.profile import build_profile
 from tests.conftest import SHARED_DATA
-from tests.integrity.test_profile import TOPICS, batches, records
+from tests.integrity.analysis.test_profile import TOPICS, batches, records
 
 
 def machine(i: int) -> dict:
@@ -106,8 +106,8 @@ def test_real_human_vs_llama2_texts(tmp_path):
     separates the other halves, and a 50% shard's share is estimated within 15 points."""
     from sklearn.metrics import roc_auc_score
 
-    from integrity.features import text_features
-    from integrity.profile import classifier_scores
+    from integrity.analysis.features import text_features
+    from integrity.analysis.profile import classifier_scores
 
     d = pl.concat([pl.read_parquet(p) for p in sorted((SHARED_DATA / "synthetic").glob("*.parquet"))])
     d = d.with_columns(pair=pl.col("id").str.replace(r"-(human|llama2)$", ""))

@@ -96,7 +96,7 @@ def test_bad_input_is_reported_and_the_scan_goes_on(tmp_path, state_policy, name
 
 
 def test_released_content_is_not_quarantined_again(small_corpus, tmp_path, state_policy):
-    from integrity import quarantine
+    from integrity.engine import quarantine
     from integrity.ledger import Ledger
 
     spec, _ = run(small_corpus, tmp_path, state_policy, out="r1")

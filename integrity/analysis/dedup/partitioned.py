@@ -1,0 +1,131 @@
+"""The LSH band join, partitioned: candidate pairs without holding every band key at once.
+
+Every record contributes one entry per band: its band key. Records sharing the
+key of the same band are candidates. :func:`band_join` routes each entry, one
+shard at a time, to one of ``P`` partitions by a hash of (band, key) and
+appends it to that partition's spill file; each partition is then loaded
+alone and its buckets become star + chain pairs (:func:`bucket_pairs`), so the
+peak holds one shard's bands or one partition's entries (about 16 bytes per
+entry, ``partition_entries`` per partition), plus the candidate pairs, which
+grow with the duplicates, not with the corpus. Partitions are independent:
+``run`` maps the per-partition step (in process by default; any executor's
+``map`` fits).
+
+:class:`SketchSubset` then loads, shard by shard, the bottom-k sketches of
+only the records that appear in a candidate pair, for verification.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from integrity.analysis.dedup.graph import bucket_pairs, unique_pairs
+from integrity.analysis.history import take_ragged
+
+ENTRY = np.dtype([("bucket", "<u8"), ("rec", "<u8")])
+_M1 = np.uint64(0xFF51AFD7ED558CCD)
+_M2 = np.uint64(0xC4CEB9FE1A85EC53)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def bucket_keys(bands: np.ndarray) -> np.ndarray:
+    """One 64-bit bucket per (record, band): the band's key mixed with the band index, so equal
+    keys of different bands never share a bucket (murmur3 finalizer)."""
+    j = np.arange(bands.shape[1], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        x = bands.astype(np.uint64) ^ ((j + np.uint64(1)) * _GOLDEN)
+        x ^= x >> np.uint64(33)
+        x *= _M1
+        x ^= x >> np.uint64(33)
+        x *= _M2
+        x ^= x >> np.uint64(33)
+    return x
+
+
+def partition_count(n_entries: int, partition_entries: int) -> int:
+    """Partitions needed to keep each near ``partition_entries`` entries."""
+    return max(1, math.ceil(n_entries / max(1, partition_entries)))
+
+
+def _pairs_of(path: str) -> tuple[np.ndarray, np.ndarray]:
+    entries = np.fromfile(path, dtype=ENTRY)
+    a, b = bucket_pairs(entries["bucket"], entries["rec"].astype(np.int64))
+    return a, b
+
+
+def band_join(shards: Iterable[tuple[int, np.ndarray]], partitions: int, spill_dir: str | Path | None = None,
+              run: Callable[[Callable, list], Iterable] = map) -> tuple[np.ndarray, np.ndarray, int]:
+    """Candidate pairs (a < b, global record indexes, unique) of records sharing a band key.
+
+    ``shards`` yields ``(first_record_index, bands)`` one shard at a time, ``bands`` an
+    ``(n, B)`` uint64 matrix. Returns ``(a, b, entries)``.
+    """
+    with tempfile.TemporaryDirectory(prefix="lsh-", dir=spill_dir) as tmp:
+        paths = [os.path.join(tmp, f"part-{p:05d}.bin") for p in range(partitions)]
+        files = [open(p, "ab") for p in paths]
+        entries = 0
+        try:
+            for first, bands in shards:
+                if bands.size == 0:
+                    continue
+                keys = bucket_keys(bands)
+                out = np.empty(keys.size, dtype=ENTRY)
+                out["bucket"] = keys.ravel()
+                out["rec"] = np.repeat(np.arange(first, first + bands.shape[0], dtype=np.uint64), bands.shape[1])
+                entries += out.size
+                if partitions == 1:
+                    out.tofile(files[0])
+                    continue
+                part = (out["bucket"] % np.uint64(partitions)).astype(np.int64)
+                order = np.argsort(part, kind="stable")
+                bounds = np.searchsorted(part[order], np.arange(partitions + 1))
+                for p in range(partitions):
+                    if bounds[p + 1] > bounds[p]:
+                        out[order[bounds[p]:bounds[p + 1]]].tofile(files[p])
+        finally:
+            for f in files:
+                f.close()
+        found = list(run(_pairs_of, paths))
+    a = np.concatenate([x for x, _ in found]) if found else np.zeros(0, np.int64)
+    b = np.concatenate([y for _, y in found]) if found else np.zeros(0, np.int64)
+    a, b = unique_pairs(a, b)
+    return a, b, entries
+
+
+class SketchSubset:
+    """Bottom-k sketches of a sorted subset of records (``wanted``, global indexes), gathered
+    shard by shard; :meth:`index` maps global indexes of the subset to rows of it."""
+
+    def __init__(self, wanted: np.ndarray, shards: Iterator[tuple[int, tuple[np.ndarray, np.ndarray], np.ndarray]]):
+        self.wanted = np.asarray(wanted, dtype=np.int64)
+        values, lens, nsh = [], [], []
+        for first, (v, o), counts in shards:
+            n = len(o) - 1
+            lo, hi = np.searchsorted(self.wanted, [first, first + n])
+            if hi == lo:
+                continue
+            rows = self.wanted[lo:hi] - first
+            tv, to = take_ragged(v, o, rows)
+            values.append(tv)
+            lens.append(np.diff(to))
+            nsh.append(np.asarray(counts)[rows])
+        self.values = np.concatenate(values) if values else np.zeros(0, np.uint32)
+        offsets = np.zeros(sum(len(x) for x in lens) + 1, dtype=np.int64)
+        if lens:
+            np.cumsum(np.concatenate(lens), out=offsets[1:])
+        self.offsets = offsets
+        self.nsh = np.concatenate(nsh) if nsh else np.zeros(0, np.int64)
+        if len(self.nsh) != len(self.wanted):
+            raise ValueError(f"sketches of {len(self.nsh)} records found for {len(self.wanted)} wanted")
+
+    def index(self, records: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.wanted, records)
+
+    @property
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.values, self.offsets, self.nsh

@@ -1,0 +1,275 @@
+"""The per-check sections of the HTML report: what a section is made of, the registry of
+section renderers by check-name prefix, and the two built-in renderers
+(:func:`generic_section` for any check, :func:`dedup_section` for duplicate clusters).
+See :mod:`integrity.report.render` for how sections are chosen and rendered."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import polars as pl
+from markupsafe import Markup
+
+from integrity.report import charts
+from integrity.report.format import COLORS, SEVERITY_RANK, SEVERITY_SERIES, fmt_int, fmt_pct, fmt_score, pretty_detail
+
+MAX_TOP_FINDINGS = 10  # per check, when it has no examples
+MAX_TOP_CLUSTERS = 15
+HIST_BINS = 20
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[Any]]
+    numeric: tuple[int, ...] = ()  # right-aligned column indexes
+    code: tuple[int, ...] = ()  # monospace column indexes
+    note: str = ""
+
+
+@dataclass
+class Block:
+    """One piece of a check section. ``kind`` picks the template macro:
+    ``chart`` (``chart``: SVG Markup), ``table`` (``table``), ``examples``
+    (``examples``: list of example dicts), ``note`` (``text``)."""
+
+    kind: str
+    title: str = ""
+    chart: Markup | None = None
+    table: Table | None = None
+    examples: list[dict] = field(default_factory=list)
+    text: str = ""
+    wide: bool = False
+
+
+@dataclass
+class Section:
+    check: str
+    anchor: str
+    blocks: list[Block] = field(default_factory=list)
+    stats: list[tuple[str, str]] = field(default_factory=list)  # (label, value) shown under the title
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class CheckData:
+    """What a section renderer gets for one check."""
+
+    check: str
+    anchor: str
+    counts: dict[str, int]  # severity -> findings
+    records_flagged: int
+    shard_level: int  # findings with a null record_id
+    shards_affected: int
+    total_rows: int
+    scores: pl.DataFrame  # severity, score (non-null) of every finding of the check
+    examples: list[dict]  # rows of examples.parquet for the check (capped)
+    has_examples_file: bool
+    findings: Callable[[], pl.LazyFrame]  # full findings of the check (with detail), lazily
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+SectionRenderer = Callable[[CheckData], Section]
+SECTION_RENDERERS: dict[str, SectionRenderer] = {}
+
+
+def section_renderer(prefix: str) -> Callable[[SectionRenderer], SectionRenderer]:
+    """Register a renderer for every check whose name starts with ``prefix``."""
+
+    def deco(fn: SectionRenderer) -> SectionRenderer:
+        SECTION_RENDERERS[prefix] = fn
+        return fn
+
+    return deco
+
+
+def renderer_for(check: str) -> SectionRenderer:
+    best = ""
+    for prefix in SECTION_RENDERERS:
+        if check.startswith(prefix) and len(prefix) > len(best):
+            best = prefix
+    return SECTION_RENDERERS[best] if best else generic_section
+
+
+def score_range(scores: pl.DataFrame) -> str:
+    """'0.2 – 0.97', or the one value when all scores are equal; '' without scores."""
+    if scores.height == 0:
+        return ""
+    vals = scores["score"].to_numpy()
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        return ""
+    lo, hi = float(vals.min()), float(vals.max())
+    return fmt_score(lo) if lo == hi else f"{fmt_score(lo)} – {fmt_score(hi)}"
+
+
+def score_histogram(scores: pl.DataFrame, title: str, x_label: str = "score", min_findings: int = 5) -> Markup | None:
+    """Score histogram stacked by severity; None when fewer than ``min_findings``
+    finite scores or a single distinct value (nothing to see in a histogram)."""
+    if scores.height < min_findings:
+        return None
+    vals = scores["score"].to_numpy()
+    finite = np.isfinite(vals)
+    if finite.sum() < min_findings:
+        return None
+    lo, hi = float(vals[finite].min()), float(vals[finite].max())
+    if hi <= lo:
+        return None
+    edges = np.linspace(lo, hi, HIST_BINS + 1)
+    sev = scores["severity"].to_numpy()
+    series = []
+    for key, lab, col in SEVERITY_SERIES:
+        mask = finite & (sev == key)
+        counts, _ = np.histogram(vals[mask], bins=edges)
+        series.append((lab, counts.tolist(), col))
+    other = finite & ~np.isin(sev, [s[0] for s in SEVERITY_SERIES])
+    if other.any():
+        counts, _ = np.histogram(vals[other], bins=edges)
+        series.append(("other", counts.tolist(), "#c0c6cc"))
+    return charts.histogram_chart(edges.tolist(), series, title=title, x_label=x_label, y_label="findings")
+
+
+def generic_section(data: CheckData) -> Section:
+    """Counts, score histogram, examples with highlighted evidence (or top findings)."""
+    sec = Section(check=data.check, anchor=data.anchor, counts=dict(data.counts))
+    sec.stats = [
+        ("findings", fmt_int(data.total)),
+        ("records flagged (warn+critical)", fmt_int(data.records_flagged)),
+        ("share of records flagged", fmt_pct(data.records_flagged, data.total_rows)),
+        ("shards affected", fmt_int(data.shards_affected)),
+    ]
+    if data.shard_level:
+        sec.stats.append(("shard-level findings", fmt_int(data.shard_level)))
+    rng = score_range(data.scores)
+    if rng:
+        sec.stats.append(("score", rng))
+    hist = score_histogram(data.scores, title=f"{data.check}: score distribution")
+    if hist is not None:
+        sec.blocks.append(Block(kind="chart", title="Score distribution", chart=hist))
+    if data.examples:
+        sec.blocks.append(Block(kind="examples", title="Examples", examples=data.examples, wide=True))
+    else:
+        top = (
+            data.findings()
+            .with_columns(
+                _sev=pl.col("severity").replace_strict(SEVERITY_RANK, default=9, return_dtype=pl.Int32)
+            )
+            .sort(["_sev", "score"], descending=[False, True], nulls_last=True)
+            .head(MAX_TOP_FINDINGS)
+            .collect()
+        )
+        if top.height:
+            why = "" if data.has_examples_file else " (this run has no examples.parquet)"
+            sec.blocks.append(
+                Block(
+                    kind="table",
+                    title="Top findings",
+                    wide=True,
+                    table=Table(
+                        headers=["shard", "record", "severity", "score", "detail"],
+                        rows=[
+                            [
+                                r["shard"],
+                                r["record_id"] if r["record_id"] is not None else "(shard)",
+                                r["severity"],
+                                fmt_score(r["score"]),
+                                pretty_detail(r["detail"], 400, compact=True),
+                            ]
+                            for r in top.iter_rows(named=True)
+                        ],
+                        numeric=(3,),
+                        code=(1, 4),
+                        note=f"worst {top.height} of {data.total:,} findings by severity, then score{why}",
+                    ),
+                )
+            )
+    return sec
+
+
+@section_renderer("dedup.")
+def dedup_section(data: CheckData) -> Section:
+    """Generic section plus cluster size histogram and the largest clusters."""
+    sec = generic_section(data)
+    d = pl.col("detail")
+    lf = data.findings().with_columns(
+        _cluster=d.str.json_path_match("$.cluster"),
+        _gsize=pl.coalesce(
+            d.str.json_path_match("$.group_size").cast(pl.Float64, strict=False),
+            d.str.json_path_match("$.cluster_size").cast(pl.Float64, strict=False),
+        ),
+        _rep=d.str.json_path_match("$.representative"),
+        _rep_shard=d.str.json_path_match("$.representative_shard"),
+    )
+    clusters = (
+        lf.filter(pl.col("_cluster").is_not_null())
+        .group_by("_cluster")
+        .agg(
+            declared=pl.col("_gsize").max(),
+            members=pl.col("record_id").append(pl.col("_rep")).drop_nulls().n_unique(),
+            representative=pl.col("_rep").drop_nulls().first(),
+            representative_shard=pl.col("_rep_shard").drop_nulls().first(),
+            shards=pl.col("shard").n_unique(),
+            sample=pl.col("record_id").drop_nulls().head(5),
+            max_score=pl.col("score").max(),
+        )
+        .with_columns(size=pl.coalesce(pl.col("declared").cast(pl.Int64, strict=False), pl.col("members").cast(pl.Int64)))
+        .collect()
+    )
+    if clusters.height == 0:
+        return sec
+    sizes = clusters["size"].drop_nulls().to_numpy()
+    smin, smax = int(sizes.min()), int(sizes.max())
+    if smax - smin <= 30:
+        edges = list(range(smin, smax + 2))
+        integer = True
+    else:
+        edges = np.unique(np.round(np.geomspace(max(1, smin), smax + 1, 16))).tolist()
+        integer = False
+    counts, _ = np.histogram(sizes, bins=edges)
+    chart = charts.histogram_chart(
+        edges,
+        [("clusters", counts.tolist(), COLORS["bar"])],
+        title=f"{data.check}: cluster sizes",
+        x_label="records in cluster" + ("" if integer else " (log-spaced bins)"),
+        y_label="clusters",
+        integer_bins=integer,
+    )
+    top = clusters.sort(["size", "_cluster"], descending=[True, False]).head(MAX_TOP_CLUSTERS)
+    blocks = [
+        Block(kind="chart", title=f"Cluster sizes ({clusters.height:,} clusters)", chart=chart),
+        Block(
+            kind="table",
+            title="Largest clusters",
+            wide=True,
+            table=Table(
+                headers=["cluster", "records", "shards", "kept (representative)", "members (sample)"],
+                rows=[
+                    [
+                        r["_cluster"],
+                        fmt_int(r["size"]),
+                        fmt_int(r["shards"]),
+                        (r["representative"] or "–")
+                        + (f" in {r['representative_shard']}" if r["representative_shard"] else ""),
+                        ", ".join(str(x) for x in (r["sample"] or [])),
+                    ]
+                    for r in top.iter_rows(named=True)
+                ],
+                numeric=(1, 2),
+                code=(0, 3, 4),
+                note=(
+                    f"top {top.height} of {clusters.height:,} clusters by size"
+                    if clusters.height > top.height
+                    else ""
+                ),
+            ),
+        ),
+    ]
+    # charts first, then the cluster table, then examples / top findings
+    charts_first = [b for b in sec.blocks if b.kind == "chart"]
+    rest = [b for b in sec.blocks if b.kind != "chart"]
+    sec.blocks = charts_first + blocks[:1] + blocks[1:] + rest
+    return sec

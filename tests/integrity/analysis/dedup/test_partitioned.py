@@ -1,0 +1,90 @@
+"""The partitioned LSH band join and the sketch subset it verifies with."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from integrity.analysis.dedup.graph import components
+from integrity.analysis.dedup.partitioned import SketchSubset, band_join, bucket_keys, partition_count
+from integrity.analysis.history import take_ragged
+
+
+def planted_bands(n: int = 3000, nb: int = 6, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    bands = rng.integers(0, 2**63, (n, nb), dtype=np.uint64)
+    for _ in range(400):  # records sharing one band key with another record
+        i, j, band = rng.integers(n), rng.integers(n), rng.integers(nb)
+        bands[j, band] = bands[i, band]
+    return bands
+
+
+def shards_of(bands: np.ndarray, sizes=(700, 1, 0, 1299, 1000)):
+    first = 0
+    for s in sizes:
+        yield first, bands[first:first + s]
+        first += s
+
+
+def brute_components(bands: np.ndarray) -> np.ndarray:
+    n, nb = bands.shape
+    rows, cols = [], []
+    for j in range(nb):
+        order = np.argsort(bands[:, j], kind="stable")
+        same = np.flatnonzero(bands[order[1:], j] == bands[order[:-1], j])
+        rows.append(order[same])
+        cols.append(order[same + 1])
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    g = coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
+    return connected_components(g, directed=False)[1]
+
+
+def same_partition(x: np.ndarray, y: np.ndarray) -> bool:
+    _, fx = np.unique(x, return_inverse=True)
+    _, fy = np.unique(y, return_inverse=True)
+    pairs = set(zip(fx.tolist(), fy.tolist()))
+    return len(pairs) == len(set(fx.tolist())) == len(set(fy.tolist()))
+
+
+def test_partitions_give_the_same_pairs_as_one(tmp_path):
+    bands = planted_bands()
+    a1, b1, entries = band_join(shards_of(bands), 1, spill_dir=tmp_path)
+    with ThreadPoolExecutor(2) as pool:  # partitions are independent: any executor's map runs them
+        a7, b7, _ = band_join(shards_of(bands), 7, spill_dir=tmp_path, run=pool.map)
+    assert entries == bands.size and len(a1) > 300
+    assert np.array_equal(a1, a7) and np.array_equal(b1, b7) and (a1 < b1).all()
+    assert same_partition(components(len(bands), a7, b7), brute_components(bands))
+    assert list(tmp_path.iterdir()) == []  # spill files are removed
+
+
+def test_equal_keys_of_different_bands_are_not_candidates(tmp_path):
+    bands = np.array([[1, 2], [2, 1], [3, 2]], dtype=np.uint64)  # 0 and 1 swap keys; 0 and 2 share band 1
+    a, b, _ = band_join([(0, bands)], 2, spill_dir=tmp_path)
+    assert list(zip(a.tolist(), b.tolist())) == [(0, 2)]
+    keys = bucket_keys(bands)
+    assert keys[0, 0] != keys[1, 1] and keys[0, 1] == keys[2, 1]
+
+
+def test_partition_count():
+    assert partition_count(0, 100) == 1 and partition_count(100, 100) == 1 and partition_count(101, 100) == 2
+
+
+def test_sketch_subset_gathers_only_the_wanted_records():
+    rng = np.random.default_rng(3)
+    lens = rng.integers(0, 9, 50)
+    offsets = np.concatenate([[0], np.cumsum(lens)])
+    values = rng.integers(0, 2**32, offsets[-1], dtype=np.uint32)
+    nsh = lens * 3
+    wanted = np.array([0, 7, 8, 20, 49])
+
+    def shards():
+        for first, stop in ((0, 10), (10, 30), (30, 50)):
+            v, o = take_ragged(values, offsets, np.arange(first, stop))
+            yield first, (v, o), nsh[first:stop]
+
+    sub = SketchSubset(wanted, shards())
+    ev, eo = take_ragged(values, offsets, wanted)
+    assert np.array_equal(sub.values, ev) and np.array_equal(sub.offsets, eo)
+    assert np.array_equal(sub.nsh, nsh[wanted]) and np.array_equal(sub.index(np.array([20, 0])), [3, 0])

@@ -1,0 +1,167 @@
+"""The persistent dedup history: segments, lookups, exclusion, drops, compaction."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from integrity.analysis import history as H
+from integrity.analysis.history import HistoryIndex
+
+PARAMS = {"v": 1}
+
+
+def records(sha: str, shard: str, n: int, prefix: str) -> pl.DataFrame:
+    return pl.DataFrame({"sha256": [sha] * n, "shard": [shard] * n, "record_id": [f"{prefix}{i}" for i in range(n)],
+                         "row": list(range(n))})
+
+
+def add(index, sha, shard, keys_per_record, prefix, scan="s1", ragged=True):
+    """Records i holds keys keys_per_record[i]; payload: the record number and a ragged list."""
+    n = len(keys_per_record)
+    keys = np.array([k for ks in keys_per_record for k in ks], dtype=np.uint64)
+    rows = np.array([i for i, ks in enumerate(keys_per_record) for _ in ks], dtype=np.int64)
+    payload = {"num": np.arange(n, dtype=np.int64) + 1000 * len(prefix)}
+    if ragged:
+        lens = np.arange(n) % 3 + 1
+        offsets = np.concatenate([[0], np.cumsum(lens)])
+        payload["lst"] = (np.concatenate([np.full(l, i, dtype=np.int32) for i, l in enumerate(lens)]), offsets)
+    return index.add("k", PARAMS, records(sha, shard, n, prefix), keys=keys, key_rows=rows, payload=payload,
+                     scan_id=scan)
+
+
+def found(index, keys, exclude=(), max_hits=16, params=PARAMS):
+    hits = index.lookup("k", params, np.array(keys, dtype=np.uint64), exclude=exclude, max_hits=max_hits)
+    desc = index.describe(hits)
+    return hits, sorted(zip(hits.query.tolist(), desc["record_id"].to_list()))
+
+
+def test_empty_history_finds_nothing_and_creates_nothing(tmp_path):
+    index = HistoryIndex(tmp_path)
+    hits, got = found(index, [1, 2, 3])
+    assert got == [] and hits.count.tolist() == [0, 0, 0]
+    assert not (tmp_path / H.DIRNAME).exists()
+
+
+def test_lookup_finds_records_by_key_oldest_first_with_payload(tmp_path):
+    index = HistoryIndex(tmp_path)
+    add(index, "sha-a", "a.jsonl", [[10, 11], [11], [12]], "a")
+    add(index, "sha-b", "b.jsonl", [[11], [99]], "b", scan="s2")
+    hits, got = found(index, [11, 12, 5])
+    assert got == [(0, "a0"), (0, "a1"), (0, "b0"), (1, "a2")]
+    assert hits.count.tolist() == [3, 1, 0]
+    # order puts the older segment (night) first
+    q0 = np.flatnonzero(hits.query == 0)
+    first = q0[np.argmin(hits.order[q0])]
+    assert index.describe(hits, [first])["record_id"][0] == "a0"
+    desc = index.describe(hits)
+    assert set(desc["scan_id"]) == {"s1", "s2"} and set(desc["sha256"]) == {"sha-a", "sha-b"}
+    nums = index.gather(hits, "num")
+    vals, offs = index.gather(hits, "lst")
+    assert len(nums) == len(hits) and len(offs) == len(hits) + 1
+    for k in range(len(hits)):
+        i = int(nums[k]) % 1000  # record number within its shard
+        assert vals[offs[k]:offs[k + 1]].tolist() == [i] * (i % 3 + 1)
+
+
+def test_max_hits_caps_per_key_and_skips_excluded_content(tmp_path):
+    index = HistoryIndex(tmp_path)
+    add(index, "sha-x", "x", [[7]] * 5, "x")
+    add(index, "sha-y", "y", [[7]] * 5, "y")  # merged with x (same size): one segment
+    hits, got = found(index, [7], max_hits=3)
+    assert [r for _, r in got] == ["x0", "x1", "x2"]
+    hits, got = found(index, [7], exclude={"sha-x"}, max_hits=3)
+    assert [r for _, r in got] == ["y0", "y1", "y2"]
+    assert hits.count.tolist()[0] >= 5
+
+
+def test_content_is_added_once_and_scans_of_it_are_not_matched_with_itself(tmp_path):
+    index = HistoryIndex(tmp_path)
+    assert add(index, "sha-a", "a", [[1]], "a") is not None
+    assert add(index, "sha-a", "a", [[1]], "a") is None  # same content approved again
+    assert index.live_sha256("k") == {"sha-a"}
+    _, got = found(index, [1], exclude={"sha-a"})
+    assert got == []
+
+
+def test_dropped_content_is_not_matched_and_is_removed_by_compaction(tmp_path):
+    index = HistoryIndex(tmp_path)
+    add(index, "sha-big", "big", [[i] for i in range(100)], "g")
+    add(index, "sha-bad", "bad", [[1], [2]], "bad")  # too small to be merged into "big"
+    assert len(index.segments("k")) == 2
+    assert index.drop("sha-bad", reason="quarantined later")
+    assert not index.drop("sha-unknown")
+    _, got = found(index, [1, 2])
+    assert [r for _, r in got] == ["g1", "g2"]
+    assert "sha-bad" not in index.live_sha256("k") and "sha-bad" in index.dropped()
+    index.compact("k", full=True)
+    segs = index.segments("k")
+    assert len(segs) == 1 and [s["sha256"] for s in segs[0].shards] == ["sha-big"]
+    assert index.dropped() == {}
+    hits, got = found(index, [1, 2, 99])
+    assert [r for _, r in got] == ["g1", "g2", "g99"]
+    assert index.gather(hits, "num").tolist() == [1001, 1002, 1099]
+    # the dropped content may come back (released, approved again)
+    assert add(index, "sha-bad", "bad", [[1]], "bad") is not None
+    _, got = found(index, [1])
+    assert sorted(r for _, r in got) == ["bad0", "g1"]
+
+
+def test_merging_keeps_every_lookup_answer(tmp_path):
+    rng = np.random.default_rng(0)
+    index = HistoryIndex(tmp_path)
+    truth: dict[int, list[str]] = {}
+    for night in range(7):
+        n = int(rng.integers(5, 40))
+        per = [[int(k) for k in rng.integers(0, 60, size=int(rng.integers(1, 4)))] for _ in range(n)]
+        add(index, f"sha{night}", f"shard{night}", per, f"n{night}-", scan=f"scan{night}")
+        for i, ks in enumerate(per):
+            for k in set(ks):
+                truth.setdefault(k, []).append(f"n{night}-{i}")
+    assert len(index.segments("k")) < 7  # merged log-structured style
+    keys = list(range(60))
+    hits, got = found(index, keys, max_hits=1000)
+    want = sorted((k, r) for k in keys for r in truth.get(k, []))
+    assert sorted(set(got)) == want
+    manifest = json.loads((tmp_path / H.DIRNAME / "manifest.json").read_text())
+    on_disk = {p.name for p in (tmp_path / H.DIRNAME / "segments" / "k").iterdir()}
+    assert on_disk == {s["id"] for s in manifest["segments"]}  # merged segments are deleted
+
+
+def test_other_parameters_are_not_compared(tmp_path):
+    index = HistoryIndex(tmp_path)
+    add(index, "sha-a", "a", [[1]], "a")
+    _, got = found(index, [1], params={"v": 2})
+    assert got == []
+    assert index.live_sha256("k", {"v": 2}) == set()
+
+
+def test_contents_lists_live_shards(tmp_path):
+    index = HistoryIndex(tmp_path)
+    add(index, "sha-a", "a", [[1], [2]], "a")
+    add(index, "sha-b", "b", [[3]], "b")
+    index.drop("sha-b")
+    c = index.contents("k")
+    assert c["sha256"].to_list() == ["sha-a"] and c["records"].to_list() == [2]
+
+
+def test_excluded_content_includes_what_the_ledger_holds_quarantined(tmp_path):
+    from integrity.checks.base import CorpusContext
+    from integrity.ledger import Ledger
+
+    index = HistoryIndex(tmp_path)
+    add(index, "sha-q", "q", [[1]], "q")
+    ledger = Ledger(tmp_path)
+    ledger.begin_action(scan_id="s", shard="q", uri="/data/q", sha256="sha-q", mode="mark", destination=None)
+    ctx = CorpusContext(run_dir=tmp_path, state_dir=tmp_path, shards=["t"], shard_findings=pl.LazyFrame(),
+                        shard_sha256={"t": "sha-t"})
+    assert H.excluded_content(ctx) == {"sha-t", "sha-q"}
+
+
+def test_bad_manifest_version_is_a_clear_error(tmp_path):
+    (tmp_path / H.DIRNAME).mkdir()
+    (tmp_path / H.DIRNAME / "manifest.json").write_text(json.dumps({"version": 99}))
+    with pytest.raises(RuntimeError, match="version"):
+        HistoryIndex(tmp_path).segments("k")

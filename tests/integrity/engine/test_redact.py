@@ -1,0 +1,96 @@
+"""integrity.engine.redact: secrets masked in what checks read and in everything the scan writes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from flows.build import build_spec
+from integrity.engine import pipeline
+from integrity.engine.redact import mask_batch, mask_frame, mask_json_text, mask_secrets
+
+AWS = "AKIAQ7RZ4TXW2MPLK9VB"
+KEY_LINES = ["MIIEpAIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM9Oi8Xq2WZlJ0fKc4hN7pQ1rLsT5uVw",
+             "Yx9Za2Bc4De6Fg8Hi0Jk2Lm4No6Pq8Rs0Tu2Vw4Xy6Za8Bc0De2Fg4Hi6Jk8Lm0No2P"]
+PEM = "-----BEGIN RSA PRIVATE KEY-----\n" + "\n".join(KEY_LINES) + "\n-----END RSA PRIVATE KEY-----"
+
+
+def test_mask_keeps_length_and_four_characters():
+    text = f"deploy with key {AWS} please"
+    masked = mask_secrets(text)
+    assert len(masked) == len(text) and AWS not in masked
+    assert masked.startswith("deploy with key AKIA\u2022") and masked.endswith(" please")
+    key = mask_secrets("key:\n" + PEM + "\nend")
+    assert not any(line in key for line in KEY_LINES) and key.endswith("\nend")
+    assert mask_secrets("nothing secret here") == "nothing secret here"
+
+
+def test_fingerprinted_masks_keep_different_secrets_different():
+    other = "AKIAQ7RZ4TXW2MPLK9VC"
+    a, b = mask_secrets(f"k {AWS}", fingerprint=True), mask_secrets(f"k {other}", fingerprint=True)
+    assert a != b and AWS not in a and other not in b
+    assert a == mask_secrets(f"k {AWS}", fingerprint=True)
+
+
+def test_json_details_are_masked_inside_their_strings():
+    detail = json.dumps({"caption": f'DB_PASSWORD="Xk39fjs0dkfj3kdkKD" and {PEM}', "n": 3})
+    masked = mask_json_text(detail)
+    doc = json.loads(masked)  # still valid JSON: escapes were never cut
+    assert doc["n"] == 3 and "Xk39fjs0dkfj3kdkKD" not in masked
+    assert not any(line in masked for line in KEY_LINES)
+
+
+def test_mask_batch_and_frame_touch_only_secret_rows():
+    batch = pa.record_batch({"record_id": ["1", "2"], "row": [0, 1],
+                             "text": pa.array([f"x {AWS} y", "plain"], pa.large_string())})
+    out = mask_batch(batch)
+    assert out.schema == batch.schema
+    assert AWS not in out.column("text")[0].as_py() and len(out.column("text")[0].as_py()) == len(f"x {AWS} y")
+    assert out.column("text")[1].as_py() == "plain"
+    clean = pa.record_batch({"record_id": ["1"], "text": pa.array(["plain"], pa.large_string())})
+    assert mask_batch(clean) is clean
+    frame = pl.DataFrame({"record_id": [AWS], "sample_text": [f"a {AWS}"], "detail": ['{"k": 1}']})
+    masked = mask_frame(frame)
+    assert masked["record_id"][0] == AWS  # keys are left alone
+    assert AWS not in masked["sample_text"][0] and masked["detail"][0] == '{"k": 1}'
+
+
+def _corpus(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    lines = [{"id": i, "text": f"deploy with key {AWS} please"} for i in range(1, 6)]
+    lines += [{"id": 100 + i, "text": f"unrelated line {i} about cats, dogs and the river number {i * 7}"}
+              for i in range(55)]
+    lines.append({"id": 999, "text": "the deploy key:\n" + PEM})
+    lines.append({"id": 998, "text": "the deploy key:\n" + PEM})
+    (src / "a.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return src
+
+
+def _all_text(path: Path) -> str:
+    if path.suffix == ".parquet":
+        return json.dumps(pl.read_parquet(path).to_dicts(), default=str)
+    return path.read_text(errors="replace")
+
+
+def test_duplicate_excerpts_and_cached_drift_samples_hold_no_secret(tmp_path: Path):
+    """Issue 13, defects 1 and 2: dedup.exact examples in report.html/examples.parquet showed
+    the key in full; distribution.drift's cached sample_text held a private key's body."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"state_dir: {tmp_path / 'state'}\nquarantine: {{mode: mark}}\n")
+    spec = build_spec(str(_corpus(tmp_path)), out=tmp_path / "run", policy=policy,
+                      checks="dedup.exact,dedup.near,privacy.secret,distribution.drift")
+    pipeline.run_scan(spec, workers=1)
+    examples = pl.read_parquet(spec.out / "examples.parquet")
+    assert "dedup.exact" in examples["check"].to_list()
+    assert any("AKIA\u2022" in e for e in examples["excerpt"].to_list())
+    drift = list((tmp_path / "state").rglob("features/distribution.drift.parquet"))
+    assert drift and "sample_text" in pl.read_parquet(drift[0]).columns
+    files = [p for p in [*spec.out.rglob("*"), *(tmp_path / "state").rglob("*")] if p.is_file()
+             and p.suffix in (".parquet", ".html", ".json")]
+    for p in files:
+        text = _all_text(p)
+        assert AWS not in text, p
+        assert not any(line in text for line in KEY_LINES), p
