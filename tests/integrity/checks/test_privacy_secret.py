@@ -410,3 +410,12 @@ def test_scan_cli_on_hand_written_fixtures(tmp_path, state_policy):
     everything = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
     for _, _, secret in HAND_WRITTEN:
         assert secret.encode() not in everything
+
+
+def test_command_line_rules_stay_linear_on_repetitive_lines():
+    """Thousands of "-u" on one line without a password: a single regex spanning the line would
+    backtrack quadratically (minutes); the per-occurrence search finishes at once with nothing found."""
+    text = "mysql -u a " * 3000 + "\n" + "docker login -u a " * 3000 + "\n" + "machine a login " * 3000
+    assert [k for k, *_ in scan(text) if k == "basic_auth"] == []
+    (kind, value, _, m), = scan("x\n" * 2000 + "mysql -h db -u etl -pQz8vLm2kWx9r sales")
+    assert (kind, value, m["syntax"]) == ("basic_auth", "Qz8vLm2kWx9r", "mysql -p")
