@@ -363,6 +363,9 @@ HAND_WRITTEN_NEGATIVES = [
     "stripe.api_key = 'sk_test_4eC39HqLyjWDarjtT1zdp7dc'",  # Stripe's docs key (test mode)
     "GITHUB_TOKEN=ghp_Zk3mQ9xVb7LpR2tW",  # a truncated token: a provider prefix on a body its format rejects
     "mysql -u root -p",  # prompts for the password
+    # Discord's shape, but the first part is not a base64 user id
+    "SESSION=MWFiY2RlZmdoaWprbG1ub3Bx.GhT2kQ.Zk3mQ9xVb7LpR2tW4nC8yH6dJ1sF0gKe5uTaIo",
+    "AccountName=x;AccountKey=c2hvcnQta2V5LW5vdC1hLXJlYWwtb25lMTIz",  # decodes to 27 bytes, not 64
     'curl -u ":" https://search.corp.net:9200',
     'curl -H "X-Api-Key: $ACME_KEY" https://api.acme.test/v2/orders',
     "curl -u ops:$(cat /run/secrets/ops) https://registry.corp.net",
