@@ -396,9 +396,22 @@ def _prefect_ui(url: str | None) -> str | None:
     return url or "http://127.0.0.1:4200"  # where `integrity serve` starts Prefect's UI
 
 
+def console_state_dir() -> Path:
+    """The console's default state dir: ``.integrity``, or the demo's ``.integrity/demo`` when only it has a
+    ledger (so `make demo` then `integrity console` shows the demo scan)."""
+    default, demo = Path(".integrity"), Path(".integrity") / "demo"
+    if not (default / "ledger.sqlite").exists() and (demo / "ledger.sqlite").exists():
+        err.print(f"[yellow]note:[/] {default} holds no ledger; serving the demo's ({demo})")
+        return demo
+    return default
+
+
 @console_app.callback()
-def console(ctx: typer.Context, state_dir: StateDir = Path(".integrity"), host: ConsoleHost = "127.0.0.1",
-            port: ConsolePort = 8765, prefect_ui: PrefectUI = None) -> None:
+def console(ctx: typer.Context,
+            state_dir: Annotated[Optional[Path], typer.Option(
+                "--state-dir", help="State directory holding the ledger (policy state_dir; default .integrity, or "
+                                    "the demo's .integrity/demo when only that one has a ledger).")] = None,
+            host: ConsoleHost = "127.0.0.1", port: ConsolePort = 8765, prefect_ui: PrefectUI = None) -> None:
     """Serve the ops console on the ledger in --state-dir (http://127.0.0.1:8765 by default).
 
     With no console users it is read-only and only binds to loopback; add users with
@@ -410,6 +423,7 @@ def console(ctx: typer.Context, state_dir: StateDir = Path(".integrity"), host: 
     from integrity.console.server import serve as serve_console
     from integrity.ledger import LedgerError
 
+    state_dir = state_dir or console_state_dir()
     if not (state_dir / "ledger.sqlite").exists():
         err.print(f"[yellow]note:[/] {state_dir} holds no ledger yet; the console starts empty "
                   "(scans with this state directory will show up). The demo's is .integrity/demo.")
