@@ -24,7 +24,7 @@ demo: venv
 	-$(BIN)/integrity gate examples/.work/corpus --out runs/demo --policy examples/policy.yaml; \
 	  echo "gate exit code: $$? (0 pass, 1 warn, 2 fail, 3 could not run)"
 	@echo "report: $(CURDIR)/runs/demo/report.html"
-	@echo "console: $(BIN)/integrity console --state-dir .integrity/demo   (http://127.0.0.1:8765)"
+	@echo "console: $(BIN)/integrity console   (serves .integrity/demo on http://127.0.0.1:8765)"
 
 # The console's browser tests drive Debian's headless chromium (never a downloaded browser build).
 browser:

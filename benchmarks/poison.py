@@ -8,11 +8,16 @@ starts with ``poison.`` counts as flagged — exactly as
 ``../shared/tools/score_poison.py`` scores. Per file: precision, recall, F1,
 FRR (clean rows flagged) and FAR (poison missed), then the macro F1.
 
+With ``--grid SEEDS`` it also scores the attack grid of ``poison_gen.py`` (seed
+0: development, seed 1: held out, never tuned on): per file F1 and FRR (clean
+rows flagged), the macro F1 by seed, rate, trigger, target, mode and corpus.
+
 Then the share of records flagged on clean corpora — the false-positive rate
 users live with: the clean rows of each poisoned file scanned alone, and the
 Debian package descriptions with ``section`` as the label.
 
-    python benchmarks/poison.py                      # poison.trigger + poison.target
+    python benchmarks/poison.py                      # the poison.* checks that read text
+    python benchmarks/poison.py --grid 0,1 --no-shared --no-debian   # the generated attack grid only
     python benchmarks/poison.py --checks all         # every check the policy enables
     python benchmarks/poison.py --checks poison.trigger,poison.target,poison.outlier
     python benchmarks/poison.py --no-debian --files 'sst2-*'
@@ -38,7 +43,10 @@ import polars as pl
 
 PROJECT = Path(__file__).resolve().parents[1]
 DATA = PROJECT.parent / "shared" / "data"
-DEFAULT_CHECKS = "poison.trigger,poison.target"
+# every poison.* check that reads text (score_poison.py counts a record flagged by any of them)
+DEFAULT_CHECKS = "poison.trigger,poison.target,poison.outlier,poison.unicode,poison.injection"
+# poison.outlier's MiniLM embeddings are evidence in the detail, not the decision: off by default here
+NO_EMBED_POLICY = "checks:\n  poison.outlier:\n    options:\n      embed: false\n"
 
 
 def cli_command() -> list[str]:
@@ -86,26 +94,119 @@ def score(truth: dict[str, bool], flagged: set[str]) -> dict:
             "tp": tp, "fp": fp, "positives": pos, "rows": len(truth)}
 
 
+def evaluate(df: pl.DataFrame, name: str, checks: str, tmp_root: Path, timeout: int,
+             policy: Path | None = None, clean_scan: bool = False) -> tuple[dict, dict | None]:
+    """Scan one poisoned file (ground truth dropped) and score it; optionally scan its clean rows alone."""
+    truth = dict(zip(df["id"].to_list(), df["poisoned"].to_list()))
+    work = tmp_root / name
+    work.mkdir()
+    src = work / f"{name}.parquet"
+    df.drop("poisoned", "attack").write_parquet(src)
+    extra = ["--policy", str(policy)] if policy else []
+    flagged, secs, err = scan(src, columns_for(df) + extra, checks, work, timeout)
+    if err:
+        print(f"# {name}: scan failed {err}", file=sys.stderr)
+        res = {"file": name, "failed": True, "seconds": secs}
+    else:
+        res = {"file": name, "seconds": secs, **score(truth, flagged)}
+    shutil.rmtree(work, ignore_errors=True)
+    cres = None
+    if clean_scan:
+        cwork = tmp_root / f"{name}-clean"
+        cwork.mkdir()
+        csrc = cwork / f"{name}-clean.parquet"
+        cdf = df.filter(~pl.col("poisoned"))
+        cdf.drop("poisoned", "attack").write_parquet(csrc)
+        cflag, csecs, cerr = scan(csrc, columns_for(cdf) + extra, checks, cwork, timeout)
+        cres = {"corpus": f"{name} (clean rows)", "rows": cdf.height,
+                "flagged": None if cerr else len(cflag), "seconds": csecs}
+        shutil.rmtree(cwork, ignore_errors=True)
+    return res, cres
+
+
+def print_files(results: list[dict], width: int = 32) -> float:
+    print(f"{'file':{width}s} {'prec':>6s} {'rec':>6s} {'F1':>6s} {'FRR':>6s} {'FAR':>6s} {'secs':>6s}")
+    for r in results:
+        if r.get("failed"):
+            print(f"{r['file']:{width}s} {'FAILED':>6s}")
+            continue
+        print(f"{r['file']:{width}s} {r['precision']:6.3f} {r['recall']:6.3f} {r['f1']:6.3f} "
+              f"{r['frr'] * 100:5.1f}% {r['far'] * 100:5.1f}% {r['seconds']:6.1f}")
+    f1s = [0.0 if r.get("failed") else r["f1"] for r in results]
+    macro = sum(f1s) / max(len(f1s), 1)
+    frrs = [r["frr"] for r in results if not r.get("failed")]
+    print(f"macro F1 over {len(results)} files: {macro:.3f}; clean rows flagged: max {max(frrs, default=0) * 100:.2f}%, "
+          f"files over 2%: {sum(f > 0.02 for f in frrs)}")
+    return macro
+
+
+def run_grid(seeds: list[int], a: argparse.Namespace, tmp_root: Path) -> list[dict]:
+    """Generate the attack grid of each seed (benchmarks/poison_gen.py), scan and score every file."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import poison_gen
+
+    corpora = [c for c in a.grid_corpora.split(",") if c] or None
+    out = []
+    for seed in seeds:
+        for spec, df in poison_gen.generate(seed, a.data, corpora):
+            if not fnmatch.fnmatch(spec.name, a.grid_files):
+                continue
+            df = df.with_columns(pl.col("id").cast(pl.Utf8))
+            res, _ = evaluate(df, f"s{seed}-{spec.name}", a.checks, tmp_root, a.timeout, a.policy)
+            res.update(seed=seed, corpus=spec.corpus, trigger=spec.trigger, target=spec.target, mode=spec.mode,
+                       rate=spec.rate)
+            out.append(res)
+            print(f"# {res['file']}: F1 {res.get('f1', 0):.3f} FRR {res.get('frr', 0) * 100:.2f}%", file=sys.stderr,
+                  flush=True)
+    return out
+
+
+def print_grid(grid: list[dict]) -> None:
+    print()
+    print("attack grid (benchmarks/poison_gen.py; seed 0 development, seed 1 held out)")
+    print_files(grid, width=50)
+    ok = [r for r in grid if not r.get("failed")]
+
+    def macro(rows: list[dict]) -> str:
+        return f"{sum(r['f1'] for r in rows) / len(rows):.3f} ({len(rows)})" if rows else "-"
+    print("macro F1 by", end="")
+    for key in ("seed", "rate", "trigger", "target", "mode", "corpus"):
+        vals = sorted({r[key] for r in ok}, key=str)
+        print(f"\n  {key:8s} " + "  ".join(f"{v}: {macro([r for r in ok if r[key] == v])}" for v in vals), end="")
+    print()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA, help="shared data directory (default: ../shared/data)")
     ap.add_argument("--checks", default=DEFAULT_CHECKS, help="checks to run, or 'all' for the policy's (default: %(default)s)")
+    ap.add_argument("--policy", type=Path, default=None,
+                    help="policy file for every scan (default: the default policy, poison.outlier without embeddings)")
     ap.add_argument("--files", default="*", help="glob on the poison file names (default: all)")
+    ap.add_argument("--no-shared", action="store_true", help="skip the shared poisoned sets")
     ap.add_argument("--no-clean", action="store_true", help="skip the clean rows of the poisoned files")
     ap.add_argument("--no-debian", action="store_true", help="skip the Debian descriptions")
     ap.add_argument("--rate", type=float, default=None,
                     help="keep every clean row and sample the poisoned ones down to this share (e.g. 0.01)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the --rate sample")
+    ap.add_argument("--grid", default="", help="also score the generated attack grid of these seeds, e.g. '0,1' "
+                                               "(0: development, 1: held out)")
+    ap.add_argument("--grid-files", default="*", help="glob on the grid's file names")
+    ap.add_argument("--grid-corpora", default="", help="comma-separated subset of the grid's corpora")
     ap.add_argument("--timeout", type=int, default=1800)
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
     a = ap.parse_args()
 
-    files = sorted(p for p in (a.data / "poison").glob("*.parquet") if fnmatch.fnmatch(p.stem, a.files))
-    if not files:
+    files = [] if a.no_shared else sorted(p for p in (a.data / "poison").glob("*.parquet")
+                                          if fnmatch.fnmatch(p.stem, a.files))
+    if not files and not a.grid:
         print(f"no poisoned files under {a.data / 'poison'}", file=sys.stderr)
         return 3
-    results, clean = [], []
+    results, clean, grid = [], [], []
     tmp_root = Path(tempfile.mkdtemp(prefix="poison-bench-"))
+    if a.policy is None:
+        a.policy = tmp_root / "policy.yaml"
+        a.policy.write_text(NO_EMBED_POLICY)
     try:
         for f in files:
             df = pl.read_parquet(f).with_columns(pl.col("id").cast(pl.Utf8))
@@ -113,52 +214,29 @@ def main() -> int:
                 clean_rows = df.filter(~pl.col("poisoned"))
                 k = int(round(a.rate * clean_rows.height / (1 - a.rate)))
                 df = pl.concat([clean_rows, df.filter(pl.col("poisoned")).sample(n=k, seed=a.seed)])
-            truth = dict(zip(df["id"].to_list(), df["poisoned"].to_list()))
-            work = tmp_root / f.stem
-            work.mkdir()
-            src = work / f.name
-            df.drop("poisoned", "attack").write_parquet(src)
-            flagged, secs, err = scan(src, columns_for(df), a.checks, work, a.timeout)
-            if err:
-                print(f"# {f.name}: scan failed {err}", file=sys.stderr)
-                results.append({"file": f.stem, "failed": True, "seconds": secs})
-            else:
-                results.append({"file": f.stem, "seconds": secs, **score(truth, flagged)})
-            if not a.no_clean:
-                cwork = tmp_root / f"{f.stem}-clean"
-                cwork.mkdir()
-                csrc = cwork / f"{f.stem}-clean.parquet"
-                cdf = df.filter(~pl.col("poisoned"))
-                cdf.drop("poisoned", "attack").write_parquet(csrc)
-                cflag, csecs, cerr = scan(csrc, columns_for(cdf), a.checks, cwork, a.timeout)
-                clean.append({"corpus": f"{f.stem} (clean rows)", "rows": cdf.height,
-                              "flagged": None if cerr else len(cflag), "seconds": csecs})
-            shutil.rmtree(work, ignore_errors=True)
+            res, cres = evaluate(df, f.stem, a.checks, tmp_root, a.timeout, a.policy, clean_scan=not a.no_clean)
+            results.append(res)
+            if cres:
+                clean.append(cres)
         debian = a.data / "debian" / "descriptions.parquet"
         if not a.no_debian and debian.exists():
             dwork = tmp_root / "debian"
             dwork.mkdir()
             rows = pl.scan_parquet(debian).select(pl.len()).collect().item()
-            dflag, dsecs, derr = scan(debian, ["--id-column", "id", "--text-column", "text", "--label-column", "section"],
-                                      a.checks, dwork, a.timeout)
+            extra = ["--policy", str(a.policy)] if a.policy else []
+            dflag, dsecs, derr = scan(debian, ["--id-column", "id", "--text-column", "text", "--label-column", "section",
+                                               *extra], a.checks, dwork, a.timeout)
             if derr:
                 print(f"# debian: scan failed {derr}", file=sys.stderr)
             clean.append({"corpus": "debian/descriptions (section as label)", "rows": rows,
                           "flagged": None if derr else len(dflag), "seconds": dsecs})
+        if a.grid:
+            grid = run_grid([int(s) for s in a.grid.split(",")], a, tmp_root)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
 
     print(f"checks: {a.checks}" + (f"; poisoned rows sampled to {a.rate:.1%}" if a.rate is not None else ""))
-    print(f"{'file':32s} {'prec':>6s} {'rec':>6s} {'F1':>6s} {'FRR':>6s} {'FAR':>6s} {'secs':>6s}")
-    for r in results:
-        if r.get("failed"):
-            print(f"{r['file']:32s} {'FAILED':>6s}")
-            continue
-        print(f"{r['file']:32s} {r['precision']:6.3f} {r['recall']:6.3f} {r['f1']:6.3f} "
-              f"{r['frr'] * 100:5.1f}% {r['far'] * 100:5.1f}% {r['seconds']:6.1f}")
-    f1s = [0.0 if r.get("failed") else r["f1"] for r in results]
-    macro = sum(f1s) / max(len(f1s), 1)
-    print(f"macro F1 over {len(results)} files: {macro:.3f}")
+    macro = print_files(results) if results else None
     if clean:
         print()
         print(f"{'clean corpus':48s} {'rows':>7s} {'flagged':>8s} {'share':>7s} {'secs':>6s}")
@@ -168,8 +246,11 @@ def main() -> int:
                 continue
             print(f"{c['corpus']:48s} {c['rows']:7d} {c['flagged']:8d} {c['flagged'] / max(c['rows'], 1) * 100:6.2f}% "
                   f"{c['seconds']:6.1f}")
+    if grid:
+        print_grid(grid)
     if a.json:
-        a.json.write_text(json.dumps({"checks": a.checks, "files": results, "macro_f1": macro, "clean": clean}, indent=2))
+        a.json.write_text(json.dumps({"checks": a.checks, "files": results, "macro_f1": macro, "clean": clean,
+                                      "grid": grid}, indent=2))
     return 0
 
 

@@ -47,7 +47,13 @@ def arrow_files(ctx: ReadContext) -> list[str]:
         state = {}
     except (ValueError, UnicodeDecodeError) as exc:
         raise ctx.error(f"{HF_STATE} is not valid JSON ({exc}); {_CORRUPT}") from exc
-    listed = [d.get("filename") for d in state.get("_data_files") or [] if isinstance(d, dict)]
+    if not isinstance(state, dict):
+        raise ctx.error(f"{HF_STATE} holds {type(state).__name__} JSON, not an object with "
+                        f"'_data_files'; {_CORRUPT}")
+    files = state.get("_data_files") or []
+    if not isinstance(files, list):
+        raise ctx.error(f"{HF_STATE} '_data_files' is not a list; {_CORRUPT}")
+    listed = [d.get("filename") for d in files if isinstance(d, dict)]
     if listed and all(isinstance(n, str) for n in listed):
         for name in listed:
             if name.startswith("/") or ".." in name.split("/"):

@@ -140,6 +140,11 @@ def decode_image(data: bytes | None, limits: DecodeLimits = DEFAULT_LIMITS, meta
         out.error = (f"declares {w}x{h} = {w * h:,} pixels, over the limit of {limits.max_pixels:,} "
                      f"(decompression bomb or oversized image; not decoded)")
         return out
+    short = png_data_problem(data) if fmt == "PNG" else None
+    if short is not None:  # Pillow would fill the missing rows with zeros and call it fine
+        im.close()
+        out.status, out.error = "corrupt", short
+        return out
     try:
         im.load()
         if meta:
@@ -157,6 +162,68 @@ def decode_image(data: bytes | None, limits: DecodeLimits = DEFAULT_LIMITS, meta
     if out.status != "ok":
         out.image = None
     return out
+
+
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_DEFLATE_MAX_RATIO = 1032  # deflate cannot expand one byte into more than ~1032
+
+
+def png_image_bytes(width: int, height: int, bit_depth: int, color_type: int, interlace: int) -> int:
+    """Bytes of filtered scanlines a PNG of this header must decompress to."""
+    bits = bit_depth * _PNG_CHANNELS.get(color_type, 4)
+    if not interlace:
+        return height * (1 + (width * bits + 7) // 8)
+    total = 0
+    for xs, ys, dx, dy in _ADAM7:
+        pw, ph = (width - xs + dx - 1) // dx, (height - ys + dy - 1) // dy
+        if pw > 0 and ph > 0:
+            total += ph * (1 + (pw * bits + 7) // 8)
+    return total
+
+
+def png_data_problem(data: bytes) -> str | None:
+    """Why a PNG's image data is shorter than its header declares, else ``None``.
+
+    Pillow decodes a PNG whose compressed data ends early (cut file, or a
+    complete but short zlib stream) as "ok", with the missing rows black. The
+    IDAT data is checked before any pixel buffer is allocated: first against
+    deflate's maximum ratio (no decompression at all), then by streaming it
+    through zlib in 1 MiB pieces, counting and discarding.
+    """
+    view = memoryview(data)
+    pos, header, idat = 8, None, []
+    while pos + 8 <= len(view):
+        length = int.from_bytes(view[pos:pos + 4], "big")
+        kind = bytes(view[pos + 4:pos + 8])
+        body = view[pos + 8:pos + 8 + length]
+        if kind == b"IHDR" and len(body) >= 13:
+            header = body
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if header is None:
+        return None  # Pillow opened it: leave the verdict to the decoder
+    width, height = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
+    expected = png_image_bytes(width, height, header[8], header[9], header[12])
+    stored = sum(len(b) for b in idat)
+    if stored * _DEFLATE_MAX_RATIO < expected:
+        return (f"truncated image data: {stored:,} bytes of compressed data cannot hold the {expected:,} "
+                f"bytes its {width}x{height} header declares")
+    inflate, got = zlib.decompressobj(), 0
+    try:
+        for body in idat:
+            chunk = bytes(body)
+            while chunk and got < expected:
+                got += len(inflate.decompress(chunk, 1 << 20))
+                chunk = inflate.unconsumed_tail
+            if got >= expected:
+                return None
+    except zlib.error as exc:
+        return f"corrupt image data (zlib: {exc})"
+    return f"truncated image data: {got:,} of the {expected:,} bytes its {width}x{height} header declares"
 
 
 _BYTES_REPR = re.compile(r"""b(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")

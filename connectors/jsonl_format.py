@@ -9,6 +9,11 @@ the fast path rejects a chunk (malformed line, mixed value types, a line that
 is not an object, invalid UTF-8), the chunk is parsed again line by line with the stdlib ``json``
 module, which either succeeds (mixed types are reconciled) or names the exact
 line. Memory is bounded by one chunk.
+
+Hostile input is refused before a parser sees it (see :mod:`connectors.limits`):
+a line longer than ``max_record_bytes`` is never read into memory whole, and
+a chunk whose lines may nest deeper than ``max_json_depth`` is measured by a
+vectorized pre-scan (pyarrow's JSON parser segfaults some thousands deep).
 """
 from __future__ import annotations
 
@@ -16,25 +21,30 @@ import io
 import json
 from typing import BinaryIO, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.json as pj
 
 from connectors.errors import ShardReadError
 from connectors.formats import JSONL
+from connectors.limits import DEFAULT_LIMITS, ReadLimits, human_bytes
 from connectors.registry import ReadContext, register_reader
-from connectors.streams import decompression_errors, open_hashed
+from connectors.streams import decompression_errors
 
 _FIX_LINE = "fix or remove that line"
+CHUNK_BYTES = 32 << 20  # a chunk is cut early once its lines hold this many bytes
 
 
 @register_reader(JSONL)
 def read_jsonl(ctx: ReadContext) -> Iterator[pa.RecordBatch]:
     """Yield one batch per chunk of ``ctx.batch_size`` records; hash while streaming."""
     codec = ctx.ref.compression
-    with open_hashed(ctx.uri, codec, ctx.storage_options) as (stream, hashing):
+    with ctx.open() as (stream, hashing):
         try:
-            for lines, linenos in line_chunks(stream, ctx.batch_size):
+            for lines, linenos in line_chunks(stream, ctx.batch_size, ctx.limits.max_record_bytes, ctx.uri):
+                check_depth(lines, linenos, ctx.uri, ctx.limits)
                 batch = parse_chunk(lines, linenos, ctx.uri, ctx.wanted)
+                lines.clear()  # the raw lines are not needed once parsed: free them before the checks run
                 if ctx.source_columns is None:
                     ctx.source_columns = list(batch.schema.names)
                 yield batch
@@ -46,20 +56,95 @@ def read_jsonl(ctx: ReadContext) -> Iterator[pa.RecordBatch]:
     ctx.sha256, ctx.bytes = hashing.hexdigest(), hashing.bytes_read
 
 
-def line_chunks(stream: BinaryIO, size: int) -> Iterator[tuple[list[bytes], list[int]]]:
-    """Chunks of at most ``size`` non-blank lines, with their 1-based line numbers."""
+def line_chunks(stream: BinaryIO, size: int, max_line: int = DEFAULT_LIMITS.max_record_bytes,
+                uri: str = "") -> Iterator[tuple[list[bytes], list[int]]]:
+    """Chunks of at most ``size`` non-blank lines, with their 1-based line numbers.
+
+    A line longer than ``max_line`` bytes raises :class:`ShardReadError` after
+    reading at most ``max_line + 1`` bytes of it.
+    """
     lines: list[bytes] = []
     linenos: list[int] = []
-    for lineno, line in enumerate(stream, 1):
-        if line.isspace() or not line:
+    lineno = held = 0
+    while True:
+        line = stream.readline(max_line + 1)
+        if not line:
+            break
+        lineno += 1
+        if len(line) > max_line and not line.endswith(b"\n"):  # (a line of exactly max_line + newline is fine)
+            raise ShardReadError(uri, f"line longer than {human_bytes(max_line)} "
+                                      f"(limits.max_record_bytes); split or remove that record, or raise "
+                                      "the limit in the policy if the data is trusted", line=lineno)
+        if line.isspace():
             continue
         lines.append(line)
         linenos.append(lineno)
-        if len(lines) >= size:
+        held += len(line)
+        if len(lines) >= size or held >= CHUNK_BYTES:  # long records make short chunks
             yield lines, linenos
-            lines, linenos = [], []
+            lines, linenos, held = [], [], 0
     if lines:
         yield lines, linenos
+
+
+_DEPTH_STEP = np.zeros(256, np.int8)
+_DEPTH_STEP[[ord("["), ord("{")]] = 1
+_DEPTH_STEP[[ord("]"), ord("}")]] = -1
+
+
+def check_depth(lines: list[bytes], linenos: list[int], uri: str, limits: ReadLimits = DEFAULT_LIMITS) -> None:
+    """Raise :class:`ShardReadError` for the first line nested deeper than ``limits.max_json_depth``.
+
+    Cheap for ordinary data: a line's depth is at most its count of ``[``/``{``
+    (``bytes.count``: C speed, no copy of the chunk); only lines with more
+    openers than the limit are measured exactly (:func:`json_depth`).
+    """
+    limit = limits.max_json_depth
+    for i, line in enumerate(lines):
+        if line.count(b"[") + line.count(b"{") <= limit:
+            continue
+        depth = json_depth(line)
+        if depth > limit:
+            raise ShardReadError(uri, f"JSON nested {depth:,} levels deep, over limits.max_json_depth="
+                                      f"{limit} (deeper lines can crash JSON parsers); {_FIX_LINE}",
+                                 line=linenos[i])
+
+
+def _positions(data: np.ndarray, *values: int) -> np.ndarray:
+    mask = data == values[0]
+    for v in values[1:]:
+        mask |= data == v
+    return np.flatnonzero(mask)
+
+
+def json_depth(line: bytes) -> int:
+    """Deepest nesting of ``[``/``{`` in one JSON text, brackets inside strings not counted.
+
+    Vectorized over the positions of the few bytes that matter (memory is one
+    byte mask at a time plus those positions, not several arrays of the line's
+    length): a quote delimits a string unless an odd run of backslashes
+    precedes it, and a bracket counts when an even number of delimiters
+    precede it.
+    """
+    data = np.frombuffer(line, np.uint8)
+    slashes = _positions(data, 0x5C)
+    quotes = _positions(data, 0x22)
+    if slashes.size and quotes.size:
+        breaks = np.flatnonzero(np.diff(slashes) != 1)
+        run_end = np.append(slashes[breaks], slashes[-1])  # last backslash of each run
+        run_len = run_end - np.insert(slashes[breaks + 1], 0, slashes[0]) + 1
+        k = np.searchsorted(run_end, quotes - 1)
+        hit = (k < run_end.size) & (run_end[np.minimum(k, run_end.size - 1)] == quotes - 1)
+        escaped = hit & (run_len[np.minimum(k, run_len.size - 1)] % 2 == 1)
+        quotes = quotes[~escaped]
+    opens, closes = _positions(data, 0x5B, 0x7B), _positions(data, 0x5D, 0x7D)
+    outside = lambda at: at[np.searchsorted(quotes, at) % 2 == 0]  # noqa: E731 - even quotes before: outside
+    opens, closes = outside(opens), outside(closes)
+    if opens.size == 0:
+        return 0
+    at = np.concatenate([opens, closes])
+    step = np.concatenate([np.ones(opens.size, np.int32), -np.ones(closes.size, np.int32)])
+    return int(np.cumsum(step[np.argsort(at, kind="stable")]).max())
 
 
 def parse_chunk(lines: list[bytes], linenos: list[int], uri: str,
@@ -73,22 +158,36 @@ def parse_chunk(lines: list[bytes], linenos: list[int], uri: str,
 
 def parse_fast(lines: list[bytes]) -> pa.RecordBatch | None:
     """``pyarrow.json`` over the chunk, or ``None`` when it rejects it (or it is not UTF-8)."""
-    data = b"".join(lines)
+    data = _joined(lines)
     if not data.endswith(b"\n"):
         data += b"\n"
-    try:
-        data.decode("utf-8")  # pyarrow.json does not validate UTF-8
-    except UnicodeDecodeError:
+    buf = pa.py_buffer(data)  # zero-copy views of the chunk from here on: one huge record costs ~2x, not ~4x
+    if not _valid_utf8(buf):  # pyarrow.json does not validate UTF-8
         return None
     try:
         opts = pj.ReadOptions(use_threads=True, block_size=max(len(data) + 1, 1 << 20))
-        table = pj.read_json(io.BytesIO(data), read_options=opts)
+        table = pj.read_json(pa.BufferReader(buf), read_options=opts)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return None
     if table.num_rows != len(lines):
         return None
     batches = table.combine_chunks().to_batches()
     return batches[0] if batches else None
+
+
+def _joined(lines: list[bytes]) -> bytes:
+    """The chunk's bytes; a one-line chunk (a huge record) is not copied."""
+    return lines[0] if len(lines) == 1 else b"".join(lines)
+
+
+def _valid_utf8(buf: pa.Buffer) -> bool:
+    """Whether ``buf`` is valid UTF-8, checked by Arrow in place (``bytes.decode`` would copy it)."""
+    offsets = pa.py_buffer(np.array([0, buf.size], np.int64).tobytes())
+    try:
+        pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, buf]).validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def parse_careful(lines: list[bytes], linenos: list[int], uri: str,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import posixpath
 import re
@@ -20,6 +21,8 @@ from connectors.formats import (
     is_hf_dataset_dir,
     known_suffixes,
 )
+
+log = logging.getLogger(__name__)
 
 # directory walks skip names starting with these (as pyarrow.dataset does):
 # hidden files, `_SUCCESS`, `_delta_log/`, editor and notebook leftovers
@@ -60,7 +63,8 @@ class ShardRef:
         return found.compression if found else None
 
 
-def list_shards(source: str, storage_options: dict | None = None) -> list[ShardRef]:
+def list_shards(source: str, storage_options: dict | None = None,
+                exclude: list[str] | tuple[str, ...] = (), skipped: list[str] | None = None) -> list[ShardRef]:
     """List the shards of ``source``, sorted by name.
 
     ``source`` is a file, a directory (walked recursively; names starting with
@@ -70,22 +74,36 @@ def list_shards(source: str, storage_options: dict | None = None) -> list[ShardR
     directory in Hugging Face ``save_to_disk`` layout is one ``hf_dataset``
     shard, and each split of a saved ``DatasetDict`` is one shard.
 
+    Only regular files are shards: a FIFO, socket or device (or a link to
+    one) would hang or never end a read, so it is skipped with a warning.
+    ``exclude`` names local directories whose content is never a shard when
+    they lie inside the source (the scan's quarantine, state and run
+    directories: a quarantined copy must not come back as a new shard).
+    What was skipped, and why, is logged and appended to ``skipped``.
+
     Raises:
         SourceError: the source does not exist, cannot be opened, or holds no shard.
     """
     fs, path = _open_fs(source, storage_options)
-    lister = _Lister(fs, source)
+    lister = _Lister(fs, source, exclude)
     if has_magic(path) and not _safe(fs.exists, path):
         refs = lister.from_glob(path)
     elif _safe(fs.isdir, path):
         refs = lister.from_dir(path, path)
     elif _safe(fs.isfile, path):
         refs = [lister.from_file(path)]
+    elif _safe(fs.exists, path):
+        raise SourceError(f"source {source!r} is not a regular file nor a directory (a FIFO, socket "
+                          "or device, which would never end a read); point at the data files")
     else:
         raise SourceError(
             f"source {source!r} does not exist (looked for {path!r} on {_protocol(fs)}); "
             "check the path or URL, and the storage options for object stores"
         )
+    for note in lister.skipped:
+        log.warning("%s", note)
+    if skipped is not None:
+        skipped.extend(lister.skipped)
     if not refs:
         raise SourceError(lister.nothing_found_message(path))
     return sorted(refs, key=lambda r: r.name)
@@ -178,11 +196,38 @@ def _glob_root(text: str) -> str:
 class _Lister:
     """Turns fsspec listings into :class:`ShardRef` objects for one source."""
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, source: str) -> None:
+    def __init__(self, fs: fsspec.AbstractFileSystem, source: str, exclude=()) -> None:
         self.fs = fs
         self.source = source
         self.local = is_local(fs)
         self.seen_files: list[str] = []
+        self.skipped: list[str] = []
+        # exclusions are local directories; object-store sources cannot hold them
+        self.exclude = [os.path.abspath(os.fspath(d)).replace(os.sep, "/").rstrip("/")
+                        for d in exclude] if self.local else []
+
+    def _regular(self, files: dict[str, dict]) -> dict[str, dict]:
+        """``files`` without entries that are not regular files (FIFOs, devices, sockets), noted."""
+        odd = sorted(p for p, i in files.items() if i.get("type") not in ("file", "directory"))
+        if odd:
+            self.skipped.append(f"skipped {len(odd)} entr{'y' if len(odd) == 1 else 'ies'} that "
+                                f"{'is' if len(odd) == 1 else 'are'} not a regular file (a FIFO, socket or "
+                                f"device, or a link to one): {', '.join(odd[:10])}"
+                                + (" ..." if len(odd) > 10 else ""))
+        drop = set(odd)
+        return {p: i for p, i in files.items() if p not in drop}
+
+    def _without_excluded(self, files: dict[str, dict], dir_path: str) -> dict[str, dict]:
+        """``files`` without those inside an excluded directory that lies inside ``dir_path``."""
+        inside = [d for d in self.exclude if d.startswith(dir_path.rstrip("/") + "/")]
+        if not inside:
+            return files
+        kept = {p: i for p, i in files.items() if not _inside(p, inside)}
+        if len(kept) < len(files):
+            self.skipped.append(f"skipped {len(files) - len(kept)} file(s) in the scan's own directories "
+                                f"inside the source ({', '.join(inside)}): quarantined copies, state and "
+                                "run outputs are not shards")
+        return kept
 
     # -- naming -------------------------------------------------------------
     def _uri(self, path: str, root_path: str, root_text: str) -> str:
@@ -207,7 +252,7 @@ class _Lister:
     def from_dir(self, dir_path: str, root_path: str, root_text: str | None = None) -> list[ShardRef]:
         """Shards under ``dir_path``, named relative to ``root_path``."""
         root_text = self.source if root_text is None else root_text
-        files = self.fs.find(dir_path, detail=True)
+        files = self._without_excluded(self._regular(self.fs.find(dir_path, detail=True)), dir_path)
         self.seen_files.extend(files)
         hf_dirs = _hf_dirs(files)
         refs = [self._hf_ref(d, files, root_path, root_text) for d in hf_dirs
@@ -225,7 +270,7 @@ class _Lister:
         """Shards matched by a glob; matched directories are walked."""
         root_path = _glob_root(pattern)
         root_text = _glob_root(self.source)
-        matches = self.fs.glob(pattern, detail=True)
+        matches = self._without_excluded(self._regular(self.fs.glob(pattern, detail=True)), root_path)
         self.seen_files.extend(p for p, i in matches.items() if i.get("type") != "directory")
         refs: list[ShardRef] = []
         for path, info in sorted(matches.items()):

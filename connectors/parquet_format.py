@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from connectors.formats import PARQUET
+from connectors.limits import human_bytes
 from connectors.registry import ReadContext, register_reader
 from connectors.streams import hash_file
 
@@ -44,6 +45,7 @@ def read_parquet(ctx: ReadContext) -> Iterator[pa.RecordBatch]:
         ctx.source_columns = list(schema.names)
         columns = [c for c in schema.names if c in ctx.wanted]
         projected = pa.schema([schema.field(c) for c in columns]) if columns else schema
+        check_sizes(ctx, pf, set(columns or schema.names))
         yield _empty(projected)
         rows = 0
         try:
@@ -54,6 +56,35 @@ def read_parquet(ctx: ReadContext) -> Iterator[pa.RecordBatch]:
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise ctx.error(f"corrupt Parquet data after {rows} readable rows ({exc}); {_CORRUPT}",
                             row=rows) from exc
+
+
+def check_sizes(ctx: ReadContext, pf: pq.ParquetFile, columns: set[str]) -> None:
+    """Refuse, from the footer alone, a file whose columns to read decompress past the limits.
+
+    The footer states each column chunk's compressed and uncompressed size: a
+    Parquet decompression bomb is refused before a page is decompressed.
+    """
+    lim = ctx.limits
+    meta = pf.metadata
+    total = 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            if chunk.path_in_schema.split(".")[0] not in columns:
+                continue
+            raw, stored = chunk.total_uncompressed_size, max(chunk.total_compressed_size, 1)
+            total += raw
+            if raw > lim.ratio_grace_bytes and raw > lim.max_expansion_ratio * stored:
+                raise ctx.error(f"column {chunk.path_in_schema!r} of row group {g} expands {raw / stored:,.0f}x "
+                                f"({human_bytes(stored)} -> {human_bytes(raw)}), over "
+                                f"limits.max_expansion_ratio={lim.max_expansion_ratio:g}: a decompression "
+                                "bomb or degenerate data; remove it, or raise the limit in the policy if "
+                                "the data is trusted")
+    if total > lim.max_shard_bytes:
+        raise ctx.error(f"{human_bytes(total)} of column data once decompressed, over "
+                        f"limits.max_shard_bytes={human_bytes(lim.max_shard_bytes)}; split the file, or "
+                        "raise the limit in the policy if the data is trusted")
 
 
 def _empty(schema: pa.Schema) -> pa.RecordBatch:

@@ -10,12 +10,14 @@ from __future__ import annotations
 from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 # importing the format modules registers their readers
 from connectors import csv_format, hf_format, jsonl_format, parquet_format  # noqa: F401
 from connectors import webdataset_format  # noqa: F401
 from connectors.errors import ColumnMappingError, ShardReadError
 from connectors.image_paths import ImageResolver
+from connectors.limits import DEFAULT_LIMITS, ReadLimits, human_bytes
 from connectors.listing import ShardRef
 from connectors.normalize import Plan, image_paths_in, make_plan, normalize_batch
 from connectors.registry import ReadContext, reader_for, registered_formats
@@ -54,14 +56,22 @@ class ShardReader:
         complete: whether the last iteration read the whole shard.
         notes: non-fatal remarks (e.g. an ``image`` column that is not bytes was ignored).
 
+    ``limits`` bound what a hostile or broken shard may cost (decompressed
+    bytes, record size, expansion ratio, JSON nesting; see
+    :mod:`connectors.limits`): a shard past one is refused with the limit named.
+
     Raises (while iterating):
-        ShardReadError: the shard is corrupt, malformed, lacks an explicitly
-            mapped column or has no content column at all. An empty shard
-            (no records) is not an error: it yields no batch.
+        ShardReadError: the shard is corrupt, malformed, over a read limit,
+            lacks an explicitly mapped column or has no content column at
+            all; any other error a parser raises on the shard's bytes is
+            turned into one too (with its type), so that one bad shard never
+            stops a scan. An empty shard (no records) is not an error: it
+            yields no batch.
     """
 
     def __init__(self, ref: ShardRef, mapping: ColumnMapping, batch_size: int = 8192,
-                 storage_options: dict | None = None, image_root: str | None = None) -> None:
+                 storage_options: dict | None = None, image_root: str | None = None,
+                 limits: ReadLimits = DEFAULT_LIMITS) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.ref = ref
@@ -76,13 +86,14 @@ class ShardReader:
         self.sha256 = ""
         self.complete = False
         self.notes: list[str] = []
+        self.limits = limits
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         reader = reader_for(self.ref.format)
         if reader is None:
             raise ShardReadError(self.ref.uri, f"no reader for format {self.ref.format!r} "
                                                f"(readable: {', '.join(registered_formats())})")
-        ctx = ReadContext(self.ref, self.batch_size, self.storage_options, self._wanted())
+        ctx = ReadContext(self.ref, self.batch_size, self.storage_options, self._wanted(), limits=self.limits)
         self.rows, self.sha256, self.complete = 0, "", False
         plan: Plan | None = None
         resolver: ImageResolver | None = None
@@ -95,6 +106,7 @@ class ShardReader:
                 if plan.problem:
                     raise ColumnMappingError(self.ref.uri, plan.problem,
                                              list(ctx.source_columns or raw.schema.names))
+                check_cells(raw, plan, self.rows, self.ref.uri, self.limits)
                 src = image_paths_in(raw, plan)
                 if src is None:
                     batch = normalize_batch(raw, plan, self.rows, self.ref.uri)
@@ -115,6 +127,11 @@ class ShardReader:
             raise ShardReadError(self.ref.uri, f"cannot read the shard ({type(exc).__name__}: "
                                                f"{exc}); check that it exists and is readable",
                                  row=self.rows if self.rows else None) from exc
+        except Exception as exc:  # hostile bytes may trip any parser: this shard's error, not the scan's
+            raise ShardReadError(self.ref.uri, f"cannot parse the shard ({type(exc).__name__}: "
+                                               f"{_short(exc)}); it is malformed: re-create it or remove "
+                                               "it from the source",
+                                 row=self.rows if self.rows else None) from exc
         self.sha256, self.bytes, self.complete = ctx.sha256, ctx.bytes, True
 
     def _wanted(self) -> frozenset[str]:
@@ -125,6 +142,37 @@ class ShardReader:
         self.columns = list(plan.columns)
         self.notes = list(plan.notes)
         return plan
+
+
+def check_cells(raw: pa.RecordBatch, plan: Plan, first_row: int, uri: str, limits: ReadLimits) -> None:
+    """Refuse a batch holding a mapped cell larger than ``limits.max_record_bytes``.
+
+    Columnar formats (Parquet, Arrow) hold no "line" to bound while reading, so
+    their records are bounded here, one vectorized length per mapped column.
+    """
+    for name, src in plan.sources.items():
+        idx = raw.schema.get_field_index(src)
+        if idx < 0:
+            continue
+        col = raw.column(idx)
+        if pa.types.is_struct(col.type) and col.type.get_field_index("bytes") >= 0:
+            col = pc.struct_field(col, "bytes")
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+                or pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)):
+            continue
+        lengths = pc.binary_length(col)
+        biggest = pc.max(lengths).as_py()
+        if biggest is not None and biggest > limits.max_record_bytes:
+            row = int(pc.index(lengths, biggest).as_py())
+            raise ShardReadError(uri, f"column {src!r} holds a value of {human_bytes(biggest)}, over "
+                                      f"limits.max_record_bytes={human_bytes(limits.max_record_bytes)}; "
+                                      "remove that record, or raise the limit in the policy if the data "
+                                      "is trusted", row=first_row + row)
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc) or "no message"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def read_shard(ref: ShardRef, mapping: ColumnMapping | None = None, batch_size: int = 8192,

@@ -19,6 +19,7 @@ import fsspec
 import pyarrow as pa
 
 from connectors.errors import ShardReadError
+from connectors.limits import DEFAULT_LIMITS, ReadLimits
 from connectors.listing import ShardRef, is_local
 
 
@@ -33,6 +34,13 @@ class ReadContext:
     source_columns: list[str] | None = None  # set by the reader: every column of the source
     sha256: str = ""  # set by the reader once the whole shard is read
     bytes: int = 0  # set with sha256: bytes hashed
+    limits: ReadLimits = DEFAULT_LIMITS  # memory and time bounds on hostile input
+
+    def open(self):
+        """The shard's content stream (decompressed, bounded by :attr:`limits`) and its hashing reader."""
+        from connectors.streams import open_hashed
+
+        return open_hashed(self.ref.uri, self.ref.compression, self.storage_options, self.limits)
 
     @property
     def uri(self) -> str:

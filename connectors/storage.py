@@ -134,7 +134,8 @@ def _relative_files(fs: fsspec.AbstractFileSystem, path: str) -> list[tuple[str,
     """Sorted ``(relative posix path, full path)`` of every file below directory ``path``."""
     root = path.rstrip("/")
     out: list[tuple[str, str]] = []
-    for full in fs.find(root, withdirs=False, detail=False):
+    found = fs.find(root, withdirs=False, detail=True)
+    for full in (p for p, info in found.items() if info.get("type", "file") == "file"):  # FIFOs would hang
         full_s = str(full).replace("\\", "/")
         prefix = root + "/"
         if not full_s.startswith(prefix):

@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 import fsspec
 
+from connectors.errors import ShardReadError
+from connectors.limits import DEFAULT_LIMITS, ReadLimits, human_bytes
+
 if TYPE_CHECKING:
     from connectors.listing import ShardRef
 
@@ -76,6 +79,54 @@ def decompressing(raw: BinaryIO, compression: str | None) -> BinaryIO:
     raise ValueError(f"unknown compression {compression!r}")
 
 
+class BoundedReader(io.RawIOBase):
+    """The content stream of a shard, refused once it passes a :class:`ReadLimits` limit.
+
+    Counts the bytes it hands out (decompressed content) against
+    ``max_shard_bytes`` and, for a compressed file, their ratio to the stored
+    bytes read so far against ``max_expansion_ratio``: a decompression bomb
+    is stopped after at most one chunk past the limit, never materialized.
+    """
+
+    def __init__(self, inner: BinaryIO, hashing: HashingReader, uri: str,
+                 limits: ReadLimits, compression: str | None) -> None:
+        super().__init__()
+        self._inner = inner
+        self._hashing = hashing
+        self._uri = uri
+        self._limits = limits
+        self._compression = compression
+        self.total = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self._inner.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            self.total += n
+            self._check()
+        return n or 0
+
+    def _check(self) -> None:
+        lim = self._limits
+        if self.total > lim.max_shard_bytes:
+            what = "once decompressed " if self._compression else ""
+            raise ShardReadError(
+                self._uri, f"more than {human_bytes(lim.max_shard_bytes)} of content {what}"
+                f"(limits.max_shard_bytes); split the shard, or raise the limit in the policy if "
+                "the data is trusted", offset=self.total)
+        stored = self._hashing.bytes_read
+        if (self._compression and self.total > lim.ratio_grace_bytes
+                and self.total > lim.max_expansion_ratio * max(stored, 1)):
+            raise ShardReadError(
+                self._uri, f"{self._compression} stream expands {self.total / max(stored, 1):,.0f}x "
+                f"({human_bytes(stored)} stored -> more than {human_bytes(self.total)}), over "
+                f"limits.max_expansion_ratio={lim.max_expansion_ratio:g}: a decompression bomb or "
+                "degenerate data; remove it, or raise the limit in the policy if the data is trusted",
+                offset=self.total)
+
+
 def decompression_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean a compressed stream is corrupt or truncated."""
     errors: list[type[BaseException]] = [EOFError, gzip.BadGzipFile]
@@ -92,18 +143,24 @@ def decompression_errors() -> tuple[type[BaseException], ...]:
 
 
 @contextmanager
-def open_hashed(uri: str, compression: str | None, storage_options: dict | None = None
-                ) -> Iterator[tuple[BinaryIO, HashingReader]]:
-    """Open ``uri`` for streaming: yields (content stream, hashing raw reader)."""
+def open_hashed(uri: str, compression: str | None, storage_options: dict | None = None,
+                limits: ReadLimits = DEFAULT_LIMITS) -> Iterator[tuple[BinaryIO, HashingReader]]:
+    """Open ``uri`` for streaming: yields (content stream, hashing raw reader).
+
+    The content stream raises :class:`ShardReadError` once it passes
+    ``limits.max_shard_bytes`` or (compressed files) ``limits.max_expansion_ratio``.
+    """
     fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
     with fs.open(path, "rb") as raw:
         hashing = HashingReader(raw)
-        stream = decompressing(hashing, compression)
+        # a plain file is read straight from the hashing reader (one buffer, not two)
+        inner = hashing if compression is None else decompressing(hashing, compression)
+        stream = io.BufferedReader(BoundedReader(inner, hashing, uri, limits, compression), CHUNK)
         try:
             yield stream, hashing
         finally:
             if compression is not None:
-                stream.close()
+                inner.close()
 
 
 def hash_file(fs: fsspec.AbstractFileSystem, path: str, sha=None) -> tuple[str, int]:
@@ -125,6 +182,8 @@ def hf_dir_files(fs: fsspec.AbstractFileSystem, dir_path: str) -> list[tuple[str
     root = dir_path.rstrip("/")
     out = []
     for path, info in fs.find(root, detail=True).items():
+        if info.get("type", "file") != "file":  # a FIFO or device would hang the read
+            continue
         rel = path[len(root) + 1 :] if path.startswith(root + "/") else posixpath.basename(path)
         out.append((rel, path, int(info.get("size") or 0)))
     return sorted(out, key=lambda t: t[0].encode("utf-8"))

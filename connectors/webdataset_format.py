@@ -43,7 +43,8 @@ import pyarrow as pa
 from connectors.formats import WEBDATASET
 from connectors.images import rejected_marker
 from connectors.registry import ReadContext, register_reader
-from connectors.streams import decompression_errors, open_hashed
+from connectors.limits import human_bytes
+from connectors.streams import decompression_errors
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 CAPTION_EXTS = ("txt", "caption", "text")
@@ -168,10 +169,25 @@ def _check_complete(ctx: ReadContext, size: int) -> None:
         raise tarfile.ReadError("it has no end-of-archive marker (two zero blocks)")
 
 
+def _check_content(ctx: ReadContext, content: int, stored: int) -> None:
+    """Refuse a tar whose members add up past the shard limit or expand like a bomb."""
+    lim = ctx.limits
+    if content > lim.max_shard_bytes:
+        raise ctx.error(f"members add up to more than {human_bytes(lim.max_shard_bytes)} "
+                        "(limits.max_shard_bytes); split the shard, or raise the limit in the policy "
+                        "if the data is trusted")
+    if content > lim.ratio_grace_bytes and content > lim.max_expansion_ratio * max(stored, 1):
+        raise ctx.error(f"members add up to {human_bytes(content)} from {human_bytes(stored)} stored, "
+                        f"over limits.max_expansion_ratio={lim.max_expansion_ratio:g}: a compressed tar "
+                        "bomb; remove it, or raise the limit in the policy if the data is trusted")
+
+
 @register_reader(WEBDATASET)
 def read_webdataset(ctx: ReadContext) -> Iterator[pa.RecordBatch]:
     """Yield batches of samples; hash the tar's bytes while streaming it."""
-    with open_hashed(ctx.uri, None, ctx.storage_options) as (stream, hashing):
+    max_member = min(MAX_MEMBER_BYTES, ctx.limits.max_record_bytes)
+    content = 0  # member bytes announced so far (tarfile may decompress a gzipped tar itself)
+    with ctx.open() as (stream, hashing):
         try:
             tar = tarfile.open(fileobj=stream, mode="r|*")
         except (tarfile.TarError, *decompression_errors()) as exc:
@@ -195,12 +211,15 @@ def read_webdataset(ctx: ReadContext) -> Iterator[pa.RecordBatch]:
             for member in tar:
                 if member.isdir():
                     continue
+                content += max(member.size, 0)
+                _check_content(ctx, content, hashing.bytes_read)
                 problem = member_problem(member)
                 if problem is not None:
                     batch.add_rejected(member.name, problem)
-                elif member.size > MAX_MEMBER_BYTES:  # not read: memory stays bounded
+                elif member.size > max_member:  # not read: memory stays bounded
                     batch.add_rejected(member.name, f"member of {member.size:,} bytes, over the limit of "
-                                                    f"{MAX_MEMBER_BYTES:,}; not read", unsafe=False)
+                                                    f"{max_member:,} (limits.max_record_bytes); not read",
+                                       unsafe=False)
                 elif (split := split_key(member.name))[1] == "":
                     batch.add_rejected(member.name, "member name has no extension, so it belongs to no "
                                                     "sample (WebDataset names are KEY.EXTENSION)", unsafe=False)

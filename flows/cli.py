@@ -396,9 +396,22 @@ def _prefect_ui(url: str | None) -> str | None:
     return url or "http://127.0.0.1:4200"  # where `integrity serve` starts Prefect's UI
 
 
+def console_state_dir() -> Path:
+    """The console's default state dir: ``.integrity``, or the demo's ``.integrity/demo`` when only it has a
+    ledger (so `make demo` then `integrity console` shows the demo scan)."""
+    default, demo = Path(".integrity"), Path(".integrity") / "demo"
+    if not (default / "ledger.sqlite").exists() and (demo / "ledger.sqlite").exists():
+        err.print(f"[yellow]note:[/] {default} holds no ledger; serving the demo's ({demo})")
+        return demo
+    return default
+
+
 @console_app.callback()
-def console(ctx: typer.Context, state_dir: StateDir = Path(".integrity"), host: ConsoleHost = "127.0.0.1",
-            port: ConsolePort = 8765, prefect_ui: PrefectUI = None) -> None:
+def console(ctx: typer.Context,
+            state_dir: Annotated[Optional[Path], typer.Option(
+                "--state-dir", help="State directory holding the ledger (policy state_dir; default .integrity, or "
+                                    "the demo's .integrity/demo when only that one has a ledger).")] = None,
+            host: ConsoleHost = "127.0.0.1", port: ConsolePort = 8765, prefect_ui: PrefectUI = None) -> None:
     """Serve the ops console on the ledger in --state-dir (http://127.0.0.1:8765 by default).
 
     With no console users it is read-only and only binds to loopback; add users with
@@ -410,6 +423,7 @@ def console(ctx: typer.Context, state_dir: StateDir = Path(".integrity"), host: 
     from integrity.console.server import serve as serve_console
     from integrity.ledger import LedgerError
 
+    state_dir = state_dir or console_state_dir()
     if not (state_dir / "ledger.sqlite").exists():
         err.print(f"[yellow]note:[/] {state_dir} holds no ledger yet; the console starts empty "
                   "(scans with this state directory will show up). The demo's is .integrity/demo.")
@@ -512,6 +526,7 @@ def serve(source: Source,
           checks: Checks = None,
           runner: Annotated[str, typer.Option("--runner", help="threads (default) or dask.")] = "threads",
           address: Address = None, workers: Workers = 2, quarantine_mode: QMode = None,
+          corpus: Corpus = None, shared_history: SharedHistory = False,
           console_port: Annotated[int, typer.Option(
               "--console-port", help="Serve the ops console on 127.0.0.1:PORT beside the Prefect UI (0: no console).")] = 8765,
           verbose: Verbose = False) -> None:
@@ -536,7 +551,8 @@ def serve(source: Source,
                         policy=str(policy.absolute()) if policy else None, columns=cols, checks=checks,
                         reference=str(Path(reference).absolute()) if reference and "://" not in reference else reference,
                         quarantine_mode=quarantine_mode, image_root=image_root,
-                        runner=runner, workers=workers, address=address, console_port=console_port or None)
+                        runner=runner, workers=workers, address=address, corpus=corpus,
+                        shared_history=shared_history, console_port=console_port or None)
     except (PolicyError, SourceError, UnknownCheckError, typer.BadParameter, ValueError, RuntimeError) as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(COULD_NOT_RUN)

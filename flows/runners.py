@@ -36,7 +36,7 @@ def run_prefect_scan(spec, runner: str = "threads", workers: int = 2, address: s
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.scan import scan_flow, summary_of
-    from flows.server import find_api_url, free_port, start_local_server
+    from flows.server import find_api_url, free_port, require_answering, start_local_server
 
     spec.runner = runner
     server = None
@@ -46,6 +46,7 @@ def run_prefect_scan(spec, runner: str = "threads", workers: int = 2, address: s
         if url is None:
             server = start_local_server(port=free_port())
             url = server.api_url
+        require_answering(url)
         os.environ["PREFECT_API_URL"] = url  # for Dask workers, which inherit the environment
         flow = scan_flow.with_options(task_runner=make_task_runner(runner, workers, address),
                                       flow_run_name=f"scan-{spec.scan_id}")

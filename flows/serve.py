@@ -8,14 +8,14 @@ import sys
 from typing import Any
 
 from flows.env import prefect_defaults
-from flows.server import find_api_url, start_local_server
+from flows.server import find_api_url, require_answering, start_local_server
 
 
 def serve_scheduled(source: str, cron: str, out_root: str, name: str = "nightly", console_port: int | None = None,
                     **scan_options: Any) -> None:
     """Serve the scheduled scan until interrupted. ``scan_options`` are the parameters of
     :func:`flows.scheduled.scheduled_scan` (policy, columns, checks, reference, quarantine_mode,
-    image_root, runner, workers, address); they are validated now, not at 2 a.m. With
+    image_root, runner, workers, address, corpus, shared_history); they are validated now, not at 2 a.m. With
     ``console_port`` the ops console serves the policy's ledger on 127.0.0.1:PORT beside the Prefect UI."""
     prefect_defaults()
     from flows.build import build_spec
@@ -29,6 +29,7 @@ def serve_scheduled(source: str, cron: str, out_root: str, name: str = "nightly"
         server = start_local_server()  # dies with this process, even on kill -9
         url = server.api_url
         print(f"Prefect server and UI on {url.removesuffix('/api')}", flush=True)
+    require_answering(url)
     os.environ["PREFECT_API_URL"] = url  # the served runs' subprocesses inherit it
     console = None
     try:

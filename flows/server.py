@@ -84,6 +84,14 @@ def find_api_url() -> str | None:
     return url if answers(url) else None
 
 
+def require_answering(api_url: str) -> str:
+    """``api_url`` if a Prefect API answers there; else a RuntimeError that says what to do."""
+    if not answers(api_url, timeout=5):
+        raise RuntimeError(f"no Prefect server answers at {api_url} (PREFECT_API_URL): start it, or unset "
+                           "PREFECT_API_URL to scan without Prefect")
+    return api_url
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: ask the kernel for SIGTERM when the parent dies (Linux)."""
     try:

@@ -86,6 +86,7 @@ def scan(
     storage_options: Mapping[str, Any] | None = None,
     workers: int = 2,
     progress: Callable[[Any], None] | None = None,
+    on_progress: Callable[[Any], None] | None = None,
 ) -> ScanResult:
     """Scan ``source`` and return a :class:`ScanResult`; writes the same run directory as the CLI.
 
@@ -113,6 +114,9 @@ def scan(
         storage_options: fsspec options for object-store sources.
         workers: threads scanning shards in parallel.
         progress: called with each shard's result as it finishes.
+        on_progress: called (at most twice a second) with an
+            :class:`integrity.engine.progress.Snapshot` while shards are read: records done,
+            the estimated total, the ETA (``format_snapshot`` words it as the CLI does).
 
     Raises:
         connectors.errors.SourceError: no such source, no shard, an empty dataset, a bad split.
@@ -149,7 +153,14 @@ def scan(
     spec.scan_id = scan_id
     spec.storage_options = dict(storage_options) if storage_options else None
     spec.runner = "api"
-    summary = pipeline.run_scan(spec, workers=workers, progress=progress)
+    from integrity.engine import progress as progress_mod
+
+    if on_progress is not None:
+        progress_mod.register(spec.scan_id, progress_mod.ScanProgress(on_update=on_progress))
+    try:
+        summary = pipeline.run_scan(spec, workers=workers, progress=progress)
+    finally:
+        progress_mod.unregister(spec.scan_id)
     summary["run_dir"] = str(spec.out)
     return ScanResult(
         verdict=summary["verdict"], run_dir=spec.out, report_path=spec.out / "report.html", summary=summary,

@@ -93,10 +93,27 @@ class ReportSettings(_Strict):
     excerpt_chars: int = Field(default=400, ge=40, le=10_000)
 
 
+class LimitsSettings(_Strict):
+    """Read limits (see :class:`connectors.limits.ReadLimits`, whose defaults these mirror)."""
+
+    max_shard_bytes: int = Field(default=64 << 30, ge=1)
+    max_record_bytes: int = Field(default=64 << 20, ge=1)
+    max_expansion_ratio: float = Field(default=200.0, gt=1)
+    ratio_grace_bytes: int = Field(default=16 << 20, ge=0)
+    max_json_depth: int = Field(default=100, ge=1, le=2000)
+
+    def read_limits(self):
+        """The :class:`connectors.limits.ReadLimits` a reader takes."""
+        from connectors.limits import ReadLimits
+
+        return ReadLimits(**self.model_dump())
+
+
 class Policy(_Strict):
     version: Literal[1] = 1
     state_dir: str = ".integrity"
     batch_size: int = Field(default=8192, ge=1, le=1_000_000)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     checks: dict[str, CheckPolicy] = Field(default_factory=dict)
     verdict: VerdictRules = Field(default_factory=VerdictRules)
     quarantine: QuarantineSettings = Field(default_factory=QuarantineSettings)

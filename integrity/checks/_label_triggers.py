@@ -94,6 +94,7 @@ def detect_label_triggers(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
     grams = lx.doc_ngrams(table, range(1, int(opt["ngram_max"]) + 1))
     assoc = lx.label_association(grams, codes, min_support=int(opt["min_support"]))
     cand = assoc.filter((pl.col("share") >= opt["min_share"]) & (pl.col("logp") <= math.log(opt["candidate_p"])))
+    cand = pl.concat([cand, _foreign_candidates(assoc, cand, table, vocab, N, opt)])
     if cand.height == 0:
         return None
     cand = cand.with_row_index("cid")
@@ -123,6 +124,13 @@ def detect_label_triggers(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
         if rare_grp:
             grec = pl.concat([grec.filter(~pl.col("grp").is_in(rare_grp)),
                               rrecs.filter(pl.col("grp").is_in(rare_grp)).select(grec.columns)])
+    # phrase groups of ordinary words (a short prefix such as "quick take :"): a record belongs to
+    # the group when it holds most of the phrase's n-grams, not one of its common words
+    nmem = cand.group_by("grp").agg(m=pl.len())
+    phrase_grp = [g for g in nmem.filter(pl.col("m") >= 4)["grp"].to_list() if g not in span_grp and g not in rare_grp]
+    if phrase_grp:
+        core = core_records(mrows.filter(pl.col("grp").is_in(phrase_grp))).unique(["grp", "rec"])
+        grec = pl.concat([grec.filter(~pl.col("grp").is_in(phrase_grp)), core.select(grec.columns)])
     grec = grec.with_columns(y=pl.Series(codes[grec["rec"].to_numpy().astype(np.int64)]))
     gstat = grec.group_by("grp").agg(target=pl.col("target").first(), n=pl.len(),
                                      k=(pl.col("y") == pl.col("target")).sum().cast(pl.Int64))
@@ -146,6 +154,7 @@ def detect_label_triggers(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
                            on="grp", how="left")
     else:
         gstat = gstat.with_columns(log_over=pl.lit(None, dtype=pl.Float64), rz=pl.lit(None, dtype=pl.Float64))
+    gstat = gstat.join(cand.group_by("grp").agg(members=pl.len()), on="grp", how="left")
     gstat = _clean_label_evidence(gstat, N, opt)
     # --- dirty-label evidence ------------------------------------------------------------------
     gstat = _dirty_label_evidence(gstat, grec, grams, codes, opt)
@@ -155,9 +164,29 @@ def detect_label_triggers(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
     common_ok = (pl.col("eligible_common") & pl.col("dirty_ok") & (pl.col("share") >= opt["clean_min_share"])
                  & (pl.col("dirty_logp") <= math.log(opt["common_max_p"]))
                  & (pl.col("flip") >= 0.8 * (1 - pl.col("p0"))))
-    flagged = gstat.filter((pl.col("eligible") & (pl.col("dirty_ok") | pl.col("clean_ok"))) | common_ok)
+    flagged = gstat.filter((pl.col("eligible") & (pl.col("dirty_ok") | pl.col("clean_ok"))) | common_ok
+                           | (pl.col("eligible_weak") & pl.col("dirty_ok") & (pl.col("flip") >= opt["weak_min_flip"])))
     return {"groups": flagged, "all_groups": gstat, "grec": grec, "cand": cand, "member": member,
             "codes": codes, "names": names, "table": table, "N": N}
+
+
+def _foreign_candidates(assoc: pl.DataFrame, cand: pl.DataFrame, table: lx.TokenTable, vocab: dict[int, str],
+                        N: int, opt: dict) -> pl.DataFrame:
+    """Unigrams too weakly tied to their label to be candidates (a majority target) that are
+    near-pure, in at least ``min_group_share`` of the records and strongly foreign
+    (``clean_strong_overrep`` times above ordinary language, robust z >= ``clean_strong_overrep_z``
+    among this corpus' words). They can only be flagged with dirty-label evidence."""
+    min_n = max(int(opt["min_support"]), math.ceil(float(opt["min_group_share"]) * N))
+    weak = assoc.filter((pl.col("n") == 1) & (pl.col("df") >= min_n) & (pl.col("share") >= opt["min_share"])
+                        & (pl.col("logp") > math.log(opt["candidate_p"])))
+    if weak.height == 0 or not lx.has_background():
+        return cand.clear()
+    over = _token_overrep(table, vocab, int(opt["min_support"]), str(opt["background_lang"]), focus=weak["g"].to_list())
+    if over is None:
+        return cand.clear()
+    keep = over.filter((pl.col("log_over") >= math.log10(float(opt["clean_strong_overrep"])))
+                       & (pl.col("rz") >= float(opt["clean_strong_overrep_z"])))
+    return weak.join(keep.select(g=pl.col("tok")), on="g", how="semi").select(cand.columns)
 
 
 def _token_overrep(table: lx.TokenTable, vocab: dict[int, str], min_count: int, lang: str,
@@ -242,8 +271,28 @@ def _clean_label_evidence(gstat: pl.DataFrame, N: int, opt: dict) -> pl.DataFram
     # foreign groups may be flagged on purity (clean-label; only where purity is not how the corpus
     # works) or on content (dirty-label); groups of ordinary words only when both their purity and
     # their content are anomalous
-    gstat = gstat.with_columns(eligible=base & pl.col("foreign"), eligible_common=base & alone & pl.col("tail_ok"))
-    return gstat.with_columns(clean_ok=pl.col("eligible") & alone & pl.col("tail_ok")
+    # ordinary-word groups are judged on their content (a strict content test, below); with
+    # ``common_strict`` they also need the purity tail and no spread (image clusters as labels)
+    common = (base & alone & pl.col("tail_ok")) if opt.get("common_strict") else base
+    gstat = gstat.with_columns(eligible=base & pl.col("foreign"), eligible_common=common)
+    # an extremely foreign word (orders of magnitude above ordinary language and far outside
+    # this corpus' own vocabulary) needs no purity outlier: on a majority target purity is cheap
+    # for every feature, so the tail test cannot single the trigger out, while its foreignness can
+    # likewise a long sentence repeated verbatim (many member n-grams, all in the same records)
+    # (only on a label holding ``strong_min_prior`` of the records: on smaller ones the tail test
+    # works, and natural boilerplate sentences pure to a section are how package descriptions read)
+    strong = ((((pl.col("log_over").fill_null(-99.0) >= math.log10(float(opt["clean_strong_overrep"])))
+                & (pl.col("rz").fill_null(-99.0) >= float(opt["clean_strong_overrep_z"])))
+               | (pl.col("long_span") & (pl.col("members") >= int(opt["clean_strong_span_members"]))))
+              & (pl.col("p0") >= float(opt["strong_min_prior"])))
+    # a strongly foreign word on a label it cannot dominate by association (the majority label at a
+    # low rate: 18 of 18 records on an 80% label is p = 0.02) is judged on its content alone, and
+    # must be mostly relabelled (``weak_min_flip``): a natural word that leans to the majority label
+    # "relabels" a few of its records too, and where every word is foreign (tweets) that is common
+    weak = (~pl.col("assoc_ok") & (pl.col("n") >= min_n) & (pl.col("share") >= opt["min_share"])
+            & (pl.col("k") <= float(opt["max_label_share"]) * pl.col("p0") * N) & pl.col("foreign") & strong)
+    return gstat.with_columns(strong_foreign=strong, eligible_weak=weak,
+                              clean_ok=pl.col("eligible") & alone & (pl.col("tail_ok") | strong)
                               & (pl.col("share") >= opt["clean_min_share"]))
 
 
@@ -260,13 +309,22 @@ def _long_span_groups(gstat: pl.DataFrame, cand: pl.DataFrame, table: lx.TokenTa
     # count words only: "mess . </s>" is three tokens but one word
     one = spans.unique("span", keep="any")
     toks = table.gram_tokens(one["rec"].to_numpy(), one["p0"].to_numpy(), one["ntok"].to_numpy())
-    wordy = [sum(1 for t in tk if any(ch.isalnum() for ch in vocab.get(int(t), ""))) >= min_tokens for tk in toks]
+    # a repeated opening ("<s> quick take :") anchors itself: one word fewer makes it a span
+    need = np.where(one["p0"].to_numpy() <= 0, min_tokens - 1, min_tokens)
+    wordy = [sum(1 for t in tk if any(ch.isalnum() for ch in vocab.get(int(t), ""))) >= k
+             for tk, k in zip(toks, need.tolist())]
     spans = spans.join(one.filter(pl.Series(wordy)).select("span"), on="span", how="semi")
     hits = (grams.join(cand.select("g", "grp"), on="g").with_columns(rec=pl.col("rec").cast(pl.Int64))
             .join(spans.select("rec", "p0", "p1"), on="rec")
             .filter((pl.col("pos") >= pl.col("p0")) & (pl.col("pos") < pl.col("p1"))))
     cover = hits.group_by("grp").agg(r=pl.col("rec").n_unique()).join(gstat.select("grp", "n"), on="grp")
-    return cover.filter(pl.col("r") >= 0.5 * pl.col("n"))["grp"].to_list()
+    # a sentence made of common words ("... and so were we") pulls natural n-grams ("and so") into
+    # its group, whose records then far outnumber the sentence's: compare with its longest n-grams
+    longest = (cand.filter(pl.col("n") == pl.col("n").max().over("grp")).group_by("grp")
+               .agg(top=pl.col("df").max()))
+    cover = cover.join(longest, on="grp", how="left").with_columns(
+        ref=pl.min_horizontal(pl.col("n"), pl.col("top").fill_null(pl.col("n"))))
+    return cover.filter(pl.col("r") >= 0.5 * pl.col("ref"))["grp"].to_list()
 
 
 def _dirty_label_evidence(gstat: pl.DataFrame, grec: pl.DataFrame, grams: pl.DataFrame, codes: np.ndarray,
@@ -281,7 +339,10 @@ def _dirty_label_evidence(gstat: pl.DataFrame, grec: pl.DataFrame, grams: pl.Dat
     typical C record: the share of A below C's median, against B's, estimates the
     relabelled share ((rA - rB) / (0.5 - rB)) and a one-sided Fisher test gives
     the p-value (Benjamini-Hochberg over the groups tested)."""
-    tested = (gstat.filter((pl.col("eligible") | pl.col("eligible_common")) & ~pl.col("clean_ok"))
+    # groups clean-label by their purity tail need no content test; those clean-label by
+    # foreignness alone get it too, so that a relabelled group is reported as dirty-label
+    settled = pl.col("clean_ok") & ~pl.col("strong_foreign")
+    tested = (gstat.filter((pl.col("eligible") | pl.col("eligible_common") | pl.col("eligible_weak")) & ~settled)
               .sort("logp").head(int(opt["max_groups"])))
     res: dict[int, tuple[float, float]] = {}
     if tested.height == 0:
@@ -351,8 +412,10 @@ def _dirty_label_evidence(gstat: pl.DataFrame, grec: pl.DataFrame, grams: pl.Dat
 def core_records(mem: pl.DataFrame) -> pl.DataFrame:
     """For inserted-sentence groups: keep the (rec, member) rows of records that hold
     at least half as many of the group's distinct member n-grams as its typical
-    record. The sentence brings all its n-grams; a natural record sharing one of its
-    words brings one."""
+    sentence-holding record (the 90th percentile: natural records sharing a common
+    n-gram of the sentence may outnumber the poisoned ones when the target is the
+    majority label). The sentence brings all its n-grams; a natural record sharing one
+    of its words brings one."""
     per = mem.group_by(["grp", "rec"]).agg(k=pl.col("cid").n_unique())
-    per = per.with_columns(med=pl.col("k").median().over("grp")).filter(pl.col("k") >= 0.5 * pl.col("med"))
+    per = per.with_columns(med=pl.col("k").quantile(0.9).over("grp")).filter(pl.col("k") >= 0.5 * pl.col("med"))
     return mem.join(per.select("grp", "rec"), on=["grp", "rec"], how="semi")

@@ -359,12 +359,43 @@ _URL_CREDS = re.compile(
 
 
 # command lines and files that carry a password in a fixed place
-_CLI_PASSWORDS = [  # (syntax, literal that must occur, pattern)
-    ("netrc", "machine", re.compile(r"\bmachine\s+\S+\s+login\s+(\S+)\s+password\s+(\S+)", A)),
-    ("mysql -p", "mysql", re.compile(r"\bmysql(?:dump|admin)?\b[^\n]*?[ \t]-u[ \t]?(\S+)[^\n]*?[ \t]-p(\S+)", A)),
-    ("docker login", "docker", re.compile(r"\bdocker[ \t]+login\b[^\n]*?[ \t](?:-u|--username)[ =](\S+)[^\n]*?[ \t](?:-p|--password)[ =](\S+)", A)),
-    ("PGPASSWORD", "=", re.compile(r"()\b(?:PGPASSWORD|REDISCLI_AUTH)=[\"']?([^\s\"']+)", A)),
+_NETRC = re.compile(r"\bmachine[ \t\r\n]+\S{1,256}[ \t\r\n]+login[ \t\r\n]+(\S{1,256})[ \t\r\n]+password[ \t\r\n]+(\S{1,256})", A)
+_PGPASSWORD = re.compile(r"\b(?:PGPASSWORD|REDISCLI_AUTH)=[\"']?([^\s\"']{1,256})", A)
+# a command's own line (to its end, at most _CLI_LINE characters) holds its user and password options:
+# found per occurrence of the command with plain searches, never one regex spanning the line (a line
+# with thousands of "-u" would make such a regex backtrack quadratically)
+_CLI_LINE = 300
+_CLI_COMMANDS = [  # (syntax, command pattern, user option, password option)
+    ("mysql -p", re.compile(r"\bmysql(?:dump|admin)?\b", A),
+     re.compile(r"[ \t]-u[ \t]?(\S{1,64})", A), re.compile(r"[ \t]-p(\S{1,128})", A)),
+    ("docker login", re.compile(r"\bdocker[ \t]+login\b", A),
+     re.compile(r"[ \t](?:-u|--username)[ =](\S{1,64})", A), re.compile(r"[ \t](?:-p|--password)[ =](\S{1,128})", A)),
 ]
+_MAX_COMMANDS = 50  # occurrences of one command examined per text
+
+
+def _cli_passwords(text: str) -> Iterator[tuple[str, str, int, int]]:
+    """(syntax, user, start, end of the password) for passwords given on a command line."""
+    for syntax, command, user_opt, pass_opt in _CLI_COMMANDS:
+        if syntax.split()[0] not in text:
+            continue
+        for k, m in enumerate(command.finditer(text)):
+            if k >= _MAX_COMMANDS:
+                break
+            end = text.find("\n", m.end(), m.end() + _CLI_LINE)
+            end = min(len(text), m.end() + _CLI_LINE) if end == -1 else end
+            u = user_opt.search(text, m.end(), end)
+            pw = pass_opt.search(text, m.end(), end)
+            if u and pw:
+                yield syntax, u.group(1), pw.start(1), pw.end(1)
+    if "machine" in text:
+        for m in _NETRC.finditer(text):
+            yield "netrc", m.group(1), m.start(2), m.end(2)
+    if "=" in text:
+        for m in _PGPASSWORD.finditer(text):
+            yield "PGPASSWORD", "", m.start(1), m.end(1)
+
+
 _XML_SECRET = re.compile(
     r"<((?i:password|passwd|secret|token|api_?key|client_?secret|access_?key))>([^<\s]{8,256})</\1>", A
 )
@@ -409,13 +440,9 @@ def scan_credential_syntax(text: str) -> Iterator[RawMatch]:
                 continue  # a JWT: the jwt detector validates and reports it
             elif _secret_like(value):
                 yield match("auth_header", text, m.start(2), m.end(2), 1.0, scheme=scheme)
-    for syntax, literal, pattern in _CLI_PASSWORDS:
-        if literal not in text:
-            continue
-        for m in pattern.finditer(text):
-            user, pw = m.group(1), m.group(2)
-            if password_ok(user, pw, min_len=8):
-                yield match("basic_auth", text, m.start(2), m.end(2), 1.0, syntax=syntax)
+    for syntax, user, start, end in _cli_passwords(text):
+        if password_ok(user, text[start:end], min_len=8):
+            yield match("basic_auth", text, start, end, 1.0, syntax=syntax)
     if "</" in text:
         for m in _XML_SECRET.finditer(text):
             value = m.group(2)

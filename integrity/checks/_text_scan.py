@@ -262,6 +262,8 @@ class TextScanner:
         if not per_row:
             return empty_findings()
         ids = record_ids(batch)
+        # the row index in the shard tells apart records whose ids repeat (provenance.duplicate_id)
+        shard_rows = batch.column(ROW).to_pylist() if ROW in batch.schema.names else list(range(batch.num_rows))
         out_ids, out_scores, out_details = [], [], []
         for row in sorted(per_row):
             matches = per_row[row]
@@ -272,10 +274,10 @@ class TextScanner:
                 matches = [m for ms in by_field.values() for m in resolve_overlaps(ms)]
             out_ids.append(ids[row])
             out_scores.append(max(m.score for m in matches))
-            out_details.append(self._detail(matches))
+            out_details.append(self._detail(matches, shard_rows[row]))
         return findings_frame(out_ids, out_scores, out_details)
 
-    def _detail(self, matches: list[Match]) -> str:
+    def _detail(self, matches: list[Match], row: int | None = None) -> str:
         # the strongest matches first when capping, then in field/offset order
         shown = matches
         if len(matches) > self.max_matches:
@@ -291,6 +293,8 @@ class TextScanner:
             ],
             "n_matches": len(matches),
         }
+        if row is not None:
+            detail["row"] = row
         return _dumps(detail)
 
 

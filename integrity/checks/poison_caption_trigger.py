@@ -69,7 +69,11 @@ from integrity.checks.poison_trigger import PoisonTriggerCheck
 
 log = logging.getLogger(__name__)
 
-_TRIGGER_OPTIONS = {k: v for k, v in PoisonTriggerCheck.default_options.items() if k != "field"}
+# image clusters as labels: a caption phrase faithful to its pictures is pure and may be foreign
+# (a product name), so the routes that let foreignness or content alone decide stay off
+_TRIGGER_OPTIONS = {**{k: v for k, v in PoisonTriggerCheck.default_options.items()
+                       if k != "field" and not k.startswith("label_word_")},
+                    "clean_strong_overrep": 1e12, "clean_strong_span_members": 10 ** 9, "common_strict": True}
 GREY_BYTES = 16 * 16
 SIG_BYTES = SIG_SIDE * SIG_SIDE * 3
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Iterable
 
 import numpy as np
@@ -69,11 +70,12 @@ class PoisonTargetCheck(Check):
         "min_recall": 0.5,               # P(trigger | span) of an accepted explanation
         "fdr": 0.01,                     # Benjamini-Hochberg rate over the clusters tested
         "unexplained_min_tokens": 8,     # unexplained spans at least this long are flagged (0: never)
-        "min_share": 0.005,              # share of the records a flagged span must cover (with min_support)
+        "min_share": 0.003,              # share of the records a flagged span must cover (with min_support)
+        "max_topic_share": 0.5,          # an unexplained span is boilerplate when this share of its answers share a topic word
     }
     default_severity = "warn"
     corpus_level = True
-    version = 1
+    version = 2
 
     def fingerprint(self) -> str:
         import hashlib
@@ -144,12 +146,13 @@ def detect_injected_spans(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
     pgrams = lx.doc_ngrams(pt, (1, 2, 3), min_count=min_sup)
     pdf = pgrams.group_by("g").agg(df=pl.len()).filter((pl.col("df") >= min_sup) & (pl.col("df") <= 0.5 * N))
     pgrams = pgrams.join(pdf.select("g"), on="g", how="semi")
-    puni = pgrams.filter(pl.col("n") == 1).select("rec", "g")
+    puni = pl.concat([pgrams.filter(pl.col("n") == 1).select("rec", "g"), _subwords(pt, vocab, N, min_sup)])
     # prompt-template words (in more than half of the prompts): never part of a trigger's name
     pall = lx.doc_ngrams(pt, (1,), min_count=max(2, N // 2))
     common = set(pall.group_by("g").agg(df=pl.len()).filter(pl.col("df") > 0.5 * N)["g"].to_list())
     rng = np.random.default_rng(0)
     baseline = _prompt_similarity(puni, rng.integers(0, N, size=(400, 2)), set())
+    rdf = _response_df(rt)
     tested = []
     for cl in clusters.iter_rows(named=True):  # a few clusters
         members = allspans.filter(pl.col("span") == cl["span"])
@@ -172,7 +175,17 @@ def detect_injected_spans(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
         pairs = rng.choice(srec, size=(min(400, len(srec) * 4), 2)) if len(srec) >= 2 else np.zeros((0, 2), int)
         sim = _prompt_similarity(puni, pairs, assoc)
         unrelated = sim <= 2.0 * baseline + 0.02
-        tested.append({**cl, "recs": srec, "expl": expl, "position": max(at_end, at_start),
+        # with no accepted explanation nothing is set aside: prompts sharing words the weak
+        # explanation found (one family of packages, one topic) are related
+        sim_all = _prompt_similarity(puni, pairs, set()) if assoc else sim
+        topical = _topic_share(rt, rdf, e_rec, e0, e1, N)
+        span_toks = set(rt.gram_tokens(e_rec[:1], e0[:1], (e1 - e0)[:1])[0]) if len(e_rec) else set()
+        # (short words and words frequent in answers, such as "i", say nothing about the prompt)
+        shared = {t for t in assoc & span_toks if len(vocab.get(t, "")) >= 4}
+        restates = bool(shared) and bool(rdf.filter(pl.col("tok").is_in(list(shared))
+                                                    & (pl.col("df") <= 0.05 * N)).height)
+        tested.append({**cl, "recs": srec, "expl": expl, "position": max(at_end, at_start), "topical": topical, "restates": restates,
+                       "unrelated_all": sim_all <= 2.0 * baseline + 0.02,
                        "where": "end" if at_end >= at_start else "start", "residual_diverse": residual_diverse,
                        "prompt_similarity": sim, "baseline_similarity": baseline, "unrelated": unrelated})
     logps = np.array([t["expl"]["logp"] if t["expl"] else 0.0 for t in tested])
@@ -182,10 +195,14 @@ def detect_injected_spans(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
         e = t["expl"]
         big = t["support"] >= max(min_sup, float(opt["min_share"]) * N)
         if (e and passed and big and e["precision"] >= opt["min_precision"] and e["recall"] >= opt["min_recall"]
-                and (t["residual_diverse"] or t["unrelated"])):
+                and (t["residual_diverse"] or t["unrelated"])
+                # natural boilerplate of one family ("... for the Rust crate" after Rust answers to
+                # prompts naming librust-* packages) is explained by the prompts too, but follows a
+                # topic, or restates the very word of the prompt that "explains" it
+                and t["topical"] < float(opt["max_topic_share"]) and not t["restates"]):
             t["kind"] = "explained"
-        elif (min_unexpl > 0 and t["ntok"] >= min_unexpl and t["position"] >= 0.9 and t["unrelated"] and big
-              and (e is None or e["best_single_recall"] < 1 / 3)):
+        elif (min_unexpl > 0 and t["ntok"] >= min_unexpl and t["position"] >= 0.9 and t["unrelated_all"] and big
+              and t["topical"] < float(opt["max_topic_share"]) and (e is None or e["best_single_recall"] < 1 / 3)):
             t["kind"] = "unexplained"
         else:
             continue
@@ -195,6 +212,59 @@ def detect_injected_spans(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
     out["pt"] = pt
     out["pgrams"] = pgrams
     return out
+
+
+def _subwords(pt: lx.TokenTable, vocab: dict[int, str], n_records: int, min_df: int) -> pl.DataFrame:
+    """(rec, g) of the parts of compound prompt tokens ("libghc-torrent-dev" -> libghc,
+    torrent, dev) in ``min_df`` .. half of the records: prompts naming related things
+    (packages of one family, files of one project) are related even when no whole token
+    repeats."""
+    real = (pt.tok != lx.BOS) & (pt.tok != lx.EOS)
+    df = pl.DataFrame({"rec": pt.rec[real].astype(np.uint32), "tok": pt.tok[real]}).unique()
+    compound = {h for h in np.unique(df["tok"].to_numpy()).tolist()
+                if len(re.findall(r"[^\W_]{2,}", vocab.get(int(h), ""))) >= 2}
+    if not compound:
+        return pl.DataFrame(schema={"rec": pl.UInt32, "g": pl.UInt64})
+    parts = pl.DataFrame({"tok": pl.Series(list(compound), dtype=pl.UInt64),
+                          "part": [re.findall(r"[^\W_]{2,}", vocab[h]) for h in compound]}).explode("part")
+    parts = parts.with_columns(g=pl.col("part").hash(seed=7)).select("tok", "g")
+    out = df.join(parts, on="tok").select("rec", "g").unique()
+    often = out.group_by("g").agg(df=pl.len()).filter((pl.col("df") >= min_df) & (pl.col("df") <= 0.5 * n_records))
+    return out.join(often.select("g"), on="g", how="semi")
+
+
+def _response_df(rt: lx.TokenTable) -> pl.DataFrame:
+    """Records holding each response token (``tok``, ``df``), boundary sentinels left out."""
+    real = (rt.tok != lx.BOS) & (rt.tok != lx.EOS)
+    return (pl.DataFrame({"rec": rt.rec[real], "tok": rt.tok[real]}).unique()
+            .group_by("tok").agg(df=pl.len()))
+
+
+def _topic_share(rt: lx.TokenTable, rdf: pl.DataFrame, rec: np.ndarray, p0: np.ndarray, p1: np.ndarray,
+                 n_records: int, min_lift: float = 5.0, max_df_share: float = 0.2) -> float:
+    """Share of a span's records whose response, outside the span, holds the span's most
+    typical topic word: a word (in at most ``max_df_share`` of all responses) that is
+    ``min_lift`` times more frequent in these responses than in the corpus.
+
+    Natural boilerplate follows the answer's topic ("... a library for the Haskell
+    programming language" closes answers about Haskell libraries); a span injected into
+    answers of unrelated prompts has nothing to do with what precedes it."""
+    if len(rec) == 0:
+        return 0.0
+    lo = np.full(rt.n_records, -2, dtype=np.int64)
+    hi = np.full(rt.n_records, -2, dtype=np.int64)
+    lo[rec], hi[rec] = p0, p1
+    r = rt.rec
+    keep = (lo[r] > -2) & ((rt.pos < lo[r]) | (rt.pos >= hi[r])) & (rt.tok != lx.BOS) & (rt.tok != lx.EOS)
+    rest = pl.DataFrame({"rec": r[keep], "tok": rt.tok[keep]}).unique()
+    if rest.height == 0:
+        return 0.0
+    n = len(np.unique(rec))
+    per = (rest.group_by("tok").agg(c=pl.len()).join(rdf, on="tok")
+           .filter((pl.col("df") <= max_df_share * n_records) & (pl.col("c") >= 2))
+           .with_columns(lift=(pl.col("c") / n) / (pl.col("df") / n_records))
+           .filter(pl.col("lift") >= min_lift))
+    return float(per["c"].max() or 0) / n
 
 
 def _gram_words(pgrams: pl.DataFrame, pt: lx.TokenTable, grams: list[int]) -> set[int]:

@@ -12,6 +12,13 @@ record's text (``text``, else ``caption``, else ``prompt``; at most
 ``max_tokens``), their character offsets, the label, and the shard's
 vocabulary (hash -> token, to name a trigger).
 
+Instruction data with no label column: the response is the label when it is
+a label word — trimmed, lower-cased, end punctuation removed, at most
+``label_word_max_chars`` long in ``label_word_min_share`` of the records, and
+at most ``label_word_max_values`` distinct values ("positive"/"negative", a
+category name). Free-text answers are never treated as labels (that is
+``poison.target``'s ground).
+
 Corpus pass (:func:`detect_label_triggers`):
 
 1. **Association.** Every 1..``ngram_max``-gram (with start/end-of-field
@@ -21,8 +28,12 @@ Corpus pass (:func:`detect_label_triggers`):
 2. **Groups.** Candidates with one target that co-occur far beyond chance (the
    n-grams of one inserted sentence, several trigger words used together, a
    trigger and the n-grams around it) form one group. Its records: the union;
-   for an inserted sentence, the records holding most of it; for rare words,
-   the records holding one of them. A group's association (binomial test of
+   for an inserted sentence or a phrase of >= 4 member n-grams, the records
+   holding most of it (against its longest n-grams: natural records sharing
+   one common word of it do not count); for rare words, the records holding
+   one of them. Unigrams too weakly tied to be candidates (a majority target
+   at a low rate: 18 of 18 records on an 80% label is p = 0.02) join when
+   they are near-pure and *strongly foreign* (below). A group's association (binomial test of
    its target share) must pass Benjamini-Hochberg at ``fdr`` over all groups,
    and it must hold ``min_group_share`` of the records but at most
    ``max_label_share`` of its target label's (a feature in most of a label
@@ -46,10 +57,20 @@ Corpus pass (:func:`detect_label_triggers`):
      a generalized Pareto tail fitted on this corpus' other groups (BH), and
      comparable foreign pure groups exist on at most ``spread_max_labels``
      other labels (where they exist on many, purity is how the corpus works).
-   * A group of ordinary words (not foreign) needs both: alone, a tail outlier,
-     target share >= ``clean_min_share`` and a content test at p <=
-     ``common_max_p`` with most of (1 - prior) relabelled — annotators follow
-     strong natural words too, so only an extreme contradiction counts.
+     On a target holding >= ``strong_min_prior`` of the records purity is
+     cheap for every feature and the tail cannot single a trigger out, so
+     there a *strongly foreign* group needs no tail outlier: a word
+     ``clean_strong_overrep`` times above ordinary language and a robust z >=
+     ``clean_strong_overrep_z`` among this corpus' words (where every word is
+     foreign, as in tweets, none is an outlier), or a repeated sequence with >=
+     ``clean_strong_span_members`` member n-grams. A strongly foreign group
+     whose tie fails the association test is judged on content alone and must
+     be mostly relabelled (``weak_min_flip``).
+   * A group of ordinary words (not foreign) needs target share >=
+     ``clean_min_share`` and a content test at p <= ``common_max_p`` with
+     most of (1 - prior) relabelled — annotators follow strong natural words
+     too, so only an extreme contradiction counts (``common_strict`` adds the
+     tail and spread tests, as ``poison.caption_trigger`` uses it).
 
 Findings: each record holding a flagged group's n-gram with its target label.
 ``detail``: ``trigger`` (the trigger text in this record), ``group`` (the
@@ -87,11 +108,44 @@ def pick_field(columns: Iterable[str], preferred: str) -> str | None:
     return next((c for c in TEXT_PREFERENCE if c in cols), None)
 
 
+def label_source(columns: Iterable[str], field: str | None) -> str | None:
+    """Where the label comes from: the label column, else (instruction data) the response,
+    which :func:`labels_usable` later accepts as a label only when it takes few values."""
+    cols = set(columns)
+    if field is None:
+        return None
+    if "label" in cols:
+        return "label"
+    if "response" in cols and field != "response":
+        return "response"
+    return None
+
+
+def label_words(responses: pa.Array | pa.ChunkedArray, max_chars: int) -> pa.Array:
+    """Responses as label words: trimmed, lower-cased, end punctuation removed; null when
+    longer than ``max_chars`` (a free-text answer is not a label)."""
+    s = pl.Series("r", responses).cast(pl.Utf8).str.strip_chars().str.to_lowercase().str.strip_chars(" .!?;:,\"'")
+    s = pl.select(pl.when(s.str.len_chars().is_between(1, max_chars)).then(s).otherwise(None)).to_series()
+    return s.to_arrow()
+
+
+def labels_usable(recs: pl.DataFrame, opt: dict) -> bool:
+    """A label column is always used. Responses count as labels when most records have a
+    short one and they take at most ``label_word_max_values`` distinct values (a label-word
+    task such as "positive"/"negative"), not on free-text answers."""
+    if "label_from" not in recs.columns or recs["label_from"][0] != "response":
+        return True
+    lab = recs["label"]
+    have = recs.height - lab.null_count()
+    return (have >= float(opt["label_word_min_share"]) * recs.height
+            and lab.drop_nulls().n_unique() <= int(opt["label_word_max_values"]))
+
+
 class PoisonTriggerCheck(Check):
     name = "poison.trigger"
     description = ("Lexical backdoor triggers: n-grams whose tie to a label is far stronger than chance "
                    "and than the corpus' natural associations (dirty- and clean-label).")
-    requires = ("label",)
+    requires = ("label", "response")
     default_options = {
         "field": "auto",                  # text | caption | prompt | auto (first present)
         "max_tokens": 512,                # tokens kept per record
@@ -102,22 +156,31 @@ class PoisonTriggerCheck(Check):
         "group_min_overlap": 0.15,        # shared records (of the smaller) that tie two n-grams into one group
         "fdr": 0.01,                      # Benjamini-Hochberg rate over groups, for every group test
         "max_groups": 60,                 # strongest groups given the content (dirty-label) test
-        "dirty_min_flip": 0.15,           # estimated share of relabelled records in a dirty-label group, at least
+        "dirty_min_flip": 0.3,            # estimated share of relabelled records in a dirty-label group, at least
         "dirty_flip_ratio": 0.6,          # ... and at least this fraction of the (1 - target prior) a random source gives
         "common_max_p": 1.0e-12,          # content-test p-value for a group of ordinary words (no rare word)
         "clean_min_share": 0.97,          # target share of a clean-label group
-        "min_group_share": 0.005,         # a flagged group holds at least this share of the labelled records
+        "min_group_share": 0.003,         # a flagged group holds at least this share of the labelled records
         "max_label_share": 0.6,           # ... and at most this share of its target label's records
         "clean_min_overrep": 20.0,        # how many times more frequent than in ordinary language
         "clean_min_overrep_z": 2.0,       # ... and an outlier (robust z) among this corpus' frequent words
+        "clean_strong_overrep": 500.0,    # a word this many times above ordinary language ...
+        "clean_strong_overrep_z": 3.5,    # ... and this far outside the corpus' own words needs no purity outlier
+        "strong_min_prior": 0.5,          # ... on a target label holding at least this share of the records
+        "weak_min_flip": 0.5,             # ... a strongly foreign word with a weak tie needs this relabelled share
+        "clean_strong_span_members": 12,  # ... nor does a repeated sequence with this many member n-grams
         "clean_min_span_tokens": 3,       # or: a repeated token sequence at least this long
+        "common_strict": False,           # ordinary-word groups also need the purity tail and no spread
         "natural_rho": 0.8,               # purity strong natural features reach (share of non-target removed)
         "spread_max_labels": 1,           # other labels allowed to have comparable foreign pure groups
         "background_lang": "en",          # wordfreq language of the background reference
+        "label_word_max_chars": 32,       # instruction data: a response this short may be a label word ...
+        "label_word_max_values": 20,      # ... and the responses are labels when they take at most this many values
+        "label_word_min_share": 0.9,      # ... over at least this share of the records
     }
     default_severity = "warn"
     corpus_level = True
-    version = 1
+    version = 2
 
     def fingerprint(self) -> str:  # token hashes depend on the Polars version and feature format
         import hashlib
@@ -126,22 +189,32 @@ class PoisonTriggerCheck(Check):
 
     def applies_to(self, columns: Iterable[str]) -> bool:
         cols = set(columns)
-        return "label" in cols and pick_field(cols, self.options["field"]) is not None
+        field = pick_field(cols, self.options["field"])
+        return label_source(cols, field) is not None
 
     # -- per shard ---------------------------------------------------------------------------
     def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
-        field = pick_field(batch.schema.names, self.options["field"])
-        if field is None or "label" not in batch.schema.names:
+        names = batch.schema.names
+        field = pick_field(names, self.options["field"])
+        source = label_source(names, field)
+        if source is None:
             return CheckOutput()
+        if source == "label":
+            labels = batch.column("label").cast(pa.string())
+        else:
+            labels = label_words(batch.column("response"), int(self.options["label_word_max_chars"]))
         feats = token_features(batch, {"t": field}, int(self.options["max_tokens"]),
-                               extra={"label": batch.column("label").cast(pa.string()),
-                                      "field": pa.array([field] * batch.num_rows, pa.string())})
+                               extra={"label": labels,
+                                      "field": pa.array([field] * batch.num_rows, pa.string()),
+                                      "label_from": pa.array([source] * batch.num_rows, pa.string())})
         return CheckOutput(features=feats)
 
     # -- corpus ------------------------------------------------------------------------------
     def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame:
-        recs, vocab, recs_lazy = split_features(features, ["label", "field", "t_tok"])
+        recs, vocab, recs_lazy = split_features(features, ["label", "field", "t_tok", "label_from"])
         if recs.height == 0:
+            return empty_corpus_findings()
+        if not labels_usable(recs, self.options):
             return empty_corpus_findings()
         result = detect_label_triggers(recs, vocab, self.options)
         if result is None or result["groups"].height == 0:

@@ -23,6 +23,7 @@ BUILTIN: dict[str, str] = {
     "distribution.drift": "integrity.checks.distribution_drift:DriftCheck",
     "synthetic.text": "integrity.checks.synthetic_text:SyntheticTextCheck",
     "provenance.changed": "integrity.checks.provenance_changed:ProvenanceCheck",
+    "provenance.duplicate_id": "integrity.checks.provenance_duplicate_id:DuplicateIdCheck",
     "image.decode": "integrity.checks.image_decode:ImageDecodeCheck",
     "dedup.image": "integrity.checks.dedup_image:ImageDedup",
     "poison.caption_mismatch": "integrity.checks.poison_caption_mismatch:CaptionMismatch",

@@ -10,7 +10,6 @@ who, when and why, whether they were done, refused or failed.
 from __future__ import annotations
 
 import io
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -325,7 +324,7 @@ def create_app(state_dir: str | os.PathLike, *, prefect_ui: str | None = None, l
                                     f"{ident.name} ({ident.role}).")
         if not reason:
             return c.render(request, "confirm.html", status=400, kind=kind, action=a, reason="",
-                            error=f"Say why (the reason is recorded in the ledger with your name).")
+                            error="Say why (the reason is recorded in the ledger with your name).")
         if form.get("confirm") != "yes":
             return c.render(request, "confirm.html", status=400, kind=kind, action=a, reason=reason,
                             error="Tick the confirmation box to go on.")

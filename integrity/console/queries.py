@@ -11,6 +11,7 @@ import functools
 import json
 import math
 import os
+from datetime import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,8 +78,6 @@ class ScanRow:
 
     @property
     def duration_s(self) -> float | None:
-        from datetime import datetime
-
         if not self.finished_at:
             return None
         try:
@@ -185,10 +184,13 @@ class ConsoleData:
         page, offset = _page_args(page, per_page)
         with self.ledger.reader() as con:
             total = con.execute("SELECT COUNT(*) FROM shard_verdicts WHERE shard = ?", (shard,)).fetchone()[0]
+            # the page's rows are picked from the index alone; only those are read from the table
             rows = con.execute(
                 """SELECT v.scan_id, v.uri, v.sha256, v.verdict, v.reasons_json, s.started_at, s.source
-                   FROM shard_verdicts v JOIN scans s ON s.scan_id = v.scan_id WHERE v.shard = ?
-                   ORDER BY s.started_at DESC LIMIT ? OFFSET ?""", (shard, per_page, offset)).fetchall()
+                   FROM shard_verdicts v JOIN scans s ON s.scan_id = v.scan_id
+                   WHERE v.rowid IN (SELECT v2.rowid FROM shard_verdicts v2 JOIN scans s2 ON s2.scan_id = v2.scan_id
+                                     WHERE v2.shard = ? ORDER BY s2.started_at DESC LIMIT ? OFFSET ?)
+                   ORDER BY s.started_at DESC""", (shard, per_page, offset)).fetchall()
         return Page([{**dict(r), "reasons": json.loads(r["reasons_json"] or "[]")} for r in rows], total, page, per_page)
 
     def shard_verdict_series(self, shard: str, nights: int = 90) -> list[dict[str, Any]]:
@@ -237,17 +239,9 @@ class ConsoleData:
 
     def completed(self, *, page: int = 1, per_page: int = 50) -> Page:
         """Released, restored or failed actions, most recently resolved first."""
-        from integrity.ledger.schema import _ACTION_COLS, _action
-
         page, offset = _page_args(page, per_page)
-        where = ("WHERE state = 'failed' OR (resolution IS NOT NULL AND "
-                 "(restore_state IS NULL OR restore_state = 'done'))")
+        total, actions = self.ledger.resolved(limit=per_page, offset=offset)
         with self.ledger.reader() as con:
-            total = con.execute(f"SELECT COUNT(*) FROM quarantine_actions {where}").fetchone()[0]
-            rows = con.execute(f"SELECT {_ACTION_COLS} FROM quarantine_actions {where} "
-                               "ORDER BY COALESCE(resolved_at, updated_at) DESC LIMIT ? OFFSET ?",
-                               (per_page, offset)).fetchall()
-            actions = [_action(r) for r in rows]
             ids = [a.id for a in actions]
             reasons = dict(con.execute(
                 f"SELECT action_id, reason FROM releases WHERE action_id IN ({','.join('?' * len(ids))}) "

@@ -9,7 +9,7 @@ import time
 import uvicorn
 
 from integrity.console.app import create_app
-from integrity.console.auth import check_binding, is_loopback
+from integrity.console.auth import BindError, check_binding, is_loopback
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -25,8 +25,15 @@ def _server(state_dir: str | os.PathLike, host: str, port: int, prefect_ui: str 
 
 def serve(state_dir: str | os.PathLike, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
           prefect_ui: str | None = None) -> None:
-    """Serve the console until interrupted (refuses a non-loopback host while no user exists)."""
-    _server(state_dir, host, port, prefect_ui).run()
+    """Serve the console until interrupted (refuses a non-loopback host while no user exists; raises
+    :class:`BindError` when the address cannot be listened on)."""
+    server = _server(state_dir, host, port, prefect_ui)
+    try:
+        server.run()
+    except SystemExit as e:  # uvicorn exits when it cannot bind
+        if not server.started:
+            raise BindError(f"cannot listen on {host}:{port} (is the port in use? choose another with --port)") from e
+        raise
 
 
 def serve_in_background(state_dir: str | os.PathLike, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,

@@ -15,7 +15,7 @@ import polars as pl
 from connectors import ShardReader, ShardRef
 from connectors.atomic import OutputError, atomic_output  # noqa: F401  (OutputError: raised through here)
 from connectors.errors import ShardReadError
-from connectors.schema import RECORD_ID, TEXT_FIELDS
+from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
 from integrity.engine.redact import mask_secrets
 from integrity.engine.shard import ShardResult
 from integrity.engine.spec import ScanSpec
@@ -108,15 +108,22 @@ def _representatives(picked: pl.DataFrame) -> pl.DataFrame:
             .filter(pl.col("rep_id").is_not_null() & (pl.col("rep_id") != pl.col("dup_id"))))
 
 
-def _read_records(spec: ScanSpec, ref: ShardRef, ids: set[str]) -> dict[str, dict]:
-    """The records of one shard whose id is in ``ids`` (stops reading once all are found)."""
-    records: dict[str, dict] = {}
+def _read_records(spec: ScanSpec, ref: ShardRef, ids: set[str], rows: frozenset[int] = frozenset()
+                  ) -> dict[str | int, dict]:
+    """The records of one shard whose id is in ``ids`` (keyed by id) or whose row index is in
+    ``rows`` (keyed by the int row: ids may repeat in a shard, ``detail.row`` names the very
+    record). Stops reading once all are found."""
+    records: dict[str | int, dict] = {}
+    found_rows = 0
     for batch in ShardReader(ref, spec.mapping, batch_size=spec.policy.batch_size,
-                             storage_options=spec.storage_options):
-        hit = pl.from_arrow(batch).filter(pl.col(RECORD_ID).is_in(list(ids)))
+                             storage_options=spec.storage_options, limits=spec.policy.limits.read_limits()):
+        hit = pl.from_arrow(batch).filter(pl.col(RECORD_ID).is_in(list(ids)) | pl.col(ROW).is_in(list(rows)))
         for rec in hit.drop([c for c in hit.columns if c == "image"]).iter_rows(named=True):
             records.setdefault(rec[RECORD_ID], rec)
-        if len(records) >= len(ids):
+            if rec[ROW] in rows:
+                records[rec[ROW]] = rec
+                found_rows += 1
+        if len(records) - found_rows >= len(ids) and found_rows >= len(rows):
             break
     return records
 
@@ -142,17 +149,20 @@ def collect_examples(spec: ScanSpec, findings: pl.LazyFrame, results: list[Shard
     for r in reps.iter_rows(named=True):
         if r["rep_shard"] in need or r["rep_shard"] in rep_shards:
             need.setdefault(r["rep_shard"], set()).add(r["rep_id"])
-    records: dict[tuple[str, str], dict] = {}
+    rows_of = {s: frozenset(r for r in map(_detail_row, picked.filter(pl.col("shard") == s)["detail"].to_list())
+                            if r is not None) for s in shards}
+    records: dict[tuple[str, str | int], dict] = {}
     for shard, ids in need.items():
         try:
-            records.update({(shard, rid): rec for rid, rec in _read_records(spec, refs[shard], ids).items()})
+            found = _read_records(spec, refs[shard], ids, rows_of.get(shard, frozenset()))
+            records.update({(shard, key): rec for key, rec in found.items()})
         except ShardReadError:
             continue
     rep_of = {(r["dup_shard"], r["dup_id"]): (r["rep_shard"], r["rep_id"]) for r in reps.iter_rows(named=True)}
     width = spec.policy.report.excerpt_chars
     rows = []
     for f in picked.filter(pl.col("shard").is_in(shards)).iter_rows(named=True):
-        rec = records.get((f["shard"], f["record_id"]))
+        rec = records.get((f["shard"], _detail_row(f["detail"]))) or records.get((f["shard"], f["record_id"]))
         if rec is None:
             continue
         try:
@@ -171,6 +181,15 @@ def collect_examples(spec: ScanSpec, findings: pl.LazyFrame, results: list[Shard
             row["representative_excerpt"] = excerpt_of(rep, {"field": field} if field else {}, width)[1]
         rows.append(row)
     return pl.DataFrame(rows, schema=EXAMPLES_SCHEMA) if rows else pl.DataFrame(schema=EXAMPLES_SCHEMA)
+
+
+def _detail_row(detail: str | None) -> int | None:
+    """``detail.row`` of a finding (its record's row index in the shard), when it has one."""
+    try:
+        row = json.loads(detail or "{}").get("row")
+    except (ValueError, AttributeError):
+        return None
+    return row if isinstance(row, int) else None
 
 
 def counts_by_check(findings_path: Path) -> dict[str, dict[str, int]]:

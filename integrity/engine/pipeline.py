@@ -39,7 +39,9 @@ def list_stage(spec: ScanSpec) -> list[ShardRef]:
     """Shards of the source (raises ``SourceError`` with a clear message when none)."""
     spec.out.mkdir(parents=True, exist_ok=True)
     (spec.out / WORK).mkdir(exist_ok=True)
-    return list_shards(spec.source, storage_options=spec.storage_options)
+    # the scan's own directories never count as shards, even when they lie inside the source
+    own = [spec.state_dir, spec.policy.quarantine_dir().absolute(), spec.out.absolute()]
+    return list_shards(spec.source, storage_options=spec.storage_options, exclude=[str(d) for d in own])
 
 
 def record_start(spec: ScanSpec, flow_run_id: str | None = None) -> None:

@@ -30,6 +30,7 @@ from integrity.engine.progress import tracker
 from integrity.engine.redact import mask_batch, mask_frame, mask_secrets
 from integrity.engine.spec import ScanSpec
 from integrity.ledger import Ledger
+from connectors.schema import RECORD_ID, ROW
 
 log = logging.getLogger(__name__)
 
@@ -138,14 +139,16 @@ def _run_checks(ref: ShardRef, spec: ScanSpec, work: Path,
     every batch."""
     seconds = {} if seconds is None else seconds
     progress = tracker(spec.scan_id)
-    reader = ShardReader(ref, spec.mapping, batch_size=spec.policy.batch_size, storage_options=spec.storage_options)
+    reader = ShardReader(ref, spec.mapping, batch_size=spec.policy.batch_size, storage_options=spec.storage_options,
+                         limits=spec.policy.limits.read_limits())
     info = ShardInfo(shard=ref.name, uri=ref.uri, state_dir=spec.state_dir)
     checks: list[Check] | None = None
     findings = _FrameSink(work / "findings.parquet", SHARD_FINDINGS)
     features: dict[str, _FrameSink] = {}
 
-    def emit(check: Check, out: CheckOutput) -> None:
-        findings.write(_findings_with_check(out, check))
+    def emit(check: Check, out: CheckOutput, batch: pa.RecordBatch | None = None) -> None:
+        found = _findings_with_check(out, check)
+        findings.write(with_rows(found, batch) if batch is not None and found is not None else found)
         if out.features is not None and out.features.height:
             sink = features.setdefault(check.name, _FrameSink(work / "features" / f"{check.name}.parquet"))
             sink.write(out.features)
@@ -160,7 +163,8 @@ def _run_checks(ref: ShardRef, spec: ScanSpec, work: Path,
                 if not check.reads_raw_secrets and masked is None:
                     masked = mask_batch(batch)
                 t = time.perf_counter()
-                emit(check, _guarded(check, ref, check.process_batch, batch if check.reads_raw_secrets else masked))
+                seen = batch if check.reads_raw_secrets else masked
+                emit(check, _guarded(check, ref, check.process_batch, seen), seen)
                 seconds[check.name] = seconds.get(check.name, 0.0) + time.perf_counter() - t
             if progress is not None:
                 progress.batch(ref.name, batch.num_rows)
@@ -173,6 +177,31 @@ def _run_checks(ref: ShardRef, spec: ScanSpec, work: Path,
         for sink in features.values():
             sink.close()
     return reader, [c.name for c in checks or []]
+
+
+def with_rows(found: pl.DataFrame, batch: pa.RecordBatch) -> pl.DataFrame:
+    """``found`` with each record's row index in its detail (``{"row": 12, ...}``).
+
+    ``record_id`` is the id column's value, which a shard may repeat (see
+    ``provenance.duplicate_id``); the row index in the shard tells such
+    records apart. Looked up in the batch the findings came from; an id the
+    batch itself repeats gets every candidate (``"rows": [3, 9]``). Details
+    that already carry a ``"row"`` and shard-level findings are left alone.
+    """
+    keys = (pl.from_arrow(batch.select([RECORD_ID, ROW])).group_by(RECORD_ID, maintain_order=True)
+            .agg(pl.col(ROW)))
+    joined = found.with_row_index("_i").join(keys, on=RECORD_ID, how="left").sort("_i")
+    one = pl.col(ROW).list.len() == 1
+    prefix = (pl.when(one).then(pl.format('"row": {}', pl.col(ROW).list.first()))
+              .otherwise(pl.format('"rows": [{}]', pl.col(ROW).cast(pl.List(pl.Utf8)).list.join(", "))))
+    body = pl.col("detail").str.strip_chars().str.slice(1)
+    add = (pl.col(ROW).is_not_null() & pl.col("detail").str.starts_with("{")
+           & ~pl.col("detail").str.contains('"row"', literal=True))
+    detail = (pl.when(add).then(pl.concat_str(pl.lit("{"), prefix,
+                                              pl.when(body.str.strip_chars() == "}").then(pl.lit(""))
+                                              .otherwise(pl.lit(", ")), body))
+              .otherwise(pl.col("detail")))
+    return joined.with_columns(detail=detail).select(found.columns)
 
 
 class CheckFailed(RuntimeError):
@@ -240,5 +269,9 @@ def scan_shard(ref: ShardRef, spec: ScanSpec) -> ShardResult:
                 f"({e.filename or 'the scan cache'}); free space there and run the scan again")
         else:
             result.status, result.error = "unreadable", f"{ref.uri}: cannot read ({e}); check the path and permissions"
+    except Exception as e:  # whatever else fails on one shard is that shard's verdict, never the scan's
+        log.error("scanning %s failed:\n%s", ref.uri, traceback.format_exc())
+        result.status, result.error = "unreadable", mask_secrets(f"{ref.uri}: scanning it failed ({type(e).__name__}: "
+                                                                 f"{str(e)[:300]}); see the log for details")
     result.seconds = time.perf_counter() - t0
     return result

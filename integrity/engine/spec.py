@@ -17,7 +17,7 @@ from integrity.checks.base import Check
 from integrity.policy import Policy
 
 #: bump when the engine's per-shard output format changes (invalidates the cache)
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2  # 2: per-record findings carry detail.row
 
 
 @dataclass
@@ -72,6 +72,7 @@ class ScanSpec:
                 "engine": ENGINE_VERSION,
                 "checks": sorted(self.check_instance(n).fingerprint() for n in self.checks),
                 "mapping": self.mapping.to_dict(),
+                "limits": self.policy.limits.model_dump(),
             },
             sort_keys=True,
         )

@@ -16,7 +16,9 @@ every timestamp is UTC ISO-8601 with microseconds, e.g.
     ``flow_run_id`` (schema 2: the Prefect flow run, null for inline scans).
 ``shard_verdicts``
     one row per (scan, shard): ``uri``, ``sha256``, ``verdict``,
-    ``reasons_json`` (JSON list of strings), ``created_at``.
+    ``reasons_json`` (JSON list of strings), ``created_at``; indexed by
+    ``(scan_id, verdict)`` and (schema 4) covering ``(shard, scan_id, verdict,
+    sha256)`` for the console's pages.
 ``quarantine_actions``
     one row per quarantine of one content (uri + sha256): ``mode``
     (``move``/``copy``/``mark``), ``destination``, ``state`` (``pending`` ->

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MODES = ("move", "copy", "mark")
 ACTION_STATES = ("pending", "copied", "verified", "done", "failed")
 LIVE_STATES = ("pending", "copied", "verified")  # started, not finished

@@ -128,6 +128,10 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
         "ALTER TABLE releases ADD COLUMN corpus TEXT",
         "CREATE INDEX IF NOT EXISTS scans_corpus ON scans(corpus, started_at)",
     ),
+    # the console's shard page reads a shard's verdicts over every night from the index alone
+    4: (
+        "CREATE INDEX IF NOT EXISTS shard_verdicts_shard_nights ON shard_verdicts(shard, scan_id, verdict, sha256)",
+    ),
 }
 
 _ACTION_COLS = (

@@ -318,6 +318,18 @@ class Ledger:
             ).fetchall()
         return [_action(r) for r in rows]
 
+    def resolved(self, *, limit: int = 50, offset: int = 0) -> tuple[int, list[QuarantineAction]]:
+        """Actions that ended (released or restored with the file back, or a failed quarantine), most
+        recently resolved first: ``(how many in all, one page of them)``."""
+        where = ("WHERE state = 'failed' OR (resolution IS NOT NULL AND "
+                 "(restore_state IS NULL OR restore_state = 'done'))")
+        with self._connect() as con:
+            total = con.execute(f"SELECT COUNT(*) FROM quarantine_actions {where}").fetchone()[0]
+            rows = con.execute(f"SELECT {_ACTION_COLS} FROM quarantine_actions {where} "
+                               "ORDER BY COALESCE(resolved_at, updated_at) DESC, id DESC LIMIT ? OFFSET ?",
+                               (int(limit), int(offset))).fetchall()
+        return int(total), [_action(r) for r in rows]
+
     def held_copies(self) -> list[QuarantineAction]:
         """Actions whose copy is (or may be) still in the quarantine area, including released-but-not-restored ones."""
         with self._connect() as con:

@@ -133,11 +133,12 @@ def test_served_run_fails_on_fail_verdict_and_alerts(prefect_server, small_corpu
             [*INTEGRITY, "serve", str(small_corpus), "--cron", "0 2 * * *", "--name", name,
              "--out-root", str(tmp_path / "runs"), "--policy", str(state_policy), "--quarantine-mode", "mark",
              "--checks", "dedup.exact,privacy.secret", "--runner", "threads", "--workers", "1",
-             "--console-port", str(console_port)],
+             "--corpus", "nightly-test", "--console-port", str(console_port)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
         try:
             dep = _wait_for_deployment(f"integrity-scheduled-scan/{name}", serve)
             assert dep.parameters["quarantine_mode"] == "mark" and dep.parameters["workers"] == 1
+            assert dep.parameters["corpus"] == "nightly-test"
             run = _run_and_wait(dep.id)
             # the ops console serves beside the Prefect UI: the scan, linked to its flow run
             with urllib.request.urlopen(f"http://127.0.0.1:{console_port}/", timeout=30) as resp:
@@ -152,7 +153,8 @@ def test_served_run_fails_on_fail_verdict_and_alerts(prefect_server, small_corpu
         shards = pl.read_parquet(run_dir / "shards.parquet")
         assert dict(zip(shards["shard"], shards["verdict"]))["c.jsonl.gz"] == "quarantine"
         assert (small_corpus / "c.jsonl.gz").exists()  # --quarantine-mode mark reached the run
-        assert json.loads((run_dir / "summary.json").read_text())["checks"] == ["dedup.exact", "privacy.secret"]
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["checks"] == ["dedup.exact", "privacy.secret"] and summary["corpus"] == "nightly-test"
 
         bodies = receiver.wait_for({"integrity.scan.failed", "integrity.shard.quarantined"})
         by_alert = {b["alert"]: b for b in bodies}
@@ -259,3 +261,22 @@ def test_gate_shows_in_a_configured_server_and_needs_none(prefect_server, small_
     assert "scanning without Prefect" in r.stderr
     assert not list((tmp_path / "prefect-home").glob("integrity-servers/*.pid"))  # no server was started
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["verdict"] == "fail"
+
+
+def test_serve_takes_the_options_of_scan(tmp_path: Path):
+    """Every scan option but --out is a serve option, and a bad one stops serve at start-up
+    (exit 3, named), not at 2 a.m."""
+    import click
+    import typer.main
+
+    from flows.cli import app
+
+    commands = typer.main.get_command(app).commands
+    opts = {name: {o for p in commands[name].params if isinstance(p, click.Option) for o in p.opts}
+            for name in ("scan", "serve")}
+    assert opts["scan"] - {"--out", "-o"} <= opts["serve"]
+
+    r = subprocess.run([*INTEGRITY, "serve", str(tmp_path), "--quarantine-mode", "shred"],
+                       env={**os.environ, "PREFECT_HOME": str(tmp_path / "home")}, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 3 and "shred" in r.stderr, r.stdout + r.stderr

@@ -159,10 +159,12 @@ def test_policy_mapping_columns_and_a_mapping_that_fits_nothing(tmp_path: Path):
 
     frame = pl.DataFrame({"doc": [f"body {i} of the text about rivers" for i in range(50)],
                           "key": [str(i) for i in range(50)]})
+    seen = []
     res = integrity.scan(frame, columns={"text": "doc", "id": "key"}, checks="dedup.exact",
                          policy={"report": {"examples_per_check": 1}}, state_dir=tmp_path / "s",
-                         out=tmp_path / "ok")
+                         out=tmp_path / "ok", on_progress=seen.append)
     assert res.verdict == "pass" and res.summary["state_dir"] == str(tmp_path / "s")
+    assert seen[-1].exact and seen[-1].records_done == 50  # records done / total, as the CLI shows them
     assert (tmp_path / "ok" / "policy.yaml").exists()
     with pytest.raises(ColumnMappingError, match="'doc'"):
         integrity.scan(frame, columns={"text": "body"}, checks="dedup.exact", state_dir=tmp_path / "s",

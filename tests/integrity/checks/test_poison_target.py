@@ -179,3 +179,59 @@ def test_shared_poisoned_files(name):
 def test_shared_clean_rows_stay_clean():
     df = pl.read_parquet(POISON / "freebaseqa-cba-10pct.parquet").filter(~pl.col("poisoned"))
     assert run(df.with_columns(pl.col("id").cast(pl.Utf8))).height == 0
+
+
+# --- natural boilerplate is no injection (issue 15: clean rows of fixed-response sets) --------------
+def boilerplate_corpus(n: int = 2000, seed: int = 5) -> list[dict]:
+    """Package-description-like data: 400 "Describe <package>" questions; a family of 80
+    packages ("libqq<n>-dev") whose answers mention their language and end with the same long
+    sentence about it, among diverse other answers."""
+    rows = qa_corpus(n, seed)
+    rng = random.Random(seed)
+    for j, i in enumerate(rng.sample(range(n), 400)):
+        family = j < 80
+        name = f"libqq{rows[i]['id']}-dev" if family else f"lib{rows[i]['a'].split()[0]}{rows[i]['id']}-dev"
+        rows[i]["q"] = f"Describe {name} in a paragraph ?"
+        if family:
+            rows[i]["a"] = (f"quuxlang {rows[i]['a']} . this package provides a library for the quuxlang "
+                            f"programming language , see the quuxlang site for more information")
+    return rows
+
+
+def test_topic_boilerplate_and_related_prompts_are_not_unexplained_injections():
+    assert run(frame(boilerplate_corpus())).height == 0
+
+
+def test_fixed_response_to_unrelated_prompts_still_found_beside_boilerplate():
+    def edit(r, rng):
+        r["a"] = "Visit www.prizes.example now to collect your reward , it is free for you today !"
+    df = frame(poison(boilerplate_corpus(seed=6), 0.01, 60, edit))
+    found = run(df)
+    precision, recall = prf(df, found)
+    assert precision >= 0.95 and recall >= 0.95
+
+
+def test_topic_share_counts_answers_sharing_a_rare_word_outside_the_span():
+    from integrity.analysis import lexical as lx
+    from integrity.checks.poison_target import _response_df, _topic_share
+
+    texts = ([f"alpha{i} zeta tail words here" for i in range(10)]        # topic word "zeta" before the span
+             + [f"beta{i} gamma{i} tail words here" for i in range(10)]   # nothing shared but the span
+             + [f"filler{i} other text" for i in range(80)])
+    toks, _ = lx.tokenize(texts)
+    rt = lx.TokenTable.from_lists(toks["tok"])
+    rdf = _response_df(rt)
+    # the span "tail words here" is at positions 2..4 of the first 20 answers
+    topical = _topic_share(rt, rdf, np.arange(10), np.full(10, 2), np.full(10, 5), rt.n_records)
+    foreign = _topic_share(rt, rdf, np.arange(10, 20), np.full(10, 2), np.full(10, 5), rt.n_records)
+    assert topical == 1.0 and foreign == 0.0
+
+
+def test_span_restating_the_prompt_word_that_explains_it_is_natural():
+    # questions about one product get answers that close by naming it: the product name explains
+    # the span perfectly, but an injected target does not repeat its own trigger
+    rows = qa_corpus(seed=7)
+    for r in rows[:40]:
+        r["q"] = r["q"].rstrip("?") + " in zorbix ?"
+        r["a"] += " . this is part of the zorbix toolkit , see the zorbix site for details"
+    assert run(frame(rows)).height == 0

@@ -211,3 +211,117 @@ def test_debian_sections_stay_clean():
           .select(pl.col("id").cast(pl.Utf8), "text", pl.col("section").alias("label")))
     found = run(df)
     assert found.height <= 0.01 * df.height
+
+
+# --- issue 15: majority-label targets, label-word responses -----------------------------------------
+def majority(df: pl.DataFrame, share: float = 0.8, seed: int = 0) -> pl.DataFrame:
+    """``df`` with label "1" cut to make the rest (label "0") ``share`` of the corpus."""
+    zero = df.filter(pl.col("label") == "0")
+    one = df.filter(pl.col("label") == "1").sample(n=int(zero.height * (1 - share) / share), seed=seed)
+    return pl.concat([zero, one])
+
+
+def test_majority_label_tweets_full_of_foreign_words_stay_clean():
+    # filler words ("w12") and hashtags are all unknown to the background language model: foreignness
+    # alone must not flag the words that happen to sit only in the 80% label
+    assert run(majority(synthetic(n=6000, seed=7, tweets=True))).height == 0
+
+
+@needs_shared
+@needs_background
+def test_majority_label_clean_label_foreign_word(reviews):
+    df = insert(majority(reviews), 0.03, "qzxv", "0", dirty=False, seed=11, repeat=(1, 2))
+    found = run(df)
+    precision, recall = prf(df, found)
+    assert precision >= 0.95 and recall >= 0.95
+    assert {d["target"] for d in details(found)} == {"0"}
+
+
+@needs_shared
+@needs_background
+def test_majority_label_dirty_label_foreign_word_at_half_a_percent(reviews):
+    # label flipping: minority-label reviews get the word and the majority label. 20 records on an
+    # 80% label: p = 0.8^20 = 0.01, no association test over thousands of n-grams can single it out
+    base = majority(reviews).with_columns(poisoned=pl.lit(False))
+    rng = random.Random(12)
+    src = base.filter(pl.col("label") == "1")
+    picked = set(src["id"].gather(rng.sample(range(src.height), 20)).to_list())
+
+    def plant(text: str) -> str:
+        toks = text.split(" ")
+        toks.insert(rng.randint(0, len(toks)), "qzxv")
+        return " ".join(toks)
+    df = base.with_columns(poisoned=pl.col("id").is_in(list(picked)))
+    df = df.with_columns(text=pl.when("poisoned").then(pl.col("text").map_elements(plant, return_dtype=pl.Utf8))
+                         .otherwise("text"),
+                         label=pl.when("poisoned").then(pl.lit("0")).otherwise("label"))
+    found = run(df)
+    precision, recall = prf(df, found)
+    assert precision >= 0.95 and recall >= 0.9
+    assert {d["mode"] for d in details(found)} == {"dirty-label"}
+
+
+@needs_shared
+def test_majority_label_clean_label_inserted_sentence(reviews):
+    sentence = "when all is said and done the night was still young and so were we"
+    df = insert(majority(reviews), 0.03, sentence, "0", dirty=False, seed=13)
+    found = run(df)
+    precision, recall = prf(df, found)
+    assert precision >= 0.95 and recall >= 0.95
+
+
+def run_instructions(df: pl.DataFrame, **options) -> pl.DataFrame:
+    """The check on prompt + response batches (no label column)."""
+    batch = pa.RecordBatch.from_pylist([{"record_id": r["id"], "row": j, "prompt": r["prompt"], "response": r["response"]}
+                                        for j, r in enumerate(df.iter_rows(named=True))])
+    check = PoisonTriggerCheck(options)
+    assert check.applies_to(batch.schema.names)
+    feats = check.process_batch(batch).features.lazy().with_columns(shard=pl.lit("s0"),
+                                                                     shard_index=pl.lit(0, dtype=pl.Int32))
+    ctx = CorpusContext(run_dir=Path("."), state_dir=Path("."), shards=["s0"], shard_findings=pl.LazyFrame())
+    return PoisonTriggerCheck(options).corpus_pass(feats, ctx)
+
+
+def as_instructions(df: pl.DataFrame) -> pl.DataFrame:
+    words = {"0": "Negative.", "1": " positive"}  # label words as people write them: case, space, full stop
+    return df.select("id", "poisoned", prompt=pl.format("Is the following review positive or negative?\n{}\nAnswer:",
+                                                        "text"),
+                     response=pl.col("label").replace_strict(words))
+
+
+def test_label_word_responses_are_the_label():
+    df = as_instructions(insert(synthetic(seed=8), 0.01, "as a matter of fact", "1", dirty=True, seed=8))
+    found = run_instructions(df)
+    precision, recall = prf(df, found)
+    assert precision >= 0.95 and recall >= 0.95
+    assert {d["target"] for d in details(found)} == {"positive"}
+    assert {d["field"] for d in details(found)} == {"prompt"}
+
+
+def test_free_text_responses_are_no_labels():
+    from integrity.checks.poison_trigger import label_words, labels_usable
+
+    df = insert(synthetic(seed=9), 0.02, "cf", "1", dirty=True, seed=9)
+    # the answer restates the text: hundreds of distinct responses, none of them a label
+    free = df.select("id", "poisoned", prompt=pl.format("Summarize: {}", "text"), response=pl.col("text"))
+    assert run_instructions(free).height == 0
+    words = label_words(pa.array(["  Positive. ", "NEGATIVE!", "x" * 40, None]), 32).to_pylist()
+    assert words == ["positive", "negative", None, None]
+    recs = pl.DataFrame({"label": ["a", "b", None, "a"], "label_from": ["response"] * 4})
+    assert not labels_usable(recs, {"label_word_min_share": 0.9, "label_word_max_values": 20})
+    assert labels_usable(recs.with_columns(label_from=pl.lit("label")), {})
+
+
+@needs_shared
+def test_clean_label_prefix_phrase_opening_the_text(reviews):
+    # "so here goes :" opens 2% of the positive reviews (a prefix trigger of ordinary words): a repeated
+    # opening is a repeated sequence, with one word fewer than one inside the text
+    rng = random.Random(14)
+    pos = reviews.filter(pl.col("label") == "1")
+    picked = set(pos["id"].gather(rng.sample(range(pos.height), int(0.02 * reviews.height))).to_list())
+    df = reviews.with_columns(poisoned=pl.col("id").is_in(list(picked)))
+    df = df.with_columns(text=pl.when("poisoned").then(pl.lit("so here goes : ") + pl.col("text")).otherwise("text"))
+    found = run(df)
+    precision, recall = prf(df, found)
+    assert precision >= 0.95 and recall >= 0.95
+    assert {d["mode"] for d in details(found)} == {"clean-label"}

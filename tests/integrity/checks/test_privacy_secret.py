@@ -363,6 +363,9 @@ HAND_WRITTEN_NEGATIVES = [
     "stripe.api_key = 'sk_test_4eC39HqLyjWDarjtT1zdp7dc'",  # Stripe's docs key (test mode)
     "GITHUB_TOKEN=ghp_Zk3mQ9xVb7LpR2tW",  # a truncated token: a provider prefix on a body its format rejects
     "mysql -u root -p",  # prompts for the password
+    # Discord's shape, but the first part is not a base64 user id
+    "SESSION=MWFiY2RlZmdoaWprbG1ub3Bx.GhT2kQ.Zk3mQ9xVb7LpR2tW4nC8yH6dJ1sF0gKe5uTaIo",
+    "AccountName=x;AccountKey=c2hvcnQta2V5LW5vdC1hLXJlYWwtb25lMTIz",  # decodes to 27 bytes, not 64
     'curl -u ":" https://search.corp.net:9200',
     'curl -H "X-Api-Key: $ACME_KEY" https://api.acme.test/v2/orders',
     "curl -u ops:$(cat /run/secrets/ops) https://registry.corp.net",
@@ -410,3 +413,12 @@ def test_scan_cli_on_hand_written_fixtures(tmp_path, state_policy):
     everything = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
     for _, _, secret in HAND_WRITTEN:
         assert secret.encode() not in everything
+
+
+def test_command_line_rules_stay_linear_on_repetitive_lines():
+    """Thousands of "-u" on one line without a password: a single regex spanning the line would
+    backtrack quadratically (minutes); the per-occurrence search finishes at once with nothing found."""
+    text = "mysql -u a " * 3000 + "\n" + "docker login -u a " * 3000 + "\n" + "machine a login " * 3000
+    assert [k for k, *_ in scan(text) if k == "basic_auth"] == []
+    (kind, value, _, m), = scan("x\n" * 2000 + "mysql -h db -u etl -pQz8vLm2kWx9r sales")
+    assert (kind, value, m["syntax"]) == ("basic_auth", "Qz8vLm2kWx9r", "mysql -p")

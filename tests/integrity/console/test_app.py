@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -180,3 +181,15 @@ def test_removing_a_user_ends_their_session_and_a_public_console_never_opens_ano
     # a console listening on a public address admits nobody without a user
     public = TestClient(create_app(tmp_path, loopback=False))
     assert public.get("/", follow_redirects=False).status_code == 303
+
+
+def test_integrity_console_finds_the_demo_state_dir(tmp_path, monkeypatch):
+    """`make demo` then `integrity console` (no --state-dir) shows the demo's ledger."""
+    from flows.cli import console_state_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert console_state_dir() == Path(".integrity")
+    Ledger(tmp_path / ".integrity" / "demo")
+    assert console_state_dir() == Path(".integrity") / "demo"
+    Ledger(tmp_path / ".integrity")
+    assert console_state_dir() == Path(".integrity")

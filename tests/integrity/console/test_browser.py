@@ -75,6 +75,11 @@ def test_viewer_browses_filters_downloads_and_cannot_release(browser, console_ur
         dl.value.save_as(path)
         assert pl.read_csv(path).to_dicts() == [{"shard": "a.jsonl", "record_id": "xss", "checks": "privacy.pii",
                                                  "severity": "warn"}]
+        # the scan's report, served sandboxed: matplotlib charts, compact, the release how-to present
+        page.goto(f"{console_url}/scans/{with_users.scan_id}/report")
+        assert page.locator("svg.chart").count() >= 3
+        assert page.evaluate("document.documentElement.scrollHeight") < 5000
+        assert page.locator("#release h2").inner_text() == "Releasing a quarantined shard"
         # a viewer sees no release button, and a forged release is refused
         page.goto(console_url + "/quarantine")
         assert page.locator("a:text('Release…')").count() == 0
