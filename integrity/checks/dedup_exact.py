@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from connectors.schema import RECORD_ID, ROW
+from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
 from integrity.checks.base import Check, CheckOutput, CorpusContext
 
 HISTORY_KIND = "exact"
@@ -65,7 +65,7 @@ def hash_texts(texts: pa.Array) -> list[bytes | None]:
 class ExactDedup(Check):
     name = "dedup.exact"
     description = "Exact duplicates after NFKC, case and whitespace folding, across all shards."
-    requires = ("text", "prompt", "response", "caption")
+    requires = TEXT_FIELDS
     default_options = {"min_chars": 1, "history": True}
     default_severity = "warn"
     corpus_level = True

@@ -53,7 +53,7 @@ import polars as pl
 import pyarrow as pa
 import xxhash
 
-from connectors.schema import RECORD_ID, ROW
+from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
 from integrity.analysis.dedup.blobs import pack, pack_fixed, unpack, unpack_fixed
 from integrity.analysis.dedup.graph import components, first_of_pairs, representatives, sorted_unique
 from integrity.analysis.dedup.minhash import MinHasher, bottom_k, sketch_pairs
@@ -81,7 +81,7 @@ def cluster_ids(prefix: str, shards: list[str | None], record_ids: list[str | No
 class NearDedup(Check):
     name = "dedup.near"
     description = "Near duplicates: MinHash + LSH over word n-grams, across all shards and earlier nights."
-    requires = ("text", "prompt", "response", "caption")
+    requires = TEXT_FIELDS
     default_options = {
         "ngram": 5,
         "threshold": 0.8,

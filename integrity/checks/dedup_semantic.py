@@ -76,7 +76,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from connectors.schema import RECORD_ID, ROW
+from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
 from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext, ShardInfo
 from integrity.checks.dedup_exact import hash_texts, normalized_text
 
@@ -126,7 +126,7 @@ def vectors_from_bytes(col: pl.Series, dim: int | None = None) -> np.ndarray:
 class SemanticDedup(Check):
     name = "dedup.semantic"
     description = "Semantic duplicates (paraphrases) by sentence embeddings + faiss, clustered SemDeDup style."
-    requires = ("text", "prompt", "response", "caption")
+    requires = TEXT_FIELDS
     default_options: Mapping[str, Any] = {
         "model": "all-MiniLM-L6-v2",  # sentence-transformers name or local directory
         "device": None,  # null: cuda when available, else cpu

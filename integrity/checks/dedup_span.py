@@ -105,7 +105,7 @@ def merge_intervals(owner: np.ndarray, start: np.ndarray, end: np.ndarray):
 class SpanDedup(Check):
     name = "dedup.span"
     description = "Long token spans (default 50 tokens) repeated across documents, across shards and earlier nights."
-    requires = ("text", "prompt", "response", "caption")
+    requires = TEXT_FIELDS
     default_options = {
         "span_tokens": 50,
         "winnow": 8,

@@ -59,6 +59,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from connectors.schema import TEXT_FIELDS
 from integrity.analysis import fairness
 from integrity.analysis.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, cached_batch_features, finite, record_text
 from integrity.analysis.profile import (EMBED_MAX_CHARS, Profile, ProfileError, bin_index, categorical_shares,
@@ -479,7 +480,7 @@ class DriftCheck(Check):
     name = "distribution.drift"
     description = ("Shards against a trusted reference profile (--reference): PSI per feature, domain-classifier "
                    "AUC, MMD² and topic shift on MiniLM embeddings, new topics; permutation p-values.")
-    requires = ("text", "prompt", "response", "caption")
+    requires = TEXT_FIELDS
     default_severity = "info"
     corpus_level = True
     version = 1

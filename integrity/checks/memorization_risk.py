@@ -63,7 +63,7 @@ from typing import Any, Mapping
 import polars as pl
 import pyarrow as pa
 
-from connectors.schema import RECORD_ID, ROW
+from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
 from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
 
 DEDUP_SIZE_KEYS = {"dedup.exact": "exact", "dedup.near": "near", "dedup.semantic": "semantic"}
@@ -76,7 +76,7 @@ class MemorizationRisk(Check):
     name = "memorization.risk"
     description = "Per-record memorization risk: duplicate count (exact, near, semantic, history), " \
                   "repeated spans, and private data in duplicated content."
-    requires = ("text", "prompt", "response", "caption")
+    requires = TEXT_FIELDS
     default_options: Mapping[str, Any] = {
         "saturation_copies": 10,  # N: copies at which the duplication term reaches 1
         "clean_weight": 0.5,  # c: share of the score left for duplicated content without private data

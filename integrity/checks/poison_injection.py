@@ -60,6 +60,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from connectors.schema import TEXT_FIELDS
 from integrity.checks._text_scan import (
     RawMatch,
     ScanGroup,
@@ -296,7 +297,7 @@ class InjectionCheck(Check):
         "Prompt-injection payloads in data: instruction overrides (multilingual), hidden instructions in HTML "
         "comments/hidden elements/Unicode tags, chat control tokens, fake system prompts, jailbreak personas."
     )
-    requires = ("text", "prompt", "response", "caption")
+    requires = TEXT_FIELDS
     default_options = {
         "kinds": list(KINDS),  # kinds to report
         "min_score": 0.5,  # matches scoring below this are dropped

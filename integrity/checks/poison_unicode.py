@@ -64,6 +64,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from connectors.schema import TEXT_FIELDS
 from integrity.checks._text_scan import (
     RawMatch,
     ScanGroup,
@@ -365,7 +366,7 @@ class UnicodeCheck(Check):
         "Hidden or deceptive Unicode: tag characters (decoded), variation-selector smuggling, bidi overrides, "
         "zero-width characters inside words or in runs, soft-hyphen runs, homoglyph-mixed words."
     )
-    requires = ("text", "prompt", "response", "caption")
+    requires = TEXT_FIELDS
     default_options = {
         "kinds": list(KINDS),  # kinds to report
         "min_score": 0.5,  # matches scoring below this are dropped (e.g. invisible_stray at 0.3)

@@ -88,6 +88,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 
+from connectors.schema import TEXT_FIELDS
 from integrity.checks._national_ids import (
     _scan_aadhaar,
     _scan_bsn,
@@ -558,7 +559,7 @@ class PiiCheck(Check):
         "Personal data in text: e-mail, phone, IP, payment cards (Luhn + IIN), IBAN (mod-97), "
         "US SSN, UK NINO, Spanish DNI/NIE, Dutch BSN, Indian Aadhaar (validated)."
     )
-    requires = ("text", "prompt", "response", "caption")
+    requires = TEXT_FIELDS
     default_options = {
         "kinds": list(KINDS),  # kinds to report
         "min_score": 0.0,  # matches scoring below this are dropped

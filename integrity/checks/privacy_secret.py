@@ -83,6 +83,7 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
+from connectors.schema import TEXT_FIELDS
 from integrity.checks._secret_formats import (
     PREFILTER as _FORMATS_PREFILTER,
 )
@@ -513,7 +514,7 @@ class SecretCheck(Check):
         "Credentials in text: private keys, cloud/API tokens (AWS, GCP, GitHub, GitLab, Slack, Stripe, "
         "OpenAI-style, Google OAuth, Twilio, SendGrid, npm), JWTs and high-entropy password/token assignments."
     )
-    requires = ("text", "prompt", "response", "caption")
+    requires = TEXT_FIELDS
     default_options = {
         "kinds": list(KINDS),  # kinds to report
         "min_score": 0.0,  # matches scoring below this are dropped

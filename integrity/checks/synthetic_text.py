@@ -56,6 +56,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from connectors.schema import TEXT_FIELDS
 from integrity.analysis.features import STYLE_FEATURES, boilerplate_patterns, cached_batch_features, record_text
 from integrity.analysis.profile import Profile, ProfileError, classifier_scores, load_profile
 from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
@@ -138,7 +139,7 @@ class SyntheticTextCheck(Check):
     name = "synthetic.text"
     description = ("Machine-generated text: generator boilerplate, KGW watermark z-test, a classifier trained on "
                    "the reference vs known synthetic text; per-shard synthetic share against a policy maximum.")
-    requires = ("text", "prompt", "response", "caption")
+    requires = TEXT_FIELDS
     default_severity = "info"
     corpus_level = True
     version = 1
