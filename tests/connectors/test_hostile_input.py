@@ -125,16 +125,18 @@ def test_bomb_reading_stays_within_a_memory_cap(tmp_path):
         from connectors import ShardReader, ShardReadError, list_shards
         from connectors.schema import ColumnMapping
         [ref] = list_shards({str(path)!r})
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
         try:
             list(ShardReader(ref, ColumnMapping()))
         except ShardReadError as e:
-            print("refused", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+            print("refused", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024 - before)
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ})
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("refused")
-    assert int(out.stdout.split()[1]) < 600  # MiB: imports + one chunk, not the gigabyte
+    # MiB grown while reading (the imports' footprint changes as the package grows): a few chunks, not the gigabyte
+    assert int(out.stdout.split()[1]) < 300
 
 
 def test_hf_dataset_with_a_list_state_json_is_a_shard_error(tmp_path):
