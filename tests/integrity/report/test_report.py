@@ -13,7 +13,7 @@ import pytest
 from integrity.report import charts
 from integrity.report.format import highlight_segments, human_bytes
 from integrity.report.model import SECTION_RENDERERS, Block, generic_section, renderer_for, section_renderer
-from integrity.report.render import MAX_SHARD_ROWS, write_report
+from integrity.report.render import MAX_SHARD_ROWS, SHARD_COLUMNS, write_report
 
 INJECT = "<script>alert(1)</script>"
 EVIL_SHARD = f'evil{INJECT}".parquet'
@@ -24,27 +24,7 @@ SECRET = "AKIA[REDACTED]"
 
 
 def shards_frame(rows: list[dict]) -> pl.DataFrame:
-    return pl.DataFrame(
-        rows,
-        schema={
-            "shard": pl.Utf8,
-            "uri": pl.Utf8,
-            "sha256": pl.Utf8,
-            "rows": pl.Int64,
-            "bytes": pl.Int64,
-            "verdict": pl.Utf8,
-            "reasons": pl.List(pl.Utf8),
-            "format": pl.Utf8,
-            "error": pl.Utf8,
-            "cached": pl.Boolean,
-            "seconds": pl.Float64,
-            "n_info": pl.Int64,
-            "n_warn": pl.Int64,
-            "n_critical": pl.Int64,
-            "records_flagged": pl.Int64,
-            "quarantine": pl.Utf8,
-        },
-    )
+    return pl.DataFrame(rows, schema=SHARD_COLUMNS)
 
 
 FINDING_SCHEMA = {
