@@ -22,13 +22,22 @@ text it writes:
 A secret keeps its first 4 characters; the rest become ``•``, one per
 character, so offsets into the text (highlight spans) stay valid. Detection
 is :func:`integrity.checks.privacy_secret.secret_spans` (every kind,
-documentation examples included). Text columns are pre-filtered column-wise
+documentation examples included). What the scan writes is also masked for
+opaque tokens (:func:`opaque_token_spans`): a credential of a format no
+pattern knows still looks like a long random run of letters and digits, and
+an excerpt loses nothing a reader needs when such a run is masked. Only
+prose is masked so (identifiers such as record ids, cluster ids and hashes in
+finding details have no white space, and pure hex runs never are), and
+checks' inputs are not (that would change what duplicates and triggers compare). Text columns are pre-filtered column-wise
 with one regex, so only the rare rows that may hold a secret reach Python.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
+from collections import Counter
 from typing import Any, Iterable
 
 import polars as pl
@@ -46,6 +55,52 @@ KEY_COLUMNS = frozenset({"record_id", "shard", "uri", "sha256", "check", "severi
 
 FINGERPRINT = 8  # hex characters of the secret's SHA-256 that end a fingerprinted mask
 
+# A run of token characters ('/' and '.' end a run, so paths and URLs stay readable) long
+# enough to be a credential. Which runs are random enough is decided in Python, after this.
+_OPAQUE_RUN = r"[A-Za-z0-9_+=\-]{20,}"
+_OPAQUE = re.compile(r"(?<![A-Za-z0-9_+=\-])" + _OPAQUE_RUN + r"(?![A-Za-z0-9_+=\-])")
+_HEX = re.compile(r"[0-9a-fA-F_\-]+")
+OUTPUT_PREFILTER = f"(?:{SECRET_PREFILTER})|(?:{_OPAQUE_RUN})"
+MIN_OPAQUE_ENTROPY = 3.2  # bits per character: random base-36/62 runs of 20+ characters mostly reach 3.6-4.3
+
+
+def _entropy(s: str) -> float:
+    n = len(s)
+    return -sum(c / n * math.log2(c / n) for c in Counter(s).values())
+
+
+def _class_switch_rate(run: str) -> float:
+    """Share of adjacent letters and digits of different classes (upper, lower, digit),
+    separators left out: about 0.4-0.6 in random tokens, under 0.15 in words with numbers
+    (``release_2024_v2``); CamelCase identifiers (about 0.3) have no digits."""
+    classes = ["u" if ch.isupper() else "l" if ch.islower() else "d" for ch in run if ch.isalnum()]
+    return sum(a != b for a, b in zip(classes, classes[1:])) / max(1, len(classes) - 1)
+
+
+def _looks_opaque(run: str) -> bool:
+    """A random-looking token: letters mixed with digits (or, without digits, both cases
+    over 24+ characters), character classes switching often, high entropy, not pure hex."""
+    if _HEX.fullmatch(run):
+        return False  # hashes and ids the outputs must keep (sha256, cluster ids)
+    has_digit = any(ch.isdigit() for ch in run)
+    upper, lower = any(ch.isupper() for ch in run), any(ch.islower() for ch in run)
+    if has_digit and (upper or lower):
+        return _class_switch_rate(run) >= 0.18 and _entropy(run) >= MIN_OPAQUE_ENTROPY
+    if upper and lower and len(run) >= 24:
+        return _class_switch_rate(run) >= 0.4 and _entropy(run) >= 4.0
+    return False
+
+
+def opaque_token_spans(text: str) -> list[tuple[int, int]]:
+    """Spans of random-looking tokens of any format (see :func:`_looks_opaque`) in prose.
+
+    A text without white space is an identifier (a record id, a cluster id, a hash in a
+    finding's detail) that joins and the output contract need as it is: never masked.
+    """
+    if not any(ch.isspace() for ch in text):
+        return []
+    return [m.span() for m in _OPAQUE.finditer(text) if _looks_opaque(m.group())]
+
 
 def _masked(value: str, fingerprint: bool) -> str:
     keep = min(KEEP, len(value))
@@ -55,16 +110,20 @@ def _masked(value: str, fingerprint: bool) -> str:
     return value[:keep] + MASK * (len(value) - keep - len(tail)) + tail
 
 
-def mask_secrets(text: str, fingerprint: bool = False) -> str:
+def mask_secrets(text: str, fingerprint: bool = False, opaque: bool = True) -> str:
     """``text`` with every secret masked after its first 4 characters (same length).
 
     With ``fingerprint``, a long secret's mask ends in 8 hex characters of its
     SHA-256, so two different secrets stay different (what the checks that
     compare texts - duplicates, triggers - need) while neither can be read back.
+    With ``opaque`` (what is written), random-looking tokens of unknown formats
+    are masked too.
     """
     if not text:
         return text
     spans = secret_spans(text)
+    if opaque:
+        spans = sorted(set(spans) | set(opaque_token_spans(text)))
     if not spans:
         return text
     out, pos = [], 0
@@ -96,7 +155,7 @@ def mask_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
             continue
         # only the candidate rows go through Python; the column is rebuilt in C++
         rows = pc.indices_nonzero(hit)
-        masked = [mask_secrets(v, fingerprint=True) for v in arr.take(rows).to_pylist()]
+        masked = [mask_secrets(v, fingerprint=True, opaque=False) for v in arr.take(rows).to_pylist()]
         columns[i] = pc.replace_with_mask(arr, hit, pa.array(masked, type=arr.type))
         changed = True
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema) if changed else batch
@@ -135,14 +194,15 @@ def mask_frame(frame: pl.DataFrame, skip: Iterable[str] = KEY_COLUMNS) -> pl.Dat
     """Every text column of ``frame`` with secrets masked (JSON texts inside their strings).
 
     Column-wise: one regex pre-filter per column picks the candidate rows; only
-    those are scanned (and rewritten) in Python.
+    those are scanned (and rewritten) in Python. Opaque tokens are masked too
+    (see :func:`mask_secrets`).
     """
     if frame is None or frame.height == 0:
         return frame
     updates = []
     for name in _text_columns(frame, skip):
         col = frame.get_column(name)
-        hit = col.str.contains(SECRET_PREFILTER).fill_null(False)
+        hit = col.str.contains(OUTPUT_PREFILTER).fill_null(False)
         if not hit.any():
             continue
         values = col.to_list()

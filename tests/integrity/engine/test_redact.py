@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from flows.build import build_spec
 from integrity.engine import pipeline
-from integrity.engine.redact import mask_batch, mask_frame, mask_json_text, mask_secrets
+from integrity.engine.redact import mask_batch, mask_frame, mask_json_text, mask_secrets, opaque_token_spans
 
 AWS = "AKIAQ7RZ4TXW2MPLK9VB"
 KEY_LINES = ["MIIEpAIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM9Oi8Xq2WZlJ0fKc4hN7pQ1rLsT5uVw",
@@ -55,6 +55,27 @@ def test_mask_batch_and_frame_touch_only_secret_rows():
     masked = mask_frame(frame)
     assert masked["record_id"][0] == AWS  # keys are left alone
     assert AWS not in masked["sample_text"][0] and masked["detail"][0] == '{"k": 1}'
+
+
+OPAQUE = "zVfK3pQ9wLx2BmR7tY4nHc8JdS6gA1eU5oI0"  # random, of no format privacy.secret knows
+
+
+def test_outputs_mask_tokens_of_unknown_formats_but_keep_hashes_and_words():
+    text = f"key {OPAQUE} and tok_live_Q7v2Lm9Np4Rs8Tv1Wz3X, lower akiaq7rz4txw2mplk9vb"
+    masked = mask_secrets(text)
+    assert len(masked) == len(text)
+    assert OPAQUE not in masked and "Q7v2Lm9Np4Rs8Tv1Wz3X" not in masked and "q7rz4txw2mplk9vb" not in masked
+    keep = ("sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08, "
+            "AbstractSingletonProxyFactoryBean, release_notes_2024_v2, https://github.com/Abc123/Xyz456Repository")
+    assert opaque_token_spans(keep) == [] and mask_secrets(keep) == keep
+    # identifiers (no white space: record ids, cluster ids) stay as the contract needs them
+    ids = json.dumps({"cluster": "exact-757aef3e66aed6a4", "representative": "rec_Q7v2Lm9Np4Rs8Tv1Wz3X"})
+    assert mask_json_text(ids) == ids
+    # written frames and JSON details too; what checks read is not changed (duplicates compare it)
+    frame = mask_frame(pl.DataFrame({"sample_text": [f"a {OPAQUE} b"], "detail": [json.dumps({"excerpt": f"key {OPAQUE} here"})]}))
+    assert OPAQUE not in frame["sample_text"][0] and OPAQUE not in frame["detail"][0]
+    batch = pa.record_batch({"text": pa.array([f"x {OPAQUE} y"], pa.large_string())})
+    assert mask_batch(batch) is batch
 
 
 def _corpus(tmp_path: Path) -> Path:
