@@ -60,7 +60,6 @@ FINGERPRINT = 8  # hex characters of the secret's SHA-256 that end a fingerprint
 _OPAQUE_RUN = r"[A-Za-z0-9_+=\-]{20,}"
 _OPAQUE = re.compile(r"(?<![A-Za-z0-9_+=\-])" + _OPAQUE_RUN + r"(?![A-Za-z0-9_+=\-])")
 _HEX = re.compile(r"[0-9a-fA-F_\-]+")
-OUTPUT_PREFILTER = f"(?:{SECRET_PREFILTER})|(?:{_OPAQUE_RUN})"
 MIN_OPAQUE_ENTROPY = 3.2  # bits per character: random base-36/62 runs of 20+ characters mostly reach 3.6-4.3
 
 
@@ -185,6 +184,19 @@ def mask_json_text(text: str | None) -> str | None:
     return json.dumps(masked, ensure_ascii=False, separators=(", ", ": "))
 
 
+def _opaque_candidates(col: pl.Series) -> pl.Series:
+    """Rows that may hold an opaque token in prose, column-wise: white space, and a 20+ run
+    that switches between letters and digits or cases at least twice once hex runs (hashes,
+    cluster ids) are taken out. JSON keys (``representative_sha256``) and the ids every dedup
+    detail carries are no candidates, so only rare rows reach :func:`_looks_opaque`."""
+    runs = (pl.DataFrame({"row": pl.int_range(0, col.len(), eager=True),
+                          "run": col.str.replace_all(r"[0-9a-fA-F]{8,}", "").str.extract_all(_OPAQUE_RUN)})
+            .filter(col.str.contains(r"\s").fill_null(False))
+            .explode("run")
+            .filter(pl.col("run").str.count_matches(r"[0-9][A-Za-z]|[A-Za-z][0-9]|[a-z][A-Z]|[A-Z][a-z]") >= 2))
+    return pl.Series(col.name, [False] * col.len()).scatter(runs["row"].unique(), True)
+
+
 def _text_columns(frame: pl.DataFrame, skip: Iterable[str]) -> list[str]:
     skip = set(skip)
     return [n for n, t in frame.schema.items() if t == pl.Utf8 and n not in skip]
@@ -202,7 +214,7 @@ def mask_frame(frame: pl.DataFrame, skip: Iterable[str] = KEY_COLUMNS) -> pl.Dat
     updates = []
     for name in _text_columns(frame, skip):
         col = frame.get_column(name)
-        hit = col.str.contains(OUTPUT_PREFILTER).fill_null(False)
+        hit = (col.str.contains(SECRET_PREFILTER) | _opaque_candidates(col)).fill_null(False)
         if not hit.any():
             continue
         values = col.to_list()
