@@ -13,7 +13,7 @@ import pytest
 from integrity.report import charts
 from integrity.report.format import highlight_segments, human_bytes
 from integrity.report.model import SECTION_RENDERERS, Block, generic_section, renderer_for, section_renderer
-from integrity.report.render import MAX_SHARD_ROWS, SHARD_COLUMNS, write_report
+from integrity.report.render import FINDING_COLUMNS, MAX_SHARD_ROWS, SHARD_COLUMNS, write_report
 
 INJECT = "<script>alert(1)</script>"
 EVIL_SHARD = f'evil{INJECT}".parquet'
@@ -27,14 +27,7 @@ def shards_frame(rows: list[dict]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=SHARD_COLUMNS)
 
 
-FINDING_SCHEMA = {
-    "shard": pl.Utf8,
-    "record_id": pl.Utf8,
-    "check": pl.Utf8,
-    "severity": pl.Utf8,
-    "score": pl.Float64,
-    "detail": pl.Utf8,
-}
+FINDING_SCHEMA = FINDING_COLUMNS
 
 
 def shard_row(name: str, verdict: str = "pass", **kw) -> dict:
