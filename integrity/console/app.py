@@ -286,6 +286,9 @@ def create_app(state_dir: str | os.PathLike, *, prefect_ui: str | None = None, l
     # -- actions -----------------------------------------------------------
 
     def _action_or_404(request: Request):
+        """The quarantine action and kind (release/restore) a request names, or None."""
+        if request.path_params["kind"] not in ("release", "restore"):
+            return None
         try:
             return c.ledger.action(int(request.path_params["action_id"]))
         except (LedgerError, ValueError):
@@ -295,7 +298,7 @@ def create_app(state_dir: str | os.PathLike, *, prefect_ui: str | None = None, l
     async def confirm(request: Request, ident: auth.Identity) -> Response:
         kind = request.path_params["kind"]
         a = _action_or_404(request)
-        if a is None or kind not in ("release", "restore"):
+        if a is None:
             return c.render(request, "error.html", status=404, title="Not found", message="no such quarantine action")
         return c.render(request, "confirm.html", kind=kind, action=a, error=None, reason="")
 
@@ -303,7 +306,7 @@ def create_app(state_dir: str | os.PathLike, *, prefect_ui: str | None = None, l
     async def act(request: Request, ident: auth.Identity) -> Response:
         kind = request.path_params["kind"]
         a = _action_or_404(request)
-        if a is None or kind not in ("release", "restore"):
+        if a is None:
             return c.render(request, "error.html", status=404, title="Not found", message="no such quarantine action")
         form = await request.form()
         reason = str(form.get("reason") or "").strip()
