@@ -9,7 +9,7 @@ import polars as pl
 
 from connectors.schema import SCAN_FINDING_COLUMNS
 from integrity.checks.base import CorpusContext
-from integrity.engine.shard import ShardResult
+from integrity.engine.shard import ShardResult, rows_into_detail
 from integrity.engine.spec import ScanSpec, corpus_order
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], run_dir: Path)
         check = spec.check_instance(name)
         found = check.corpus_pass(features, ctx) if features is not None else None
         if found is not None and found.height:
+            found = rows_into_detail(found)  # record ids may repeat in a shard: the row tells them apart
             if "severity" not in found.columns:
                 found = found.with_columns(severity=pl.lit(None, dtype=pl.Utf8))
             found = found.with_columns(check=pl.lit(name)).select(
