@@ -15,19 +15,19 @@ that :mod:`integrity.report.charts` builds with its own escaping.
 
 Per-check sections are produced by *section renderers*
 (:mod:`integrity.report.model`; formatting helpers and colours are in
-:mod:`integrity.report.format`). Any check, including
-ones added after this module was written, gets :func:`generic_section`
-(counts, score histogram, examples with highlighted evidence, top findings);
-a check family can get a specialised one by registering a function for its
-name prefix, e.g.::
+:mod:`integrity.report.format`). A check names its section in its
+``report_section`` class attribute; any check that names none, including
+plug-ins, gets :func:`generic_section` (counts, score histogram, examples with
+highlighted evidence, top findings). A new section is a function registered
+under a name in a module of :mod:`integrity.report.sections`, e.g.::
 
-    @section_renderer("poison.")
+    @report_section("poison")
     def poison_section(data: CheckData) -> Section:
         sec = generic_section(data)
         sec.blocks.append(Block(kind="note", title="…", text="…"))
         return sec
 
-The longest registered prefix that matches the check name wins.
+and a check shows its findings there with ``report_section = "poison"``.
 """
 from __future__ import annotations
 
@@ -45,11 +45,11 @@ from markupsafe import Markup
 from connectors.atomic import atomic_output
 from integrity.ledger import release_command
 from integrity.report import charts
-from integrity.report import sections  # noqa: F401  (registers the per-family section renderers)
+from integrity.report.sections import renderer_for
 from integrity.report.format import (COLORS, SEVERITY_RANK, SEVERITY_SERIES, TIMING_STAGES, VERDICT_RANK, VERDICTS,
                                      _truncate, anchor, fmt_duration, fmt_int, fmt_pct, fmt_score, fmt_time,
                                      highlight_segments, human_bytes, pretty_detail)
-from integrity.report.model import Block, CheckData, Section, renderer_for
+from integrity.report.model import Block, CheckData, Section
 
 # --------------------------------------------------------------------------- limits
 
@@ -359,7 +359,7 @@ def build_context(run_dir: Path) -> dict[str, Any]:
             findings=(lambda c=c: findings_lf.filter(pl.col("check") == c)),
         )
         try:
-            sections.append(renderer_for(c)(data))
+            sections.append(renderer_for(c, checks_run)(data))
         except Exception as exc:  # a broken section must not hide the rest of the report
             sec = Section(check=c, anchor=a, counts=dict(by_check[c]))
             sec.blocks.append(Block(kind="note", text=f"this section could not be rendered: {exc!r}"))
