@@ -17,7 +17,7 @@ Per-check sections are produced by *section renderers*
 (:mod:`integrity.report.model`; formatting helpers and colours are in
 :mod:`integrity.report.format`). A check names its section in its
 ``report_section`` class attribute; any check that names none, including
-plug-ins, gets :func:`generic_section` (counts, score histogram, examples with
+plug-ins, gets :func:`~integrity.report.model.generic_section` (counts, score histogram, examples with
 highlighted evidence, top findings). A new section is a function registered
 under a name in a module of :mod:`integrity.report.sections`, e.g.::
 
