@@ -44,6 +44,7 @@ import polars as pl
 from markupsafe import Markup
 
 from connectors.atomic import atomic_output
+from connectors.schema import EXAMPLE_COLUMNS, SCAN_FINDING_COLUMNS
 from integrity.ledger import release_command
 from integrity.report import charts
 from integrity.report.sections import renderer_for
@@ -77,22 +78,6 @@ SHARD_COLUMNS: dict[str, pl.DataType] = {
     "n_critical": pl.Int64,
     "records_flagged": pl.Int64,
     "quarantine": pl.Utf8,
-}
-FINDING_COLUMNS: dict[str, pl.DataType] = {
-    "shard": pl.Utf8,
-    "record_id": pl.Utf8,
-    "check": pl.Utf8,
-    "severity": pl.Utf8,
-    "score": pl.Float64,
-    "detail": pl.Utf8,
-}
-EXAMPLE_COLUMNS: dict[str, pl.DataType] = {
-    **FINDING_COLUMNS,
-    "field": pl.Utf8,
-    "excerpt": pl.Utf8,
-    "highlights": pl.Utf8,
-    "representative_shard": pl.Utf8,  # dedup.*: the record this one duplicates (the kept one)
-    "representative_excerpt": pl.Utf8,
 }
 
 
@@ -427,11 +412,11 @@ def _quarantine_part(ordered: pl.DataFrame, summary: dict[str, Any]) -> dict[str
 
 def _read_findings(run_dir: Path, notes: list[str]) -> pl.LazyFrame:
     """``findings.parquet`` in the report's columns, lazily (empty, with a note, when missing)."""
-    findings_lf = _scan(run_dir / "findings.parquet", FINDING_COLUMNS)
+    findings_lf = _scan(run_dir / "findings.parquet", SCAN_FINDING_COLUMNS)
     if findings_lf is None:
         notes.append("findings.parquet is missing")
-        findings_lf = _empty(FINDING_COLUMNS)
-    return findings_lf.select(list(FINDING_COLUMNS)).with_columns(pl.col("check").fill_null("(unnamed)"))
+        findings_lf = _empty(SCAN_FINDING_COLUMNS)
+    return findings_lf.select(list(SCAN_FINDING_COLUMNS)).with_columns(pl.col("check").fill_null("(unnamed)"))
 
 
 def _check_stats(light: pl.DataFrame, counts: dict[str, Any]) -> CheckStats:
