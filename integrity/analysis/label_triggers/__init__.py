@@ -4,13 +4,16 @@ The engine of the lexical poisoning checks (``poison.trigger``,
 ``poison.target``, ``poison.caption_trigger``), pure (no check, engine or
 report import):
 
-* :mod:`.lexical` – tokens with character offsets, n-grams, repeated spans,
-  association and multiple-testing tools (reusable for any text field);
-* :mod:`.features` – the per-record token features a check stores per shard,
-  and reading every shard's back in the corpus pass;
-* :mod:`.detect` – :func:`detect_label_triggers`, the association, grouping and
-  clean-/dirty-label evidence tests;
-* :mod:`.findings` – the findings a flagged group becomes.
+* :mod:`integrity.analysis.label_triggers.lexical` – tokens with character
+  offsets, n-grams, repeated spans, association and multiple-testing tools
+  (reusable for any text field);
+* :mod:`integrity.analysis.label_triggers.features` – the per-record token
+  features a check stores per shard, and reading every shard's back in the
+  corpus pass;
+* :mod:`integrity.analysis.label_triggers.detect` – :func:`detect_label_triggers`,
+  the association, grouping and clean-/dirty-label evidence tests;
+* :mod:`integrity.analysis.label_triggers.findings` – the findings a flagged
+  group becomes.
 """
 from integrity.analysis.label_triggers.detect import core_records, detect_label_triggers, label_codes
 from integrity.analysis.label_triggers.features import split_features, token_features

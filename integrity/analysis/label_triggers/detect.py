@@ -4,8 +4,8 @@ The engine of ``poison.trigger`` (its module docstring describes the method),
 also used by ``poison.target`` (prompt features behind an injected response)
 and ``poison.caption_trigger`` (image clusters as the labels):
 :func:`detect_label_triggers` runs the association, grouping and evidence tests
-on the record rows made by :mod:`.features`; :mod:`.findings` turns its result
-into findings.
+on the record rows made by :mod:`integrity.analysis.label_triggers.features`;
+:mod:`integrity.analysis.label_triggers.findings` turns its result into findings.
 """
 from __future__ import annotations
 
