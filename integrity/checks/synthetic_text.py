@@ -58,6 +58,8 @@ import pyarrow as pa
 
 from connectors.schema import TEXT_FIELDS
 from integrity.analysis.features import STYLE_FEATURES, boilerplate_patterns, cached_batch_features, record_text
+from integrity.analysis.machine_text import (ZS_FEATURES, calibrate_shard, load_model, reference_percentile,
+                                             zero_shot_features, zero_shot_logit)
 from integrity.analysis.profile import Profile, ProfileError, classifier_scores, load_profile
 from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
 from integrity.checks.distribution_drift import FINDING_SCHEMA, dumps
@@ -67,7 +69,7 @@ log = logging.getLogger(__name__)
 FEATURE_SCHEMA: dict[str, pl.DataType] = {
     "record_id": pl.Utf8, "row": pl.Int64, **{f: pl.Float64 for f in STYLE_FEATURES},
     "bp_strong": pl.Int16, "bp_weak": pl.Int16, "bp_phrase": pl.Utf8, "bp_start": pl.Int32, "bp_end": pl.Int32,
-    "wm_tokens": pl.Int32, "wm_green": pl.Int32, "wm_z": pl.Float64,
+    "wm_tokens": pl.Int32, "wm_green": pl.Int32, "wm_z": pl.Float64, **{f: pl.Float64 for f in ZS_FEATURES},
 }
 _STRONG, _WEAK = boilerplate_patterns()
 
@@ -151,6 +153,8 @@ class SyntheticTextCheck(Check):
         "watermark": None,
         "max_reference_records": 2000,
         "history_nights": 14,
+        "zero_shot": True,
+        "zero_shot_record_min": 0.99,
     }
 
     def __init__(self, options=None, shard=None):
@@ -198,7 +202,10 @@ class SyntheticTextCheck(Check):
             cols["wm_green"] = [s.green for s in scores]
             cols["wm_z"] = [s.z for s in scores]
         extra = pl.DataFrame(cols, schema={k: FEATURE_SCHEMA[k] for k in cols})
-        df = pl.concat([feats.select("record_id", "row", *STYLE_FEATURES), extra], how="horizontal")
+        parts = [feats.select("record_id", "row", *STYLE_FEATURES), extra]
+        if self.options["zero_shot"]:
+            parts.append(zero_shot_features(pl.Series("t", texts, dtype=pl.Utf8)))
+        df = pl.concat(parts, how="horizontal")
         return CheckOutput(features=df.select([(pl.col(c).cast(t) if c in df.columns else pl.lit(None, dtype=t)).alias(c)
                                                for c, t in FEATURE_SCHEMA.items()]))
 
@@ -239,12 +246,16 @@ class SyntheticTextCheck(Check):
         wm_hit = np.nan_to_num(wm_z, nan=-np.inf) >= zthr
         model = prof.synthetic_classifier if prof is not None else None
         clf = classifier_scores(model, df) if model else None
+        zs = zero_shot_scores(df, prof) if o["zero_shot"] else None
+        zs_hit = zs["percentile"] >= float(o["zero_shot_record_min"]) if zs is not None else np.zeros(n, bool)
         # ---- record evidence
         score = np.where(strong_bp, 0.95, 0.0)
         score = np.maximum(score, np.where(weak_bp, 0.6, 0.0))
         score = np.maximum(score, np.where(wm_hit, 0.99, 0.0))
         if clf is not None:
             score = np.maximum(score, np.where(clf >= float(model.get("threshold", 0.5)), clf, 0.0))
+        if zs is not None:
+            score = np.maximum(score, np.where(zs_hit, zs["percentile"], 0.0))
         recs: list[dict] = []
         ids = df["record_id"].to_list()
         phrase, bs, be = df["bp_phrase"].to_list(), df["bp_start"].to_list(), df["bp_end"].to_list()
@@ -257,6 +268,9 @@ class SyntheticTextCheck(Check):
                 ev.append({"kind": "watermark", "z": float(wm_z[i]), "tokens": int(df["wm_tokens"][int(i)] or 0)})
             if clf is not None and clf[i] >= float(model.get("threshold", 0.5)):
                 ev.append({"kind": "classifier", "p_synthetic": float(clf[i]), "cv_auroc": model.get("cv_auroc")})
+            if zs_hit[i]:
+                ev.append({"kind": "zero_shot", "reference_percentile": float(zs["percentile"][i]),
+                           "logit": float(zs["logit"][i])})
             strong = bool(strong_bp[i] or wm_hit[i])
             detail: dict[str, Any] = {"evidence": ev, "strong": strong,
                                       "note": "evidence of machine generation, not proof"}
@@ -279,11 +293,24 @@ class SyntheticTextCheck(Check):
             zs = z_score(int(green), int(tok), gamma)
             res["watermark"] = {"tokens": int(tok), "green": int(green), "gamma": gamma, "shard_z": zs,
                                 "p_value": p_from_z(zs), "z_threshold": zthr}
+        zs_share = calibrate_shard(zs["model"], zs["logit"], zs["reference"]) if zs is not None else None
+        if zs_share is not None and zs_share["estimate"] is None:
+            zs_share = None
         if clf is not None:
             est = estimate_share(clf, model)
+            if zs_share is not None:
+                # a second opinion that does not depend on the known-synthetic sample's domain; the
+                # verdict stays with the classifier, whose rates were measured on that sample
+                est["zero_shot"] = zs_share
             # explicit markers are a floor for the estimate
             est["estimate"] = max(est["estimate"], markers / max(1, n))
             est["interval"] = [max(est["interval"][0], lo_m if markers else 0.0), max(est["interval"][1], est["estimate"])]
+        elif zs_share is not None:
+            est = dict(zs_share)
+            est["estimate"] = max(est["estimate"], markers / max(1, n))
+            est["interval"] = [max(est["interval"][0], lo_m if markers else 0.0), max(est["interval"][1], est["estimate"])]
+            est["note"] = ("no synthetic classifier in the reference profile: zero-shot evidence read against the "
+                           "reference's human records, valid when the reference is of the shard's own domain")
         else:
             est = {"method": "explicit markers (boilerplate, watermark): a lower bound", "estimate": markers / max(1, n),
                    "interval": [lo_m, 1.0], "confidence": "low",
@@ -313,6 +340,27 @@ class SyntheticTextCheck(Check):
                           if res["severity"] != "info" else [])
         res["note"] = "an absent signal does not show human origin; estimates carry their method and confidence"
         return res, recs
+
+
+def zero_shot_scores(df: pl.DataFrame, prof: Profile | None) -> dict[str, Any] | None:
+    """The zero-shot detector's logit of each record and its percentile among the reference's human
+    records; None without a reference holding the zero-shot features (profiles older than them), since
+    an uncalibrated score means different things in different domains."""
+    if prof is None or any(f not in prof.features.columns for f in ZS_FEATURES) \
+            or any(f not in df.columns for f in ZS_FEATURES):
+        return None
+    model = load_model()
+    ref = zero_shot_logit(model, prof.features)
+    logit = zero_shot_logit(model, df)
+    return {"model": model, "logit": logit, "reference": ref,
+            "percentile": np.nan_to_num(reference_percentile(ref, logit), nan=0.0)}
+
+
+def combined_record_score(clf: np.ndarray | None, zs: dict[str, Any] | None) -> np.ndarray | None:
+    """One machine-likeness score per record from the evidence there is: the mean of the classifier's
+    P(synthetic) and the zero-shot reference percentile when both exist."""
+    parts = [p for p in (clf, None if zs is None else zs["percentile"]) if p is not None]
+    return np.mean(parts, axis=0) if parts else None
 
 
 def _diversity(df: pl.DataFrame, prof: Profile) -> dict[str, Any]:
