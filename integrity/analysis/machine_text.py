@@ -237,7 +237,7 @@ def calibrate_shard(model: dict[str, Any], scores: np.ndarray, reference_scores:
     fpr_lo, fpr_hi = _wilson(fpr * nr, nr)
     tprs = list(model["tpr_by_domain"].values()) or [0.8]
     tpr_lo, tpr_hi = 0.5 * min(tprs), max(tprs)
-    tpr_mid = 0.5 * (tpr_lo + tpr_hi)
+    tpr_mid = float(np.mean(tprs))
     k = int((s > thr).sum())
     q = k / n
     q_lo, q_hi = _wilson(k, n)

@@ -24,6 +24,17 @@ Corpus pass, per shard:
   share = (q − FPR) / (TPR − FPR), with q the share of records at or above
   the threshold and TPR/FPR from the classifier's cross-validation; the
   interval maps q's Wilson 95% interval the same way;
+* with a reference profile (of the shard's own domain) but no classifier: the
+  zero-shot detector of :mod:`integrity.analysis.machine_text` (word surprisal
+  under a general unigram model, its burstiness, punctuation profile), its
+  records read as percentiles of the reference's human records, and the share
+  by adjusted classify-and-count at the reference's 80th percentile over a
+  *range* of true-positive rates (no machine text of the domain is known), so
+  the verdict is ``critical`` only when the whole interval lies above
+  ``max_share`` (``warn`` when the estimate does). With a classifier too, the
+  zero-shot estimate is reported beside the classifier's as ``zero_shot``, and
+  each record's ``zero_shot`` evidence (reference percentile at or above
+  ``zero_shot_record_min``) joins the others;
 * otherwise the share of records with explicit markers (boilerplate,
   watermark) — a lower bound — and, with any reference profile, a
   style lower bound: the held-out KS distance between a style classifier's
@@ -140,7 +151,8 @@ def style_lower_bound(cur: np.ndarray, ref: np.ndarray, rng: np.random.Generator
 class SyntheticTextCheck(Check):
     name = "synthetic.text"
     description = ("Machine-generated text: generator boilerplate, KGW watermark z-test, a classifier trained on "
-                   "the reference vs known synthetic text; per-shard synthetic share against a policy maximum.")
+                   "the reference vs known synthetic text, zero-shot evidence read against the reference's human "
+                   "records; per-shard synthetic share against a policy maximum.")
     requires = TEXT_FIELDS
     default_severity = "info"
     corpus_level = True
@@ -155,6 +167,7 @@ class SyntheticTextCheck(Check):
         "history_nights": 14,
         "zero_shot": True,
         "zero_shot_record_min": 0.99,
+        "zero_shot_model": None,
     }
 
     def __init__(self, options=None, shard=None):
@@ -170,6 +183,14 @@ class SyntheticTextCheck(Check):
                 self._wm = WatermarkDetector.from_options({k: v for k, v in wm.items() if k != "z_threshold"})
             except WatermarkConfigError as e:
                 raise CheckConfigError(f"synthetic.text: {e}") from None
+        self._zs_model = None
+        if self.options.get("zero_shot_model"):
+            try:
+                self._zs_model = load_model(Path(self.options["zero_shot_model"]).expanduser())
+            except (OSError, ValueError) as e:
+                raise CheckConfigError(f"synthetic.text: zero_shot_model {self.options['zero_shot_model']}: cannot be "
+                                       f"read ({e}); write one with benchmarks/fit_machine_text.py or remove the "
+                                       f"option to use the shipped detector") from None
         if self.options["classifier_record_severity"] not in ("info", "warn", "critical"):
             raise CheckConfigError("synthetic.text: classifier_record_severity must be info, warn or critical")
 
@@ -246,7 +267,7 @@ class SyntheticTextCheck(Check):
         wm_hit = np.nan_to_num(wm_z, nan=-np.inf) >= zthr
         model = prof.synthetic_classifier if prof is not None else None
         clf = classifier_scores(model, df) if model else None
-        zs = zero_shot_scores(df, prof) if o["zero_shot"] else None
+        zs = zero_shot_scores(df, prof, self._zs_model) if o["zero_shot"] else None
         zs_hit = zs["percentile"] >= float(o["zero_shot_record_min"]) if zs is not None else np.zeros(n, bool)
         # ---- record evidence
         score = np.where(strong_bp, 0.95, 0.0)
@@ -333,7 +354,12 @@ class SyntheticTextCheck(Check):
         upper = float(res["interval"][1])
         # critical (verdict warn, gate fails) when the estimate is above the maximum; warn (report
         # only) when the interval reaches above it
-        res["severity"] = "critical" if res["estimate"] > mx else "warn" if upper > mx and res.get("confidence") != "low" else "info"
+        if clf is None and zs_share is not None:
+            # the zero-shot rate of true positives is an assumed range: only an interval wholly above the
+            # maximum fails the gate; an estimate above it is reported
+            res["severity"] = "critical" if lower > mx else "warn" if res["estimate"] > mx else "info"
+        else:
+            res["severity"] = "critical" if res["estimate"] > mx else "warn" if upper > mx and res.get("confidence") != "low" else "info"
         res["reasons"] = ([f"estimated synthetic share {res['estimate']:.1%} (95% interval {lower:.1%}–"
                            f"{upper:.1%}, {res['method']}) "
                            + ("above" if res["severity"] == "critical" else "may be above") + f" max_share {mx:.0%}"]
@@ -342,24 +368,30 @@ class SyntheticTextCheck(Check):
         return res, recs
 
 
-def zero_shot_scores(df: pl.DataFrame, prof: Profile | None) -> dict[str, Any] | None:
+def zero_shot_scores(df: pl.DataFrame, prof: Profile | None, model: dict | None = None) -> dict[str, Any] | None:
     """The zero-shot detector's logit of each record and its percentile among the reference's human
     records; None without a reference holding the zero-shot features (profiles older than them), since
     an uncalibrated score means different things in different domains."""
     if prof is None or any(f not in prof.features.columns for f in ZS_FEATURES) \
             or any(f not in df.columns for f in ZS_FEATURES):
         return None
-    model = load_model()
+    model = model or load_model()
     ref = zero_shot_logit(model, prof.features)
     logit = zero_shot_logit(model, df)
     return {"model": model, "logit": logit, "reference": ref,
             "percentile": np.nan_to_num(reference_percentile(ref, logit), nan=0.0)}
 
 
-def combined_record_score(clf: np.ndarray | None, zs: dict[str, Any] | None) -> np.ndarray | None:
-    """One machine-likeness score per record from the evidence there is: the mean of the classifier's
-    P(synthetic) and the zero-shot reference percentile when both exist."""
-    parts = [p for p in (clf, None if zs is None else zs["percentile"]) if p is not None]
+def combined_record_score(clf: np.ndarray | None, model: dict | None, zs: dict[str, Any] | None) -> np.ndarray | None:
+    """One machine-likeness score per record from the evidence there is, each read as a percentile among
+    human records (the classifier's P among its cross-validated human scores, the zero-shot score among the
+    reference's), averaged. Percentiles, not probabilities: a classifier trained on another domain gives
+    P near 0 or 1 to everything and would otherwise drown the zero-shot evidence."""
+    parts = []
+    if clf is not None and model is not None and model.get("cv_scores_human"):
+        parts.append(reference_percentile(np.asarray(model["cv_scores_human"], dtype=np.float64), clf))
+    if zs is not None:
+        parts.append(zs["percentile"])
     return np.mean(parts, axis=0) if parts else None
 
 
