@@ -72,8 +72,8 @@ from integrity.analysis.features import STYLE_FEATURES, boilerplate_patterns, ca
 from integrity.analysis.machine_text import (ZS_FEATURES, calibrate_shard, load_model, reference_percentile,
                                              zero_shot_features, zero_shot_logit)
 from integrity.analysis.profile import Profile, ProfileError, classifier_scores, load_profile
-from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
-from integrity.checks.distribution_drift import FINDING_SCHEMA, dumps
+from integrity.checks.base import CORPUS_FINDING_COLUMNS, Check, CheckConfigError, CheckOutput, CorpusContext
+from integrity.checks.distribution_drift import dumps
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ class SyntheticTextCheck(Check):
                          "detail": dumps(res)})
             rows.extend({**r, "shard": shard} for r in recs)
         history.append(estimates)
-        return pl.DataFrame(rows, schema=FINDING_SCHEMA) if rows else None
+        return pl.DataFrame(rows, schema=CORPUS_FINDING_COLUMNS) if rows else None
 
     def assess_shard(self, df: pl.DataFrame, prof: Profile | None, seed: int = 0) -> tuple[dict, list[dict]]:
         """(shard-level result, record findings) for one shard's features."""

@@ -43,6 +43,7 @@ import polars as pl
 from markupsafe import Markup
 
 from connectors.atomic import atomic_output
+from connectors.schema import EXAMPLE_COLUMNS, SCAN_FINDING_COLUMNS
 from integrity.ledger import release_command
 from integrity.report import charts
 from integrity.report import sections  # noqa: F401  (registers the per-family section renderers)
@@ -76,22 +77,6 @@ SHARD_COLUMNS: dict[str, pl.DataType] = {
     "n_critical": pl.Int64,
     "records_flagged": pl.Int64,
     "quarantine": pl.Utf8,
-}
-FINDING_COLUMNS: dict[str, pl.DataType] = {
-    "shard": pl.Utf8,
-    "record_id": pl.Utf8,
-    "check": pl.Utf8,
-    "severity": pl.Utf8,
-    "score": pl.Float64,
-    "detail": pl.Utf8,
-}
-EXAMPLE_COLUMNS: dict[str, pl.DataType] = {
-    **FINDING_COLUMNS,
-    "field": pl.Utf8,
-    "excerpt": pl.Utf8,
-    "highlights": pl.Utf8,
-    "representative_shard": pl.Utf8,  # dedup.*: the record this one duplicates (the kept one)
-    "representative_excerpt": pl.Utf8,
 }
 
 
@@ -253,11 +238,11 @@ def build_context(run_dir: Path) -> dict[str, Any]:
 
     # ---- findings
     findings_path = run_dir / "findings.parquet"
-    findings_lf = _scan(findings_path, FINDING_COLUMNS)
+    findings_lf = _scan(findings_path, SCAN_FINDING_COLUMNS)
     if findings_lf is None:
         notes.append("findings.parquet is missing")
-        findings_lf = _empty(FINDING_COLUMNS)
-    findings_lf = findings_lf.select(list(FINDING_COLUMNS)).with_columns(pl.col("check").fill_null("(unnamed)"))
+        findings_lf = _empty(SCAN_FINDING_COLUMNS)
+    findings_lf = findings_lf.select(list(SCAN_FINDING_COLUMNS)).with_columns(pl.col("check").fill_null("(unnamed)"))
     light = findings_lf.select(["shard", "record_id", "check", "severity", "score"]).collect()
     n_findings = light.height
     by_check: dict[str, dict[str, int]] = {}

@@ -10,10 +10,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from connectors.schema import SCAN_FINDING_COLUMNS
 from integrity.report import charts
 from integrity.report.format import highlight_segments, human_bytes
 from integrity.report.model import SECTION_RENDERERS, Block, generic_section, renderer_for, section_renderer
-from integrity.report.render import FINDING_COLUMNS, MAX_SHARD_ROWS, SHARD_COLUMNS, write_report
+from integrity.report.render import MAX_SHARD_ROWS, SHARD_COLUMNS, write_report
 
 INJECT = "<script>alert(1)</script>"
 EVIL_SHARD = f'evil{INJECT}".parquet'
@@ -27,7 +28,6 @@ def shards_frame(rows: list[dict]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=SHARD_COLUMNS)
 
 
-FINDING_SCHEMA = FINDING_COLUMNS
 
 
 def shard_row(name: str, verdict: str = "pass", **kw) -> dict:
@@ -126,7 +126,7 @@ def make_run(run_dir: Path, *, examples: bool = True) -> Path:
             (EVIL_SHARD, "x-2", "poison.unicode", "info", 0.2, json.dumps({"chars": ["U+200B"]})),
             ("web-00002.parquet", None, "poison.trigger", "info", 0.4, json.dumps({"trigger": "cf", "support": 12})),
         ],
-        schema=FINDING_SCHEMA,
+        schema=SCAN_FINDING_COLUMNS,
         orient="row",
     )
     shards.write_parquet(run_dir / "shards.parquet")
@@ -256,7 +256,7 @@ def test_unknown_future_check_uses_generic_section(tmp_path: Path):
     f = pl.read_parquet(run / "findings.parquet")
     extra = pl.DataFrame(
         [("web-00002.parquet", f"r{i}", "future.novel_check", "warn", i / 10, json.dumps({"feature": "len"})) for i in range(8)],
-        schema=FINDING_SCHEMA,
+        schema=SCAN_FINDING_COLUMNS,
         orient="row",
     )
     pl.concat([f, extra]).write_parquet(run / "findings.parquet")
@@ -296,7 +296,7 @@ def test_empty_findings(tmp_path: Path):
     run = tmp_path / "clean"
     run.mkdir()
     shards = shards_frame([shard_row(f"web-{i:05d}.parquet") for i in range(3)])
-    findings = pl.DataFrame(schema=FINDING_SCHEMA)
+    findings = pl.DataFrame(schema=SCAN_FINDING_COLUMNS)
     shards.write_parquet(run / "shards.parquet")
     findings.write_parquet(run / "findings.parquet")
     (run / "summary.json").write_text(json.dumps(summary(shards, findings, "pass")))
@@ -349,7 +349,7 @@ def test_large_run_is_capped_and_fast(tmp_path: Path):
             "score": [(i % 97) / 97 for i in range(m)],
             "detail": [json.dumps({"cluster": f"c{i % 4000}", "cluster_size": 25}) for i in range(m)],
         },
-        schema=FINDING_SCHEMA,
+        schema=SCAN_FINDING_COLUMNS,
     )
     shards.write_parquet(run / "shards.parquet")
     findings.write_parquet(run / "findings.parquet")
