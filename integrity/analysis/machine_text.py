@@ -84,7 +84,7 @@ def _vocabulary(lang: str = "en") -> tuple[pl.DataFrame, float]:
 def zero_shot_features(texts: pl.Series | list[str | None]) -> pl.DataFrame:
     """One row per text with :data:`ZS_FEATURES` (Float64; null for a text without words)."""
     s = texts if isinstance(texts, pl.Series) else pl.Series("t", texts, dtype=pl.Utf8)
-    s = s.cast(pl.Utf8).alias("t").fill_null("").str.slice(0, MAX_CHARS).str.replace_all(r"\s+", " ")
+    s = s.cast(pl.Utf8).alias("t").fill_null("").str.slice(0, MAX_CHARS).str.replace_all(r"\s+", " ").str.strip_chars()
     df = pl.DataFrame({"t": s}).with_row_index("r")
     vocab, unknown = _vocabulary()
     words = (df.select("r", w=pl.col("t").str.to_lowercase().str.extract_all(_WORD_RE)).explode("w")
