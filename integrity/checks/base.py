@@ -112,6 +112,9 @@ class Check(ABC):
     #: whether the engine hands this check the raw text; every other check gets its batches
     #: with secrets masked (integrity.engine.redact.mask_batch), so none can write one in full
     reads_raw_secrets: ClassVar[bool] = False
+    #: the report section that shows this check's findings (a name registered in
+    #: :mod:`integrity.report.sections`); the generic findings section by default
+    report_section: ClassVar[str] = "findings"
 
     def __init__(self, options: Mapping[str, Any] | None = None, shard: ShardInfo | None = None):
         options = dict(options or {})

@@ -64,6 +64,7 @@ def hash_texts(texts: pa.Array) -> list[bytes | None]:
 
 class ExactDedup(Check):
     name = "dedup.exact"
+    report_section = "dedup"
     description = "Exact duplicates after NFKC, case and whitespace folding, across all shards."
     requires = TEXT_FIELDS
     default_options = {"min_chars": 1, "history": True}

@@ -111,6 +111,7 @@ def near_pairs(codes: np.ndarray, radius: int, index: str = "auto", flat_max: in
 
 class ImageDedup(ImageCheck):
     name = "dedup.image"
+    report_section = "dedup_images"
     description = ("Exact (decoded pixels) and near (perceptual hash) duplicate images across all shards and the "
                    "history index; the same image with conflicting captions.")
     default_options = {

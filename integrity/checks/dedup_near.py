@@ -80,6 +80,7 @@ def cluster_ids(prefix: str, shards: list[str | None], record_ids: list[str | No
 
 class NearDedup(Check):
     name = "dedup.near"
+    report_section = "dedup"
     description = "Near duplicates: MinHash + LSH over word n-grams, across all shards and earlier nights."
     requires = TEXT_FIELDS
     default_options = {

@@ -125,6 +125,7 @@ def vectors_from_bytes(col: pl.Series, dim: int | None = None) -> np.ndarray:
 
 class SemanticDedup(Check):
     name = "dedup.semantic"
+    report_section = "dedup"
     description = "Semantic duplicates (paraphrases) by sentence embeddings + faiss, clustered SemDeDup style."
     requires = TEXT_FIELDS
     default_options: Mapping[str, Any] = {

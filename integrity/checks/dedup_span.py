@@ -104,6 +104,7 @@ def merge_intervals(owner: np.ndarray, start: np.ndarray, end: np.ndarray):
 
 class SpanDedup(Check):
     name = "dedup.span"
+    report_section = "dedup"
     description = "Long token spans (default 50 tokens) repeated across documents, across shards and earlier nights."
     requires = TEXT_FIELDS
     default_options = {

@@ -476,6 +476,7 @@ def compare_shard(cur: pl.DataFrame, prof: Profile, options: dict[str, Any], cur
 
 class DriftCheck(Check):
     name = "distribution.drift"
+    report_section = "drift"
     description = ("Shards against a trusted reference profile (--reference): PSI per feature, domain-classifier "
                    "AUC, MMD² and topic shift on MiniLM embeddings, new topics; permutation p-values.")
     requires = TEXT_FIELDS

@@ -74,6 +74,7 @@ MAX_PRIVATE_MATCHES = 10
 
 class MemorizationRisk(Check):
     name = "memorization.risk"
+    report_section = "memorization"
     description = "Per-record memorization risk: duplicate count (exact, near, semantic, history), " \
                   "repeated spans, and private data in duplicated content."
     requires = TEXT_FIELDS

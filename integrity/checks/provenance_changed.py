@@ -162,6 +162,7 @@ class ProvenanceStore:
 
 class ProvenanceCheck(Check):
     name = "provenance.changed"
+    report_section = "provenance"
     description = "Shards and records approved before whose content changed since (split-view poisoning)."
     requires = CONTENT_FIELDS
     default_severity = "critical"

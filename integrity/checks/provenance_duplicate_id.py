@@ -27,6 +27,7 @@ RECORD_ID, ROW = "record_id", "row"
 
 class DuplicateIdCheck(Check):
     name = "provenance.duplicate_id"
+    report_section = "provenance"
     description = "a shard whose record ids are not unique (findings then need detail.row)"
     requires = CONTENT_FIELDS
     default_options = {"max_examples": 5}

@@ -150,6 +150,7 @@ def style_lower_bound(cur: np.ndarray, ref: np.ndarray, rng: np.random.Generator
 
 class SyntheticTextCheck(Check):
     name = "synthetic.text"
+    report_section = "synthetic_text"
     description = ("Machine-generated text: generator boilerplate, KGW watermark z-test, a classifier trained on "
                    "the reference vs known synthetic text, zero-shot evidence read against the reference's human "
                    "records; per-shard synthetic share against a policy maximum.")

@@ -13,7 +13,8 @@ import pytest
 from connectors.schema import SCAN_FINDING_COLUMNS
 from integrity.report import charts
 from integrity.report.format import highlight_segments, human_bytes
-from integrity.report.model import SECTION_RENDERERS, Block, generic_section, renderer_for, section_renderer
+from integrity.report.model import SECTIONS, Block, generic_section, report_section
+from integrity.report.sections import renderer_for, section_name
 from integrity.report.render import MAX_SHARD_ROWS, SHARD_COLUMNS, write_report
 
 INJECT = "<script>alert(1)</script>"
@@ -267,20 +268,33 @@ def test_unknown_future_check_uses_generic_section(tmp_path: Path):
     assert "<svg" in sec and "future.novel_check: score distribution" in sec  # score histogram
     assert "Top findings" in sec and "0 – 0.7" in sec
     assert renderer_for("future.novel_check") is generic_section
-    assert renderer_for("dedup.near") is SECTION_RENDERERS["dedup."]
+    assert renderer_for("dedup.near") is SECTIONS["dedup"]
 
 
-def test_registering_a_section_renderer(run_dir: Path):
-    @section_renderer("poison.trigger")
+def test_each_check_gets_the_section_it_declares():
+    # declared on the class (image checks through their base), not guessed from the name
+    assert section_name("dedup.image") == "dedup_images"
+    assert section_name("poison.patch") == section_name("image.decode") == "images"
+    assert section_name("provenance.duplicate_id") == "provenance"
+    assert section_name("poison.trigger") == section_name("privacy.pii") == "findings"
+    # a check that no longer imports (old run dir, plug-in not installed here) gets the generic one
+    assert section_name("gone.check", ["nowhere_pkg.mod:Gone"]) == "findings"
+
+
+def test_registering_a_section_renderer(run_dir: Path, monkeypatch):
+    from integrity.checks.poison_trigger import PoisonTriggerCheck
+
+    @report_section("trigger_test")
     def trig(data):
         sec = generic_section(data)
         sec.blocks.append(Block(kind="note", text="specialised trigger section <ok>"))
         return sec
 
+    monkeypatch.setattr(PoisonTriggerCheck, "report_section", "trigger_test")
     try:
         doc = write_report(run_dir).read_text()
     finally:
-        del SECTION_RENDERERS["poison.trigger"]
+        del SECTIONS["trigger_test"]
     assert "specialised trigger section &lt;ok&gt;" in doc
 
 
