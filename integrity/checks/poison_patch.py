@@ -37,6 +37,7 @@ group's size and the tied phrase.
 from __future__ import annotations
 
 import json
+import os
 import math
 
 import numpy as np
@@ -223,9 +224,16 @@ class PatchCheck(ImageCheck):
         ``min_phrase_purity`` of its corpus uses in the group and ``min_phrase_lift`` times its corpus
         rate. Columns gid, phrase, share, purity, lift, log10_p (groups without one are absent)."""
         o = self.options
+        # a phrase can be tied only if held by min_images images and, for its purity, by at most
+        # (largest group) / min_phrase_purity: the others are not joined with the groups at all
+        most = int(gimg["m"].max() / max(float(o["min_phrase_purity"]), 1e-9))
+        dfs = grams.group_by("g").len("df").filter(pl.col("df").is_between(int(o["min_images"]), most))
+        grams = grams.join(dfs.select("g"), on="g", how="semi")
+        if os.environ.get("PDEBUG"):
+            print("gimg", gimg.height, "groups", gimg["gid"].n_unique(), "grams", grams.height)
         inside = (gimg.join(grams, on="img").group_by("gid", "g").agg(k=pl.len(), m=pl.col("m").first())
                   .filter((pl.col("k") >= int(o["min_images"])) & (pl.col("k") >= float(o["min_phrase_share"]) * pl.col("m"))))
-        t = (inside.join(grams.group_by("g").len("df"), on="g")
+        t = (inside.join(dfs, on="g")
              .with_columns(share=pl.col("k") / pl.col("m"), purity=pl.col("k") / pl.col("df"),
                            words=pl.col("g").str.count_matches(" ") + 1)
              .with_columns(lift=pl.col("share") / (pl.col("df") / n))
