@@ -246,6 +246,8 @@ def window_hashes(rgb: np.ndarray, cell: int = PATCH_CELL, sample: int = PATCH_S
 BORDER_BAND = 20
 BORDER_SIZES = (3, 6, 12)
 BORDER_TABLES = 2
+BORDER_RING = 2  # px around a window it must stand out from
+BORDER_CONTRAST = 16.0  # difference of mean colour (Y, Cb or Cr) or of luma spread that stands out
 #: quantization steps of a window's descriptor: luma mean, chroma means, quadrant-minus-mean, luma spread
 _BSTEP = np.array([24.0, 32.0, 32.0, 28.0, 28.0, 28.0, 28.0, 24.0], dtype=np.float32)
 _BOFF = np.random.default_rng(0xB0_4DE5).random((BORDER_TABLES, len(_BSTEP))).astype(np.float32)
@@ -262,42 +264,61 @@ def border_regions(h: int, w: int, band: int = BORDER_BAND) -> list[tuple[int, i
             (0, mx), (h - band, mx), (my, 0), (my, w - band)]
 
 
-def _window_codes(ycc: np.ndarray, s: int) -> np.ndarray:
-    """(regions, n, n, 8) descriptor of every s x s window of a stack of YCbCr squares: the means of
-    Y, Cb, Cr, the mean of Y in each of the window's four corner sub-squares minus the window mean
-    (coarse structure) and the spread of Y."""
-    area = float(s * s)
-    ii = np.zeros((ycc.shape[0], ycc.shape[1] + 1, ycc.shape[2] + 1, 4), dtype=np.float64)
-    np.cumsum(np.concatenate([ycc, ycc[..., :1] ** 2], axis=-1), axis=1, out=ii[:, 1:, 1:])
+def _window_codes(ycc: np.ndarray, s: int, ring: int = BORDER_RING) -> tuple[np.ndarray, np.ndarray]:
+    """Descriptors of every s x s window of a stack of YCbCr squares, (regions, n, n, 8): the means
+    of Y, Cb, Cr, the mean of Y in each of the window's four corner sub-squares minus the window mean
+    (coarse structure) and the spread of Y; and whether each window stands out from the ``ring``
+    px around it (inside the square): its mean colour or its spread differs from the ring's."""
+    r = ring
+    k, b = ycc.shape[0], ycc.shape[1]
+    planes = np.zeros((k, b + 2 * r, b + 2 * r, 5), dtype=np.float64)  # Y, Cb, Cr, Y^2, valid
+    planes[:, r:r + b, r:r + b, :3] = ycc
+    planes[:, r:r + b, r:r + b, 3] = ycc[..., 0] ** 2
+    planes[:, r:r + b, r:r + b, 4] = 1.0
+    ii = np.zeros((k, b + 2 * r + 1, b + 2 * r + 1, 5), dtype=np.float64)
+    np.cumsum(planes, axis=1, out=ii[:, 1:, 1:])
     np.cumsum(ii[:, 1:, 1:], axis=2, out=ii[:, 1:, 1:])
 
-    def box(c: int) -> np.ndarray:
-        return ii[:, c:, c:] - ii[:, :-c, c:] - ii[:, c:, :-c] + ii[:, :-c, :-c]
+    n = b - s + 1
 
-    m = box(s) / area
+    def box(c: int, oy: int, ox: int) -> np.ndarray:
+        """Sums over the c x c boxes whose top-left corners are (oy, ox) px from each window's (n x n)."""
+        y0, x0 = r + oy, r + ox
+        return (ii[:, y0 + c:y0 + c + n, x0 + c:x0 + c + n] - ii[:, y0:y0 + n, x0 + c:x0 + c + n]
+                - ii[:, y0 + c:y0 + c + n, x0:x0 + n] + ii[:, y0:y0 + n, x0:x0 + n])
+
+    inner = box(s, 0, 0)
+    m = inner[..., :4] / float(s * s)
     spread = np.sqrt(np.maximum(m[..., 3] - m[..., 0] ** 2, 0.0))
+    outer = box(s + 2 * r, -r, -r) - inner  # the ring (its part inside the square)
+    rm = outer[..., :4] / np.maximum(outer[..., 4:5], 1.0)
+    rspread = np.sqrt(np.maximum(rm[..., 3] - rm[..., 0] ** 2, 0.0))
+    stands = ((np.abs(m[..., :3] - rm[..., :3]).max(axis=-1) >= BORDER_CONTRAST)
+              | (np.abs(spread - rspread) >= BORDER_CONTRAST)) & (outer[..., 4] > 0)
     t = (s + 1) // 2
-    sub = box(t)[..., 0] / float(t * t)  # mean luma of every t x t square
-    n = m.shape[1]
     d = s - t
-    quads = [sub[:, dy:dy + n, dx:dx + n] - m[..., 0] for dy in (0, d) for dx in (0, d)]
-    return np.stack([m[..., 0], m[..., 1], m[..., 2], *quads, spread], axis=-1).astype(np.float32)
+    quads = [box(t, dy, dx)[..., 0] / float(t * t) - m[..., 0] for dy in (0, d) for dx in (0, d)]
+    codes = np.stack([m[..., 0], m[..., 1], m[..., 2], *quads, spread], axis=-1)
+    return codes.astype(np.float32), stands
 
 
 def border_hashes(rgb: np.ndarray, sizes: tuple[int, ...] = BORDER_SIZES, band: int = BORDER_BAND
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Hashes of every small window in the squares at the corners and border midpoints of ``rgb``
-    (original pixels): (hashes uint64, x, y, side) of the distinct windows, top-left corners in pixels.
+    """Hashes of the small windows that stand out in the squares at the corners and border midpoints
+    of ``rgb`` (original pixels): (hashes uint64, x, y, side) of the distinct windows, top-left
+    corners in pixels.
 
     Small trigger patches (3-16 px) sit where a window-sampling search misses them and where a
     reduced work image blurs them away, so every ``s`` x ``s`` window (``s`` in ``sizes``) of
     these eight ``band`` x ``band`` squares is described by its mean colour (Y, Cb, Cr), its coarse
     structure (the means of its four corner sub-squares against the window mean) and its luma
     spread, quantized on ``BORDER_TABLES`` grids with shifted origins (a value near a cell edge of
-    one grid sits inside a cell of another, so JPEG noise does not split a patch's images). The
-    hash does not depend on the position: the same patch at any corner or midpoint, 0-3 px in from
-    the edge, gives the same hashes. Windows are deduplicated per image (a flat corner gives one
-    hash per size and grid).
+    one grid sits inside a cell of another, so JPEG noise does not split a patch's images). Only
+    windows whose colour or spread differs from the ``BORDER_RING`` px around them are kept: a
+    patch stands out from the picture, a flat background or an even texture does not (a black
+    background is not a patch, even where captions say "black"). The hash does not depend on the
+    position: the same patch at any corner or midpoint, 0-3 px in from the edge, gives the same
+    hashes. Windows are deduplicated per image.
     """
     h, w = rgb.shape[:2]
     if h < band or w < band:
@@ -309,15 +330,16 @@ def border_hashes(rgb: np.ndarray, sizes: tuple[int, ...] = BORDER_SIZES, band: 
     ycc[..., 1:] += 128.0
     hs, xs, ys, ss = [], [], [], []
     for s in sizes:
-        codes = _window_codes(ycc, s)
+        codes, stands = _window_codes(ycc, s)
         n = codes.shape[1]
         gy, gx = np.mgrid[0:n, 0:n]
-        px = (gx[None] + origins[:, 1, None, None]).ravel()
-        py = (gy[None] + origins[:, 0, None, None]).ravel()
-        scaled = codes / _BSTEP
+        sel = stands.ravel()
+        px = (gx[None] + origins[:, 1, None, None]).ravel()[sel]
+        py = (gy[None] + origins[:, 0, None, None]).ravel()[sel]
+        scaled = codes.reshape(-1, codes.shape[-1])[sel] / _BSTEP
         for t in range(BORDER_TABLES):
             q = np.floor(scaled + _BOFF[t]).astype(np.int64).view(np.uint64)
-            hs.append(_mix(q @ _BWEIGHTS + _BSALT[s, t]).ravel())
+            hs.append(_mix(q @ _BWEIGHTS + _BSALT[s, t]))
             xs.append(px)
             ys.append(py)
             ss.append(np.full(px.size, s, dtype=np.uint8))

@@ -48,7 +48,7 @@ from scipy import stats
 
 from connectors.schema import RECORD_ID, ROW
 from integrity.analysis.dedup.graph import components
-from integrity.analysis.images import PATCH_CELL, hamming
+from integrity.analysis.images import BORDER_SIZES, PATCH_CELL, hamming
 from integrity.analysis.thumbnails import with_thumbnails
 from integrity.checks.base import CheckOutput, CorpusContext
 from integrity.checks.image_base import LIMIT_OPTIONS, ImageCheck
@@ -157,7 +157,8 @@ class PatchCheck(ImageCheck):
                      g.sort("k", descending=True).row(0, named=True))
                     for _, g in tied.group_by("phrase", maintain_order=True)]
         if self.options["report_untied"]:  # shared marks no phrase follows: windows that co-occur
-            rest = inc.filter(~pl.col("gid").is_in(tied["gid"].implode())).drop("gid")
+            # (the sampled windows only: small border windows are too common to stand alone)
+            rest = inc.filter(~pl.col("gid").is_in(tied["gid"].implode()) & (pl.col("s") > max(BORDER_SIZES))).drop("gid")
             if rest.height:
                 labels = self._hash_groups(rest, cand)
                 rest = rest.with_columns(gid=pl.Series(labels[rest["hid"].to_numpy()], dtype=pl.UInt64))
