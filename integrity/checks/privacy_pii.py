@@ -86,9 +86,6 @@ import ipaddress
 import re
 from typing import Any, Callable, Iterable, Iterator
 
-import pyarrow as pa
-
-from connectors.schema import TEXT_FIELDS
 from integrity.checks._national_ids import (
     _scan_aadhaar,
     _scan_bsn,
@@ -100,10 +97,8 @@ from integrity.checks._text_scan import (
     EXAMPLE_FACTOR,
     RawMatch,
     ScanGroup,
-    TextScanner,
+    TextScanCheck,
     luhn_ok,
-    resolve_kinds,
-    resolve_scores,
 )
 from integrity.checks._text_scan import (
     before as _before,
@@ -114,7 +109,7 @@ from integrity.checks._text_scan import (
 from integrity.checks._text_scan import (
     mask as _mask,
 )
-from integrity.checks.base import Check, CheckConfigError, CheckOutput, ShardInfo
+from integrity.checks.base import CheckConfigError
 
 KINDS = (
     "credit_card",
@@ -553,13 +548,14 @@ def _scan_ipv6_with(exclude_private: bool):
 
 
 
-class PiiCheck(Check):
+class PiiCheck(TextScanCheck):
     name = "privacy.pii"
     description = (
         "Personal data in text: e-mail, phone, IP, payment cards (Luhn + IIN), IBAN (mod-97), "
         "US SSN, UK NINO, Spanish DNI/NIE, Dutch BSN, Indian Aadhaar (validated)."
     )
-    requires = TEXT_FIELDS
+    KINDS = KINDS
+    DEFAULT_SCORES = DEFAULT_SCORES
     default_options = {
         "kinds": list(KINDS),  # kinds to report
         "min_score": 0.0,  # matches scoring below this are dropped
@@ -571,28 +567,15 @@ class PiiCheck(Check):
         "max_matches": 20,  # matches listed in detail per record (n_matches counts all)
     }
     default_severity = "warn"
-    corpus_level = False
     version = 1
 
-    def __init__(self, options: dict[str, Any] | None = None, shard: ShardInfo | None = None):
-        super().__init__(options, shard)
-        o = self.options
-        kinds = resolve_kinds(self.name, o["kinds"], KINDS)
-        scores = resolve_scores(self.name, o["scores"], DEFAULT_SCORES)
+    def scan_groups(self) -> list[ScanGroup]:
+        o, kinds = self.options, self.kinds
         min_d, max_d = int(o["min_phone_digits"]), int(o["max_phone_digits"])
         if not 7 <= min_d <= max_d <= 15:
             raise CheckConfigError(f"check {self.name!r}: need 7 <= min_phone_digits <= max_phone_digits <= 15")
-        if int(o["max_matches"]) < 1:
-            raise CheckConfigError(f"check {self.name!r}: max_matches must be >= 1")
-        include_examples = bool(o["include_examples"])
         exclude_private = bool(o["exclude_private_ip"])
-
-        def score_of(kind: str, factor: float, extra: dict) -> float | None:
-            if not include_examples and extra.get("example"):
-                return None
-            return min(1.0, scores[kind] * factor)
-
-        groups = [
+        return [
             ScanGroup("email", "@", frozenset({"email"}), _scan_email),
             ScanGroup(
                 "numeric",
@@ -633,7 +616,3 @@ class PiiCheck(Check):
                 _scan_ipv6_with(exclude_private),
             ),
         ]
-        self._scanner = TextScanner(groups, kinds, float(o["min_score"]), int(o["max_matches"]), score_of)
-
-    def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
-        return CheckOutput(findings=self._scanner.scan_batch(batch))
