@@ -14,6 +14,7 @@ Events: ``integrity.shard.quarantined`` per quarantined shard and
 # its subprocess with cloudpickle, by value, and string annotations would not resolve there
 # (`Scan_FlowModel is not fully defined; you should define ScanSpec`).
 
+import contextlib
 import functools
 from typing import Any, Callable, Iterator
 
@@ -49,6 +50,38 @@ def _stage_task(name: str, stage: Callable[..., Any]) -> Task:
 def run_stage_task(name: str, stage: Callable[..., Any], *args: Any) -> Any:
     """The engine's ``run_stage`` hook: each stage runs as a Prefect task (a run in the UI, its logs)."""
     return _stage_task(name, stage)(*args)
+
+
+#: the stages whose memory grows with the corpus (corpus passes, findings, history, report)
+WORKER_STAGES = frozenset({"corpus", "policy", "quarantine", "outputs"})
+
+
+def submitted_stage_task(name: str, stage: Callable[..., Any], *args: Any) -> Any:
+    """The ``run_stage`` hook of a scan on Dask: the stages of :data:`WORKER_STAGES` are submitted
+    to the task runner and run on a worker (the flow process only waits for their small result,
+    so its memory does not grow with the corpus); the others run in the flow process."""
+    if name not in WORKER_STAGES:
+        return run_stage_task(name, stage, *args)
+    return _stage_task(name, stage).submit(*args).result()
+
+
+@contextlib.contextmanager
+def _off_the_worker_pool() -> Iterator[None]:
+    """Inside a Dask worker (a stage running there), leave the worker's thread pool while
+    waiting for its own partition tasks, so that they can run on it (no deadlock with one
+    thread per worker); elsewhere nothing."""
+    try:
+        from distributed import get_worker, rejoin, secede
+
+        get_worker()
+    except (ImportError, ValueError):
+        yield
+        return
+    secede()
+    try:
+        yield
+    finally:
+        rejoin()
 
 
 @task(name="scan-shard", task_run_name="scan {ref.name}", cache_policy=NO_CACHE)
@@ -94,7 +127,8 @@ def partition_tasks(step: Callable[[Any], Any], items: list[Any]) -> list[Any]:
     """The engine's ``map_partitions`` hook: a task per item on the flow's task runner (threads
     or Dask workers), results in the order of ``items``."""
     futures = partition_task.map(items, unmapped(step), list(range(len(items))))
-    return [f.result() for f in futures]
+    with _off_the_worker_pool():
+        return [f.result() for f in futures]
 
 
 def _emit_quarantined(spec: ScanSpec, row: dict) -> None:
@@ -145,7 +179,8 @@ def scan_flow(spec: ScanSpec) -> State:
     verdict (see :func:`verdict_state`), its result is the summary (:func:`summary_of`)."""
     logger = get_run_logger()
     summary = pipeline.execute(spec, pipeline.ScanHooks(
-        map_shards=shard_tasks(spec), map_partitions=partition_tasks, run_stage=run_stage_task,
+        map_shards=shard_tasks(spec), map_partitions=partition_tasks,
+        run_stage=submitted_stage_task if spec.runner == "dask" else run_stage_task,
         flow_run_id=_root_flow_run_id(),
         on_quarantined=lambda row: _emit_quarantined(spec, row)))
     shards = outputs.read_run_parquet(spec.run_location, "shards.parquet")

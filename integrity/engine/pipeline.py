@@ -214,6 +214,7 @@ def output_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult
     ledger = Ledger(spec.state_dir)
     ledger.record_verdicts(spec.scan_id, shards.select("shard", "uri", "sha256", "verdict", "reasons").to_dicts())
     ledger.record_scan_end(spec.scan_id, verdict=summary["verdict"], counts=summary["counts"])
+    publish(spec)  # here, where the outputs were written (a worker, under Dask)
     return summary
 
 
@@ -276,9 +277,7 @@ def execute(spec: ScanSpec, hooks: ScanHooks) -> dict:
     t = time.perf_counter()
     shards_path = run("quarantine", quarantine_stage, spec, results, verdicts_path, hooks.on_quarantined)
     timings["quarantine"] = time.perf_counter() - t
-    summary = run("outputs", output_stage, spec, refs, results, shards_path, timings, started_at, per_check)
-    publish(spec)
-    return summary
+    return run("outputs", output_stage, spec, refs, results, shards_path, timings, started_at, per_check)
 
 
 def publish(spec: ScanSpec) -> None:
