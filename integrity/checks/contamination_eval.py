@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 class ContaminationEval(Check):
     name = "contamination.eval"
+    report_section = "contamination"
     description = "Training records sharing word n-grams (13 by default) with a registered evaluation set."
     requires = TEXT_FIELDS
     default_options: Mapping[str, Any] = {

@@ -22,6 +22,7 @@ class ImageCheck(Check):
     that share the limits)."""
 
     requires = ("image",)
+    report_section = "images"  # the generic section plus thumbnails of the flagged images
 
     @property
     def limits(self) -> DecodeLimits:

@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from connectors.schema import CONTENT_FIELDS
 from integrity.checks.base import Check, CheckOutput, findings_frame
 
 RECORD_ID, ROW = "record_id", "row"
@@ -26,8 +27,9 @@ RECORD_ID, ROW = "record_id", "row"
 
 class DuplicateIdCheck(Check):
     name = "provenance.duplicate_id"
+    report_section = "provenance"
     description = "a shard whose record ids are not unique (findings then need detail.row)"
-    requires = ("text", "prompt", "response", "caption", "image")
+    requires = CONTENT_FIELDS
     default_options = {"max_examples": 5}
     default_severity = "warn"
 

@@ -59,8 +59,8 @@ import pyarrow as pa
 from connectors.schema import TEXT_FIELDS
 from integrity.analysis.features import STYLE_FEATURES, boilerplate_patterns, cached_batch_features, record_text
 from integrity.analysis.profile import Profile, ProfileError, classifier_scores, load_profile
-from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
-from integrity.checks.distribution_drift import FINDING_SCHEMA, dumps
+from integrity.checks.base import CORPUS_FINDING_COLUMNS, Check, CheckConfigError, CheckOutput, CorpusContext
+from integrity.checks.distribution_drift import dumps
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ def style_lower_bound(cur: np.ndarray, ref: np.ndarray, rng: np.random.Generator
 
 class SyntheticTextCheck(Check):
     name = "synthetic.text"
+    report_section = "synthetic_text"
     description = ("Machine-generated text: generator boilerplate, KGW watermark z-test, a classifier trained on "
                    "the reference vs known synthetic text; per-shard synthetic share against a policy maximum.")
     requires = TEXT_FIELDS
@@ -226,7 +227,7 @@ class SyntheticTextCheck(Check):
                          "detail": dumps(res)})
             rows.extend({**r, "shard": shard} for r in recs)
         history.append(estimates)
-        return pl.DataFrame(rows, schema=FINDING_SCHEMA) if rows else None
+        return pl.DataFrame(rows, schema=CORPUS_FINDING_COLUMNS) if rows else None
 
     def assess_shard(self, df: pl.DataFrame, prof: Profile | None, seed: int = 0) -> tuple[dict, list[dict]]:
         """(shard-level result, record findings) for one shard's features."""
