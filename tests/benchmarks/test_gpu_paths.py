@@ -31,6 +31,7 @@ def test_embeddings_benchmark_falls_back_to_the_cpu():
     assert diff < 1e-3  # the project's path embeds as sentence-transformers does
 
 
+@pytest.mark.slow  # a ViT-B-32 built and run on the CPU: ~20 s on an idle 2-core machine
 def test_images_gpu_mode_runs_on_the_cpu():
     out = _run("benchmarks/images.py", "--gpu", "--n", "8", "--batch-size", "4", "--loop-pairs", "4")
     assert "running the GPU path on the CPU (a smoke run; GPU figures: unmeasured)" in out
