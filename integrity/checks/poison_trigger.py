@@ -91,10 +91,9 @@ from typing import Iterable
 import polars as pl
 import pyarrow as pa
 
-from integrity.analysis import lexical as lx
-from integrity.checks._label_trigger_findings import build_findings
-from integrity.checks._label_triggers import (detect_label_triggers, empty_corpus_findings, split_features,
-                                              token_features)
+from integrity.analysis.label_triggers import (build_findings, detect_label_triggers, empty_corpus_findings,
+                                               split_features, token_features)
+from integrity.analysis.label_triggers import lexical as lx
 from integrity.checks.base import Check, CheckOutput, CorpusContext
 
 TEXT_PREFERENCE = ("text", "caption", "prompt")
