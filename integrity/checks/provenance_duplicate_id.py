@@ -18,8 +18,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from pydantic import Field
 
-from integrity.checks.base import Check, CheckOutput, findings_frame
+from integrity.checks.base import CheckOptions, Check, CheckOutput, findings_frame
 
 RECORD_ID, ROW = "record_id", "row"
 
@@ -28,7 +29,8 @@ class DuplicateIdCheck(Check):
     name = "provenance.duplicate_id"
     description = "a shard whose record ids are not unique (findings then need detail.row)"
     requires = ("text", "prompt", "response", "caption", "image")
-    default_options = {"max_examples": 5}
+    class Options(CheckOptions):
+        max_examples: int = Field(5, ge=0, description="example row pairs in the finding")
     default_severity = "warn"
 
     def __init__(self, options=None, shard=None):

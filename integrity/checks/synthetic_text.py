@@ -55,11 +55,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from pydantic import Field
 
 from connectors.schema import TEXT_FIELDS
 from integrity.analysis.features import STYLE_FEATURES, boilerplate_patterns, cached_batch_features, record_text
 from integrity.analysis.profile import Profile, ProfileError, classifier_scores, load_profile
-from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
+from integrity.checks.options import Severity
+from integrity.checks.base import CheckOptions, Check, CheckConfigError, CheckOutput, CorpusContext
 from integrity.checks.distribution_drift import FINDING_SCHEMA, dumps
 
 log = logging.getLogger(__name__)
@@ -143,15 +145,16 @@ class SyntheticTextCheck(Check):
     default_severity = "info"
     corpus_level = True
     version = 1
-    default_options = {
-        "max_share": 0.2,
-        "record_min_score": 0.5,
-        "classifier_record_severity": "info",
-        "z_threshold": 4.0,
-        "watermark": None,
-        "max_reference_records": 2000,
-        "history_nights": 14,
-    }
+    class Options(CheckOptions):
+        max_share: float = Field(0.2, ge=0, le=1, description="highest acceptable synthetic share of a shard")
+        record_min_score: float = Field(0.5, ge=0, le=1, description="records with weaker evidence are not reported")
+        classifier_record_severity: Severity = Field("info", description="severity of a record flagged by the classifier alone")
+        z_threshold: float = Field(4.0, description="watermark z at which a record counts as watermarked")
+        watermark: dict[str, Any] | None = Field(None, description="e.g. {key_env: WM_KEY, tokenizer: "
+                                                 "/models/gen/tokenizer.json, gamma: 0.25, scheme: prf | kgw-torch, "
+                                                 "vocab_size: 32000}")
+        max_reference_records: int = Field(2000, ge=1, description="reference records the classifier trains on")
+        history_nights: int = Field(14, ge=0, description="past estimates shown per shard in the report")
 
     def __init__(self, options=None, shard=None):
         super().__init__(options, shard)
@@ -160,14 +163,11 @@ class SyntheticTextCheck(Check):
         if wm:
             from integrity.analysis.watermark import WatermarkConfigError, WatermarkDetector
 
-            if not isinstance(wm, dict):
-                raise CheckConfigError("synthetic.text: watermark must be a mapping (key/key_env, tokenizer, ...)")
             try:
                 self._wm = WatermarkDetector.from_options({k: v for k, v in wm.items() if k != "z_threshold"})
             except WatermarkConfigError as e:
-                raise CheckConfigError(f"synthetic.text: {e}") from None
-        if self.options["classifier_record_severity"] not in ("info", "warn", "critical"):
-            raise CheckConfigError("synthetic.text: classifier_record_severity must be info, warn or critical")
+                raise CheckConfigError(f"check {self.name!r}: option 'watermark': {e}", check=self.name,
+                                       problems=[("watermark", str(e))]) from None
 
     # -- per shard ----------------------------------------------------------
     def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
