@@ -74,7 +74,7 @@ favour of the higher score (a card number is not also a phone number).
 A final score is ``min(1, scores[kind] * factor)``; severity is left to the
 policy (which maps scores to severities), ``default_severity`` is ``warn``.
 
-Options (policy ``options``; defaults in :attr:`PiiCheck.default_options`):
+Options (policy ``options``; defaults, ranges and descriptions in :class:`PiiCheck.Options`):
 ``kinds`` (all), ``min_score`` (0.0: matches below are dropped), ``scores``
 (partial overrides merge with the table above), ``exclude_private_ip`` (true),
 ``include_examples`` (true), ``min_phone_digits``/``max_phone_digits`` (10/15),

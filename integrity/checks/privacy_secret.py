@@ -68,7 +68,7 @@ dropped with ``include_examples: false``.
 
 A final score is ``min(1, scores[kind] * factor)``; severity is left to the
 policy, ``default_severity`` is ``warn``. Options (policy ``options``;
-defaults in :attr:`SecretCheck.default_options`): ``kinds`` (all),
+defaults, ranges and descriptions in :class:`SecretCheck.Options`): ``kinds`` (all),
 ``min_score`` (0.0), ``scores`` (partial overrides merge with the table above),
 ``include_examples`` (true), ``min_entropy`` (3.0 bits/char) and
 ``min_secret_length`` (16) for ``secret_assignment``, ``max_matches`` (20).

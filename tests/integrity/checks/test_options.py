@@ -3,8 +3,10 @@ a plug-in check with a plain ``default_options`` dict keeps working."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pytest
+from pydantic import Field
 
 from integrity.checks import registry
 from integrity.checks.base import Check, CheckConfigError, CheckOptions
@@ -64,3 +66,26 @@ def test_plugin_with_plain_default_options_dict_keeps_working(tmp_path: Path):
     p.write_text(f"checks:\n  {__name__}:LegacyCheck:\n    options: {{limt: 7}}\n")
     with pytest.raises(PolicyError, match=rf"checks\.{__name__}:LegacyCheck\.options\.limt: unknown option"):
         load_policy(p)
+
+
+class BannedWords(Check):
+    """The README's "Writing a check" example."""
+
+    name = "tests.banned_words"
+
+    class Options(CheckOptions):
+        words: list[str] = Field(default_factory=list, description="words that make a finding")
+        min_count: int = Field(1, ge=1, description="occurrences a record needs to be reported")
+        mode: Literal["word", "substring"] = Field("word", description="word | substring match")
+
+
+def test_readme_options_example(tmp_path: Path):
+    c = BannedWords({"words": ["x"], "min_count": 2})
+    assert c.options == {"words": ["x"], "min_count": 2, "mode": "word"} and c.settings.min_count == 2
+    assert BannedWords.default_options == {"words": [], "min_count": 1, "mode": "word"}
+    p = tmp_path / "p.yaml"
+    p.write_text(f"checks:\n  {__name__}:BannedWords:\n    options: {{mode: regex, min_count: 0}}\n")
+    with pytest.raises(PolicyError) as e:
+        load_policy(p)
+    assert f"checks.{__name__}:BannedWords.options.mode: must be 'word' or 'substring' (got 'regex')" in str(e.value)
+    assert f"checks.{__name__}:BannedWords.options.min_count: must be >= 1 (got 0)" in str(e.value)
