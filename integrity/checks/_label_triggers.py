@@ -5,7 +5,7 @@ also used by ``poison.target`` (prompt features behind an injected response)
 and ``poison.caption_trigger`` (image clusters as the labels): per-record token
 features with a vocabulary, the association / grouping / evidence tests of
 :func:`detect_label_triggers`, and the findings they become
-(:func:`build_findings`).
+(:func:`~integrity.checks._label_trigger_findings.build_findings`).
 """
 from __future__ import annotations
 

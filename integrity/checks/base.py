@@ -13,7 +13,8 @@ A check has two passes:
   ``shard`` column added) and returns findings that need the whole corpus
   (duplicate groups across shards, drift against a reference, ...).
 
-Findings are Polars frames with the columns of :data:`FINDING_COLUMNS`;
+Findings are Polars frames with the columns of :data:`FINDING_COLUMNS` (a corpus pass:
+:data:`CORPUS_FINDING_COLUMNS`, with ``shard``; both in :mod:`connectors.schema`);
 ``severity`` is optional (the policy assigns it from ``score`` when it has
 thresholds for the check, else the check's value or ``default_severity``).
 ``detail`` is a JSON string: it carries the evidence (kind, offsets, cluster,
@@ -32,12 +33,9 @@ from typing import Any, ClassVar, Iterable, Mapping, Sequence
 import polars as pl
 import pyarrow as pa
 
-from integrity.checks.options import CheckConfigError, CheckOptions, model_from_dict
-
-__all__ = ["Check", "CheckConfigError", "CheckOptions", "CheckOutput", "CorpusContext", "FINDING_COLUMNS",
-           "ShardInfo", "empty_findings", "findings_frame"]
-
-FINDING_COLUMNS = {"record_id": pl.Utf8, "score": pl.Float64, "detail": pl.Utf8, "severity": pl.Utf8}
+from connectors.schema import CORPUS_FINDING_COLUMNS, FINDING_COLUMNS  # noqa: F401  (part of the check API)
+from integrity.checks.options import (  # noqa: F401  (part of the check API)
+    CheckConfigError, CheckOptions, model_from_dict)
 
 
 @dataclass
@@ -117,6 +115,9 @@ class Check(ABC):
     #: whether the engine hands this check the raw text; every other check gets its batches
     #: with secrets masked (integrity.engine.redact.mask_batch), so none can write one in full
     reads_raw_secrets: ClassVar[bool] = False
+    #: the report section that shows this check's findings (a name registered in
+    #: :mod:`integrity.report.sections`); the generic findings section by default
+    report_section: ClassVar[str] = "findings"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

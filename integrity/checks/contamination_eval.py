@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 class ContaminationEval(Check):
     name = "contamination.eval"
+    report_section = "contamination"
     description = "Training records sharing word n-grams (13 by default) with a registered evaluation set."
     requires = TEXT_FIELDS
     class Options(CheckOptions):

@@ -113,6 +113,7 @@ def near_pairs(codes: np.ndarray, radius: int, index: str = "auto", flat_max: in
 
 class ImageDedup(ImageCheck):
     name = "dedup.image"
+    report_section = "dedup_images"
     description = ("Exact (decoded pixels) and near (perceptual hash) duplicate images across all shards and the "
                    "history index; the same image with conflicting captions.")
     class Options(ImageOptions):
@@ -236,6 +237,8 @@ class ImageDedup(ImageCheck):
             rows += self._conflicts(member, rep, caps, ids, shards, pix, size, labels)
         found = pl.DataFrame({
             "shard": [r[0] for r in rows], "record_id": [r[1] for r in rows],
+            # ids may repeat in a shard: the engine moves the row into detail.row
+            ROW: df[ROW].gather([r[4] for r in rows]) if rows else pl.Series(ROW, [], dtype=pl.Int64),
             "score": pl.Series([float(r[2]) for r in rows], dtype=pl.Float64),
             "detail": [json.dumps(r[3], sort_keys=True) for r in rows],
             "severity": pl.Series([None] * len(rows), dtype=pl.Utf8),

@@ -81,6 +81,7 @@ def cluster_ids(prefix: str, shards: list[str | None], record_ids: list[str | No
 
 class NearDedup(Check):
     name = "dedup.near"
+    report_section = "dedup"
     description = "Near duplicates: MinHash + LSH over word n-grams, across all shards and earlier nights."
     requires = TEXT_FIELDS
     class Options(CheckOptions):
@@ -321,6 +322,7 @@ def _findings(prefix: str, df: pl.DataFrame, found: np.ndarray, rep_f: np.ndarra
     n = df.height
     ids = df[RECORD_ID].to_list()
     shards = df["shard"].to_list()
+    rows = df[ROW].to_list()
     h_ids = [] if h_info is None else h_info[RECORD_ID].to_list()
     h_shards = [] if h_info is None else h_info["shard"].to_list()
     h_sha = [] if h_info is None else h_info["sha256"].to_list()
@@ -333,16 +335,20 @@ def _findings(prefix: str, df: pl.DataFrame, found: np.ndarray, rep_f: np.ndarra
         "cluster_size": size[found],
         "representative": rep_ids,
         "representative_shard": rep_shards,
+        # ids may repeat in a shard: the row tells an in-scan representative apart
+        "representative_row": [rows[r] if r < n else None for r in reps],
         "representative_sha256": [None if r < n else h_sha[r - n] for r in reps],
         "representative_scan": [None if r < n else h_scan[r - n] for r in reps],
         **extra,
         "history": rep_f >= n,
-    }, schema_overrides={"representative_sha256": pl.Utf8, "representative_scan": pl.Utf8})
+    }, schema_overrides={"representative_sha256": pl.Utf8, "representative_scan": pl.Utf8,
+                         "representative_row": pl.Int64})
     if join is not None:
         detail = pl.concat([detail, join], how="horizontal")
     return pl.DataFrame({
         "shard": [shards[i] for i in found],
         RECORD_ID: [ids[i] for i in found],
+        ROW: df[ROW].gather(found),  # ids may repeat in a shard; the engine moves it into detail.row
         "score": pl.Series(score, dtype=pl.Float64),
         "detail": detail.select(pl.struct(pl.all()).struct.json_encode()).to_series(),
         "severity": pl.Series([None] * len(found), dtype=pl.Utf8),

@@ -126,6 +126,7 @@ def vectors_from_bytes(col: pl.Series, dim: int | None = None) -> np.ndarray:
 
 class SemanticDedup(Check):
     name = "dedup.semantic"
+    report_section = "dedup"
     description = "Semantic duplicates (paraphrases) by sentence embeddings + faiss, clustered SemDeDup style."
     requires = TEXT_FIELDS
     class Options(CheckOptions):
@@ -292,7 +293,7 @@ class SemanticDedup(Check):
         log.info("dedup.semantic: %d-NN search over %d vectors in %.1fs", nbrs.shape[1], n, time.perf_counter() - t0)
         # rank of each content = scan order of its first record
         first = (recs.filter(pl.col("c").is_not_null()).sort("shard_index", ROW)
-                 .group_by("c", maintain_order=True).agg(pl.first(RECORD_ID), pl.first("shard")))
+                 .group_by("c", maintain_order=True).agg(pl.first(RECORD_ID), pl.first("shard"), pl.first(ROW)))
         rank = np.empty(n, dtype=np.int64)
         rank[first["c"].to_numpy()] = np.arange(first.height)
         rep_of, sim_to_rep = leader_clusters(x, sims, nbrs, rank, float(o["threshold"]))
@@ -301,6 +302,7 @@ class SemanticDedup(Check):
             return pl.DataFrame(schema=FINDINGS_SCHEMA)
         first_id = dict(zip(first["c"].to_list(), first[RECORD_ID].to_list()))
         first_shard = dict(zip(first["c"].to_list(), first["shard"].to_list()))
+        first_row = dict(zip(first["c"].to_list(), first[ROW].to_list()))
         lab = pl.DataFrame({"c": np.arange(n, dtype=np.uint32), "rep": rep_of.astype(np.uint32),
                             "sim": sim_to_rep})
         members = (recs.filter(pl.col("c").is_not_null())
@@ -312,8 +314,10 @@ class SemanticDedup(Check):
         rep_ids = [first_id[r] for r in members["rep"].to_list()]
         rep_shards = [first_shard[r] for r in members["rep"].to_list()]
         members = members.with_columns(representative=pl.Series(rep_ids, dtype=pl.Utf8),
-                                       representative_shard=pl.Series(rep_shards, dtype=pl.Utf8))
-        is_rep = (pl.col(RECORD_ID) == pl.col("representative")) & (pl.col("shard") == pl.col("representative_shard"))
+                                       representative_shard=pl.Series(rep_shards, dtype=pl.Utf8),
+                                       representative_row=pl.Series([first_row[r] for r in members["rep"].to_list()],
+                                                                     dtype=pl.Int64))
+        is_rep = (pl.col(ROW) == pl.col("representative_row")) & (pl.col("shard") == pl.col("representative_shard"))
         drop = is_rep if o["report_exact_copies"] else (is_rep | (pl.col("c") == pl.col("rep")))
         found = members.filter(~drop & (pl.col("contents") > 1))
         if found.height == 0:
@@ -327,12 +331,14 @@ class SemanticDedup(Check):
             "contents": found["contents"].cast(pl.Int64),
             "representative": found["representative"],
             "representative_shard": found["representative_shard"],
+            "representative_row": found["representative_row"],
             "similarity": found["sim"].round(4),
             "model": [str(o["model"])] * found.height,
             "embedded_share": [share] * found.height,
         })
         return pl.DataFrame({
             "shard": found["shard"], RECORD_ID: found[RECORD_ID],
+            ROW: found[ROW],  # ids may repeat in a shard; the engine moves it into detail.row
             "score": found["sim"].cast(pl.Float64).round(4),
             "detail": detail.select(pl.struct(pl.all()).struct.json_encode()).to_series(),
             "severity": pl.Series([None] * found.height, dtype=pl.Utf8),

@@ -105,6 +105,7 @@ def merge_intervals(owner: np.ndarray, start: np.ndarray, end: np.ndarray):
 
 class SpanDedup(Check):
     name = "dedup.span"
+    report_section = "dedup"
     description = "Long token spans (default 50 tokens) repeated across documents, across shards and earlier nights."
     requires = TEXT_FIELDS
     class Options(CheckOptions):
@@ -257,6 +258,7 @@ class SpanDedup(Check):
         node_id = ids + ([] if h_info is None else h_info["record_id"].to_list())
         node_shard = shards + ([] if h_info is None else h_info["shard"].to_list())
         node_sha = [None] * n + ([] if h_info is None else h_info["sha256"].to_list())
+        node_row = recs[ROW].to_list() + [None] * (0 if h_info is None else h_info.height)
         node_scan = [None] * n + ([] if h_info is None else h_info["scan_id"].to_list())
         reps = rep[found].tolist()
         rep_ids = [node_id[r] for r in reps]
@@ -267,6 +269,8 @@ class SpanDedup(Check):
             "cluster_size": size[found],
             "representative": rep_ids,
             "representative_shard": rep_shards,
+            # ids may repeat in a shard: the row tells an in-scan representative apart
+            "representative_row": [node_row[r] for r in reps],
             "representative_sha256": [node_sha[r] for r in reps],
             "representative_scan": [node_scan[r] for r in reps],
             "share": np.round(share[found], 4),
@@ -275,11 +279,12 @@ class SpanDedup(Check):
             "other_docs": other[found],
             "history": rep[found] >= n,
         }, schema_overrides={"representative_sha256": pl.Utf8, "representative_scan": pl.Utf8,
-                             "doc": pl.UInt32}).join(spans.with_columns(pl.col("doc").cast(pl.UInt32)),
+                             "representative_row": pl.Int64, "doc": pl.UInt32}).join(spans.with_columns(pl.col("doc").cast(pl.UInt32)),
                                                      on="doc", how="left", maintain_order="left")
         return pl.DataFrame({
             "shard": [shards[i] for i in found],
             RECORD_ID: [ids[i] for i in found],
+            ROW: recs[ROW].gather(found),  # ids may repeat in a shard; the engine moves it into detail.row
             "score": np.round(share[found], 4),
             "detail": detail.drop("doc").select(pl.struct(pl.all()).struct.json_encode()).to_series(),
             "severity": pl.Series([None] * len(found), dtype=pl.Utf8),

@@ -65,7 +65,7 @@ from integrity.analysis import fairness
 from integrity.analysis.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, cached_batch_features, finite, record_text
 from integrity.analysis.profile import (EMBED_MAX_CHARS, Profile, ProfileError, bin_index, categorical_shares,
                                         embed_texts, load_profile, nearest_centroid, sample_key)
-from integrity.checks.base import CheckOptions, Check, CheckOutput, CorpusContext
+from integrity.checks.base import CORPUS_FINDING_COLUMNS, Check, CheckOptions, CheckOutput, CorpusContext
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,6 @@ FEATURE_SCHEMA: dict[str, pl.DataType] = {
     **{c: (pl.Int16 if c in ("fair_pos", "fair_neg") else pl.Int8) for c in fairness.COLUMNS},
     "sample_text": pl.Utf8,
 }
-FINDING_SCHEMA = {"shard": pl.Utf8, "record_id": pl.Utf8, "score": pl.Float64, "detail": pl.Utf8,
-                  "severity": pl.Utf8}
 SEV_RANK = {"info": 0, "warn": 1, "critical": 2}
 
 
@@ -479,6 +477,7 @@ def compare_shard(cur: pl.DataFrame, prof: Profile, options: dict[str, Any], cur
 
 class DriftCheck(Check):
     name = "distribution.drift"
+    report_section = "drift"
     description = ("Shards against a trusted reference profile (--reference): PSI per feature, domain-classifier "
                    "AUC, MMD² and topic shift on MiniLM embeddings, new topics; permutation p-values.")
     requires = TEXT_FIELDS
@@ -575,13 +574,13 @@ class DriftCheck(Check):
                       "`integrity profile TRUSTED_CORPUS --out REF_DIR`) or set history: true to compare with "
                       "earlier approved shards; drift was not measured"}
             return pl.DataFrame({"shard": [shards[0]], "record_id": [None], "score": [0.0],
-                                 "detail": [json.dumps(detail)], "severity": ["info"]}, schema=FINDING_SCHEMA)
+                                 "detail": [json.dumps(detail)], "severity": ["info"]}, schema=CORPUS_FINDING_COLUMNS)
         embeddings = self._embed_samples(features, shards, prof, ctx) if prof.embeddings is not None else {}
         rows: list[dict] = []
         for i, shard in enumerate(shards):
             cur = ctx.shard_frame(self.name, shard, features).filter(pl.col("kind") == "record").collect()
             rows.extend(self._shard_findings(shard, cur, prof, basis, embeddings.get(shard), seed=i))
-        return pl.DataFrame(rows, schema=FINDING_SCHEMA) if rows else None
+        return pl.DataFrame(rows, schema=CORPUS_FINDING_COLUMNS) if rows else None
 
     def _shard_findings(self, shard: str, cur: pl.DataFrame, prof: Profile, basis: str,
                         emb: tuple[list[str], np.ndarray] | None, seed: int) -> list[dict]:

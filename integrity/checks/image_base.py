@@ -32,6 +32,7 @@ class ImageCheck(Check):
     that share the limits)."""
 
     requires = ("image",)
+    report_section = "images"  # the generic section plus thumbnails of the flagged images
 
     class Options(ImageOptions):
         pass

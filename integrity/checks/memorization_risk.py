@@ -75,6 +75,7 @@ MAX_PRIVATE_MATCHES = 10
 
 class MemorizationRisk(Check):
     name = "memorization.risk"
+    report_section = "memorization"
     description = "Per-record memorization risk: duplicate count (exact, near, semantic, history), " \
                   "repeated spans, and private data in duplicated content."
     requires = TEXT_FIELDS
@@ -102,22 +103,24 @@ class MemorizationRisk(Check):
 
     # -- corpus ----------------------------------------------------------------
     def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame:
-        key = ["shard", RECORD_ID]
+        # keyed by row, not id: a shard may repeat an id (provenance.duplicate_id)
+        key = ["shard", ROW]
         lf = features.select("shard", RECORD_ID, ROW, "shard_index")
+        ids = lf.select("shard", RECORD_ID, ROW)
         for check, short in DEDUP_SIZE_KEYS.items():
-            sizes = _cluster_sizes(ctx.earlier_findings.get(check))
+            sizes = _cluster_sizes(ctx.earlier_findings.get(check), ids)
             if sizes is not None:
                 lf = lf.join(sizes.rename({"size": f"{short}_copies", "history": f"{short}_history"}).lazy(),
                              on=key, how="left")
             else:
                 lf = lf.with_columns(pl.lit(None, dtype=pl.Int64).alias(f"{short}_copies"),
                                      pl.lit(None, dtype=pl.Boolean).alias(f"{short}_history"))
-        span = _span_info(ctx.earlier_findings.get("dedup.span"))
+        span = _span_info(ctx.earlier_findings.get("dedup.span"), ids)
         if span is not None:
             lf = lf.join(span.lazy(), on=key, how="left")
         else:
             lf = lf.with_columns(span_share=pl.lit(None, dtype=pl.Float64), span_docs=pl.lit(None, dtype=pl.Int64))
-        priv = _privacy(ctx.shard_findings, list(self.options["privacy_checks"]))
+        priv = _privacy(ctx.shard_findings, list(self.options["privacy_checks"]), ids)
         lf = lf.join(priv.lazy(), on=key, how="left")
 
         o = self.options
@@ -161,6 +164,7 @@ class MemorizationRisk(Check):
             details.append(json.dumps(d, sort_keys=True))
         return pl.DataFrame({
             "shard": scored["shard"], RECORD_ID: scored[RECORD_ID],
+            ROW: scored[ROW],  # ids may repeat in a shard; the engine moves it into detail.row
             "score": scored["score"].round(4),
             "detail": pl.Series("detail", details, dtype=pl.Utf8),
             "severity": pl.Series("severity", [None] * scored.height, dtype=pl.Utf8),
@@ -171,8 +175,25 @@ def _json(col: str, path: str) -> pl.Expr:
     return pl.col(col).str.json_path_match(path)
 
 
-def _cluster_sizes(found: pl.DataFrame | None) -> pl.DataFrame | None:
-    """(shard, record_id, size, history) for every member and every in-scan
+def _detail_row() -> pl.Expr:
+    """A finding's row index in its shard (``detail.row``; null when it names none)."""
+    return _json("detail", "$.row").cast(pl.Int64, strict=False).alias(ROW)
+
+
+def _by_row(evidence: pl.DataFrame, ids: pl.LazyFrame) -> pl.DataFrame:
+    """``evidence`` (``shard``, ``record_id``, ``row`` and values) keyed by (shard, row):
+    what names its row keeps it; what names only an id (a cluster's representative, or a
+    finding whose batch repeated the id) counts for every row with that id in the shard."""
+    known = evidence.filter(pl.col(ROW).is_not_null()).drop(RECORD_ID)
+    unknown = evidence.filter(pl.col(ROW).is_null()).drop(ROW)
+    if unknown.height:
+        unknown = unknown.join(ids.collect(), on=["shard", RECORD_ID], how="inner").drop(RECORD_ID)
+        known = pl.concat([known, unknown.select(known.columns)])
+    return known
+
+
+def _cluster_sizes(found: pl.DataFrame | None, ids: pl.LazyFrame) -> pl.DataFrame | None:
+    """(shard, row, size, history) for every member and every in-scan
     representative of a dedup check's clusters (largest cluster per record)."""
     if found is None or found.height == 0:
         return None
@@ -182,37 +203,39 @@ def _cluster_sizes(found: pl.DataFrame | None) -> pl.DataFrame | None:
         history=(_json("detail", "$.history") == "true").fill_null(False),
         rep=_json("detail", "$.representative"),
         rep_shard=_json("detail", "$.representative_shard"),
+        rep_row=_json("detail", "$.representative_row").cast(pl.Int64, strict=False),
     ).filter(pl.col("size").is_not_null())
-    members = f.select("shard", RECORD_ID, "size", "history")
+    members = f.select("shard", RECORD_ID, _detail_row(), "size", "history")
     reps = (f.filter(~pl.col("history") & pl.col("rep").is_not_null())
-            .select(pl.coalesce("rep_shard", "shard").alias("shard"), pl.col("rep").alias(RECORD_ID), "size",
-                    "history"))
-    return (pl.concat([members, reps]).group_by("shard", RECORD_ID)
+            .select(pl.coalesce("rep_shard", "shard").alias("shard"), pl.col("rep").alias(RECORD_ID),
+                    pl.col("rep_row").alias(ROW), "size", "history"))
+    return (_by_row(pl.concat([members, reps]), ids).group_by("shard", ROW)
             .agg(pl.col("size").max(), pl.col("history").any()))
 
 
-def _span_info(found: pl.DataFrame | None) -> pl.DataFrame | None:
+def _span_info(found: pl.DataFrame | None, ids: pl.LazyFrame) -> pl.DataFrame | None:
     if found is None or found.height == 0:
         return None
-    return (found.select(
-        "shard", RECORD_ID,
+    return _by_row(found.select(
+        "shard", RECORD_ID, _detail_row(),
         span_share=pl.coalesce(_json("detail", "$.share").cast(pl.Float64, strict=False), pl.col("score")),
         span_docs=_json("detail", "$.other_docs").cast(pl.Int64, strict=False).fill_null(1),
-    ).group_by("shard", RECORD_ID).agg(pl.col("span_share").max(), pl.col("span_docs").max()))
+    ), ids).group_by("shard", ROW).agg(pl.col("span_share").max(), pl.col("span_docs").max())
 
 
-def _privacy(shard_findings: pl.LazyFrame, checks: list[str]) -> pl.DataFrame:
+def _privacy(shard_findings: pl.LazyFrame, checks: list[str], ids: pl.LazyFrame) -> pl.DataFrame:
     """Per record: the highest privacy score, the kinds found, and the private
     spans (``field``/``start``/``end``/``kind``, ``redact``) as a JSON list."""
     f = (shard_findings.filter(pl.col("check").is_in(checks) & pl.col(RECORD_ID).is_not_null())
-         .select("shard", RECORD_ID, "score", "detail").collect())
-    schema = {"shard": pl.Utf8, RECORD_ID: pl.Utf8, "privacy_score": pl.Float64,
+         .select("shard", RECORD_ID, _detail_row(), "score", "detail").collect())
+    f = _by_row(f, ids)
+    schema = {"shard": pl.Utf8, ROW: pl.Int64, "privacy_score": pl.Float64,
               "privacy_kinds": pl.List(pl.Utf8), "privacy_matches": pl.Utf8}
     if f.height == 0:
         return pl.DataFrame(schema=schema)
-    rows: dict[tuple[str, str], dict] = {}
-    for shard, rid, score, detail in f.iter_rows():
-        r = rows.setdefault((shard, rid), {"score": 0.0, "kinds": set(), "matches": []})
+    rows: dict[tuple[str, int], dict] = {}
+    for shard, row, score, detail in f.select("shard", ROW, "score", "detail").iter_rows():
+        r = rows.setdefault((shard, row), {"score": 0.0, "kinds": set(), "matches": []})
         r["score"] = max(r["score"], float(score or 0.0))
         try:
             d = json.loads(detail or "{}")
@@ -227,7 +250,7 @@ def _privacy(shard_findings: pl.LazyFrame, checks: list[str]) -> pl.DataFrame:
                     r["matches"].append({"field": m.get("field"), "start": m["start"], "end": m["end"],
                                          "kind": m.get("kind"), "redact": True})
     return pl.DataFrame({
-        "shard": [k[0] for k in rows], RECORD_ID: [k[1] for k in rows],
+        "shard": [k[0] for k in rows], ROW: [k[1] for k in rows],
         "privacy_score": [v["score"] for v in rows.values()],
         "privacy_kinds": [sorted(k for k in v["kinds"] if k) for v in rows.values()],
         "privacy_matches": [json.dumps(v["matches"]) if v["matches"] else None for v in rows.values()],

@@ -180,13 +180,14 @@ class PatchCheck(ImageCheck):
         idx = [r[0] for r in rows]
         found = pl.DataFrame({
             "shard": df["shard"].gather(idx), RECORD_ID: df[RECORD_ID].gather(idx),
+            ROW: df[ROW].gather(idx),  # ids may repeat in a shard; the engine moves it into detail.row
             "score": pl.Series([r[1] for r in rows], dtype=pl.Float64),
             "detail": [json.dumps(r[2], sort_keys=True) for r in rows],
             "severity": pl.Series([None] * len(rows), dtype=pl.Utf8),
         })
         where = pl.DataFrame({"shard": df["shard"].gather(idx), RECORD_ID: df[RECORD_ID].gather(idx),
                               "uri": df["uri"].gather(idx), ROW: df[ROW].gather(idx),
-                              "box": [r[2]["box"] for r in rows]}).unique(["shard", RECORD_ID])
+                              "box": [r[2]["box"] for r in rows]}).unique(["shard", RECORD_ID, ROW])
         return with_thumbnails(found, where, int(self.options["thumbnails"]), mapping=ctx.mapping)
 
     def _hash_groups(self, inc: pl.DataFrame, cand: pl.DataFrame) -> dict[int, list[int]]:

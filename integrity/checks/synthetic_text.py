@@ -60,9 +60,9 @@ from pydantic import Field
 from connectors.schema import TEXT_FIELDS
 from integrity.analysis.features import STYLE_FEATURES, boilerplate_patterns, cached_batch_features, record_text
 from integrity.analysis.profile import Profile, ProfileError, classifier_scores, load_profile
+from integrity.checks.base import CORPUS_FINDING_COLUMNS, Check, CheckConfigError, CheckOptions, CheckOutput, CorpusContext
+from integrity.checks.distribution_drift import dumps
 from integrity.checks.options import Severity
-from integrity.checks.base import CheckOptions, Check, CheckConfigError, CheckOutput, CorpusContext
-from integrity.checks.distribution_drift import FINDING_SCHEMA, dumps
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,7 @@ def style_lower_bound(cur: np.ndarray, ref: np.ndarray, rng: np.random.Generator
 
 class SyntheticTextCheck(Check):
     name = "synthetic.text"
+    report_section = "synthetic_text"
     description = ("Machine-generated text: generator boilerplate, KGW watermark z-test, a classifier trained on "
                    "the reference vs known synthetic text; per-shard synthetic share against a policy maximum.")
     requires = TEXT_FIELDS
@@ -226,7 +227,7 @@ class SyntheticTextCheck(Check):
                          "detail": dumps(res)})
             rows.extend({**r, "shard": shard} for r in recs)
         history.append(estimates)
-        return pl.DataFrame(rows, schema=FINDING_SCHEMA) if rows else None
+        return pl.DataFrame(rows, schema=CORPUS_FINDING_COLUMNS) if rows else None
 
     def assess_shard(self, df: pl.DataFrame, prof: Profile | None, seed: int = 0) -> tuple[dict, list[dict]]:
         """(shard-level result, record findings) for one shard's features."""

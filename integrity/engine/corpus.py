@@ -7,14 +7,13 @@ from pathlib import Path
 
 import polars as pl
 
+from connectors.schema import SCAN_FINDING_COLUMNS
 from integrity.checks.base import CorpusContext
-from integrity.engine.shard import ShardResult
+from integrity.engine.shard import ShardResult, rows_into_detail
 from integrity.engine.spec import ScanSpec, corpus_order
 
 log = logging.getLogger(__name__)
 
-CORPUS_FINDINGS = {"shard": pl.Utf8, "record_id": pl.Utf8, "check": pl.Utf8, "score": pl.Float64,
-                   "detail": pl.Utf8, "severity": pl.Utf8}
 
 
 def shard_findings(results: list[ShardResult]) -> pl.LazyFrame:
@@ -24,8 +23,8 @@ def shard_findings(results: list[ShardResult]) -> pl.LazyFrame:
         for r in results if r.ok and r.findings_path() and r.findings_path().exists()
     ]
     if not frames:
-        return pl.LazyFrame(schema=CORPUS_FINDINGS)
-    return pl.concat(frames, how="diagonal_relaxed").select(list(CORPUS_FINDINGS))
+        return pl.LazyFrame(schema=SCAN_FINDING_COLUMNS)
+    return pl.concat(frames, how="diagonal_relaxed").select(list(SCAN_FINDING_COLUMNS))
 
 
 def feature_files(check: str, results: list[ShardResult]) -> list[tuple[str, int, Path]]:
@@ -68,15 +67,16 @@ def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], run_dir: Path)
         check = spec.check_instance(name)
         found = check.corpus_pass(features, ctx) if features is not None else None
         if found is not None and found.height:
+            found = rows_into_detail(found)  # record ids may repeat in a shard: the row tells them apart
             if "severity" not in found.columns:
                 found = found.with_columns(severity=pl.lit(None, dtype=pl.Utf8))
             found = found.with_columns(check=pl.lit(name)).select(
-                [pl.col(c).cast(t) for c, t in CORPUS_FINDINGS.items()])
+                [pl.col(c).cast(t) for c, t in SCAN_FINDING_COLUMNS.items()])
             ctx.earlier_findings[name] = found
             out.append(found)
         timings[name] = time.perf_counter() - t0
         log.info("corpus pass %s: %d findings in %.1fs", name, 0 if found is None else found.height, timings[name])
-    frame = pl.concat(out) if out else pl.DataFrame(schema=CORPUS_FINDINGS)
+    frame = pl.concat(out) if out else pl.DataFrame(schema=SCAN_FINDING_COLUMNS)
     return frame, timings
 
 
