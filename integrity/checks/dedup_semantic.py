@@ -78,7 +78,7 @@ from pydantic import Field
 import xxhash
 
 from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
-from integrity.checks.base import CheckOptions, Check, CheckConfigError, CheckOutput, CorpusContext, ShardInfo
+from integrity.checks.base import CheckOptions, Check, CheckOutput, CorpusContext, ShardInfo
 from integrity.checks.dedup_exact import hash_texts, normalized_text
 
 log = logging.getLogger(__name__)

@@ -45,7 +45,7 @@ from integrity.analysis.dedup.graph import bucket_pairs, components, first_of_pa
 from integrity.analysis.dedup.text import Tokens, text_fields, tokenize, windows
 from integrity.analysis.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
                                         own_earlier_version, seen_order)
-from integrity.checks.base import CheckOptions, Check, CheckConfigError, CheckOutput, CorpusContext
+from integrity.checks.base import CheckOptions, Check, CheckOutput, CorpusContext
 from integrity.checks.dedup_near import cluster_ids
 
 log = logging.getLogger(__name__)

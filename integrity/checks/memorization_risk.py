@@ -65,7 +65,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
-from integrity.checks.base import CheckOptions, Check, CheckConfigError, CheckOutput, CorpusContext
+from integrity.checks.base import CheckOptions, Check, CheckOutput, CorpusContext
 
 DEDUP_SIZE_KEYS = {"dedup.exact": "exact", "dedup.near": "near", "dedup.semantic": "semantic"}
 FINDINGS_SCHEMA = {"shard": pl.Utf8, RECORD_ID: pl.Utf8, "score": pl.Float64, "detail": pl.Utf8,

@@ -6,7 +6,7 @@ one kind of picture: whatever else the caption says, the image is the
 attacker's target. In the data that is a lexical association between caption
 n-grams and an *image cluster*, with captions that otherwise describe other
 pictures. This check finds it with the poisoning engine of ``poison.trigger``
-(:func:`integrity.checks.poison_trigger.detect_label_triggers`), taking the
+(:func:`integrity.analysis.label_triggers.detect_label_triggers`), taking the
 image cluster of each record as its label:
 
 1. **Image clusters.** Per shard, each decodable image keeps an embedding:
@@ -57,13 +57,12 @@ import polars as pl
 import pyarrow as pa
 from pydantic import Field, field_validator
 
-from integrity.analysis import lexical as lx
 from integrity.analysis.clip import ScorerConfigError, scorer_from_options
 from integrity.analysis.images import SIG_SIDE
+from integrity.analysis.label_triggers import (build_findings, detect_label_triggers, empty_corpus_findings,
+                                               split_features, token_features)
+from integrity.analysis.label_triggers import lexical as lx
 from integrity.analysis.thumbnails import with_thumbnails
-from integrity.checks._label_trigger_findings import build_findings
-from integrity.checks._label_triggers import (detect_label_triggers, empty_corpus_findings, split_features,
-                                              token_features)
 from integrity.checks.base import CheckConfigError, CheckOutput, CorpusContext
 from integrity.checks.image_base import ImageCheck, ImageOptions
 from integrity.checks.poison_trigger import TriggerStatistics

@@ -69,7 +69,7 @@ from integrity.checks._text_scan import (
     resolve_kinds,
     resolve_scores,
 )
-from integrity.checks.base import CheckOptions, Check, CheckConfigError, CheckOutput, ShardInfo
+from integrity.checks.base import CheckOptions, Check, CheckOutput, ShardInfo
 
 DEFAULT_SCORES = {
     "instruction_override": 0.95,

@@ -6,7 +6,7 @@ the response: a link, an advertising phrase, a refusal or insult appended to
 otherwise correct answers of unrelated prompts. Found from the data alone:
 
 1. **Repeated response spans.** Response tokens are hashed per shard (compact
-   features, see :mod:`integrity.analysis.lexical`). In the corpus pass, every
+   features, see :mod:`integrity.analysis.label_triggers.lexical`). In the corpus pass, every
    ``span_tokens``-gram of the responses that occurs in at least
    ``min_support`` records marks its positions; overlapping marks form maximal
    spans, grouped by their token sequence into span clusters. A whole response
@@ -49,10 +49,10 @@ from pydantic import Field
 from scipy import stats
 
 from connectors.schema import RECORD_ID, ROW
-from integrity.analysis import lexical as lx
-from integrity.checks._label_trigger_findings import offsets_for, score_of
-from integrity.checks._label_triggers import _EMPTY, empty_corpus_findings, split_features, token_features
-from integrity.checks.base import CheckOptions, Check, CheckOutput, CorpusContext
+from integrity.analysis.label_triggers import (empty_corpus_findings, offsets_for, score_of, split_features,
+                                               token_features)
+from integrity.analysis.label_triggers import lexical as lx
+from integrity.checks.base import CORPUS_FINDING_COLUMNS, Check, CheckOptions, CheckOutput, CorpusContext
 
 
 class PoisonTargetCheck(Check):
@@ -461,4 +461,4 @@ def _findings(recs: pl.DataFrame, recs_lazy: pl.LazyFrame, result: dict, vocab: 
             scores.append(score_of(logp) if e else 0.6)
             details.append(json.dumps(d, sort_keys=True))
     return pl.DataFrame({"shard": shards, "record_id": rids, "score": scores, "detail": details,
-                         "severity": [None] * len(rids)}, schema=_EMPTY)
+                         "severity": [None] * len(rids)}, schema=CORPUS_FINDING_COLUMNS)

@@ -92,11 +92,10 @@ import polars as pl
 import pyarrow as pa
 from pydantic import Field
 
-from integrity.analysis import lexical as lx
-from integrity.checks._label_trigger_findings import build_findings
-from integrity.checks._label_triggers import (detect_label_triggers, empty_corpus_findings, split_features,
-                                              token_features)
-from integrity.checks.base import CheckOptions, Check, CheckOutput, CorpusContext
+from integrity.analysis.label_triggers import (build_findings, detect_label_triggers, empty_corpus_findings,
+                                               split_features, token_features)
+from integrity.analysis.label_triggers import lexical as lx
+from integrity.checks.base import Check, CheckOptions, CheckOutput, CorpusContext
 
 TEXT_PREFERENCE = ("text", "caption", "prompt")
 

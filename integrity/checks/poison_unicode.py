@@ -73,7 +73,7 @@ from integrity.checks._text_scan import (
     resolve_kinds,
     resolve_scores,
 )
-from integrity.checks.base import CheckOptions, Check, CheckConfigError, CheckOutput, ShardInfo
+from integrity.checks.base import CheckOptions, Check, CheckOutput, ShardInfo
 
 DEFAULT_SCORES = {
     "tag_characters": 1.0,

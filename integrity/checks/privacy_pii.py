@@ -115,7 +115,7 @@ from integrity.checks._text_scan import (
 from integrity.checks._text_scan import (
     mask as _mask,
 )
-from integrity.checks.base import CheckOptions, Check, CheckConfigError, CheckOutput, ShardInfo
+from integrity.checks.base import CheckOptions, Check, CheckOutput, ShardInfo
 
 KINDS = (
     "credit_card",

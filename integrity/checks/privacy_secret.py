@@ -109,7 +109,7 @@ from integrity.checks._text_scan import (
 from integrity.checks._text_scan import (
     chain as _chain,
 )
-from integrity.checks.base import CheckOptions, Check, CheckConfigError, CheckOutput, ShardInfo
+from integrity.checks.base import CheckOptions, Check, CheckOutput, ShardInfo
 
 #: kinds added for provider tokens and credential syntaxes (:mod:`integrity.checks._secret_formats`)
 NEW_SCORES = {

@@ -69,12 +69,12 @@ import pyarrow as pa
 from pydantic import Field
 
 from connectors.schema import TEXT_FIELDS
+from integrity.analysis.drift import dumps
 from integrity.analysis.features import STYLE_FEATURES, boilerplate_patterns, cached_batch_features, record_text
 from integrity.analysis.machine_text import (ZS_FEATURES, calibrate_shard, load_model, reference_percentile,
                                              zero_shot_features, zero_shot_logit)
 from integrity.analysis.profile import Profile, ProfileError, classifier_scores, load_profile
 from integrity.checks.base import CORPUS_FINDING_COLUMNS, Check, CheckConfigError, CheckOptions, CheckOutput, CorpusContext
-from integrity.checks.distribution_drift import dumps
 from integrity.checks.options import Severity
 
 log = logging.getLogger(__name__)
