@@ -28,7 +28,7 @@ from abc import ABC
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar, Iterable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 import polars as pl
 import pyarrow as pa
@@ -36,6 +36,19 @@ import pyarrow as pa
 from connectors.schema import CORPUS_FINDING_COLUMNS, FINDING_COLUMNS  # noqa: F401  (part of the check API)
 from integrity.checks.options import (  # noqa: F401  (part of the check API)
     CheckConfigError, CheckOptions, model_from_dict)
+
+
+#: ``map_partitions(step, items)``: runs ``step`` on every item, where the orchestrator likes
+#: (in process, threads, Dask workers), and returns the results in the order of ``items``;
+#: ``step`` must be a picklable module-level function (or a ``functools.partial`` of one) and the
+#: items and results small (paths, arrays of the partition's answer)
+MapPartitions = Callable[[Callable[[Any], Any], list[Any]], list[Any]]
+
+
+def serial_map(step: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    """The :data:`MapPartitions` of a scan without an orchestrator: one item after the other,
+    in this process."""
+    return [step(item) for item in items]
 
 
 @dataclass
@@ -80,6 +93,11 @@ class CorpusContext:
     mapping: Any = None
     #: check name -> (shard, shard_index, features file) of every shard that wrote features
     feature_files: dict[str, list[tuple[str, int, Path]]] = field(default_factory=dict)
+    #: how a pass runs its partitioned steps: on the scan's runner (Dask workers under ``--runner dask``)
+    map_partitions: MapPartitions = serial_map
+    #: where a partitioned pass writes the files its partition tasks read: a local directory or
+    #: an fsspec URL (the run directory's ``.work`` on object storage) that every worker reaches
+    work_dir: str = ""
 
     def shard_frame(self, check: str, shard: str, features: pl.LazyFrame) -> pl.LazyFrame:
         """``check``'s features of one shard, read from that shard's own file when the engine

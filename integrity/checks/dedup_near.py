@@ -152,8 +152,9 @@ class NearDedup(Check):
         # partition's entries in memory at a time), then verified on the sketches of only the
         # records that have a candidate
         parts = partition_count(n * nb, int(self.options["partition_entries"]))
-        spill = Path(ctx.run_dir) if Path(ctx.run_dir).is_dir() else None
-        a, b, _ = band_join(((first, self._bands(lf)) for first, lf in chunks), parts, spill_dir=spill)
+        spill = ctx.work_dir or (str(ctx.run_dir) if Path(ctx.run_dir).is_dir() else None)
+        a, b, _ = band_join(((first, self._bands(lf)) for first, lf in chunks), parts, spill_dir=spill,
+                            run=ctx.map_partitions)
 
         # candidates in the history of earlier nights, shard by shard
         hist = self._history_edges(((first, self._bands(lf), self._sketches(lf)) for first, lf in chunks),
