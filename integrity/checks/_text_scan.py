@@ -313,9 +313,8 @@ class TextScanCheck(Check):
     A subclass sets ``KINDS`` (every kind it can report), ``DEFAULT_SCORES`` (a
     base score per kind) and ``redact``, declares the common options
     (``kinds``, ``scores``, ``min_score``, ``max_matches``; ``include_examples``
-    where it has example values) in ``default_options``, and returns its
-    :class:`ScanGroup` s from :meth:`scan_groups`, validating its own options
-    there.
+    where it has example values) with its own in its ``Options`` model, and
+    returns its :class:`ScanGroup` s from :meth:`scan_groups`.
     """
 
     requires = TEXT_FIELDS
@@ -331,11 +330,8 @@ class TextScanCheck(Check):
         o = self.options
         self.kinds = resolve_kinds(self.name, o["kinds"], self.KINDS)
         self.scores = resolve_scores(self.name, o["scores"], self.DEFAULT_SCORES)
-        groups = self.scan_groups()
-        most = o["max_matches"]
-        if isinstance(most, bool) or not isinstance(most, int) or most < 1:
-            raise CheckConfigError(f"check {self.name!r}: max_matches must be an integer >= 1, got {most!r}")
-        self.scanner = TextScanner(groups, self.kinds, float(o["min_score"]), most, self.score_of, redact=self.redact)
+        self.scanner = TextScanner(self.scan_groups(), self.kinds, float(o["min_score"]), int(o["max_matches"]),
+                                   self.score_of, redact=self.redact)
 
     def scan_groups(self) -> list[ScanGroup]:
         """The check's detectors (``self.options``, ``self.kinds`` and ``self.scores`` are set)."""

@@ -57,13 +57,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from pydantic import Field
 
 from integrity.checks._text_scan import (
     RawMatch,
     ScanGroup,
     TextScanCheck,
 )
-from integrity.checks.base import CheckConfigError
+from integrity.checks.base import CheckOptions
 
 DEFAULT_SCORES = {
     "instruction_override": 0.95,
@@ -295,19 +296,19 @@ class InjectionCheck(TextScanCheck):
     KINDS = KINDS
     DEFAULT_SCORES = DEFAULT_SCORES
     redact = False  # the matches are what a reviewer must read (no secret in them)
-    default_options = {
-        "kinds": list(KINDS),  # kinds to report
-        "min_score": 0.5,  # matches scoring below this are dropped
-        "scores": dict(DEFAULT_SCORES),  # per-kind score (partial overrides merge with the defaults)
-        "max_matches": 20,  # matches listed in detail per record (n_matches counts all)
-        "max_chars": 200000,  # longer texts are scanned on their first max_chars characters only
-    }
+
+    class Options(CheckOptions):
+        kinds: list[str] = Field(default_factory=lambda: list(KINDS), description="kinds to report")
+        min_score: float = Field(0.5, ge=0, le=1, description="drop weaker matches")
+        scores: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SCORES),
+                                         description="per-kind score (partial overrides merge with the defaults)")
+        max_matches: int = Field(20, ge=1, description="matches listed per finding (n_matches counts all)")
+        max_chars: int = Field(200000, ge=100, description="scan at most this many characters per field")
+
     default_severity = "warn"
     version = 1
 
     def scan_groups(self) -> list[ScanGroup]:
-        if not isinstance(self.options["max_chars"], int) or self.options["max_chars"] < 100:
-            raise CheckConfigError(f"check {self.name!r}: max_chars must be an integer >= 100")
         cap = int(self.options["max_chars"])
 
         def capped(fn):

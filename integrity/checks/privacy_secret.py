@@ -68,7 +68,7 @@ dropped with ``include_examples: false``.
 
 A final score is ``min(1, scores[kind] * factor)``; severity is left to the
 policy, ``default_severity`` is ``warn``. Options (policy ``options``;
-defaults in :attr:`SecretCheck.default_options`): ``kinds`` (all),
+defaults, ranges and descriptions in :class:`SecretCheck.Options`): ``kinds`` (all),
 ``min_score`` (0.0), ``scores`` (partial overrides merge with the table above),
 ``include_examples`` (true), ``min_entropy`` (3.0 bits/char) and
 ``min_secret_length`` (16) for ``secret_assignment``, ``max_matches`` (20).
@@ -80,6 +80,8 @@ import binascii
 import json
 import re
 from typing import Any, Iterator
+
+from pydantic import Field
 
 from integrity.checks._secret_formats import (
     PREFILTER as _FORMATS_PREFILTER,
@@ -103,7 +105,7 @@ from integrity.checks._text_scan import (
 from integrity.checks._text_scan import (
     chain as _chain,
 )
-from integrity.checks.base import CheckConfigError
+from integrity.checks.base import CheckOptions
 
 #: kinds added for provider tokens and credential syntaxes (:mod:`integrity.checks._secret_formats`)
 NEW_SCORES = {
@@ -511,24 +513,23 @@ class SecretCheck(TextScanCheck):
     )
     KINDS = KINDS
     DEFAULT_SCORES = DEFAULT_SCORES
-    default_options = {
-        "kinds": list(KINDS),  # kinds to report
-        "min_score": 0.0,  # matches scoring below this are dropped
-        "scores": dict(DEFAULT_SCORES),  # per-kind base score (partial overrides merge with the defaults)
-        "include_examples": True,  # keep documentation examples (AKIAIOSFODNN7EXAMPLE, ...) at x0.2
-        "min_entropy": 3.0,  # bits/char a secret_assignment value needs
-        "min_secret_length": 16,  # characters a secret_assignment value needs
-        "max_matches": 20,  # matches listed in detail per record (n_matches counts all)
-    }
+
+    class Options(CheckOptions):
+        kinds: list[str] = Field(default_factory=lambda: list(KINDS), description="kinds to report")
+        min_score: float = Field(0.0, ge=0, le=1, description="matches scoring below this are dropped")
+        scores: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SCORES),
+                                         description="per-kind base score (partial overrides merge with the defaults)")
+        include_examples: bool = Field(True, description="keep documentation examples (AKIAIOSFODNN7EXAMPLE, ...) at x0.2")
+        min_entropy: float = Field(3.0, ge=0, description="bits/char a secret_assignment value needs")
+        min_secret_length: int = Field(16, ge=1, le=512, description="characters a secret_assignment value needs")
+        max_matches: int = Field(20, ge=1, description="matches listed in detail per record (n_matches counts all)")
+
     default_severity = "warn"
     version = 1
     reads_raw_secrets = True  # the one check that must see them (and writes only previews)
 
     def scan_groups(self) -> list[ScanGroup]:
-        o = self.options
-        min_len, min_entropy = int(o["min_secret_length"]), float(o["min_entropy"])
-        if not 1 <= min_len <= 512:
-            raise CheckConfigError(f"check {self.name!r}: min_secret_length must be in [1, 512]")
+        min_len, min_entropy = int(self.options["min_secret_length"]), float(self.options["min_entropy"])
         token_kinds = frozenset(KINDS) - {"secret_assignment", "aws_secret_access_key"} - set(NEW_KINDS)
         return [
             ScanGroup("tokens", _TOKEN_PREFILTER, token_kinds, _chain(_scan_tokens, _scan_private_keys, _scan_jwt)),
