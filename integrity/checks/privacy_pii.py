@@ -74,7 +74,7 @@ favour of the higher score (a card number is not also a phone number).
 A final score is ``min(1, scores[kind] * factor)``; severity is left to the
 policy (which maps scores to severities), ``default_severity`` is ``warn``.
 
-Options (policy ``options``; defaults in :attr:`PiiCheck.default_options`):
+Options (policy ``options``; defaults, ranges and descriptions in :class:`PiiCheck.Options`):
 ``kinds`` (all), ``min_score`` (0.0: matches below are dropped), ``scores``
 (partial overrides merge with the table above), ``exclude_private_ip`` (true),
 ``include_examples`` (true), ``min_phone_digits``/``max_phone_digits`` (10/15),
@@ -86,9 +86,8 @@ import ipaddress
 import re
 from typing import Any, Callable, Iterable, Iterator
 
-import pyarrow as pa
+from pydantic import Field, model_validator
 
-from connectors.schema import TEXT_FIELDS
 from integrity.checks._national_ids import (
     _scan_aadhaar,
     _scan_bsn,
@@ -100,10 +99,8 @@ from integrity.checks._text_scan import (
     EXAMPLE_FACTOR,
     RawMatch,
     ScanGroup,
-    TextScanner,
+    TextScanCheck,
     luhn_ok,
-    resolve_kinds,
-    resolve_scores,
 )
 from integrity.checks._text_scan import (
     before as _before,
@@ -114,7 +111,7 @@ from integrity.checks._text_scan import (
 from integrity.checks._text_scan import (
     mask as _mask,
 )
-from integrity.checks.base import Check, CheckConfigError, CheckOutput, ShardInfo
+from integrity.checks.base import CheckOptions
 
 KINDS = (
     "credit_card",
@@ -553,46 +550,41 @@ def _scan_ipv6_with(exclude_private: bool):
 
 
 
-class PiiCheck(Check):
+class PiiCheck(TextScanCheck):
     name = "privacy.pii"
     description = (
         "Personal data in text: e-mail, phone, IP, payment cards (Luhn + IIN), IBAN (mod-97), "
         "US SSN, UK NINO, Spanish DNI/NIE, Dutch BSN, Indian Aadhaar (validated)."
     )
-    requires = TEXT_FIELDS
-    default_options = {
-        "kinds": list(KINDS),  # kinds to report
-        "min_score": 0.0,  # matches scoring below this are dropped
-        "scores": dict(DEFAULT_SCORES),  # per-kind base score (partial overrides merge with the defaults)
-        "exclude_private_ip": True,  # drop private/loopback/reserved IPs (else scored x1/3)
-        "include_examples": True,  # keep example values (test cards, example.com, ...) at x0.2
-        "min_phone_digits": 10,
-        "max_phone_digits": 15,
-        "max_matches": 20,  # matches listed in detail per record (n_matches counts all)
-    }
+    KINDS = KINDS
+    DEFAULT_SCORES = DEFAULT_SCORES
+
+    class Options(CheckOptions):
+        kinds: list[str] = Field(default_factory=lambda: list(KINDS), description="kinds to report")
+        min_score: float = Field(0.0, ge=0, le=1, description="matches scoring below this are dropped")
+        scores: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SCORES),
+                                         description="per-kind base score (partial overrides merge with the defaults)")
+        exclude_private_ip: bool = Field(True, description="drop private/loopback/reserved IPs (else scored x1/3)")
+        include_examples: bool = Field(True, description="keep example values (test cards, example.com, ...) at x0.2")
+        min_phone_digits: int = Field(10, ge=7, le=15, description="fewest digits a phone number has")
+        max_phone_digits: int = Field(15, ge=7, le=15, description="most digits a phone number has (E.164: 15)")
+        max_matches: int = Field(20, ge=1, description="matches listed in detail per record (n_matches counts all)")
+
+        @model_validator(mode="after")
+        def _phone_range(self):
+            if self.min_phone_digits > self.max_phone_digits:
+                raise ValueError("min_phone_digits: must not be above max_phone_digits "
+                                 f"({self.min_phone_digits} > {self.max_phone_digits})")
+            return self
+
     default_severity = "warn"
-    corpus_level = False
     version = 1
 
-    def __init__(self, options: dict[str, Any] | None = None, shard: ShardInfo | None = None):
-        super().__init__(options, shard)
-        o = self.options
-        kinds = resolve_kinds(self.name, o["kinds"], KINDS)
-        scores = resolve_scores(self.name, o["scores"], DEFAULT_SCORES)
+    def scan_groups(self) -> list[ScanGroup]:
+        o, kinds = self.options, self.kinds
         min_d, max_d = int(o["min_phone_digits"]), int(o["max_phone_digits"])
-        if not 7 <= min_d <= max_d <= 15:
-            raise CheckConfigError(f"check {self.name!r}: need 7 <= min_phone_digits <= max_phone_digits <= 15")
-        if int(o["max_matches"]) < 1:
-            raise CheckConfigError(f"check {self.name!r}: max_matches must be >= 1")
-        include_examples = bool(o["include_examples"])
         exclude_private = bool(o["exclude_private_ip"])
-
-        def score_of(kind: str, factor: float, extra: dict) -> float | None:
-            if not include_examples and extra.get("example"):
-                return None
-            return min(1.0, scores[kind] * factor)
-
-        groups = [
+        return [
             ScanGroup("email", "@", frozenset({"email"}), _scan_email),
             ScanGroup(
                 "numeric",
@@ -633,7 +625,3 @@ class PiiCheck(Check):
                 _scan_ipv6_with(exclude_private),
             ),
         ]
-        self._scanner = TextScanner(groups, kinds, float(o["min_score"]), int(o["max_matches"]), score_of)
-
-    def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
-        return CheckOutput(findings=self._scanner.scan_batch(batch))

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from connectors.schema import SCAN_FINDING_COLUMNS
-from integrity.checks.base import CorpusContext
+from integrity.checks.base import CorpusContext, MapPartitions, serial_map
 from integrity.engine.shard import ShardResult, rows_into_detail
 from integrity.engine.spec import ScanSpec, corpus_order
 
@@ -45,20 +45,24 @@ def features_of(check: str, results: list[ShardResult]) -> pl.LazyFrame | None:
     return pl.concat(frames, how="vertical_relaxed") if frames else None
 
 
-def corpus_context(spec: ScanSpec, results: list[ShardResult]) -> CorpusContext:
+def corpus_context(spec: ScanSpec, results: list[ShardResult],
+                   map_partitions: MapPartitions | None = None) -> CorpusContext:
+    """What the corpus passes read; ``map_partitions`` runs their partitioned steps (in process
+    unless the orchestrator supplies its own, e.g. tasks on Dask workers)."""
     return CorpusContext(
         run_dir=spec.out, state_dir=spec.history_dir, shards=[r.shard for r in results],
         shard_findings=shard_findings(results),
         reference=Path(spec.reference) if spec.reference else None,
         shard_sha256={r.shard: r.sha256 for r in results if r.sha256}, scan_id=spec.scan_id,
         feature_files={name: feature_files(name, results) for name in corpus_order(spec.checks)},
-        mapping=spec.mapping,
+        mapping=spec.mapping, map_partitions=map_partitions or serial_map, work_dir=spec.work_url,
     )
 
 
-def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], run_dir: Path) -> tuple[pl.DataFrame, dict[str, float]]:
+def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], run_dir: Path,
+                      map_partitions: MapPartitions | None = None) -> tuple[pl.DataFrame, dict[str, float]]:
     """Run the corpus pass of every corpus-level check; returns findings and seconds per check."""
-    ctx = corpus_context(spec, results)
+    ctx = corpus_context(spec, results, map_partitions)
     out: list[pl.DataFrame] = []
     timings: dict[str, float] = {}
     for name in corpus_order(spec.checks):

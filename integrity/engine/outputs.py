@@ -33,6 +33,17 @@ def write_findings(findings: pl.LazyFrame, run_dir: Path) -> Path:
     return path
 
 
+def read_run_parquet(location: str | Path, name: str, columns: list[str] | None = None) -> pl.DataFrame:
+    """The table ``name`` of a finished run directory, local or on an fsspec URL (``--out s3://...``)."""
+    from connectors.storage import get_fs, join
+
+    if "://" not in str(location):
+        return pl.read_parquet(Path(location) / name, columns=columns)
+    fs, root = get_fs(str(location))
+    with fs.open(join(root, name), "rb") as f:
+        return pl.read_parquet(f, columns=columns)
+
+
 def write_json(path: Path, obj: Any) -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, default=str))
