@@ -450,6 +450,7 @@ def build_context(run_dir: Path) -> dict[str, Any]:
         "check_rows": check_rows,
         "checks_run": checks_run,
         "clean_checks": clean_checks,
+        "coverage_rows": coverage_rows(counts.get("coverage")),
         "sections": sections,
         "has_examples_file": has_examples_file,
         "quarantined": quarantined,
@@ -502,6 +503,23 @@ def _template() -> jinja2.Template:
 def render_report(run_dir: Path) -> str:
     """The report of ``run_dir`` as an HTML string."""
     return _template().render(**build_context(Path(run_dir)))
+
+
+def coverage_rows(coverage: Any) -> list[dict[str, Any]]:
+    """One row per check that embeds records (``summary.json``'s ``counts.coverage``):
+    records embedded / records, and whether that is a sample."""
+    rows = []
+    for check, c in sorted((coverage or {}).items()) if isinstance(coverage, dict) else []:
+        if not isinstance(c, dict):
+            continue
+        records, embedded = int(c.get("records") or 0), int(c.get("embedded") or 0)
+        analyzed = c.get("analyzed")
+        sampled = embedded < records or (isinstance(analyzed, int) and analyzed < records)
+        rows.append({"check": check, "records": records, "embedded": embedded,
+                     "share": fmt_pct(embedded, records) if records else "100%", "sampled": sampled,
+                     "how": str(c.get("how") or ""),
+                     "analyzed": analyzed})
+    return rows
 
 
 def write_report(run_dir: Path, out: Path | None = None) -> Path:

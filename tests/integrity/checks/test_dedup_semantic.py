@@ -37,6 +37,9 @@ def batch(texts, prefix, field="text"):
 
 
 def shard_features(texts, name, field="text", **options) -> pl.DataFrame | None:
+    # in-memory batches cannot be re-read for re-scoring: these tests compare full-model vectors
+    # (as on a GPU, or the CPU sample); the static stage is tested with real files below
+    options.setdefault("static_model", False)
     c = SemanticDedup(options, ShardInfo(name, name))
     outs = [c.process_batch(batch(texts, name, field)), c.finish_shard()]
     frames = [o.features for o in outs if o.features is not None]
@@ -51,6 +54,7 @@ def corpus(shards: dict[str, list[str]], **options) -> pl.DataFrame:
             frames.append(f.lazy().with_columns(shard=pl.lit(name), shard_index=pl.lit(i, dtype=pl.Int32)))
     ctx = CorpusContext(run_dir=Path("."), state_dir=Path("/nonexistent"), shards=list(shards),
                         shard_findings=pl.LazyFrame())
+    options.setdefault("static_model", False)
     return SemanticDedup(options).corpus_pass(pl.concat(frames), ctx)
 
 
@@ -75,7 +79,7 @@ def test_paraphrases_across_shards_are_clustered_and_unrelated_text_is_not():
 def test_prompt_response_records_and_short_texts():
     p = [PARAPHRASES[1][0], "ok", "ok"]
     r = [PARAPHRASES[1][1], "yes", "no"]
-    c = SemanticDedup({}, ShardInfo("x", "x"))
+    c = SemanticDedup({"static_model": False}, ShardInfo("x", "x"))
     recs = pa.RecordBatch.from_pylist(
         [{"record_id": f"r{i}", "row": i, "prompt": p[i], "response": r[i]} for i in range(3)],
         schema=pa.schema([("record_id", pa.string()), ("row", pa.int64()), ("prompt", pa.large_string()),
@@ -132,3 +136,7 @@ def test_option_validation():
         SemanticDedup({"cpu_max_records": -1})
     with pytest.raises(CheckConfigError, match="unknown"):
         SemanticDedup({"treshold": 0.9})
+    with pytest.raises(CheckConfigError, match="static_model"):
+        SemanticDedup({"static_model": True})
+    with pytest.raises(CheckConfigError, match="static_neighbors"):
+        SemanticDedup({"static_neighbors": 0})
