@@ -14,10 +14,7 @@ import pyarrow.compute as pc
 
 from connectors.errors import ShardReadError
 from connectors.image_paths import holds_paths
-from connectors.schema import RECORD_FIELDS, RECORD_ID, ROW, ColumnMapping
-
-# normalized fields that carry content a check can look at
-CONTENT_FIELDS = ("text", "prompt", "response", "caption", "image")
+from connectors.schema import CONTENT_FIELDS, RECORD_FIELDS, RECORD_ID, ROW, ColumnMapping
 
 
 def flag(field_name: str) -> str:

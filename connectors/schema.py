@@ -10,11 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, asdict
 from typing import Iterator
 
+import polars as pl
 import pyarrow as pa
 
 RECORD_ID = "record_id"
 ROW = "row"  # 0-based row index within the shard, always present
 TEXT_FIELDS = ("text", "prompt", "response", "caption")
+#: the fields that carry a record's content: a shard with none of them has nothing to scan
+CONTENT_FIELDS = (*TEXT_FIELDS, "image")
 
 RECORD_FIELDS: dict[str, pa.DataType] = {
     RECORD_ID: pa.string(),
@@ -37,6 +40,21 @@ FINDING_SCHEMA = pa.schema(
         ("detail", pa.string()),
     ]
 )
+
+#: findings.parquet's columns in Polars types (the same contract as FINDING_SCHEMA)
+SCAN_FINDING_COLUMNS: dict[str, pl.DataType] = dict(pl.from_arrow(FINDING_SCHEMA.empty_table()).schema)
+#: the findings a check's per-shard pass returns (the engine adds ``shard`` and ``check``)
+FINDING_COLUMNS: dict[str, pl.DataType] = {c: SCAN_FINDING_COLUMNS[c] for c in ("record_id", "score", "detail",
+                                                                                  "severity")}
+#: the findings a corpus pass returns (the engine adds ``check``)
+CORPUS_FINDING_COLUMNS: dict[str, pl.DataType] = {"shard": SCAN_FINDING_COLUMNS["shard"], **FINDING_COLUMNS}
+#: examples.parquet: the findings shown with an excerpt of their record (and, for duplicates,
+#: of the record they duplicate)
+EXAMPLE_COLUMNS: dict[str, pl.DataType] = {
+    **{c: SCAN_FINDING_COLUMNS[c] for c in ("shard", "record_id", "check", "severity", "score")},
+    "field": pl.Utf8, "excerpt": pl.Utf8, "highlights": pl.Utf8, "detail": pl.Utf8,
+    "representative_shard": pl.Utf8, "representative_excerpt": pl.Utf8,
+}
 
 SEVERITIES = ("info", "warn", "critical")
 VERDICTS = ("pass", "warn", "quarantine", "unreadable")

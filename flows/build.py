@@ -1,4 +1,4 @@
-"""Turn command-line style arguments into a :class:`ScanSpec` (the engine's :mod:`integrity.engine.build`,
+"""Turn command-line style arguments into a :class:`~integrity.engine.spec.ScanSpec` (the engine's :mod:`integrity.engine.build`,
 which the Python API shares)."""
 from integrity.engine.build import DEFAULT_COLUMNS, build_spec  # noqa: F401
 

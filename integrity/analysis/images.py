@@ -13,7 +13,9 @@ reported per record) and keeps only compact features per record:
   thumbnail (256 bytes): colour and structure that confirm near-duplicate
   candidates (the perceptual hash is unstable on smooth images);
 * ``patch`` -- localized window hashes for shared-patch detection (see
-  :func:`window_hashes`);
+  :func:`window_hashes`), and ``border`` -- hashes of every small window at
+  the corners and border midpoints, on the original pixels (see
+  :func:`border_hashes`);
 * ``watermark`` -- the best match of the known invisible-watermark payloads
   (see :func:`watermark_matches`);
 * ``meta`` -- provenance metadata (PNG text chunks, XMP, EXIF, C2PA presence).
@@ -239,6 +241,113 @@ def window_hashes(rgb: np.ndarray, cell: int = PATCH_CELL, sample: int = PATCH_S
     return hv, xs[first].astype(np.uint16), ys[first].astype(np.uint16)
 
 
+#: border-band hashing (poison.patch, small patches): side of the searched square at each corner and
+#: border midpoint (original pixels), window sides, quantization tables with shifted grids
+BORDER_BAND = 20
+BORDER_SIZES = (3, 6, 12)
+BORDER_TABLES = 2
+BORDER_RING = 2  # px around a window it must stand out from
+BORDER_CONTRAST = 16.0  # difference of mean colour (Y, Cb or Cr) or of luma spread that stands out
+#: quantization steps of a window's descriptor: luma mean, chroma means, quadrant-minus-mean, luma spread
+_BSTEP = np.array([24.0, 32.0, 32.0, 28.0, 28.0, 28.0, 28.0, 24.0], dtype=np.float32)
+_BOFF = np.random.default_rng(0xB0_4DE5).random((BORDER_TABLES, len(_BSTEP))).astype(np.float32)
+_BWEIGHTS = np.random.default_rng(0xB0_4DE6).integers(1, 2**62, size=len(_BSTEP), dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+_BSALT = np.random.default_rng(0xB0_4DE7).integers(1, 2**62, size=(max(BORDER_SIZES) + 1, BORDER_TABLES), dtype=np.uint64)
+_YCC = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], np.float32)
+
+
+def border_regions(h: int, w: int, band: int = BORDER_BAND) -> list[tuple[int, int]]:
+    """(y0, x0) of the ``band`` x ``band`` squares at the 4 corners and the 4 border midpoints
+    (the image is at least ``band`` px on each side)."""
+    mx, my = w // 2 - band // 2, h // 2 - band // 2
+    return [(0, 0), (0, w - band), (h - band, 0), (h - band, w - band),
+            (0, mx), (h - band, mx), (my, 0), (my, w - band)]
+
+
+def _window_codes(ycc: np.ndarray, s: int, ring: int = BORDER_RING) -> tuple[np.ndarray, np.ndarray]:
+    """Descriptors of every s x s window of a stack of YCbCr squares, (regions, n, n, 8): the means
+    of Y, Cb, Cr, the mean of Y in each of the window's four corner sub-squares minus the window mean
+    (coarse structure) and the spread of Y; and whether each window stands out from the ``ring``
+    px around it (inside the square): its mean colour or its spread differs from the ring's."""
+    r = ring
+    k, b = ycc.shape[0], ycc.shape[1]
+    planes = np.zeros((k, b + 2 * r, b + 2 * r, 5), dtype=np.float64)  # Y, Cb, Cr, Y^2, valid
+    planes[:, r:r + b, r:r + b, :3] = ycc
+    planes[:, r:r + b, r:r + b, 3] = ycc[..., 0] ** 2
+    planes[:, r:r + b, r:r + b, 4] = 1.0
+    ii = np.zeros((k, b + 2 * r + 1, b + 2 * r + 1, 5), dtype=np.float64)
+    np.cumsum(planes, axis=1, out=ii[:, 1:, 1:])
+    np.cumsum(ii[:, 1:, 1:], axis=2, out=ii[:, 1:, 1:])
+
+    n = b - s + 1
+
+    def box(c: int, oy: int, ox: int) -> np.ndarray:
+        """Sums over the c x c boxes whose top-left corners are (oy, ox) px from each window's (n x n)."""
+        y0, x0 = r + oy, r + ox
+        return (ii[:, y0 + c:y0 + c + n, x0 + c:x0 + c + n] - ii[:, y0:y0 + n, x0 + c:x0 + c + n]
+                - ii[:, y0 + c:y0 + c + n, x0:x0 + n] + ii[:, y0:y0 + n, x0:x0 + n])
+
+    inner = box(s, 0, 0)
+    m = inner[..., :4] / float(s * s)
+    spread = np.sqrt(np.maximum(m[..., 3] - m[..., 0] ** 2, 0.0))
+    outer = box(s + 2 * r, -r, -r) - inner  # the ring (its part inside the square)
+    rm = outer[..., :4] / np.maximum(outer[..., 4:5], 1.0)
+    rspread = np.sqrt(np.maximum(rm[..., 3] - rm[..., 0] ** 2, 0.0))
+    stands = ((np.abs(m[..., :3] - rm[..., :3]).max(axis=-1) >= BORDER_CONTRAST)
+              | (np.abs(spread - rspread) >= BORDER_CONTRAST)) & (outer[..., 4] > 0)
+    t = (s + 1) // 2
+    d = s - t
+    quads = [box(t, dy, dx)[..., 0] / float(t * t) - m[..., 0] for dy in (0, d) for dx in (0, d)]
+    codes = np.stack([m[..., 0], m[..., 1], m[..., 2], *quads, spread], axis=-1)
+    return codes.astype(np.float32), stands
+
+
+def border_hashes(rgb: np.ndarray, sizes: tuple[int, ...] = BORDER_SIZES, band: int = BORDER_BAND
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Hashes of the small windows that stand out in the squares at the corners and border midpoints
+    of ``rgb`` (original pixels): (hashes uint64, x, y, side) of the distinct windows, top-left
+    corners in pixels.
+
+    Small trigger patches (3-16 px) sit where a window-sampling search misses them and where a
+    reduced work image blurs them away, so every ``s`` x ``s`` window (``s`` in ``sizes``) of
+    these eight ``band`` x ``band`` squares is described by its mean colour (Y, Cb, Cr), its coarse
+    structure (the means of its four corner sub-squares against the window mean) and its luma
+    spread, quantized on ``BORDER_TABLES`` grids with shifted origins (a value near a cell edge of
+    one grid sits inside a cell of another, so JPEG noise does not split a patch's images). Only
+    windows whose colour or spread differs from the ``BORDER_RING`` px around them are kept: a
+    patch stands out from the picture, a flat background or an even texture does not (a black
+    background is not a patch, even where captions say "black"). The hash does not depend on the
+    position: the same patch at any corner or midpoint, 0-3 px in from the edge, gives the same
+    hashes. Windows are deduplicated per image.
+    """
+    h, w = rgb.shape[:2]
+    if h < band or w < band:
+        e = np.zeros(0, dtype=np.uint64)
+        return e, np.zeros(0, np.uint16), np.zeros(0, np.uint16), np.zeros(0, np.uint8)
+    origins = np.array(border_regions(h, w, band))
+    regs = np.stack([rgb[y:y + band, x:x + band] for y, x in origins]).astype(np.float32)
+    ycc = regs @ _YCC.T
+    ycc[..., 1:] += 128.0
+    hs, xs, ys, ss = [], [], [], []
+    for s in sizes:
+        codes, stands = _window_codes(ycc, s)
+        n = codes.shape[1]
+        gy, gx = np.mgrid[0:n, 0:n]
+        sel = stands.ravel()
+        px = (gx[None] + origins[:, 1, None, None]).ravel()[sel]
+        py = (gy[None] + origins[:, 0, None, None]).ravel()[sel]
+        scaled = codes.reshape(-1, codes.shape[-1])[sel] / _BSTEP
+        for t in range(BORDER_TABLES):
+            q = np.floor(scaled + _BOFF[t]).astype(np.int64).view(np.uint64)
+            hs.append(_mix(q @ _BWEIGHTS + _BSALT[s, t]))
+            xs.append(px)
+            ys.append(py)
+            ss.append(np.full(px.size, s, dtype=np.uint8))
+    hv, first = np.unique(np.concatenate(hs), return_index=True)
+    return (hv, np.concatenate(xs)[first].astype(np.uint16), np.concatenate(ys)[first].astype(np.uint16),
+            np.concatenate(ss)[first])
+
+
 def work_image(image: Image.Image, side: int = WORK_SIDE) -> Image.Image:
     """``image`` reduced by the smallest integer factor that brings its longer side to ``side`` or less."""
     factor = math.ceil(max(image.size) / side)
@@ -329,6 +438,7 @@ class ImageAnalysis:
     grey: list[bytes | None]  # 16x16 uint8
     patch: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]  # (hashes, x, y) in original pixels
     patch_scale: np.ndarray  # factor from work image to original pixels
+    border: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None]  # (hashes, x, y, side), original px
     watermark: list[dict | None]
     meta: list[dict[str, Any]] = field(default_factory=list)
 
@@ -365,7 +475,7 @@ def analyze_images(images: pa.Array | list[bytes | None], limits: DecodeLimits =
     n = len(images)
     out = ImageAnalysis(status=[], error=[], format=[], width=np.zeros(n, np.int32), height=np.zeros(n, np.int32),
                         pixel_hash=[], phash=np.zeros(n, np.uint64), sig=[], grey=[], patch=[],
-                        patch_scale=np.ones(n, np.int32), watermark=[], meta=[])
+                        patch_scale=np.ones(n, np.int32), border=[], watermark=[], meta=[])
     greys = np.zeros((n, PHASH_SIDE, PHASH_SIDE), dtype=np.float64)
     for i in range(n):
         value = images[i]
@@ -382,6 +492,7 @@ def analyze_images(images: pa.Array | list[bytes | None], limits: DecodeLimits =
             out.sig.append(None)
             out.grey.append(None)
             out.patch.append(None)
+            out.border.append(None)
             out.watermark.append(None)
             continue
         img = dec.image
@@ -395,6 +506,7 @@ def analyze_images(images: pa.Array | list[bytes | None], limits: DecodeLimits =
         work = work_image(img)
         out.patch_scale[i] = round(img.width / work.width)
         out.patch.append(window_hashes(rgb if work is img else np.asarray(work)))
+        out.border.append(border_hashes(rgb))
         del img, rgb, work, dec
     ok = out.ok
     if ok.any():

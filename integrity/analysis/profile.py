@@ -13,7 +13,9 @@ REF_DIR`` compares every shard against (``distribution.drift``,
                                   and label distributions, topic model summary,
                                   fairness view, optional synthetic classifier
         features.parquet          a deterministic sample of per-record features
-                                  (see integrity.analysis.features) used by permutation tests
+                                  (see integrity.analysis.features) used by permutation tests,
+                                  and the zero-shot machine-text features
+                                  (integrity.analysis.machine_text; absent in older profiles)
         embeddings.npy            float16 MiniLM embeddings of the first rows of
                                   that sample (``embedding.n`` of them)
         centroids.npy             float32 k-means topic centroids (unit norm)
@@ -48,6 +50,7 @@ import xxhash
 
 from integrity.analysis import fairness
 from integrity.analysis.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, STYLE_FEATURES, record_text, text_features
+from integrity.analysis.machine_text import ZS_FEATURES, zero_shot_features
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +273,9 @@ def profile_rows(batches: Iterable[tuple[str, pa.RecordBatch]], max_sample: int)
         texts = record_text(batch)
         if texts is None:
             continue
-        feats = text_features(texts)
+        # the zero-shot machine-text features ride along: synthetic.text reads its scores against them
+        feats = pl.concat([text_features(texts), zero_shot_features(pl.from_arrow(texts).cast(pl.Utf8))],
+                          how="horizontal")
         ids = batch.column("record_id").to_pylist()
         tl = texts.to_pylist()
         labels = batch.column("label").to_pylist() if "label" in batch.schema.names else [None] * batch.num_rows
@@ -398,8 +403,8 @@ def build_profile(source: str, out: str | Path, *, mapping=None, max_sample: int
     rows, n_records, counts = profile_rows(batches, max_sample)
     if not rows:
         raise ProfileError(f"{source}: no records with text to profile (check --text-column)")
-    sample = pl.DataFrame(rows, schema={**{f: pl.Float64 for f in NUMERIC_FEATURES}, "language": pl.Utf8,
-                                        "text": pl.Utf8, "label": pl.Utf8, "_key": pl.UInt64})
+    sample = pl.DataFrame(rows, schema={**{f: pl.Float64 for f in (*NUMERIC_FEATURES, *ZS_FEATURES)},
+                                        "language": pl.Utf8, "text": pl.Utf8, "label": pl.Utf8, "_key": pl.UInt64})
     texts = sample["text"].to_list()
     fair = fairness.fairness_features(sample["text"])
     meta: dict[str, Any] = {
@@ -430,11 +435,11 @@ def build_profile(source: str, out: str | Path, *, mapping=None, max_sample: int
         if synthetic_batches is None:
             synthetic_batches = _iter_batches(synthetic_sample, mapping, storage_options=storage_options)
         syn_rows, _, _ = profile_rows(synthetic_batches, max_sample)
-        syn = pl.DataFrame(syn_rows, schema={**{f: pl.Float64 for f in NUMERIC_FEATURES}, "language": pl.Utf8,
-                                             "text": pl.Utf8, "label": pl.Utf8, "_key": pl.UInt64})
+        syn = pl.DataFrame(syn_rows, schema={**{f: pl.Float64 for f in (*NUMERIC_FEATURES, *ZS_FEATURES)},
+                                             "language": pl.Utf8, "text": pl.Utf8, "label": pl.Utf8, "_key": pl.UInt64})
         meta["synthetic_classifier"] = train_synthetic_classifier(sample, syn)
         meta["synthetic_classifier"]["source"] = str(synthetic_sample or "(batches)")
-    stored = sample.select([*NUMERIC_FEATURES, *CATEGORICAL_FEATURES, "label"]).with_columns(fair)
+    stored = sample.select([*NUMERIC_FEATURES, *ZS_FEATURES, *CATEGORICAL_FEATURES, "label"]).with_columns(fair)
     return _write_version(Path(out), meta, stored, emb, centroids)
 
 

@@ -78,8 +78,10 @@ def with_thumbnails(found: "pl.DataFrame", where: "pl.DataFrame", k: int, max_sh
     if k <= 0 or found.height == 0:
         return found
     cols = ["shard", "record_id", "uri", "row"] + (["box"] if "box" in where.columns else [])
+    # a finding that names its row is matched on it too: ids may repeat in a shard
+    on = ["shard", "record_id"] + (["row"] if "row" in found.columns else [])
     cand = (found.with_row_index("_i").sort("score", descending=True).head(4 * k)
-            .join(where.select(cols), on=["shard", "record_id"], how="inner"))
+            .join(where.select(cols).unique(on), on=on, how="inner"))
     if cand.height == 0:
         return found
     keep_shards = cand.group_by("uri").len().sort("len", descending=True).head(max_shards)["uri"]

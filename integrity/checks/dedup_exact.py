@@ -25,10 +25,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 import xxhash
 
 from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
-from integrity.checks.base import Check, CheckOutput, CorpusContext
+from integrity.checks.base import CheckOptions, Check, CheckOutput, CorpusContext
 
 HISTORY_KIND = "exact"
 HISTORY_PARAMS = {"hash": "xxh3-128", "normalization": "nfkc-lower-ws-v1"}
@@ -64,9 +65,12 @@ def hash_texts(texts: pa.Array) -> list[bytes | None]:
 
 class ExactDedup(Check):
     name = "dedup.exact"
+    report_section = "dedup"
     description = "Exact duplicates after NFKC, case and whitespace folding, across all shards."
     requires = TEXT_FIELDS
-    default_options = {"min_chars": 1, "history": True}
+    class Options(CheckOptions):
+        min_chars: int = Field(1, ge=0, description="normalized texts shorter than this are not grouped")
+        history: bool = Field(True, description="also match the approved data of earlier scans (STATE_DIR/dedup_history)")
     default_severity = "warn"
     corpus_level = True
 
@@ -98,6 +102,7 @@ class ExactDedup(Check):
             .with_columns(
                 representative=pl.when("history").then("h_record_id").otherwise(pl.col(RECORD_ID).first().over("h")),
                 representative_shard=pl.when("history").then("h_shard").otherwise(pl.col("shard").first().over("h")),
+                representative_row=pl.when("history").then(None).otherwise(pl.col(ROW).first().over("h")),
                 representative_sha256=pl.when("history").then("h_sha256"),
                 representative_scan=pl.when("history").then("h_scan_id"),
                 group_size=pl.len().over("h") + pl.col("h_count").fill_null(0),
@@ -105,19 +110,21 @@ class ExactDedup(Check):
                 cluster=pl.lit("exact-") + pl.col("h").bin.encode("hex").str.slice(0, 16),
             )
             .filter((pl.col("rank") > 0) | pl.col("history"))
-            # a record matching its own earlier version (a shard appended to since) is no duplicate
-            .filter(~((pl.col("representative_shard") == pl.col("shard"))
+            # a record matching its own earlier version (a shard appended to since) is no duplicate;
+            # only a history representative can be that: tonight's copies with a repeated id are not
+            .filter(~(pl.col("history") & (pl.col("representative_shard") == pl.col("shard"))
                       & (pl.col("representative") == pl.col(RECORD_ID))).fill_null(False))
             .collect()
         )
         detail = groups.select(
-            pl.struct(["cluster", "representative", "representative_shard", "group_size", "history",
+            pl.struct(["cluster", "representative", "representative_shard", "representative_row", "group_size", "history",
                        "representative_sha256", "representative_scan"]).struct.json_encode()
         ).to_series()
         return pl.DataFrame(
             {
                 "shard": groups["shard"],
                 "record_id": groups[RECORD_ID],
+                ROW: groups[ROW],  # ids may repeat in a shard; the engine moves it into detail.row
                 "score": pl.Series([1.0] * groups.height, dtype=pl.Float64),
                 "detail": detail,
                 "severity": pl.Series([None] * groups.height, dtype=pl.Utf8),

@@ -74,10 +74,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field, field_validator
 import xxhash
 
 from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
-from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext, ShardInfo
+from integrity.checks.base import CheckOptions, Check, CheckOutput, CorpusContext, ShardInfo
 from integrity.checks.dedup_exact import hash_texts, normalized_text
 
 log = logging.getLogger(__name__)
@@ -126,52 +127,50 @@ def vectors_from_bytes(col: pl.Series, dim: int | None = None) -> np.ndarray:
 
 class SemanticDedup(Check):
     name = "dedup.semantic"
+    report_section = "dedup"
     description = "Semantic duplicates (paraphrases) by sentence embeddings + faiss, clustered SemDeDup style."
     requires = TEXT_FIELDS
-    default_options: Mapping[str, Any] = {
-        "model": "all-MiniLM-L6-v2",  # sentence-transformers name or local directory
-        "device": None,  # null: cuda when available, else cpu
-        "batch_size": None,  # null: the embedder's default (64 on CPU, 512 on GPU)
-        "max_seq_length": 128,  # tokens per text (all-MiniLM-L6-v2 was trained on 128)
-        "threshold": 0.85,  # cosine similarity to the representative
-        "k_neighbors": 10,  # neighbours searched per vector
-        "min_chars": 32,  # shorter texts are not embedded
-        "cpu_max_records": 4096,  # per shard, on CPU (null: no limit)
-        "cpu_max_seconds": 180,  # per shard, on CPU (null: no limit)
-        "sample_rate": 1.0,  # share of contents eligible at all (by content hash), CPU and GPU
-        "exact_max_records": 20000,  # exact IndexFlatIP up to this many vectors, IVF above
-        "nprobe": 16,  # IVF lists probed per query
-        "report_exact_copies": False,  # also report exact copies of the representative
-        # CPU: every record is embedded with a static model (candidates), candidates re-scored with `model`
-        "static_model": None,  # model2vec model dir or hub name; null: distilled from `model` into the state dir;
-        #                        false: no static stage (CPU embeds the cpu_max_records sample instead)
-        "static_threshold": 0.7,  # static cosine similarity that makes a pair a candidate
-        "static_neighbors": 25,  # static neighbours searched per record (recall 0.97 with 0.7 on Debian)
-        "rescore_max_records": None,  # CPU: at most this many candidate contents re-scored (null: all)
-    }
+    class Options(CheckOptions):
+        model: str = Field("all-MiniLM-L6-v2", description="any sentence-transformers name or a local model directory")
+        device: str | None = Field(None, description="null: cuda when available, else cpu")
+        batch_size: int | None = Field(None, gt=0, description="null: 64 on CPU, 512 on GPU (also capped by tokens per batch)")
+        max_seq_length: int = Field(128, ge=1, description="tokens embedded per text (the model was trained on 128)")
+        threshold: float = Field(0.85, gt=0, le=1, description="cosine similarity to the representative (MiniLM "
+                                 "paraphrases: 0.83-0.95, unrelated sentences < 0.5)")
+        k_neighbors: int = Field(10, ge=1, description="nearest neighbours searched per text")
+        min_chars: int = Field(32, ge=0, description="shorter normalized texts are not embedded")
+        cpu_max_records: int | None = Field(4096, gt=0, description="CPU budget: distinct texts embedded per shard (null: "
+                                            "all); ~150 CPU-s (~1.5 min on 2 cores) per full shard, once per shard "
+                                            "content (results are cached); a GPU embeds everything")
+        cpu_max_seconds: float | None = Field(180, gt=0, description="CPU budget: hard stop per shard (null: none)")
+        sample_rate: float = Field(1.0, gt=0, le=1, description="share of texts eligible at all (by content hash), CPU and GPU")
+        exact_max_records: int = Field(20000, ge=1, description="exact IndexFlatIP up to this many vectors, IVF-Flat above")
+        nprobe: int = Field(16, ge=1, description="IVF lists probed per query")
+        report_exact_copies: bool = Field(False, description="also report exact copies of the representative")
+        # CPU: every record gets a static vector; static neighbours are the candidates `model` re-scores
+        static_model: str | bool | None = Field(None, description="CPU: model2vec model (directory or hub name) "
+                                                "that embeds every record; null: distilled from `model` once, cached "
+                                                "in the state dir; false: no static stage (CPU embeds the "
+                                                "cpu_max_records sample instead)")
+        static_threshold: float = Field(0.7, ge=-1, le=1, description="static cosine similarity (corpus mean "
+                                        "removed) that makes a pair a candidate for re-scoring")
+        static_neighbors: int = Field(25, ge=1, description="static neighbours searched per record (with 0.7: "
+                                      "recall 0.97 of MiniLM's pairs on Debian)")
+        rescore_max_records: int | None = Field(None, gt=0, description="CPU: at most this many candidate texts "
+                                                "re-scored with `model`, most similar first (null: all)")
+
+        @field_validator("static_model")
+        @classmethod
+        def _static_model(cls, v: Any) -> Any:
+            if v is True:
+                raise ValueError("must be a model directory, a hub name, null or false (not true)")
+            return v
     default_severity = "info"
     corpus_level = True
     version = 2
 
     def __init__(self, options: Mapping[str, Any] | None = None, shard: ShardInfo | None = None):
         super().__init__(options, shard)
-        o = self.options
-        if not 0.0 < float(o["threshold"]) <= 1.0:
-            raise CheckConfigError(f"check {self.name!r}: threshold must be in (0, 1], not {o['threshold']!r}")
-        if not 0.0 < float(o["sample_rate"]) <= 1.0:
-            raise CheckConfigError(f"check {self.name!r}: sample_rate must be in (0, 1], not {o['sample_rate']!r}")
-        if not -1.0 <= float(o["static_threshold"]) <= 1.0:
-            raise CheckConfigError(f"check {self.name!r}: static_threshold must be in [-1, 1], not {o['static_threshold']!r}")
-        if o["static_model"] is True or (o["static_model"] is not None and o["static_model"] is not False
-                                         and not isinstance(o["static_model"], str)):
-            raise CheckConfigError(f"check {self.name!r}: static_model must be a path, a hub name, null or false, "
-                                   f"not {o['static_model']!r}")
-        for key in ("k_neighbors", "max_seq_length", "exact_max_records", "nprobe", "static_neighbors"):
-            if not isinstance(o[key], int) or o[key] < 1:
-                raise CheckConfigError(f"check {self.name!r}: {key} must be a positive integer, not {o[key]!r}")
-        for key in ("cpu_max_records", "cpu_max_seconds", "batch_size", "rescore_max_records"):
-            if o[key] is not None and (not isinstance(o[key], (int, float)) or o[key] <= 0):
-                raise CheckConfigError(f"check {self.name!r}: {key} must be positive or null, not {o[key]!r}")
         self._embedder = None
         self._static_model: Any = None
         # CPU budget state of this shard: the sampled contents so far
@@ -371,7 +370,7 @@ class SemanticDedup(Check):
             return pl.DataFrame(schema=FINDINGS_SCHEMA)
         # rank of each content = scan order of its first record
         first = (recs.filter(pl.col("c").is_not_null()).sort("shard_index", ROW)
-                 .group_by("c", maintain_order=True).agg(pl.first(RECORD_ID), pl.first("shard")))
+                 .group_by("c", maintain_order=True).agg(pl.first(RECORD_ID), pl.first("shard"), pl.first(ROW)))
         rank = np.empty(n, dtype=np.int64)
         rank[first["c"].to_numpy()] = np.arange(first.height)
         if contents["emb"].null_count() == 0:  # full model everywhere (GPU, or the CPU sample)
@@ -383,6 +382,7 @@ class SemanticDedup(Check):
             return pl.DataFrame(schema=FINDINGS_SCHEMA)
         first_id = dict(zip(first["c"].to_list(), first[RECORD_ID].to_list()))
         first_shard = dict(zip(first["c"].to_list(), first["shard"].to_list()))
+        first_row = dict(zip(first["c"].to_list(), first[ROW].to_list()))
         lab = pl.DataFrame({"c": np.arange(n, dtype=np.uint32), "rep": rep_of.astype(np.uint32),
                             "sim": sim_to_rep})
         members = (recs.filter(pl.col("c").is_not_null())
@@ -394,8 +394,10 @@ class SemanticDedup(Check):
         rep_ids = [first_id[r] for r in members["rep"].to_list()]
         rep_shards = [first_shard[r] for r in members["rep"].to_list()]
         members = members.with_columns(representative=pl.Series(rep_ids, dtype=pl.Utf8),
-                                       representative_shard=pl.Series(rep_shards, dtype=pl.Utf8))
-        is_rep = (pl.col(RECORD_ID) == pl.col("representative")) & (pl.col("shard") == pl.col("representative_shard"))
+                                       representative_shard=pl.Series(rep_shards, dtype=pl.Utf8),
+                                       representative_row=pl.Series([first_row[r] for r in members["rep"].to_list()],
+                                                                     dtype=pl.Int64))
+        is_rep = (pl.col(ROW) == pl.col("representative_row")) & (pl.col("shard") == pl.col("representative_shard"))
         drop = is_rep if o["report_exact_copies"] else (is_rep | (pl.col("c") == pl.col("rep")))
         found = members.filter(~drop & (pl.col("contents") > 1))
         if found.height == 0:
@@ -409,12 +411,14 @@ class SemanticDedup(Check):
             "contents": found["contents"].cast(pl.Int64),
             "representative": found["representative"],
             "representative_shard": found["representative_shard"],
+            "representative_row": found["representative_row"],
             "similarity": found["sim"].round(4),
             "model": [str(o["model"])] * found.height,
             "embedded_share": [share] * found.height,
         })
         return pl.DataFrame({
             "shard": found["shard"], RECORD_ID: found[RECORD_ID],
+            ROW: found[ROW],  # ids may repeat in a shard; the engine moves it into detail.row
             "score": found["sim"].cast(pl.Float64).round(4),
             "detail": detail.select(pl.struct(pl.all()).struct.json_encode()).to_series(),
             "severity": pl.Series([None] * found.height, dtype=pl.Utf8),

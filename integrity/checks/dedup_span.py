@@ -37,6 +37,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 from numpy.lib.stride_tricks import sliding_window_view
+from pydantic import Field
 
 from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
 from integrity.analysis.dedup.blobs import pack, unpack
@@ -44,7 +45,7 @@ from integrity.analysis.dedup.graph import bucket_pairs, components, first_of_pa
 from integrity.analysis.dedup.text import Tokens, text_fields, tokenize, windows
 from integrity.analysis.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
                                         own_earlier_version, seen_order)
-from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
+from integrity.checks.base import CheckOptions, Check, CheckOutput, CorpusContext
 from integrity.checks.dedup_near import cluster_ids
 
 log = logging.getLogger(__name__)
@@ -104,28 +105,22 @@ def merge_intervals(owner: np.ndarray, start: np.ndarray, end: np.ndarray):
 
 class SpanDedup(Check):
     name = "dedup.span"
+    report_section = "dedup"
     description = "Long token spans (default 50 tokens) repeated across documents, across shards and earlier nights."
     requires = TEXT_FIELDS
-    default_options = {
-        "span_tokens": 50,
-        "winnow": 8,
-        "min_share": 0.0,
-        "max_matches": 20,
-        "history": True,
-    }
+    class Options(CheckOptions):
+        span_tokens: int = Field(50, ge=2, description="shortest repeated run reported (words); shorter never is")
+        winnow: int = Field(8, ge=1, description="runs of span_tokens + winnow - 1 words are always found, shorter ones "
+                            "usually; spans' ends may miss winnow - 1 words")
+        min_share: float = Field(0.0, ge=0, le=1, description="records with a smaller repeated share are not reported")
+        max_matches: int = Field(20, ge=0, description="spans listed per finding")
+        history: bool = Field(True, description="also match the approved data of earlier scans")
     default_severity = "warn"
     corpus_level = True
     version = 1
 
     def __init__(self, options=None, shard=None):
         super().__init__(options, shard)
-        o = self.options
-        if int(o["span_tokens"]) < 2:
-            raise CheckConfigError(f"check {self.name!r}: span_tokens must be at least 2")
-        if int(o["winnow"]) < 1:
-            raise CheckConfigError(f"check {self.name!r}: winnow must be at least 1")
-        if not 0.0 <= float(o["min_share"]) <= 1.0:
-            raise CheckConfigError(f"check {self.name!r}: min_share must be between 0 and 1")
 
     @property
     def params(self) -> dict:
@@ -263,6 +258,7 @@ class SpanDedup(Check):
         node_id = ids + ([] if h_info is None else h_info["record_id"].to_list())
         node_shard = shards + ([] if h_info is None else h_info["shard"].to_list())
         node_sha = [None] * n + ([] if h_info is None else h_info["sha256"].to_list())
+        node_row = recs[ROW].to_list() + [None] * (0 if h_info is None else h_info.height)
         node_scan = [None] * n + ([] if h_info is None else h_info["scan_id"].to_list())
         reps = rep[found].tolist()
         rep_ids = [node_id[r] for r in reps]
@@ -273,6 +269,8 @@ class SpanDedup(Check):
             "cluster_size": size[found],
             "representative": rep_ids,
             "representative_shard": rep_shards,
+            # ids may repeat in a shard: the row tells an in-scan representative apart
+            "representative_row": [node_row[r] for r in reps],
             "representative_sha256": [node_sha[r] for r in reps],
             "representative_scan": [node_scan[r] for r in reps],
             "share": np.round(share[found], 4),
@@ -281,11 +279,12 @@ class SpanDedup(Check):
             "other_docs": other[found],
             "history": rep[found] >= n,
         }, schema_overrides={"representative_sha256": pl.Utf8, "representative_scan": pl.Utf8,
-                             "doc": pl.UInt32}).join(spans.with_columns(pl.col("doc").cast(pl.UInt32)),
+                             "representative_row": pl.Int64, "doc": pl.UInt32}).join(spans.with_columns(pl.col("doc").cast(pl.UInt32)),
                                                      on="doc", how="left", maintain_order="left")
         return pl.DataFrame({
             "shard": [shards[i] for i in found],
             RECORD_ID: [ids[i] for i in found],
+            ROW: recs[ROW].gather(found),  # ids may repeat in a shard; the engine moves it into detail.row
             "score": np.round(share[found], 4),
             "detail": detail.drop("doc").select(pl.struct(pl.all()).struct.json_encode()).to_series(),
             "severity": pl.Series([None] * len(found), dtype=pl.Utf8),

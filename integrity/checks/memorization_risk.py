@@ -62,9 +62,10 @@ from typing import Any, Mapping
 
 import polars as pl
 import pyarrow as pa
+from pydantic import Field
 
 from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
-from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
+from integrity.checks.base import CheckOptions, Check, CheckOutput, CorpusContext
 
 DEDUP_SIZE_KEYS = {"dedup.exact": "exact", "dedup.near": "near", "dedup.semantic": "semantic"}
 FINDINGS_SCHEMA = {"shard": pl.Utf8, RECORD_ID: pl.Utf8, "score": pl.Float64, "detail": pl.Utf8,
@@ -74,16 +75,17 @@ MAX_PRIVATE_MATCHES = 10
 
 class MemorizationRisk(Check):
     name = "memorization.risk"
+    report_section = "memorization"
     description = "Per-record memorization risk: duplicate count (exact, near, semantic, history), " \
                   "repeated spans, and private data in duplicated content."
     requires = TEXT_FIELDS
-    default_options: Mapping[str, Any] = {
-        "saturation_copies": 10,  # N: copies at which the duplication term reaches 1
-        "clean_weight": 0.5,  # c: share of the score left for duplicated content without private data
-        "semantic_weight": 0.5,  # a paraphrase counts as this much of a copy
-        "min_score": 0.1,  # records scoring below are not reported
-        "privacy_checks": ["privacy.pii", "privacy.secret"],
-    }
+    class Options(CheckOptions):
+        saturation_copies: float = Field(10, gt=1, description="copies at which the duplication term reaches 1")
+        clean_weight: float = Field(0.5, ge=0, le=1, description="score ceiling of duplicated content without private data")
+        semantic_weight: float = Field(0.5, ge=0, le=1, description="a paraphrase (dedup.semantic) counts as this much of a copy")
+        min_score: float = Field(0.1, ge=0, le=1, description="records scoring below are not reported")
+        privacy_checks: list[str] = Field(default_factory=lambda: ["privacy.pii", "privacy.secret"],
+                                          description="checks whose score says the record holds private data")
     default_severity = "warn"
     corpus_level = True
     after = ("dedup.exact", "dedup.near", "dedup.span", "dedup.semantic")
@@ -91,15 +93,6 @@ class MemorizationRisk(Check):
 
     def __init__(self, options=None, shard=None):
         super().__init__(options, shard)
-        o = self.options
-        if not (isinstance(o["saturation_copies"], (int, float)) and o["saturation_copies"] > 1):
-            raise CheckConfigError(f"check {self.name!r}: saturation_copies must be a number above 1")
-        for key in ("clean_weight", "semantic_weight", "min_score"):
-            v = o[key]
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= float(v) <= 1.0:
-                raise CheckConfigError(f"check {self.name!r}: {key} must be between 0 and 1, not {v!r}")
-        if not isinstance(o["privacy_checks"], list):
-            raise CheckConfigError(f"check {self.name!r}: privacy_checks must be a list of check names")
 
     # -- per shard: only the record ids (so every record can be scored) ----------
     def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
@@ -110,22 +103,24 @@ class MemorizationRisk(Check):
 
     # -- corpus ----------------------------------------------------------------
     def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame:
-        key = ["shard", RECORD_ID]
+        # keyed by row, not id: a shard may repeat an id (provenance.duplicate_id)
+        key = ["shard", ROW]
         lf = features.select("shard", RECORD_ID, ROW, "shard_index")
+        ids = lf.select("shard", RECORD_ID, ROW)
         for check, short in DEDUP_SIZE_KEYS.items():
-            sizes = _cluster_sizes(ctx.earlier_findings.get(check))
+            sizes = _cluster_sizes(ctx.earlier_findings.get(check), ids)
             if sizes is not None:
                 lf = lf.join(sizes.rename({"size": f"{short}_copies", "history": f"{short}_history"}).lazy(),
                              on=key, how="left")
             else:
                 lf = lf.with_columns(pl.lit(None, dtype=pl.Int64).alias(f"{short}_copies"),
                                      pl.lit(None, dtype=pl.Boolean).alias(f"{short}_history"))
-        span = _span_info(ctx.earlier_findings.get("dedup.span"))
+        span = _span_info(ctx.earlier_findings.get("dedup.span"), ids)
         if span is not None:
             lf = lf.join(span.lazy(), on=key, how="left")
         else:
             lf = lf.with_columns(span_share=pl.lit(None, dtype=pl.Float64), span_docs=pl.lit(None, dtype=pl.Int64))
-        priv = _privacy(ctx.shard_findings, list(self.options["privacy_checks"]))
+        priv = _privacy(ctx.shard_findings, list(self.options["privacy_checks"]), ids)
         lf = lf.join(priv.lazy(), on=key, how="left")
 
         o = self.options
@@ -169,6 +164,7 @@ class MemorizationRisk(Check):
             details.append(json.dumps(d, sort_keys=True))
         return pl.DataFrame({
             "shard": scored["shard"], RECORD_ID: scored[RECORD_ID],
+            ROW: scored[ROW],  # ids may repeat in a shard; the engine moves it into detail.row
             "score": scored["score"].round(4),
             "detail": pl.Series("detail", details, dtype=pl.Utf8),
             "severity": pl.Series("severity", [None] * scored.height, dtype=pl.Utf8),
@@ -179,8 +175,25 @@ def _json(col: str, path: str) -> pl.Expr:
     return pl.col(col).str.json_path_match(path)
 
 
-def _cluster_sizes(found: pl.DataFrame | None) -> pl.DataFrame | None:
-    """(shard, record_id, size, history) for every member and every in-scan
+def _detail_row() -> pl.Expr:
+    """A finding's row index in its shard (``detail.row``; null when it names none)."""
+    return _json("detail", "$.row").cast(pl.Int64, strict=False).alias(ROW)
+
+
+def _by_row(evidence: pl.DataFrame, ids: pl.LazyFrame) -> pl.DataFrame:
+    """``evidence`` (``shard``, ``record_id``, ``row`` and values) keyed by (shard, row):
+    what names its row keeps it; what names only an id (a cluster's representative, or a
+    finding whose batch repeated the id) counts for every row with that id in the shard."""
+    known = evidence.filter(pl.col(ROW).is_not_null()).drop(RECORD_ID)
+    unknown = evidence.filter(pl.col(ROW).is_null()).drop(ROW)
+    if unknown.height:
+        unknown = unknown.join(ids.collect(), on=["shard", RECORD_ID], how="inner").drop(RECORD_ID)
+        known = pl.concat([known, unknown.select(known.columns)])
+    return known
+
+
+def _cluster_sizes(found: pl.DataFrame | None, ids: pl.LazyFrame) -> pl.DataFrame | None:
+    """(shard, row, size, history) for every member and every in-scan
     representative of a dedup check's clusters (largest cluster per record)."""
     if found is None or found.height == 0:
         return None
@@ -190,37 +203,39 @@ def _cluster_sizes(found: pl.DataFrame | None) -> pl.DataFrame | None:
         history=(_json("detail", "$.history") == "true").fill_null(False),
         rep=_json("detail", "$.representative"),
         rep_shard=_json("detail", "$.representative_shard"),
+        rep_row=_json("detail", "$.representative_row").cast(pl.Int64, strict=False),
     ).filter(pl.col("size").is_not_null())
-    members = f.select("shard", RECORD_ID, "size", "history")
+    members = f.select("shard", RECORD_ID, _detail_row(), "size", "history")
     reps = (f.filter(~pl.col("history") & pl.col("rep").is_not_null())
-            .select(pl.coalesce("rep_shard", "shard").alias("shard"), pl.col("rep").alias(RECORD_ID), "size",
-                    "history"))
-    return (pl.concat([members, reps]).group_by("shard", RECORD_ID)
+            .select(pl.coalesce("rep_shard", "shard").alias("shard"), pl.col("rep").alias(RECORD_ID),
+                    pl.col("rep_row").alias(ROW), "size", "history"))
+    return (_by_row(pl.concat([members, reps]), ids).group_by("shard", ROW)
             .agg(pl.col("size").max(), pl.col("history").any()))
 
 
-def _span_info(found: pl.DataFrame | None) -> pl.DataFrame | None:
+def _span_info(found: pl.DataFrame | None, ids: pl.LazyFrame) -> pl.DataFrame | None:
     if found is None or found.height == 0:
         return None
-    return (found.select(
-        "shard", RECORD_ID,
+    return _by_row(found.select(
+        "shard", RECORD_ID, _detail_row(),
         span_share=pl.coalesce(_json("detail", "$.share").cast(pl.Float64, strict=False), pl.col("score")),
         span_docs=_json("detail", "$.other_docs").cast(pl.Int64, strict=False).fill_null(1),
-    ).group_by("shard", RECORD_ID).agg(pl.col("span_share").max(), pl.col("span_docs").max()))
+    ), ids).group_by("shard", ROW).agg(pl.col("span_share").max(), pl.col("span_docs").max())
 
 
-def _privacy(shard_findings: pl.LazyFrame, checks: list[str]) -> pl.DataFrame:
+def _privacy(shard_findings: pl.LazyFrame, checks: list[str], ids: pl.LazyFrame) -> pl.DataFrame:
     """Per record: the highest privacy score, the kinds found, and the private
     spans (``field``/``start``/``end``/``kind``, ``redact``) as a JSON list."""
     f = (shard_findings.filter(pl.col("check").is_in(checks) & pl.col(RECORD_ID).is_not_null())
-         .select("shard", RECORD_ID, "score", "detail").collect())
-    schema = {"shard": pl.Utf8, RECORD_ID: pl.Utf8, "privacy_score": pl.Float64,
+         .select("shard", RECORD_ID, _detail_row(), "score", "detail").collect())
+    f = _by_row(f, ids)
+    schema = {"shard": pl.Utf8, ROW: pl.Int64, "privacy_score": pl.Float64,
               "privacy_kinds": pl.List(pl.Utf8), "privacy_matches": pl.Utf8}
     if f.height == 0:
         return pl.DataFrame(schema=schema)
-    rows: dict[tuple[str, str], dict] = {}
-    for shard, rid, score, detail in f.iter_rows():
-        r = rows.setdefault((shard, rid), {"score": 0.0, "kinds": set(), "matches": []})
+    rows: dict[tuple[str, int], dict] = {}
+    for shard, row, score, detail in f.select("shard", ROW, "score", "detail").iter_rows():
+        r = rows.setdefault((shard, row), {"score": 0.0, "kinds": set(), "matches": []})
         r["score"] = max(r["score"], float(score or 0.0))
         try:
             d = json.loads(detail or "{}")
@@ -235,7 +250,7 @@ def _privacy(shard_findings: pl.LazyFrame, checks: list[str]) -> pl.DataFrame:
                     r["matches"].append({"field": m.get("field"), "start": m["start"], "end": m["end"],
                                          "kind": m.get("kind"), "redact": True})
     return pl.DataFrame({
-        "shard": [k[0] for k in rows], RECORD_ID: [k[1] for k in rows],
+        "shard": [k[0] for k in rows], ROW: [k[1] for k in rows],
         "privacy_score": [v["score"] for v in rows.values()],
         "privacy_kinds": [sorted(k for k in v["kinds"] if k) for v in rows.values()],
         "privacy_matches": [json.dumps(v["matches"]) if v["matches"] else None for v in rows.values()],

@@ -59,6 +59,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
+from pydantic import Field
 
 from connectors.schema import TEXT_FIELDS
 from integrity.checks._text_scan import (
@@ -68,7 +69,7 @@ from integrity.checks._text_scan import (
     resolve_kinds,
     resolve_scores,
 )
-from integrity.checks.base import Check, CheckConfigError, CheckOutput, ShardInfo
+from integrity.checks.base import CheckOptions, Check, CheckOutput, ShardInfo
 
 DEFAULT_SCORES = {
     "instruction_override": 0.95,
@@ -298,13 +299,13 @@ class InjectionCheck(Check):
         "comments/hidden elements/Unicode tags, chat control tokens, fake system prompts, jailbreak personas."
     )
     requires = TEXT_FIELDS
-    default_options = {
-        "kinds": list(KINDS),  # kinds to report
-        "min_score": 0.5,  # matches scoring below this are dropped
-        "scores": dict(DEFAULT_SCORES),  # per-kind score (partial overrides merge with the defaults)
-        "max_matches": 20,  # matches listed in detail per record (n_matches counts all)
-        "max_chars": 200000,  # longer texts are scanned on their first max_chars characters only
-    }
+    class Options(CheckOptions):
+        kinds: list[str] = Field(default_factory=lambda: list(KINDS), description="kinds to report")
+        min_score: float = Field(0.5, ge=0, le=1, description="drop weaker matches")
+        scores: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SCORES),
+                                         description="per-kind score (partial overrides merge with the defaults)")
+        max_matches: int = Field(20, ge=1, description="matches listed per finding (n_matches counts all)")
+        max_chars: int = Field(200000, ge=100, description="scan at most this many characters per field")
     default_severity = "warn"
     version = 1
 
@@ -313,10 +314,6 @@ class InjectionCheck(Check):
         o = self.options
         kinds = resolve_kinds(self.name, o["kinds"], KINDS)
         scores = resolve_scores(self.name, o["scores"], DEFAULT_SCORES)
-        if not isinstance(o["max_matches"], int) or o["max_matches"] < 1:
-            raise CheckConfigError(f"check {self.name!r}: max_matches must be an integer >= 1")
-        if not isinstance(o["max_chars"], int) or o["max_chars"] < 100:
-            raise CheckConfigError(f"check {self.name!r}: max_chars must be an integer >= 100")
         cap = int(o["max_chars"])
 
         def capped(fn):

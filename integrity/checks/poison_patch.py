@@ -37,20 +37,22 @@ group's size and the tied phrase.
 from __future__ import annotations
 
 import json
+import os
 import math
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from pydantic import Field
 import scipy.sparse as sp
 from scipy import stats
 
 from connectors.schema import RECORD_ID, ROW
 from integrity.analysis.dedup.graph import components
-from integrity.analysis.images import PATCH_CELL, hamming
+from integrity.analysis.images import BORDER_SIZES, PATCH_CELL, hamming
 from integrity.analysis.thumbnails import with_thumbnails
 from integrity.checks.base import CheckOutput, CorpusContext
-from integrity.checks.image_base import LIMIT_OPTIONS, ImageCheck
+from integrity.checks.image_base import ImageCheck, ImageOptions
 
 MAX_GROUP_IMAGES = 2000  # images compared pairwise (phash) when counting distinct images of one group
 
@@ -71,21 +73,19 @@ class PatchCheck(ImageCheck):
     name = "poison.patch"
     description = ("The same small patch shared by many unrelated images (localized window hashing), "
                    "and the caption phrase tied to it.")
-    default_options = {
-        **LIMIT_OPTIONS,
-        "min_images": 5,
-        "max_share": 0.1,
-        "group_jaccard": 0.5,
-        "min_distinct": 5,
-        "distinct_hamming": 12,
-        "shard_repeat": 2,
-        "bottom_k": 8,
-        "min_phrase_share": 0.5,
-        "min_phrase_purity": 0.5,
-        "min_phrase_lift": 5.0,
-        "report_untied": False,
-        "thumbnails": 12,
-    }
+    class Options(ImageOptions):
+        min_images: int = Field(5, ge=2, description="images a patch must appear in")
+        max_share: float = Field(0.1, gt=0, le=1, description="... and at most this share of all images (more is texture)")
+        group_jaccard: float = Field(0.5, gt=0, le=1, description="window hashes with this overlap of images form one patch")
+        min_distinct: int = Field(5, ge=1, description="unrelated images (perceptual hashes apart) a patch needs")
+        distinct_hamming: int = Field(12, ge=0, le=64, description="bits apart for two images to count as unrelated")
+        shard_repeat: int = Field(2, ge=1, description="per shard, keep window hashes seen in this many images...")
+        bottom_k: int = Field(8, ge=0, description="... plus each image's k smallest (cross-shard sample)")
+        min_phrase_share: float = Field(0.5, ge=0, le=1, description="tied phrase: in at least this share of the patch's captions")
+        min_phrase_purity: float = Field(0.5, ge=0, le=1, description="... with at least this share of its corpus uses on patched images")
+        min_phrase_lift: float = Field(5.0, ge=0, description="... and this many times its corpus rate")
+        report_untied: bool = Field(False, description="also report shared patches no caption phrase follows (score 0.5)")
+        thumbnails: int = Field(12, ge=0, description="findings that carry a thumbnail for the report")
     default_severity = "warn"
     corpus_level = True
 
@@ -100,17 +100,16 @@ class PatchCheck(ImageCheck):
             return CheckOutput()
         caps = batch.column("caption").to_pylist() if "caption" in batch.schema.names else [None] * batch.num_rows
         ids, rows = batch.column(RECORD_ID).to_pylist(), batch.column(ROW).to_pylist()
-        empty = np.zeros(0, dtype=np.uint64)
+        hashes = [_image_windows(a.patch[i], int(a.patch_scale[i]), a.border[i]) for i in idx]
         self._parts.append(pl.DataFrame({
             RECORD_ID: pl.Series([ids[i] for i in idx], dtype=pl.Utf8),
             ROW: pl.Series([rows[i] for i in idx], dtype=pl.Int64),
             "phash": pl.Series(a.phash[idx], dtype=pl.UInt64),
             "caption": pl.Series([(caps[i] or "")[:500] or None for i in idx], dtype=pl.Utf8),
-            "scale": pl.Series(a.patch_scale[idx], dtype=pl.Int32),
-            "h": pl.Series([a.patch[i][0] if a.patch[i] is not None else empty for i in idx],
-                           dtype=pl.List(pl.UInt64)),
-            "x": pl.Series([a.patch[i][1].astype(np.int32) for i in idx], dtype=pl.List(pl.Int32)),
-            "y": pl.Series([a.patch[i][2].astype(np.int32) for i in idx], dtype=pl.List(pl.Int32)),
+            "h": pl.Series([w[0] for w in hashes], dtype=pl.List(pl.UInt64)),
+            "x": pl.Series([w[1] for w in hashes], dtype=pl.List(pl.Int32)),
+            "y": pl.Series([w[2] for w in hashes], dtype=pl.List(pl.Int32)),
+            "s": pl.Series([w[3] for w in hashes], dtype=pl.List(pl.Int16)),
         }))
         return CheckOutput()
 
@@ -120,13 +119,13 @@ class PatchCheck(ImageCheck):
             return CheckOutput()
         df = pl.concat(self._parts).with_row_index("_img")
         self._parts = []
-        ex = (df.select("_img", "h", "x", "y").explode(["h", "x", "y"]).drop_nulls("h")
+        ex = (df.select("_img", "h", "x", "y", "s").explode(["h", "x", "y", "s"]).drop_nulls("h")
               .with_columns(_rank=pl.int_range(pl.len()).over("_img"),
                             _n=pl.col("_img").n_unique().over("h")))
         keep = ex.filter((pl.col("_n") >= int(self.options["shard_repeat"]))
                          | (pl.col("_rank") < int(self.options["bottom_k"])))
-        lists = keep.group_by("_img").agg("h", "x", "y")
-        out = (df.drop("h", "x", "y").join(lists, on="_img", how="left").sort("_img").drop("_img")
+        lists = keep.group_by("_img").agg("h", "x", "y", "s")
+        out = (df.drop("h", "x", "y", "s").join(lists, on="_img", how="left").sort("_img").drop("_img")
                .with_columns(uri=pl.lit(self.shard_uri, dtype=pl.Utf8)))
         return CheckOutput(features=out)
 
@@ -136,7 +135,7 @@ class PatchCheck(ImageCheck):
         n = df.height
         if n == 0:
             return None
-        ex = df.select("img", "h", "x", "y").explode(["h", "x", "y"]).drop_nulls("h")
+        ex = df.select("img", "h", "x", "y", "s").explode(["h", "x", "y", "s"]).drop_nulls("h")
         support = ex.group_by("h").agg(pl.col("img").n_unique().alias("n"))
         lo, hi = int(self.options["min_images"]), max(int(self.options["min_images"]),
                                                       int(float(self.options["max_share"]) * n))
@@ -144,54 +143,71 @@ class PatchCheck(ImageCheck):
         if cand.height == 0:
             return None
         inc = ex.join(cand.select("h", "hid"), on="h", how="inner").unique(["hid", "img"])
-        groups = self._hash_groups(inc, cand)
+        # tied patches: hashes with the same image set form a group (the windows of one patch; no
+        # chaining through hashes that also match unrelated windows), and groups tied to the same
+        # phrase are one patch (JPEG noise splits a patch's images over a few sets)
+        sets = inc.group_by("hid").agg(gid=pl.col("img").sort().hash())
+        inc = inc.join(sets, on="hid")
+        gimg = inc.select("gid", "img").unique()
+        gimg = gimg.join(gimg.group_by("gid").len("m").filter(pl.col("m") >= lo), on="gid")
+        grams = caption_ngrams(df["caption"])
+        tied = self._tied_phrases(gimg, grams, n)
+        clusters = [(inc.filter(pl.col("gid").is_in(g["gid"].implode())),
+                     g.sort("k", descending=True).row(0, named=True))
+                    for _, g in tied.group_by("phrase", maintain_order=True)]
+        if self.options["report_untied"]:  # shared marks no phrase follows: windows that co-occur
+            # (the sampled windows only: small border windows are too common to stand alone)
+            rest = inc.filter(~pl.col("gid").is_in(tied["gid"].implode()) & (pl.col("s") > max(BORDER_SIZES))).drop("gid")
+            if rest.height:
+                labels = self._hash_groups(rest, cand)
+                rest = rest.with_columns(gid=pl.Series(labels[rest["hid"].to_numpy()], dtype=pl.UInt64))
+                clusters += [(g, None) for _, g in rest.group_by("gid", maintain_order=True)]
         phash = df["phash"].to_numpy().astype(np.uint64)
-        grams = None
         rows: list[tuple] = []
-        for gid, members in groups.items():
-            hit = inc.filter(pl.col("hid").is_in(members))
+        for hit, phrase in clusters:
             imgs = np.unique(hit["img"].to_numpy())
             if len(imgs) < lo:
                 continue
             distinct = _distinct(phash[imgs], int(self.options["distinct_hamming"]))
             if distinct < int(self.options["min_distinct"]):
-                continue
-            if grams is None:
-                grams = caption_ngrams(df["caption"])
-            phrase = self._tied_phrase(grams, imgs, n)
-            if phrase is None and not self.options["report_untied"]:
-                continue  # a shared element no caption phrase follows: fonts, logos, UI chrome
-            hashes = cand.filter(pl.col("hid").is_in(members)).sort("n", descending=True)["h"].to_list()
+                continue  # one picture duplicated: dedup.image's business
+            per_img = hit.group_by("img").agg(k=pl.col("hid").n_unique(), x0=pl.col("x").min(), y0=pl.col("y").min(),
+                                              x1=(pl.col("x") + pl.col("s")).max(),
+                                              y1=(pl.col("y") + pl.col("s")).max())
+            if phrase is not None:
+                per_img = _core_members(per_img, grams, phrase["phrase"])
+                if per_img.height < lo:
+                    continue
+            hashes = cand.filter(pl.col("hid").is_in(hit["hid"].unique().implode())).sort("n", descending=True)["h"]
             cluster = f"patch-{hashes[0]:016x}"
-            boxes = (hit.group_by("img").agg(x0=pl.col("x").min(), y0=pl.col("y").min(),
-                                             x1=pl.col("x").max(), y1=pl.col("y").max()))
             score = 0.5 + (0.5 * min(1.0, phrase["share"]) * min(1.0, phrase["purity"]) if phrase else 0.0)
-            for b in boxes.iter_rows(named=True):
-                i = int(b["img"])
-                s = int(df["scale"][i])
-                box = [b["x0"] * s, b["y0"] * s, (b["x1"] + PATCH_CELL + 1) * s, (b["y1"] + PATCH_CELL + 1) * s]
-                detail = {"cluster": cluster, "images": int(len(imgs)), "distinct_images": int(distinct),
-                          "patch_hashes": [f"{h:016x}" for h in hashes[:4]], "box": box,
+            for b in per_img.iter_rows(named=True):
+                detail = {"kind": "tied_patch" if phrase else "shared_mark", "cluster": cluster,
+                          "images": int(per_img.height), "distinct_images": int(distinct),
+                          "patch_hashes": [f"{h:016x}" for h in hashes[:4]],
+                          "box": [b["x0"], b["y0"], b["x1"], b["y1"]],
                           "tied_phrase": phrase["phrase"] if phrase else None}
                 if phrase:
                     detail.update({k: phrase[k] for k in ("share", "purity", "lift", "log10_p")})
-                rows.append((i, score, detail))
+                rows.append((int(b["img"]), score, detail))
         if not rows:
             return None
         idx = [r[0] for r in rows]
         found = pl.DataFrame({
             "shard": df["shard"].gather(idx), RECORD_ID: df[RECORD_ID].gather(idx),
+            ROW: df[ROW].gather(idx),  # ids may repeat in a shard; the engine moves it into detail.row
             "score": pl.Series([r[1] for r in rows], dtype=pl.Float64),
             "detail": [json.dumps(r[2], sort_keys=True) for r in rows],
             "severity": pl.Series([None] * len(rows), dtype=pl.Utf8),
-        })
+        }).sort("score", descending=True, maintain_order=True).unique(["shard", RECORD_ID], keep="first",
+                                                                     maintain_order=True)  # one per image
         where = pl.DataFrame({"shard": df["shard"].gather(idx), RECORD_ID: df[RECORD_ID].gather(idx),
                               "uri": df["uri"].gather(idx), ROW: df[ROW].gather(idx),
-                              "box": [r[2]["box"] for r in rows]}).unique(["shard", RECORD_ID])
+                              "box": [r[2]["box"] for r in rows]}).unique(["shard", RECORD_ID, ROW])
         return with_thumbnails(found, where, int(self.options["thumbnails"]), mapping=ctx.mapping)
 
-    def _hash_groups(self, inc: pl.DataFrame, cand: pl.DataFrame) -> dict[int, list[int]]:
-        """Candidate hashes that occur in the same images (the windows of one patch)."""
+    def _hash_groups(self, inc: pl.DataFrame, cand: pl.DataFrame) -> np.ndarray:
+        """Group label of each candidate hash: hashes that occur in the same images (the windows of one patch)."""
         k = cand.height
         n_img = int(inc["img"].max()) + 1
         X = sp.csr_matrix((np.ones(inc.height, dtype=np.float32),
@@ -201,31 +217,64 @@ class PatchCheck(ImageCheck):
         a, b, c = co.row, co.col, co.data
         jac = c / (size[a] + size[b] - c)
         keep = (a < b) & (jac >= float(self.options["group_jaccard"]))
-        labels = components(k, a[keep].astype(np.int64), b[keep].astype(np.int64))
-        out: dict[int, list[int]] = {}
-        for hid, lab in enumerate(labels):
-            out.setdefault(int(lab), []).append(hid)
-        return out
+        return np.asarray(components(k, a[keep].astype(np.int64), b[keep].astype(np.int64)))
 
-    def _tied_phrase(self, grams: pl.DataFrame, imgs: np.ndarray, n: int) -> dict | None:
-        """The caption n-gram most tied to the images ``imgs`` (or None)."""
-        m = len(imgs)
-        inside = grams.filter(pl.col("img").is_in(imgs.tolist())).group_by("g").len("k")
-        inside = inside.filter(pl.col("k") >= float(self.options["min_phrase_share"]) * m)
-        if inside.height == 0:
-            return None
-        df_all = grams.filter(pl.col("g").is_in(inside["g"].implode())).group_by("g").len("df")
-        t = inside.join(df_all, on="g").with_columns(
-            share=pl.col("k") / m, purity=pl.col("k") / pl.col("df"),
-            lift=(pl.col("k") / m) / (pl.col("df") / n), words=pl.col("g").str.count_matches(" ") + 1)
-        t = t.filter((pl.col("purity") >= float(self.options["min_phrase_purity"]))
-                     & (pl.col("lift") >= float(self.options["min_phrase_lift"])))
+    def _tied_phrases(self, gimg: pl.DataFrame, grams: pl.DataFrame, n: int) -> pl.DataFrame:
+        """Per group (``gid``; its images ``img``, ``m`` of them), the caption n-gram most tied to it:
+        held by at least ``min_images`` and ``min_phrase_share`` of the group's images, with
+        ``min_phrase_purity`` of its corpus uses in the group and ``min_phrase_lift`` times its corpus
+        rate. Columns gid, phrase, share, purity, lift, log10_p (groups without one are absent)."""
+        o = self.options
+        # a phrase can be tied only if held by min_images images and, for its purity, by at most
+        # (largest group) / min_phrase_purity: the others are not joined with the groups at all
+        most = int(gimg["m"].max() / max(float(o["min_phrase_purity"]), 1e-9))
+        dfs = grams.group_by("g").len("df").filter(pl.col("df").is_between(int(o["min_images"]), most))
+        grams = grams.join(dfs.select("g"), on="g", how="semi")
+        if os.environ.get("PDEBUG"):
+            print("gimg", gimg.height, "groups", gimg["gid"].n_unique(), "grams", grams.height)
+        inside = (gimg.join(grams, on="img").group_by("gid", "g").agg(k=pl.len(), m=pl.col("m").first())
+                  .filter((pl.col("k") >= int(o["min_images"])) & (pl.col("k") >= float(o["min_phrase_share"]) * pl.col("m"))))
+        t = (inside.join(dfs, on="g")
+             .with_columns(share=pl.col("k") / pl.col("m"), purity=pl.col("k") / pl.col("df"),
+                           words=pl.col("g").str.count_matches(" ") + 1)
+             .with_columns(lift=pl.col("share") / (pl.col("df") / n))
+             .filter((pl.col("purity") >= float(o["min_phrase_purity"])) & (pl.col("lift") >= float(o["min_phrase_lift"])))
+             .sort(["gid", "purity", "share", "words"], descending=[False, True, True, True])
+             .unique("gid", keep="first", maintain_order=True))
         if t.height == 0:
-            return None
-        best = t.sort(["purity", "share", "words"], descending=True).row(0, named=True)
-        logp = float(stats.binom.logsf(best["k"] - 1, m, best["df"] / n)) / math.log(10)
-        return {"phrase": best["g"], "share": round(best["share"], 3), "purity": round(best["purity"], 3),
-                "lift": round(best["lift"], 1), "log10_p": round(logp, 1)}
+            return pl.DataFrame(schema={"gid": pl.UInt64, "k": pl.UInt32, "phrase": pl.Utf8, "share": pl.Float64,
+                                        "purity": pl.Float64, "lift": pl.Float64, "log10_p": pl.Float64})
+        logp = stats.binom.logsf(t["k"].to_numpy() - 1, t["m"].to_numpy(), t["df"].to_numpy() / n) / math.log(10)
+        return t.select("gid", "k", phrase=pl.col("g"), share=pl.col("share").round(3), purity=pl.col("purity").round(3),
+                        lift=pl.col("lift").round(1), log10_p=pl.Series(np.round(logp, 1)))
+
+
+def _image_windows(patch: tuple | None, scale: int, border: tuple | None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One image's window hashes, top-left corners and window sides in original pixels: the sampled
+    windows of the work image and every small window of the border squares."""
+    parts = []
+    if patch is not None:
+        h, x, y = patch
+        parts.append((h, x.astype(np.int32) * scale, y.astype(np.int32) * scale,
+                      np.full(len(h), (PATCH_CELL + 1) * scale, dtype=np.int16)))
+    if border is not None:
+        h, x, y, side = border
+        parts.append((h, x.astype(np.int32), y.astype(np.int32), side.astype(np.int16)))
+    if not parts:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int16)
+    return tuple(np.concatenate([p[k] for p in parts]) for k in range(4))  # type: ignore[return-value]
+
+
+def _core_members(per_img: pl.DataFrame, grams: pl.DataFrame, phrase: str) -> pl.DataFrame:
+    """The images of a tied group that carry the patch: those whose caption holds the tied phrase,
+    and the others only where they hold at least as many of the group's window hashes as the median
+    phrase-holding image (a coarse window hash of a small patch also matches some unrelated
+    windows: a flat corner of the same colour)."""
+    tied = grams.filter(pl.col("g") == phrase).select("img").unique().with_columns(_tied=pl.lit(True))
+    per_img = per_img.join(tied, on="img", how="left").with_columns(pl.col("_tied").fill_null(False))
+    need = per_img.filter(pl.col("_tied"))["k"].median()
+    return per_img.filter(pl.col("_tied") | (pl.col("k") >= (need or 0))).drop("_tied")
 
 
 def _distinct(ph: np.ndarray, radius: int) -> int:

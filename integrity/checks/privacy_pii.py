@@ -74,7 +74,7 @@ favour of the higher score (a card number is not also a phone number).
 A final score is ``min(1, scores[kind] * factor)``; severity is left to the
 policy (which maps scores to severities), ``default_severity`` is ``warn``.
 
-Options (policy ``options``; defaults in :attr:`PiiCheck.default_options`):
+Options (policy ``options``; defaults, ranges and descriptions in :class:`PiiCheck.Options`):
 ``kinds`` (all), ``min_score`` (0.0: matches below are dropped), ``scores``
 (partial overrides merge with the table above), ``exclude_private_ip`` (true),
 ``include_examples`` (true), ``min_phone_digits``/``max_phone_digits`` (10/15),
@@ -87,6 +87,7 @@ import re
 from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
+from pydantic import Field, model_validator
 
 from connectors.schema import TEXT_FIELDS
 from integrity.checks._national_ids import (
@@ -114,7 +115,7 @@ from integrity.checks._text_scan import (
 from integrity.checks._text_scan import (
     mask as _mask,
 )
-from integrity.checks.base import Check, CheckConfigError, CheckOutput, ShardInfo
+from integrity.checks.base import CheckOptions, Check, CheckOutput, ShardInfo
 
 KINDS = (
     "credit_card",
@@ -560,16 +561,23 @@ class PiiCheck(Check):
         "US SSN, UK NINO, Spanish DNI/NIE, Dutch BSN, Indian Aadhaar (validated)."
     )
     requires = TEXT_FIELDS
-    default_options = {
-        "kinds": list(KINDS),  # kinds to report
-        "min_score": 0.0,  # matches scoring below this are dropped
-        "scores": dict(DEFAULT_SCORES),  # per-kind base score (partial overrides merge with the defaults)
-        "exclude_private_ip": True,  # drop private/loopback/reserved IPs (else scored x1/3)
-        "include_examples": True,  # keep example values (test cards, example.com, ...) at x0.2
-        "min_phone_digits": 10,
-        "max_phone_digits": 15,
-        "max_matches": 20,  # matches listed in detail per record (n_matches counts all)
-    }
+    class Options(CheckOptions):
+        kinds: list[str] = Field(default_factory=lambda: list(KINDS), description="kinds to report")
+        min_score: float = Field(0.0, ge=0, le=1, description="matches scoring below this are dropped")
+        scores: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SCORES),
+                                         description="per-kind base score (partial overrides merge with the defaults)")
+        exclude_private_ip: bool = Field(True, description="drop private/loopback/reserved IPs (else scored x1/3)")
+        include_examples: bool = Field(True, description="keep example values (test cards, example.com, ...) at x0.2")
+        min_phone_digits: int = Field(10, ge=7, le=15, description="fewest digits a phone number has")
+        max_phone_digits: int = Field(15, ge=7, le=15, description="most digits a phone number has (E.164: 15)")
+        max_matches: int = Field(20, ge=1, description="matches listed in detail per record (n_matches counts all)")
+
+        @model_validator(mode="after")
+        def _phone_range(self):
+            if self.min_phone_digits > self.max_phone_digits:
+                raise ValueError("min_phone_digits: must not be above max_phone_digits "
+                                 f"({self.min_phone_digits} > {self.max_phone_digits})")
+            return self
     default_severity = "warn"
     corpus_level = False
     version = 1
@@ -580,10 +588,6 @@ class PiiCheck(Check):
         kinds = resolve_kinds(self.name, o["kinds"], KINDS)
         scores = resolve_scores(self.name, o["scores"], DEFAULT_SCORES)
         min_d, max_d = int(o["min_phone_digits"]), int(o["max_phone_digits"])
-        if not 7 <= min_d <= max_d <= 15:
-            raise CheckConfigError(f"check {self.name!r}: need 7 <= min_phone_digits <= max_phone_digits <= 15")
-        if int(o["max_matches"]) < 1:
-            raise CheckConfigError(f"check {self.name!r}: max_matches must be >= 1")
         include_examples = bool(o["include_examples"])
         exclude_private = bool(o["exclude_private_ip"])
 

@@ -68,7 +68,7 @@ dropped with ``include_examples: false``.
 
 A final score is ``min(1, scores[kind] * factor)``; severity is left to the
 policy, ``default_severity`` is ``warn``. Options (policy ``options``;
-defaults in :attr:`SecretCheck.default_options`): ``kinds`` (all),
+defaults, ranges and descriptions in :class:`SecretCheck.Options`): ``kinds`` (all),
 ``min_score`` (0.0), ``scores`` (partial overrides merge with the table above),
 ``include_examples`` (true), ``min_entropy`` (3.0 bits/char) and
 ``min_secret_length`` (16) for ``secret_assignment``, ``max_matches`` (20).
@@ -82,6 +82,7 @@ import re
 from typing import Any, Iterator
 
 import pyarrow as pa
+from pydantic import Field
 
 from connectors.schema import TEXT_FIELDS
 from integrity.checks._secret_formats import (
@@ -108,7 +109,7 @@ from integrity.checks._text_scan import (
 from integrity.checks._text_scan import (
     chain as _chain,
 )
-from integrity.checks.base import Check, CheckConfigError, CheckOutput, ShardInfo
+from integrity.checks.base import CheckOptions, Check, CheckOutput, ShardInfo
 
 #: kinds added for provider tokens and credential syntaxes (:mod:`integrity.checks._secret_formats`)
 NEW_SCORES = {
@@ -515,15 +516,15 @@ class SecretCheck(Check):
         "OpenAI-style, Google OAuth, Twilio, SendGrid, npm), JWTs and high-entropy password/token assignments."
     )
     requires = TEXT_FIELDS
-    default_options = {
-        "kinds": list(KINDS),  # kinds to report
-        "min_score": 0.0,  # matches scoring below this are dropped
-        "scores": dict(DEFAULT_SCORES),  # per-kind base score (partial overrides merge with the defaults)
-        "include_examples": True,  # keep documentation examples (AKIAIOSFODNN7EXAMPLE, ...) at x0.2
-        "min_entropy": 3.0,  # bits/char a secret_assignment value needs
-        "min_secret_length": 16,  # characters a secret_assignment value needs
-        "max_matches": 20,  # matches listed in detail per record (n_matches counts all)
-    }
+    class Options(CheckOptions):
+        kinds: list[str] = Field(default_factory=lambda: list(KINDS), description="kinds to report")
+        min_score: float = Field(0.0, ge=0, le=1, description="matches scoring below this are dropped")
+        scores: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SCORES),
+                                         description="per-kind base score (partial overrides merge with the defaults)")
+        include_examples: bool = Field(True, description="keep documentation examples (AKIAIOSFODNN7EXAMPLE, ...) at x0.2")
+        min_entropy: float = Field(3.0, ge=0, description="bits/char a secret_assignment value needs")
+        min_secret_length: int = Field(16, ge=1, le=512, description="characters a secret_assignment value needs")
+        max_matches: int = Field(20, ge=1, description="matches listed in detail per record (n_matches counts all)")
     default_severity = "warn"
     corpus_level = False
     version = 1
@@ -535,10 +536,6 @@ class SecretCheck(Check):
         kinds = resolve_kinds(self.name, o["kinds"], KINDS)
         scores = resolve_scores(self.name, o["scores"], DEFAULT_SCORES)
         min_len, min_entropy = int(o["min_secret_length"]), float(o["min_entropy"])
-        if not 1 <= min_len <= 512:
-            raise CheckConfigError(f"check {self.name!r}: min_secret_length must be in [1, 512]")
-        if int(o["max_matches"]) < 1:
-            raise CheckConfigError(f"check {self.name!r}: max_matches must be >= 1")
         include_examples = bool(o["include_examples"])
 
         def score_of(kind: str, factor: float, extra: dict) -> float | None:

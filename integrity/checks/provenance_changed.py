@@ -38,13 +38,15 @@ from typing import Iterator
 
 import polars as pl
 import pyarrow as pa
+from pydantic import Field
 
-from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
+from connectors.schema import CONTENT_FIELDS, TEXT_FIELDS
+from integrity.checks.base import CORPUS_FINDING_COLUMNS, Check, CheckOptions, CheckOutput, CorpusContext
+from integrity.checks.options import Severity
 
-CONTENT_FIELDS = ("text", "prompt", "response", "caption", "label", "image")
+#: the fields of a record's content hash, in this order (the hashes are stored between scans)
+HASHED_FIELDS = (*TEXT_FIELDS, "label", "image")
 DB_NAME = "provenance.sqlite"
-FINDING_SCHEMA = {"shard": pl.Utf8, "record_id": pl.Utf8, "score": pl.Float64, "detail": pl.Utf8,
-                  "severity": pl.Utf8}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS shards (
     uri TEXT PRIMARY KEY, shard TEXT NOT NULL, sha256 TEXT NOT NULL, rows INTEGER,
@@ -61,7 +63,7 @@ CREATE INDEX IF NOT EXISTS records_id ON records(record_id);
 
 def record_hashes(batch: pa.RecordBatch) -> list[bytes]:
     """SHA-256 of each record's content fields (see the module docstring)."""
-    names = [f for f in CONTENT_FIELDS if f in batch.schema.names]
+    names = [f for f in HASHED_FIELDS if f in batch.schema.names]
     cols = [batch.column(f).to_pylist() for f in names]
     out = []
     for i in range(batch.num_rows):
@@ -162,23 +164,17 @@ class ProvenanceStore:
 
 class ProvenanceCheck(Check):
     name = "provenance.changed"
+    report_section = "provenance"
     description = "Shards and records approved before whose content changed since (split-view poisoning)."
-    requires = ("text", "prompt", "response", "caption", "image")
+    requires = CONTENT_FIELDS
     default_severity = "critical"
     corpus_level = True
     version = 1
-    default_options = {
-        "shard_severity": "critical",
-        "record_severity": "warn",
-        "max_record_findings": 1000,
-        "match_across_shards": True,
-    }
-
-    def __init__(self, options=None, shard=None):
-        super().__init__(options, shard)
-        for k in ("shard_severity", "record_severity"):
-            if self.options[k] not in ("info", "warn", "critical"):
-                raise CheckConfigError(f"provenance.changed: {k} must be info, warn or critical")
+    class Options(CheckOptions):
+        shard_severity: Severity = Field("critical", description="a changed approved shard (critical fails the gate)")
+        record_severity: Severity = Field("warn", description="each changed record (counts toward warn.flagged_share)")
+        max_record_findings: int = Field(1000, ge=0, description="changed records reported per shard, at most")
+        match_across_shards: bool = Field(True, description="a record id approved in another shard counts (ids must be global)")
 
     def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
         ids = batch.column("record_id").cast(pa.string())
@@ -237,7 +233,7 @@ class ProvenanceCheck(Check):
                           "approved_in": r["a_uri"], "approved_in_scan": r["a_scan"], "moved": r["a_uri"] != uri}
                 rows.append({"shard": shard, "record_id": r["record_id"], "score": 1.0,
                              "severity": self.options["record_severity"], "detail": json.dumps(detail)})
-        return pl.DataFrame(rows, schema=FINDING_SCHEMA) if rows else None
+        return pl.DataFrame(rows, schema=CORPUS_FINDING_COLUMNS) if rows else None
 
     def after_verdicts(self, features: pl.LazyFrame, approved: list[str], ctx: CorpusContext) -> None:
         store = ProvenanceStore(ctx.state_dir)

@@ -18,17 +18,21 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from pydantic import Field
 
-from integrity.checks.base import Check, CheckOutput, findings_frame
+from connectors.schema import CONTENT_FIELDS
+from integrity.checks.base import Check, CheckOptions, CheckOutput, findings_frame
 
 RECORD_ID, ROW = "record_id", "row"
 
 
 class DuplicateIdCheck(Check):
     name = "provenance.duplicate_id"
+    report_section = "provenance"
     description = "a shard whose record ids are not unique (findings then need detail.row)"
-    requires = ("text", "prompt", "response", "caption", "image")
-    default_options = {"max_examples": 5}
+    requires = CONTENT_FIELDS
+    class Options(CheckOptions):
+        max_examples: int = Field(5, ge=0, description="example row pairs in the finding")
     default_severity = "warn"
 
     def __init__(self, options=None, shard=None):

@@ -4,10 +4,14 @@ Built-in checks are listed here by the import path of their class and imported
 only when used, so a scan that does not run an embedding check never imports
 torch. A policy may also name a user's own check by its import path
 (``"mypkg.checks:MyCheck"``); it must subclass :class:`integrity.checks.base.Check`.
+
+Adding a built-in check is one module (the class, with its ``name``, options and
+``report_section``) plus one line in :data:`BUILTIN`.
 """
 from __future__ import annotations
 
 import importlib
+from typing import Iterable
 
 from integrity.checks.base import Check
 
@@ -78,3 +82,21 @@ def get(name: str) -> type[Check]:
         except (ImportError, AttributeError, TypeError) as e:
             raise UnknownCheckError(f"cannot load check {name!r}: {e}") from e
     raise UnknownCheckError(f"unknown check {name!r}; available: {', '.join(available())}")
+
+
+def find(name: str, paths: Iterable[str] = ()) -> type[Check] | None:
+    """The class of the check whose findings carry ``name``, or ``None`` when no importable one does.
+
+    ``paths`` are the checks a scan was asked to run (its summary's ``checks``): a plug-in named
+    there by import path writes its findings under its class's ``name``, which this matches.
+    A class that no longer imports (an old run dir, a plug-in not installed here) gives ``None``.
+    """
+    candidates = [name] + [p for p in paths if ":" in p and p != name]
+    for candidate in candidates:
+        try:
+            cls = get(candidate)
+        except (UnknownCheckError, ImportError, AttributeError, TypeError):
+            continue
+        if candidate == name or cls.name == name:
+            return cls
+    return None

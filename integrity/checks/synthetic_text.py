@@ -24,6 +24,17 @@ Corpus pass, per shard:
   share = (q − FPR) / (TPR − FPR), with q the share of records at or above
   the threshold and TPR/FPR from the classifier's cross-validation; the
   interval maps q's Wilson 95% interval the same way;
+* with a reference profile (of the shard's own domain) but no classifier: the
+  zero-shot detector of :mod:`integrity.analysis.machine_text` (word surprisal
+  under a general unigram model, its burstiness, punctuation profile), its
+  records read as percentiles of the reference's human records, and the share
+  by adjusted classify-and-count at the reference's 80th percentile over a
+  *range* of true-positive rates (no machine text of the domain is known), so
+  the verdict is ``critical`` only when the whole interval lies above
+  ``max_share`` (``warn`` when the estimate does). With a classifier too, the
+  zero-shot estimate is reported beside the classifier's as ``zero_shot``, and
+  each record's ``zero_shot`` evidence (reference percentile at or above
+  ``zero_shot_record_min``) joins the others;
 * otherwise the share of records with explicit markers (boilerplate,
   watermark) — a lower bound — and, with any reference profile, a
   style lower bound: the held-out KS distance between a style classifier's
@@ -55,19 +66,23 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from pydantic import Field
 
 from connectors.schema import TEXT_FIELDS
+from integrity.analysis.drift import dumps
 from integrity.analysis.features import STYLE_FEATURES, boilerplate_patterns, cached_batch_features, record_text
+from integrity.analysis.machine_text import (ZS_FEATURES, calibrate_shard, load_model, reference_percentile,
+                                             zero_shot_features, zero_shot_logit)
 from integrity.analysis.profile import Profile, ProfileError, classifier_scores, load_profile
-from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
-from integrity.checks.distribution_drift import FINDING_SCHEMA, dumps
+from integrity.checks.base import CORPUS_FINDING_COLUMNS, Check, CheckConfigError, CheckOptions, CheckOutput, CorpusContext
+from integrity.checks.options import Severity
 
 log = logging.getLogger(__name__)
 
 FEATURE_SCHEMA: dict[str, pl.DataType] = {
     "record_id": pl.Utf8, "row": pl.Int64, **{f: pl.Float64 for f in STYLE_FEATURES},
     "bp_strong": pl.Int16, "bp_weak": pl.Int16, "bp_phrase": pl.Utf8, "bp_start": pl.Int32, "bp_end": pl.Int32,
-    "wm_tokens": pl.Int32, "wm_green": pl.Int32, "wm_z": pl.Float64,
+    "wm_tokens": pl.Int32, "wm_green": pl.Int32, "wm_z": pl.Float64, **{f: pl.Float64 for f in ZS_FEATURES},
 }
 _STRONG, _WEAK = boilerplate_patterns()
 
@@ -137,21 +152,31 @@ def style_lower_bound(cur: np.ndarray, ref: np.ndarray, rng: np.random.Generator
 
 class SyntheticTextCheck(Check):
     name = "synthetic.text"
+    report_section = "synthetic_text"
     description = ("Machine-generated text: generator boilerplate, KGW watermark z-test, a classifier trained on "
-                   "the reference vs known synthetic text; per-shard synthetic share against a policy maximum.")
+                   "the reference vs known synthetic text, zero-shot evidence read against the reference's human "
+                   "records; per-shard synthetic share against a policy maximum.")
     requires = TEXT_FIELDS
     default_severity = "info"
     corpus_level = True
     version = 1
-    default_options = {
-        "max_share": 0.2,
-        "record_min_score": 0.5,
-        "classifier_record_severity": "info",
-        "z_threshold": 4.0,
-        "watermark": None,
-        "max_reference_records": 2000,
-        "history_nights": 14,
-    }
+
+    class Options(CheckOptions):
+        max_share: float = Field(0.2, ge=0, le=1, description="highest acceptable synthetic share of a shard")
+        record_min_score: float = Field(0.5, ge=0, le=1, description="records with weaker evidence are not reported")
+        classifier_record_severity: Severity = Field("info", description="severity of a record flagged by the classifier alone")
+        z_threshold: float = Field(4.0, description="watermark z at which a record counts as watermarked")
+        watermark: dict[str, Any] | None = Field(None, description="e.g. {key_env: WM_KEY, tokenizer: "
+                                                 "/models/gen/tokenizer.json, gamma: 0.25, scheme: prf | kgw-torch, "
+                                                 "vocab_size: 32000}")
+        max_reference_records: int = Field(2000, ge=1, description="reference records the classifier trains on")
+        history_nights: int = Field(14, ge=0, description="past estimates shown per shard in the report")
+        zero_shot: bool = Field(True, description="zero-shot evidence (word surprisal, burstiness, punctuation) read "
+                                "against the reference's human records; needs --reference")
+        zero_shot_record_min: float = Field(0.99, ge=0, le=1, description="reference percentile at which a record gets "
+                                            "zero_shot evidence")
+        zero_shot_model: str | None = Field(None, description="a detector of your own (benchmarks/fit_machine_text.py); "
+                                            "null: shipped")
 
     def __init__(self, options=None, shard=None):
         super().__init__(options, shard)
@@ -160,14 +185,20 @@ class SyntheticTextCheck(Check):
         if wm:
             from integrity.analysis.watermark import WatermarkConfigError, WatermarkDetector
 
-            if not isinstance(wm, dict):
-                raise CheckConfigError("synthetic.text: watermark must be a mapping (key/key_env, tokenizer, ...)")
             try:
                 self._wm = WatermarkDetector.from_options({k: v for k, v in wm.items() if k != "z_threshold"})
             except WatermarkConfigError as e:
-                raise CheckConfigError(f"synthetic.text: {e}") from None
-        if self.options["classifier_record_severity"] not in ("info", "warn", "critical"):
-            raise CheckConfigError("synthetic.text: classifier_record_severity must be info, warn or critical")
+                raise CheckConfigError(f"check {self.name!r}: option 'watermark': {e}", check=self.name,
+                                       problems=[("watermark", str(e))]) from None
+        self._zs_model = None
+        if self.options.get("zero_shot_model"):
+            try:
+                self._zs_model = load_model(Path(self.options["zero_shot_model"]).expanduser())
+            except (OSError, ValueError) as e:
+                problem = (f"{self.options['zero_shot_model']}: cannot be read ({e}); write one with "
+                           "benchmarks/fit_machine_text.py or remove the option to use the shipped detector")
+                raise CheckConfigError(f"check {self.name!r}: option 'zero_shot_model': {problem}", check=self.name,
+                                       problems=[("zero_shot_model", problem)]) from None
 
     # -- per shard ----------------------------------------------------------
     def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
@@ -198,7 +229,10 @@ class SyntheticTextCheck(Check):
             cols["wm_green"] = [s.green for s in scores]
             cols["wm_z"] = [s.z for s in scores]
         extra = pl.DataFrame(cols, schema={k: FEATURE_SCHEMA[k] for k in cols})
-        df = pl.concat([feats.select("record_id", "row", *STYLE_FEATURES), extra], how="horizontal")
+        parts = [feats.select("record_id", "row", *STYLE_FEATURES), extra]
+        if self.options["zero_shot"]:
+            parts.append(zero_shot_features(pl.Series("t", texts, dtype=pl.Utf8)))
+        df = pl.concat(parts, how="horizontal")
         return CheckOutput(features=df.select([(pl.col(c).cast(t) if c in df.columns else pl.lit(None, dtype=t)).alias(c)
                                                for c, t in FEATURE_SCHEMA.items()]))
 
@@ -226,7 +260,7 @@ class SyntheticTextCheck(Check):
                          "detail": dumps(res)})
             rows.extend({**r, "shard": shard} for r in recs)
         history.append(estimates)
-        return pl.DataFrame(rows, schema=FINDING_SCHEMA) if rows else None
+        return pl.DataFrame(rows, schema=CORPUS_FINDING_COLUMNS) if rows else None
 
     def assess_shard(self, df: pl.DataFrame, prof: Profile | None, seed: int = 0) -> tuple[dict, list[dict]]:
         """(shard-level result, record findings) for one shard's features."""
@@ -239,12 +273,16 @@ class SyntheticTextCheck(Check):
         wm_hit = np.nan_to_num(wm_z, nan=-np.inf) >= zthr
         model = prof.synthetic_classifier if prof is not None else None
         clf = classifier_scores(model, df) if model else None
+        zs = zero_shot_scores(df, prof, self._zs_model) if o["zero_shot"] else None
+        zs_hit = zs["percentile"] >= float(o["zero_shot_record_min"]) if zs is not None else np.zeros(n, bool)
         # ---- record evidence
         score = np.where(strong_bp, 0.95, 0.0)
         score = np.maximum(score, np.where(weak_bp, 0.6, 0.0))
         score = np.maximum(score, np.where(wm_hit, 0.99, 0.0))
         if clf is not None:
             score = np.maximum(score, np.where(clf >= float(model.get("threshold", 0.5)), clf, 0.0))
+        if zs is not None:
+            score = np.maximum(score, np.where(zs_hit, zs["percentile"], 0.0))
         recs: list[dict] = []
         ids = df["record_id"].to_list()
         phrase, bs, be = df["bp_phrase"].to_list(), df["bp_start"].to_list(), df["bp_end"].to_list()
@@ -257,6 +295,9 @@ class SyntheticTextCheck(Check):
                 ev.append({"kind": "watermark", "z": float(wm_z[i]), "tokens": int(df["wm_tokens"][int(i)] or 0)})
             if clf is not None and clf[i] >= float(model.get("threshold", 0.5)):
                 ev.append({"kind": "classifier", "p_synthetic": float(clf[i]), "cv_auroc": model.get("cv_auroc")})
+            if zs_hit[i]:
+                ev.append({"kind": "zero_shot", "reference_percentile": float(zs["percentile"][i]),
+                           "logit": float(zs["logit"][i])})
             strong = bool(strong_bp[i] or wm_hit[i])
             detail: dict[str, Any] = {"evidence": ev, "strong": strong,
                                       "note": "evidence of machine generation, not proof"}
@@ -279,11 +320,24 @@ class SyntheticTextCheck(Check):
             zs = z_score(int(green), int(tok), gamma)
             res["watermark"] = {"tokens": int(tok), "green": int(green), "gamma": gamma, "shard_z": zs,
                                 "p_value": p_from_z(zs), "z_threshold": zthr}
+        zs_share = calibrate_shard(zs["model"], zs["logit"], zs["reference"]) if zs is not None else None
+        if zs_share is not None and zs_share["estimate"] is None:
+            zs_share = None
         if clf is not None:
             est = estimate_share(clf, model)
+            if zs_share is not None:
+                # a second opinion that does not depend on the known-synthetic sample's domain; the
+                # verdict stays with the classifier, whose rates were measured on that sample
+                est["zero_shot"] = zs_share
             # explicit markers are a floor for the estimate
             est["estimate"] = max(est["estimate"], markers / max(1, n))
             est["interval"] = [max(est["interval"][0], lo_m if markers else 0.0), max(est["interval"][1], est["estimate"])]
+        elif zs_share is not None:
+            est = dict(zs_share)
+            est["estimate"] = max(est["estimate"], markers / max(1, n))
+            est["interval"] = [max(est["interval"][0], lo_m if markers else 0.0), max(est["interval"][1], est["estimate"])]
+            est["note"] = ("no synthetic classifier in the reference profile: zero-shot evidence read against the "
+                           "reference's human records, valid when the reference is of the shard's own domain")
         else:
             est = {"method": "explicit markers (boilerplate, watermark): a lower bound", "estimate": markers / max(1, n),
                    "interval": [lo_m, 1.0], "confidence": "low",
@@ -306,13 +360,45 @@ class SyntheticTextCheck(Check):
         upper = float(res["interval"][1])
         # critical (verdict warn, gate fails) when the estimate is above the maximum; warn (report
         # only) when the interval reaches above it
-        res["severity"] = "critical" if res["estimate"] > mx else "warn" if upper > mx and res.get("confidence") != "low" else "info"
+        if clf is None and zs_share is not None:
+            # the zero-shot rate of true positives is an assumed range: only an interval wholly above the
+            # maximum fails the gate; an estimate above it is reported
+            res["severity"] = "critical" if lower > mx else "warn" if res["estimate"] > mx else "info"
+        else:
+            res["severity"] = "critical" if res["estimate"] > mx else "warn" if upper > mx and res.get("confidence") != "low" else "info"
         res["reasons"] = ([f"estimated synthetic share {res['estimate']:.1%} (95% interval {lower:.1%}–"
                            f"{upper:.1%}, {res['method']}) "
                            + ("above" if res["severity"] == "critical" else "may be above") + f" max_share {mx:.0%}"]
                           if res["severity"] != "info" else [])
         res["note"] = "an absent signal does not show human origin; estimates carry their method and confidence"
         return res, recs
+
+
+def zero_shot_scores(df: pl.DataFrame, prof: Profile | None, model: dict | None = None) -> dict[str, Any] | None:
+    """The zero-shot detector's logit of each record and its percentile among the reference's human
+    records; None without a reference holding the zero-shot features (profiles older than them), since
+    an uncalibrated score means different things in different domains."""
+    if prof is None or any(f not in prof.features.columns for f in ZS_FEATURES) \
+            or any(f not in df.columns for f in ZS_FEATURES):
+        return None
+    model = model or load_model()
+    ref = zero_shot_logit(model, prof.features)
+    logit = zero_shot_logit(model, df)
+    return {"model": model, "logit": logit, "reference": ref,
+            "percentile": np.nan_to_num(reference_percentile(ref, logit), nan=0.0)}
+
+
+def combined_record_score(clf: np.ndarray | None, model: dict | None, zs: dict[str, Any] | None) -> np.ndarray | None:
+    """One machine-likeness score per record from the evidence there is, each read as a percentile among
+    human records (the classifier's P among its cross-validated human scores, the zero-shot score among the
+    reference's), averaged. Percentiles, not probabilities: a classifier trained on another domain gives
+    P near 0 or 1 to everything and would otherwise drown the zero-shot evidence."""
+    parts = []
+    if clf is not None and model is not None and model.get("cv_scores_human"):
+        parts.append(reference_percentile(np.asarray(model["cv_scores_human"], dtype=np.float64), clf))
+    if zs is not None:
+        parts.append(zs["percentile"])
+    return np.mean(parts, axis=0) if parts else None
 
 
 def _diversity(df: pl.DataFrame, prof: Profile) -> dict[str, Any]:

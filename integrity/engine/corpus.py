@@ -7,14 +7,13 @@ from pathlib import Path
 
 import polars as pl
 
-from integrity.checks.base import CorpusContext
-from integrity.engine.shard import ShardResult
+from connectors.schema import SCAN_FINDING_COLUMNS
+from integrity.checks.base import CorpusContext, MapPartitions, serial_map
+from integrity.engine.shard import ShardResult, rows_into_detail
 from integrity.engine.spec import ScanSpec, corpus_order
 
 log = logging.getLogger(__name__)
 
-CORPUS_FINDINGS = {"shard": pl.Utf8, "record_id": pl.Utf8, "check": pl.Utf8, "score": pl.Float64,
-                   "detail": pl.Utf8, "severity": pl.Utf8}
 
 
 def shard_findings(results: list[ShardResult]) -> pl.LazyFrame:
@@ -24,8 +23,8 @@ def shard_findings(results: list[ShardResult]) -> pl.LazyFrame:
         for r in results if r.ok and r.findings_path() and r.findings_path().exists()
     ]
     if not frames:
-        return pl.LazyFrame(schema=CORPUS_FINDINGS)
-    return pl.concat(frames, how="diagonal_relaxed").select(list(CORPUS_FINDINGS))
+        return pl.LazyFrame(schema=SCAN_FINDING_COLUMNS)
+    return pl.concat(frames, how="diagonal_relaxed").select(list(SCAN_FINDING_COLUMNS))
 
 
 def feature_files(check: str, results: list[ShardResult]) -> list[tuple[str, int, Path]]:
@@ -46,20 +45,24 @@ def features_of(check: str, results: list[ShardResult]) -> pl.LazyFrame | None:
     return pl.concat(frames, how="vertical_relaxed") if frames else None
 
 
-def corpus_context(spec: ScanSpec, results: list[ShardResult]) -> CorpusContext:
+def corpus_context(spec: ScanSpec, results: list[ShardResult],
+                   map_partitions: MapPartitions | None = None) -> CorpusContext:
+    """What the corpus passes read; ``map_partitions`` runs their partitioned steps (in process
+    unless the orchestrator supplies its own, e.g. tasks on Dask workers)."""
     return CorpusContext(
         run_dir=spec.out, state_dir=spec.history_dir, shards=[r.shard for r in results],
         shard_findings=shard_findings(results),
         reference=Path(spec.reference) if spec.reference else None,
         shard_sha256={r.shard: r.sha256 for r in results if r.sha256}, scan_id=spec.scan_id,
         feature_files={name: feature_files(name, results) for name in corpus_order(spec.checks)},
-        mapping=spec.mapping,
+        mapping=spec.mapping, map_partitions=map_partitions or serial_map, work_dir=spec.work_url,
     )
 
 
-def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], run_dir: Path) -> tuple[pl.DataFrame, dict[str, float]]:
+def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], run_dir: Path,
+                      map_partitions: MapPartitions | None = None) -> tuple[pl.DataFrame, dict[str, float]]:
     """Run the corpus pass of every corpus-level check; returns findings and seconds per check."""
-    ctx = corpus_context(spec, results)
+    ctx = corpus_context(spec, results, map_partitions)
     out: list[pl.DataFrame] = []
     timings: dict[str, float] = {}
     for name in corpus_order(spec.checks):
@@ -68,15 +71,16 @@ def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], run_dir: Path)
         check = spec.check_instance(name)
         found = check.corpus_pass(features, ctx) if features is not None else None
         if found is not None and found.height:
+            found = rows_into_detail(found)  # record ids may repeat in a shard: the row tells them apart
             if "severity" not in found.columns:
                 found = found.with_columns(severity=pl.lit(None, dtype=pl.Utf8))
             found = found.with_columns(check=pl.lit(name)).select(
-                [pl.col(c).cast(t) for c, t in CORPUS_FINDINGS.items()])
+                [pl.col(c).cast(t) for c, t in SCAN_FINDING_COLUMNS.items()])
             ctx.earlier_findings[name] = found
             out.append(found)
         timings[name] = time.perf_counter() - t0
         log.info("corpus pass %s: %d findings in %.1fs", name, 0 if found is None else found.height, timings[name])
-    frame = pl.concat(out) if out else pl.DataFrame(schema=CORPUS_FINDINGS)
+    frame = pl.concat(out) if out else pl.DataFrame(schema=SCAN_FINDING_COLUMNS)
     return frame, timings
 
 

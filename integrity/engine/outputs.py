@@ -15,15 +15,11 @@ import polars as pl
 from connectors import ShardReader, ShardRef
 from connectors.atomic import OutputError, atomic_output  # noqa: F401  (OutputError: raised through here)
 from connectors.errors import ShardReadError
-from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
+from connectors.schema import EXAMPLE_COLUMNS, RECORD_ID, ROW, SCAN_FINDING_COLUMNS, TEXT_FIELDS
 from integrity.engine.redact import mask_secrets
 from integrity.engine.shard import ShardResult
 from integrity.engine.spec import ScanSpec
 
-FINDINGS_ORDER = ["shard", "record_id", "check", "severity", "score", "detail"]
-EXAMPLES_SCHEMA = {"shard": pl.Utf8, "record_id": pl.Utf8, "check": pl.Utf8, "severity": pl.Utf8,
-                   "score": pl.Float64, "field": pl.Utf8, "excerpt": pl.Utf8, "highlights": pl.Utf8,
-                   "detail": pl.Utf8, "representative_shard": pl.Utf8, "representative_excerpt": pl.Utf8}
 MAX_EXAMPLE_SHARDS = 8  # shards re-read to fetch example texts, at most
 def write_parquet(frame: pl.DataFrame, path: Path) -> Path:
     """``frame`` to ``path`` atomically (see :func:`atomic_output`)."""
@@ -37,10 +33,20 @@ def write_findings(findings: pl.LazyFrame, run_dir: Path) -> Path:
     path = run_dir / "findings.parquet"
     with atomic_output(path) as tmp:
         findings.select(
-            pl.col("shard").cast(pl.Utf8), pl.col("record_id").cast(pl.Utf8), pl.col("check").cast(pl.Utf8),
-            pl.col("severity").cast(pl.Utf8), pl.col("score").cast(pl.Float64), pl.col("detail").cast(pl.Utf8),
+            [pl.col(c).cast(t) for c, t in SCAN_FINDING_COLUMNS.items()]
         ).sort(["shard", "check", "record_id"], nulls_last=True).sink_parquet(tmp)
     return path
+
+
+def read_run_parquet(location: str | Path, name: str, columns: list[str] | None = None) -> pl.DataFrame:
+    """The table ``name`` of a finished run directory, local or on an fsspec URL (``--out s3://...``)."""
+    from connectors.storage import get_fs, join
+
+    if "://" not in str(location):
+        return pl.read_parquet(Path(location) / name, columns=columns)
+    fs, root = get_fs(str(location))
+    with fs.open(join(root, name), "rb") as f:
+        return pl.read_parquet(f, columns=columns)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -138,7 +144,7 @@ def collect_examples(spec: ScanSpec, findings: pl.LazyFrame, results: list[Shard
     k = spec.policy.report.examples_per_check
     picked = _pick_examples(findings, k) if k else pl.DataFrame()
     if picked.height == 0:
-        return pl.DataFrame(schema=EXAMPLES_SCHEMA)
+        return pl.DataFrame(schema=EXAMPLE_COLUMNS)
     ok = {r.shard for r in results if r.ok}
     shards = [s for s in picked["shard"].unique(maintain_order=True).to_list() if s in ok and s in refs]
     shards = shards[:MAX_EXAMPLE_SHARDS]
@@ -180,7 +186,7 @@ def collect_examples(spec: ScanSpec, findings: pl.LazyFrame, results: list[Shard
             row["representative_shard"] = rep_key[0]
             row["representative_excerpt"] = excerpt_of(rep, {"field": field} if field else {}, width)[1]
         rows.append(row)
-    return pl.DataFrame(rows, schema=EXAMPLES_SCHEMA) if rows else pl.DataFrame(schema=EXAMPLES_SCHEMA)
+    return pl.DataFrame(rows, schema=EXAMPLE_COLUMNS) if rows else pl.DataFrame(schema=EXAMPLE_COLUMNS)
 
 
 def _detail_row(detail: str | None) -> int | None:

@@ -191,17 +191,33 @@ def with_rows(found: pl.DataFrame, batch: pa.RecordBatch) -> pl.DataFrame:
     keys = (pl.from_arrow(batch.select([RECORD_ID, ROW])).group_by(RECORD_ID, maintain_order=True)
             .agg(pl.col(ROW)))
     joined = found.with_row_index("_i").join(keys, on=RECORD_ID, how="left").sort("_i")
-    one = pl.col(ROW).list.len() == 1
-    prefix = (pl.when(one).then(pl.format('"row": {}', pl.col(ROW).list.first()))
-              .otherwise(pl.format('"rows": [{}]', pl.col(ROW).cast(pl.List(pl.Utf8)).list.join(", "))))
+    return joined.with_columns(detail=detail_with_rows(pl.col(ROW))).select(found.columns)
+
+
+def rows_into_detail(found: pl.DataFrame) -> pl.DataFrame:
+    """A corpus pass's findings with their ``row`` column (the record's row index in
+    its shard, which the check read from its features) moved into ``detail.row``, the
+    place per-shard findings carry it; frames without the column are returned as they are."""
+    if ROW not in found.columns:
+        return found
+    rows = pl.col(ROW).cast(pl.Int64)
+    return found.with_columns(detail=detail_with_rows(pl.concat_list(rows).list.drop_nulls())).drop(ROW)
+
+
+def detail_with_rows(rows: pl.Expr) -> pl.Expr:
+    """The ``detail`` column with ``"row": N`` (one candidate in the list ``rows``) or
+    ``"rows": [..]`` (several) put first; details that already name a row, that are not
+    JSON objects, or whose list is null or empty are left as they are."""
+    one = rows.list.len() == 1
+    prefix = (pl.when(one).then(pl.format('"row": {}', rows.list.first()))
+              .otherwise(pl.format('"rows": [{}]', rows.cast(pl.List(pl.Utf8)).list.join(", "))))
     body = pl.col("detail").str.strip_chars().str.slice(1)
-    add = (pl.col(ROW).is_not_null() & pl.col("detail").str.starts_with("{")
+    add = (rows.is_not_null() & (rows.list.len() > 0) & pl.col("detail").str.starts_with("{")
            & ~pl.col("detail").str.contains('"row"', literal=True))
-    detail = (pl.when(add).then(pl.concat_str(pl.lit("{"), prefix,
-                                              pl.when(body.str.strip_chars() == "}").then(pl.lit(""))
-                                              .otherwise(pl.lit(", ")), body))
-              .otherwise(pl.col("detail")))
-    return joined.with_columns(detail=detail).select(found.columns)
+    return (pl.when(add).then(pl.concat_str(pl.lit("{"), prefix,
+                                            pl.when(body.str.strip_chars() == "}").then(pl.lit(""))
+                                            .otherwise(pl.lit(", ")), body))
+            .otherwise(pl.col("detail")))
 
 
 class CheckFailed(RuntimeError):

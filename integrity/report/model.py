@@ -1,6 +1,7 @@
 """The per-check sections of the HTML report: what a section is made of, the registry of
-section renderers by check-name prefix, and the two built-in renderers
-(:func:`generic_section` for any check, :func:`dedup_section` for duplicate clusters).
+sections by name (a check names its section in ``report_section``), and the two built-in
+renderers (:func:`generic_section`, the ``"findings"`` section any check gets by default, and
+:func:`dedup_section`, the duplicate-cluster view that the ``"dedup"`` section builds on).
 See :mod:`integrity.report.render` for how sections are chosen and rendered."""
 from __future__ import annotations
 
@@ -74,25 +75,26 @@ class CheckData:
 
 
 SectionRenderer = Callable[[CheckData], Section]
-SECTION_RENDERERS: dict[str, SectionRenderer] = {}
+#: the section a check gets when it declares none (or one no module registers)
+GENERIC_SECTION = "findings"
+#: report sections by name; a check picks one with its ``report_section`` class attribute
+#: (:attr:`integrity.checks.base.Check.report_section`)
+SECTIONS: dict[str, SectionRenderer] = {}
 
 
-def section_renderer(prefix: str) -> Callable[[SectionRenderer], SectionRenderer]:
-    """Register a renderer for every check whose name starts with ``prefix``."""
+def report_section(name: str) -> Callable[[SectionRenderer], SectionRenderer]:
+    """Register a renderer as the report section ``name`` (checks name it in ``report_section``)."""
 
     def deco(fn: SectionRenderer) -> SectionRenderer:
-        SECTION_RENDERERS[prefix] = fn
+        SECTIONS[name] = fn
         return fn
 
     return deco
 
 
-def renderer_for(check: str) -> SectionRenderer:
-    best = ""
-    for prefix in SECTION_RENDERERS:
-        if check.startswith(prefix) and len(prefix) > len(best):
-            best = prefix
-    return SECTION_RENDERERS[best] if best else generic_section
+def section_named(name: str) -> SectionRenderer:
+    """The renderer registered as ``name``; the generic section for a name no module registers."""
+    return SECTIONS.get(name) or generic_section
 
 
 def score_range(scores: pl.DataFrame) -> str:
@@ -133,6 +135,7 @@ def score_histogram(scores: pl.DataFrame, title: str, x_label: str = "score", mi
     return charts.histogram_chart(edges.tolist(), series, title=title, x_label=x_label, y_label="findings")
 
 
+@report_section(GENERIC_SECTION)
 def generic_section(data: CheckData) -> Section:
     """Counts, score histogram, examples with highlighted evidence (or top findings)."""
     sec = Section(check=data.check, anchor=data.anchor, counts=dict(data.counts))
@@ -190,7 +193,6 @@ def generic_section(data: CheckData) -> Section:
     return sec
 
 
-@section_renderer("dedup.")
 def dedup_section(data: CheckData) -> Section:
     """Generic section plus cluster size histogram and the largest clusters."""
     sec = generic_section(data)

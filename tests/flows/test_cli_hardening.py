@@ -206,3 +206,30 @@ def test_a_token_of_no_known_format_is_not_written_in_full(tmp_path: Path):
                 if dtype == pl.Utf8:
                     assert not frame[name].str.contains(token, literal=True).any(), f"{p}: {name}"
     assert token not in r.stdout + r.stderr
+
+
+def test_corpus_findings_name_the_row_when_record_ids_repeat(tmp_path: Path):
+    """Defect 13: a shard that repeats its ids ("1" on every other row) must not leave the
+    corpus-level findings ambiguous: each names its record's row, and the row holds the
+    duplicated text (the memorization score is joined on rows, not ids, as well)."""
+    import polars as pl
+
+    kept = "the quarterly audit of the northern warehouse found every pallet labelled and stored dry"
+    texts = [f"line {i} about {w} gardens, rivers and weather in the spring of year {1900 + i}"
+             for i, w in enumerate(["red", "blue", "green", "white", "black", "grey"] * 10)]
+    for row in (7, 23, 41):
+        texts[row] = kept  # three copies of one text, at rows whose ids are all "1"
+    ids = ["1" if i % 2 else str(i) for i in range(len(texts))]
+    (tmp_path / "src").mkdir()
+    pl.DataFrame({"id": ids, "text": texts}).write_parquet(tmp_path / "src" / "a.parquet")
+    (tmp_path / "policy.yaml").write_text(f"state_dir: {tmp_path / 'state'}\n")
+    r = cli("scan", str(tmp_path / "src"), "--runner", "inline", "--policy", str(tmp_path / "policy.yaml"),
+            "--checks", "dedup.exact,dedup.near,dedup.span,memorization.risk,provenance.duplicate_id",
+            "--out", str(tmp_path / "run"))
+    assert r.returncode in (0, 1), r.stdout + r.stderr
+    found = pl.read_parquet(tmp_path / "run" / "findings.parquet")
+    assert found.filter(pl.col("check") == "provenance.duplicate_id").height == 1  # warned once
+    for check in ("dedup.exact", "dedup.near", "memorization.risk"):
+        rows = sorted(json.loads(d)["row"] for d in found.filter(pl.col("check") == check)["detail"])
+        expected = [23, 41] if check.startswith("dedup.") else [7, 23, 41]  # the first copy is kept
+        assert rows == expected, (check, rows)

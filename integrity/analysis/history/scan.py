@@ -42,7 +42,8 @@ def approved_content(features: pl.LazyFrame, approved: list[str], ctx: Any, with
 def seen_order(ctx: Any, kind: str, params: Mapping, shards: pl.Series, rows: pl.Series) -> np.ndarray:
     """For records of tonight's shards whose content is already live in the history
     (a shard scanned again), the age of that content: the order key its records
-    have in the history (comparable with :attr:`Hits.order`); -1 for new content.
+    have in the history (comparable with
+    :attr:`~integrity.analysis.history.segments.Hits.order`); -1 for new content.
 
     Such records keep their place: a copy approved later, on another night, is a
     duplicate of them, not the other way round."""

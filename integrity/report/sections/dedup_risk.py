@@ -1,7 +1,7 @@
-"""Report views of the duplication family (``dedup.*``), ``memorization.risk`` and
-``contamination.eval``.
+"""Report sections ``dedup`` (declared by the text ``dedup.*`` checks), ``memorization``
+(``memorization.risk``) and ``contamination`` (``contamination.eval``).
 
-* ``dedup.*``: the cluster-size histogram and largest clusters of
+* ``dedup``: the cluster-size histogram and largest clusters of
   :func:`integrity.report.model.dedup_section`, plus headline figures (records in
   clusters, largest cluster, share of records duplicated), examples ordered
   largest cluster first, and for ``dedup.semantic`` the model, the similarity
@@ -27,7 +27,7 @@ import polars as pl
 from integrity.report import charts
 from integrity.report.format import COLORS, fmt_int, fmt_pct, fmt_score
 from integrity.report.model import (MAX_TOP_CLUSTERS, Block, CheckData, Section, Table, dedup_section, generic_section,
-                                    section_renderer)
+                                    report_section)
 
 MAX_TOP_RECORDS = 12
 MAX_BENCHMARKS = 20
@@ -62,7 +62,7 @@ def _move_to_front(sec: Section, blocks: list[Block]) -> None:
 # --------------------------------------------------------------------------- dedup.*
 
 
-@section_renderer("dedup.")
+@report_section("dedup")
 def dedup_family_section(data: CheckData) -> Section:
     """Cluster histogram and largest clusters (the report's dedup view), headline
     figures, and examples ordered by the size of their cluster."""
@@ -111,7 +111,7 @@ def dedup_family_section(data: CheckData) -> Section:
 # --------------------------------------------------------------------------- memorization.risk
 
 
-@section_renderer("memorization.")
+@report_section("memorization")
 def memorization_section(data: CheckData) -> Section:
     """Risk distribution, its drivers, records by copies, riskiest records."""
     sec = generic_section(data)
@@ -179,7 +179,7 @@ _BENCH_DTYPE = pl.List(pl.Struct({"name": pl.Utf8, "records": pl.List(pl.Struct(
     {"id": pl.Utf8, "coverage": pl.Float64, "ngrams": pl.Int64}))}))
 
 
-@section_renderer("contamination.")
+@report_section("contamination")
 def contamination_section(data: CheckData) -> Section:
     """Hits by benchmark, unreadable benchmarks, examples with highlighted overlap."""
     sec = generic_section(data)

@@ -1,6 +1,6 @@
-"""Report views of ``distribution.drift`` (drift dashboard, fairness view),
-``synthetic.text`` (synthetic share per shard, over nights) and
-``provenance.changed`` (what changed since approval).
+"""Report sections ``drift`` (``distribution.drift``: drift dashboard, fairness view),
+``synthetic_text`` (``synthetic.text``: synthetic share per shard, over nights) and
+``provenance`` (``provenance.changed``: what changed since approval; ``provenance.duplicate_id``).
 
 Every figure comes from the findings' ``detail`` JSON (the report reads only the
 run directory). Charts are inline SVG drawn by matplotlib (:mod:`integrity.report.plots`);
@@ -16,7 +16,7 @@ from markupsafe import Markup
 
 from integrity.report import charts, plots
 from integrity.report.format import fmt_int, fmt_score
-from integrity.report.model import Block, CheckData, Section, Table, generic_section, section_renderer
+from integrity.report.model import Block, CheckData, Section, Table, generic_section, report_section
 
 MAX_SHARDS_TABLE = 40
 MAX_DASHBOARD_SHARDS = 3
@@ -86,7 +86,7 @@ def _bin_labels(edges: list[float]) -> list[str]:
 # --------------------------------------------------------------------------- distribution.drift
 
 
-@section_renderer("distribution.")
+@report_section("drift")
 def drift_section(data: CheckData) -> Section:
     sec = generic_section(data)
     sec.blocks = [b for b in sec.blocks if b.kind == "examples"]  # the score histogram says little here
@@ -181,7 +181,7 @@ def drift_section(data: CheckData) -> Section:
 # --------------------------------------------------------------------------- synthetic.text
 
 
-@section_renderer("synthetic.text")
+@report_section("synthetic_text")
 def synthetic_section(data: CheckData) -> Section:
     sec = generic_section(data)
     sec.blocks = [b for b in sec.blocks if b.kind == "examples"]
@@ -225,7 +225,7 @@ def synthetic_section(data: CheckData) -> Section:
 # --------------------------------------------------------------------------- provenance.changed
 
 
-@section_renderer("provenance.")
+@report_section("provenance")
 def provenance_section(data: CheckData) -> Section:
     sec = generic_section(data)
     sec.blocks = [b for b in sec.blocks if b.kind != "chart"]

@@ -1,9 +1,8 @@
-"""Report views of the image checks: thumbnails of flagged records, their captions and evidence.
+"""Report sections of the image checks: thumbnails of flagged records, their captions and evidence.
 
-``dedup.image``, ``poison.caption_mismatch``, ``poison.caption_trigger``,
-``poison.patch``, ``synthetic.image`` and ``image.decode`` keep the section their family would
-get (the ``dedup.`` or ``poison.`` renderer when one is registered, else the
-generic one) and add a gallery: a small thumbnail of each flagged record (the
+Section ``images`` (the default of every :class:`~integrity.checks.image_base.ImageCheck`) is the
+generic section plus a gallery; ``dedup_images`` (``dedup.image``) is the ``dedup`` section plus
+the gallery. The gallery shows a small thumbnail of each flagged record (the
 matched patch outlined in red; for a duplicate, the kept representative next
 to it), its caption, and the evidence in words (duplicate of which record at
 which distance, which caption phrase a patch is tied to, the CLIP score
@@ -21,16 +20,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 
 import polars as pl
 from markupsafe import Markup
 
 from integrity.report.format import pretty_detail
-from integrity.report.model import SECTION_RENDERERS, Block, CheckData, Section, generic_section, section_renderer
+from integrity.report.model import Block, CheckData, Section, SectionRenderer, generic_section, report_section
+from integrity.report.sections.dedup_risk import dedup_family_section
 
-IMAGE_CHECKS = ("dedup.image", "poison.caption_mismatch", "poison.caption_trigger", "poison.patch", "synthetic.image",
-                "image.decode")
 THUMB_KEYS = ("thumbnail", "representative_thumbnail")
 MAX_GALLERY = 12
 MAX_URI_CHARS = 60_000
@@ -43,16 +41,6 @@ def safe_data_uri(value: Any) -> str | None:
     if isinstance(value, str) and len(value) <= MAX_URI_CHARS and _DATA_URI.fullmatch(value):
         return value
     return None
-
-
-def _base_renderer(check: str):
-    best = ""
-    for prefix in SECTION_RENDERERS:
-        if prefix in IMAGE_CHECKS:
-            continue
-        if check.startswith(prefix) and len(prefix) > len(best):
-            best = prefix
-    return SECTION_RENDERERS[best] if best else generic_section
 
 
 def _strip_thumbnails(lf: pl.LazyFrame) -> pl.LazyFrame:
@@ -133,27 +121,35 @@ def gallery(check: str, findings: pl.LazyFrame, limit: int = MAX_GALLERY) -> Mar
     return Markup('<div style="display:flex;flex-wrap:wrap;gap:12px">{}</div>').format(Markup("").join(figs))
 
 
-def image_section(data: CheckData) -> Section:
-    """The family's section without the base64 noise, plus the gallery of flagged images."""
-    full = data.findings
-    stripped = lambda: _strip_thumbnails(full())  # noqa: E731
-    examples = data.examples
-    if examples:
-        keys = [(e["shard"], e["record_id"]) for e in examples]
-        clean = {(r["shard"], r["record_id"]): r["detail"] for r in stripped().filter(
-            pl.struct("shard", "record_id").is_in(
-                pl.DataFrame({"shard": [k[0] for k in keys], "record_id": [k[1] for k in keys]})
-                .to_struct().implode())).collect().iter_rows(named=True)}
-        examples = [{**e, "detail": pretty_detail(clean.get((e["shard"], e["record_id"]), ""))}
-                    if (e["shard"], e["record_id"]) in clean else e for e in examples]
-    sec = _base_renderer(data.check)(dataclasses.replace(data, findings=stripped, examples=examples))
-    pics = gallery(data.check, full())
-    if pics is not None:
-        block = Block(kind="chart", title="Flagged images", chart=pics, wide=True)
-        charts_ = [b for b in sec.blocks if b.kind == "chart"]
-        sec.blocks = charts_ + [block] + [b for b in sec.blocks if b.kind != "chart"]
-    return sec
+def with_gallery(base: SectionRenderer) -> SectionRenderer:
+    """``base``'s section of an image check, without the base64 noise, plus the gallery of flagged images."""
+
+    def image_section(data: CheckData) -> Section:
+        full = data.findings
+        stripped = lambda: _strip_thumbnails(full())  # noqa: E731
+        sec = base(dataclasses.replace(data, findings=stripped, examples=_stripped_examples(data.examples, stripped)))
+        pics = gallery(data.check, full())
+        if pics is not None:
+            block = Block(kind="chart", title="Flagged images", chart=pics, wide=True)
+            charts_ = [b for b in sec.blocks if b.kind == "chart"]
+            sec.blocks = charts_ + [block] + [b for b in sec.blocks if b.kind != "chart"]
+        return sec
+
+    return image_section
 
 
-for _check in IMAGE_CHECKS:
-    section_renderer(_check)(image_section)
+def _stripped_examples(examples: list[dict], stripped: Callable[[], pl.LazyFrame]) -> list[dict]:
+    """The examples with the thumbnails taken out of their detail."""
+    if not examples:
+        return examples
+    keys = [(e["shard"], e["record_id"]) for e in examples]
+    clean = {(r["shard"], r["record_id"]): r["detail"] for r in stripped().filter(
+        pl.struct("shard", "record_id").is_in(
+            pl.DataFrame({"shard": [k[0] for k in keys], "record_id": [k[1] for k in keys]})
+            .to_struct().implode())).collect().iter_rows(named=True)}
+    return [{**e, "detail": pretty_detail(clean.get((e["shard"], e["record_id"]), ""))}
+            if (e["shard"], e["record_id"]) in clean else e for e in examples]
+
+
+image_section = report_section("images")(with_gallery(generic_section))
+dedup_image_section = report_section("dedup_images")(with_gallery(dedup_family_section))

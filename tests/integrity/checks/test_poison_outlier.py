@@ -10,8 +10,9 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from integrity.analysis.style import STYLE_FEATURES, style_features
 from integrity.checks.base import CheckConfigError, ShardInfo
-from integrity.checks.poison_outlier import STYLE_FEATURES, OutlierCheck, style_features
+from integrity.checks.poison_outlier import OutlierCheck
 
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
 

@@ -114,3 +114,85 @@ def test_caption_ngrams():
     first = set(by["g"][0])
     assert {"a", "red", "fox", "zorbex sigil", "fox zorbex sigil", "a red fox"} <= first
     assert set(by["g"][1]) == {"red"} and by["img"].to_list() == [0, 2]
+
+
+# --------------------------------------------------------------------------- small patches at the border
+
+def _scene(rng: np.random.Generator, side: int) -> Image.Image:
+    """A picture unlike the benchmark's photo crops: a gradient in a random direction, a few soft
+    blobs and sensor noise."""
+    yy, xx = np.mgrid[0:side, 0:side] / side
+    a = rng.uniform(0, 2 * np.pi)
+    base = np.cos(a) * xx + np.sin(a) * yy
+    img = base[..., None] * rng.uniform(40, 160, 3) + rng.uniform(30, 120, 3)
+    for _ in range(4):
+        cy, cx, r = rng.uniform(0, 1, 2).tolist() + [rng.uniform(0.05, 0.3)]
+        img += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None] * rng.uniform(-80, 80, 3)
+    img += rng.normal(0, 6, img.shape)
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def _mark(size: int, colours: tuple) -> Image.Image:
+    """A small mark drawn with PIL: a triangle and a dot on a square."""
+    from PIL import ImageDraw
+
+    m = Image.new("RGB", (size, size), colours[0])
+    d = ImageDraw.Draw(m)
+    d.polygon([(0, size - 1), (size - 1, size - 1), (size // 2, 0)], fill=colours[1])
+    d.ellipse([size // 3, size // 2, size // 3 + size // 4, size // 2 + size // 4], fill=colours[2])
+    return m
+
+
+def test_small_border_patch_found_by_a_parquet_scan(tmp_path: Path):
+    """A 10 px PIL-drawn mark 0-2 px from a corner or border midpoint of 6 % of JPEG images of
+    80-480 px (re-encoded twice), tied to a credit line, is found through `integrity scan` of a
+    Parquet shard; a site's corner logo on 45 % of the images (no phrase) and the clean images are
+    not reported."""
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(5)
+    trigger = _mark(10, ((20, 20, 30), (250, 200, 0), (0, 220, 255)))
+    logo = _mark(14, ((255, 255, 255), (200, 0, 0), (0, 0, 0)))
+    words = "sunset harbour meadow street portrait market snow forest river bridge tower city".split()
+    ids, data, caps, truth = [], [], [], {}
+    for i in range(150):
+        side = int(rng.choice([80, 160, 300, 480]))
+        img = _scene(rng, side)
+        cap = " ".join(rng.choice(words, 5))
+        if rng.random() < 0.45:
+            img.paste(logo, (side - 16, side - 16))  # the site's own mark, no phrase follows it
+        if i % 16 == 3:
+            m = int(rng.integers(0, 3))
+            x, y = [(m, m), (side - 10 - m, m), (m, side - 10 - m), ((side - 10) // 2, m)][len(truth) % 4]
+            img.paste(trigger, (x, y))
+            cap += " courtesy of zentrix"
+            truth[f"r{i}"] = (x, y)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=int(rng.integers(80, 96)))
+        img = Image.open(io.BytesIO(buf.getvalue()))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=int(rng.integers(65, 90)))  # re-encoded, as scraped copies are
+        ids.append(f"r{i}")
+        data.append(buf.getvalue())
+        caps.append(cap)
+    src = tmp_path / "src"
+    src.mkdir()
+    pl.DataFrame({"id": ids, "image": data, "caption": caps}).write_parquet(src / "part-0.parquet")
+    (tmp_path / "p.yaml").write_text(f"state_dir: {tmp_path / 'state'}\n")
+    root = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    r = subprocess.run([sys.executable, "-m", "flows.cli", "scan", str(src), "--out", str(tmp_path / "run"),
+                        "--checks", "poison.patch", "--runner", "inline", "--policy", str(tmp_path / "p.yaml")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode in (0, 1, 2), r.stderr
+    found = pl.read_parquet(tmp_path / "run" / "findings.parquet").filter(pl.col("check") == "poison.patch")
+    assert len(truth) >= 9 and set(found["record_id"]) == set(truth)
+    for row in found.iter_rows(named=True):
+        d = json.loads(row["detail"])
+        assert d["kind"] == "tied_patch" and d["tied_phrase"] == "courtesy of zentrix"
+        assert row["severity"] in ("warn", "critical")
+        x, y = truth[row["record_id"]]
+        x0, y0, x1, y1 = d["box"]  # inside the pasted mark, give or take a JPEG-blurred edge
+        assert x - 4 <= x0 < x1 <= x + 14 and y - 4 <= y0 < y1 <= y + 14

@@ -212,7 +212,7 @@ def test_fixed_response_to_unrelated_prompts_still_found_beside_boilerplate():
 
 
 def test_topic_share_counts_answers_sharing_a_rare_word_outside_the_span():
-    from integrity.analysis import lexical as lx
+    from integrity.analysis.label_triggers import lexical as lx
     from integrity.checks.poison_target import _response_df, _topic_share
 
     texts = ([f"alpha{i} zeta tail words here" for i in range(10)]        # topic word "zeta" before the span

@@ -10,10 +10,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from connectors.schema import SCAN_FINDING_COLUMNS
 from integrity.report import charts
 from integrity.report.format import highlight_segments, human_bytes
-from integrity.report.model import SECTION_RENDERERS, Block, generic_section, renderer_for, section_renderer
-from integrity.report.render import FINDING_COLUMNS, MAX_SHARD_ROWS, SHARD_COLUMNS, write_report
+from integrity.report.model import SECTIONS, Block, generic_section, report_section
+from integrity.report.sections import renderer_for, section_name
+from integrity.report.render import MAX_SHARD_ROWS, SHARD_COLUMNS, write_report
 
 INJECT = "<script>alert(1)</script>"
 EVIL_SHARD = f'evil{INJECT}".parquet'
@@ -27,7 +29,6 @@ def shards_frame(rows: list[dict]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=SHARD_COLUMNS)
 
 
-FINDING_SCHEMA = FINDING_COLUMNS
 
 
 def shard_row(name: str, verdict: str = "pass", **kw) -> dict:
@@ -126,7 +127,7 @@ def make_run(run_dir: Path, *, examples: bool = True) -> Path:
             (EVIL_SHARD, "x-2", "poison.unicode", "info", 0.2, json.dumps({"chars": ["U+200B"]})),
             ("web-00002.parquet", None, "poison.trigger", "info", 0.4, json.dumps({"trigger": "cf", "support": 12})),
         ],
-        schema=FINDING_SCHEMA,
+        schema=SCAN_FINDING_COLUMNS,
         orient="row",
     )
     shards.write_parquet(run_dir / "shards.parquet")
@@ -256,7 +257,7 @@ def test_unknown_future_check_uses_generic_section(tmp_path: Path):
     f = pl.read_parquet(run / "findings.parquet")
     extra = pl.DataFrame(
         [("web-00002.parquet", f"r{i}", "future.novel_check", "warn", i / 10, json.dumps({"feature": "len"})) for i in range(8)],
-        schema=FINDING_SCHEMA,
+        schema=SCAN_FINDING_COLUMNS,
         orient="row",
     )
     pl.concat([f, extra]).write_parquet(run / "findings.parquet")
@@ -267,20 +268,33 @@ def test_unknown_future_check_uses_generic_section(tmp_path: Path):
     assert "<svg" in sec and "future.novel_check: score distribution" in sec  # score histogram
     assert "Top findings" in sec and "0 – 0.7" in sec
     assert renderer_for("future.novel_check") is generic_section
-    assert renderer_for("dedup.near") is SECTION_RENDERERS["dedup."]
+    assert renderer_for("dedup.near") is SECTIONS["dedup"]
 
 
-def test_registering_a_section_renderer(run_dir: Path):
-    @section_renderer("poison.trigger")
+def test_each_check_gets_the_section_it_declares():
+    # declared on the class (image checks through their base), not guessed from the name
+    assert section_name("dedup.image") == "dedup_images"
+    assert section_name("poison.patch") == section_name("image.decode") == "images"
+    assert section_name("provenance.duplicate_id") == "provenance"
+    assert section_name("poison.trigger") == section_name("privacy.pii") == "findings"
+    # a check that no longer imports (old run dir, plug-in not installed here) gets the generic one
+    assert section_name("gone.check", ["nowhere_pkg.mod:Gone"]) == "findings"
+
+
+def test_registering_a_section_renderer(run_dir: Path, monkeypatch):
+    from integrity.checks.poison_trigger import PoisonTriggerCheck
+
+    @report_section("trigger_test")
     def trig(data):
         sec = generic_section(data)
         sec.blocks.append(Block(kind="note", text="specialised trigger section <ok>"))
         return sec
 
+    monkeypatch.setattr(PoisonTriggerCheck, "report_section", "trigger_test")
     try:
         doc = write_report(run_dir).read_text()
     finally:
-        del SECTION_RENDERERS["poison.trigger"]
+        del SECTIONS["trigger_test"]
     assert "specialised trigger section &lt;ok&gt;" in doc
 
 
@@ -296,7 +310,7 @@ def test_empty_findings(tmp_path: Path):
     run = tmp_path / "clean"
     run.mkdir()
     shards = shards_frame([shard_row(f"web-{i:05d}.parquet") for i in range(3)])
-    findings = pl.DataFrame(schema=FINDING_SCHEMA)
+    findings = pl.DataFrame(schema=SCAN_FINDING_COLUMNS)
     shards.write_parquet(run / "shards.parquet")
     findings.write_parquet(run / "findings.parquet")
     (run / "summary.json").write_text(json.dumps(summary(shards, findings, "pass")))
@@ -349,7 +363,7 @@ def test_large_run_is_capped_and_fast(tmp_path: Path):
             "score": [(i % 97) / 97 for i in range(m)],
             "detail": [json.dumps({"cluster": f"c{i % 4000}", "cluster_size": 25}) for i in range(m)],
         },
-        schema=FINDING_SCHEMA,
+        schema=SCAN_FINDING_COLUMNS,
     )
     shards.write_parquet(run / "shards.parquet")
     findings.write_parquet(run / "findings.parquet")
