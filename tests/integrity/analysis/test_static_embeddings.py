@@ -21,14 +21,10 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory) -> Path:
-    """A distillation restricted to the tokens of TEXTS (a second, not a CPU-minute)."""
-    from integrity.analysis.embeddings import load_model
-
-    tok = load_model("all-MiniLM-L6-v2", "cpu").tokenizer
-    ids = sorted({i for t in TEXTS for i in tok(t, add_special_tokens=False)["input_ids"]})
-    return se.distill(tmp_path_factory.mktemp("static") / "m", token_ids=ids, pca_dims=64)
+@pytest.fixture
+def small_model(small_static_model: Path) -> Path:
+    """A distillation restricted to the tokens tests use (tests/conftest.py)."""
+    return small_static_model
 
 
 def test_distilled_model_loads_with_model2vec_and_keeps_paraphrases_close(small_model: Path):

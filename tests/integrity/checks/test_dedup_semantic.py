@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from integrity.checks.base import CheckConfigError, CorpusContext, ShardInfo
@@ -140,3 +141,60 @@ def test_option_validation():
         SemanticDedup({"static_model": True})
     with pytest.raises(CheckConfigError, match="static_neighbors"):
         SemanticDedup({"static_neighbors": 0})
+
+
+# ---------------------------------------------------------------- the static stage, in a real scan
+def _filler(n: int, seed: int = 0) -> list[str]:
+    """Unrelated sentences: 12 random frequent English words each (whole-word tokens of
+    MiniLM's vocabulary that the small static model covers)."""
+    from integrity.analysis.embeddings import packaged_model_dir
+
+    vocab = (packaged_model_dir() / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    words = [w for w in vocab[2500:5000] if w.isalpha() and len(w) >= 4]
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(words, 12)) + "." for _ in range(n)]
+
+
+def _scan(tmp_path: Path, records: list[dict], options: dict):
+    import integrity.api as api
+
+    path = tmp_path / "corpus.parquet"
+    pq.write_table(pa.Table.from_pylist(records), path)
+    policy = {"checks": {"dedup.semantic": {"enabled": True, "options": {"device": "cpu", **options}}}}
+    return api.scan(str(path), checks=["dedup.semantic"], policy=policy, out=tmp_path / "run",
+                    state_dir=tmp_path / "state")
+
+
+def test_cpu_scan_finds_a_paraphrase_beyond_the_old_sample_and_reports_full_coverage(tmp_path: Path,
+                                                                                     small_static_model: Path):
+    from integrity.checks.dedup_exact import hash_texts
+    from integrity.checks.dedup_semantic import _sample_key
+
+    n = 5000
+    texts = _filler(n)
+    original, paraphrase = PARAPHRASES[0]
+    texts[4500], texts[4900] = original, paraphrase
+    # precondition: the old CPU sample (the 4,096 smallest content hashes) left the pair out
+    keys = _sample_key(hash_texts(pa.array([t.lower() for t in texts])))
+    cut = np.sort(keys)[4095]
+    assert keys[4500] > cut or keys[4900] > cut
+    run = _scan(tmp_path, [{"id": f"r{i}", "text": t} for i, t in enumerate(texts)],
+                {"static_model": str(small_static_model)})
+    found = pl.read_parquet(run.run_dir / "findings.parquet").filter(pl.col("check") == "dedup.semantic")
+    assert found["record_id"].to_list() == ["r4900"]  # the filler (random words) is not clustered
+    d = json.loads(found["detail"][0])
+    assert d["representative"] == "r4500" and d["similarity"] >= 0.85 and d["embedded_share"] == 1.0
+    cov = json.loads((run.run_dir / "summary.json").read_text())["counts"]["coverage"]["dedup.semantic"]
+    assert cov["records"] == cov["embedded"] == n and cov["share"] == 1.0
+    html = (run.run_dir / "report.html").read_text()
+    assert "Embedding coverage" in html and "5,000 / 5,000" in html
+
+
+def test_cpu_scan_with_a_sampling_cap_says_how_much_it_embedded(tmp_path: Path):
+    texts = _filler(300, seed=1)
+    run = _scan(tmp_path, [{"id": f"r{i}", "text": t} for i, t in enumerate(texts)],
+                {"static_model": False, "cpu_max_records": 40})
+    cov = json.loads((run.run_dir / "summary.json").read_text())["counts"]["coverage"]["dedup.semantic"]
+    assert cov == {"records": 300, "embedded": 40, "share": round(40 / 300, 4), "seen": 300, "how": "full model"}
+    html = (run.run_dir / "report.html").read_text()
+    assert "40 / 300" in html and "sampled" in html
