@@ -86,10 +86,8 @@ import ipaddress
 import re
 from typing import Any, Callable, Iterable, Iterator
 
-import pyarrow as pa
 from pydantic import Field, model_validator
 
-from connectors.schema import TEXT_FIELDS
 from integrity.checks._national_ids import (
     _scan_aadhaar,
     _scan_bsn,
@@ -101,10 +99,8 @@ from integrity.checks._text_scan import (
     EXAMPLE_FACTOR,
     RawMatch,
     ScanGroup,
-    TextScanner,
+    TextScanCheck,
     luhn_ok,
-    resolve_kinds,
-    resolve_scores,
 )
 from integrity.checks._text_scan import (
     before as _before,
@@ -115,7 +111,7 @@ from integrity.checks._text_scan import (
 from integrity.checks._text_scan import (
     mask as _mask,
 )
-from integrity.checks.base import CheckOptions, Check, CheckOutput, ShardInfo
+from integrity.checks.base import CheckOptions
 
 KINDS = (
     "credit_card",
@@ -554,13 +550,15 @@ def _scan_ipv6_with(exclude_private: bool):
 
 
 
-class PiiCheck(Check):
+class PiiCheck(TextScanCheck):
     name = "privacy.pii"
     description = (
         "Personal data in text: e-mail, phone, IP, payment cards (Luhn + IIN), IBAN (mod-97), "
         "US SSN, UK NINO, Spanish DNI/NIE, Dutch BSN, Indian Aadhaar (validated)."
     )
-    requires = TEXT_FIELDS
+    KINDS = KINDS
+    DEFAULT_SCORES = DEFAULT_SCORES
+
     class Options(CheckOptions):
         kinds: list[str] = Field(default_factory=lambda: list(KINDS), description="kinds to report")
         min_score: float = Field(0.0, ge=0, le=1, description="matches scoring below this are dropped")
@@ -578,25 +576,15 @@ class PiiCheck(Check):
                 raise ValueError("min_phone_digits: must not be above max_phone_digits "
                                  f"({self.min_phone_digits} > {self.max_phone_digits})")
             return self
+
     default_severity = "warn"
-    corpus_level = False
     version = 1
 
-    def __init__(self, options: dict[str, Any] | None = None, shard: ShardInfo | None = None):
-        super().__init__(options, shard)
-        o = self.options
-        kinds = resolve_kinds(self.name, o["kinds"], KINDS)
-        scores = resolve_scores(self.name, o["scores"], DEFAULT_SCORES)
+    def scan_groups(self) -> list[ScanGroup]:
+        o, kinds = self.options, self.kinds
         min_d, max_d = int(o["min_phone_digits"]), int(o["max_phone_digits"])
-        include_examples = bool(o["include_examples"])
         exclude_private = bool(o["exclude_private_ip"])
-
-        def score_of(kind: str, factor: float, extra: dict) -> float | None:
-            if not include_examples and extra.get("example"):
-                return None
-            return min(1.0, scores[kind] * factor)
-
-        groups = [
+        return [
             ScanGroup("email", "@", frozenset({"email"}), _scan_email),
             ScanGroup(
                 "numeric",
@@ -637,7 +625,3 @@ class PiiCheck(Check):
                 _scan_ipv6_with(exclude_private),
             ),
         ]
-        self._scanner = TextScanner(groups, kinds, float(o["min_score"]), int(o["max_matches"]), score_of)
-
-    def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
-        return CheckOutput(findings=self._scanner.scan_batch(batch))

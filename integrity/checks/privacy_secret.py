@@ -81,10 +81,8 @@ import json
 import re
 from typing import Any, Iterator
 
-import pyarrow as pa
 from pydantic import Field
 
-from connectors.schema import TEXT_FIELDS
 from integrity.checks._secret_formats import (
     PREFILTER as _FORMATS_PREFILTER,
 )
@@ -100,16 +98,14 @@ from integrity.checks._text_scan import (
     EXAMPLE_FACTOR,
     RawMatch,
     ScanGroup,
-    TextScanner,
+    TextScanCheck,
     redacted_preview,
-    resolve_kinds,
-    resolve_scores,
     shannon_entropy,
 )
 from integrity.checks._text_scan import (
     chain as _chain,
 )
-from integrity.checks.base import CheckOptions, Check, CheckOutput, ShardInfo
+from integrity.checks.base import CheckOptions
 
 #: kinds added for provider tokens and credential syntaxes (:mod:`integrity.checks._secret_formats`)
 NEW_SCORES = {
@@ -509,13 +505,15 @@ def secret_spans(text: str) -> list[tuple[int, int]]:
     return sorted({(start, end) for _, start, end, _, _ in found})
 
 
-class SecretCheck(Check):
+class SecretCheck(TextScanCheck):
     name = "privacy.secret"
     description = (
         "Credentials in text: private keys, cloud/API tokens (AWS, GCP, GitHub, GitLab, Slack, Stripe, "
         "OpenAI-style, Google OAuth, Twilio, SendGrid, npm), JWTs and high-entropy password/token assignments."
     )
-    requires = TEXT_FIELDS
+    KINDS = KINDS
+    DEFAULT_SCORES = DEFAULT_SCORES
+
     class Options(CheckOptions):
         kinds: list[str] = Field(default_factory=lambda: list(KINDS), description="kinds to report")
         min_score: float = Field(0.0, ge=0, le=1, description="matches scoring below this are dropped")
@@ -525,26 +523,15 @@ class SecretCheck(Check):
         min_entropy: float = Field(3.0, ge=0, description="bits/char a secret_assignment value needs")
         min_secret_length: int = Field(16, ge=1, le=512, description="characters a secret_assignment value needs")
         max_matches: int = Field(20, ge=1, description="matches listed in detail per record (n_matches counts all)")
+
     default_severity = "warn"
-    corpus_level = False
     version = 1
     reads_raw_secrets = True  # the one check that must see them (and writes only previews)
 
-    def __init__(self, options: dict[str, Any] | None = None, shard: ShardInfo | None = None):
-        super().__init__(options, shard)
-        o = self.options
-        kinds = resolve_kinds(self.name, o["kinds"], KINDS)
-        scores = resolve_scores(self.name, o["scores"], DEFAULT_SCORES)
-        min_len, min_entropy = int(o["min_secret_length"]), float(o["min_entropy"])
-        include_examples = bool(o["include_examples"])
-
-        def score_of(kind: str, factor: float, extra: dict) -> float | None:
-            if not include_examples and extra.get("example"):
-                return None
-            return min(1.0, scores[kind] * factor)
-
+    def scan_groups(self) -> list[ScanGroup]:
+        min_len, min_entropy = int(self.options["min_secret_length"]), float(self.options["min_entropy"])
         token_kinds = frozenset(KINDS) - {"secret_assignment", "aws_secret_access_key"} - set(NEW_KINDS)
-        groups = [
+        return [
             ScanGroup("tokens", _TOKEN_PREFILTER, token_kinds, _chain(_scan_tokens, _scan_private_keys, _scan_jwt)),
             ScanGroup(
                 "formats", _FORMATS_PREFILTER, frozenset(NEW_KINDS), _chain(scan_provider_tokens, scan_credential_syntax)
@@ -556,7 +543,3 @@ class SecretCheck(Check):
                 _scan_assignments_with(min_len, min_entropy),
             ),
         ]
-        self._scanner = TextScanner(groups, kinds, float(o["min_score"]), int(o["max_matches"]), score_of)
-
-    def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
-        return CheckOutput(findings=self._scanner.scan_batch(batch))
