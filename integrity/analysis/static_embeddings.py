@@ -66,7 +66,7 @@ def token_vectors(source: str | os.PathLike = DEFAULT_MODEL, batch_size: int = 1
 
     from integrity.analysis.embeddings import load_model
 
-    st = load_model(source, "cpu")
+    st = load_model(source, None)  # a GPU when there is one: seconds instead of a CPU-minute
     transformer = st[0].auto_model
     tok = st.tokenizer
     vocab = len(tok)
@@ -77,11 +77,11 @@ def token_vectors(source: str | os.PathLike = DEFAULT_MODEL, batch_size: int = 1
     todo = np.arange(vocab) if token_ids is None else np.unique(np.asarray(token_ids, dtype=np.int64))
     with torch.inference_mode():
         for s in range(0, len(todo), batch_size):
-            ids = torch.from_numpy(todo[s:s + batch_size])
+            ids = torch.from_numpy(todo[s:s + batch_size]).to(st.device)
             input_ids = torch.stack([torch.full_like(ids, cls), ids, torch.full_like(ids, sep)], dim=1)
             hidden = transformer(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                                  token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
-            out[todo[s:s + batch_size]] = hidden.float().mean(dim=1).numpy()
+            out[todo[s:s + batch_size]] = hidden.float().mean(dim=1).cpu().numpy()
     _, model_dir = resolve_model(source)
     path = Path(model_dir) / "tokenizer.json"
     if not path.exists():

@@ -14,27 +14,32 @@ present. Content is embedded once: records whose normalized text is equal
 whatever they mean). Features: the 128-bit content hash and, for embedded
 content, the L2-normalized vector as float16 bytes (768 bytes for MiniLM).
 
-**Budget.** On a GPU everything is embedded. On CPU, embedding is the cost
-(all-MiniLM-L6-v2 at 128 tokens: about 28 Debian descriptions per CPU-second,
-so ~55/s on 2 idle cores; a whole 64k-record shard would take ~20 min), so a
-shard embeds at most ``cpu_max_records`` distinct
-contents: the ones with the smallest content hash, a deterministic sample that
-is the same whatever the record order, and consistent across shards and
-nights (a text sampled in one shard is sampled wherever it appears with a
-similar or smaller shard), and stops after ``cpu_max_seconds`` per shard (what
-is embedded is then a prefix of a fixed content-hash order, so a re-run embeds
-the same texts first). Since per-shard results
-are cached by shard content, a nightly scan only embeds its new shards. A
-sample of a share ``q`` of the records still finds a cluster of ``k``
-paraphrases when at least two of its members are sampled (for ``k = 20`` and
-``q = 0.13`` that is 74 %), but a pair only with probability ``q**2``: on CPU
-the check finds the large clusters, which are the memorization risk, not every
-pair. ``sample_rate`` (default 1) additionally keeps only contents whose hash
-falls in that fraction, everywhere (GPU too). ``null`` budgets embed all.
-Default cost: 4096 texts per shard, ~150 CPU-seconds (~1.5 min on 2 idle
-cores) for the 64k-record Debian corpus as one shard, never more than
-``cpu_max_seconds`` (180) per shard; a scan of the Debian corpus with the
-defaults embeds 6.4 % of its records.
+**CPU: every record, in two stages.** On a GPU everything is embedded with
+``model``. On CPU that model is the cost (all-MiniLM-L6-v2 at 128 tokens: about
+28 Debian descriptions per CPU-second), so every eligible content is embedded
+with a *static* model instead (:mod:`integrity.analysis.static_embeddings`:
+distilled once from ``model``, cached in the state directory, or the model2vec
+model ``static_model`` names; ~14,000 descriptions per CPU-second), stored as
+float16 bytes (``sv``) with the shard's ``uri``. The corpus pass takes the
+corpus mean out of the static vectors, searches each one's
+``static_neighbors`` nearest (faiss, as below), and keeps pairs at static
+cosine ``static_threshold`` or more as candidates; only the candidate
+contents get ``model`` vectors (their text re-read from the shard at the row
+of their first record, embedded in the corpus pass; ``rescore_max_records``
+caps them, most similar first), and the clusters are built from those, so
+``threshold`` means what it means on a GPU. On the Debian descriptions this
+keeps 97 % of MiniLM's pairs at 0.85 while MiniLM embeds 27 % of the records
+(``benchmarks/semantic.py``). The GPU path also stores static vectors, so a
+scan whose shards ran on both kinds of worker still compares everything.
+
+``static_model: false`` restores the sampled CPU path: a shard embeds at most
+``cpu_max_records`` distinct contents with ``model`` (the ones with the
+smallest content hash, a deterministic sample that is the same whatever the
+record order) and stops after ``cpu_max_seconds`` per shard (a prefix of that
+fixed hash order). ``sample_rate`` (default 1) keeps only contents whose hash
+falls in that fraction, everywhere. How many records got a vector is the
+check's :meth:`SemanticDedup.coverage` (``summary.json``'s
+``counts.coverage``; the report's coverage table).
 
 Corpus pass: the vectors of all shards go into a faiss inner-product index:
 exact ``IndexFlatIP`` up to ``exact_max_records`` vectors, above that
@@ -139,10 +144,11 @@ class SemanticDedup(Check):
                                  "paraphrases: 0.83-0.95, unrelated sentences < 0.5)")
         k_neighbors: int = Field(10, ge=1, description="nearest neighbours searched per text")
         min_chars: int = Field(32, ge=0, description="shorter normalized texts are not embedded")
-        cpu_max_records: int | None = Field(4096, gt=0, description="CPU budget: distinct texts embedded per shard (null: "
-                                            "all); ~150 CPU-s (~1.5 min on 2 cores) per full shard, once per shard "
-                                            "content (results are cached); a GPU embeds everything")
-        cpu_max_seconds: float | None = Field(180, gt=0, description="CPU budget: hard stop per shard (null: none)")
+        cpu_max_records: int | None = Field(4096, gt=0, description="CPU without a static stage (static_model: "
+                                            "false): distinct texts embedded per shard (null: all); ~150 CPU-s per "
+                                            "full shard; a GPU embeds everything")
+        cpu_max_seconds: float | None = Field(180, gt=0, description="CPU without a static stage: hard stop per "
+                                              "shard (null: none)")
         sample_rate: float = Field(1.0, gt=0, le=1, description="share of texts eligible at all (by content hash), CPU and GPU")
         exact_max_records: int = Field(20000, ge=1, description="exact IndexFlatIP up to this many vectors, IVF-Flat above")
         nprobe: int = Field(16, ge=1, description="IVF lists probed per query")
