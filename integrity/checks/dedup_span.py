@@ -37,6 +37,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 from numpy.lib.stride_tricks import sliding_window_view
+from pydantic import Field
 
 from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
 from integrity.analysis.dedup.blobs import pack, unpack
@@ -45,7 +46,7 @@ from integrity.analysis.dedup.partitioned import key_counts, partition_count
 from integrity.analysis.dedup.text import Tokens, text_fields, tokenize, windows
 from integrity.analysis.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
                                         own_earlier_version, seen_order)
-from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
+from integrity.checks.base import CheckOptions, Check, CheckOutput, CorpusContext
 from integrity.checks.dedup_near import cluster_ids
 
 log = logging.getLogger(__name__)
@@ -113,26 +114,19 @@ class SpanDedup(Check):
     report_section = "dedup"
     description = "Long token spans (default 50 tokens) repeated across documents, across shards and earlier nights."
     requires = TEXT_FIELDS
-    default_options = {
-        "span_tokens": 50,
-        "winnow": 8,
-        "min_share": 0.0,
-        "max_matches": 20,
-        "history": True,
-    }
+    class Options(CheckOptions):
+        span_tokens: int = Field(50, ge=2, description="shortest repeated run reported (words); shorter never is")
+        winnow: int = Field(8, ge=1, description="runs of span_tokens + winnow - 1 words are always found, shorter ones "
+                            "usually; spans' ends may miss winnow - 1 words")
+        min_share: float = Field(0.0, ge=0, le=1, description="records with a smaller repeated share are not reported")
+        max_matches: int = Field(20, ge=0, description="spans listed per finding")
+        history: bool = Field(True, description="also match the approved data of earlier scans")
     default_severity = "warn"
     corpus_level = True
     version = 1
 
     def __init__(self, options=None, shard=None):
         super().__init__(options, shard)
-        o = self.options
-        if int(o["span_tokens"]) < 2:
-            raise CheckConfigError(f"check {self.name!r}: span_tokens must be at least 2")
-        if int(o["winnow"]) < 1:
-            raise CheckConfigError(f"check {self.name!r}: winnow must be at least 1")
-        if not 0.0 <= float(o["min_share"]) <= 1.0:
-            raise CheckConfigError(f"check {self.name!r}: min_share must be between 0 and 1")
 
     @property
     def params(self) -> dict:

@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from pydantic import Field
 
 from connectors.schema import TEXT_FIELDS
 from integrity.analysis import fairness
@@ -64,7 +65,7 @@ from integrity.analysis.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, 
 from integrity.analysis.drift import compare_shard, dumps
 from integrity.analysis.profile import (EMBED_MAX_CHARS, Profile, ProfileError, categorical_shares, embed_texts,
                                         load_profile, sample_key)
-from integrity.checks.base import CORPUS_FINDING_COLUMNS, Check, CheckOutput, CorpusContext
+from integrity.checks.base import CORPUS_FINDING_COLUMNS, Check, CheckOptions, CheckOutput, CorpusContext
 
 log = logging.getLogger(__name__)
 
@@ -95,34 +96,33 @@ class DriftCheck(Check):
     default_severity = "info"
     corpus_level = True
     version = 1
-    default_options = {
-        "min_records": 30,
-        "max_shard_records": 5000,
-        "max_reference_records": 2000,
-        "max_reference_embeddings": 1000,
-        "embed_sample": 256,
-        "permutations": 200,
-        "alpha": 0.01,
-        "psi_warn": 0.25,
-        "psi_critical": 1.0,
-        "auc_warn": 0.65,
-        "auc_critical": 0.8,
-        "mmd_warn": 0.002,
-        "mmd_critical": 0.01,
-        "topic_js_warn": 0.1,
-        "topic_js_critical": 0.3,
-        "novelty_k": 10,
-        "novelty_warn": 0.1,
-        "novelty_critical": 0.3,
-        "far_quantile": 0.99,
-        "label_js_warn": 0.05,
-        "label_js_critical": 0.2,
-        "new_cluster_min_size": 3,
-        "examples_per_cluster": 3,
-        "fairness": True,
-        "history": False,
-        "history_sample": 10000,
-    }
+    class Options(CheckOptions):
+        alpha: float = Field(0.01, gt=0, le=1, description="an effect counts only when its p-value is at most this")
+        permutations: int = Field(200, ge=1, description="permutations per test (smallest p-value 1/201)")
+        psi_warn: float = Field(0.25, ge=0, description="PSI of one feature (0.1-0.25 moderate, > 0.25 major shift)")
+        psi_critical: float = Field(1.0, ge=0, description="PSI of one feature that is critical")
+        auc_warn: float = Field(0.65, ge=0, le=1, description="held-out AUC of shard-vs-reference on text features")
+        auc_critical: float = Field(0.8, ge=0, le=1, description="critical AUC (a share p of separable records gives at most 0.5 + p/2)")
+        mmd_warn: float = Field(0.002, ge=0, description="MMD^2 on MiniLM embeddings (RBF, median bandwidth)")
+        mmd_critical: float = Field(0.01, ge=0, description="critical MMD^2")
+        topic_js_warn: float = Field(0.1, ge=0, le=1, description="JS divergence (base 2) of reference-topic shares")
+        topic_js_critical: float = Field(0.3, ge=0, le=1, description="critical topic JS divergence")
+        novelty_warn: float = Field(0.1, ge=0, le=1, description="share of the shard beyond the reference (lower bound)")
+        novelty_critical: float = Field(0.3, ge=0, le=1, description="critical novel share")
+        novelty_k: int = Field(10, ge=1, description="neighbours for the novelty distance")
+        far_quantile: float = Field(0.99, gt=0, lt=1, description="records beyond this reference quantile are 'new topic' examples")
+        label_js_warn: float = Field(0.05, ge=0, le=1, description="JS divergence of the label mix")
+        label_js_critical: float = Field(0.2, ge=0, le=1, description="critical label-mix JS divergence")
+        embed_sample: int = Field(256, ge=0, description="records per shard embedded (bottom-k by id hash; cached by content)")
+        min_records: int = Field(30, ge=1, description="smaller shards are not compared (info finding)")
+        max_shard_records: int = Field(5000, ge=1, description="records per shard used by the tests (a deterministic sample)")
+        max_reference_records: int = Field(2000, ge=1, description="reference records used by the tests (a deterministic sample)")
+        max_reference_embeddings: int = Field(1000, ge=0, description="reference records embedded")
+        new_cluster_min_size: int = Field(3, ge=1, description="far records grouped into a new topic need at least this many")
+        examples_per_cluster: int = Field(3, ge=0, description="examples shown per new topic")
+        fairness: bool = Field(True, description="identity-term counts and context vs the reference (no verdict)")
+        history: bool = Field(False, description="without --reference: compare with earlier approved shards")
+        history_sample: int = Field(10000, ge=1, description="records kept in that history")
 
     def __init__(self, options=None, shard=None):
         super().__init__(options, shard)

@@ -81,13 +81,14 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
 from connectors.schema import RECORD_ID, ROW
 from integrity.analysis import outlier
 from integrity.analysis.style import STYLE_FEATURES, style_features
 from integrity.checks.base import (
     Check,
-    CheckConfigError,
+    CheckOptions,
     CheckOutput,
     CorpusContext,
     ShardInfo,
@@ -106,43 +107,35 @@ class OutlierCheck(Check):
         "attacks): style/template features, label-enrichment screen, FDR-controlled expansion, MiniLM evidence."
     )
     requires = ("label",)
-    default_options: dict[str, Any] = {
-        "embed": True,  # compute MiniLM embeddings (spectral and cohesion evidence of flagged groups)
-        "model": "all-MiniLM-L6-v2",  # sentence-transformers name or local path (see integrity/analysis/embeddings.py)
-        "device": None,  # None: CUDA when present, else CPU
-        "max_seq_length": 128,  # tokens per text for the embedding (MiniLM was trained at 128)
-        "batch_size": None,  # None: 512 on GPU, 64 on CPU
-        "cpu_max_records": 1000,  # CPU only: embed at most this many records per shard (deterministic sample)
-        "cpu_max_seconds": 60,  # CPU only: stop embedding a shard after this many seconds
-        "min_label_size": 50,  # labels with fewer records are never a target (still count as "others")
-        "neighbors": 30,  # k of the enrichment screen
-        "enrichment_p": 1e-4,  # binomial p-value below which a record is label-enriched
-        "min_group": 10,  # enriched records a label needs to be a candidate
-        "min_enrichment": 0.003,  # floor of the other labels' enrichment in the ratio test
-        "label_ratio": 3.0,  # e_L must be >= label_ratio x the largest e of the other labels
-        "max_fdr": 0.2,  # estimated false-discovery rate allowed in a flagged group
-        "min_posterior": 0.1,  # never flag below this group posterior (the FDR estimate is the real guard)
-        "fbeta": 1.0,  # the threshold maximizes the estimated F-beta (< 1 favours precision)
-        "folds": 5,  # cross-validation folds of the out-of-fold classifier
-        "rounds": 4,  # expansion rounds (each round's flagged records seed the next)
-        "max_records": 200000,  # corpus pass works on a deterministic sample beyond this
-        "seed": 0,
-    }
+    class Options(CheckOptions):
+        embed: bool = Field(True, description="MiniLM embeddings for evidence (false: style only, no torch)")
+        model: str = Field("all-MiniLM-L6-v2", description="sentence-transformers name or local path (packaged copy, offline)")
+        device: str | None = Field(None, description="null: CUDA when present, else CPU")
+        max_seq_length: int = Field(128, ge=1, description="tokens per text embedded")
+        batch_size: int | None = Field(None, gt=0, description="null: 512 on GPU, 64 on CPU")
+        cpu_max_records: int | None = Field(1000, ge=0, description="CPU only: records embedded per shard (smallest "
+                                            "hashed ids); evidence, not the decision, so kept cheap (~40 s); a GPU "
+                                            "embeds every record")
+        cpu_max_seconds: float | None = Field(60, ge=0, description="CPU only: embedding time per shard")
+        min_label_size: int = Field(50, ge=1, description="smaller labels are never a target")
+        neighbors: int = Field(30, ge=1, description="k of the enrichment screen")
+        enrichment_p: float = Field(1e-4, gt=0, lt=1, description="binomial p-value that makes a record label-enriched")
+        min_group: int = Field(10, ge=1, description="enriched records a label needs")
+        min_enrichment: float = Field(0.003, gt=0, lt=1, description="floor of the other labels' enrichment in the ratio test")
+        label_ratio: float = Field(3.0, ge=1, description="a target's enrichment must be this many times every other label's")
+        max_fdr: float = Field(0.2, gt=0, lt=1, description="estimated false-discovery rate allowed in a flagged group")
+        min_posterior: float = Field(0.1, gt=0, lt=1, description="lowest group posterior ever flagged")
+        fbeta: float = Field(1.0, gt=0, description="the threshold maximizes the estimated F-beta (< 1 favours precision)")
+        folds: int = Field(5, ge=1, description="out-of-fold classifier folds")
+        rounds: int = Field(4, ge=1, description="expansion rounds")
+        max_records: int = Field(200000, ge=1, description="corpus pass works on a deterministic sample beyond this")
+        seed: int = Field(0, description="random seed of the sampling and the classifier folds")
     default_severity = "warn"
     corpus_level = True
     version = 1
 
     def __init__(self, options: dict[str, Any] | None = None, shard: ShardInfo | None = None):
         super().__init__(options, shard)
-        o = self.options
-        for key in ("min_label_size", "neighbors", "min_group", "folds", "rounds", "max_records", "max_seq_length"):
-            if not isinstance(o[key], int) or o[key] < 1:
-                raise CheckConfigError(f"check {self.name!r}: {key} must be an integer >= 1, got {o[key]!r}")
-        for key in ("enrichment_p", "max_fdr", "min_posterior", "min_enrichment"):
-            if not isinstance(o[key], (int, float)) or not 0 < float(o[key]) < 1:
-                raise CheckConfigError(f"check {self.name!r}: {key} must be a number in (0, 1), got {o[key]!r}")
-        if not isinstance(o["label_ratio"], (int, float)) or o["label_ratio"] < 1:
-            raise CheckConfigError(f"check {self.name!r}: label_ratio must be >= 1")
         self._embedder = None
         self._no_model = False
         self._pending: list[tuple[np.ndarray, list[str], list[int], list[str | None], list[str]]] = []

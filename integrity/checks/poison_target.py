@@ -45,13 +45,14 @@ from typing import Iterable
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from pydantic import Field
 from scipy import stats
 
 from connectors.schema import RECORD_ID, ROW
 from integrity.analysis.label_triggers import (empty_corpus_findings, offsets_for, score_of, split_features,
                                                token_features)
 from integrity.analysis.label_triggers import lexical as lx
-from integrity.checks.base import CORPUS_FINDING_COLUMNS, Check, CheckOutput, CorpusContext
+from integrity.checks.base import CORPUS_FINDING_COLUMNS, Check, CheckOptions, CheckOutput, CorpusContext
 
 
 class PoisonTargetCheck(Check):
@@ -59,20 +60,21 @@ class PoisonTargetCheck(Check):
     description = ("Injected response spans shared across unrelated prompts (links, phrases, refusals), "
                    "with the prompt feature that triggers them.")
     requires = ("response",)
-    default_options = {
-        "max_tokens": 512,               # tokens kept per prompt and per response
-        "span_tokens": 4,                # length of the response n-grams that seed repeated spans
-        "min_span_tokens": 3,            # shortest span (or whole repeated response) considered
-        "min_support": 5,                # records a span (and an explaining n-gram) needs
-        "max_share": 0.5,                # spans in more of the records than this are templates, not targets
-        "max_clusters": 50,              # largest span clusters tested
-        "min_precision": 0.9,            # P(span | trigger) of an accepted explanation
-        "min_recall": 0.5,               # P(trigger | span) of an accepted explanation
-        "fdr": 0.01,                     # Benjamini-Hochberg rate over the clusters tested
-        "unexplained_min_tokens": 8,     # unexplained spans at least this long are flagged (0: never)
-        "min_share": 0.003,              # share of the records a flagged span must cover (with min_support)
-        "max_topic_share": 0.5,          # an unexplained span is boilerplate when this share of its answers share a topic word
-    }
+    class Options(CheckOptions):
+        max_tokens: int = Field(512, ge=1, description="tokens kept per prompt and per response")
+        span_tokens: int = Field(4, ge=1, description="response n-grams that seed repeated spans")
+        min_span_tokens: int = Field(3, ge=1, description="shortest span (or whole repeated answer) considered")
+        min_support: int = Field(5, ge=1, description="records a span (and an explaining n-gram) needs")
+        max_share: float = Field(0.5, gt=0, le=1, description="spans in more of the records are templates, not targets")
+        max_clusters: int = Field(50, ge=1, description="largest span clusters tested")
+        min_precision: float = Field(0.9, ge=0, le=1, description="P(span | trigger) of an accepted explanation")
+        min_recall: float = Field(0.5, ge=0, le=1, description="P(trigger | span) of an accepted explanation")
+        fdr: float = Field(0.01, gt=0, le=1, description="Benjamini-Hochberg rate over the clusters tested")
+        unexplained_min_tokens: int = Field(8, ge=0, description="unexplained spans this long, at the end or start of "
+                                            "unrelated answers, are flagged (0: off)")
+        min_share: float = Field(0.003, ge=0, le=1, description="share of the records a flagged span must cover (with min_support)")
+        max_topic_share: float = Field(0.5, ge=0, le=1, description="... unless this share of their answers share a "
+                                       "topic word (natural boilerplate)")
     default_severity = "warn"
     corpus_level = True
     version = 2
