@@ -16,8 +16,8 @@ assume the shard looks like the data the evidence was fitted on.
   ("burstiness": people alternate plain and dense passages, generators keep an
   even register);
 * words instruction-tuned generators over-use ("delve", "crucial",
-  "additionally", ...: :data:`integrity.analysis.features.LLM_WORDS`, a list
-  from the literature on ChatGPT-era text, not fitted here) per 100 words;
+  "additionally", ...: :data:`integrity.analysis.features.LLM_WORDS`, a fixed
+  list older than this detector, not fitted here) per 100 words;
 * punctuation and digit profile per 100 characters: brackets, colons and
   semicolons, dashes, digits, commas.
 
