@@ -74,7 +74,9 @@ def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], run_dir: Path,
             found = rows_into_detail(found)  # record ids may repeat in a shard: the row tells them apart
             if "severity" not in found.columns:
                 found = found.with_columns(severity=pl.lit(None, dtype=pl.Utf8))
-            found = found.with_columns(check=pl.lit(name)).select(
+            # labelled with the check's own name, as its per-shard findings are (a plug-in named
+            # by import path in the policy still writes findings under its class's name)
+            found = found.with_columns(check=pl.lit(check.name or name)).select(
                 [pl.col(c).cast(t) for c, t in SCAN_FINDING_COLUMNS.items()])
             ctx.earlier_findings[name] = found
             out.append(found)
