@@ -69,7 +69,6 @@ patched images in the corpus nothing is reported.
 from __future__ import annotations
 
 import json
-import os
 import math
 
 import numpy as np
@@ -85,6 +84,7 @@ from integrity.analysis.thumbnails import with_thumbnails
 from integrity.checks.base import CheckOutput, CorpusContext
 from integrity.checks.image_base import LIMIT_OPTIONS, ImageCheck
 
+MIN_BORDER_WINDOWS = 4  # border-window hashes the median image of a border-only patch holds (see _enough_structure)
 MAX_GROUP_IMAGES = 2000  # images compared pairwise (phash) when counting distinct images of one group
 
 
@@ -209,7 +209,7 @@ class PatchCheck(ImageCheck):
                                               y1=(pl.col("y") + pl.col("s")).max())
             if phrase is not None:
                 per_img = _core_members(per_img, grams, phrase["phrase"])
-                if per_img.height < lo:
+                if per_img.height < lo or not _enough_structure(hit, per_img):
                     continue
             hashes = cand.filter(pl.col("hid").is_in(hit["hid"].unique().implode())).sort("n", descending=True)["h"]
             cluster = f"patch-{hashes[0]:016x}"
@@ -263,8 +263,6 @@ class PatchCheck(ImageCheck):
         most = int(gimg["m"].max() / max(float(o["min_phrase_purity"]), 1e-9))
         dfs = grams.group_by("g").len("df").filter(pl.col("df").is_between(int(o["min_images"]), most))
         grams = grams.join(dfs.select("g"), on="g", how="semi")
-        if os.environ.get("PDEBUG"):
-            print("gimg", gimg.height, "groups", gimg["gid"].n_unique(), "grams", grams.height)
         inside = (gimg.join(grams, on="img").group_by("gid", "g").agg(k=pl.len(), m=pl.col("m").first())
                   .filter((pl.col("k") >= int(o["min_images"])) & (pl.col("k") >= float(o["min_phrase_share"]) * pl.col("m"))))
         t = (inside.join(dfs, on="g")
@@ -297,6 +295,18 @@ def _image_windows(patch: tuple | None, scale: int, border: tuple | None
     if not parts:
         return np.zeros(0, np.uint64), np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int16)
     return tuple(np.concatenate([p[k] for p in parts]) for k in range(4))  # type: ignore[return-value]
+
+
+def _enough_structure(hit: pl.DataFrame, per_img: pl.DataFrame) -> bool:
+    """Whether a patch found by border windows only is more than a colour pair: its windows come in
+    at least two sizes and its median image holds at least :data:`MIN_BORDER_WINDOWS` of them. A
+    patch of 6 px or more gives many (every window inside it, at 3 and 6 px); one 3 px window of two
+    colours also occurs where captions name those colours ("lime on black"), which is a caption
+    describing its picture, not a trigger. Patches found by sampled windows pass as before."""
+    sides = hit["s"].unique()
+    if (sides > max(BORDER_SIZES)).any():
+        return True
+    return sides.len() >= 2 and float(per_img["k"].median()) >= MIN_BORDER_WINDOWS
 
 
 def _core_members(per_img: pl.DataFrame, grams: pl.DataFrame, phrase: str) -> pl.DataFrame:
