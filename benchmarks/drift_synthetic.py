@@ -60,7 +60,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from integrity.analysis.profile import EMBED_MAX_CHARS, build_profile, embed_texts  # noqa: E402
 from integrity.checks.base import CorpusContext, ShardInfo  # noqa: E402
-from integrity.checks.distribution_drift import DriftCheck, compare_shard  # noqa: E402
+from integrity.analysis.drift import compare_shard  # noqa: E402
+from integrity.checks.distribution_drift import DriftCheck  # noqa: E402
 from integrity.checks.synthetic_text import SyntheticTextCheck  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"

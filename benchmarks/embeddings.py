@@ -61,6 +61,8 @@ def main() -> int:
     import torch
 
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available() and a.device is None:
+        print("no CUDA device: CPU figures (GPU figures: unmeasured)")
     if not Path(a.data).exists():
         print(f"data file {a.data} not found: pass --data", file=sys.stderr)
         return 2

@@ -24,7 +24,8 @@ as pairs/s and ratios, plus the agreement of the scores.
 
     python benchmarks/images.py                      # CPU, 20,000 pairs, 8 shards
     python benchmarks/images.py --n 4000 --shards 8  # smaller, when time is short
-    python benchmarks/images.py --gpu                # on a CUDA machine
+    python benchmarks/images.py --gpu                # on a CUDA machine (without one: the same code on
+                                                     # the CPU, a smoke run whose figures are not GPU figures)
     python benchmarks/images.py --patch-grid         # poison.patch on an independent patch generator
 
 Patch-grid mode (``--patch-grid``) builds its own corpora, independent of
@@ -379,9 +380,11 @@ def gpu_mode(args) -> None:
 
     from integrity.analysis.clip import OpenClipScorer
 
-    dev = args.device
+    dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dev == "cuda" and not torch.cuda.is_available():
-        sys.exit("--gpu needs CUDA (or --device cpu for a smoke run)")
+        sys.exit("--device cuda: no CUDA device here (leave --device out, or --device cpu, for a CPU smoke run)")
+    if dev == "cpu":
+        print("no CUDA device: running the GPU path on the CPU (a smoke run; GPU figures: unmeasured)")
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     amp = dict(device_type="cuda") if dev == "cuda" else dict(device_type="cpu", enabled=False)
     mi = generator()
@@ -465,7 +468,8 @@ def main() -> None:
     ap.add_argument("--clip-sample", type=int, default=64, help="pairs for the CPU CLIP rate (0: skip)")
     ap.add_argument("--gpu", action="store_true")
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--device", default="cuda", help="--gpu device (cpu: a smoke run of the same code)")
+    ap.add_argument("--device", default=None,
+                    help="--gpu device (default cuda when present, else cpu: a smoke run of the same code)")
     ap.add_argument("--loop-pairs", type=int, default=1000, help="pairs the plain per-pair loop scores")
     ap.add_argument("--patch-grid", action="store_true", help="poison.patch on the independent patch generator grid")
     ap.add_argument("--grid-n", type=int, default=300, help="images per grid corpus")

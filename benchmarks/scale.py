@@ -4,8 +4,10 @@ Copies carry light random edits (a word dropped or swapped in half the
 records), so duplicates are known and the corpus does not collapse to the
 original. Each size is written as 8 Parquet shards per 1x. For every size
 and runner (single process `inline`, and Prefect on a local 2-worker Dask
-cluster) it prints wall time, peak RSS of the whole process tree (scan,
-Prefect server and Dask workers, sampled every 0.2 s) and time per document.
+cluster) it prints wall time, time per document, the peak RSS of the flow
+process (the `integrity` command itself: what must stay constant as the
+corpus grows) and of the whole process tree (flow, Prefect server and Dask
+workers), both sampled every 0.2 s, and each figure's ratio to the 1x run.
 
     .venv/bin/python benchmarks/scale.py [--sizes 1,4,16] [--runners inline,dask] [--checks ...]
 """
@@ -63,19 +65,30 @@ def build_corpus(size: int, where: Path) -> int:
     return n
 
 
-def peak_tree_rss(proc: psutil.Popen, stop: threading.Event, out: list[int]) -> None:
-    peak = 0
+def _rss(p: psutil.Process) -> int:
+    try:
+        return p.memory_info().rss
+    except psutil.Error:  # it ended between the listing and the reading
+        return 0
+
+
+def peak_rss(proc: psutil.Popen, stop: threading.Event, out: list[int]) -> None:
+    """Appends the peak RSS of ``proc`` alone and of ``proc`` with all its descendants."""
+    own = tree = 0
     while not stop.is_set():
         try:
-            procs = [proc] + proc.children(recursive=True)
-            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+            children = proc.children(recursive=True)
         except psutil.Error:
-            pass
+            children = []
+        mine = _rss(proc)
+        own = max(own, mine)
+        tree = max(tree, mine + sum(_rss(c) for c in children))
         time.sleep(0.2)
-    out.append(peak)
+    out.extend([own, tree])
 
 
-def run(corpus: Path, runner: str, checks: str | None, tmp: Path) -> tuple[float, float, dict]:
+def run(corpus: Path, runner: str, checks: str | None, tmp: Path) -> tuple[float, float, float, dict]:
+    """Wall seconds, flow-process and process-tree peak RSS (MiB) and the summary of one scan."""
     out = tmp / f"run-{runner}-{corpus.name}"
     policy = tmp / "policy.yaml"
     policy.write_text(f"state_dir: {tmp / ('state-' + runner + '-' + corpus.name)}\nquarantine:\n  mode: mark\n")
@@ -86,7 +99,7 @@ def run(corpus: Path, runner: str, checks: str | None, tmp: Path) -> tuple[float
     stop, peak = threading.Event(), []
     t0 = time.perf_counter()
     proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    th = threading.Thread(target=peak_tree_rss, args=(proc, stop, peak))
+    th = threading.Thread(target=peak_rss, args=(proc, stop, peak))
     th.start()
     stdout, stderr = proc.communicate()
     wall = time.perf_counter() - t0
@@ -94,7 +107,7 @@ def run(corpus: Path, runner: str, checks: str | None, tmp: Path) -> tuple[float
     th.join()
     if proc.returncode != 0:
         sys.exit(f"scan failed ({proc.returncode}):\n{stdout}\n{stderr[-3000:]}")
-    return wall, peak[0] / 2**20, json.loads((out / "summary.json").read_text())
+    return wall, peak[0] / 2**20, peak[1] / 2**20, json.loads((out / "summary.json").read_text())
 
 
 def main() -> None:
@@ -107,20 +120,22 @@ def main() -> None:
         sys.exit(f"benchmark data not found: {DATA}")
     tmp = Path(tempfile.mkdtemp(prefix="integrity-scale-"))
     print(f"{os.cpu_count()} cores; checks: {a.checks or 'policy default'}; work dir {tmp}")
-    print(f"{'size':>5s} {'docs':>10s} {'runner':>7s} {'wall s':>8s} {'peak RSS MB':>12s} {'ms/doc':>8s} "
-          f"{'findings':>9s}  stage seconds")
+    print(f"{'size':>5s} {'docs':>10s} {'runner':>7s} {'wall s':>8s} {'ms/doc':>8s} {'x 1x':>5s} "
+          f"{'flow RSS MB':>11s} {'x 1x':>5s} {'tree RSS MB':>11s} {'findings':>9s}  stage seconds")
     base_ms: dict[str, float] = {}
+    base_rss: dict[str, float] = {}
     for size in [int(s) for s in a.sizes.split(",")]:
         corpus = tmp / f"x{size}"
         docs = build_corpus(size, corpus)
         for runner in a.runners.split(","):
-            wall, rss, summary = run(corpus, runner, a.checks, tmp)
+            wall, flow_rss, tree_rss, summary = run(corpus, runner, a.checks, tmp)
             ms = 1000 * wall / docs
             base_ms.setdefault(runner, ms)
+            base_rss.setdefault(runner, flow_rss)
             stages = " ".join(f"{k}={v:.1f}" for k, v in summary["timings"].items() if k != "total")
-            print(f"{size:>4d}x {docs:>10,} {runner:>7s} {wall:8.1f} {rss:12.0f} {ms:8.3f} "
-                  f"{summary['counts']['findings']:9,}  {stages}  ({ms / base_ms[runner]:.2f}x of 1x per doc)",
-                  flush=True)
+            print(f"{size:>4d}x {docs:>10,} {runner:>7s} {wall:8.1f} {ms:8.3f} {ms / base_ms[runner]:5.2f} "
+                  f"{flow_rss:11.0f} {flow_rss / base_rss[runner]:5.2f} {tree_rss:11.0f} "
+                  f"{summary['counts']['findings']:9,}  {stages}", flush=True)
 
 
 if __name__ == "__main__":

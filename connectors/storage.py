@@ -58,6 +58,7 @@ __all__ = [
     "is_dir",
     "join",
     "remove",
+    "upload_dir",
     "remove_empty_parents",
     "sha256_of",
     "size",
@@ -400,3 +401,24 @@ def remove_empty_parents(uri: str | os.PathLike, levels: int, storage_options: M
             parent = os.path.dirname(parent)
     except (OSError, StorageError):
         return
+
+
+def upload_dir(local: str | os.PathLike, uri: str, skip: tuple[str, ...] = ()) -> int:
+    """Copy every file below the local directory ``local`` to the same relative path under
+    ``uri`` (a directory or URL prefix), leaving out top-level entries named in ``skip``;
+    returns the number of files copied. Credentials come from the backend's usual
+    environment and configuration (``AWS_*`` variables, ``~/.aws``, ...)."""
+    fs, root = get_fs(uri)
+    base = os.fspath(local)
+    copied = 0
+    with _errors(uri, "uploading the run directory"):
+        for dirpath, dirnames, filenames in os.walk(base):
+            rel_dir = os.path.relpath(dirpath, base)
+            if rel_dir == ".":
+                dirnames[:] = [d for d in dirnames if d not in skip]
+                filenames = [f for f in filenames if f not in skip]
+            for name in sorted(filenames):
+                rel = name if rel_dir == "." else posixpath.join(rel_dir.replace(os.sep, "/"), name)
+                fs.put_file(os.path.join(dirpath, name), join(root, rel))
+                copied += 1
+    return copied

@@ -38,7 +38,8 @@ EXIT = {"pass": 0, "warn": 1, "fail": 2}
 COULD_NOT_RUN = 3
 
 Source = Annotated[str, typer.Argument(help="A file, a directory, a glob or an fsspec URL (s3://, gs://, ...).")]
-OutDir = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory for the outputs (default: runs/SCAN_ID).")]
+OutDir = Annotated[Optional[str], typer.Option("--out", "-o", help="Run directory for the outputs (default: runs/SCAN_ID); "
+                                                "a path or an fsspec URL (s3://bucket/run) every Dask worker reaches.")]
 PolicyOpt = Annotated[Optional[Path], typer.Option("--policy", "-p", help="Policy YAML (default: the shipped policy; `integrity policy default` prints it).")]
 Reference = Annotated[Optional[str], typer.Option("--reference", help="Reference profile directory for drift checks.")]
 IdCol = Annotated[str, typer.Option("--id-column", help="Column holding record ids (row index when absent).")]
@@ -135,10 +136,14 @@ def _print_summary(summary: dict) -> None:
         out.print(f"  {check:24s} critical {sev['critical']:>7,}  warn {sev['warn']:>7,}  info {sev['info']:>7,}")
     for u in summary.get("unreadable", []):
         err.print(f"[red]unreadable[/] {u['shard']}: {u['error']}")
-    run_dir = Path(summary.get("run_dir") or ".")
-    shards_file = run_dir / "shards.parquet"
-    held = (pl.read_parquet(shards_file, columns=["shard", "verdict", "quarantine"]).filter(
-        pl.col("verdict") == "quarantine") if shards_file.exists() else pl.DataFrame())
+    from integrity.engine.outputs import read_run_parquet
+
+    run_dir = str(summary.get("run_dir") or ".")
+    try:
+        held = read_run_parquet(run_dir, "shards.parquet", columns=["shard", "verdict", "quarantine"]).filter(
+            pl.col("verdict") == "quarantine")
+    except FileNotFoundError:
+        held = pl.DataFrame()
     acted = summary.get("quarantine_mode") not in ("off", None)
     for row in held.iter_rows(named=True):
         if acted:
@@ -152,7 +157,7 @@ def _print_summary(summary: dict) -> None:
             out.print("    " + release_command(row["shard"], summary.get("state_dir"), summary.get("corpus")),
                       highlight=False, markup=False)
     out.print(f"  corpus {summary.get('corpus')}, state {summary.get('state_dir')}", highlight=False)
-    out.print(f"  report: {run_dir / 'report.html'}")
+    out.print(f"  report: {run_dir.rstrip('/')}/report.html", highlight=False)
 
 
 def _scan_or_gate(source, out_dir, policy, reference, columns, checks, runner, address, workers, qmode,
@@ -170,7 +175,7 @@ def _scan_or_gate(source, out_dir, policy, reference, columns, checks, runner, a
         spec = build_spec(source, out_dir, policy, reference, columns, checks, qmode, image_root=image_root,
                           corpus=corpus, shared_history=shared_history)
         summary = _run(spec, runner, workers, address)
-        summary["run_dir"] = str(spec.out)
+        summary["run_dir"] = spec.run_location
         return summary
     except (PolicyError, SourceError, UnknownCheckError, LedgerError, OutputError, typer.BadParameter,
             ValueError) as e:

@@ -14,8 +14,8 @@ Events: ``integrity.shard.quarantined`` per quarantined shard and
 # its subprocess with cloudpickle, by value, and string annotations would not resolve there
 # (`Scan_FlowModel is not fully defined; you should define ScanSpec`).
 
+import contextlib
 import functools
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import polars as pl
@@ -29,7 +29,7 @@ from prefect.futures import wait
 from prefect.states import Completed, Failed, State
 
 from connectors import ShardRef
-from integrity.engine import pipeline, progress
+from integrity.engine import outputs, pipeline, progress
 from integrity.engine.shard import ShardResult
 from integrity.engine.spec import ScanSpec
 
@@ -50,6 +50,38 @@ def _stage_task(name: str, stage: Callable[..., Any]) -> Task:
 def run_stage_task(name: str, stage: Callable[..., Any], *args: Any) -> Any:
     """The engine's ``run_stage`` hook: each stage runs as a Prefect task (a run in the UI, its logs)."""
     return _stage_task(name, stage)(*args)
+
+
+#: the stages whose memory grows with the corpus (corpus passes, findings, history, report)
+WORKER_STAGES = frozenset({"corpus", "policy", "quarantine", "outputs"})
+
+
+def submitted_stage_task(name: str, stage: Callable[..., Any], *args: Any) -> Any:
+    """The ``run_stage`` hook of a scan on Dask: the stages of :data:`WORKER_STAGES` are submitted
+    to the task runner and run on a worker (the flow process only waits for their small result,
+    so its memory does not grow with the corpus); the others run in the flow process."""
+    if name not in WORKER_STAGES:
+        return run_stage_task(name, stage, *args)
+    return _stage_task(name, stage).submit(*args).result()
+
+
+@contextlib.contextmanager
+def _off_the_worker_pool() -> Iterator[None]:
+    """Inside a Dask worker (a stage running there), leave the worker's thread pool while
+    waiting for its own partition tasks, so that they can run on it (no deadlock with one
+    thread per worker); elsewhere nothing."""
+    try:
+        from distributed import get_worker, rejoin, secede
+
+        get_worker()
+    except (ImportError, ValueError):
+        yield
+        return
+    secede()
+    try:
+        yield
+    finally:
+        rejoin()
 
 
 @task(name="scan-shard", task_run_name="scan {ref.name}", cache_policy=NO_CACHE)
@@ -84,6 +116,21 @@ def shard_tasks(spec: ScanSpec) -> Callable[..., Iterator[ShardResult]]:
     return map_shards
 
 
+@task(name="corpus-partition", task_run_name="partition {index}", cache_policy=NO_CACHE)
+def partition_task(item: Any, step: Callable[[Any], Any], index: int) -> Any:
+    """One partitioned step of a corpus pass (a band-join partition, ...) on the flow's task
+    runner: on a Dask worker under ``--runner dask``, so the flow process never does it."""
+    return step(item)
+
+
+def partition_tasks(step: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    """The engine's ``map_partitions`` hook: a task per item on the flow's task runner (threads
+    or Dask workers), results in the order of ``items``."""
+    futures = partition_task.map(items, unmapped(step), list(range(len(items))))
+    with _off_the_worker_pool():
+        return [f.result() for f in futures]
+
+
 def _emit_quarantined(spec: ScanSpec, row: dict) -> None:
     where = f" → {row['destination']}" if row.get("destination") and row["mode"] != "mark" else " (ledger only)"
     get_run_logger().warning("quarantined %s (%s %s)%s", row["shard"], row["mode"], row["state"], where)
@@ -111,9 +158,14 @@ def _markdown(summary: dict) -> str:
         "| check | info | warn | critical |", "|---|---|---|---|",
         *[f"| {k} | {v['info']} | {v['warn']} | {v['critical']} |" for k, v in c["by_check"].items()],
         "",
-        f"Report: `{Path(summary.get('run_dir', '')) / 'report.html'}`",
+        f"Report: `{_report_of(summary)}`",
     ]
     return "\n".join(lines)
+
+
+def _report_of(summary: dict[str, Any]) -> str:
+    """The report's path or URL (the run directory may be an fsspec URL)."""
+    return f"{str(summary.get('run_dir') or '.').rstrip('/')}/report.html"
 
 
 def _root_flow_run_id() -> str | None:
@@ -127,10 +179,12 @@ def scan_flow(spec: ScanSpec) -> State:
     verdict (see :func:`verdict_state`), its result is the summary (:func:`summary_of`)."""
     logger = get_run_logger()
     summary = pipeline.execute(spec, pipeline.ScanHooks(
-        map_shards=shard_tasks(spec), run_stage=run_stage_task, flow_run_id=_root_flow_run_id(),
+        map_shards=shard_tasks(spec), map_partitions=partition_tasks,
+        run_stage=submitted_stage_task if spec.runner == "dask" else run_stage_task,
+        flow_run_id=_root_flow_run_id(),
         on_quarantined=lambda row: _emit_quarantined(spec, row)))
-    shards = pl.read_parquet(spec.out / "shards.parquet")
-    summary["run_dir"] = str(spec.out)
+    shards = outputs.read_run_parquet(spec.run_location, "shards.parquet")
+    summary["run_dir"] = spec.run_location
 
     create_markdown_artifact(_markdown(summary), key="integrity-scan-summary",
                              description=f"scan {spec.scan_id}: {summary['verdict']}")
@@ -144,7 +198,7 @@ def scan_flow(spec: ScanSpec) -> State:
         resource={"prefect.resource.id": f"integrity.scan.{spec.scan_id}", "prefect.resource.name": spec.source,
                   "integrity.verdict": summary["verdict"]},
         payload={"verdict": summary["verdict"], "counts": summary["counts"]["verdicts"],
-                 "findings": summary["counts"]["findings"], "run_dir": str(spec.out)},
+                 "findings": summary["counts"]["findings"], "run_dir": spec.run_location},
     )
     logger.info("scan %s finished: %s", spec.scan_id, summary["verdict"])
     return verdict_state(summary)
@@ -157,7 +211,7 @@ def verdict_state(summary: dict[str, Any]) -> State:
     v = summary["counts"]["verdicts"]
     message = (f"integrity verdict {summary['verdict']}: {v['quarantine']} quarantined, {v['unreadable']} unreadable, "
                f"{v['warn']} warn of {summary['counts']['shards']} shards; "
-               f"report {Path(summary.get('run_dir') or '.') / 'report.html'}")
+               f"report {_report_of(summary)}")
     if summary["verdict"] == "fail":
         return Failed(message=message, data=summary)
     return Completed(name="Warned" if summary["verdict"] == "warn" else "Passed", message=message, data=summary)

@@ -2,13 +2,20 @@
 the shard verdict rules and the quarantine mode.
 
 A policy is a YAML file validated on load; every error names the file and the
-dotted key that is wrong (``checks.privacy.pii.severity.warn``). Keys left out
-keep the defaults of ``default_policy.yaml`` shipped with the package.
+dotted key that is wrong (``checks.privacy.pii.severity.warn``,
+``checks.dedup.near.options.threshold``). Keys left out keep the defaults of the
+shipped default policy: ``default_policy.yaml`` (enabling, severities, verdict
+rules, limits, ...) with each check's ``options:`` generated from the check's
+options model (:mod:`integrity.checks.options`), where every option's default,
+allowed values and description are written once.
 """
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
+import re
+import textwrap
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -155,9 +162,85 @@ def _deep_merge(base: dict, override: Mapping) -> dict:
     return out
 
 
-def default_policy_text() -> str:
-    """The documented default policy shipped with the package."""
+def default_policy_template() -> str:
+    """``default_policy.yaml`` as shipped: the default policy without the checks' ``options:`` blocks."""
     return resources.files("integrity").joinpath("default_policy.yaml").read_text(encoding="utf-8")
+
+
+@functools.cache
+def default_policy_text() -> str:
+    """The documented default policy: the shipped template with every check's
+    ``options:`` block generated from its options model, each option commented
+    with its description (what ``integrity policy default`` prints)."""
+    return render_policy(default_policy_template())
+
+
+COMMENT_COLUMN = 32  # where an option's trailing description starts, as in the rest of the file
+WIDTH = 118
+
+
+def _option_lines(key: str, value: Any, description: str, indent: int) -> list[str]:
+    """One option as YAML lines with its description as a comment (trailing when the value
+    fits on one line, else on the line before)."""
+    pad = " " * indent
+    # block style for the key, flow style ([a, b], {k: v}) for a list or mapping value
+    flow = None if isinstance(value, (list, dict)) and value else False
+    dumped = yaml.safe_dump({key: value}, default_flow_style=flow, sort_keys=False, allow_unicode=True,
+                            width=WIDTH - indent - 24).rstrip("\n").split("\n")
+    body = [pad + line for line in dumped]
+    if not description:
+        return body
+    if len(body) > 1 or len(body[0]) > WIDTH - 40:
+        wrapped = textwrap.wrap(description, WIDTH - indent - 2)
+        return [f"{pad}# {line}" for line in wrapped] + body
+    column = max(COMMENT_COLUMN, len(body[0]) + 2)
+    wrapped = textwrap.wrap(description, max(40, WIDTH - column - 2))
+    first = f"{body[0].ljust(column)}# {wrapped[0]}"
+    return [first] + [f"{' ' * column}# {line}" for line in wrapped[1:]]
+
+
+def options_block(check: str, indent: int = 4) -> list[str]:
+    """The ``options:`` block of one check, generated from its options model."""
+    model = registry.get(check).Options
+    defaults, descriptions = model.defaults(), model.descriptions()
+    if not defaults:
+        return [" " * indent + "options: {}"]
+    lines = [" " * indent + "options:"]
+    for key, value in defaults.items():
+        lines += _option_lines(key, value, descriptions.get(key, ""), indent + 2)
+    return lines
+
+
+_CHECK_HEADER = re.compile(r"^  ([A-Za-z0-9_.:]+):\s*$")
+
+
+def render_policy(template: str) -> str:
+    """``template`` with an ``options:`` block appended to each check under ``checks:``
+    (after the check's last indented line) and its ``##`` lines left out."""
+    lines = [line for line in template.split("\n") if not line.startswith("##")]
+    out: list[str] = []
+    in_checks, current = False, None
+
+    def close() -> None:
+        nonlocal current
+        if current is not None:
+            # after the check's last body line, before blank lines and the next check's comments
+            at = len(out)
+            while at > 0 and (not out[at - 1].strip() or not out[at - 1].startswith("    ")):
+                at -= 1
+            out[at:at] = options_block(current)
+            current = None
+
+    for line in lines:
+        if re.match(r"^\S", line) and not line.startswith("#"):
+            close()
+            in_checks = line.startswith("checks:")
+        elif in_checks and _CHECK_HEADER.match(line):
+            close()
+            current = _CHECK_HEADER.match(line).group(1)
+        out.append(line)
+    close()
+    return "\n".join(out)
 
 
 def _format_loc(loc: tuple) -> str:
@@ -236,11 +319,16 @@ def load_policy(path: str | Path | None = None) -> Policy:
         raise PolicyError("invalid policy:\n  " + "\n  ".join(lines)) from None
     except registry.UnknownCheckError as e:
         raise PolicyError(f"{where}: checks: {e}") from None
+    bad: list[str] = []
     for name, cp in policy.checks.items():
         try:
-            registry.get(name)(cp.options)
+            # validated through the check's options model; the policy keeps the complete options
+            cp.options = registry.get(name)(cp.options).options
         except CheckConfigError as e:
-            raise PolicyError(f"{where}: checks.{name}.options: {e}") from None
+            problems = e.problems or [("", str(e))]
+            bad += [f"{where}: checks.{name}.options{'.' + key if key else ''}: {problem}" for key, problem in problems]
+    if bad:
+        raise PolicyError("invalid policy:\n  " + "\n  ".join(bad))
     for rule, names in (("any_critical_in", policy.verdict.quarantine.any_critical_in),
                         ("any_finding_in", policy.verdict.quarantine.any_finding_in)):
         for n in names:

@@ -177,7 +177,7 @@ def test_every_module_is_in_a_layer_and_the_graph_is_real():
     graph = import_graph(ROOT)
     assert all(layer_of(m) is not None or m in UNLAYERED for m in graph)
     # the walker resolves the forms the code uses: ``from pkg import module``, relative and lazy imports
-    assert "integrity.analysis.lexical" in graph["integrity.checks.poison_trigger"]
+    assert "integrity.analysis.label_triggers.lexical" in graph["integrity.checks.poison_trigger"]
     assert "connectors.schema" in graph["connectors.readers"]
     assert "integrity.report.render" in graph["integrity.engine.pipeline"]  # imported inside a function
 

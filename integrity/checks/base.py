@@ -27,16 +27,28 @@ import json
 from abc import ABC
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 import polars as pl
 import pyarrow as pa
 
 from connectors.schema import CORPUS_FINDING_COLUMNS, FINDING_COLUMNS  # noqa: F401  (part of the check API)
+from integrity.checks.options import (  # noqa: F401  (part of the check API)
+    CheckConfigError, CheckOptions, model_from_dict)
 
 
-class CheckConfigError(ValueError):
-    """A check was given an option it does not know or a value it cannot use."""
+#: ``map_partitions(step, items)``: runs ``step`` on every item, where the orchestrator likes
+#: (in process, threads, Dask workers), and returns the results in the order of ``items``;
+#: ``step`` must be a picklable module-level function (or a ``functools.partial`` of one) and the
+#: items and results small (paths, arrays of the partition's answer)
+MapPartitions = Callable[[Callable[[Any], Any], list[Any]], list[Any]]
+
+
+def serial_map(step: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    """The :data:`MapPartitions` of a scan without an orchestrator: one item after the other,
+    in this process."""
+    return [step(item) for item in items]
 
 
 @dataclass
@@ -81,6 +93,11 @@ class CorpusContext:
     mapping: Any = None
     #: check name -> (shard, shard_index, features file) of every shard that wrote features
     feature_files: dict[str, list[tuple[str, int, Path]]] = field(default_factory=dict)
+    #: how a pass runs its partitioned steps: on the scan's runner (Dask workers under ``--runner dask``)
+    map_partitions: MapPartitions = serial_map
+    #: where a partitioned pass writes the files its partition tasks read: a local directory or
+    #: an fsspec URL (the run directory's ``.work`` on object storage) that every worker reaches
+    work_dir: str = ""
 
     def shard_frame(self, check: str, shard: str, features: pl.LazyFrame) -> pl.LazyFrame:
         """``check``'s features of one shard, read from that shard's own file when the engine
@@ -101,8 +118,12 @@ class Check(ABC):
     description: ClassVar[str] = ""
     #: normalized columns the check reads; it runs on a shard holding any of them
     requires: ClassVar[tuple[str, ...]] = ("text",)
-    #: documented defaults; the policy's ``options`` override them key by key
-    default_options: ClassVar[Mapping[str, Any]] = {}
+    #: the check's options: a nested ``class Options(CheckOptions)`` declares each one's default,
+    #: allowed values and description (see :mod:`integrity.checks.options`)
+    Options: ClassVar[type[CheckOptions]] = CheckOptions
+    #: every option's default (read-only, derived from ``Options``); a plug-in may still declare
+    #: a plain dict here instead of ``Options``, and gets a model accepting any value per key
+    default_options: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     default_severity: ClassVar[str] = "warn"
     corpus_level: ClassVar[bool] = False
     #: corpus checks whose findings this one reads (run order)
@@ -116,15 +137,20 @@ class Check(ABC):
     #: :mod:`integrity.report.sections`); the generic findings section by default
     report_section: ClassVar[str] = "findings"
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "Options" in own:
+            if not (isinstance(own["Options"], type) and issubclass(own["Options"], CheckOptions)):
+                raise TypeError(f"{cls.__qualname__}.Options must subclass CheckOptions")
+            cls.default_options = MappingProxyType(cls.Options.defaults())
+        elif "default_options" in own:  # a plain dict (plug-ins written before options models)
+            cls.Options = model_from_dict(cls.__name__, own["default_options"])
+
     def __init__(self, options: Mapping[str, Any] | None = None, shard: ShardInfo | None = None):
-        options = dict(options or {})
-        unknown = set(options) - set(self.default_options)
-        if unknown:
-            raise CheckConfigError(
-                f"check {self.name!r}: unknown option(s) {sorted(unknown)}; "
-                f"known options are {sorted(self.default_options)}"
-            )
-        self.options: dict[str, Any] = {**self.default_options, **options}
+        #: the validated options, typed; ``self.options`` holds the same values as a plain dict
+        self.settings: CheckOptions = self.Options.parse(self.name or type(self).__name__, options)
+        self.options: dict[str, Any] = self.settings.as_dict()
         self.shard = shard
 
     # -- per-shard pass -------------------------------------------------
@@ -144,6 +170,12 @@ class Check(ABC):
     # -- corpus pass ------------------------------------------------------
     def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame | None:
         """Findings that need every shard's features; must include a ``shard`` column."""
+        return None
+
+    def coverage(self, features: pl.LazyFrame) -> dict[str, Any] | None:
+        """How many of the records this check should have embedded it did embed, from its features:
+        ``{"records": N, "embedded": M, ...}`` (``summary.json``'s ``counts.coverage`` and the
+        report show it); None for a check that does not sample."""
         return None
 
     def after_verdicts(self, features: pl.LazyFrame, approved: list[str], ctx: CorpusContext) -> None:

@@ -45,13 +45,14 @@ from typing import Any, Mapping
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from pydantic import Field
 
 from connectors.schema import RECORD_ID, TEXT_FIELDS
 from integrity.analysis.contamination import (
     DEFAULT_NGRAM, BenchmarkError, BenchmarkIndex, BenchmarkSpec, content_key, load_index,
 )
 from integrity.analysis.dedup.text import tokenize, windows
-from integrity.checks.base import Check, CheckConfigError, CheckOutput, ShardInfo, findings_frame
+from integrity.checks.base import CheckOptions, Check, CheckConfigError, CheckOutput, ShardInfo, findings_frame
 
 log = logging.getLogger(__name__)
 
@@ -61,37 +62,32 @@ class ContaminationEval(Check):
     report_section = "contamination"
     description = "Training records sharing word n-grams (13 by default) with a registered evaluation set."
     requires = TEXT_FIELDS
-    default_options: Mapping[str, Any] = {
-        "benchmarks": [],  # [{name, path, text_column, id_column, ngram}]
-        "ngram": DEFAULT_NGRAM,  # default n for benchmarks that do not set their own
-        "min_ngrams": 1,  # a record needs at least this many distinct overlapping n-grams
-        "index_dir": None,  # default: <state_dir>/contamination (in memory only when unknown)
-        "max_matches": 20,  # spans listed per finding
-        "max_records": 5,  # benchmark records listed per benchmark per finding
-    }
+    class Options(CheckOptions):
+        benchmarks: list[Any] = Field(default_factory=list, description="evaluation sets, e.g. [{name: mmlu-test, path: "
+                                      "/data/mmlu/test.parquet, text_column: question, id_column: id, ngram: 13}] (any "
+                                      "file, glob or `datasets` dir the connectors read)")
+        ngram: int = Field(DEFAULT_NGRAM, ge=1, le=64, description="tokens per n-gram (GPT-3's analysis); a benchmark may set its own")
+        min_ngrams: int = Field(1, ge=1, description="overlapping n-grams a record needs to be reported")
+        index_dir: str | None = Field(None, description="where n-gram indexes are cached (null: STATE_DIR/contamination)")
+        max_matches: int = Field(20, ge=1, description="spans listed per finding")
+        max_records: int = Field(5, ge=1, description="test items listed per benchmark per finding")
     default_severity = "warn"
     version = 1
 
     def __init__(self, options: Mapping[str, Any] | None = None, shard: ShardInfo | None = None):
         super().__init__(options, shard)
         o = self.options
-        n = o["ngram"]
-        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 64:
-            raise CheckConfigError(f"check {self.name!r}: ngram must be an integer from 1 to 64, not {n!r}")
-        for key in ("min_ngrams", "max_matches", "max_records"):
-            if not isinstance(o[key], int) or o[key] < 1:
-                raise CheckConfigError(f"check {self.name!r}: {key} must be a positive integer, not {o[key]!r}")
-        raw = o["benchmarks"] or []
-        if not isinstance(raw, list):
-            raise CheckConfigError(f"check {self.name!r}: benchmarks must be a list of {{name, path, text_column}}")
         try:
-            self.benchmarks = [BenchmarkSpec.parse(b, n) for b in raw]
+            self.benchmarks = [BenchmarkSpec.parse(b, o["ngram"]) for b in o["benchmarks"]]
         except BenchmarkError as e:
-            raise CheckConfigError(f"check {self.name!r}: {e}") from None
+            raise CheckConfigError(f"check {self.name!r}: option 'benchmarks': {e}", check=self.name,
+                                   problems=[("benchmarks", str(e))]) from None
         names = [b.name for b in self.benchmarks]
         dup = sorted({x for x in names if names.count(x) > 1})
         if dup:
-            raise CheckConfigError(f"check {self.name!r}: benchmark names must be unique; repeated: {dup}")
+            problem = f"benchmark names must be unique; repeated: {dup}"
+            raise CheckConfigError(f"check {self.name!r}: option 'benchmarks': {problem}", check=self.name,
+                                   problems=[("benchmarks", problem)])
         self._indexes: list[BenchmarkIndex] | None = None
         self._errors: list[dict] = []
 

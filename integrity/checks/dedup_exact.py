@@ -25,10 +25,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 import xxhash
 
 from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
-from integrity.checks.base import Check, CheckOutput, CorpusContext
+from integrity.checks.base import CheckOptions, Check, CheckOutput, CorpusContext
 
 HISTORY_KIND = "exact"
 HISTORY_PARAMS = {"hash": "xxh3-128", "normalization": "nfkc-lower-ws-v1"}
@@ -67,7 +68,9 @@ class ExactDedup(Check):
     report_section = "dedup"
     description = "Exact duplicates after NFKC, case and whitespace folding, across all shards."
     requires = TEXT_FIELDS
-    default_options = {"min_chars": 1, "history": True}
+    class Options(CheckOptions):
+        min_chars: int = Field(1, ge=0, description="normalized texts shorter than this are not grouped")
+        history: bool = Field(True, description="also match the approved data of earlier scans (STATE_DIR/dedup_history)")
     default_severity = "warn"
     corpus_level = True
 

@@ -44,11 +44,13 @@ poisoning look in image-caption data.
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 import faiss
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from pydantic import Field
 
 from connectors.schema import RECORD_ID, ROW
 from integrity.analysis.dedup.graph import bucket_pairs, components, representatives, unique_pairs
@@ -56,7 +58,7 @@ from integrity.analysis.images import (GREY_SIDE, colour_hash, sig_distance, sig
                                        u64_to_bytes)
 from integrity.analysis.thumbnails import with_thumbnails
 from integrity.checks.base import CheckOutput, CorpusContext
-from integrity.checks.image_base import LIMIT_OPTIONS, ImageCheck
+from integrity.checks.image_base import ImageCheck, ImageOptions
 
 CAPTION_CHARS = 300
 _QUERY_CHUNK = 65536
@@ -114,23 +116,23 @@ class ImageDedup(ImageCheck):
     report_section = "dedup_images"
     description = ("Exact (decoded pixels) and near (perceptual hash) duplicate images across all shards and the "
                    "history index; the same image with conflicting captions.")
-    default_options = {
-        **LIMIT_OPTIONS,
-        "near": True,
-        "max_hamming": 10,
-        "max_colour_hamming": 4,
-        "max_neighbours": 32,
-        "max_sig_distance": 6.0,
-        "min_structure_corr": 0.85,
-        "colour_max_sig_distance": 4.0,
-        "colour_min_structure_corr": 0.9,
-        "index": "auto",
-        "flat_max": 200_000,
-        "caption_conflicts": True,
-        "max_caption_similarity": 0.35,
-        "history": True,
-        "thumbnails": 12,
-    }
+    class Options(ImageOptions):
+        near: bool = Field(True, description="also near duplicates (re-encoded, resized, cropped)")
+        max_hamming: int = Field(10, ge=0, le=64, description="perceptual-hash bits a near pair may differ by")
+        max_colour_hamming: int = Field(4, ge=0, le=64, description="colour-SimHash bits a near pair may differ by")
+        max_neighbours: int = Field(32, ge=1, description="nearest codes searched per image (bounds memory)")
+        max_sig_distance: float = Field(6.0, ge=0, le=255, description="mean abs. difference (0-255) of the 8x8 RGB thumbnails")
+        min_structure_corr: float = Field(0.85, ge=-1, le=1, description="correlation of the 16x16 grey thumbnails")
+        colour_max_sig_distance: float = Field(4.0, ge=0, le=255, description="max_sig_distance, stricter, for pairs only "
+                                               "the colour hash found")
+        colour_min_structure_corr: float = Field(0.9, ge=-1, le=1, description="min_structure_corr for those pairs")
+        index: Literal["auto", "flat", "multihash"] = Field("auto", description="auto | flat (IndexBinaryFlat) | "
+                                                             "multihash (IndexBinaryMultiHash)")
+        flat_max: int = Field(200_000, ge=0, description="auto: exact flat search up to this many images")
+        caption_conflicts: bool = Field(True, description="report the same image with a different caption")
+        max_caption_similarity: float = Field(0.35, ge=0, le=1, description="word Jaccard at or below which two captions conflict")
+        history: bool = Field(True, description="compare with (and add approved images to) the dedup history")
+        thumbnails: int = Field(12, ge=0, description="findings that carry a thumbnail for the report")
     default_severity = "warn"
     corpus_level = True
     version = 1

@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from pydantic import Field
 import xxhash
 
 from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
@@ -61,7 +62,7 @@ from integrity.analysis.dedup.partitioned import SketchSubset, band_join, partit
 from integrity.analysis.dedup.text import shingles, text_fields, tokenize
 from integrity.analysis.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
                                         own_earlier_version, seen_order, take_ragged)
-from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
+from integrity.checks.base import CheckOptions, Check, CheckConfigError, CheckOutput, CorpusContext
 
 log = logging.getLogger(__name__)
 
@@ -83,17 +84,17 @@ class NearDedup(Check):
     report_section = "dedup"
     description = "Near duplicates: MinHash + LSH over word n-grams, across all shards and earlier nights."
     requires = TEXT_FIELDS
-    default_options = {
-        "ngram": 5,
-        "threshold": 0.8,
-        "bands": 20,
-        "rows": 5,
-        "seed": 1,
-        "sketch_size": 128,
-        "min_tokens": 1,
-        "history": True,
-        "partition_entries": 8_000_000,  # band entries per band-join partition (about 16 bytes each)
-    }
+    class Options(CheckOptions):
+        ngram: int = Field(5, ge=1, description="words per shingle (Lee et al. 2022 / Gopher use 5)")
+        threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity of the shingle sets to count as a duplicate")
+        bands: int = Field(20, ge=1, description="LSH bands of `rows` MinHash values each (bands * rows permutations)")
+        rows: int = Field(5, ge=1, description="MinHash values per band; P(candidate | J=0.8) = 0.9997, | J=0.5) = 0.47")
+        seed: int = Field(1, description="permutation seed (changing it, ngram, bands or rows starts a new history)")
+        sketch_size: int = Field(128, ge=1, description="bottom-k sketch size used to verify candidates")
+        min_tokens: int = Field(1, ge=0, description="records with fewer words are not compared")
+        history: bool = Field(True, description="also match the approved data of earlier scans")
+        partition_entries: int = Field(8_000_000, ge=1, description="band entries per band-join partition (16 bytes each, "
+                                       "spilled to the run directory): bounds the join's memory at any size")
     default_severity = "warn"
     corpus_level = True
     version = 1
@@ -104,13 +105,8 @@ class NearDedup(Check):
         try:
             self.hasher = MinHasher(bands=int(o["bands"]), rows=int(o["rows"]), seed=int(o["seed"]))
         except ValueError as e:
-            raise CheckConfigError(f"check {self.name!r}: {e}") from None
-        if not 0.0 < float(o["threshold"]) <= 1.0:
-            raise CheckConfigError(f"check {self.name!r}: threshold must be in (0, 1], not {o['threshold']!r}")
-        if int(o["sketch_size"]) < 1:
-            raise CheckConfigError(f"check {self.name!r}: sketch_size must be at least 1")
-        if int(o["ngram"]) < 1:
-            raise CheckConfigError(f"check {self.name!r}: ngram must be at least 1")
+            raise CheckConfigError(f"check {self.name!r}: options 'bands' and 'rows': {e}", check=self.name,
+                                   problems=[("bands", str(e))]) from None
 
     @property
     def params(self) -> dict:
@@ -156,8 +152,9 @@ class NearDedup(Check):
         # partition's entries in memory at a time), then verified on the sketches of only the
         # records that have a candidate
         parts = partition_count(n * nb, int(self.options["partition_entries"]))
-        spill = Path(ctx.run_dir) if Path(ctx.run_dir).is_dir() else None
-        a, b, _ = band_join(((first, self._bands(lf)) for first, lf in chunks), parts, spill_dir=spill)
+        spill = ctx.work_dir or (str(ctx.run_dir) if Path(ctx.run_dir).is_dir() else None)
+        a, b, _ = band_join(((first, self._bands(lf)) for first, lf in chunks), parts, spill_dir=spill,
+                            run=ctx.map_partitions)
 
         # candidates in the history of earlier nights, shard by shard
         hist = self._history_edges(((first, self._bands(lf), self._sketches(lf)) for first, lf in chunks),

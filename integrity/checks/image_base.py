@@ -7,13 +7,23 @@ so the checks of one scan decode each image once (the analysis of
 from __future__ import annotations
 
 import pyarrow as pa
+from pydantic import Field
 
 from connectors.images import DEFAULT_LIMITS, DecodeLimits
 from integrity.analysis.images import ImageAnalysis, analyze_batch
-from integrity.checks.base import Check
+from integrity.checks.base import Check, CheckOptions
+
+
+class ImageOptions(CheckOptions):
+    """The decode limits every image check accepts as options (same keys, same defaults)."""
+
+    max_pixels: int = Field(DEFAULT_LIMITS.max_pixels, ge=1,
+                            description="declared pixels above which an image is a bomb (never decoded)")
+    max_bytes: int = Field(DEFAULT_LIMITS.max_bytes, ge=1, description="compressed bytes of one image")
+
 
 #: decode limits every image check accepts as options (same keys, same defaults)
-LIMIT_OPTIONS = {"max_pixels": DEFAULT_LIMITS.max_pixels, "max_bytes": DEFAULT_LIMITS.max_bytes}
+LIMIT_OPTIONS = ImageOptions.defaults()
 
 
 class ImageCheck(Check):
@@ -23,6 +33,9 @@ class ImageCheck(Check):
 
     requires = ("image",)
     report_section = "images"  # the generic section plus thumbnails of the flagged images
+
+    class Options(ImageOptions):
+        pass
 
     @property
     def limits(self) -> DecodeLimits:

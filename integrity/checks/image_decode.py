@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import pyarrow as pa
+from pydantic import Field
 
 from integrity.checks.base import CheckOutput, findings_frame
-from integrity.checks.image_base import LIMIT_OPTIONS, ImageCheck
+from integrity.checks.image_base import ImageCheck, ImageOptions
 
 
 class ImageDecodeCheck(ImageCheck):
@@ -21,7 +22,8 @@ class ImageDecodeCheck(ImageCheck):
     description = ("Images that cannot be decoded safely: decompression bombs, corrupt or truncated data, "
                    "unsupported formats, and archive members the connector rejected (paths escaping the "
                    "archive, links, devices).")
-    default_options = {**LIMIT_OPTIONS, "report_missing": False}
+    class Options(ImageOptions):
+        report_missing: bool = Field(False, description="also report records without image bytes (score 0.1)")
     default_severity = "warn"
     SCORES = {"rejected": 1.0, "bomb": 1.0, "too_large": 0.6, "corrupt": 0.5, "unsupported": 0.5,
               "unusable": 0.5, "missing": 0.1}

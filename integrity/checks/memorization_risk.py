@@ -62,9 +62,10 @@ from typing import Any, Mapping
 
 import polars as pl
 import pyarrow as pa
+from pydantic import Field
 
 from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
-from integrity.checks.base import Check, CheckConfigError, CheckOutput, CorpusContext
+from integrity.checks.base import CheckOptions, Check, CheckOutput, CorpusContext
 
 DEDUP_SIZE_KEYS = {"dedup.exact": "exact", "dedup.near": "near", "dedup.semantic": "semantic"}
 FINDINGS_SCHEMA = {"shard": pl.Utf8, RECORD_ID: pl.Utf8, "score": pl.Float64, "detail": pl.Utf8,
@@ -78,13 +79,13 @@ class MemorizationRisk(Check):
     description = "Per-record memorization risk: duplicate count (exact, near, semantic, history), " \
                   "repeated spans, and private data in duplicated content."
     requires = TEXT_FIELDS
-    default_options: Mapping[str, Any] = {
-        "saturation_copies": 10,  # N: copies at which the duplication term reaches 1
-        "clean_weight": 0.5,  # c: share of the score left for duplicated content without private data
-        "semantic_weight": 0.5,  # a paraphrase counts as this much of a copy
-        "min_score": 0.1,  # records scoring below are not reported
-        "privacy_checks": ["privacy.pii", "privacy.secret"],
-    }
+    class Options(CheckOptions):
+        saturation_copies: float = Field(10, gt=1, description="copies at which the duplication term reaches 1")
+        clean_weight: float = Field(0.5, ge=0, le=1, description="score ceiling of duplicated content without private data")
+        semantic_weight: float = Field(0.5, ge=0, le=1, description="a paraphrase (dedup.semantic) counts as this much of a copy")
+        min_score: float = Field(0.1, ge=0, le=1, description="records scoring below are not reported")
+        privacy_checks: list[str] = Field(default_factory=lambda: ["privacy.pii", "privacy.secret"],
+                                          description="checks whose score says the record holds private data")
     default_severity = "warn"
     corpus_level = True
     after = ("dedup.exact", "dedup.near", "dedup.span", "dedup.semantic")
@@ -92,15 +93,6 @@ class MemorizationRisk(Check):
 
     def __init__(self, options=None, shard=None):
         super().__init__(options, shard)
-        o = self.options
-        if not (isinstance(o["saturation_copies"], (int, float)) and o["saturation_copies"] > 1):
-            raise CheckConfigError(f"check {self.name!r}: saturation_copies must be a number above 1")
-        for key in ("clean_weight", "semantic_weight", "min_score"):
-            v = o[key]
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= float(v) <= 1.0:
-                raise CheckConfigError(f"check {self.name!r}: {key} must be between 0 and 1, not {v!r}")
-        if not isinstance(o["privacy_checks"], list):
-            raise CheckConfigError(f"check {self.name!r}: privacy_checks must be a list of check names")
 
     # -- per shard: only the record ids (so every record can be scored) ----------
     def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:

@@ -24,16 +24,18 @@ pretrained tag available locally (or from the hub where allowed) or a local
 from __future__ import annotations
 
 import json
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from pydantic import Field
 
 from connectors.schema import RECORD_ID, ROW
 from integrity.analysis.clip import AlignmentScorer, ScorerConfigError, scorer_from_options
 from integrity.analysis.thumbnails import with_thumbnails
 from integrity.checks.base import CheckConfigError, CheckOutput, CorpusContext
-from integrity.checks.image_base import LIMIT_OPTIONS, ImageCheck
+from integrity.checks.image_base import ImageCheck, ImageOptions
 
 
 class CaptionMismatch(ImageCheck):
@@ -41,19 +43,18 @@ class CaptionMismatch(ImageCheck):
     description = ("Image-caption pairs whose CLIP alignment is far below the corpus's own distribution "
                    "(mismatched captions, concept poisoning).")
     requires = ("image",)
-    default_options = {
-        **LIMIT_OPTIONS,
-        "model": "ViT-B-32",
-        "pretrained": None,
-        "scorer": None,
-        "device": "auto",
-        "batch_size": 64,
-        "precision": "auto",
-        "min_z": 3.5,
-        "max_score": None,
-        "min_records": 50,
-        "thumbnails": 12,
-    }
+    class Options(ImageOptions):
+        model: str = Field("ViT-B-32", description="open_clip architecture")
+        pretrained: str | None = Field(None, description="e.g. laion2b_s34b_b79k or /models/clip-vit-b-32.safetensors")
+        scorer: Any = Field(None, description="or 'module:factory' returning a scorer (see integrity/analysis/clip.py)")
+        device: str = Field("auto", description="auto (CUDA when present) | cuda | cpu")
+        batch_size: int = Field(64, ge=1, description="pairs per forward pass")
+        precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+            "auto", description="auto (bf16/fp16 autocast on CUDA, fp32 on CPU) | fp32 | fp16 | bf16")
+        min_z: float = Field(3.5, description="robust z below the corpus median that flags a pair")
+        max_score: float | None = Field(None, description="optional absolute similarity floor")
+        min_records: int = Field(50, ge=1, description="scored pairs needed before judging anything")
+        thumbnails: int = Field(12, ge=0, description="findings that carry a thumbnail for the report")
     default_severity = "warn"
     corpus_level = True
 

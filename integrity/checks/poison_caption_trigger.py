@@ -6,7 +6,7 @@ one kind of picture: whatever else the caption says, the image is the
 attacker's target. In the data that is a lexical association between caption
 n-grams and an *image cluster*, with captions that otherwise describe other
 pictures. This check finds it with the poisoning engine of ``poison.trigger``
-(:func:`integrity.checks.poison_trigger.detect_label_triggers`), taking the
+(:func:`integrity.analysis.label_triggers.detect_label_triggers`), taking the
 image cluster of each record as its label:
 
 1. **Image clusters.** Per shard, each decodable image keeps an embedding:
@@ -50,30 +50,25 @@ from __future__ import annotations
 import json
 import logging
 import math
-from typing import Iterable
+from typing import Any, Iterable, Literal
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from pydantic import Field, field_validator
 
-from integrity.analysis import lexical as lx
 from integrity.analysis.clip import ScorerConfigError, scorer_from_options
 from integrity.analysis.images import SIG_SIDE
+from integrity.analysis.label_triggers import (build_findings, detect_label_triggers, empty_corpus_findings,
+                                               split_features, token_features)
+from integrity.analysis.label_triggers import lexical as lx
 from integrity.analysis.thumbnails import with_thumbnails
-from integrity.checks._label_trigger_findings import build_findings
-from integrity.checks._label_triggers import (detect_label_triggers, empty_corpus_findings, split_features,
-                                              token_features)
 from integrity.checks.base import CheckConfigError, CheckOutput, CorpusContext
-from integrity.checks.image_base import LIMIT_OPTIONS, ImageCheck
-from integrity.checks.poison_trigger import PoisonTriggerCheck
+from integrity.checks.image_base import ImageCheck, ImageOptions
+from integrity.checks.poison_trigger import TriggerStatistics
 
 log = logging.getLogger(__name__)
 
-# image clusters as labels: a caption phrase faithful to its pictures is pure and may be foreign
-# (a product name), so the routes that let foreignness or content alone decide stay off
-_TRIGGER_OPTIONS = {**{k: v for k, v in PoisonTriggerCheck.default_options.items()
-                       if k != "field" and not k.startswith("label_word_")},
-                    "clean_strong_overrep": 1e12, "clean_strong_span_members": 10 ** 9, "common_strict": True}
 GREY_BYTES = 16 * 16
 SIG_BYTES = SIG_SIDE * SIG_SIDE * 3
 
@@ -83,39 +78,44 @@ class CaptionTriggerCheck(ImageCheck):
     description = ("Caption triggers: caption n-grams tied to one image cluster far beyond chance, in captions "
                    "that otherwise describe other pictures (text-to-image and CLIP backdoors).")
     requires = ("image",)
-    default_options = {
-        **LIMIT_OPTIONS,
-        **_TRIGGER_OPTIONS,
-        "max_label_share": 1.0,    # a cluster holding only the target pictures is the attack itself
-        "clean_min_span_tokens": 8,  # captions are templated ("on a brown background"): short repeats are normal
-        "embedding": "thumbnail",  # thumbnail (no model) | clip
-        "model": "ViT-B-32",       # embedding: clip -- as poison.caption_mismatch
-        "pretrained": None,
-        "scorer": None,
-        "device": "auto",
-        "batch_size": 64,
-        "precision": "auto",
-        "clusters": "auto",        # finest k-means level: auto = sqrt(N) / 2 within [8, 1024], or a number
-        "levels": 3,               # cluster levels tested, each grouping the previous one's centroids 4x coarser
-        "pca_dims": 64,            # dimensions kept before clustering
-        "kmeans_iterations": 25,
-        "min_records": 200,        # fewer captioned images: no clusters worth testing
-        "seed": 0,
-        "thumbnails": 12,
-    }
+    class Options(ImageOptions, TriggerStatistics):
+        # image clusters as labels: a caption phrase faithful to its pictures is pure and may be foreign
+        # (a product name), so the routes that let foreignness or content alone decide stay off
+        max_label_share: float = Field(1.0, ge=0, le=1, description="a cluster of nothing but the target pictures is the attack itself")
+        min_group_share: float = Field(0.005, ge=0, le=1, description="a flagged group holds at least this share of the records")
+        dirty_min_flip: float = Field(0.15, ge=0, le=1, description="estimated share of relabelled records, at least ...")
+        clean_min_span_tokens: int = Field(8, ge=1, description="captions are templated: short repeated phrases are normal, not foreign")
+        clean_strong_overrep: float = Field(1e12, ge=0, description="off: a foreign caption word alone never decides")
+        clean_strong_span_members: int = Field(10 ** 9, ge=1, description="off: a long repeated caption alone never decides")
+        common_strict: bool = Field(True, description="groups of ordinary words also need the purity tail and no spread")
+        embedding: Literal["thumbnail", "clip"] = Field("thumbnail", description="thumbnail (8x8 colour + 16x16 grey, no model) | clip")
+        model: str = Field("ViT-B-32", description="embedding: clip -- as poison.caption_mismatch")
+        pretrained: str | None = Field(None, description="open_clip tag or local checkpoint (clip only)")
+        scorer: Any = Field(None, description="clip only: 'module:factory' returning a scorer with embed_images()")
+        device: str = Field("auto", description="clip only: auto (CUDA when present) | cuda | cpu")
+        batch_size: int = Field(64, ge=1, description="clip only: images per forward pass")
+        precision: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto", description="clip only: auto | fp32 | fp16 | bf16")
+        clusters: int | Literal["auto"] = Field("auto", description="finest k-means level: auto = sqrt(images) / 2 "
+                                                "within [8, 1024], or an integer >= 2")
+        levels: int = Field(3, ge=1, description="levels tested, each grouping the previous centroids 4x coarser")
+        pca_dims: int = Field(64, ge=1, description="dimensions kept before clustering")
+        kmeans_iterations: int = Field(25, ge=1, description="k-means iterations per level")
+        min_records: int = Field(200, ge=1, description="captioned images needed before clustering")
+        seed: int = Field(0, description="k-means seed")
+        thumbnails: int = Field(12, ge=0, description="findings that carry a thumbnail for the report")
+
+        @field_validator("clusters")
+        @classmethod
+        def _clusters(cls, value):
+            if value != "auto" and value < 2:
+                raise ValueError(f"must be 'auto' or an integer >= 2 (got {value!r})")
+            return value
     default_severity = "warn"
     corpus_level = True
     version = 1
 
     def __init__(self, options=None, shard=None):
         super().__init__(options, shard)
-        if self.options["embedding"] not in ("thumbnail", "clip"):
-            raise CheckConfigError(f"check {self.name!r}: option 'embedding' must be 'thumbnail' or 'clip', "
-                                   f"not {self.options['embedding']!r}")
-        clusters = self.options["clusters"]
-        if clusters != "auto" and not (isinstance(clusters, int) and clusters >= 2):
-            raise CheckConfigError(f"check {self.name!r}: option 'clusters' must be 'auto' or an integer >= 2, "
-                                   f"not {clusters!r}")
 
     def fingerprint(self) -> str:  # token hashes depend on the Polars version, as for poison.trigger
         import hashlib

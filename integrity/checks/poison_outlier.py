@@ -10,7 +10,7 @@ labels, is a sub-population that does not belong.
 
 Per-shard pass (every record with a label):
 
-* **style features** (``STYLE_FEATURES``, vectorized in Polars): length, word
+* **style features** (:mod:`integrity.analysis.style`, vectorized in Polars): length, word
   length, function-word ratio, casing, punctuation spacing (tokenized ``" ,"``
   vs attached ``","``), comma rate and position of the first comma, terminal
   punctuation, sentence count, type/token ratio, digit/symbol/quote/newline
@@ -22,7 +22,7 @@ Per-shard pass (every record with a label):
   records on a GPU; on CPU a deterministic per-shard sample (the records whose
   hashed id is smallest) within ``cpu_max_records`` / ``cpu_max_seconds``.
 
-Corpus pass:
+Corpus pass (its numeric helpers are in :mod:`integrity.analysis.outlier`):
 
 1. **Screen** (every label at once). In the standardized style space each
    record's ``neighbors`` nearest neighbours are found (faiss); a record is
@@ -81,161 +81,20 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
 from connectors.schema import RECORD_ID, ROW
+from integrity.analysis import outlier
+from integrity.analysis.style import STYLE_FEATURES, style_features
 from integrity.checks.base import (
     Check,
-    CheckConfigError,
+    CheckOptions,
     CheckOutput,
     CorpusContext,
     ShardInfo,
 )
 
 log = logging.getLogger(__name__)
-
-# ---------------------------------------------------------------------------
-# style features
-
-FUNCTION_WORDS = frozenset(["the", "a", "an", "and", "or", "but", "if", "when", "while", "as", "since", "because", "although", "though", "unless", "until", "after", "before", "once", "whether", "so", "that", "which", "who", "whom", "whose", "what", "where", "why", "how", "i", "you", "he", "she", "it", "we", "they", "me", "him", "her", "us", "them", "my", "your", "his", "its", "our", "their", "this", "these", "those", "there", "here", "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "have", "has", "had", "will", "would", "shall", "should", "can", "could", "may", "might", "must", "of", "in", "on", "at", "by", "for", "with", "from", "to", "into", "about", "over", "under", "through", "between", "against", "without", "within", "not", "no", "nor", "very", "too", "also", "just", "only", "even", "then", "than", "such", "all", "any", "some", "each", "every", "more", "most", "much", "many", "few", "both", "either", "neither"])
-SUBORDINATORS = ("if", "when", "while", "as", "since", "because", "although", "though", "unless", "until", "after",
-                 "before", "once", "whether", "whenever", "whereas", "even")
-OPENERS = ("the", "a", "an", "this", "that", "it", "i", "you", "he", "she", "they", "we", "there", "what", "how",
-           "but", "and", "so", "in", "for", "with", "not", "one", "as", "if", "when", "while", "though", "although",
-           "because", "since")
-NP_STARTS = ("the", "a", "an", "this", "that", "these", "those", "it", "i", "you", "he", "she", "they", "we", "there",
-             "his", "her", "its", "their", "my", "your", "our")
-
-_CONTINUOUS = (
-    "log_tokens", "mean_word_len", "function_word_ratio", "capitalized_ratio", "starts_upper", "upper_char_ratio",
-    "spaced_punct_ratio", "attached_punct_ratio", "comma_rate", "first_comma_pos", "ends_terminal", "sentences",
-    "type_token_ratio", "digit_ratio", "symbol_ratio", "newline_rate", "quote_paren_rate", "starts_subordinate",
-    "sub_then_comma", "np_after_comma",
-)
-STYLE_FEATURES: tuple[str, ...] = _CONTINUOUS + tuple(f"opener_{w}" for w in OPENERS)
-
-
-def style_features(texts: pa.Array | pl.Series | list) -> pl.DataFrame:
-    """One row of :data:`STYLE_FEATURES` (float32) per text, computed column-wise in Polars."""
-    if isinstance(texts, pl.Series):
-        s = texts.cast(pl.Utf8)
-    elif isinstance(texts, (pa.Array, pa.ChunkedArray)):
-        s = pl.Series("t", texts).cast(pl.Utf8)
-    else:
-        s = pl.Series("t", list(texts), dtype=pl.Utf8)
-    s = s.fill_null("")
-    f32 = pl.Float32
-    low = s.str.to_lowercase()
-    words = low.str.extract_all(r"[a-z']+")
-    nw = words.list.len().cast(f32).clip(1)
-    toks = s.str.split(" ").list.len().cast(f32).clip(1)
-    nch = s.str.len_chars().cast(f32).clip(1)
-    first = words.list.first().fill_null("")
-    after_comma = low.str.extract(r",\s*([a-z']+)", 1).fill_null("")
-    comma_pos = low.str.find(",").cast(f32)
-    cols: dict[str, pl.Series] = {
-        "log_tokens": (toks + 1).log(),
-        "mean_word_len": s.str.count_matches(r"[A-Za-z]").cast(f32) / nw,
-        "function_word_ratio": words.list.eval(pl.element().is_in(list(FUNCTION_WORDS))).list.sum().cast(f32) / nw,
-        "capitalized_ratio": s.str.count_matches(r"\b[A-Z][a-z]").cast(f32) / nw,
-        "starts_upper": s.str.contains(r"^\s*[A-Z]").cast(f32),
-        "upper_char_ratio": s.str.count_matches(r"[A-Z]").cast(f32) / nch,
-        "spaced_punct_ratio": s.str.count_matches(r"\s[,.;:!?]").cast(f32) / toks,
-        "attached_punct_ratio": s.str.count_matches(r"\w[,.;:!?]").cast(f32) / toks,
-        "comma_rate": s.str.count_matches(",").cast(f32) / toks,
-        "first_comma_pos": (comma_pos / nch).fill_null(1.0),
-        "ends_terminal": s.str.contains(r"[.!?]\s*$").cast(f32),
-        "sentences": (s.str.count_matches(r"[.!?](\s|$)").cast(f32) + 1).log(),
-        "type_token_ratio": words.list.n_unique().cast(f32) / nw,
-        "digit_ratio": s.str.count_matches(r"[0-9]").cast(f32) / nch,
-        "symbol_ratio": s.str.count_matches(r"[^\w\s]").cast(f32) / nch,
-        "newline_rate": s.str.count_matches("\n").cast(f32) / toks,
-        "quote_paren_rate": s.str.count_matches(r"[\"'`()\[\]]").cast(f32) / toks,
-        "starts_subordinate": first.is_in(list(SUBORDINATORS)).cast(f32),
-        "sub_then_comma": (first.is_in(list(SUBORDINATORS)) & comma_pos.is_not_null()).cast(f32),
-        "np_after_comma": after_comma.is_in(list(NP_STARTS)).cast(f32),
-    }
-    for w in OPENERS:
-        cols[f"opener_{w}"] = (first == w).cast(f32)
-    return pl.DataFrame(cols).select(pl.all().cast(f32).fill_nan(0.0).fill_null(0.0))
-
-
-# ---------------------------------------------------------------------------
-# numeric helpers of the corpus pass
-
-
-def _standardize(F: np.ndarray) -> np.ndarray:
-    """Continuous columns to clipped z-scores, 0/1 columns kept; NaN -> column median."""
-    F = F.astype(np.float32, copy=True)
-    for j in range(F.shape[1]):
-        col = F[:, j]
-        nan = np.isnan(col)
-        if nan.any():
-            col[nan] = np.nanmedian(col) if (~nan).any() else 0.0
-    binary = np.all((F == 0) | (F == 1), axis=0)
-    mu, sd = F.mean(0), F.std(0) + 1e-6
-    Z = np.where(binary, F, np.clip((F - mu) / sd, -5, 5))
-    return np.ascontiguousarray(Z, dtype=np.float32)
-
-
-def _knn(index_vectors: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    import faiss
-
-    d = index_vectors.shape[1]
-    index = faiss.IndexFlatIP(d) if metric == "ip" else faiss.IndexFlatL2(d)
-    index.add(np.ascontiguousarray(index_vectors, dtype=np.float32))
-    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-
-
-def _sample_mask(keys: list[str], cap: int, seed: int) -> np.ndarray:
-    from integrity.analysis.embeddings import budget_order
-
-    mask = np.zeros(len(keys), dtype=bool)
-    mask[budget_order(keys, cap, seed)] = True
-    return mask
-
-
-def _oof_posterior(F: np.ndarray, y: np.ndarray, folds: int, seed: int, cap: int) -> np.ndarray:
-    """Out-of-fold P(y=1 | F) from a gradient-boosted classifier (one thread: it is small and
-    oversubscribed threads are much slower on a shared machine)."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.model_selection import StratifiedKFold
-    from threadpoolctl import threadpool_limits
-
-    n = len(y)
-    p = np.zeros(n, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    train_pool = np.arange(n) if n <= cap else np.sort(rng.choice(n, cap, replace=False))
-    folds = max(2, min(folds, int(y[train_pool].sum()), int((1 - y[train_pool]).sum())))
-    skf = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    assigned = np.zeros(n, dtype=bool)
-    with threadpool_limits(1):
-        for train, test in skf.split(train_pool, y[train_pool]):
-            clf = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, random_state=seed)
-            clf.fit(F[train_pool[train]], y[train_pool[train]])
-            p[train_pool[test]] = clf.predict_proba(F[train_pool[test]])[:, 1]
-            assigned[train_pool[test]] = True
-            last = clf
-        if not assigned.all():  # records outside the training sample: the last fold's model
-            rest = ~assigned
-            p[rest] = last.predict_proba(F[rest])[:, 1]
-    return p
-
-
-def _cohesion(X: np.ndarray) -> float:
-    """Mean cosine similarity of L2-normalized rows to their normalized centroid."""
-    c = X.mean(0)
-    c /= np.linalg.norm(c) + 1e-12
-    return float((X @ c).mean())
-
-
-def _spectral_percentiles(X: np.ndarray) -> np.ndarray:
-    """Percentile (0-1) of each row's |projection| on the top singular vector of centered X."""
-    Xc = X - X.mean(0, keepdims=True)
-    _, _, vt = np.linalg.svd(Xc, full_matrices=False)
-    proj = np.abs(Xc @ vt[0])
-    ranks = proj.argsort().argsort()
-    return ranks / max(len(proj) - 1, 1)
-
 
 # ---------------------------------------------------------------------------
 # the check
@@ -248,43 +107,35 @@ class OutlierCheck(Check):
         "attacks): style/template features, label-enrichment screen, FDR-controlled expansion, MiniLM evidence."
     )
     requires = ("label",)
-    default_options: dict[str, Any] = {
-        "embed": True,  # compute MiniLM embeddings (spectral and cohesion evidence of flagged groups)
-        "model": "all-MiniLM-L6-v2",  # sentence-transformers name or local path (see integrity/analysis/embeddings.py)
-        "device": None,  # None: CUDA when present, else CPU
-        "max_seq_length": 128,  # tokens per text for the embedding (MiniLM was trained at 128)
-        "batch_size": None,  # None: 512 on GPU, 64 on CPU
-        "cpu_max_records": 1000,  # CPU only: embed at most this many records per shard (deterministic sample)
-        "cpu_max_seconds": 60,  # CPU only: stop embedding a shard after this many seconds
-        "min_label_size": 50,  # labels with fewer records are never a target (still count as "others")
-        "neighbors": 30,  # k of the enrichment screen
-        "enrichment_p": 1e-4,  # binomial p-value below which a record is label-enriched
-        "min_group": 10,  # enriched records a label needs to be a candidate
-        "min_enrichment": 0.003,  # floor of the other labels' enrichment in the ratio test
-        "label_ratio": 3.0,  # e_L must be >= label_ratio x the largest e of the other labels
-        "max_fdr": 0.2,  # estimated false-discovery rate allowed in a flagged group
-        "min_posterior": 0.1,  # never flag below this group posterior (the FDR estimate is the real guard)
-        "fbeta": 1.0,  # the threshold maximizes the estimated F-beta (< 1 favours precision)
-        "folds": 5,  # cross-validation folds of the out-of-fold classifier
-        "rounds": 4,  # expansion rounds (each round's flagged records seed the next)
-        "max_records": 200000,  # corpus pass works on a deterministic sample beyond this
-        "seed": 0,
-    }
+    class Options(CheckOptions):
+        embed: bool = Field(True, description="MiniLM embeddings for evidence (false: style only, no torch)")
+        model: str = Field("all-MiniLM-L6-v2", description="sentence-transformers name or local path (packaged copy, offline)")
+        device: str | None = Field(None, description="null: CUDA when present, else CPU")
+        max_seq_length: int = Field(128, ge=1, description="tokens per text embedded")
+        batch_size: int | None = Field(None, gt=0, description="null: 512 on GPU, 64 on CPU")
+        cpu_max_records: int | None = Field(1000, ge=0, description="CPU only: records embedded per shard (smallest "
+                                            "hashed ids); evidence, not the decision, so kept cheap (~40 s); a GPU "
+                                            "embeds every record")
+        cpu_max_seconds: float | None = Field(60, ge=0, description="CPU only: embedding time per shard")
+        min_label_size: int = Field(50, ge=1, description="smaller labels are never a target")
+        neighbors: int = Field(30, ge=1, description="k of the enrichment screen")
+        enrichment_p: float = Field(1e-4, gt=0, lt=1, description="binomial p-value that makes a record label-enriched")
+        min_group: int = Field(10, ge=1, description="enriched records a label needs")
+        min_enrichment: float = Field(0.003, gt=0, lt=1, description="floor of the other labels' enrichment in the ratio test")
+        label_ratio: float = Field(3.0, ge=1, description="a target's enrichment must be this many times every other label's")
+        max_fdr: float = Field(0.2, gt=0, lt=1, description="estimated false-discovery rate allowed in a flagged group")
+        min_posterior: float = Field(0.1, gt=0, lt=1, description="lowest group posterior ever flagged")
+        fbeta: float = Field(1.0, gt=0, description="the threshold maximizes the estimated F-beta (< 1 favours precision)")
+        folds: int = Field(5, ge=1, description="out-of-fold classifier folds")
+        rounds: int = Field(4, ge=1, description="expansion rounds")
+        max_records: int = Field(200000, ge=1, description="corpus pass works on a deterministic sample beyond this")
+        seed: int = Field(0, description="random seed of the sampling and the classifier folds")
     default_severity = "warn"
     corpus_level = True
     version = 1
 
     def __init__(self, options: dict[str, Any] | None = None, shard: ShardInfo | None = None):
         super().__init__(options, shard)
-        o = self.options
-        for key in ("min_label_size", "neighbors", "min_group", "folds", "rounds", "max_records", "max_seq_length"):
-            if not isinstance(o[key], int) or o[key] < 1:
-                raise CheckConfigError(f"check {self.name!r}: {key} must be an integer >= 1, got {o[key]!r}")
-        for key in ("enrichment_p", "max_fdr", "min_posterior", "min_enrichment"):
-            if not isinstance(o[key], (int, float)) or not 0 < float(o[key]) < 1:
-                raise CheckConfigError(f"check {self.name!r}: {key} must be a number in (0, 1), got {o[key]!r}")
-        if not isinstance(o["label_ratio"], (int, float)) or o["label_ratio"] < 1:
-            raise CheckConfigError(f"check {self.name!r}: label_ratio must be >= 1")
         self._embedder = None
         self._no_model = False
         self._pending: list[tuple[np.ndarray, list[str], list[int], list[str | None], list[str]]] = []
@@ -397,6 +248,21 @@ class OutlierCheck(Check):
         return CheckOutput(features=frame)
 
     # -- corpus ------------------------------------------------------------
+    def coverage(self, features: pl.LazyFrame) -> dict[str, Any] | None:
+        """Labelled records embedded (CPU: the ``cpu_max_records`` sample of each shard) and
+        analysed (the corpus pass samples ``max_records``)."""
+        names = features.collect_schema().names()
+        if not self.options["embed"] or "style" not in names:
+            return None
+        records = int(features.filter(pl.col("style").is_not_null()).select(pl.len()).collect().item())
+        embedded = 0
+        if "emb" in names:
+            embedded = int(features.filter(pl.col("emb").is_not_null()).select("shard", ROW).unique()
+                           .select(pl.len()).collect().item())
+        return {"records": records, "embedded": embedded,
+                "share": round(embedded / records, 4) if records else 1.0,
+                "analyzed": min(records, int(self.options["max_records"]))}
+
     def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame | None:
         t0 = time.perf_counter()
         o = self.options
@@ -413,7 +279,7 @@ class OutlierCheck(Check):
             return None
         if df.height > o["max_records"]:
             keys = (df["shard"] + "\u241e" + df[RECORD_ID]).to_list()
-            df = df.filter(pl.Series(_sample_mask(keys, o["max_records"], o["seed"])))
+            df = df.filter(pl.Series(outlier.sample_mask(keys, o["max_records"], o["seed"])))
         labels = df["label"].to_numpy().astype(str)
         classes, counts = np.unique(labels, return_counts=True)
         if len(classes) < 2:
@@ -432,9 +298,9 @@ class OutlierCheck(Check):
         # screen: label enrichment of k nearest neighbours in the standardized feature space
         from scipy.stats import binom
 
-        Z = _standardize(F)
+        Z = outlier.standardize(F)
         k = min(o["neighbors"], n - 1)
-        _, nn = _knn(Z, Z, k + 1, "l2")
+        _, nn = outlier.knn(Z, Z, k + 1, "l2")
         nn_labels = labels[nn[:, 1:]]
         enrichment: dict[str, float] = {}
         seeds: dict[str, np.ndarray] = {}
@@ -460,7 +326,7 @@ class OutlierCheck(Check):
             members[seeds[c]] = True
             flagged, post, tau, fdr = None, None, None, 1.0
             for _ in range(o["rounds"]):
-                p_r = _oof_posterior(F, members.astype(np.int64), o["folds"], o["seed"], o["max_records"])
+                p_r = outlier.oof_posterior(F, members.astype(np.int64), o["folds"], o["seed"], o["max_records"])
                 t_r, fdr_r = self._threshold(p_r, y)
                 if t_r is None:
                     break
@@ -535,12 +401,13 @@ class OutlierCheck(Check):
             lab_e = in_label[sub]
             g = flagged[sub]
             if lab_e.sum() >= 10:
-                pct = _spectral_percentiles(X[lab_e])
+                pct = outlier.spectral_percentiles(X[lab_e])
                 spectral[sub[lab_e]] = pct
                 if g[lab_e].any():
                     group_spectral = round(float(pct[g[lab_e]].mean()), 3)
             if g.sum() >= 2 and (lab_e & ~g).sum() >= 2:
-                cohesion = {"group": round(_cohesion(X[g]), 4), "rest_of_label": round(_cohesion(X[lab_e & ~g]), 4),
+                cohesion = {"group": round(outlier.cohesion(X[g]), 4),
+                            "rest_of_label": round(outlier.cohesion(X[lab_e & ~g]), 4),
                             "embedded_in_group": int(g.sum())}
         idx = np.where(flagged)[0]
         group = f"outlier-{c}-{group_no}"

@@ -74,6 +74,7 @@ import math
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from pydantic import Field
 import scipy.sparse as sp
 from scipy import stats
 
@@ -82,7 +83,7 @@ from integrity.analysis.dedup.graph import components
 from integrity.analysis.images import BORDER_SIZES, PATCH_CELL, hamming
 from integrity.analysis.thumbnails import with_thumbnails
 from integrity.checks.base import CheckOutput, CorpusContext
-from integrity.checks.image_base import LIMIT_OPTIONS, ImageCheck
+from integrity.checks.image_base import ImageCheck, ImageOptions
 
 MIN_BORDER_WINDOWS = 4  # border-window hashes the median image of a border-only patch holds (see _enough_structure)
 MAX_GROUP_IMAGES = 2000  # images compared pairwise (phash) when counting distinct images of one group
@@ -104,21 +105,19 @@ class PatchCheck(ImageCheck):
     name = "poison.patch"
     description = ("The same small patch shared by many unrelated images (localized window hashing), "
                    "and the caption phrase tied to it.")
-    default_options = {
-        **LIMIT_OPTIONS,
-        "min_images": 5,
-        "max_share": 0.1,
-        "group_jaccard": 0.5,
-        "min_distinct": 5,
-        "distinct_hamming": 12,
-        "shard_repeat": 2,
-        "bottom_k": 8,
-        "min_phrase_share": 0.5,
-        "min_phrase_purity": 0.5,
-        "min_phrase_lift": 5.0,
-        "report_untied": False,
-        "thumbnails": 12,
-    }
+    class Options(ImageOptions):
+        min_images: int = Field(5, ge=2, description="images a patch must appear in")
+        max_share: float = Field(0.1, gt=0, le=1, description="... and at most this share of all images (more is texture or a common logo/watermark)")
+        group_jaccard: float = Field(0.5, gt=0, le=1, description="untied marks (report_untied): window hashes with this overlap of images form one mark")
+        min_distinct: int = Field(5, ge=1, description="unrelated images (perceptual hashes apart) a patch needs")
+        distinct_hamming: int = Field(12, ge=0, le=64, description="bits apart for two images to count as unrelated")
+        shard_repeat: int = Field(2, ge=1, description="per shard, keep window hashes seen in this many images...")
+        bottom_k: int = Field(8, ge=0, description="... plus each image's k smallest (cross-shard sample)")
+        min_phrase_share: float = Field(0.5, ge=0, le=1, description="tied phrase: in at least this share of the patch's captions")
+        min_phrase_purity: float = Field(0.5, ge=0, le=1, description="... with at least this share of its corpus uses on patched images")
+        min_phrase_lift: float = Field(5.0, ge=0, description="... and this many times its corpus rate")
+        report_untied: bool = Field(False, description="also report shared patches no caption phrase follows (score 0.5)")
+        thumbnails: int = Field(12, ge=0, description="findings that carry a thumbnail for the report")
     default_severity = "warn"
     corpus_level = True
 

@@ -86,16 +86,16 @@ balanced binary label, fewer on a rare label) reaches 0.8.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Literal
 
 import polars as pl
 import pyarrow as pa
+from pydantic import Field
 
-from integrity.analysis import lexical as lx
-from integrity.checks._label_trigger_findings import build_findings
-from integrity.checks._label_triggers import (detect_label_triggers, empty_corpus_findings, split_features,
-                                              token_features)
-from integrity.checks.base import Check, CheckOutput, CorpusContext
+from integrity.analysis.label_triggers import (build_findings, detect_label_triggers, empty_corpus_findings,
+                                               split_features, token_features)
+from integrity.analysis.label_triggers import lexical as lx
+from integrity.checks.base import Check, CheckOptions, CheckOutput, CorpusContext
 
 TEXT_PREFERENCE = ("text", "caption", "prompt")
 
@@ -141,43 +141,51 @@ def labels_usable(recs: pl.DataFrame, opt: dict) -> bool:
             and lab.drop_nulls().n_unique() <= int(opt["label_word_max_values"]))
 
 
+
+class TriggerStatistics(CheckOptions):
+    """The label-trigger statistics' options (poison.trigger; poison.caption_trigger with image clusters as labels)."""
+
+    max_tokens: int = Field(512, ge=1, description="tokens kept per record")
+    ngram_max: int = Field(3, ge=1, description="longest n-gram tested")
+    min_support: int = Field(5, ge=1, description="records an n-gram needs to be tested")
+    min_share: float = Field(0.9, ge=0, le=1, description="target-label share of a candidate n-gram")
+    candidate_p: float = Field(0.01, gt=0, le=1, description="its binomial p-value against the label prior")
+    group_min_overlap: float = Field(0.15, ge=0, le=1, description="shared records (of the smaller) tying two n-grams into one group")
+    fdr: float = Field(0.01, gt=0, le=1, description="Benjamini-Hochberg rate of every test over groups")
+    min_group_share: float = Field(0.003, ge=0, le=1, description="a flagged group holds at least this share of the records")
+    max_label_share: float = Field(0.6, ge=0, le=1, description="... and at most this share of its target label's records")
+    max_groups: int = Field(60, ge=1, description="strongest groups given the content (dirty-label) test")
+    dirty_min_flip: float = Field(0.3, ge=0, le=1, description="estimated share of relabelled records, at least ...")
+    dirty_flip_ratio: float = Field(0.6, ge=0, description="... and this fraction of (1 - target prior), what a random source gives")
+    common_max_p: float = Field(1.0e-12, gt=0, le=1, description="content-test p-value for a group of ordinary words (no rare word)")
+    clean_min_share: float = Field(0.97, ge=0, le=1, description="target share of a clean-label group")
+    clean_min_overrep: float = Field(20.0, ge=0, description="a rare word: this many times more frequent than in ordinary language")
+    clean_min_overrep_z: float = Field(2.0, description="... and an outlier (robust z) among the corpus' own frequent words")
+    clean_strong_overrep: float = Field(500.0, ge=0, description="a word this many times above ordinary language ...")
+    clean_strong_overrep_z: float = Field(3.5, description="... and this far (robust z) outside the corpus' words needs no "
+                                          "purity outlier, and on a label too large for a significant tie it is judged "
+                                          "on content alone")
+    strong_min_prior: float = Field(0.5, ge=0, le=1, description="... both only on a target label holding this share of the records")
+    weak_min_flip: float = Field(0.5, ge=0, le=1, description="... the relabelled share it then needs (dirty-label evidence only)")
+    clean_strong_span_members: int = Field(12, ge=1, description="a repeated sequence with this many member n-grams needs no purity outlier")
+    clean_min_span_tokens: int = Field(3, ge=1, description="or a repeated word sequence at least this long")
+    common_strict: bool = Field(False, description="groups of ordinary words also need the purity tail and no spread (else content decides)")
+    natural_rho: float = Field(0.8, ge=0, le=1, description="purity strong natural features reach (share of the non-target removed)")
+    spread_max_labels: int = Field(1, ge=0, description="other labels with comparable rare pure groups before purity counts as normal")
+    background_lang: str = Field("en", description="wordfreq language of the background reference")
+
+
 class PoisonTriggerCheck(Check):
     name = "poison.trigger"
     description = ("Lexical backdoor triggers: n-grams whose tie to a label is far stronger than chance "
                    "and than the corpus' natural associations (dirty- and clean-label).")
     requires = ("label", "response")
-    default_options = {
-        "field": "auto",                  # text | caption | prompt | auto (first present)
-        "max_tokens": 512,                # tokens kept per record
-        "ngram_max": 3,                   # longest n-gram tested
-        "min_support": 5,                 # records an n-gram needs to be tested
-        "min_share": 0.9,                 # target-label share of a candidate n-gram
-        "candidate_p": 0.01,              # binomial p-value vs the label prior for a candidate n-gram
-        "group_min_overlap": 0.15,        # shared records (of the smaller) that tie two n-grams into one group
-        "fdr": 0.01,                      # Benjamini-Hochberg rate over groups, for every group test
-        "max_groups": 60,                 # strongest groups given the content (dirty-label) test
-        "dirty_min_flip": 0.3,            # estimated share of relabelled records in a dirty-label group, at least
-        "dirty_flip_ratio": 0.6,          # ... and at least this fraction of the (1 - target prior) a random source gives
-        "common_max_p": 1.0e-12,          # content-test p-value for a group of ordinary words (no rare word)
-        "clean_min_share": 0.97,          # target share of a clean-label group
-        "min_group_share": 0.003,         # a flagged group holds at least this share of the labelled records
-        "max_label_share": 0.6,           # ... and at most this share of its target label's records
-        "clean_min_overrep": 20.0,        # how many times more frequent than in ordinary language
-        "clean_min_overrep_z": 2.0,       # ... and an outlier (robust z) among this corpus' frequent words
-        "clean_strong_overrep": 500.0,    # a word this many times above ordinary language ...
-        "clean_strong_overrep_z": 3.5,    # ... and this far outside the corpus' own words needs no purity outlier
-        "strong_min_prior": 0.5,          # ... on a target label holding at least this share of the records
-        "weak_min_flip": 0.5,             # ... a strongly foreign word with a weak tie needs this relabelled share
-        "clean_strong_span_members": 12,  # ... nor does a repeated sequence with this many member n-grams
-        "clean_min_span_tokens": 3,       # or: a repeated token sequence at least this long
-        "common_strict": False,           # ordinary-word groups also need the purity tail and no spread
-        "natural_rho": 0.8,               # purity strong natural features reach (share of non-target removed)
-        "spread_max_labels": 1,           # other labels allowed to have comparable foreign pure groups
-        "background_lang": "en",          # wordfreq language of the background reference
-        "label_word_max_chars": 32,       # instruction data: a response this short may be a label word ...
-        "label_word_max_values": 20,      # ... and the responses are labels when they take at most this many values
-        "label_word_min_share": 0.9,      # ... over at least this share of the records
-    }
+    class Options(TriggerStatistics):
+        field: Literal["auto", "text", "caption", "prompt"] = Field("auto", description="text | caption | prompt | auto (the first present)")
+        # instruction data without a label column: the response is the label when it is a label word
+        label_word_max_chars: int = Field(32, ge=1, description="instruction data: a response this short may be a label word ...")
+        label_word_max_values: int = Field(20, ge=1, description="... and the responses are labels when they take at most this many values")
+        label_word_min_share: float = Field(0.9, ge=0, le=1, description="... over at least this share of the records")
     default_severity = "warn"
     corpus_level = True
     version = 2

@@ -38,9 +38,11 @@ from typing import Iterator
 
 import polars as pl
 import pyarrow as pa
+from pydantic import Field
 
 from connectors.schema import CONTENT_FIELDS, TEXT_FIELDS
-from integrity.checks.base import CORPUS_FINDING_COLUMNS, Check, CheckConfigError, CheckOutput, CorpusContext
+from integrity.checks.base import CORPUS_FINDING_COLUMNS, Check, CheckOptions, CheckOutput, CorpusContext
+from integrity.checks.options import Severity
 
 #: the fields of a record's content hash, in this order (the hashes are stored between scans)
 HASHED_FIELDS = (*TEXT_FIELDS, "label", "image")
@@ -168,18 +170,11 @@ class ProvenanceCheck(Check):
     default_severity = "critical"
     corpus_level = True
     version = 1
-    default_options = {
-        "shard_severity": "critical",
-        "record_severity": "warn",
-        "max_record_findings": 1000,
-        "match_across_shards": True,
-    }
-
-    def __init__(self, options=None, shard=None):
-        super().__init__(options, shard)
-        for k in ("shard_severity", "record_severity"):
-            if self.options[k] not in ("info", "warn", "critical"):
-                raise CheckConfigError(f"provenance.changed: {k} must be info, warn or critical")
+    class Options(CheckOptions):
+        shard_severity: Severity = Field("critical", description="a changed approved shard (critical fails the gate)")
+        record_severity: Severity = Field("warn", description="each changed record (counts toward warn.flagged_share)")
+        max_record_findings: int = Field(1000, ge=0, description="changed records reported per shard, at most")
+        match_across_shards: bool = Field(True, description="a record id approved in another shard counts (ids must be global)")
 
     def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
         ids = batch.column("record_id").cast(pa.string())

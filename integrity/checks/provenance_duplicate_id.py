@@ -18,9 +18,10 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from pydantic import Field
 
 from connectors.schema import CONTENT_FIELDS
-from integrity.checks.base import Check, CheckOutput, findings_frame
+from integrity.checks.base import Check, CheckOptions, CheckOutput, findings_frame
 
 RECORD_ID, ROW = "record_id", "row"
 
@@ -30,7 +31,8 @@ class DuplicateIdCheck(Check):
     report_section = "provenance"
     description = "a shard whose record ids are not unique (findings then need detail.row)"
     requires = CONTENT_FIELDS
-    default_options = {"max_examples": 5}
+    class Options(CheckOptions):
+        max_examples: int = Field(5, ge=0, description="example row pairs in the finding")
     default_severity = "warn"
 
     def __init__(self, options=None, shard=None):

@@ -44,10 +44,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from pydantic import Field
 
 from connectors.images import decode_image, mime_of, thumbnail_data_uri
 from integrity.checks.base import CheckOutput, findings_frame
-from integrity.checks.image_base import LIMIT_OPTIONS, ImageCheck
+from integrity.checks.image_base import ImageCheck, ImageOptions
 
 IPTC_SOURCE = re.compile(r"digitalsourcetype/(\w+)", re.IGNORECASE)
 #: IPTC digital source types that mean generated content, with their score
@@ -183,16 +184,14 @@ class SyntheticImage(ImageCheck):
     name = "synthetic.image"
     description = ("Generated images: C2PA digitalSourceType, IPTC/XMP trainedAlgorithmicMedia, generator PNG text "
                    "chunks, EXIF software, and Stable Diffusion invisible watermarks (binomial test).")
-    default_options = {
-        **LIMIT_OPTIONS,
-        "c2pa": True,
-        "xmp": True,
-        "png_text": True,
-        "exif": True,
-        "watermark": True,
-        "watermark_log10_p": -6.0,
-        "thumbnails_per_shard": 2,
-    }
+    class Options(ImageOptions):
+        c2pa: bool = Field(True, description="read C2PA manifests (digitalSourceType)")
+        xmp: bool = Field(True, description="read IPTC/XMP digital source type")
+        png_text: bool = Field(True, description="read generator PNG text chunks (A1111, ComfyUI, InvokeAI, NovelAI)")
+        exif: bool = Field(True, description="read EXIF software naming a generator")
+        watermark: bool = Field(True, description="look for Stable Diffusion invisible watermarks (dwtDct)")
+        watermark_log10_p: float = Field(-6.0, le=0, description="binomial p-value (log10) a watermark match needs")
+        thumbnails_per_shard: int = Field(2, ge=0, description="findings per shard that carry a thumbnail for the report")
     default_severity = "warn"
 
     def __init__(self, options=None, shard=None):

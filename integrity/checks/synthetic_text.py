@@ -66,14 +66,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from pydantic import Field
 
 from connectors.schema import TEXT_FIELDS
+from integrity.analysis.drift import dumps
 from integrity.analysis.features import STYLE_FEATURES, boilerplate_patterns, cached_batch_features, record_text
 from integrity.analysis.machine_text import (ZS_FEATURES, calibrate_shard, load_model, reference_percentile,
                                              zero_shot_features, zero_shot_logit)
 from integrity.analysis.profile import Profile, ProfileError, classifier_scores, load_profile
-from integrity.checks.base import CORPUS_FINDING_COLUMNS, Check, CheckConfigError, CheckOutput, CorpusContext
-from integrity.checks.distribution_drift import dumps
+from integrity.checks.base import CORPUS_FINDING_COLUMNS, Check, CheckConfigError, CheckOptions, CheckOutput, CorpusContext
+from integrity.checks.options import Severity
 
 log = logging.getLogger(__name__)
 
@@ -158,18 +160,23 @@ class SyntheticTextCheck(Check):
     default_severity = "info"
     corpus_level = True
     version = 1
-    default_options = {
-        "max_share": 0.2,
-        "record_min_score": 0.5,
-        "classifier_record_severity": "info",
-        "z_threshold": 4.0,
-        "watermark": None,
-        "max_reference_records": 2000,
-        "history_nights": 14,
-        "zero_shot": True,
-        "zero_shot_record_min": 0.99,
-        "zero_shot_model": None,
-    }
+
+    class Options(CheckOptions):
+        max_share: float = Field(0.2, ge=0, le=1, description="highest acceptable synthetic share of a shard")
+        record_min_score: float = Field(0.5, ge=0, le=1, description="records with weaker evidence are not reported")
+        classifier_record_severity: Severity = Field("info", description="severity of a record flagged by the classifier alone")
+        z_threshold: float = Field(4.0, description="watermark z at which a record counts as watermarked")
+        watermark: dict[str, Any] | None = Field(None, description="e.g. {key_env: WM_KEY, tokenizer: "
+                                                 "/models/gen/tokenizer.json, gamma: 0.25, scheme: prf | kgw-torch, "
+                                                 "vocab_size: 32000}")
+        max_reference_records: int = Field(2000, ge=1, description="reference records the classifier trains on")
+        history_nights: int = Field(14, ge=0, description="past estimates shown per shard in the report")
+        zero_shot: bool = Field(True, description="zero-shot evidence (word surprisal, burstiness, punctuation) read "
+                                "against the reference's human records; needs --reference")
+        zero_shot_record_min: float = Field(0.99, ge=0, le=1, description="reference percentile at which a record gets "
+                                            "zero_shot evidence")
+        zero_shot_model: str | None = Field(None, description="a detector of your own (benchmarks/fit_machine_text.py); "
+                                            "null: shipped")
 
     def __init__(self, options=None, shard=None):
         super().__init__(options, shard)
@@ -178,22 +185,20 @@ class SyntheticTextCheck(Check):
         if wm:
             from integrity.analysis.watermark import WatermarkConfigError, WatermarkDetector
 
-            if not isinstance(wm, dict):
-                raise CheckConfigError("synthetic.text: watermark must be a mapping (key/key_env, tokenizer, ...)")
             try:
                 self._wm = WatermarkDetector.from_options({k: v for k, v in wm.items() if k != "z_threshold"})
             except WatermarkConfigError as e:
-                raise CheckConfigError(f"synthetic.text: {e}") from None
+                raise CheckConfigError(f"check {self.name!r}: option 'watermark': {e}", check=self.name,
+                                       problems=[("watermark", str(e))]) from None
         self._zs_model = None
         if self.options.get("zero_shot_model"):
             try:
                 self._zs_model = load_model(Path(self.options["zero_shot_model"]).expanduser())
             except (OSError, ValueError) as e:
-                raise CheckConfigError(f"synthetic.text: zero_shot_model {self.options['zero_shot_model']}: cannot be "
-                                       f"read ({e}); write one with benchmarks/fit_machine_text.py or remove the "
-                                       f"option to use the shipped detector") from None
-        if self.options["classifier_record_severity"] not in ("info", "warn", "critical"):
-            raise CheckConfigError("synthetic.text: classifier_record_severity must be info, warn or critical")
+                problem = (f"{self.options['zero_shot_model']}: cannot be read ({e}); write one with "
+                           "benchmarks/fit_machine_text.py or remove the option to use the shipped detector")
+                raise CheckConfigError(f"check {self.name!r}: option 'zero_shot_model': {problem}", check=self.name,
+                                       problems=[("zero_shot_model", problem)]) from None
 
     # -- per shard ----------------------------------------------------------
     def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
@@ -339,6 +344,9 @@ class SyntheticTextCheck(Check):
                    "note": "no synthetic classifier in the reference profile; records without markers may still be "
                            "machine-generated"}
         res.update(est)
+        if o["zero_shot"] and prof is not None and zs is None:
+            res["zero_shot_note"] = ("the reference profile has no zero-shot features (built before they existed): "
+                                     "rebuild it with `integrity profile` to get zero-shot evidence")
         if prof is not None:
             rng = np.random.default_rng(seed)
             ref = prof.features

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,10 +19,12 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 import polars as pl
 
 from connectors import ShardRef, list_shards
+from connectors import storage
+from integrity.checks.base import MapPartitions, serial_map
 from integrity.engine import quarantine as quarantine_mod
-from integrity.engine import outputs, verdict
+from integrity.engine import evidence, outputs, verdict
 from integrity.engine import progress as progress_mod
-from integrity.engine.corpus import after_verdicts, run_corpus_checks, shard_findings
+from integrity.engine.corpus import after_verdicts, coverage, run_corpus_checks, shard_findings
 from integrity.engine.redact import mask_frame
 from integrity.engine.shard import ShardResult, scan_shard
 from integrity.engine.spec import ScanSpec
@@ -47,7 +50,7 @@ def list_stage(spec: ScanSpec) -> list[ShardRef]:
 def record_start(spec: ScanSpec, flow_run_id: str | None = None) -> None:
     """The scan's start in the ledger, with its corpus (and the Prefect flow run that runs it)."""
     Ledger(spec.state_dir).record_scan_start(scan_id=spec.scan_id, source=spec.source, policy=spec.policy.source,
-                                             policy_sha256=spec.policy.sha256, run_dir=str(spec.out),
+                                             policy_sha256=spec.policy.sha256, run_dir=spec.run_location,
                                              corpus=spec.corpus, flow_run_id=flow_run_id)
 
 
@@ -71,9 +74,11 @@ class ColumnMappingError(ValueError):
     """The column mapping fits no shard of the source: the scan could not run (gate exit 3)."""
 
 
-def corpus_stage(spec: ScanSpec, results: list[ShardResult]) -> tuple[Path, dict[str, float]]:
-    """Corpus-level checks; their findings go to ``.work/corpus_findings.parquet``."""
-    found, timings = run_corpus_checks(spec, results, spec.out)
+def corpus_stage(spec: ScanSpec, results: list[ShardResult],
+                 map_partitions: MapPartitions | None = None) -> tuple[Path, dict[str, float]]:
+    """Corpus-level checks; their findings go to ``.work/corpus_findings.parquet``. Their
+    partitioned steps run through ``map_partitions`` (the orchestrator's workers)."""
+    found, timings = run_corpus_checks(spec, results, spec.out, map_partitions)
     path = spec.out / WORK / "corpus_findings.parquet"
     outputs.write_parquet(mask_frame(found), path)  # details may quote record text: secrets masked
     return path, timings
@@ -90,7 +95,7 @@ def policy_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult
     """Writes ``findings.parquet``, ``examples.parquet`` (before quarantine moves any
     shard away) and the shard verdicts (``.work/verdicts.parquet``, returned)."""
     findings_path = outputs.write_findings(all_findings(spec, results, corpus_path), spec.out)
-    examples = outputs.collect_examples(spec, pl.scan_parquet(findings_path), results, {r.name: r for r in refs})
+    examples = evidence.collect_examples(spec, pl.scan_parquet(findings_path), results, {r.name: r for r in refs})
     outputs.write_parquet(examples, spec.out / "examples.parquet")
     counts = verdict.shard_counts(pl.scan_parquet(findings_path))
     ledger = Ledger(spec.state_dir)
@@ -188,6 +193,8 @@ def output_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult
             "findings": sum(sum(v.values()) for v in by_check.values()),
             "by_check": by_check,
             "verdicts": verdicts,
+            # records embedded / records, for every check that embeds or samples them
+            "coverage": coverage(spec, results),
         },
         "cached_shards": int(shards["cached"].sum() or 0),
         "unreadable": [{"shard": r["shard"], "error": r["error"]} for r in
@@ -209,6 +216,7 @@ def output_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult
     ledger = Ledger(spec.state_dir)
     ledger.record_verdicts(spec.scan_id, shards.select("shard", "uri", "sha256", "verdict", "reasons").to_dicts())
     ledger.record_scan_end(spec.scan_id, verdict=summary["verdict"], counts=summary["counts"])
+    publish(spec)  # here, where the outputs were written (a worker, under Dask)
     return summary
 
 
@@ -237,6 +245,9 @@ class ScanHooks:
     stages; the orchestrator only launches work (as datatrove's executors do)."""
 
     map_shards: MapShards
+    #: runs the partitioned steps of the corpus passes (band-join partitions, ...) on the same
+    #: workers as the shards; in process by default
+    map_partitions: MapPartitions = serial_map
     #: ``run_stage(name, stage, *args)`` runs one stage (``list``, ``corpus``, ``policy``,
     #: ``quarantine``, ``outputs``) and returns its result; Prefect runs each as a task
     run_stage: Callable[..., Any] = run_inline
@@ -260,7 +271,7 @@ def execute(spec: ScanSpec, hooks: ScanHooks) -> dict:
     require_mapped(results)
     timings["shards"] = time.perf_counter() - t
     t = time.perf_counter()
-    corpus_path, per_check = run("corpus", corpus_stage, spec, results)
+    corpus_path, per_check = run("corpus", corpus_stage, spec, results, hooks.map_partitions)
     timings["corpus"] = time.perf_counter() - t
     t = time.perf_counter()
     verdicts_path = run("policy", policy_stage, spec, refs, results, corpus_path)
@@ -269,6 +280,19 @@ def execute(spec: ScanSpec, hooks: ScanHooks) -> dict:
     shards_path = run("quarantine", quarantine_stage, spec, results, verdicts_path, hooks.on_quarantined)
     timings["quarantine"] = time.perf_counter() - t
     return run("outputs", output_stage, spec, refs, results, shards_path, timings, started_at, per_check)
+
+
+def publish(spec: ScanSpec) -> None:
+    """A run directory on a URL (``spec.out_url``) receives the staged outputs (the
+    intermediate ``.work`` stays behind) and the staging directory is removed; a local run
+    directory is already in place."""
+    if not spec.out_url:
+        return
+    storage.upload_dir(spec.out, spec.out_url, skip=(WORK,))
+    fs, work = storage.get_fs(spec.work_url)
+    if fs.exists(work):
+        fs.rm(work, recursive=True)
+    shutil.rmtree(spec.out, ignore_errors=True)
 
 
 def _scan_shards(spec: ScanSpec, refs: list[ShardRef], hooks: ScanHooks) -> list[ShardResult]:

@@ -38,6 +38,10 @@ class ScanSpec:
     corpus: str = ""
     #: match against (and add to) the history shared by every corpus scanned with this option
     shared_history: bool = False
+    #: the run directory when it is an fsspec URL (``s3://bucket/run``): the flow process writes
+    #: its outputs to ``out`` (a local staging directory) and uploads them there at the end, and
+    #: the corpus passes' partition tasks exchange their files under it (``work_url``)
+    out_url: str | None = None
 
     def __post_init__(self) -> None:
         self.corpus = check_corpus_name(self.corpus) if self.corpus else default_corpus_name(self.source)
@@ -52,6 +56,17 @@ class ScanSpec:
         synthetic-share history, approved content): per corpus, or the state directory's
         shared history with ``shared_history``."""
         return self.state_dir if self.shared_history else corpus_state_dir(self.state_dir, self.corpus)
+
+    @property
+    def run_location(self) -> str:
+        """Where the run directory's outputs end up: ``out_url``, else the local ``out``."""
+        return self.out_url or str(self.out)
+
+    @property
+    def work_url(self) -> str:
+        """Where partition tasks of the corpus passes read and write their files: the run
+        directory's ``.work`` (every worker reaches it: a shared disk or an object store)."""
+        return f"{self.out_url}/.work/{self.scan_id}" if self.out_url else str(self.out / ".work")
 
     @property
     def cache_dir(self) -> Path:

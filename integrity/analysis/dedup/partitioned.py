@@ -9,7 +9,12 @@ peak holds one shard's bands or one partition's entries (about 16 bytes per
 entry, ``partition_entries`` per partition), plus the candidate pairs, which
 grow with the duplicates, not with the corpus. Partitions are independent:
 ``run`` maps the per-partition step (in process by default; any executor's
-``map`` fits).
+``map`` fits, e.g. the scan's partition tasks on Dask workers).
+
+The spill directory is a local path (one append-only file per partition) or an
+fsspec URL every worker reaches (``s3://bucket/run/.work``): object stores
+cannot append, so there each shard writes one object per partition under
+``part-PPPPP/`` and a partition task reads its folder.
 
 :class:`SketchSubset` then loads, shard by shard, the bottom-k sketches of
 only the records that appear in a candidate pair, for verification.
@@ -19,12 +24,14 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from integrity.analysis.dedup.graph import bucket_pairs, unique_pairs
+from connectors.storage import get_fs, join
+from integrity.analysis.dedup.graph import bucket_pairs, first_of_pairs, unique_pairs
 from integrity.analysis.history import take_ragged
 
 ENTRY = np.dtype([("bucket", "<u8"), ("rec", "<u8")])
@@ -52,10 +59,91 @@ def partition_count(n_entries: int, partition_entries: int) -> int:
     return max(1, math.ceil(n_entries / max(1, partition_entries)))
 
 
-def _pairs_of(path: str) -> tuple[np.ndarray, np.ndarray]:
-    entries = np.fromfile(path, dtype=ENTRY)
-    a, b = bucket_pairs(entries["bucket"], entries["rec"].astype(np.int64))
-    return a, b
+def _entries_of(where: str) -> np.ndarray:
+    """One partition's entries: a local spill file, or every object of a partition folder on a URL."""
+    if "://" not in where:
+        return np.fromfile(where, dtype=ENTRY)
+    fs, root = get_fs(where)
+    parts = []
+    for path in sorted(fs.find(root)):
+        with fs.open(path, "rb") as f:
+            parts.append(np.frombuffer(f.read(), dtype=ENTRY))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=ENTRY)
+
+
+def _pairs_of(where: str) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate pairs of one partition (a task: it reads only its own spill)."""
+    entries = _entries_of(where)
+    return bucket_pairs(entries["bucket"], entries["rec"].astype(np.int64))
+
+
+def _route(out: np.ndarray, partitions: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(partition, entries) of one shard's entries, by a hash of their bucket."""
+    if partitions == 1:
+        yield 0, out
+        return
+    part = (out["bucket"] % np.uint64(partitions)).astype(np.int64)
+    order = np.argsort(part, kind="stable")
+    bounds = np.searchsorted(part[order], np.arange(partitions + 1))
+    for p in range(partitions):
+        if bounds[p + 1] > bounds[p]:
+            yield p, out[order[bounds[p]:bounds[p + 1]]]
+
+
+def _entries(first: int, bands: np.ndarray) -> np.ndarray:
+    keys = bucket_keys(bands)
+    out = np.empty(keys.size, dtype=ENTRY)
+    out["bucket"] = keys.ravel()
+    out["rec"] = np.repeat(np.arange(first, first + bands.shape[0], dtype=np.uint64), bands.shape[1])
+    return out
+
+
+def _spill_local(pieces: Iterable[np.ndarray], partitions: int, tmp: str) -> tuple[list[str], int]:
+    paths = [os.path.join(tmp, f"part-{p:05d}.bin") for p in range(partitions)]
+    files = [open(p, "ab") for p in paths]
+    entries = 0
+    try:
+        for out in pieces:
+            entries += out.size
+            for p, piece in _route(out, partitions):
+                piece.tofile(files[p])
+    finally:
+        for f in files:
+            f.close()
+    return paths, entries
+
+
+def _spill_url(pieces: Iterable[np.ndarray], partitions: int, root: str) -> tuple[list[str], int]:
+    fs, base = get_fs(root)
+    entries = 0
+    for k, out in enumerate(pieces):
+        entries += out.size
+        for p, piece in _route(out, partitions):
+            with fs.open(join(base, f"part-{p:05d}", f"{k:06d}.bin"), "wb") as f:
+                f.write(piece.tobytes())
+    return [join(root, f"part-{p:05d}") for p in range(partitions)], entries
+
+
+def map_spilled(pieces: Iterable[np.ndarray], partitions: int, step: Callable[[str], object],
+                spill_dir: str | Path | None = None, run: Callable[[Callable, list], Iterable] = map
+                ) -> tuple[list, int]:
+    """Route ``ENTRY`` arrays (one piece at a time) into ``partitions`` hash partitions of their
+    ``bucket`` spilled under ``spill_dir`` (a local directory or an fsspec URL, see the module's
+    docstring), run ``step(partition)`` on each through ``run`` and remove the spill; returns the
+    steps' results, in partition order, and the number of entries."""
+    pieces = (p for p in pieces if p.size)
+    if spill_dir is not None and "://" in str(spill_dir):
+        root = join(str(spill_dir), f"lsh-{uuid.uuid4().hex[:12]}")
+        fs, base = get_fs(root)
+        try:
+            paths, entries = _spill_url(pieces, partitions, root)
+            return list(run(step, paths)), entries
+        finally:
+            if fs.exists(base):
+                fs.rm(base, recursive=True)
+    with tempfile.TemporaryDirectory(prefix="lsh-", dir=spill_dir) as tmp:
+        paths, entries = _spill_local(pieces, partitions, tmp)
+        return list(run(step, paths)), entries
 
 
 def band_join(shards: Iterable[tuple[int, np.ndarray]], partitions: int, spill_dir: str | Path | None = None,
@@ -63,38 +151,46 @@ def band_join(shards: Iterable[tuple[int, np.ndarray]], partitions: int, spill_d
     """Candidate pairs (a < b, global record indexes, unique) of records sharing a band key.
 
     ``shards`` yields ``(first_record_index, bands)`` one shard at a time, ``bands`` an
-    ``(n, B)`` uint64 matrix. Returns ``(a, b, entries)``.
+    ``(n, B)`` uint64 matrix; ``spill_dir`` a local directory or an fsspec URL (see the
+    module's docstring); ``run(step, partitions)`` maps the per-partition step.
+    Returns ``(a, b, entries)``.
     """
-    with tempfile.TemporaryDirectory(prefix="lsh-", dir=spill_dir) as tmp:
-        paths = [os.path.join(tmp, f"part-{p:05d}.bin") for p in range(partitions)]
-        files = [open(p, "ab") for p in paths]
-        entries = 0
-        try:
-            for first, bands in shards:
-                if bands.size == 0:
-                    continue
-                keys = bucket_keys(bands)
-                out = np.empty(keys.size, dtype=ENTRY)
-                out["bucket"] = keys.ravel()
-                out["rec"] = np.repeat(np.arange(first, first + bands.shape[0], dtype=np.uint64), bands.shape[1])
-                entries += out.size
-                if partitions == 1:
-                    out.tofile(files[0])
-                    continue
-                part = (out["bucket"] % np.uint64(partitions)).astype(np.int64)
-                order = np.argsort(part, kind="stable")
-                bounds = np.searchsorted(part[order], np.arange(partitions + 1))
-                for p in range(partitions):
-                    if bounds[p + 1] > bounds[p]:
-                        out[order[bounds[p]:bounds[p + 1]]].tofile(files[p])
-        finally:
-            for f in files:
-                f.close()
-        found = list(run(_pairs_of, paths))
+    pieces = (_entries(first, bands) for first, bands in shards if bands.size)
+    found, entries = map_spilled(pieces, partitions, _pairs_of, spill_dir, run)
     a = np.concatenate([x for x, _ in found]) if found else np.zeros(0, np.int64)
     b = np.concatenate([y for _, y in found]) if found else np.zeros(0, np.int64)
     a, b = unique_pairs(a, b)
     return a, b, entries
+
+
+def _distinct_counts(where: str) -> tuple[np.ndarray, np.ndarray]:
+    """One partition's keys and, for each, how many distinct records hold it."""
+    e = _entries_of(where)
+    first = first_of_pairs(e["bucket"], e["rec"])
+    return np.unique(e["bucket"][first], return_counts=True)
+
+
+def key_counts(pieces: Iterable[tuple[np.ndarray, np.ndarray]], partitions: int,
+               spill_dir: str | Path | None = None, run: Callable[[Callable, list], Iterable] = map
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Every distinct key (sorted) and the number of distinct records holding it.
+
+    ``pieces`` yields ``(keys, records)`` (uint64 keys, record indexes) a piece at a time; each
+    hash partition of the keys is counted alone by ``run``'s tasks, so no process sorts every
+    key at once; a key lives in one partition only, so the partitions' answers just concatenate.
+    """
+    def entries():
+        for keys, recs in pieces:
+            out = np.empty(len(keys), dtype=ENTRY)
+            out["bucket"] = keys
+            out["rec"] = recs
+            yield out
+
+    found, _ = map_spilled(entries(), partitions, _distinct_counts, spill_dir, run)
+    keys = np.concatenate([k for k, _ in found]) if found else np.zeros(0, np.uint64)
+    counts = np.concatenate([c for _, c in found]) if found else np.zeros(0, np.int64)
+    order = np.argsort(keys, kind="stable")
+    return keys[order], counts[order]
 
 
 class SketchSubset:

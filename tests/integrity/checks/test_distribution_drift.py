@@ -6,10 +6,10 @@ import polars as pl
 import pytest
 
 from flows.build import build_spec
+from integrity.analysis.drift import compare_shard, knn_distances, mmd2_test, one_sided_ks_test, perm_masks, perm_pvalue
 from integrity.analysis.profile import build_profile
 from integrity.checks.base import ShardInfo
-from integrity.checks.distribution_drift import (DriftCheck, compare_shard, knn_distances, mmd2_test, one_sided_ks_test,
-                                                 perm_masks, perm_pvalue)
+from integrity.checks.distribution_drift import DriftCheck
 from integrity.engine import pipeline
 from tests.conftest import write_jsonl
 from tests.integrity.analysis.test_profile import batches, records

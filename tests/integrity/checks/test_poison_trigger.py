@@ -8,7 +8,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from integrity.analysis import lexical as lx
+from integrity.analysis.label_triggers import lexical as lx
 from integrity.checks.base import CorpusContext
 from integrity.checks.poison_trigger import PoisonTriggerCheck
 

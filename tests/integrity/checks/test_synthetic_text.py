@@ -91,6 +91,53 @@ def test_classifier_share_estimates_and_verdicts(tmp_path):
     assert len(s2["mix60"]["history"]) == 1 and s2["mix60"]["history"][0]["estimate"] == pytest.approx(s["mix60"]["estimate"])
 
 
+@pytest.mark.skipif(not (SHARED_DATA / "synthetic").exists(), reason="../shared/data/synthetic is absent")
+def test_zero_shot_verdict_needs_the_whole_interval_above_max_share(tmp_path):
+    """A reference of human reddit posts and no synthetic sample: the zero-shot share decides. Human posts
+    pass; a shard of Llama 2 answers fails because its whole interval is above max_share; its records carry
+    zero_shot evidence with their reference percentile. (Templated test prose is no stand-in here: the
+    generator-register template of `machine()` reads as *more* human than the template of `records()`.)"""
+    d = pl.read_parquet(SHARED_DATA / "synthetic" / "m4-reddit-llama2.parquet")
+    hum, llm = d.filter(pl.col("source") == "human"), d.filter(pl.col("source") == "llama2")
+
+    def recs(df):
+        return [{"id": i, "text": t} for i, t in zip(df["id"], df["text"])]
+
+    ref = tmp_path / "ref"
+    build_profile("reddit-human", ref, batches=batches(recs(hum.head(70))), embed_sample=0)
+    found = run({"human": recs(hum.tail(30)), "machine": recs(llm)}, tmp_path, ref)
+    s = shard_rows(found)
+    assert "zero-shot" in s["human"]["method"] and s["human"]["severity"] == "info"
+    assert s["human"]["interval"][0] == 0.0 and s["human"]["estimate"] < 0.2
+    m = s["machine"]
+    assert m["severity"] == "critical" and m["interval"][0] > 0.2 and m["tpr_range"][0] < m["tpr_range"][1]
+    rec = found.filter(pl.col("record_id").str.ends_with("-llama2"))
+    assert rec.height >= 20
+    ev = [e for e in json.loads(rec["detail"][0])["evidence"] if e["kind"] == "zero_shot"]
+    assert ev and ev[0]["reference_percentile"] >= 0.99
+    # without a reference the zero-shot score has no human records to be read against: it says nothing
+    noref = run({"machine": recs(llm.head(30))}, tmp_path / "noref")  # (some answers carry boilerplate)
+    assert "markers" in shard_rows(noref)["machine"]["method"]
+    assert not any(e["kind"] == "zero_shot" for d_ in noref["detail"] for e in json.loads(d_).get("evidence", []))
+
+
+def test_a_profile_without_zero_shot_features_says_so(tmp_path):
+    """Profiles built before the zero-shot features load and scan as before, with a note to rebuild."""
+    from dataclasses import replace
+
+    from integrity.analysis.machine_text import ZS_FEATURES
+
+    prof = build_profile("human", tmp_path / "ref", batches=batches(records(60, 4)), embed_sample=0)
+    assert set(ZS_FEATURES) <= set(prof.features.columns)
+    old = replace(prof, features=prof.features.drop(list(ZS_FEATURES)))
+    check = SyntheticTextCheck()
+    df = pl.concat([check.process_batch(b).features for _, b in batches(records(30, 5))])
+    res, recs = check.assess_shard(df, old)
+    assert "rebuild it with `integrity profile`" in res["zero_shot_note"] and "markers" in res["method"]
+    res, _ = check.assess_shard(df, prof)
+    assert "zero_shot_note" not in res and "zero-shot" in res["method"]
+
+
 def test_share_arithmetic():
     assert acc_share(0.5, 0.9, 0.1) == pytest.approx(0.5)
     assert acc_share(0.05, 0.9, 0.1) == 0.0 and acc_share(0.99, 0.9, 0.1) == 1.0

@@ -59,6 +59,26 @@ def test_partitions_give_the_same_pairs_as_one(tmp_path):
     assert list(tmp_path.iterdir()) == []  # spill files are removed
 
 
+def test_a_url_spill_dir_gives_the_same_pairs(tmp_path):
+    """Object stores cannot append: on an fsspec URL each shard writes one object per
+    partition, each partition task reads its folder, and the spill is removed afterwards."""
+    import fsspec
+
+    bands = planted_bands()
+    a1, b1, _ = band_join(shards_of(bands), 1, spill_dir=tmp_path)
+    seen: list[str] = []
+
+    def run(step, items):  # what a scan's map_partitions receives: URLs of partition folders
+        seen.extend(items)
+        return [step(i) for i in items]
+
+    a7, b7, entries = band_join(shards_of(bands), 7, spill_dir="memory://bucket/run/.work", run=run)
+    assert entries == bands.size
+    assert np.array_equal(a1, a7) and np.array_equal(b1, b7)
+    assert len(seen) == 7 and all(s.startswith("memory://bucket/run/.work/lsh-") for s in seen)
+    assert fsspec.filesystem("memory").find("/bucket/run/.work") == []
+
+
 def test_equal_keys_of_different_bands_are_not_candidates(tmp_path):
     bands = np.array([[1, 2], [2, 1], [3, 2]], dtype=np.uint64)  # 0 and 1 swap keys; 0 and 2 share band 1
     a, b, _ = band_join([(0, bands)], 2, spill_dir=tmp_path)
@@ -88,3 +108,18 @@ def test_sketch_subset_gathers_only_the_wanted_records():
     ev, eo = take_ragged(values, offsets, wanted)
     assert np.array_equal(sub.values, ev) and np.array_equal(sub.offsets, eo)
     assert np.array_equal(sub.nsh, nsh[wanted]) and np.array_equal(sub.index(np.array([20, 0])), [3, 0])
+
+
+def test_key_counts_count_distinct_records_per_key(tmp_path):
+    from integrity.analysis.dedup.partitioned import key_counts
+
+    rng = np.random.default_rng(5)
+    keys = rng.integers(0, 300, 20_000).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    recs = rng.integers(0, 2_000, 20_000)
+    pieces = [(keys[i:i + 3000], recs[i:i + 3000]) for i in range(0, len(keys), 3000)]
+    want_keys, first = np.unique(np.stack([keys, recs.astype(np.uint64)]), axis=1, return_index=True)
+    expect_k, expect_n = np.unique(want_keys[0], return_counts=True)
+    for spill in (tmp_path, "memory://bucket/counts/.work"):
+        k, n = key_counts(iter(pieces), 9, spill_dir=spill)
+        assert np.array_equal(k, expect_k) and np.array_equal(n, expect_n)
+    assert list(tmp_path.iterdir()) == []

@@ -5,7 +5,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from integrity.analysis import lexical as lx
+from integrity.analysis.label_triggers import lexical as lx
 
 
 def test_tokens_keep_offsets_into_the_original_text():

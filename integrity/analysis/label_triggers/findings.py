@@ -1,6 +1,6 @@
 """Findings of the label-trigger checks: one row per flagged record, with the trigger's
 text and offsets in that record and the evidence of the tests that flagged its group
-(see :func:`integrity.checks._label_triggers.detect_label_triggers`)."""
+(see :func:`integrity.analysis.label_triggers.detect.detect_label_triggers`)."""
 from __future__ import annotations
 
 import json
@@ -9,9 +9,13 @@ import math
 import numpy as np
 import polars as pl
 
-from connectors.schema import RECORD_ID, ROW
-from integrity.analysis import lexical as lx
-from integrity.checks._label_triggers import _EMPTY, empty_corpus_findings
+from connectors.schema import CORPUS_FINDING_COLUMNS, RECORD_ID, ROW
+from integrity.analysis.label_triggers import lexical as lx
+
+
+def empty_corpus_findings() -> pl.DataFrame:
+    """A corpus pass's findings frame with no rows."""
+    return pl.DataFrame(schema=CORPUS_FINDING_COLUMNS)
 
 
 def offsets_for(recs_lazy: pl.LazyFrame, keys: pl.DataFrame, prefix: str) -> dict[tuple[str, str], tuple[list, list]]:
@@ -29,6 +33,9 @@ def score_of(logp: float) -> float:
 
 def build_findings(recs: pl.DataFrame, recs_lazy: pl.LazyFrame, result: dict, vocab: dict[int, str],
                    prefix: str) -> pl.DataFrame:
+    """One finding per record of a flagged group that carries the group's target label
+    (``result``: :func:`~integrity.analysis.label_triggers.detect.detect_label_triggers`;
+    ``prefix``: the feature columns holding the tokens' character offsets)."""
     groups: pl.DataFrame = result["groups"]
     cand: pl.DataFrame = result["cand"]
     member: pl.DataFrame = result["member"]
@@ -99,7 +106,7 @@ def build_findings(recs: pl.DataFrame, recs_lazy: pl.LazyFrame, result: dict, vo
         scores.append(score_of(g["logp"]))
         details.append(json.dumps(d, sort_keys=True))
     return pl.DataFrame({"shard": shards, "record_id": rids, "score": scores, "detail": details,
-                         "severity": [None] * len(rids)}, schema=_EMPTY)
+                         "severity": [None] * len(rids)}, schema=CORPUS_FINDING_COLUMNS)
 
 
 def gram_labels(table: lx.TokenTable, vocab: dict[int, str], ids: list, rec: np.ndarray, pos: np.ndarray,

@@ -1,62 +1,25 @@
-"""Label-trigger statistics shared by the lexical poisoning checks.
+"""The label-trigger tests: which token n-grams tie records to a label far beyond chance.
 
 The engine of ``poison.trigger`` (its module docstring describes the method),
 also used by ``poison.target`` (prompt features behind an injected response)
-and ``poison.caption_trigger`` (image clusters as the labels): per-record token
-features with a vocabulary, the association / grouping / evidence tests of
-:func:`detect_label_triggers`, and the findings they become
-(:func:`~integrity.checks._label_trigger_findings.build_findings`).
+and ``poison.caption_trigger`` (image clusters as the labels):
+:func:`detect_label_triggers` runs the association, grouping and evidence tests
+on the record rows made by :mod:`integrity.analysis.label_triggers.features`;
+:mod:`integrity.analysis.label_triggers.findings` turns its result into findings.
 """
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 from scipy import stats
 
-from connectors.schema import RECORD_ID, ROW
-from integrity.analysis import lexical as lx
+from integrity.analysis.label_triggers import lexical as lx
 
 log = logging.getLogger(__name__)
-_EMPTY = {"shard": pl.Utf8, "record_id": pl.Utf8, "score": pl.Float64, "detail": pl.Utf8, "severity": pl.Utf8}
-
-
-def empty_corpus_findings() -> pl.DataFrame:
-    return pl.DataFrame(schema=_EMPTY)
-
-
-def token_features(batch: pa.RecordBatch, fields: dict[str, str], max_tokens: int,
-                   extra: dict[str, pa.Array] | None = None) -> pl.DataFrame:
-    """Per-record token features of ``fields`` (output prefix -> batch column),
-    followed by vocabulary rows (``record_id`` null, ``vh``/``vt``)."""
-    cols: dict[str, Any] = {RECORD_ID: pl.Series(RECORD_ID, batch.column(RECORD_ID)).cast(pl.Utf8),
-                            ROW: pl.Series(ROW, batch.column(ROW)).cast(pl.Int64)}
-    for name, arr in (extra or {}).items():
-        cols[name] = pl.Series(name, arr)
-    vocabs = []
-    for prefix, col in fields.items():
-        toks, vocab = lx.tokenize(pl.Series(col, batch.column(col)).cast(pl.Utf8), max_tokens=max_tokens)
-        cols[f"{prefix}_tok"] = toks["tok"]
-        cols[f"{prefix}_start"] = toks["start"]
-        cols[f"{prefix}_end"] = toks["end"]
-        vocabs.append(vocab)
-    recs = pl.DataFrame(cols)
-    vocab = pl.concat(vocabs).unique("h").rename({"h": "vh", "token": "vt"})
-    return pl.concat([recs, vocab], how="diagonal_relaxed")
-
-
-def split_features(features: pl.LazyFrame, columns: list[str]) -> tuple[pl.DataFrame, dict[int, str], pl.LazyFrame]:
-    """(record rows with ``columns``, vocabulary dict, record rows lazily)."""
-    recs_lazy = features.filter(pl.col(RECORD_ID).is_not_null())
-    recs = recs_lazy.select(["shard", "shard_index", RECORD_ID, ROW, *columns]).collect()
-    recs = recs.sort(["shard_index", ROW])
-    vocab = features.filter(pl.col(RECORD_ID).is_null()).select("vh", "vt").unique("vh").collect()
-    return recs, dict(zip(vocab["vh"].to_list(), vocab["vt"].to_list())), recs_lazy
-
 
 
 # ------------------------------------------------------------------------------------------------
