@@ -15,6 +15,9 @@ assume the shard looks like the data the evidence was fitted on.
   standard deviation of the mean surprisal over consecutive 20-word windows
   ("burstiness": people alternate plain and dense passages, generators keep an
   even register);
+* words instruction-tuned generators over-use ("delve", "crucial",
+  "additionally", ...: :data:`integrity.analysis.features.LLM_WORDS`, a fixed
+  list older than this detector, not fitted here) per 100 words;
 * punctuation and digit profile per 100 characters: brackets, colons and
   semicolons, dashes, digits, commas.
 
@@ -55,10 +58,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from integrity.analysis.features import LLM_WORDS
+
 #: zero-shot feature columns, in a fixed order (the shipped model relies on it)
 ZS_FEATURES: tuple[str, ...] = (
     "zs_surprisal_mean", "zs_surprisal_std", "zs_surprisal_q90", "zs_rare_share", "zs_unknown_share",
-    "zs_burstiness", "zs_brackets", "zs_colons", "zs_dashes", "zs_digits", "zs_commas",
+    "zs_burstiness", "zs_llm_words", "zs_brackets", "zs_colons", "zs_dashes", "zs_digits", "zs_commas",
 )
 MODEL_PATH = Path(__file__).with_name("machine_text_model.json")
 MAX_CHARS = 20_000  # characters of a record the features look at
@@ -96,7 +101,7 @@ def zero_shot_features(texts: pl.Series | list[str | None]) -> pl.DataFrame:
     per = words.group_by("r").agg(
         zs_surprisal_mean=pl.col("s").mean(), zs_surprisal_std=pl.col("s").std(),
         zs_surprisal_q90=pl.col("s").quantile(0.9, "linear"), zs_rare_share=(pl.col("s") > RARE_BITS).mean(),
-        zs_unknown_share=pl.col("unk").mean())
+        zs_unknown_share=pl.col("unk").mean(), zs_llm_words=100.0 * pl.col("w").is_in(LLM_WORDS).mean())
     t, n = pl.col("t"), pl.col("t").str.len_chars().cast(pl.Float64)
 
     def per100(pattern: str) -> pl.Expr:

@@ -273,9 +273,7 @@ def profile_rows(batches: Iterable[tuple[str, pa.RecordBatch]], max_sample: int)
         texts = record_text(batch)
         if texts is None:
             continue
-        # the zero-shot machine-text features ride along: synthetic.text reads its scores against them
-        feats = pl.concat([text_features(texts), zero_shot_features(pl.from_arrow(texts).cast(pl.Utf8))],
-                          how="horizontal")
+        feats = text_features(texts)
         ids = batch.column("record_id").to_pylist()
         tl = texts.to_pylist()
         labels = batch.column("label").to_pylist() if "label" in batch.schema.names else [None] * batch.num_rows
@@ -403,8 +401,8 @@ def build_profile(source: str, out: str | Path, *, mapping=None, max_sample: int
     rows, n_records, counts = profile_rows(batches, max_sample)
     if not rows:
         raise ProfileError(f"{source}: no records with text to profile (check --text-column)")
-    sample = pl.DataFrame(rows, schema={**{f: pl.Float64 for f in (*NUMERIC_FEATURES, *ZS_FEATURES)},
-                                        "language": pl.Utf8, "text": pl.Utf8, "label": pl.Utf8, "_key": pl.UInt64})
+    sample = _with_zero_shot(pl.DataFrame(rows, schema={**{f: pl.Float64 for f in NUMERIC_FEATURES}, "language": pl.Utf8,
+                                                        "text": pl.Utf8, "label": pl.Utf8, "_key": pl.UInt64}))
     texts = sample["text"].to_list()
     fair = fairness.fairness_features(sample["text"])
     meta: dict[str, Any] = {
@@ -435,12 +433,19 @@ def build_profile(source: str, out: str | Path, *, mapping=None, max_sample: int
         if synthetic_batches is None:
             synthetic_batches = _iter_batches(synthetic_sample, mapping, storage_options=storage_options)
         syn_rows, _, _ = profile_rows(synthetic_batches, max_sample)
-        syn = pl.DataFrame(syn_rows, schema={**{f: pl.Float64 for f in (*NUMERIC_FEATURES, *ZS_FEATURES)},
-                                             "language": pl.Utf8, "text": pl.Utf8, "label": pl.Utf8, "_key": pl.UInt64})
+        syn = _with_zero_shot(pl.DataFrame(syn_rows, schema={**{f: pl.Float64 for f in NUMERIC_FEATURES},
+                                                             "language": pl.Utf8, "text": pl.Utf8, "label": pl.Utf8,
+                                                             "_key": pl.UInt64}))
         meta["synthetic_classifier"] = train_synthetic_classifier(sample, syn)
         meta["synthetic_classifier"]["source"] = str(synthetic_sample or "(batches)")
     stored = sample.select([*NUMERIC_FEATURES, *ZS_FEATURES, *CATEGORICAL_FEATURES, "label"]).with_columns(fair)
     return _write_version(Path(out), meta, stored, emb, centroids)
+
+
+def _with_zero_shot(sample: pl.DataFrame) -> pl.DataFrame:
+    """The sample with the zero-shot machine-text features that synthetic.text reads its scores against
+    (computed on the sample only: the rest of the corpus never needs them)."""
+    return pl.concat([sample, zero_shot_features(sample["text"])], how="horizontal")
 
 
 def _write_version(root: Path, meta: dict, feats: pl.DataFrame, emb: np.ndarray | None,

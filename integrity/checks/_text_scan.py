@@ -1,4 +1,5 @@
-"""Shared machinery of the regex-based text checks (``privacy.pii``, ``privacy.secret``).
+"""Shared machinery of the regex-based text checks (``privacy.pii``, ``privacy.secret``,
+``poison.unicode``, ``poison.injection``).
 
 A check describes what it looks for as a list of :class:`ScanGroup`: a cheap
 *prefilter* (an RE2 pattern run by ``pyarrow.compute.match_substring_regex``
@@ -14,6 +15,11 @@ longer span), drops what the options exclude and builds one finding per record:
 with their kinds, fields and character offsets (Python ``str`` indices, i.e.
 code points, into the field's text) and a masked or redacted preview - never
 the full value.
+
+:class:`TextScanCheck` is their base: it resolves the common options
+(``kinds``, ``scores``, ``min_score``, ``max_matches``), builds the scanner from
+the check's :meth:`TextScanCheck.scan_groups` and scans each batch; a check
+declares its kinds, default scores and groups.
 """
 from __future__ import annotations
 
@@ -22,14 +28,14 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.schema import RECORD_ID, ROW, text_columns
-from integrity.checks.base import CheckConfigError, empty_findings, findings_frame
+from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS, text_columns
+from integrity.checks.base import Check, CheckConfigError, CheckOutput, ShardInfo, empty_findings, findings_frame
 
 #: what a scanner yields: (kind, start, end, score factor, extra detail)
 RawMatch = tuple[str, int, int, float, dict]
@@ -299,3 +305,44 @@ class TextScanner:
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "), default=str).encode
+
+
+class TextScanCheck(Check):
+    """Base of the checks that scan text for kinds of matches with a :class:`TextScanner`.
+
+    A subclass sets ``KINDS`` (every kind it can report), ``DEFAULT_SCORES`` (a
+    base score per kind) and ``redact``, declares the common options
+    (``kinds``, ``scores``, ``min_score``, ``max_matches``; ``include_examples``
+    where it has example values) with its own in its ``Options`` model, and
+    returns its :class:`ScanGroup` s from :meth:`scan_groups`.
+    """
+
+    requires = TEXT_FIELDS
+    #: every kind the check can report (the ``kinds`` option picks among them)
+    KINDS: ClassVar[Sequence[str]] = ()
+    #: the base score of each kind (the ``scores`` option overrides them kind by kind)
+    DEFAULT_SCORES: ClassVar[Mapping[str, float]] = {}
+    #: whether report excerpts mask the matched span (secrets, personal data) or show it
+    redact: ClassVar[bool] = True
+
+    def __init__(self, options: Mapping[str, Any] | None = None, shard: ShardInfo | None = None):
+        super().__init__(options, shard)
+        o = self.options
+        self.kinds = resolve_kinds(self.name, o["kinds"], self.KINDS)
+        self.scores = resolve_scores(self.name, o["scores"], self.DEFAULT_SCORES)
+        self.scanner = TextScanner(self.scan_groups(), self.kinds, float(o["min_score"]), int(o["max_matches"]),
+                                   self.score_of, redact=self.redact)
+
+    def scan_groups(self) -> list[ScanGroup]:
+        """The check's detectors (``self.options``, ``self.kinds`` and ``self.scores`` are set)."""
+        raise NotImplementedError
+
+    def score_of(self, kind: str, factor: float, extra: dict) -> float | None:
+        """A match's score: its kind's score times the detector's factor, at most 1; None drops
+        it (a published example value when the ``include_examples`` option is off)."""
+        if extra.get("example") and not self.options.get("include_examples", True):
+            return None
+        return min(1.0, self.scores[kind] * factor)
+
+    def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
+        return CheckOutput(findings=self.scanner.scan_batch(batch))

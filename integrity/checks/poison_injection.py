@@ -56,20 +56,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any
 
-import pyarrow as pa
 from pydantic import Field
 
-from connectors.schema import TEXT_FIELDS
 from integrity.checks._text_scan import (
     RawMatch,
     ScanGroup,
-    TextScanner,
-    resolve_kinds,
-    resolve_scores,
+    TextScanCheck,
 )
-from integrity.checks.base import CheckOptions, Check, CheckOutput, ShardInfo
+from integrity.checks.base import CheckOptions
 
 DEFAULT_SCORES = {
     "instruction_override": 0.95,
@@ -292,13 +287,16 @@ PRE_ADDRESSED = r"(?i)\bif\s+you\s+are\b|\b(note|message|instructions?|attention
 PRE_HIDDEN = r"(?i)<!--|display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0|opacity\s*:\s*0|\bhidden\b|[\x{E0000}-\x{E007F}]"
 
 
-class InjectionCheck(Check):
+class InjectionCheck(TextScanCheck):
     name = "poison.injection"
     description = (
         "Prompt-injection payloads in data: instruction overrides (multilingual), hidden instructions in HTML "
         "comments/hidden elements/Unicode tags, chat control tokens, fake system prompts, jailbreak personas."
     )
-    requires = TEXT_FIELDS
+    KINDS = KINDS
+    DEFAULT_SCORES = DEFAULT_SCORES
+    redact = False  # the matches are what a reviewer must read (no secret in them)
+
     class Options(CheckOptions):
         kinds: list[str] = Field(default_factory=lambda: list(KINDS), description="kinds to report")
         min_score: float = Field(0.5, ge=0, le=1, description="drop weaker matches")
@@ -306,32 +304,21 @@ class InjectionCheck(Check):
                                          description="per-kind score (partial overrides merge with the defaults)")
         max_matches: int = Field(20, ge=1, description="matches listed per finding (n_matches counts all)")
         max_chars: int = Field(200000, ge=100, description="scan at most this many characters per field")
+
     default_severity = "warn"
     version = 1
 
-    def __init__(self, options: dict[str, Any] | None = None, shard: ShardInfo | None = None):
-        super().__init__(options, shard)
-        o = self.options
-        kinds = resolve_kinds(self.name, o["kinds"], KINDS)
-        scores = resolve_scores(self.name, o["scores"], DEFAULT_SCORES)
-        cap = int(o["max_chars"])
+    def scan_groups(self) -> list[ScanGroup]:
+        cap = int(self.options["max_chars"])
 
         def capped(fn):
             return lambda text: fn(text[:cap])
 
-        def score_of(kind: str, factor: float, extra: dict) -> float | None:
-            return min(1.0, scores[kind] * factor)
-
-        self.scanner = TextScanner(
-            [
-                ScanGroup("override", PRE_OVERRIDE, frozenset({"instruction_override"}), capped(_scan_override)),
-                ScanGroup("control", PRE_CONTROL, frozenset({"chat_control_token"}), capped(_scan_control)),
-                ScanGroup("roles", PRE_ROLES, frozenset({"system_prompt_marker", "role_hijack", "prompt_exfiltration", "role_header"}), capped(_scan_roles)),
-                ScanGroup("addressed", PRE_ADDRESSED, frozenset({"ai_addressed"}), capped(_scan_addressed)),
-                ScanGroup("hidden", PRE_HIDDEN, frozenset({"hidden_instruction"}), capped(_scan_hidden)),
-            ],
-            kinds, o["min_score"], o["max_matches"], score_of, redact=False,
-        )
-
-    def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
-        return CheckOutput(findings=self.scanner.scan_batch(batch))
+        roles = frozenset({"system_prompt_marker", "role_hijack", "prompt_exfiltration", "role_header"})
+        return [
+            ScanGroup("override", PRE_OVERRIDE, frozenset({"instruction_override"}), capped(_scan_override)),
+            ScanGroup("control", PRE_CONTROL, frozenset({"chat_control_token"}), capped(_scan_control)),
+            ScanGroup("roles", PRE_ROLES, roles, capped(_scan_roles)),
+            ScanGroup("addressed", PRE_ADDRESSED, frozenset({"ai_addressed"}), capped(_scan_addressed)),
+            ScanGroup("hidden", PRE_HIDDEN, frozenset({"hidden_instruction"}), capped(_scan_hidden)),
+        ]

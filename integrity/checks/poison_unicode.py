@@ -62,18 +62,14 @@ import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
-import pyarrow as pa
 from pydantic import Field
 
-from connectors.schema import TEXT_FIELDS
 from integrity.checks._text_scan import (
     RawMatch,
     ScanGroup,
-    TextScanner,
-    resolve_kinds,
-    resolve_scores,
+    TextScanCheck,
 )
-from integrity.checks.base import CheckOptions, Check, CheckOutput, ShardInfo
+from integrity.checks.base import CheckOptions
 
 DEFAULT_SCORES = {
     "tag_characters": 1.0,
@@ -361,13 +357,16 @@ def _scan_homoglyph(text: str) -> Iterator[RawMatch]:
 # the check
 
 
-class UnicodeCheck(Check):
+class UnicodeCheck(TextScanCheck):
     name = "poison.unicode"
     description = (
         "Hidden or deceptive Unicode: tag characters (decoded), variation-selector smuggling, bidi overrides, "
         "zero-width characters inside words or in runs, soft-hyphen runs, homoglyph-mixed words."
     )
-    requires = TEXT_FIELDS
+    KINDS = KINDS
+    DEFAULT_SCORES = DEFAULT_SCORES
+    redact = False  # the matches are what a reviewer must read (no secret in them)
+
     class Options(CheckOptions):
         kinds: list[str] = Field(default_factory=lambda: list(KINDS), description="kinds to report")
         min_score: float = Field(0.5, ge=0, le=1, description="drop weaker matches (lone stray zero-width spaces score 0.3)")
@@ -377,27 +376,15 @@ class UnicodeCheck(Check):
         many_invisible: int = Field(8, ge=1, description="stray invisible characters in one text that make invisible_many")
         min_selector_run: int = Field(3, ge=2, description="consecutive variation selectors that carry a payload (one is normal)")
         max_matches: int = Field(20, ge=1, description="matches listed per finding (n_matches counts all)")
+
     default_severity = "warn"
     version = 1
 
-    def __init__(self, options: dict[str, Any] | None = None, shard: ShardInfo | None = None):
-        super().__init__(options, shard)
+    def scan_groups(self) -> list[ScanGroup]:
         o = self.options
-        kinds = resolve_kinds(self.name, o["kinds"], KINDS)
-        scores = resolve_scores(self.name, o["scores"], DEFAULT_SCORES)
-
-        def score_of(kind: str, factor: float, extra: dict) -> float | None:
-            return min(1.0, scores[kind] * factor)
-
         hidden_kinds = frozenset(KINDS) - {"homoglyph"}
-        self.scanner = TextScanner(
-            [
-                ScanGroup("hidden", PREFILTER_HIDDEN, hidden_kinds,
-                          _scan_hidden_with(o["min_selector_run"], o["min_invisible_run"], o["many_invisible"])),
-                ScanGroup("homoglyph", PREFILTER_HOMOGLYPH, frozenset({"homoglyph"}), _scan_homoglyph),
-            ],
-            kinds, o["min_score"], o["max_matches"], score_of, redact=False,
-        )
-
-    def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
-        return CheckOutput(findings=self.scanner.scan_batch(batch))
+        return [
+            ScanGroup("hidden", PREFILTER_HIDDEN, hidden_kinds,
+                      _scan_hidden_with(o["min_selector_run"], o["min_invisible_run"], o["many_invisible"])),
+            ScanGroup("homoglyph", PREFILTER_HOMOGLYPH, frozenset({"homoglyph"}), _scan_homoglyph),
+        ]

@@ -344,6 +344,9 @@ class SyntheticTextCheck(Check):
                    "note": "no synthetic classifier in the reference profile; records without markers may still be "
                            "machine-generated"}
         res.update(est)
+        if o["zero_shot"] and prof is not None and zs is None:
+            res["zero_shot_note"] = ("the reference profile has no zero-shot features (built before they existed): "
+                                     "rebuild it with `integrity profile` to get zero-shot evidence")
         if prof is not None:
             rng = np.random.default_rng(seed)
             ref = prof.features

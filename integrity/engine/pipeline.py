@@ -22,9 +22,9 @@ from connectors import ShardRef, list_shards
 from connectors import storage
 from integrity.checks.base import MapPartitions, serial_map
 from integrity.engine import quarantine as quarantine_mod
-from integrity.engine import outputs, verdict
+from integrity.engine import evidence, outputs, verdict
 from integrity.engine import progress as progress_mod
-from integrity.engine.corpus import after_verdicts, run_corpus_checks, shard_findings
+from integrity.engine.corpus import after_verdicts, coverage, run_corpus_checks, shard_findings
 from integrity.engine.redact import mask_frame
 from integrity.engine.shard import ShardResult, scan_shard
 from integrity.engine.spec import ScanSpec
@@ -95,7 +95,7 @@ def policy_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult
     """Writes ``findings.parquet``, ``examples.parquet`` (before quarantine moves any
     shard away) and the shard verdicts (``.work/verdicts.parquet``, returned)."""
     findings_path = outputs.write_findings(all_findings(spec, results, corpus_path), spec.out)
-    examples = outputs.collect_examples(spec, pl.scan_parquet(findings_path), results, {r.name: r for r in refs})
+    examples = evidence.collect_examples(spec, pl.scan_parquet(findings_path), results, {r.name: r for r in refs})
     outputs.write_parquet(examples, spec.out / "examples.parquet")
     counts = verdict.shard_counts(pl.scan_parquet(findings_path))
     ledger = Ledger(spec.state_dir)
@@ -193,6 +193,8 @@ def output_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult
             "findings": sum(sum(v.values()) for v in by_check.values()),
             "by_check": by_check,
             "verdicts": verdicts,
+            # records embedded / records, for every check that embeds or samples them
+            "coverage": coverage(spec, results),
         },
         "cached_shards": int(shards["cached"].sum() or 0),
         "unreadable": [{"shard": r["shard"], "error": r["error"]} for r in

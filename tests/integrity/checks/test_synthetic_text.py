@@ -121,6 +121,23 @@ def test_zero_shot_verdict_needs_the_whole_interval_above_max_share(tmp_path):
     assert not any(e["kind"] == "zero_shot" for d_ in noref["detail"] for e in json.loads(d_).get("evidence", []))
 
 
+def test_a_profile_without_zero_shot_features_says_so(tmp_path):
+    """Profiles built before the zero-shot features load and scan as before, with a note to rebuild."""
+    from dataclasses import replace
+
+    from integrity.analysis.machine_text import ZS_FEATURES
+
+    prof = build_profile("human", tmp_path / "ref", batches=batches(records(60, 4)), embed_sample=0)
+    assert set(ZS_FEATURES) <= set(prof.features.columns)
+    old = replace(prof, features=prof.features.drop(list(ZS_FEATURES)))
+    check = SyntheticTextCheck()
+    df = pl.concat([check.process_batch(b).features for _, b in batches(records(30, 5))])
+    res, recs = check.assess_shard(df, old)
+    assert "rebuild it with `integrity profile`" in res["zero_shot_note"] and "markers" in res["method"]
+    res, _ = check.assess_shard(df, prof)
+    assert "zero_shot_note" not in res and "zero-shot" in res["method"]
+
+
 def test_share_arithmetic():
     assert acc_share(0.5, 0.9, 0.1) == pytest.approx(0.5)
     assert acc_share(0.05, 0.9, 0.1) == 0.0 and acc_share(0.99, 0.9, 0.1) == 1.0
