@@ -41,7 +41,8 @@ from pydantic import Field
 
 from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
 from integrity.analysis.dedup.blobs import pack, unpack
-from integrity.analysis.dedup.graph import bucket_pairs, components, first_of_pairs, representatives
+from integrity.analysis.dedup.graph import bucket_pairs, components, representatives
+from integrity.analysis.dedup.partitioned import key_counts, partition_count
 from integrity.analysis.dedup.text import Tokens, text_fields, tokenize, windows
 from integrity.analysis.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
                                         own_earlier_version, seen_order)
@@ -53,6 +54,11 @@ log = logging.getLogger(__name__)
 KIND = "span"
 #: one fingerprint: window hash, first token's position in the record, field
 #: (index into TEXT_FIELDS), character start and end of the window in that field
+#: fingerprint occurrences per counting partition (16 bytes each, spilled to the run directory's
+#: ``.work``; see :func:`integrity.analysis.dedup.partitioned.key_counts`)
+PARTITION_ENTRIES = 8_000_000
+#: occurrences routed to the partitions at a time
+PIECE = 1 << 20
 FP_DTYPE = np.dtype([("fp", "<u8"), ("pos", "<i4"), ("cs", "<i4"), ("ce", "<i4"), ("fld", "i1")])
 
 
@@ -178,8 +184,10 @@ class SpanDedup(Check):
         doc = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
         fp = np.ascontiguousarray(items["fp"])
         # distinct records per fingerprint inside the scan
-        pair_first = first_of_pairs(fp, doc)
-        ufp, inv, n_docs = np.unique(fp[pair_first], return_inverse=True, return_counts=True)
+        # counted per hash partition of the fingerprints, as tasks on the scan's runner (Dask
+        # workers under --runner dask): no process sorts every fingerprint of the corpus at once
+        ufp, n_docs = key_counts(_pieces(fp, doc), partition_count(len(fp), PARTITION_ENTRIES),
+                                 spill_dir=ctx.work_dir or None, run=ctx.map_partitions)
         fp_id = np.searchsorted(ufp, fp)
         # ... and in the history
         hist_count = np.zeros(len(ufp), dtype=np.int64)
@@ -306,6 +314,12 @@ class SpanDedup(Check):
         index.add(KIND, self.params, df, keys=keys,
                   key_rows=np.repeat(np.arange(df.height, dtype=np.uint32), np.diff(offsets)), scan_id=ctx.scan_id,
                   shard_sha256=ctx.shard_sha256)
+
+
+def _pieces(fp: np.ndarray, doc: np.ndarray):
+    """(fingerprints, records) in slices of :data:`PIECE` occurrences."""
+    for i in range(0, len(fp), PIECE):
+        yield fp[i:i + PIECE], doc[i:i + PIECE]
 
 
 def _no_findings() -> pl.DataFrame:

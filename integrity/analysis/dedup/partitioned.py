@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from connectors.storage import get_fs, join
-from integrity.analysis.dedup.graph import bucket_pairs, unique_pairs
+from integrity.analysis.dedup.graph import bucket_pairs, first_of_pairs, unique_pairs
 from integrity.analysis.history import take_ragged
 
 ENTRY = np.dtype([("bucket", "<u8"), ("rec", "<u8")])
@@ -98,15 +98,12 @@ def _entries(first: int, bands: np.ndarray) -> np.ndarray:
     return out
 
 
-def _spill_local(shards, partitions: int, tmp: str) -> tuple[list[str], int]:
+def _spill_local(pieces: Iterable[np.ndarray], partitions: int, tmp: str) -> tuple[list[str], int]:
     paths = [os.path.join(tmp, f"part-{p:05d}.bin") for p in range(partitions)]
     files = [open(p, "ab") for p in paths]
     entries = 0
     try:
-        for first, bands in shards:
-            if bands.size == 0:
-                continue
-            out = _entries(first, bands)
+        for out in pieces:
             entries += out.size
             for p, piece in _route(out, partitions):
                 piece.tofile(files[p])
@@ -116,18 +113,37 @@ def _spill_local(shards, partitions: int, tmp: str) -> tuple[list[str], int]:
     return paths, entries
 
 
-def _spill_url(shards, partitions: int, root: str) -> tuple[list[str], int]:
+def _spill_url(pieces: Iterable[np.ndarray], partitions: int, root: str) -> tuple[list[str], int]:
     fs, base = get_fs(root)
     entries = 0
-    for k, (first, bands) in enumerate(shards):
-        if bands.size == 0:
-            continue
-        out = _entries(first, bands)
+    for k, out in enumerate(pieces):
         entries += out.size
         for p, piece in _route(out, partitions):
             with fs.open(join(base, f"part-{p:05d}", f"{k:06d}.bin"), "wb") as f:
                 f.write(piece.tobytes())
     return [join(root, f"part-{p:05d}") for p in range(partitions)], entries
+
+
+def map_spilled(pieces: Iterable[np.ndarray], partitions: int, step: Callable[[str], object],
+                spill_dir: str | Path | None = None, run: Callable[[Callable, list], Iterable] = map
+                ) -> tuple[list, int]:
+    """Route ``ENTRY`` arrays (one piece at a time) into ``partitions`` hash partitions of their
+    ``bucket`` spilled under ``spill_dir`` (a local directory or an fsspec URL, see the module's
+    docstring), run ``step(partition)`` on each through ``run`` and remove the spill; returns the
+    steps' results, in partition order, and the number of entries."""
+    pieces = (p for p in pieces if p.size)
+    if spill_dir is not None and "://" in str(spill_dir):
+        root = join(str(spill_dir), f"lsh-{uuid.uuid4().hex[:12]}")
+        fs, base = get_fs(root)
+        try:
+            paths, entries = _spill_url(pieces, partitions, root)
+            return list(run(step, paths)), entries
+        finally:
+            if fs.exists(base):
+                fs.rm(base, recursive=True)
+    with tempfile.TemporaryDirectory(prefix="lsh-", dir=spill_dir) as tmp:
+        paths, entries = _spill_local(pieces, partitions, tmp)
+        return list(run(step, paths)), entries
 
 
 def band_join(shards: Iterable[tuple[int, np.ndarray]], partitions: int, spill_dir: str | Path | None = None,
@@ -139,23 +155,42 @@ def band_join(shards: Iterable[tuple[int, np.ndarray]], partitions: int, spill_d
     module's docstring); ``run(step, partitions)`` maps the per-partition step.
     Returns ``(a, b, entries)``.
     """
-    if spill_dir is not None and "://" in str(spill_dir):
-        root = join(str(spill_dir), f"lsh-{uuid.uuid4().hex[:12]}")
-        fs, base = get_fs(root)
-        try:
-            paths, entries = _spill_url(shards, partitions, root)
-            found = list(run(_pairs_of, paths))
-        finally:
-            if fs.exists(base):
-                fs.rm(base, recursive=True)
-    else:
-        with tempfile.TemporaryDirectory(prefix="lsh-", dir=spill_dir) as tmp:
-            paths, entries = _spill_local(shards, partitions, tmp)
-            found = list(run(_pairs_of, paths))
+    pieces = (_entries(first, bands) for first, bands in shards if bands.size)
+    found, entries = map_spilled(pieces, partitions, _pairs_of, spill_dir, run)
     a = np.concatenate([x for x, _ in found]) if found else np.zeros(0, np.int64)
     b = np.concatenate([y for _, y in found]) if found else np.zeros(0, np.int64)
     a, b = unique_pairs(a, b)
     return a, b, entries
+
+
+def _distinct_counts(where: str) -> tuple[np.ndarray, np.ndarray]:
+    """One partition's keys and, for each, how many distinct records hold it."""
+    e = _entries_of(where)
+    first = first_of_pairs(e["bucket"], e["rec"])
+    return np.unique(e["bucket"][first], return_counts=True)
+
+
+def key_counts(pieces: Iterable[tuple[np.ndarray, np.ndarray]], partitions: int,
+               spill_dir: str | Path | None = None, run: Callable[[Callable, list], Iterable] = map
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Every distinct key (sorted) and the number of distinct records holding it.
+
+    ``pieces`` yields ``(keys, records)`` (uint64 keys, record indexes) a piece at a time; each
+    hash partition of the keys is counted alone by ``run``'s tasks, so no process sorts every
+    key at once; a key lives in one partition only, so the partitions' answers just concatenate.
+    """
+    def entries():
+        for keys, recs in pieces:
+            out = np.empty(len(keys), dtype=ENTRY)
+            out["bucket"] = keys
+            out["rec"] = recs
+            yield out
+
+    found, _ = map_spilled(entries(), partitions, _distinct_counts, spill_dir, run)
+    keys = np.concatenate([k for k, _ in found]) if found else np.zeros(0, np.uint64)
+    counts = np.concatenate([c for _, c in found]) if found else np.zeros(0, np.int64)
+    order = np.argsort(keys, kind="stable")
+    return keys[order], counts[order]
 
 
 class SketchSubset:

@@ -130,3 +130,33 @@ def test_winnow_and_interval_helpers():
     assert sel.tolist() == [1, 3, 5, 6, 8]  # window minima in group 0; the minimum of each short group
     o, s, e = merge_intervals(np.array([1, 0, 0, 0, 1]), np.array([5, 0, 3, 20, 5]), np.array([9, 4, 8, 25, 6]))
     assert list(zip(o.tolist(), s.tolist(), e.tolist())) == [(0, 0, 8), (0, 20, 25), (1, 5, 9)]
+
+
+def test_fingerprint_counts_in_partition_tasks_give_the_same_findings(monkeypatch):
+    """The counts per fingerprint are taken per hash partition, each a task of the scan's
+    runner (``map_partitions``): many small partitions find exactly what one does."""
+    import integrity.checks.dedup_span as span
+
+    rng = random.Random(3)
+    passage = words(rng, 70)
+    docs = {s: [words(rng, 40) + " " + passage if i % 3 == 0 else words(rng, 90) for i in range(12)]
+            for s in ("a", "b", "c")}
+
+    def run(partition_entries: int, ran: list | None = None) -> pl.DataFrame:
+        monkeypatch.setattr(span, "PARTITION_ENTRIES", partition_entries)
+        frames = [SpanDedup({}).process_batch(batch(texts, name)).features.lazy().with_columns(
+            shard=pl.lit(name), shard_index=pl.lit(i, dtype=pl.Int32)) for i, (name, texts) in enumerate(docs.items())]
+
+        def map_partitions(step, items):
+            if ran is not None:
+                ran.extend(items)
+            return [step(item) for item in items]
+
+        ctx = CorpusContext(run_dir=Path("."), state_dir=Path("/nonexistent-state"), shards=list(docs),
+                            shard_findings=pl.LazyFrame(), map_partitions=map_partitions)
+        return SpanDedup({}).corpus_pass(pl.concat(frames), ctx)
+
+    ran: list = []
+    one, many = run(10**9), run(40, ran)
+    assert len(ran) > 5 and one.height == 11  # 12 records share the passage: 11 are not the representative
+    assert many.equals(one)

@@ -108,3 +108,18 @@ def test_sketch_subset_gathers_only_the_wanted_records():
     ev, eo = take_ragged(values, offsets, wanted)
     assert np.array_equal(sub.values, ev) and np.array_equal(sub.offsets, eo)
     assert np.array_equal(sub.nsh, nsh[wanted]) and np.array_equal(sub.index(np.array([20, 0])), [3, 0])
+
+
+def test_key_counts_count_distinct_records_per_key(tmp_path):
+    from integrity.analysis.dedup.partitioned import key_counts
+
+    rng = np.random.default_rng(5)
+    keys = rng.integers(0, 300, 20_000).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    recs = rng.integers(0, 2_000, 20_000)
+    pieces = [(keys[i:i + 3000], recs[i:i + 3000]) for i in range(0, len(keys), 3000)]
+    want_keys, first = np.unique(np.stack([keys, recs.astype(np.uint64)]), axis=1, return_index=True)
+    expect_k, expect_n = np.unique(want_keys[0], return_counts=True)
+    for spill in (tmp_path, "memory://bucket/counts/.work"):
+        k, n = key_counts(iter(pieces), 9, spill_dir=spill)
+        assert np.array_equal(k, expect_k) and np.array_equal(n, expect_n)
+    assert list(tmp_path.iterdir()) == []
