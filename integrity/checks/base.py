@@ -174,6 +174,10 @@ class Check(ABC):
         """Findings that need every shard's features; must include a ``shard`` column."""
         return None
 
+    #: what the corpus pass adds to this check's ``counts.coverage`` entry (e.g. how many candidates
+    #: a model re-scored); set by :meth:`corpus_pass`, None when it has nothing to add
+    corpus_coverage: dict[str, Any] | None = None
+
     def coverage(self, features: pl.LazyFrame) -> dict[str, Any] | None:
         """How many of the records this check should have embedded it did embed, from its features:
         ``{"records": N, "embedded": M, ...}`` (``summary.json``'s ``counts.coverage`` and the

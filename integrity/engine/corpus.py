@@ -1,6 +1,7 @@
 """Stage 3: corpus-level passes over the compact features of every shard."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -13,6 +14,9 @@ from integrity.engine.shard import ShardResult, rows_into_detail
 from integrity.engine.spec import ScanSpec, corpus_order
 
 log = logging.getLogger(__name__)
+
+WORK = ".work"  # the run directory's intermediate files (as integrity.engine.pipeline)
+CORPUS_COVERAGE = "corpus_coverage.json"
 
 
 
@@ -66,6 +70,7 @@ def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], run_dir: Path,
     ctx = corpus_context(spec, results, map_partitions)
     out: list[pl.DataFrame] = []
     timings: dict[str, float] = {}
+    notes: dict[str, dict] = {}
     for name in corpus_order(spec.checks):
         t0 = time.perf_counter()
         features = features_of(name, results)
@@ -82,8 +87,14 @@ def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], run_dir: Path,
             ctx.earlier_findings[name] = found
             out.append(found)
         timings[name] = time.perf_counter() - t0
+        if check.corpus_coverage:
+            notes[name] = check.corpus_coverage
         log.info("corpus pass %s: %d findings in %.1fs", name, 0 if found is None else found.height, timings[name])
     frame = pl.concat(out) if out else pl.DataFrame(schema=SCAN_FINDING_COLUMNS)
+    # read back by coverage() when summary.json is written (a later stage, maybe another process)
+    path = Path(run_dir) / WORK / CORPUS_COVERAGE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(notes, default=str))
     return frame, timings
 
 
@@ -93,6 +104,8 @@ def coverage(spec: ScanSpec, results: list[ShardResult]) -> dict[str, dict]:
     from integrity.checks.base import Check
 
     out: dict[str, dict] = {}
+    path = Path(spec.out) / WORK / CORPUS_COVERAGE  # what the corpus passes added (run_corpus_checks)
+    notes = json.loads(path.read_text()) if path.exists() else {}
     for name in spec.checks:
         check = spec.check_instance(name)
         if type(check).coverage is Check.coverage:
@@ -100,7 +113,7 @@ def coverage(spec: ScanSpec, results: list[ShardResult]) -> dict[str, dict]:
         features = features_of(name, results)
         got = check.coverage(features) if features is not None else None
         if got:
-            out[name] = got
+            out[name] = {**got, **notes.get(name, {})}
     return out
 
 

@@ -198,3 +198,39 @@ def test_cpu_scan_with_a_sampling_cap_says_how_much_it_embedded(tmp_path: Path):
     assert cov == {"records": 300, "embedded": 40, "share": round(40 / 300, 4), "seen": 300, "how": "full model"}
     html = (run.run_dir / "report.html").read_text()
     assert "40 / 300" in html and "sampled" in html
+
+
+def test_cpu_scan_past_the_rescoring_budget_decides_sure_pairs_statically_and_says_so(tmp_path: Path,
+                                                                                    small_static_model: Path):
+    # three paraphrase pairs (candidates the full model must confirm) and one templated pair whose
+    # static vectors are all but equal (only a version number differs), among unrelated filler
+    texts = _filler(200, seed=2)
+    for k, (p, q) in enumerate(PARAPHRASES):
+        texts[10 + k], texts[150 + k] = p, q
+    texts[50] = "This package contains the development headers and static libraries for libxml2 version 2.9."
+    texts[190] = "This package contains the development headers and static libraries for libxml2 version 2.10."
+    records = [{"id": f"r{i}", "text": t} for i, t in enumerate(texts)]
+    (tmp_path / "free").mkdir()
+    (tmp_path / "tight").mkdir()
+    free = _scan(tmp_path / "free", records, {"static_model": str(small_static_model), "rescore_per_shard": None})
+    cov_free = json.loads((free.run_dir / "summary.json").read_text())["counts"]["coverage"]["dedup.semantic"]
+    assert cov_free["rescored"] == cov_free["candidates"] >= 8 and cov_free["not_compared"] == 0
+    run = _scan(tmp_path / "tight", records, {"static_model": str(small_static_model), "rescore_per_shard": 2})
+    cov = json.loads((run.run_dir / "summary.json").read_text())["counts"]["coverage"]["dedup.semantic"]
+    # every record still has a static vector; the full model re-scored the budget (2 per shard, 1 shard)
+    assert cov["share"] == 1.0 and cov["embedded"] == cov["records"] == 200
+    assert cov["candidates"] == cov_free["candidates"] and cov["rescore_budget"] == 2 and cov["rescored"] == 2
+    # two pairs are all but equal as bags of words: the templated one and a paraphrase that
+    # reorders the same words; they are decided on static similarity (>= static_accept)
+    assert cov["candidates"] == 8 and cov["static_only"] == 4 and cov["not_compared"] == 2
+    assert cov["rescored_share"] == 0.25
+    assert "re-scored 2 of 8" in cov["how"] and "4 decided by static similarity >= 0.97" in cov["how"]
+    found = pl.read_parquet(run.run_dir / "findings.parquet").filter(pl.col("check") == "dedup.semantic")
+    got = {r: json.loads(d) for r, d in zip(found["record_id"], found["detail"])}
+    assert {r: (d["decided_by"], d["representative"]) for r, d in got.items()} == {
+        "r150": ("model", "r10"), "r151": ("static", "r11"), "r190": ("static", "r50")}
+    assert got["r190"]["similarity"] >= 0.97 and 0.85 <= got["r150"]["similarity"] < 0.97
+    # the budget went to the most similar open pair; the last paraphrase pair (r12, r152) was not
+    # compared, and the report says so
+    html = (run.run_dir / "report.html").read_text()
+    assert "not compared" in html
