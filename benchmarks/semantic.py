@@ -44,7 +44,10 @@ import numpy as np
 import polars as pl
 
 from integrity.analysis.static_embeddings import encode_static, static_model, user_cache_dir
-from integrity.checks.dedup_semantic import SemanticDedup, static_candidates
+from integrity.checks.dedup_semantic import SemanticDedup, rescore_budget, rescore_plan, static_candidates, static_unit
+
+#: all-MiniLM-L6-v2 at 128 tokens on CPU: Debian descriptions per CPU-second (README), for the projected cost
+MINILM_PER_CPU_S = 28
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian" / "descriptions.parquet"
 
@@ -118,6 +121,7 @@ def recall(model, texts: list[str], ref: np.ndarray, o: dict) -> None:
     if len(ta):
         print(f"  pair recall after re-scoring: {hit / len(ta):.3f} ({hit:,} of {len(ta):,})")
         print(f"  cluster recall (connected by re-scored pairs): {linked / len(ta):.3f}")
+    budgeted(sv, a, b, ta, tb, x, np.arange(n), o, shards=1)
 
 
 def full_corpus(model, texts: list[str], idx: np.ndarray, ref: np.ndarray, o: dict) -> None:
@@ -139,6 +143,42 @@ def full_corpus(model, texts: list[str], idx: np.ndarray, ref: np.ndarray, o: di
           f"{len(cand):,} records re-scored by MiniLM ({len(cand) / len(texts):.1%}), candidate search {dt:.0f} s")
     print(f"  pair recall of the sample's MiniLM pairs after re-scoring: {hit / max(len(ta), 1):.3f} "
           f"({hit:,} of {len(ta):,})")
+    budgeted(sv, a, b, ta, tb, x, idx, o, shards=1)
+
+
+def budgeted(sv: np.ndarray, a: np.ndarray, b: np.ndarray, ta: np.ndarray, tb: np.ndarray, x: np.ndarray,
+             idx: np.ndarray, o: dict, shards: int) -> None:
+    """The default re-scoring budget (the check's own rescore_plan): what MiniLM re-scores, what static
+    similarity decides, and the recall / precision of the sample's pairs under that plan (``x``: the
+    sample's MiniLM vectors, ``idx``: the sample's positions in the scanned texts)."""
+    thr = float(o["threshold"])
+    xc = static_unit(sv)
+    ps = np.einsum("ij,ij->i", xc[a], xc[b])
+    budget = rescore_budget(o, shards)
+    plan = rescore_plan(len(sv), a, b, ps, budget, o["static_accept"])
+    cov = plan.coverage(budget, o["static_accept"])
+    pos = np.full(len(sv), -1, dtype=np.int64)
+    pos[idx] = np.arange(len(idx))
+    scored = np.zeros(len(sv), dtype=bool)
+    scored[plan.rescore] = True
+    # a sample pair is found when it is accepted on static similarity or both ends were re-scored
+    # (MiniLM then keeps it exactly when it is a MiniLM pair)
+    acc = set(zip(plan.accept_a.tolist(), plan.accept_b.tolist()))
+    cand = set(zip(a[scored[a] & scored[b]].tolist(), b[scored[a] & scored[b]].tolist()))
+    got_static = sum((p, q) in acc for p, q in zip(ta.tolist(), tb.tolist()))
+    got_model = sum((p, q) in cand and (p, q) not in acc for p, q in zip(ta.tolist(), tb.tolist()))
+    in_sample = (pos[plan.accept_a] >= 0) & (pos[plan.accept_b] >= 0)
+    sa, sb = pos[plan.accept_a[in_sample]], pos[plan.accept_b[in_sample]]
+    right = int((np.einsum("ij,ij->i", x[sa], x[sb]) >= thr).sum()) if len(sa) else 0
+    print(f"  re-scoring budget (rescore_per_shard {o['rescore_per_shard']} x {shards} shard, static_accept "
+          f"{o['static_accept']}): {cov['how']}")
+    print(f"    MiniLM embeddings {cov['rescored']:,} (projected {cov['rescored'] / MINILM_PER_CPU_S:,.0f} CPU-s at "
+          f"{MINILM_PER_CPU_S} descriptions per CPU-second) instead of {plan.candidates:,} "
+          f"({plan.candidates / MINILM_PER_CPU_S:,.0f} CPU-s)")
+    n_t = max(len(ta), 1)
+    print(f"    pair recall of the sample's MiniLM pairs: {(got_static + got_model) / n_t:.3f} "
+          f"({got_static:,} decided by static similarity, {got_model:,} by MiniLM, of {len(ta):,}); "
+          f"precision of the static decisions inside the sample: {right / max(len(sa), 1):.3f} ({right} of {len(sa)})")
 
 
 def main() -> int:
@@ -152,12 +192,16 @@ def main() -> int:
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--whole-corpus", action="store_true",
                     help="also search candidates over the whole corpus (what a scan of it re-scores)")
+    ap.add_argument("--rescore-per-shard", type=int, default=o["rescore_per_shard"],
+                    help="re-scoring budget per shard (the sample and the whole corpus are one shard each)")
+    ap.add_argument("--static-accept", type=float, default=o["static_accept"])
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     a = ap.parse_args()
     if not Path(a.data).exists():
         print(f"no data at {a.data} (see ../shared/data/README.md)")
         return 2
-    o.update(threshold=a.threshold, static_threshold=a.static_threshold, static_neighbors=a.static_neighbors)
+    o.update(threshold=a.threshold, static_threshold=a.static_threshold, static_neighbors=a.static_neighbors,
+             rescore_per_shard=a.rescore_per_shard, static_accept=a.static_accept)
     t0 = time.perf_counter()
     model = static_model(None, user_cache_dir())
     print(f"static model ready in {time.perf_counter() - t0:.1f} s (distilled once, then cached)")

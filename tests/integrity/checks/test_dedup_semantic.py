@@ -210,16 +210,11 @@ def test_cpu_scan_past_the_rescoring_budget_decides_sure_pairs_statically_and_sa
     texts[50] = "This package contains the development headers and static libraries for libxml2 version 2.9."
     texts[190] = "This package contains the development headers and static libraries for libxml2 version 2.10."
     records = [{"id": f"r{i}", "text": t} for i, t in enumerate(texts)]
-    (tmp_path / "free").mkdir()
-    (tmp_path / "tight").mkdir()
-    free = _scan(tmp_path / "free", records, {"static_model": str(small_static_model), "rescore_per_shard": None})
-    cov_free = json.loads((free.run_dir / "summary.json").read_text())["counts"]["coverage"]["dedup.semantic"]
-    assert cov_free["rescored"] == cov_free["candidates"] >= 8 and cov_free["not_compared"] == 0
-    run = _scan(tmp_path / "tight", records, {"static_model": str(small_static_model), "rescore_per_shard": 2})
+    run = _scan(tmp_path, records, {"static_model": str(small_static_model), "rescore_per_shard": 2})
     cov = json.loads((run.run_dir / "summary.json").read_text())["counts"]["coverage"]["dedup.semantic"]
     # every record still has a static vector; the full model re-scored the budget (2 per shard, 1 shard)
     assert cov["share"] == 1.0 and cov["embedded"] == cov["records"] == 200
-    assert cov["candidates"] == cov_free["candidates"] and cov["rescore_budget"] == 2 and cov["rescored"] == 2
+    assert cov["rescore_budget"] == 2 and cov["rescored"] == 2
     # two pairs are all but equal as bags of words: the templated one and a paraphrase that
     # reorders the same words; they are decided on static similarity (>= static_accept)
     assert cov["candidates"] == 8 and cov["static_only"] == 4 and cov["not_compared"] == 2
