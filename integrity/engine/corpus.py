@@ -56,6 +56,7 @@ def corpus_context(spec: ScanSpec, results: list[ShardResult],
         shard_sha256={r.shard: r.sha256 for r in results if r.sha256}, scan_id=spec.scan_id,
         feature_files={name: feature_files(name, results) for name in corpus_order(spec.checks)},
         mapping=spec.mapping, map_partitions=map_partitions or serial_map, work_dir=spec.work_url,
+        storage_options=spec.storage_options,
     )
 
 
@@ -74,7 +75,9 @@ def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], run_dir: Path,
             found = rows_into_detail(found)  # record ids may repeat in a shard: the row tells them apart
             if "severity" not in found.columns:
                 found = found.with_columns(severity=pl.lit(None, dtype=pl.Utf8))
-            found = found.with_columns(check=pl.lit(name)).select(
+            # labelled with the check's own name, as its per-shard findings are (a plug-in named
+            # by import path in the policy still writes findings under its class's name)
+            found = found.with_columns(check=pl.lit(check.name or name)).select(
                 [pl.col(c).cast(t) for c, t in SCAN_FINDING_COLUMNS.items()])
             ctx.earlier_findings[name] = found
             out.append(found)
@@ -82,6 +85,23 @@ def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], run_dir: Path,
         log.info("corpus pass %s: %d findings in %.1fs", name, 0 if found is None else found.height, timings[name])
     frame = pl.concat(out) if out else pl.DataFrame(schema=SCAN_FINDING_COLUMNS)
     return frame, timings
+
+
+def coverage(spec: ScanSpec, results: list[ShardResult]) -> dict[str, dict]:
+    """Per check that embeds (or samples) records: how many of its records it embedded
+    (``Check.coverage``), for ``summary.json``'s ``counts.coverage`` and the report."""
+    from integrity.checks.base import Check
+
+    out: dict[str, dict] = {}
+    for name in spec.checks:
+        check = spec.check_instance(name)
+        if type(check).coverage is Check.coverage:
+            continue
+        features = features_of(name, results)
+        got = check.coverage(features) if features is not None else None
+        if got:
+            out[name] = got
+    return out
 
 
 def after_verdicts(spec: ScanSpec, results: list[ShardResult], approved: list[str]) -> None:

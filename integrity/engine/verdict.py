@@ -48,7 +48,9 @@ def assign_severity(findings: pl.LazyFrame, policy: Policy, checks: list[str]) -
     expr = pl.col("severity")
     chain = None
     for name in checks:
-        cond = pl.col("check") == name
+        # a plug-in named by import path ("mypkg.checks:MyCheck") writes findings under its
+        # class's name: the policy entry keyed by the path applies to them
+        cond = pl.col("check").is_in(sorted({name, registry.get(name).name or name}))
         sev = _severity_expr(name, policy.check_policy(name))
         chain = pl.when(cond).then(sev) if chain is None else chain.when(cond).then(sev)
     if chain is not None:

@@ -84,3 +84,17 @@ def test_a_plugin_named_by_import_path_gets_its_declared_section(tmp_path, shout
     assert sorted(result.findings.filter(pl.col("check") == "style.shouting")["record_id"]) == ["r1", "r3"]
     section = _section(result.report_path.read_text(), "style.shouting")
     assert "shouting section: records in capitals" in section
+
+
+def test_a_plugins_policy_entry_by_import_path_sets_its_severity(tmp_path, shouting_module):
+    """The policy names the plug-in by its import path, its findings carry the class's name:
+    the entry's severity still applies, and the report does not list the check as clean."""
+    frame = pl.DataFrame({"id": [f"r{i}" for i in range(len(TEXTS))], "text": TEXTS})
+    policy = {"checks": {shouting_module: {"enabled": True, "severity": "critical"}}}
+    result = integrity.scan(frame, checks=[shouting_module], policy=policy, out=tmp_path / "run",
+                            state_dir=tmp_path / "state")
+    found = result.findings.filter(pl.col("check") == "style.shouting")
+    assert found["severity"].to_list() == ["critical", "critical"]
+    assert result.verdict == "fail"
+    doc = result.report_path.read_text()
+    assert "Checks with no findings" not in doc  # the one check that ran had findings
