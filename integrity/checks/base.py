@@ -172,6 +172,12 @@ class Check(ABC):
         """Findings that need every shard's features; must include a ``shard`` column."""
         return None
 
+    def coverage(self, features: pl.LazyFrame) -> dict[str, Any] | None:
+        """How many of the records this check should have embedded it did embed, from its features:
+        ``{"records": N, "embedded": M, ...}`` (``summary.json``'s ``counts.coverage`` and the
+        report show it); None for a check that does not sample."""
+        return None
+
     def after_verdicts(self, features: pl.LazyFrame, approved: list[str], ctx: CorpusContext) -> None:
         """Called once the shard verdicts are known, with this check's features and
         the names of the shards that were not quarantined (nor unreadable): the place

@@ -77,7 +77,7 @@ class CaptionTriggerCheck(ImageCheck):
     description = ("Caption triggers: caption n-grams tied to one image cluster far beyond chance, in captions "
                    "that otherwise describe other pictures (text-to-image and CLIP backdoors).")
     requires = ("image",)
-    class Options(ImageOptions, TriggerStatistics):
+    class Options(TriggerStatistics, ImageOptions):  # image limits first, as in every image check
         # image clusters as labels: a caption phrase faithful to its pictures is pure and may be foreign
         # (a product name), so the routes that let foreignness or content alone decide stay off
         max_label_share: float = Field(1.0, ge=0, le=1, description="a cluster of nothing but the target pictures is the attack itself")

@@ -100,6 +100,23 @@ def finish_findings(found: pl.DataFrame, check: str) -> pl.DataFrame:
         [pl.col(c).cast(t) for c, t in SCAN_FINDING_COLUMNS.items()])
 
 
+def coverage(spec: ScanSpec, results: list[ShardResult]) -> dict[str, dict]:
+    """Per check that embeds (or samples) records: how many of its records it embedded
+    (``Check.coverage``), for ``summary.json``'s ``counts.coverage`` and the report."""
+    from integrity.checks.base import Check
+
+    out: dict[str, dict] = {}
+    for name in spec.checks:
+        check = spec.check_instance(name)
+        if type(check).coverage is Check.coverage:
+            continue
+        features = features_of(name, results)
+        got = check.coverage(features) if features is not None else None
+        if got:
+            out[name] = got
+    return out
+
+
 def after_verdicts(spec: ScanSpec, results: list[ShardResult], approved: list[str]) -> None:
     """Let every corpus-level check record what was approved (e.g. history indexes)."""
     ctx = corpus_context(spec, results)

@@ -24,7 +24,7 @@ from integrity.checks.base import MapPartitions, serial_map
 from integrity.engine import quarantine as quarantine_mod
 from integrity.engine import evidence, outputs, verdict
 from integrity.engine import progress as progress_mod
-from integrity.engine.corpus import after_verdicts, run_corpus_checks, shard_findings
+from integrity.engine.corpus import after_verdicts, coverage, run_corpus_checks, shard_findings
 from integrity.engine.redact import mask_frame
 from integrity.engine.shard import ShardResult, scan_shard
 from integrity.engine.spec import ScanSpec
@@ -193,6 +193,8 @@ def output_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult
             "findings": sum(sum(v.values()) for v in by_check.values()),
             "by_check": by_check,
             "verdicts": verdicts,
+            # records embedded / records, for every check that embeds or samples them
+            "coverage": coverage(spec, results),
         },
         "cached_shards": int(shards["cached"].sum() or 0),
         "unreadable": [{"shard": r["shard"], "error": r["error"]} for r in
