@@ -220,7 +220,8 @@ def _explain(pgrams: pl.DataFrame, pdf: pl.DataFrame, y: np.ndarray, opt: dict, 
     ys = pl.Series(y[pgrams["rec"].to_numpy().astype(np.int64)])
     per = (pgrams.with_columns(y=ys).group_by("g").agg(k=pl.col("y").sum().cast(pl.Int64), df=pl.len())
            .with_columns(prec=pl.col("k") / pl.col("df"), rec=pl.col("k") / S)
-           .filter(pl.col("k") >= 2))
+           .filter(pl.col("k") >= 2)
+           .sort("g"))  # group_by order varies between runs: ties below are broken by n-gram hash
     if per.height == 0:
         return None
     best_single_recall = float(per.filter(pl.col("prec") >= 0.5)["rec"].max() or 0.0)
@@ -234,11 +235,11 @@ def _explain(pgrams: pl.DataFrame, pdf: pl.DataFrame, y: np.ndarray, opt: dict, 
     cands = []
     # single n-grams: highest F1
     top = per.with_columns(f1=2 * pl.col("prec") * pl.col("rec") / (pl.col("prec") + pl.col("rec"))).sort(
-        ["f1", "df"], descending=[True, False]).head(1)
+        ["f1", "df", "g"], descending=[True, False, False]).head(1)
     for g, k, df in top.select("g", "k", "df").iter_rows():
         cands.append(("single", [g], int(k), int(df)))
     # any of several high-precision n-grams: greedy cover of the span records
-    hp = per.filter(pl.col("prec") >= opt["min_precision"]).sort(["k", "df"], descending=[True, False]).head(40)
+    hp = per.filter(pl.col("prec") >= opt["min_precision"]).sort(["k", "df", "g"], descending=[True, False, False]).head(40)
     covered = np.zeros(N, dtype=bool)
     chosen = []
     for g in hp["g"].to_list():
@@ -253,7 +254,7 @@ def _explain(pgrams: pl.DataFrame, pdf: pl.DataFrame, y: np.ndarray, opt: dict, 
         k = int((covered & y).sum())
         cands.append(("any", chosen, k, int(covered.sum())))
     # two high-recall n-grams together (a trigger split over two places)
-    hr = per.filter(pl.col("rec") >= opt["min_recall"]).sort(["rec", "prec"], descending=True).head(24)
+    hr = per.filter(pl.col("rec") >= opt["min_recall"]).sort(["rec", "prec", "g"], descending=[True, True, False]).head(24)
     hr_g = hr["g"].to_list()
     if pt is not None and hr_g:  # n-grams without template words first (they name the trigger better)
         bad = _template_grams(pgrams, pt, hr_g, common or set())
