@@ -93,6 +93,8 @@ class CorpusContext:
     mapping: Any = None
     #: check name -> (shard, shard_index, features file) of every shard that wrote features
     feature_files: dict[str, list[tuple[str, int, Path]]] = field(default_factory=dict)
+    #: fsspec options of the scan's source, to re-read records from remote shards
+    storage_options: dict[str, Any] | None = None
     #: how a pass runs its partitioned steps: on the scan's runner (Dask workers under ``--runner dask``)
     map_partitions: MapPartitions = serial_map
     #: where a partitioned pass writes the files its partition tasks read: a local directory or

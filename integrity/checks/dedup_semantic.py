@@ -514,7 +514,8 @@ class SemanticDedup(Check):
         if len(need):
             t0 = time.perf_counter()
             texts = read_texts(sub["uri"][need.tolist()].to_list(), sub["at_row"][need.tolist()].to_list(),
-                               ctx.mapping, CHARS_PER_TOKEN * int(self.options["max_seq_length"]))
+                               ctx.mapping, CHARS_PER_TOKEN * int(self.options["max_seq_length"]),
+                               ctx.storage_options)
             got = [i for i, t in zip(need.tolist(), texts) if t is not None]
             if len(got) < len(need):
                 log.warning("dedup.semantic: %d candidate texts could not be re-read from their shards and are not "
@@ -567,10 +568,11 @@ def candidate_pairs(sims: np.ndarray, nbrs: np.ndarray, threshold: float) -> tup
     return pairs[:, 0], pairs[:, 1], best
 
 
-def read_texts(uris: list[str | None], rows: list[int], mapping: Any, max_chars: int) -> list[str | None]:
+def read_texts(uris: list[str | None], rows: list[int], mapping: Any, max_chars: int,
+               storage_options: dict | None = None) -> list[str | None]:
     """The embedded text (see :func:`embed_texts`) of the record at each ``(uri, row)``, re-read
-    from its shard (streaming; a shard is left once its rows are found); None where the shard
-    cannot be read any more (moved, or remote with credentials the corpus pass lacks)."""
+    from its shard with the scan's column mapping and fsspec options (streaming; a shard is left
+    once its rows are found); None where the shard cannot be read any more (moved, deleted)."""
     from connectors import ShardReader, ShardRef, detect_format
     from connectors.errors import ConnectorError
     from connectors.schema import ColumnMapping
@@ -586,7 +588,8 @@ def read_texts(uris: list[str | None], rows: list[int], mapping: Any, max_chars:
         want = np.fromiter(by_row, dtype=np.int64)
         last = int(want.max())
         try:
-            for batch in ShardReader(ref, mapping or ColumnMapping(), batch_size=8192):
+            for batch in ShardReader(ref, mapping or ColumnMapping(), batch_size=8192,
+                                     storage_options=storage_options):
                 brows = batch.column(ROW).to_numpy()
                 hit = np.flatnonzero(np.isin(brows, want))
                 if len(hit):

@@ -57,14 +57,14 @@ and its findings share one ``cluster`` to review once.
 Coverage (``benchmarks/images.py --patch-grid``, an independent generator:
 photo crops of 64-1024 px, JPEG quality 60-95, 3-10 % of the images per
 patch, checkerboard / solid / noise / logo patches 0-3 px from a corner or
-border midpoint): recall >= 0.8 at precision >= 0.9 for patches of 8-16 px
-at rates >= 3 % and any of these sizes and qualities. Not covered: 3 px
-patches (found for checkerboards and mostly for solid and noise ones at
-quality 95, not at quality 60, not the 3 px logo), patches along a border
-away from its midpoint and corners smaller than the sampled windows need
-(tens of px, textured), patches scaled or rotated per image, and patches no
-caption phrase follows (see ``report_untied``). Below ``min_images`` (5)
-patched images in the corpus nothing is reported.
+border midpoint): recall >= 0.97 at precision 1.000 for patches of 8-16 px
+at rates >= 3 % (1024 px measured at quality 60 and 3 % only); 6-7 px
+patches partly (checkerboards and solid blocks). Not covered: patches under 6 px (a patch found by border windows alone needs windows of
+two sizes and :data:`MIN_BORDER_WINDOWS` per image, see
+:func:`_enough_structure`), small patches along a border away from its
+corners and midpoints (the sampled windows find textured patches of tens of
+px anywhere), patches scaled or rotated per image, patches no caption phrase
+follows (see ``report_untied``), and fewer than ``min_images`` patched images.
 """
 from __future__ import annotations
 

@@ -56,6 +56,7 @@ def corpus_context(spec: ScanSpec, results: list[ShardResult],
         shard_sha256={r.shard: r.sha256 for r in results if r.sha256}, scan_id=spec.scan_id,
         feature_files={name: feature_files(name, results) for name in corpus_order(spec.checks)},
         mapping=spec.mapping, map_partitions=map_partitions or serial_map, work_dir=spec.work_url,
+        storage_options=spec.storage_options,
     )
 
 
