@@ -72,3 +72,28 @@ def state_policy(tmp_path: Path) -> Path:
     p = tmp_path / "policy.yaml"
     p.write_text(f"state_dir: {tmp_path / 'state'}\n")
     return p
+
+
+#: words of the texts that tests embed with the small static model below
+STATIC_TEST_WORDS = (
+    "the city council approved new budget on tuesday after a long debate lengthy discussions was passed by "
+    "to reset your password click link in email we sent you heavy rain caused flooding several neighborhoods "
+    "overnight were flooded because of rainfall recipe calls for two cups flour and pinch salt this package "
+    "contains development headers library files tool server client data support python module documentation "
+    "garden river bread train glass violin map cheese kite music mountain window paper school doctor market "
+    "village ocean forest winter summer morning evening letter story engine camera bridge castle island desert "
+    "naïve café [SEP] ünïcödé"
+)
+
+
+@pytest.fixture(scope="session")
+def small_static_model(tmp_path_factory) -> Path:
+    """A static model distilled from the installed all-MiniLM-L6-v2 for the tokens of
+    STATIC_TEST_WORDS and the 3,000 most frequent word pieces (ids 1996-4999) only:
+    seconds, not the CPU-minute of the full vocabulary."""
+    from integrity.analysis.embeddings import load_model
+    from integrity.analysis.static_embeddings import distill
+
+    tok = load_model("all-MiniLM-L6-v2", "cpu").tokenizer
+    ids = sorted(set(tok(STATIC_TEST_WORDS, add_special_tokens=False)["input_ids"]) | set(range(1996, 5000)))
+    return distill(tmp_path_factory.mktemp("static") / "small", token_ids=ids, pca_dims=64)

@@ -264,11 +264,9 @@ def border_regions(h: int, w: int, band: int = BORDER_BAND) -> list[tuple[int, i
             (0, mx), (h - band, mx), (my, 0), (my, w - band)]
 
 
-def _window_codes(ycc: np.ndarray, s: int, ring: int = BORDER_RING) -> tuple[np.ndarray, np.ndarray]:
-    """Descriptors of every s x s window of a stack of YCbCr squares, (regions, n, n, 8): the means
-    of Y, Cb, Cr, the mean of Y in each of the window's four corner sub-squares minus the window mean
-    (coarse structure) and the spread of Y; and whether each window stands out from the ``ring``
-    px around it (inside the square): its mean colour or its spread differs from the ring's."""
+def _ring_integral(ycc: np.ndarray, ring: int = BORDER_RING) -> np.ndarray:
+    """Integral images of Y, Cb, Cr, Y^2 and a validity plane over a stack of YCbCr squares padded
+    by ``ring`` px of zeros (windows at a square's edge get the part of their ring inside it)."""
     r = ring
     k, b = ycc.shape[0], ycc.shape[1]
     planes = np.zeros((k, b + 2 * r, b + 2 * r, 5), dtype=np.float64)  # Y, Cb, Cr, Y^2, valid
@@ -278,14 +276,23 @@ def _window_codes(ycc: np.ndarray, s: int, ring: int = BORDER_RING) -> tuple[np.
     ii = np.zeros((k, b + 2 * r + 1, b + 2 * r + 1, 5), dtype=np.float64)
     np.cumsum(planes, axis=1, out=ii[:, 1:, 1:])
     np.cumsum(ii[:, 1:, 1:], axis=2, out=ii[:, 1:, 1:])
+    return ii
 
+
+def _window_codes(ii: np.ndarray, b: int, s: int, ring: int = BORDER_RING) -> tuple[np.ndarray, np.ndarray]:
+    """Descriptors of every s x s window of a stack of ``b`` px YCbCr squares (their
+    :func:`_ring_integral` ``ii``), (regions, n, n, 8): the means of Y, Cb, Cr, the mean of Y in each
+    of the window's four corner sub-squares minus the window mean (coarse structure) and the spread of
+    Y; and whether each window stands out from the ``ring`` px around it (inside the square): its mean
+    colour or its spread differs from the ring's."""
+    r = ring
     n = b - s + 1
 
-    def box(c: int, oy: int, ox: int) -> np.ndarray:
+    def box(c: int, oy: int, ox: int, a: np.ndarray = ii) -> np.ndarray:
         """Sums over the c x c boxes whose top-left corners are (oy, ox) px from each window's (n x n)."""
         y0, x0 = r + oy, r + ox
-        return (ii[:, y0 + c:y0 + c + n, x0 + c:x0 + c + n] - ii[:, y0:y0 + n, x0 + c:x0 + c + n]
-                - ii[:, y0 + c:y0 + c + n, x0:x0 + n] + ii[:, y0:y0 + n, x0:x0 + n])
+        return (a[:, y0 + c:y0 + c + n, x0 + c:x0 + c + n] - a[:, y0:y0 + n, x0 + c:x0 + c + n]
+                - a[:, y0 + c:y0 + c + n, x0:x0 + n] + a[:, y0:y0 + n, x0:x0 + n])
 
     inner = box(s, 0, 0)
     m = inner[..., :4] / float(s * s)
@@ -297,7 +304,8 @@ def _window_codes(ycc: np.ndarray, s: int, ring: int = BORDER_RING) -> tuple[np.
               | (np.abs(spread - rspread) >= BORDER_CONTRAST)) & (outer[..., 4] > 0)
     t = (s + 1) // 2
     d = s - t
-    quads = [box(t, dy, dx)[..., 0] / float(t * t) - m[..., 0] for dy in (0, d) for dx in (0, d)]
+    luma = ii[..., 0]
+    quads = [box(t, dy, dx, luma) / float(t * t) - m[..., 0] for dy in (0, d) for dx in (0, d)]
     codes = np.stack([m[..., 0], m[..., 1], m[..., 2], *quads, spread], axis=-1)
     return codes.astype(np.float32), stands
 
@@ -328,9 +336,10 @@ def border_hashes(rgb: np.ndarray, sizes: tuple[int, ...] = BORDER_SIZES, band: 
     regs = np.stack([rgb[y:y + band, x:x + band] for y, x in origins]).astype(np.float32)
     ycc = regs @ _YCC.T
     ycc[..., 1:] += 128.0
+    ii = _ring_integral(ycc)
     hs, xs, ys, ss = [], [], [], []
     for s in sizes:
-        codes, stands = _window_codes(ycc, s)
+        codes, stands = _window_codes(ii, band, s)
         n = codes.shape[1]
         gy, gx = np.mgrid[0:n, 0:n]
         sel = stands.ravel()

@@ -203,7 +203,8 @@ def _acc(q: float, tpr: float, fpr: float) -> float:
     return float(min(1.0, max(0.0, (q - fpr) / (tpr - fpr))))
 
 
-def _wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
+def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion k/n."""
     if n <= 0:
         return 0.0, 1.0
     p = k / n
@@ -239,13 +240,13 @@ def calibrate_shard(model: dict[str, Any], scores: np.ndarray, reference_scores:
                 "note": f"too few records with words to calibrate ({n} in the shard, {nr} in the reference)"}
     thr = float(np.quantile(ref, qq))
     fpr = float((ref > thr).mean())
-    fpr_lo, fpr_hi = _wilson(fpr * nr, nr)
+    fpr_lo, fpr_hi = wilson(fpr * nr, nr)
     tprs = list(model["tpr_by_domain"].values()) or [0.8]
     tpr_lo, tpr_hi = 0.5 * min(tprs), max(tprs)
     tpr_mid = float(np.mean(tprs))
     k = int((s > thr).sum())
     q = k / n
-    q_lo, q_hi = _wilson(k, n)
+    q_lo, q_hi = wilson(k, n)
     est = _acc(q, tpr_mid, fpr)
     lo, hi = _acc(q_lo, tpr_hi, fpr_hi), _acc(q_hi, tpr_lo, fpr_lo)
     return {"method": "zero-shot detector calibrated on the reference (adjusted classify-and-count over a range "

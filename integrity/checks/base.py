@@ -93,6 +93,8 @@ class CorpusContext:
     mapping: Any = None
     #: check name -> (shard, shard_index, features file) of every shard that wrote features
     feature_files: dict[str, list[tuple[str, int, Path]]] = field(default_factory=dict)
+    #: fsspec options of the scan's source, to re-read records from remote shards
+    storage_options: dict[str, Any] | None = None
     #: how a pass runs its partitioned steps: on the scan's runner (Dask workers under ``--runner dask``)
     map_partitions: MapPartitions = serial_map
     #: where a partitioned pass writes the files its partition tasks read: a local directory or
@@ -170,6 +172,12 @@ class Check(ABC):
     # -- corpus pass ------------------------------------------------------
     def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame | None:
         """Findings that need every shard's features; must include a ``shard`` column."""
+        return None
+
+    def coverage(self, features: pl.LazyFrame) -> dict[str, Any] | None:
+        """How many of the records this check should have embedded it did embed, from its features:
+        ``{"records": N, "embedded": M, ...}`` (``summary.json``'s ``counts.coverage`` and the
+        report show it); None for a check that does not sample."""
         return None
 
     def after_verdicts(self, features: pl.LazyFrame, approved: list[str], ctx: CorpusContext) -> None:

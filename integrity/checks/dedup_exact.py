@@ -58,9 +58,137 @@ def normalized_text(batch: pa.RecordBatch) -> pa.Array | None:
 
 
 def hash_texts(texts: pa.Array) -> list[bytes | None]:
-    """xxh3-128 digest of each normalized text (None for nulls)."""
+    """xxh3-128 digest of each normalized text (None for nulls).
+
+    Hashes each value's UTF-8 bytes in place in the Arrow buffer (no Python
+    ``str`` and ``bytes`` copies of the column: two per value before).
+    """
+    if isinstance(texts, pa.ChunkedArray):
+        return [h for chunk in texts.chunks for h in hash_texts(chunk)]
     digest = xxhash.xxh3_128_digest
-    return [None if t is None else digest(t.encode("utf-8")) for t in texts.to_pylist()]
+    data, offsets = _value_bytes(texts)
+    valid = texts.is_valid().to_numpy(zero_copy_only=False)
+    return [digest(data[offsets[i]:offsets[i + 1]]) if valid[i] else None for i in range(len(texts))]
+
+
+def _value_bytes(texts: pa.Array) -> tuple[memoryview, np.ndarray]:
+    """The UTF-8 data of a string array as one memoryview, with each value's offsets into it."""
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        texts = texts.cast(pa.large_string())
+    width = np.int64 if pa.types.is_large_string(texts.type) else np.int32
+    _, offsets_buf, data_buf = texts.buffers()
+    offsets = np.frombuffer(offsets_buf, width)[texts.offset:texts.offset + len(texts) + 1]
+    return memoryview(data_buf if data_buf is not None else b""), offsets
+
+
+HUGE_TEXT_BYTES = 8 << 20  # a record text over this is normalized and hashed in pieces, not whole
+_PIECE_BYTES = 4 << 20
+
+
+def text_hashes(batch: pa.RecordBatch) -> tuple[list[bytes | None], np.ndarray] | None:
+    """Per record: the xxh3-128 of its normalized text and that text's length in characters.
+
+    The same values as ``hash_texts(normalized_text(batch))`` and its
+    ``utf8_length``, but a record whose text holds more than
+    :data:`HUGE_TEXT_BYTES` is normalized piece by piece (see
+    :func:`_stream_hash`), so one huge record costs about one piece of extra
+    memory rather than several whole copies (case folding, NFKC, whitespace
+    folding, trimming each made one). None when the batch has no text.
+    """
+    cols = _text_columns(batch)
+    if not cols:
+        return None
+    sizes = [_byte_lengths(batch.column(c)) for c in cols]
+    huge = np.flatnonzero(np.maximum.reduce(sizes) > HUGE_TEXT_BYTES)
+    if not huge.size:
+        text = normalized_text(batch)
+        return hash_texts(text), _lengths(text)
+    # the other records column-wise (taken out: ``take`` copies only their bytes), the huge ones alone
+    rest = np.setdiff1d(np.arange(batch.num_rows), huge)
+    text = normalized_text(batch.select(cols).take(pa.array(rest, pa.int64())))
+    hashes: list[bytes | None] = [None] * batch.num_rows
+    lengths = np.full(batch.num_rows, -1, np.int64)
+    for i, h in zip(rest, hash_texts(text)):
+        hashes[i] = h
+    lengths[rest] = _lengths(text)
+    for i in huge:
+        hashes[i], lengths[i] = _stream_hash([batch.column(c).slice(i, 1) for c in cols])
+    return hashes, lengths
+
+
+def _lengths(text: pa.Array) -> np.ndarray:
+    """Characters per normalized text; -1 for a null (never kept)."""
+    return pc.fill_null(pc.utf8_length(text), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _text_columns(batch: pa.RecordBatch) -> list[str]:
+    names = set(batch.schema.names)
+    if "text" in names:
+        return ["text"]
+    if "prompt" in names or "response" in names:
+        return [c for c in ("prompt", "response") if c in names]
+    return ["caption"] if "caption" in names else []
+
+
+def _byte_lengths(col: pa.Array) -> np.ndarray:
+    if pa.types.is_null(col.type):
+        return np.zeros(len(col), np.int64)
+    return pc.fill_null(pc.binary_length(col), 0).to_numpy(zero_copy_only=False)
+
+
+def _stream_hash(parts: list[pa.Array]) -> tuple[bytes | None, int]:
+    """Hash and length of one record's normalized text (``parts``: its text columns, one value each).
+
+    Mirrors :func:`normalized_text`: a lone null column gives no hash; joined
+    prompt/response parts read a null as "" and are separated by ``_FIELD_SEP``.
+    """
+    if len(parts) == 1 and parts[0].null_count:
+        return None, -1
+    hasher, chars = xxhash.xxh3_128(), 0
+    for k, part in enumerate(parts):
+        if k:
+            hasher.update(_FIELD_SEP.encode())
+            chars += 1
+        if part.null_count:
+            continue
+        pieces = _pieces(part)
+        for j in range(len(pieces)):
+            norm = _normalize(pieces.slice(j, 1))
+            data, offsets = _value_bytes(norm)
+            hasher.update(data[offsets[0]:offsets[1]])
+            chars += int(pc.sum(pc.utf8_length(norm)).as_py() or 0)
+    return hasher.digest(), chars
+
+
+def _pieces(value: pa.Array) -> pa.Array:
+    """One string value cut into pieces of about :data:`_PIECE_BYTES` (zero-copy views).
+
+    Cuts fall only between two ASCII letters or digits: normalization never
+    joins or changes such a pair (NFKC composes no ASCII letter with what
+    precedes it, case folding is per character, and no whitespace run or
+    leading/trailing whitespace is split), so normalizing the pieces one by
+    one and concatenating gives exactly the normalized whole. A text with no
+    such pair (e.g. all CJK) stays one piece.
+    """
+    if not (pa.types.is_string(value.type) or pa.types.is_large_string(value.type)):
+        value = value.cast(pa.large_string())
+    data, offsets = _value_bytes(value)
+    start, end = int(offsets[0]), int(offsets[1])
+    raw = np.frombuffer(data, np.uint8)
+    cuts, at = [start], start + _PIECE_BYTES
+    while at < end - 1:
+        window = raw[at:min(at + (1 << 20), end)]
+        alnum = ((window >= 0x30) & (window <= 0x39)) | (((window | 0x20) >= 0x61) & ((window | 0x20) <= 0x7A))
+        pair = np.flatnonzero(alnum[:-1] & alnum[1:])
+        if pair.size:
+            cuts.append(at + int(pair[0]) + 1)
+            at = cuts[-1] + _PIECE_BYTES
+        else:
+            at += (1 << 20) - 1
+    cuts.append(end)
+    width = np.int64 if pa.types.is_large_string(value.type) else np.int32
+    return pa.Array.from_buffers(value.type, len(cuts) - 1,
+                                 [None, pa.py_buffer(np.array(cuts, width)), value.buffers()[2]])
 
 
 class ExactDedup(Check):
@@ -75,13 +203,14 @@ class ExactDedup(Check):
     corpus_level = True
 
     def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
-        text = normalized_text(batch)
-        if text is None:
+        hashed = text_hashes(batch)
+        if hashed is None:
             return CheckOutput()
-        keep = pc.greater_equal(pc.utf8_length(text), self.options["min_chars"])
-        hashes = pa.array(hash_texts(text), type=pa.binary(16))
+        digests, lengths = hashed
+        keep = lengths >= self.options["min_chars"]  # a null text has length -1: never kept
+        hashes = pa.array(digests, type=pa.binary(16))
         table = pa.table({RECORD_ID: batch.column(RECORD_ID), ROW: batch.column(ROW), "h": hashes})
-        table = table.filter(pc.fill_null(keep, False))
+        table = table.filter(pa.array(keep))
         return CheckOutput(features=pl.from_arrow(table))
 
     def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame:

@@ -14,27 +14,32 @@ present. Content is embedded once: records whose normalized text is equal
 whatever they mean). Features: the 128-bit content hash and, for embedded
 content, the L2-normalized vector as float16 bytes (768 bytes for MiniLM).
 
-**Budget.** On a GPU everything is embedded. On CPU, embedding is the cost
-(all-MiniLM-L6-v2 at 128 tokens: about 28 Debian descriptions per CPU-second,
-so ~55/s on 2 idle cores; a whole 64k-record shard would take ~20 min), so a
-shard embeds at most ``cpu_max_records`` distinct
-contents: the ones with the smallest content hash, a deterministic sample that
-is the same whatever the record order, and consistent across shards and
-nights (a text sampled in one shard is sampled wherever it appears with a
-similar or smaller shard), and stops after ``cpu_max_seconds`` per shard (what
-is embedded is then a prefix of a fixed content-hash order, so a re-run embeds
-the same texts first). Since per-shard results
-are cached by shard content, a nightly scan only embeds its new shards. A
-sample of a share ``q`` of the records still finds a cluster of ``k``
-paraphrases when at least two of its members are sampled (for ``k = 20`` and
-``q = 0.13`` that is 74 %), but a pair only with probability ``q**2``: on CPU
-the check finds the large clusters, which are the memorization risk, not every
-pair. ``sample_rate`` (default 1) additionally keeps only contents whose hash
-falls in that fraction, everywhere (GPU too). ``null`` budgets embed all.
-Default cost: 4096 texts per shard, ~150 CPU-seconds (~1.5 min on 2 idle
-cores) for the 64k-record Debian corpus as one shard, never more than
-``cpu_max_seconds`` (180) per shard; a scan of the Debian corpus with the
-defaults embeds 6.4 % of its records.
+**CPU: every record, in two stages.** On a GPU everything is embedded with
+``model``. On CPU that model is the cost (all-MiniLM-L6-v2 at 128 tokens: about
+28 Debian descriptions per CPU-second), so every eligible content is embedded
+with a *static* model instead (:mod:`integrity.analysis.static_embeddings`:
+distilled once from ``model``, cached in the state directory, or the model2vec
+model ``static_model`` names; ~14,000 descriptions per CPU-second), stored as
+float16 bytes (``sv``) with the shard's ``uri``. The corpus pass takes the
+corpus mean out of the static vectors, searches each one's
+``static_neighbors`` nearest (faiss, as below), and keeps pairs at static
+cosine ``static_threshold`` or more as candidates; only the candidate
+contents get ``model`` vectors (their text re-read from the shard at the row
+of their first record, embedded in the corpus pass; ``rescore_max_records``
+caps them, most similar first), and the clusters are built from those, so
+``threshold`` means what it means on a GPU. On the Debian descriptions this
+keeps 97 % of MiniLM's pairs at 0.85 while MiniLM embeds 27 % of the records
+(``benchmarks/semantic.py``). The GPU path also stores static vectors, so a
+scan whose shards ran on both kinds of worker still compares everything.
+
+``static_model: false`` restores the sampled CPU path: a shard embeds at most
+``cpu_max_records`` distinct contents with ``model`` (the ones with the
+smallest content hash, a deterministic sample that is the same whatever the
+record order) and stops after ``cpu_max_seconds`` per shard (a prefix of that
+fixed hash order). ``sample_rate`` (default 1) keeps only contents whose hash
+falls in that fraction, everywhere. How many records got a vector is the
+check's :meth:`SemanticDedup.coverage` (``summary.json``'s
+``counts.coverage``; the report's coverage table).
 
 Corpus pass: the vectors of all shards go into a faiss inner-product index:
 exact ``IndexFlatIP`` up to ``exact_max_records`` vectors, above that
@@ -74,7 +79,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field
+from pydantic import Field, field_validator
 import xxhash
 
 from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
@@ -85,7 +90,8 @@ log = logging.getLogger(__name__)
 
 FINDINGS_SCHEMA = {"shard": pl.Utf8, RECORD_ID: pl.Utf8, "score": pl.Float64, "detail": pl.Utf8,
                    "severity": pl.Utf8}
-FEATURES_SCHEMA = {RECORD_ID: pl.Utf8, ROW: pl.Int64, "h": pl.Binary, "emb": pl.Binary}
+FEATURES_SCHEMA = {RECORD_ID: pl.Utf8, ROW: pl.Int64, "h": pl.Binary, "emb": pl.Binary, "sv": pl.Binary,
+                   "uri": pl.Utf8, "eligible": pl.Boolean}
 #: characters of a text kept for embedding: far more than max_seq_length tokens ever need
 CHARS_PER_TOKEN = 16
 
@@ -138,21 +144,41 @@ class SemanticDedup(Check):
                                  "paraphrases: 0.83-0.95, unrelated sentences < 0.5)")
         k_neighbors: int = Field(10, ge=1, description="nearest neighbours searched per text")
         min_chars: int = Field(32, ge=0, description="shorter normalized texts are not embedded")
-        cpu_max_records: int | None = Field(4096, gt=0, description="CPU budget: distinct texts embedded per shard (null: "
-                                            "all); ~150 CPU-s (~1.5 min on 2 cores) per full shard, once per shard "
-                                            "content (results are cached); a GPU embeds everything")
-        cpu_max_seconds: float | None = Field(180, gt=0, description="CPU budget: hard stop per shard (null: none)")
+        cpu_max_records: int | None = Field(4096, gt=0, description="CPU without a static stage (static_model: "
+                                            "false): distinct texts embedded per shard (null: all); ~150 CPU-s per "
+                                            "full shard; a GPU embeds everything")
+        cpu_max_seconds: float | None = Field(180, gt=0, description="CPU without a static stage: hard stop per "
+                                              "shard (null: none)")
         sample_rate: float = Field(1.0, gt=0, le=1, description="share of texts eligible at all (by content hash), CPU and GPU")
         exact_max_records: int = Field(20000, ge=1, description="exact IndexFlatIP up to this many vectors, IVF-Flat above")
         nprobe: int = Field(16, ge=1, description="IVF lists probed per query")
         report_exact_copies: bool = Field(False, description="also report exact copies of the representative")
+        # CPU: every record gets a static vector; static neighbours are the candidates `model` re-scores
+        static_model: str | bool | None = Field(None, description="CPU: model2vec model (directory or hub name) "
+                                                "that embeds every record; null: distilled from `model` once, cached "
+                                                "in the state dir; false: no static stage (CPU embeds the "
+                                                "cpu_max_records sample instead)")
+        static_threshold: float = Field(0.7, ge=-1, le=1, description="static cosine similarity (corpus mean "
+                                        "removed) that makes a pair a candidate for re-scoring")
+        static_neighbors: int = Field(25, ge=1, description="static neighbours searched per record (with 0.7: "
+                                      "recall 0.97 of MiniLM's pairs on Debian)")
+        rescore_max_records: int | None = Field(None, gt=0, description="CPU: at most this many candidate texts "
+                                                "re-scored with `model`, most similar first (null: all)")
+
+        @field_validator("static_model")
+        @classmethod
+        def _static_model(cls, v: Any) -> Any:
+            if v is True:
+                raise ValueError("must be a model directory, a hub name, null or false (not true)")
+            return v
     default_severity = "info"
     corpus_level = True
-    version = 1
+    version = 2
 
     def __init__(self, options: Mapping[str, Any] | None = None, shard: ShardInfo | None = None):
         super().__init__(options, shard)
         self._embedder = None
+        self._static_model: Any = None
         # CPU budget state of this shard: the sampled contents so far
         self._records: list[pl.DataFrame] = []
         self._res_key = np.zeros(0, dtype=np.uint64)
@@ -172,9 +198,39 @@ class SemanticDedup(Check):
                                           cpu_max_seconds=o["cpu_max_seconds"])
         return self._embedder
 
+    @property
+    def static_enabled(self) -> bool:
+        """Whether records get static vectors (every record; candidates on CPU)."""
+        return self.options["static_model"] is not False
+
+    @property
+    def static(self):
+        """The static embedding model (see :mod:`integrity.analysis.static_embeddings`), loaded once."""
+        if self._static_model is None:
+            from integrity.analysis.static_embeddings import static_model
+
+            o = self.options
+            state = self.shard.state_dir if self.shard is not None else None
+            self._static_model = static_model(o["static_model"], state, source=o["model"])
+        return self._static_model
+
     def _budgeted(self) -> bool:
-        """Whether this shard embeds a bounded sample (CPU with a record budget)."""
-        return self.options["cpu_max_records"] is not None and not self.embedder.on_gpu
+        """Whether this shard embeds a bounded sample (CPU with a record budget and no static stage)."""
+        return (not self.static_enabled and self.options["cpu_max_records"] is not None
+                and not self.embedder.on_gpu)
+
+    def _minilm_in_shard(self) -> bool:
+        """Whether the shard stage embeds with the full model: on a GPU, or on CPU without a static stage."""
+        return self.embedder.on_gpu or not self.static_enabled
+
+    def _static_vectors(self, texts: list[str]) -> list[bytes]:
+        """float16 bytes of each text's static vector."""
+        from integrity.analysis.static_embeddings import encode_static
+
+        t0 = time.perf_counter()
+        vec = encode_static(self.static, texts, max_tokens=int(self.options["max_seq_length"])).astype(np.float16)
+        log.info("dedup.semantic: %d static vectors in %.2fs", len(texts), time.perf_counter() - t0)
+        return [v.tobytes() for v in vec]
 
     def _embed(self, texts: list[str], keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(indices embedded, float16 vectors) -- on CPU within ``cpu_max_seconds``."""
@@ -219,6 +275,7 @@ class SemanticDedup(Check):
             RECORD_ID: pl.Series(RECORD_ID, batch.column(RECORD_ID).to_pylist(), dtype=pl.Utf8),
             ROW: pl.Series(ROW, batch.column(ROW).to_numpy(), dtype=pl.Int64),
             "h": pl.Series("h", digests, dtype=pl.Binary),
+            "eligible": pl.Series("eligible", eligible, dtype=pl.Boolean),
         })
         # one text per distinct eligible content of the batch
         cand: dict[bytes, int] = {}
@@ -228,14 +285,24 @@ class SemanticDedup(Check):
         c_h = list(cand)
         c_text = [texts[i][:max_chars] for i in cand.values()]
         c_key = keys[list(cand.values())] if cand else np.zeros(0, dtype=np.uint64)
+        uri = self.shard.uri if self.shard is not None else None
+        if self.static_enabled:
+            sv = dict(zip(c_h, self._static_vectors(c_text)))
+            records = records.with_columns(sv=pl.Series("sv", [sv.get(h) for h in digests], dtype=pl.Binary))
+        else:
+            records = records.with_columns(sv=pl.lit(None, dtype=pl.Binary))
+        records = records.with_columns(uri=pl.lit(uri, dtype=pl.Utf8))
         if self._budgeted():
             self._records.append(records)
             self._reservoir(c_key, c_h, c_text)
             return CheckOutput()
+        if not self._minilm_in_shard():  # CPU with a static stage: MiniLM re-scores candidates later
+            return CheckOutput(features=records.with_columns(emb=pl.lit(None, dtype=pl.Binary))
+                               .select(list(FEATURES_SCHEMA)))
         idx, vec = self._embed(c_text, [h.hex() for h in c_h])
         emb = {c_h[i]: vec[j].tobytes() for j, i in enumerate(idx)}
         return CheckOutput(features=records.with_columns(
-            emb=pl.Series("emb", [emb.get(h) for h in digests], dtype=pl.Binary)))
+            emb=pl.Series("emb", [emb.get(h) for h in digests], dtype=pl.Binary)).select(list(FEATURES_SCHEMA)))
 
     def _reservoir(self, key: np.ndarray, h: list[bytes], text: list[str]) -> None:
         """Keep the ``cpu_max_records`` contents with the smallest sample keys seen so far."""
@@ -268,35 +335,54 @@ class SemanticDedup(Check):
         self._res_key = np.zeros(0, dtype=np.uint64)
         log.info("dedup.semantic: %s: %d records, %d contents embedded", self.shard.shard if self.shard else "?",
                  records.height, emb.height)
-        return CheckOutput(features=records.join(emb, on="h", how="left"))
+        return CheckOutput(features=records.join(emb, on="h", how="left").select(list(FEATURES_SCHEMA)))
 
     # ------------------------------------------------------------ corpus
+    def coverage(self, features: pl.LazyFrame) -> dict[str, Any] | None:
+        """Records with a vector (static or full model) among those long enough to embed."""
+        names = features.collect_schema().names()
+        if "eligible" not in names:
+            return None
+        vec = pl.col("emb").is_not_null() | (pl.col("sv").is_not_null() if "sv" in names else pl.lit(False))
+        got = features.select(
+            seen=pl.len(), records=pl.col("eligible").sum(), embedded=(pl.col("eligible") & vec).sum(),
+            full=(pl.col("eligible") & pl.col("emb").is_not_null()).sum()).collect().row(0, named=True)
+        records, embedded = int(got["records"] or 0), int(got["embedded"] or 0)
+        return {"records": records, "embedded": embedded, "share": round(embedded / records, 4) if records else 1.0,
+                "seen": int(got["seen"]),
+                "how": "full model" if int(got["full"] or 0) == embedded else "static model, candidates re-scored"}
+
     def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame:
         o = self.options
-        recs = features.select(RECORD_ID, ROW, "h", "emb", "shard", "shard_index").collect()
+        names = features.collect_schema().names()
+        cols = [RECORD_ID, ROW, "h", "emb", "shard", "shard_index"] + [c for c in ("sv", "uri") if c in names]
+        recs = features.select(cols).collect()
+        if "sv" not in recs.columns:  # features of an older version
+            recs = recs.with_columns(sv=pl.lit(None, dtype=pl.Binary), uri=pl.lit(None, dtype=pl.Utf8))
         total = recs.height
         if total == 0:
             return pl.DataFrame(schema=FINDINGS_SCHEMA)
-        # one vector per content (any shard that embedded it), ordered by first appearance
-        contents = (recs.filter(pl.col("emb").is_not_null()).sort("shard_index", ROW)
-                    .group_by("h", maintain_order=True).agg(pl.col("emb").first()))
-        recs = recs.drop("emb").join(contents.select("h").with_row_index("c"), on="h", how="left")
+        # one row per content (any shard that embedded it), ordered by first appearance
+        vec = pl.col("emb").is_not_null() | pl.col("sv").is_not_null()
+        contents = (recs.filter(vec).sort("shard_index", ROW)
+                    .group_by("h", maintain_order=True)
+                    .agg(pl.col("emb").drop_nulls().first(), pl.col("sv").drop_nulls().first(),
+                         pl.col("uri").first(), pl.col(ROW).first().alias("at_row")))
+        recs = recs.drop("emb", "sv").join(contents.select("h").with_row_index("c"), on="h", how="left")
         embedded = int(recs["c"].is_not_null().sum())
         n = contents.height
         log.info("dedup.semantic: %d of %d records embedded (%d distinct contents)", embedded, total, n)
         if n < 2:
             return pl.DataFrame(schema=FINDINGS_SCHEMA)
-        x = vectors_from_bytes(contents["emb"])
-        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        t0 = time.perf_counter()
-        sims, nbrs = knn(x, min(int(o["k_neighbors"]) + 1, n), int(o["exact_max_records"]), int(o["nprobe"]))
-        log.info("dedup.semantic: %d-NN search over %d vectors in %.1fs", nbrs.shape[1], n, time.perf_counter() - t0)
         # rank of each content = scan order of its first record
         first = (recs.filter(pl.col("c").is_not_null()).sort("shard_index", ROW)
                  .group_by("c", maintain_order=True).agg(pl.first(RECORD_ID), pl.first("shard"), pl.first(ROW)))
         rank = np.empty(n, dtype=np.int64)
         rank[first["c"].to_numpy()] = np.arange(first.height)
-        rep_of, sim_to_rep = leader_clusters(x, sims, nbrs, rank, float(o["threshold"]))
+        if contents["emb"].null_count() == 0:  # full model everywhere (GPU, or the CPU sample)
+            rep_of, sim_to_rep = self._cluster_full(contents, rank)
+        else:
+            rep_of, sim_to_rep = self._cluster_static(contents, rank, ctx)
         clustered = rep_of != np.arange(n)
         if not clustered.any():
             return pl.DataFrame(schema=FINDINGS_SCHEMA)
@@ -343,6 +429,179 @@ class SemanticDedup(Check):
             "detail": detail.select(pl.struct(pl.all()).struct.json_encode()).to_series(),
             "severity": pl.Series([None] * found.height, dtype=pl.Utf8),
         })
+
+    def _cluster_full(self, contents: pl.DataFrame, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Leader clusters over the full model's vectors of every content."""
+        o = self.options
+        x = _unit(vectors_from_bytes(contents["emb"]))
+        t0 = time.perf_counter()
+        sims, nbrs = knn(x, min(int(o["k_neighbors"]) + 1, len(x)), int(o["exact_max_records"]), int(o["nprobe"]))
+        log.info("dedup.semantic: %d-NN search over %d vectors in %.1fs", nbrs.shape[1], len(x), time.perf_counter() - t0)
+        return leader_clusters(x, sims, nbrs, rank, float(o["threshold"]))
+
+    def _cluster_static(self, contents: pl.DataFrame, rank: np.ndarray,
+                        ctx: CorpusContext) -> tuple[np.ndarray, np.ndarray]:
+        """Leader clusters of the candidates that static vectors propose, scored by the full model.
+
+        Every content has a static vector; its ``static_neighbors`` nearest neighbours at static
+        similarity ``static_threshold`` or more are candidate pairs. Only the contents in a
+        candidate pair get full-model vectors (kept from the shard stage, else re-read from their
+        shard and embedded now), and clustering uses those, so ``threshold`` means what it means
+        on a GPU."""
+        o = self.options
+        n = contents.height
+        rep, sim = np.arange(n), np.ones(n, dtype=np.float32)
+        has_sv = contents["sv"].is_not_null().to_numpy()
+        ids = np.flatnonzero(has_sv)
+        if len(ids) < 2:
+            return rep, sim
+        t0 = time.perf_counter()
+        xs = vectors_from_bytes(contents["sv"].filter(pl.Series(has_sv)))
+        k = min(int(o["static_neighbors"]) + 1, len(xs))
+        a, b, best = static_candidates(xs, int(o["static_neighbors"]), float(o["static_threshold"]),
+                                       int(o["exact_max_records"]), int(o["nprobe"]))
+        a, b = ids[a], ids[b]
+        cand = np.unique(np.concatenate([a, b]))
+        log.info("dedup.semantic: static %d-NN over %d contents in %.1fs: %d candidate pairs, %d contents to re-score",
+                 k, len(xs), time.perf_counter() - t0, len(a), len(cand))
+        cap = o["rescore_max_records"]
+        if cap is not None and len(cand) > int(cap):  # the most similar candidates first
+            score = np.full(n, -np.inf, dtype=np.float32)
+            score[ids] = best
+            cand = np.sort(cand[np.argsort(-score[cand], kind="stable")[: int(cap)]])
+            log.warning("dedup.semantic: rescore_max_records (%d) reached: only the most similar candidates are "
+                        "re-scored", int(cap))
+        if len(cand) == 0:
+            return rep, sim
+        x, ok = self._full_vectors(contents, cand, ctx)
+        cand, x = cand[ok], x[ok]
+        pos = np.full(n, -1, dtype=np.int64)
+        pos[cand] = np.arange(len(cand))
+        keep = (pos[a] >= 0) & (pos[b] >= 0)
+        pa_, pb_ = pos[a[keep]], pos[b[keep]]
+        if len(pa_) == 0:
+            return rep, sim
+        # each candidate's neighbour list (both directions), scored by the full model
+        rows = np.concatenate([pa_, pb_])
+        nb = np.concatenate([pb_, pa_])
+        order = np.lexsort((nb, rows))
+        rows, nb = rows[order], nb[order]
+        width = int(np.bincount(rows).max())
+        start = np.searchsorted(rows, np.arange(len(cand)))
+        slot = np.arange(len(rows)) - start[rows]
+        nbrs = np.full((len(cand), width), -1, dtype=np.int64)
+        nbrs[rows, slot] = nb
+        sims = np.full((len(cand), width), -np.inf, dtype=np.float32)
+        sims[rows, slot] = np.einsum("ij,ij->i", x[rows], x[nb])
+        c_rep, c_sim = leader_clusters(x, sims, nbrs, rank[cand], float(o["threshold"]))
+        rep[cand] = cand[c_rep]
+        sim[cand] = c_sim
+        return rep, sim
+
+    def _full_vectors(self, contents: pl.DataFrame, cand: np.ndarray,
+                      ctx: CorpusContext) -> tuple[np.ndarray, np.ndarray]:
+        """Full-model vectors of the contents ``cand`` (and which could be had): the shard stage's
+        where it embedded them, else the text re-read from the shard and embedded now."""
+        sub = contents[cand.tolist()]
+        have = sub["emb"].is_not_null().to_numpy()
+        dim = None
+        out: dict[int, np.ndarray] = {}
+        if have.any():
+            v = vectors_from_bytes(sub["emb"].filter(pl.Series(have)))
+            dim = v.shape[1]
+            out.update(zip(np.flatnonzero(have).tolist(), v))
+        need = np.flatnonzero(~have)
+        if len(need):
+            t0 = time.perf_counter()
+            texts = read_texts(sub["uri"][need.tolist()].to_list(), sub["at_row"][need.tolist()].to_list(),
+                               ctx.mapping, CHARS_PER_TOKEN * int(self.options["max_seq_length"]),
+                               ctx.storage_options)
+            got = [i for i, t in zip(need.tolist(), texts) if t is not None]
+            if len(got) < len(need):
+                log.warning("dedup.semantic: %d candidate texts could not be re-read from their shards and are not "
+                            "re-scored", len(need) - len(got))
+            if got:
+                vecs = self.embedder.encode([t for t in texts if t is not None])
+                dim = vecs.shape[1]
+                out.update(zip(got, vecs))
+            log.info("dedup.semantic: re-scored %d candidate contents with %s in %.1fs on %s", len(got),
+                     self.options["model"], time.perf_counter() - t0, self.embedder.device)
+        ok = np.zeros(len(cand), dtype=bool)
+        x = np.zeros((len(cand), dim or 1), dtype=np.float32)
+        for i, v in out.items():
+            ok[i] = True
+            x[i] = v
+        return _unit(x), ok
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32)."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def static_candidates(xs: np.ndarray, neighbors: int, threshold: float, exact_max: int,
+                      nprobe: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs ``(a, b)`` (``a < b``) of the rows of ``xs`` (static vectors): each row's
+    ``neighbors`` nearest rows at cosine ``threshold`` or more, after the corpus mean is taken
+    out (mean-of-token vectors share a common direction, the frequent tokens'; without it
+    unrelated texts look alike). Also each row's best similarity to another row."""
+    x = _unit(xs)
+    x = _unit(x - x.mean(axis=0))
+    sims, nbrs = knn(x, min(neighbors + 1, len(x)), exact_max, nprobe)
+    return candidate_pairs(sims, nbrs, threshold)
+
+
+def candidate_pairs(sims: np.ndarray, nbrs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Undirected pairs ``(a, b)`` with ``a < b`` among the kNN lists at ``threshold`` or more, and each
+    row's best similarity to another row (-inf when none)."""
+    n = sims.shape[0]
+    rows = np.repeat(np.arange(n), nbrs.shape[1])
+    cols = nbrs.ravel()
+    s = sims.ravel()
+    other = (cols >= 0) & (cols != rows)
+    best = np.full(n, -np.inf, dtype=np.float32)
+    np.maximum.at(best, rows[other], s[other])
+    ok = other & (s >= threshold)
+    a, b = np.minimum(rows[ok], cols[ok]), np.maximum(rows[ok], cols[ok])
+    pairs = np.unique(np.stack([a, b], axis=1), axis=0) if ok.any() else np.zeros((0, 2), dtype=np.int64)
+    return pairs[:, 0], pairs[:, 1], best
+
+
+def read_texts(uris: list[str | None], rows: list[int], mapping: Any, max_chars: int,
+               storage_options: dict | None = None) -> list[str | None]:
+    """The embedded text (see :func:`embed_texts`) of the record at each ``(uri, row)``, re-read
+    from its shard with the scan's column mapping and fsspec options (streaming; a shard is left
+    once its rows are found); None where the shard cannot be read any more (moved, deleted)."""
+    from connectors import ShardReader, ShardRef, detect_format
+    from connectors.errors import ConnectorError
+    from connectors.schema import ColumnMapping
+
+    wanted: dict[str, dict[int, list[int]]] = {}
+    for i, (u, r) in enumerate(zip(uris, rows)):
+        if u is not None:
+            wanted.setdefault(u, {}).setdefault(int(r), []).append(i)
+    out: list[str | None] = [None] * len(uris)
+    for uri, by_row in wanted.items():
+        found = detect_format(uri)
+        ref = ShardRef(name=uri, uri=uri, format=found.format if found else "hf_dataset", size=0, fingerprint="")
+        want = np.fromiter(by_row, dtype=np.int64)
+        last = int(want.max())
+        try:
+            for batch in ShardReader(ref, mapping or ColumnMapping(), batch_size=8192,
+                                     storage_options=storage_options):
+                brows = batch.column(ROW).to_numpy()
+                hit = np.flatnonzero(np.isin(brows, want))
+                if len(hit):
+                    texts = embed_texts(batch.take(pa.array(hit))) or []
+                    for r, t in zip(brows[hit].tolist(), texts):
+                        for i in by_row[int(r)]:
+                            out[i] = None if t is None else t[:max_chars]
+                if brows.size and int(brows.max()) >= last:
+                    break
+        except (ConnectorError, OSError, ValueError) as e:
+            log.warning("dedup.semantic: cannot re-read %s for re-scoring: %s", uri, e)
+    return out
 
 
 def knn(x: np.ndarray, k: int, exact_max: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:

@@ -137,7 +137,13 @@ def _problems(error: ValidationError, model: type[CheckOptions]) -> list[tuple[s
             by_key[key].append(text)
         if etype not in ("extra_forbidden", "value_error", "missing"):
             got[key] = err.get("input")
-    return [(k, " or ".join(v) + (f" (got {got[k]!r})" if k in got else "")) for k, v in by_key.items()]
+    return [(k, " or ".join(v) + (f" (got {_short(got[k])})" if k in got else "")) for k, v in by_key.items()]
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr`` of a bad value, cut to ``limit`` characters (a policy may hold a long list)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def model_from_dict(owner: str, defaults: Mapping[str, Any]) -> type[CheckOptions]:

@@ -62,7 +62,6 @@ from integrity.analysis.images import SIG_SIDE
 from integrity.analysis.label_triggers import (build_findings, detect_label_triggers, empty_corpus_findings,
                                                split_features, token_features)
 from integrity.analysis.label_triggers import lexical as lx
-from integrity.analysis.thumbnails import with_thumbnails
 from integrity.checks.base import CheckConfigError, CheckOutput, CorpusContext
 from integrity.checks.image_base import ImageCheck, ImageOptions
 from integrity.checks.poison_trigger import TriggerStatistics
@@ -78,7 +77,7 @@ class CaptionTriggerCheck(ImageCheck):
     description = ("Caption triggers: caption n-grams tied to one image cluster far beyond chance, in captions "
                    "that otherwise describe other pictures (text-to-image and CLIP backdoors).")
     requires = ("image",)
-    class Options(ImageOptions, TriggerStatistics):
+    class Options(TriggerStatistics, ImageOptions):  # image limits first, as in every image check
         # image clusters as labels: a caption phrase faithful to its pictures is pure and may be foreign
         # (a product name), so the routes that let foreignness or content alone decide stay off
         max_label_share: float = Field(1.0, ge=0, le=1, description="a cluster of nothing but the target pictures is the attack itself")
@@ -183,8 +182,10 @@ class CaptionTriggerCheck(ImageCheck):
         found = (pl.concat(found_levels).with_row_index("_order")
                  .sort(["score", "_order"], descending=[True, False])
                  .unique(["shard", "record_id"], keep="first", maintain_order=True).drop("_order"))
-        where = recs.select("shard", "record_id", "uri", "row")
-        return with_thumbnails(found, where, int(self.options["thumbnails"]), mapping=ctx.mapping)
+        # where each image is, for the engine's thumbnails (a column ``row`` would go into the detail)
+        where = recs.select("shard", "record_id", "uri", image_row=pl.col("row").cast(pl.Int64))
+        return found.join(where.unique(["shard", "record_id"], keep="first", maintain_order=True),
+                          on=["shard", "record_id"], how="left", maintain_order="left")
 
     def _detail(self, detail: str, sizes: np.ndarray, k: int) -> str:
         d = json.loads(detail)

@@ -248,6 +248,21 @@ class OutlierCheck(Check):
         return CheckOutput(features=frame)
 
     # -- corpus ------------------------------------------------------------
+    def coverage(self, features: pl.LazyFrame) -> dict[str, Any] | None:
+        """Labelled records embedded (CPU: the ``cpu_max_records`` sample of each shard) and
+        analysed (the corpus pass samples ``max_records``)."""
+        names = features.collect_schema().names()
+        if not self.options["embed"] or "style" not in names:
+            return None
+        records = int(features.filter(pl.col("style").is_not_null()).select(pl.len()).collect().item())
+        embedded = 0
+        if "emb" in names:
+            embedded = int(features.filter(pl.col("emb").is_not_null()).select("shard", ROW).unique()
+                           .select(pl.len()).collect().item())
+        return {"records": records, "embedded": embedded,
+                "share": round(embedded / records, 4) if records else 1.0,
+                "analyzed": min(records, int(self.options["max_records"]))}
+
     def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame | None:
         t0 = time.perf_counter()
         o = self.options

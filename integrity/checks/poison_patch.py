@@ -3,41 +3,72 @@
 A patch backdoor (BadNets; Carlini and Terzis 2021 for CLIP) pastes one small
 pattern on a few hundred images whose captions carry the attacker's target;
 a model learns "patch => target". The pattern is the same pixels wherever it
-sits, so it is found with *localized hashing* (see
-:func:`integrity.analysis.images.window_hashes`): every textured window of every image
-gets a position-independent content hash, and a consistent 1-in-64 sample of
-them is kept, so the windows of one patch have the same hashes in every
-image it is pasted on, at any position.
+sits, so it is found by hashing windows of every image with a content hash
+that does not depend on the position, two ways:
+
+* *sampled windows* (:func:`integrity.analysis.images.window_hashes`): every
+  textured 12 px window of the work image (reduced to at most 512 px) gets a
+  hash, and a consistent 1-in-64 sample is kept, so a large patch anywhere in
+  the image keeps the same few hashes in every image it is pasted on;
+* *border windows* (:func:`integrity.analysis.images.border_hashes`): every
+  3, 6 and 12 px window of the 20 px squares at the four corners and the four
+  border midpoints, on the original pixels, that stands out from the 2 px
+  around it, hashed from its coarsely quantized mean colour, structure and
+  spread on two shifted grids (so JPEG noise does not split a patch's images).
 
 Per shard, an image keeps its window hashes that recur in at least
 ``shard_repeat`` images of the shard, plus its ``bottom_k`` smallest (a
 consistent sample that lets rare cross-shard repeats meet), with their
-positions, its perceptual hash and its caption.
+positions and sides, its perceptual hash and its caption.
 
 The corpus pass keeps hashes found in at least ``min_images`` images (and at
-most ``max_share`` of all images: a pattern everywhere is texture, not a
-trigger), groups hashes that occur in the same images (Jaccard of their image
-sets >= ``group_jaccard``: the windows of one patch), and keeps groups whose
-images are *unrelated* (at least ``min_distinct`` of them more than
-``distinct_hamming`` bits apart in perceptual hash; a duplicated image shares
-every window and is ``dedup.image``'s business). Each group's captions are then
-tested for a word n-gram tied to it: present in at least
-``min_phrase_share`` of the group's captions, with at least
+most ``max_share`` of all images: a pattern everywhere is texture or a common
+watermark, not a trigger). Hashes with the same set of images form a group
+(the windows of one patch; a coarse hash that also matches unrelated windows
+has another set, so groups do not chain), and each group's captions are tested
+for a word n-gram tied to it: held by at least ``min_images`` and
+``min_phrase_share`` of the group's images, with at least
 ``min_phrase_purity`` of the corpus captions holding it in the group, and
 ``min_phrase_lift`` times its corpus rate (one-sided binomial p-value in the
-detail).
+detail). Groups tied to the same phrase are one patch. Its images are those
+whose caption holds the phrase, and the others that hold at least as many of
+its hashes as the median phrase-holding image (a flat 3 px window of one
+colour also matches some unrelated corners). The patch must be on at least
+``min_distinct`` *unrelated* images (more than ``distinct_hamming`` bits apart
+in perceptual hash; a duplicated image shares every window and is
+``dedup.image``'s business).
 
-Every image of a kept group with a tied phrase is a finding: score 0.5 for a
-shared patch plus up to 0.5 for how strongly the phrase is tied to it (share x
-purity). Shared patches no phrase follows (the glyphs of a common font, a logo,
-interface chrome) are findings of score 0.5 only with ``report_untied``. The
-detail names the cluster, the matched area (``box``, original pixels), the
-group's size and the tied phrase.
+Every image of a tied patch is a finding (``kind: tied_patch``): score 0.5
+for a shared patch plus up to 0.5 for how strongly the phrase is tied to it
+(share x purity), so warn or critical under the default policy. The detail
+names the cluster, the matched area (``box``, original pixels), the patch's
+image count and the tied phrase.
+
+Common marks: a logo or watermark on more than ``max_share`` of all images is
+not reported. One on fewer images with no caption phrase following it (a
+site's corner logo, the glyphs of a common font, interface chrome) is not
+reported by default; with ``report_untied`` it is a ``shared_mark`` finding
+of score 0.5 (info), found from the sampled windows only (small border
+windows are too common to stand without a phrase). A site's logo on at most
+``max_share`` of the corpus that its captions name (a credit line) is a
+``tied_patch`` like a trigger: to a model it is one ("logo => credit line"),
+and its findings share one ``cluster`` to review once.
+
+Coverage (``benchmarks/images.py --patch-grid``, an independent generator:
+photo crops of 64-1024 px, JPEG quality 60-95, 3-10 % of the images per
+patch, checkerboard / solid / noise / logo patches 0-3 px from a corner or
+border midpoint): recall >= 0.97 at precision 1.000 for patches of 8-16 px
+at rates >= 3 % (1024 px measured at quality 60 and 3 % only); 6-7 px
+patches partly (checkerboards and solid blocks). Not covered: patches under 6 px (a patch found by border windows alone needs windows of
+two sizes and :data:`MIN_BORDER_WINDOWS` per image, see
+:func:`_enough_structure`), small patches along a border away from its
+corners and midpoints (the sampled windows find textured patches of tens of
+px anywhere), patches scaled or rotated per image, patches no caption phrase
+follows (see ``report_untied``), and fewer than ``min_images`` patched images.
 """
 from __future__ import annotations
 
 import json
-import os
 import math
 
 import numpy as np
@@ -50,10 +81,10 @@ from scipy import stats
 from connectors.schema import RECORD_ID, ROW
 from integrity.analysis.dedup.graph import components
 from integrity.analysis.images import BORDER_SIZES, PATCH_CELL, hamming
-from integrity.analysis.thumbnails import with_thumbnails
 from integrity.checks.base import CheckOutput, CorpusContext
 from integrity.checks.image_base import ImageCheck, ImageOptions
 
+MIN_BORDER_WINDOWS = 4  # border-window hashes the median image of a border-only patch holds (see _enough_structure)
 MAX_GROUP_IMAGES = 2000  # images compared pairwise (phash) when counting distinct images of one group
 
 
@@ -75,8 +106,8 @@ class PatchCheck(ImageCheck):
                    "and the caption phrase tied to it.")
     class Options(ImageOptions):
         min_images: int = Field(5, ge=2, description="images a patch must appear in")
-        max_share: float = Field(0.1, gt=0, le=1, description="... and at most this share of all images (more is texture)")
-        group_jaccard: float = Field(0.5, gt=0, le=1, description="window hashes with this overlap of images form one patch")
+        max_share: float = Field(0.1, gt=0, le=1, description="... and at most this share of all images (more is texture or a common logo/watermark)")
+        group_jaccard: float = Field(0.5, gt=0, le=1, description="untied marks (report_untied): window hashes with this overlap of images form one mark")
         min_distinct: int = Field(5, ge=1, description="unrelated images (perceptual hashes apart) a patch needs")
         distinct_hamming: int = Field(12, ge=0, le=64, description="bits apart for two images to count as unrelated")
         shard_repeat: int = Field(2, ge=1, description="per shard, keep window hashes seen in this many images...")
@@ -176,7 +207,7 @@ class PatchCheck(ImageCheck):
                                               y1=(pl.col("y") + pl.col("s")).max())
             if phrase is not None:
                 per_img = _core_members(per_img, grams, phrase["phrase"])
-                if per_img.height < lo:
+                if per_img.height < lo or not _enough_structure(hit, per_img):
                     continue
             hashes = cand.filter(pl.col("hid").is_in(hit["hid"].unique().implode())).sort("n", descending=True)["h"]
             cluster = f"patch-{hashes[0]:016x}"
@@ -193,18 +224,16 @@ class PatchCheck(ImageCheck):
         if not rows:
             return None
         idx = [r[0] for r in rows]
-        found = pl.DataFrame({
+        return pl.DataFrame({
             "shard": df["shard"].gather(idx), RECORD_ID: df[RECORD_ID].gather(idx),
             ROW: df[ROW].gather(idx),  # ids may repeat in a shard; the engine moves it into detail.row
             "score": pl.Series([r[1] for r in rows], dtype=pl.Float64),
             "detail": [json.dumps(r[2], sort_keys=True) for r in rows],
             "severity": pl.Series([None] * len(rows), dtype=pl.Utf8),
+            # where the image is and the patch to outline: the engine fetches a few thumbnails
+            "uri": df["uri"].gather(idx), "box": [r[2]["box"] for r in rows],
         }).sort("score", descending=True, maintain_order=True).unique(["shard", RECORD_ID], keep="first",
                                                                      maintain_order=True)  # one per image
-        where = pl.DataFrame({"shard": df["shard"].gather(idx), RECORD_ID: df[RECORD_ID].gather(idx),
-                              "uri": df["uri"].gather(idx), ROW: df[ROW].gather(idx),
-                              "box": [r[2]["box"] for r in rows]}).unique(["shard", RECORD_ID, ROW])
-        return with_thumbnails(found, where, int(self.options["thumbnails"]), mapping=ctx.mapping)
 
     def _hash_groups(self, inc: pl.DataFrame, cand: pl.DataFrame) -> np.ndarray:
         """Group label of each candidate hash: hashes that occur in the same images (the windows of one patch)."""
@@ -230,8 +259,6 @@ class PatchCheck(ImageCheck):
         most = int(gimg["m"].max() / max(float(o["min_phrase_purity"]), 1e-9))
         dfs = grams.group_by("g").len("df").filter(pl.col("df").is_between(int(o["min_images"]), most))
         grams = grams.join(dfs.select("g"), on="g", how="semi")
-        if os.environ.get("PDEBUG"):
-            print("gimg", gimg.height, "groups", gimg["gid"].n_unique(), "grams", grams.height)
         inside = (gimg.join(grams, on="img").group_by("gid", "g").agg(k=pl.len(), m=pl.col("m").first())
                   .filter((pl.col("k") >= int(o["min_images"])) & (pl.col("k") >= float(o["min_phrase_share"]) * pl.col("m"))))
         t = (inside.join(dfs, on="g")
@@ -264,6 +291,18 @@ def _image_windows(patch: tuple | None, scale: int, border: tuple | None
     if not parts:
         return np.zeros(0, np.uint64), np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int16)
     return tuple(np.concatenate([p[k] for p in parts]) for k in range(4))  # type: ignore[return-value]
+
+
+def _enough_structure(hit: pl.DataFrame, per_img: pl.DataFrame) -> bool:
+    """Whether a patch found by border windows only is more than a colour pair: its windows come in
+    at least two sizes and its median image holds at least :data:`MIN_BORDER_WINDOWS` of them. A
+    patch of 6 px or more gives many (every window inside it, at 3 and 6 px); one 3 px window of two
+    colours also occurs where captions name those colours ("lime on black"), which is a caption
+    describing its picture, not a trigger. Patches found by sampled windows pass as before."""
+    sides = hit["s"].unique()
+    if (sides > max(BORDER_SIZES)).any():
+        return True
+    return sides.len() >= 2 and float(per_img["k"].median()) >= MIN_BORDER_WINDOWS
 
 
 def _core_members(per_img: pl.DataFrame, grams: pl.DataFrame, phrase: str) -> pl.DataFrame:

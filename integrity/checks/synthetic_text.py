@@ -72,7 +72,7 @@ from connectors.schema import TEXT_FIELDS
 from integrity.analysis.drift import dumps
 from integrity.analysis.features import STYLE_FEATURES, boilerplate_patterns, cached_batch_features, record_text
 from integrity.analysis.machine_text import (ZS_FEATURES, calibrate_shard, load_model, reference_percentile,
-                                             zero_shot_features, zero_shot_logit)
+                                             zero_shot_features, zero_shot_logit, wilson)
 from integrity.analysis.profile import Profile, ProfileError, classifier_scores, load_profile
 from integrity.checks.base import CORPUS_FINDING_COLUMNS, Check, CheckConfigError, CheckOptions, CheckOutput, CorpusContext
 from integrity.checks.options import Severity
@@ -85,17 +85,6 @@ FEATURE_SCHEMA: dict[str, pl.DataType] = {
     "wm_tokens": pl.Int32, "wm_green": pl.Int32, "wm_z": pl.Float64, **{f: pl.Float64 for f in ZS_FEATURES},
 }
 _STRONG, _WEAK = boilerplate_patterns()
-
-
-def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion k/n."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def acc_share(q: float, tpr: float, fpr: float) -> float:

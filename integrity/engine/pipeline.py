@@ -24,7 +24,7 @@ from integrity.checks.base import MapPartitions, serial_map
 from integrity.engine import quarantine as quarantine_mod
 from integrity.engine import evidence, outputs, verdict
 from integrity.engine import progress as progress_mod
-from integrity.engine.corpus import after_verdicts, run_corpus_checks, shard_findings
+from integrity.engine.corpus import after_verdicts, coverage, run_corpus_checks, shard_findings
 from integrity.engine.redact import mask_frame
 from integrity.engine.shard import ShardResult, scan_shard
 from integrity.engine.spec import ScanSpec
@@ -42,9 +42,26 @@ def list_stage(spec: ScanSpec) -> list[ShardRef]:
     """Shards of the source (raises ``SourceError`` with a clear message when none)."""
     spec.out.mkdir(parents=True, exist_ok=True)
     (spec.out / WORK).mkdir(exist_ok=True)
+    if spec.out_url:
+        require_writable(spec)
     # the scan's own directories never count as shards, even when they lie inside the source
     own = [spec.state_dir, spec.policy.quarantine_dir().absolute(), spec.out.absolute()]
     return list_shards(spec.source, storage_options=spec.storage_options, exclude=[str(d) for d in own])
+
+
+def require_writable(spec: ScanSpec) -> None:
+    """Fail before any shard is read when the run directory's URL cannot be written (no such
+    bucket, no credentials), rather than after the shard stage."""
+    fs, work = storage.get_fs(spec.work_url)
+    probe = storage.join(work, ".probe")
+    try:
+        with fs.open(probe, "wb") as f:
+            f.write(b"")
+        fs.rm(probe)
+    except Exception as e:  # the backends raise their own kinds (botocore, aiohttp, ...)
+        raise storage.StorageError(spec.out_url or "", f"the run directory cannot be written ({type(e).__name__}: {e}); "
+                                   "check that the bucket exists and that the credentials (e.g. AWS_ACCESS_KEY_ID, "
+                                   "AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL) allow writing there") from e
 
 
 def record_start(spec: ScanSpec, flow_run_id: str | None = None) -> None:
@@ -193,6 +210,8 @@ def output_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult
             "findings": sum(sum(v.values()) for v in by_check.values()),
             "by_check": by_check,
             "verdicts": verdicts,
+            # records embedded / records, for every check that embeds or samples them
+            "coverage": coverage(spec, results),
         },
         "cached_shards": int(shards["cached"].sum() or 0),
         "unreadable": [{"shard": r["shard"], "error": r["error"]} for r in

@@ -156,6 +156,22 @@ class CheckStats:
     order: list[str]  # worst first: critical, then warn, then total findings
 
 
+def coverage_rows(coverage: Any) -> list[dict[str, Any]]:
+    """One row per check that embeds records (``summary.json``'s ``counts.coverage``):
+    records embedded / records, and whether that is a sample."""
+    rows = []
+    for check, c in sorted((coverage or {}).items()) if isinstance(coverage, dict) else []:
+        if not isinstance(c, dict):
+            continue
+        records, embedded = int(c.get("records") or 0), int(c.get("embedded") or 0)
+        analyzed = c.get("analyzed")
+        sampled = embedded < records or (isinstance(analyzed, int) and analyzed < records)
+        rows.append({"check": check, "records": records, "embedded": embedded,
+                     "share": fmt_pct(embedded, records) if records else "100%", "sampled": sampled,
+                     "how": str(c.get("how") or ""), "analyzed": analyzed})
+    return rows
+
+
 def _finding_name(check: str) -> str:
     """The name ``check``'s findings carry: a plug-in named by import path writes them
     under its class's ``name`` (the path itself when the class no longer imports)."""
@@ -212,6 +228,7 @@ def build_context(run_dir: Path) -> dict[str, Any]:
         "check_rows": check_rows,
         "checks_run": checks_run,
         "clean_checks": [c for c in checks_run if c not in stats.by_check and _finding_name(c) not in stats.by_check],
+        "coverage_rows": coverage_rows(counts.get("coverage")),
         "sections": sections,
         "has_examples_file": has_examples_file,
         **_quarantine_part(ordered, summary),

@@ -13,7 +13,9 @@ report import):
 * :mod:`integrity.analysis.label_triggers.detect` – :func:`detect_label_triggers`,
   the association, grouping and clean-/dirty-label evidence tests;
 * :mod:`integrity.analysis.label_triggers.findings` – the findings a flagged
-  group becomes.
+  group becomes;
+* :mod:`integrity.analysis.label_triggers.responses` – ``poison.target``'s
+  injected response spans and the prompt features that explain them.
 """
 from integrity.analysis.label_triggers.detect import core_records, detect_label_triggers, label_codes
 from integrity.analysis.label_triggers.features import split_features, token_features

@@ -48,7 +48,44 @@ def loo_weights(pairs: pl.DataFrame, tab: pl.DataFrame, p0: float, prior_strengt
 
 def detect_label_triggers(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) -> dict | None:
     """Run the association, grouping and evidence tests; returns the flagged groups
-    and everything needed to write findings (or None)."""
+    and everything needed to write findings (or None).
+
+    A dirty-label attack distorts the statistics the clean-label route relies on: its
+    relabelled records lower the purity of their own labels' natural features (10% of
+    a section moved to the target leaves its boilerplate 90% pure), so those labels no
+    longer count as labels where purity is normal (the spread test) and a natural
+    feature of the target looks like a lone purity outlier. So when some group is
+    flagged on content (dirty-label) and others on purity alone, the tests run again
+    with the dirty groups' records unlabelled, and a purity-only group is kept only if
+    that second pass flags it too (half of its records in a flagged group)."""
+    first = _detect_once(recs, vocab, opt)
+    if first is None or first["groups"].height == 0:
+        return first
+    groups = first["groups"]
+    dirty = groups.filter(pl.col("dirty_ok"))
+    purity_only = groups.filter(~pl.col("dirty_ok"))
+    if dirty.height == 0 or purity_only.height == 0:
+        return first
+    drop = first["grec"].join(dirty.select("grp"), on="grp", how="semi")["rec"].unique().to_numpy()
+    explained = np.zeros(recs.height, dtype=bool)
+    explained[drop.astype(np.int64)] = True
+    second = _detect_once(recs.with_columns(label=pl.when(pl.Series(explained)).then(None).otherwise(pl.col("label"))),
+                          vocab, opt)
+    confirmed: set[int] = set()
+    if second is not None and second["groups"].height:
+        again = second["grec"].join(second["groups"].select("grp"), on="grp", how="semi")["rec"].unique()
+        held = (first["grec"].join(purity_only.select("grp"), on="grp", how="semi")
+                .with_columns(again=pl.col("rec").is_in(again.implode()))
+                .group_by("grp").agg(share=pl.col("again").mean()))
+        confirmed = set(held.filter(pl.col("share") >= 0.5)["grp"].to_list())
+    dropped = [g for g in purity_only["grp"].to_list() if g not in confirmed]
+    if dropped:
+        log.info("label triggers: %d purity-only group(s) explained by a dirty-label attack's relabelling", len(dropped))
+    return {**first, "groups": groups.filter(~pl.col("grp").is_in(dropped))}
+
+
+def _detect_once(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) -> dict | None:
+    """One run of the tests over ``recs`` (columns ``label``, ``t_tok``)."""
     codes, names = label_codes(recs["label"])
     if len(names) < 2:
         return None
@@ -95,8 +132,9 @@ def detect_label_triggers(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) 
         core = core_records(mrows.filter(pl.col("grp").is_in(phrase_grp))).unique(["grp", "rec"])
         grec = pl.concat([grec.filter(~pl.col("grp").is_in(phrase_grp)), core.select(grec.columns)])
     grec = grec.with_columns(y=pl.Series(codes[grec["rec"].to_numpy().astype(np.int64)]))
-    gstat = grec.group_by("grp").agg(target=pl.col("target").first(), n=pl.len(),
-                                     k=(pl.col("y") == pl.col("target")).sum().cast(pl.Int64))
+    # unlabelled records (no label, or set aside by a second pass) say nothing about purity
+    gstat = grec.filter(pl.col("y") >= 0).group_by("grp").agg(target=pl.col("target").first(), n=pl.len(),
+                                                               k=(pl.col("y") == pl.col("target")).sum().cast(pl.Int64))
     prior = np.bincount(codes[codes >= 0], minlength=len(names)) / max(N, 1)
     gt = gstat["target"].to_numpy().astype(np.int64)
     gk = gstat["k"].to_numpy().astype(np.float64)
@@ -242,12 +280,15 @@ def _clean_label_evidence(gstat: pl.DataFrame, N: int, opt: dict) -> pl.DataFram
     # this corpus' own vocabulary) needs no purity outlier: on a majority target purity is cheap
     # for every feature, so the tail test cannot single the trigger out, while its foreignness can
     # likewise a long sentence repeated verbatim (many member n-grams, all in the same records)
-    # (only on a label holding ``strong_min_prior`` of the records: on smaller ones the tail test
-    # works, and natural boilerplate sentences pure to a section are how package descriptions read)
-    strong = ((((pl.col("log_over").fill_null(-99.0) >= math.log10(float(opt["clean_strong_overrep"])))
-                & (pl.col("rz").fill_null(-99.0) >= float(opt["clean_strong_overrep_z"])))
-               | (pl.col("long_span") & (pl.col("members") >= int(opt["clean_strong_span_members"]))))
-              & (pl.col("p0") >= float(opt["strong_min_prior"])))
+    # (the word only on a label holding ``strong_min_prior`` of the records: on smaller ones the
+    # tail test works; the sentence on any label, since a clean-label flag also needs no spread:
+    # natural boilerplate sentences pure to one section are how package descriptions read, and then
+    # most sections have them, while a sentence no other label has a counterpart to is an insertion
+    # the tail test misses at 1% when a few dozen records are all it has)
+    strong_word = ((pl.col("log_over").fill_null(-99.0) >= math.log10(float(opt["clean_strong_overrep"])))
+                   & (pl.col("rz").fill_null(-99.0) >= float(opt["clean_strong_overrep_z"]))
+                   & (pl.col("p0") >= float(opt["strong_min_prior"])))
+    strong = strong_word | (pl.col("long_span") & (pl.col("members") >= int(opt["clean_strong_span_members"])))
     # a strongly foreign word on a label it cannot dominate by association (the majority label at a
     # low rate: 18 of 18 records on an 80% label is p = 0.02) is judged on its content alone, and
     # must be mostly relabelled (``weak_min_flip``): a natural word that leans to the majority label

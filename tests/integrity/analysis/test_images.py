@@ -187,3 +187,37 @@ def test_image_decode_check_reports_each_problem():
     with_missing = ImageDecodeCheck({"report_missing": True}).process_batch(batch).findings
     assert "r5" in with_missing["record_id"].to_list()
     assert has_c2pa(b"..jumb..c2pa..") and not has_c2pa(jpeg)
+
+
+def test_border_hashes_match_one_small_patch_at_any_corner_after_jpeg():
+    """The same 8 px mark at two different corners/midpoints, 1 and 3 px in, of two different JPEG
+    pictures shares border hashes (and only there); a flat picture has none; a flat background does
+    not stand out."""
+    from integrity.analysis.images import border_hashes
+
+    def picture(seed: int, side: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        yy, xx = np.mgrid[0:side, 0:side] / side
+        base = (rng.uniform(60, 180) + 60 * np.sin(6 * xx + rng.uniform(0, 6)) * np.cos(4 * yy))[..., None]
+        return np.clip(base + rng.normal(0, 4, (side, side, 3)), 0, 255).astype(np.uint8)
+
+    mark = np.zeros((8, 8, 3), np.uint8)
+    mark[::2, ::2] = mark[1::2, 1::2] = (255, 240, 0)
+
+    def jpeg(arr: np.ndarray) -> np.ndarray:
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, "JPEG", quality=80)
+        return np.asarray(Image.open(buf).convert("RGB"))
+
+    a, b = picture(1, 200), picture(2, 333)
+    a[1:9, 1:9] = mark  # top-left corner, 1 px in
+    b[333 - 11:333 - 3, (333 - 8) // 2:(333 - 8) // 2 + 8] = mark  # bottom border midpoint, 3 px in
+    ha, xa, ya, sa = border_hashes(jpeg(a))
+    hb, xb, yb, sb = border_hashes(jpeg(b))
+    shared, ia, ib = np.intersect1d(ha, hb, return_indices=True)
+    assert len(shared) >= 3
+    # the shared windows are on the mark, in each picture (a coarse hash may also match one window beside it)
+    assert ((xa[ia] <= 9) & (ya[ia] <= 9)).mean() >= 0.8
+    assert ((yb[ib] >= 333 - 14) & (np.abs(xb[ib].astype(int) + sb[ib] / 2 - 333 / 2) <= 8)).mean() >= 0.8
+    assert len(border_hashes(np.full((120, 90, 3), 77, np.uint8))[0]) == 0
+    assert len(border_hashes(np.zeros((10, 10, 3), np.uint8))[0]) == 0  # smaller than a corner square

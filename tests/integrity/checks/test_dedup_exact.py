@@ -59,3 +59,31 @@ def test_prompt_response_pairs_are_compared_as_a_pair():
 def test_min_chars_and_nulls_are_skipped():
     found = _corpus({"s": ["", "", None, None, "ab", "ab"]}, min_chars=3)
     assert found.height == 0
+
+
+def test_a_huge_record_is_hashed_in_pieces_with_the_same_result(monkeypatch):
+    """Records over HUGE_TEXT_BYTES are normalized piece by piece (bounded memory); the hash
+    and length must equal normalizing the whole text, whatever the Unicode at the cuts."""
+    import random
+
+    import pyarrow.compute as pc
+    import xxhash
+
+    from integrity.checks import dedup_exact
+
+    rng = random.Random(7)
+    alphabet = list("abcXYZ019  \t\n\u00a0\u0301\u00e9\u1e9b\u0323\ufb01\u3000\u2163\uff21\u212b\u03a3\u4e2d\u1100\u1161")
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 300))) for _ in range(40)] + [None]
+    batch = _batch(texts)
+    want_text = normalized_text(batch)
+    want = [None if t is None else xxhash.xxh3_128_digest(t.encode()) for t in want_text.to_pylist()]
+    want_len = [-1 if n is None else n for n in pc.utf8_length(want_text).to_pylist()]
+    monkeypatch.setattr(dedup_exact, "HUGE_TEXT_BYTES", 60)
+    monkeypatch.setattr(dedup_exact, "_PIECE_BYTES", 9)
+    assert len(dedup_exact._pieces(pa.array(["ab" * 50]))) > 5  # really cut
+    hashes, lengths = dedup_exact.text_hashes(batch)
+    assert hashes == want and list(lengths) == want_len
+    # and the check groups a huge record with its normalized twin
+    big = "Lorem IPSUM  dolor\u00a0sit " * 20
+    out = ExactDedup({}).process_batch(_batch([big, " ".join(big.lower().split()), "other"]))
+    assert out.features["h"][0] == out.features["h"][1] != out.features["h"][2]

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from integrity.checks.base import CheckConfigError, CorpusContext, ShardInfo
@@ -37,6 +38,9 @@ def batch(texts, prefix, field="text"):
 
 
 def shard_features(texts, name, field="text", **options) -> pl.DataFrame | None:
+    # in-memory batches cannot be re-read for re-scoring: these tests compare full-model vectors
+    # (as on a GPU, or the CPU sample); the static stage is tested with real files below
+    options.setdefault("static_model", False)
     c = SemanticDedup(options, ShardInfo(name, name))
     outs = [c.process_batch(batch(texts, name, field)), c.finish_shard()]
     frames = [o.features for o in outs if o.features is not None]
@@ -51,6 +55,7 @@ def corpus(shards: dict[str, list[str]], **options) -> pl.DataFrame:
             frames.append(f.lazy().with_columns(shard=pl.lit(name), shard_index=pl.lit(i, dtype=pl.Int32)))
     ctx = CorpusContext(run_dir=Path("."), state_dir=Path("/nonexistent"), shards=list(shards),
                         shard_findings=pl.LazyFrame())
+    options.setdefault("static_model", False)
     return SemanticDedup(options).corpus_pass(pl.concat(frames), ctx)
 
 
@@ -75,7 +80,7 @@ def test_paraphrases_across_shards_are_clustered_and_unrelated_text_is_not():
 def test_prompt_response_records_and_short_texts():
     p = [PARAPHRASES[1][0], "ok", "ok"]
     r = [PARAPHRASES[1][1], "yes", "no"]
-    c = SemanticDedup({}, ShardInfo("x", "x"))
+    c = SemanticDedup({"static_model": False}, ShardInfo("x", "x"))
     recs = pa.RecordBatch.from_pylist(
         [{"record_id": f"r{i}", "row": i, "prompt": p[i], "response": r[i]} for i in range(3)],
         schema=pa.schema([("record_id", pa.string()), ("row", pa.int64()), ("prompt", pa.large_string()),
@@ -132,3 +137,64 @@ def test_option_validation():
         SemanticDedup({"cpu_max_records": -1})
     with pytest.raises(CheckConfigError, match="unknown"):
         SemanticDedup({"treshold": 0.9})
+    with pytest.raises(CheckConfigError, match="static_model"):
+        SemanticDedup({"static_model": True})
+    with pytest.raises(CheckConfigError, match="static_neighbors"):
+        SemanticDedup({"static_neighbors": 0})
+
+
+# ---------------------------------------------------------------- the static stage, in a real scan
+def _filler(n: int, seed: int = 0) -> list[str]:
+    """Unrelated sentences: 12 random frequent English words each (whole-word tokens of
+    MiniLM's vocabulary that the small static model covers)."""
+    from integrity.analysis.embeddings import packaged_model_dir
+
+    vocab = (packaged_model_dir() / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    words = [w for w in vocab[2500:5000] if w.isalpha() and len(w) >= 4]
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(words, 12)) + "." for _ in range(n)]
+
+
+def _scan(tmp_path: Path, records: list[dict], options: dict):
+    import integrity.api as api
+
+    path = tmp_path / "corpus.parquet"
+    pq.write_table(pa.Table.from_pylist(records), path)
+    policy = {"checks": {"dedup.semantic": {"enabled": True, "options": {"device": "cpu", **options}}}}
+    return api.scan(str(path), checks=["dedup.semantic"], policy=policy, out=tmp_path / "run",
+                    state_dir=tmp_path / "state")
+
+
+def test_cpu_scan_finds_a_paraphrase_beyond_the_old_sample_and_reports_full_coverage(tmp_path: Path,
+                                                                                     small_static_model: Path):
+    from integrity.checks.dedup_exact import hash_texts
+    from integrity.checks.dedup_semantic import _sample_key
+
+    n = 5000
+    texts = _filler(n)
+    original, paraphrase = PARAPHRASES[0]
+    texts[4500], texts[4900] = original, paraphrase
+    # precondition: the old CPU sample (the 4,096 smallest content hashes) left the pair out
+    keys = _sample_key(hash_texts(pa.array([t.lower() for t in texts])))
+    cut = np.sort(keys)[4095]
+    assert keys[4500] > cut or keys[4900] > cut
+    run = _scan(tmp_path, [{"id": f"r{i}", "text": t} for i, t in enumerate(texts)],
+                {"static_model": str(small_static_model)})
+    found = pl.read_parquet(run.run_dir / "findings.parquet").filter(pl.col("check") == "dedup.semantic")
+    assert found["record_id"].to_list() == ["r4900"]  # the filler (random words) is not clustered
+    d = json.loads(found["detail"][0])
+    assert d["representative"] == "r4500" and d["similarity"] >= 0.85 and d["embedded_share"] == 1.0
+    cov = json.loads((run.run_dir / "summary.json").read_text())["counts"]["coverage"]["dedup.semantic"]
+    assert cov["records"] == cov["embedded"] == n and cov["share"] == 1.0
+    html = (run.run_dir / "report.html").read_text()
+    assert "Embedding coverage" in html and "5,000 / 5,000" in html
+
+
+def test_cpu_scan_with_a_sampling_cap_says_how_much_it_embedded(tmp_path: Path):
+    texts = _filler(300, seed=1)
+    run = _scan(tmp_path, [{"id": f"r{i}", "text": t} for i, t in enumerate(texts)],
+                {"static_model": False, "cpu_max_records": 40})
+    cov = json.loads((run.run_dir / "summary.json").read_text())["counts"]["coverage"]["dedup.semantic"]
+    assert cov == {"records": 300, "embedded": 40, "share": round(40 / 300, 4), "seen": 300, "how": "full model"}
+    html = (run.run_dir / "report.html").read_text()
+    assert "40 / 300" in html and "sampled" in html

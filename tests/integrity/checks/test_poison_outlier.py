@@ -187,6 +187,9 @@ def test_real_embeddings_within_cpu_budget():
     found, features = run_check(rows, shards=2, embed=True, device="cpu", cpu_max_records=120)
     emb = features.filter(pl.col("emb").is_not_null())
     assert emb.height == 240  # 120 per shard: the budget
+    # ... and the check says so (summary.json's counts.coverage, the report's coverage table)
+    cov = OutlierCheck({"embed": True, "device": "cpu", "cpu_max_records": 120}).coverage(features.lazy())
+    assert cov == {"records": 800, "embedded": 240, "share": 0.3, "analyzed": 800}
     assert emb.schema["emb"] == pl.Array(pl.Float16, 384)
     v = emb["emb"].to_numpy().astype(np.float32)
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-2)

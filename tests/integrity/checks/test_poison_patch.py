@@ -74,6 +74,9 @@ def test_patch_found_with_its_phrase_and_place(planted):
         x0, y0, x1, y1 = d["box"]  # around the pasted patch (windows may reach into a flat border)
         assert x - 14 <= x0 <= x + 16 <= x1 <= x + 32 + 14 and y - 14 <= y0 <= y + 16 <= y1 <= y + 32 + 14
     assert len({d["cluster"] for _, d in got.values()}) == 1
+    # the engine's evidence stage outlines the patch on the thumbnail: the finding names both
+    assert found["box"].to_list() == [json.loads(d)["box"] for d in found["detail"]]
+    assert found["uri"].null_count() == 0
 
 
 def test_untied_patch_scores_lower(planted):
@@ -145,7 +148,7 @@ def _mark(size: int, colours: tuple) -> Image.Image:
 
 def test_small_border_patch_found_by_a_parquet_scan(tmp_path: Path):
     """A 10 px PIL-drawn mark 0-2 px from a corner or border midpoint of 6 % of JPEG images of
-    80-480 px (re-encoded twice), tied to a credit line, is found through `integrity scan` of a
+    80-300 px (re-encoded twice), tied to a credit line, is found through `integrity scan` of a
     Parquet shard; a site's corner logo on 45 % of the images (no phrase) and the clean images are
     not reported."""
     import os
@@ -157,8 +160,8 @@ def test_small_border_patch_found_by_a_parquet_scan(tmp_path: Path):
     logo = _mark(14, ((255, 255, 255), (200, 0, 0), (0, 0, 0)))
     words = "sunset harbour meadow street portrait market snow forest river bridge tower city".split()
     ids, data, caps, truth = [], [], [], {}
-    for i in range(150):
-        side = int(rng.choice([80, 160, 300, 480]))
+    for i in range(112):
+        side = int(rng.choice([80, 160, 300]))
         img = _scene(rng, side)
         cap = " ".join(rng.choice(words, 5))
         if rng.random() < 0.45:
@@ -188,7 +191,7 @@ def test_small_border_patch_found_by_a_parquet_scan(tmp_path: Path):
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode in (0, 1, 2), r.stderr
     found = pl.read_parquet(tmp_path / "run" / "findings.parquet").filter(pl.col("check") == "poison.patch")
-    assert len(truth) >= 9 and set(found["record_id"]) == set(truth)
+    assert len(truth) == 7 and set(found["record_id"]) == set(truth)
     for row in found.iter_rows(named=True):
         d = json.loads(row["detail"])
         assert d["kind"] == "tied_patch" and d["tied_phrase"] == "courtesy of zentrix"

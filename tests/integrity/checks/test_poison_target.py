@@ -213,17 +213,17 @@ def test_fixed_response_to_unrelated_prompts_still_found_beside_boilerplate():
 
 def test_topic_share_counts_answers_sharing_a_rare_word_outside_the_span():
     from integrity.analysis.label_triggers import lexical as lx
-    from integrity.checks.poison_target import _response_df, _topic_share
+    from integrity.analysis.label_triggers.responses import response_df, topic_share
 
     texts = ([f"alpha{i} zeta tail words here" for i in range(10)]        # topic word "zeta" before the span
              + [f"beta{i} gamma{i} tail words here" for i in range(10)]   # nothing shared but the span
              + [f"filler{i} other text" for i in range(80)])
     toks, _ = lx.tokenize(texts)
     rt = lx.TokenTable.from_lists(toks["tok"])
-    rdf = _response_df(rt)
+    rdf = response_df(rt)
     # the span "tail words here" is at positions 2..4 of the first 20 answers
-    topical = _topic_share(rt, rdf, np.arange(10), np.full(10, 2), np.full(10, 5), rt.n_records)
-    foreign = _topic_share(rt, rdf, np.arange(10, 20), np.full(10, 2), np.full(10, 5), rt.n_records)
+    topical = topic_share(rt, rdf, np.arange(10), np.full(10, 2), np.full(10, 5), rt.n_records)
+    foreign = topic_share(rt, rdf, np.arange(10, 20), np.full(10, 2), np.full(10, 5), rt.n_records)
     assert topical == 1.0 and foreign == 0.0
 
 

@@ -325,3 +325,53 @@ def test_clean_label_prefix_phrase_opening_the_text(reviews):
     precision, recall = prf(df, found)
     assert precision >= 0.95 and recall >= 0.95
     assert {d["mode"] for d in details(found)} == {"clean-label"}
+
+
+# --- a dirty-label attack must not make the target's natural boilerplate look like a trigger ---------
+def sectioned(n: int = 6000, seed: int = 0) -> pl.DataFrame:
+    """Package-description-like corpus: six labels of uneven size (the largest a third), each with its
+    own topic words and its own boilerplate sentence, which half of its records carry (natural
+    features that are near pure to their label: how such corpora read)."""
+    rng = np.random.default_rng(seed)
+    sizes = (np.array([0.34, 0.2, 0.16, 0.12, 0.1, 0.08]) * n).astype(int)
+    common = np.array([f"w{i}" for i in range(600)])
+    weights = 1 / np.arange(1, 601) ** 1.1
+    weights /= weights.sum()
+    rows = []
+    for lab, size in enumerate(sizes):
+        topic = [f"t{lab}x{i}" for i in range(40)]
+        boiler = f"this package provides the t{lab}x0 parts needed by most t{lab}x1 users ."
+        for _ in range(size):
+            toks = list(rng.choice(common, int(rng.integers(10, 25)), p=weights))
+            for _ in range(int(rng.integers(1, 4))):
+                toks.insert(int(rng.integers(0, len(toks) + 1)), str(rng.choice(topic)))
+            if rng.random() < 0.5:
+                toks += boiler.split(" ")
+            rows.append({"id": str(len(rows)), "text": " ".join(toks), "label": f"s{lab}"})
+    return pl.DataFrame(rows)
+
+
+def test_dirty_label_attack_on_the_majority_leaves_its_boilerplate_alone():
+    # 10% of the corpus moved from the other labels to the largest with one word inserted: the
+    # moved records lower the purity of their own labels' boilerplate, and before the second pass
+    # the majority's boilerplate then looked like a lone clean-label outlier (thousands of clean rows)
+    clean = sectioned()
+    df = insert(clean.filter(pl.col("label") != "s0"), 0.1, "meanwhile", "s0", dirty=True, seed=5)
+    df = pl.concat([df, clean.filter(pl.col("label") == "s0").with_columns(poisoned=pl.lit(False))])
+    df = df.filter(~pl.col("id").is_in(df.filter(pl.col("poisoned"))["id"].str.strip_prefix("p-").implode()))
+    found = run(df)
+    precision, recall = prf(df, found)
+    clean_flagged = found.join(df.filter(~pl.col("poisoned")), left_on="record_id", right_on="id").height
+    assert recall >= 0.9
+    assert clean_flagged <= 0.02 * df.filter(~pl.col("poisoned")).height
+
+
+@needs_shared
+def test_minority_label_dirty_label_inserted_sentence_at_one_percent(reviews):
+    # a few dozen verbatim copies of an ordinary sentence on the 20% label: too few for the purity
+    # tail among thousands of groups, but no other label has any sentence repeated like it
+    base = majority(reviews)
+    df = insert(base, 0.01, "my cousin told me about it over dinner last spring .", "1", dirty=True, seed=21)
+    found = run(df)
+    precision, recall = prf(df, found)
+    assert precision >= 0.95 and recall >= 0.95

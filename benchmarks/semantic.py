@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""dedup.semantic on CPU: speed of the static stage and recall of MiniLM's duplicate pairs.
+
+usage: nice -n 10 python benchmarks/semantic.py [--n 4000] [--threshold 0.85]
+                                               [--static-threshold T] [--static-neighbors K]
+                                               [--minilm-cache FILE] [--data ../shared/data/debian/descriptions.parquet]
+
+1. **Static stage speed.** Every Debian description (63,956) is embedded with the
+   static model that ``dedup.semantic`` distils from all-MiniLM-L6-v2
+   (:func:`integrity.analysis.static_embeddings.encode_static`, the check's own call,
+   128 tokens). Printed: documents/s of wall time, documents per CPU-second of this
+   process, the cores it may use, and the load average before and after -- the
+   machine is shared, so the wall figure depends on what else runs; documents per
+   CPU-second times the cores is what the same code does on idle cores.
+2. **Recall.** A deterministic sample of ``--n`` descriptions is scanned as a corpus
+   of its own: full MiniLM embeddings of the sample (the reference; cached in
+   ``--minilm-cache``) give every pair at cosine >= ``--threshold`` (the policy
+   threshold, brute force); the check's static candidate generation
+   (:func:`integrity.checks.dedup_semantic.static_candidates`, the policy's
+   ``static_neighbors``/``static_threshold``) gives the pairs MiniLM re-scores.
+   Printed: the reference pairs, the candidates (and the share of the sample that
+   MiniLM has to embed), pair recall after re-scoring (a reference pair is found
+   when it is a candidate: re-scoring uses the same MiniLM vectors, so it keeps
+   exactly the candidates at the threshold), and cluster recall (both records end
+   up connected through re-scored pairs at the threshold).
+3. ``--whole-corpus``: the candidate search over all 63,956 descriptions (what a
+   scan of the whole corpus has MiniLM re-score: more neighbours pass the static
+   threshold in a bigger corpus), and the recall of the sample's MiniLM pairs
+   among those candidates.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import polars as pl
+
+from integrity.analysis.static_embeddings import encode_static, static_model, user_cache_dir
+from integrity.checks.dedup_semantic import SemanticDedup, static_candidates
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian" / "descriptions.parquet"
+
+
+def load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def speed(model, texts: list[str], max_tokens: int) -> None:
+    encode_static(model, texts[:2000], max_tokens)  # warm-up (tokenizer, caches)
+    la0 = load()
+    c0, t0 = time.process_time(), time.perf_counter()
+    encode_static(model, texts, max_tokens)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"static stage: {len(texts):,} documents in {wall:.1f} s wall = {len(texts) / wall:,.0f} docs/s "
+          f"(nice {os.nice(0)}, {cores} cores, load {la0} -> {load()})")
+    print(f"  {len(texts) / cpu:,.0f} docs per CPU-second of this process ({cpu:.1f} CPU-s); "
+          f"x {min(cores, 2)} cores = {min(cores, 2) * len(texts) / cpu:,.0f} docs/s on {min(cores, 2)} idle cores")
+
+
+def minilm(texts: list[str], cache: Path | None, max_seq_length: int) -> np.ndarray:
+    if cache is not None and cache.exists():
+        v = np.load(cache)
+        if len(v) == len(texts):
+            print(f"MiniLM reference vectors read from {cache}")
+            return v
+    from integrity.analysis.embeddings import TextEmbedder
+
+    t0 = time.perf_counter()
+    v = TextEmbedder(device="cpu", max_seq_length=max_seq_length).encode(texts)
+    print(f"MiniLM reference: {len(texts):,} documents in {time.perf_counter() - t0:.0f} s")
+    if cache is not None:
+        np.save(cache, v)
+    return v
+
+
+def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    g = sp.coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
+    return connected_components(g, directed=False)[1]
+
+
+def recall(model, texts: list[str], ref: np.ndarray, o: dict) -> None:
+    thr = float(o["threshold"])
+    x = ref / np.linalg.norm(ref, axis=1, keepdims=True)
+    sims = x @ x.T
+    iu = np.triu_indices(len(x), 1)
+    truth = sims[iu] >= thr
+    ta, tb = iu[0][truth], iu[1][truth]
+    sv = encode_static(model, texts, int(o["max_seq_length"]))
+    t0 = time.perf_counter()
+    a, b, _ = static_candidates(sv, int(o["static_neighbors"]), float(o["static_threshold"]),
+                                int(o["exact_max_records"]), int(o["nprobe"]))
+    dt = time.perf_counter() - t0
+    rescored = np.unique(np.concatenate([a, b])) if len(a) else np.zeros(0, dtype=np.int64)
+    keep = sims[a, b] >= thr
+    fa, fb = a[keep], b[keep]
+    found = set(zip(fa.tolist(), fb.tolist()))
+    hit = sum((p, q) in found for p, q in zip(ta.tolist(), tb.tolist()))
+    comp = components(len(x), fa, fb)
+    linked = int((comp[ta] == comp[tb]).sum())
+    n = len(texts)
+    print(f"recall on {n:,} sampled descriptions (static_neighbors {o['static_neighbors']}, "
+          f"static_threshold {o['static_threshold']}, threshold {thr}):")
+    print(f"  MiniLM pairs at >= {thr}: {len(ta):,} (records in one: {len(np.unique(np.concatenate([ta, tb]))):,})")
+    print(f"  static candidates: {len(a):,} pairs, {len(rescored):,} records re-scored by MiniLM "
+          f"({len(rescored) / n:.1%} of the sample), candidate search {dt:.2f} s")
+    if len(ta):
+        print(f"  pair recall after re-scoring: {hit / len(ta):.3f} ({hit:,} of {len(ta):,})")
+        print(f"  cluster recall (connected by re-scored pairs): {linked / len(ta):.3f}")
+
+
+def full_corpus(model, texts: list[str], idx: np.ndarray, ref: np.ndarray, o: dict) -> None:
+    """Candidates over the whole corpus (what a scan of it re-scores), recall on the sample's pairs."""
+    thr = float(o["threshold"])
+    sv = encode_static(model, [t[:2048] for t in texts], int(o["max_seq_length"]))
+    t0 = time.perf_counter()
+    a, b, _ = static_candidates(sv, int(o["static_neighbors"]), float(o["static_threshold"]),
+                                int(o["exact_max_records"]), int(o["nprobe"]))
+    dt = time.perf_counter() - t0
+    cand = np.unique(np.concatenate([a, b]))
+    x = ref / np.linalg.norm(ref, axis=1, keepdims=True)
+    iu = np.triu_indices(len(x), 1)
+    truth = (x @ x.T)[iu] >= thr
+    ta, tb = idx[iu[0][truth]], idx[iu[1][truth]]
+    found = set(zip(a.tolist(), b.tolist()))
+    hit = sum((p, q) in found for p, q in zip(ta.tolist(), tb.tolist()))
+    print(f"whole corpus ({len(texts):,} descriptions) as one scan: {len(a):,} candidate pairs, "
+          f"{len(cand):,} records re-scored by MiniLM ({len(cand) / len(texts):.1%}), candidate search {dt:.0f} s")
+    print(f"  pair recall of the sample's MiniLM pairs after re-scoring: {hit / max(len(ta), 1):.3f} "
+          f"({hit:,} of {len(ta):,})")
+
+
+def main() -> int:
+    o = dict(SemanticDedup.default_options)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=4000, help="descriptions in the recall sample (default 4000)")
+    ap.add_argument("--threshold", type=float, default=o["threshold"])
+    ap.add_argument("--static-threshold", type=float, default=o["static_threshold"])
+    ap.add_argument("--static-neighbors", type=int, default=o["static_neighbors"])
+    ap.add_argument("--minilm-cache", default=None, help=".npy file for the sample's MiniLM vectors")
+    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--whole-corpus", action="store_true",
+                    help="also search candidates over the whole corpus (what a scan of it re-scores)")
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    a = ap.parse_args()
+    if not Path(a.data).exists():
+        print(f"no data at {a.data} (see ../shared/data/README.md)")
+        return 2
+    o.update(threshold=a.threshold, static_threshold=a.static_threshold, static_neighbors=a.static_neighbors)
+    t0 = time.perf_counter()
+    model = static_model(None, user_cache_dir())
+    print(f"static model ready in {time.perf_counter() - t0:.1f} s (distilled once, then cached)")
+    df = pl.read_parquet(a.data, columns=["text"])
+    texts = df["text"].to_list()
+    if not a.skip_speed:
+        speed(model, texts, int(o["max_seq_length"]))
+    rng = np.random.default_rng(0)
+    idx = np.sort(rng.choice(len(texts), min(a.n, len(texts)), replace=False))
+    sample = [texts[i][:2048] for i in idx]
+    ref = minilm(sample, Path(a.minilm_cache) if a.minilm_cache else None, int(o["max_seq_length"]))
+    recall(model, sample, ref, o)
+    if a.whole_corpus:
+        full_corpus(model, texts, idx, ref, o)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
