@@ -118,28 +118,3 @@ def put_thumbnails(found: "pl.DataFrame", top: "pl.DataFrame", got: dict[tuple, 
                     d[key.replace("thumbnail", "caption")] = other["caption"][:300]
         details[r["_i"]] = json.dumps(d, sort_keys=True)
     return found.with_columns(pl.Series("detail", details, dtype=pl.Utf8))
-
-
-def with_thumbnails(found: "pl.DataFrame", where: "pl.DataFrame", k: int, max_shards: int = 4,
-                    mapping: Any = None) -> "pl.DataFrame":
-    """``found`` (findings with ``shard``, ``record_id``, ``score``, ``detail``) with a
-    ``thumbnail`` and ``caption`` added to the detail of its ``k`` best-scored findings
-    (from at most ``max_shards`` shards); ``where`` maps ``shard``/``record_id`` (and ``row``
-    when ``found`` has it) to ``uri``/``row`` (and optionally ``box``).
-
-    For a check that fetches its own thumbnails in its corpus pass; a check that puts
-    ``uri``/``row`` columns in its findings leaves this to the engine's evidence stage
-    (:mod:`integrity.engine.evidence`), which fetches them once for every check.
-    """
-    if k <= 0 or found.height == 0:
-        return found
-    cols = ["shard", "record_id", "uri", "row"] + (["box"] if "box" in where.columns else [])
-    # a finding that names its row is matched on it too: ids may repeat in a shard
-    on = ["shard", "record_id"] + (["row"] if "row" in found.columns else [])
-    located = found.with_row_index("_pos").join(where.select(cols).unique(on), on=on, how="left")
-    top = pick_thumbnails(located.sort("_pos").drop("_pos"), k, max_shards)
-    if top.height == 0:
-        return found
-    jobs = [{"uri": r["uri"], "row": r["row"], "box": r.get("box")} for r in top.iter_rows(named=True)]
-    got = fetch_thumbnails(jobs, max_shards=max_shards, limits=DEFAULT_LIMITS, mapping=mapping)
-    return put_thumbnails(found, top, got)
