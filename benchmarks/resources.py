@@ -8,7 +8,7 @@ with the CLI (``integrity scan --runner inline``), under the default read
 limits and with ``limits.max_record_bytes`` raised past the record (what a
 user who trusts the data would do).
 
-    .venv/bin/python benchmarks/resources.py [--mb 300] [--checks dedup.exact,privacy.pii,privacy.secret]
+    .venv/bin/python benchmarks/resources.py [--mb 300] [--checks dedup.exact,privacy.pii,privacy.secret] [--only "single record"]
 """
 from __future__ import annotations
 
@@ -78,6 +78,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=int, default=300, help="size of each shard in MB")
     ap.add_argument("--checks", default="dedup.exact,privacy.pii,privacy.secret")
+    ap.add_argument("--only", choices=("short lines", "single record"), help="run one of the two shards only")
     args = ap.parse_args()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     raised = (args.mb + 64) << 20  # max_record_bytes past the single record
@@ -86,13 +87,15 @@ def main() -> None:
         short, single = tmp_p / "short" / "lines.jsonl", tmp_p / "single" / "record.jsonl"
         short.parent.mkdir()
         single.parent.mkdir()
-        n = write_short_lines(short, args.mb)
+        n = write_short_lines(short, args.mb if args.only != "single record" else 0)
         write_single_record(single, args.mb)
         print(f"shards: {short.stat().st_size / 1e6:.0f} MB of {n:,} short lines; "
               f"{single.stat().st_size / 1e6:.0f} MB single record; checks {args.checks}")
         print("| shard | limits | run | peak RSS MiB | wall s | result |")
         print("|---|---|---|---|---|---|")
         for name, path in (("short lines", short), ("single record", single)):
+            if args.only and name != args.only:
+                continue
             for label, record_limit in (("default", 64 << 20), (f"max_record_bytes {raised >> 20} MiB", raised)):
                 if name == "short lines" and record_limit != 64 << 20:
                     continue

@@ -21,7 +21,7 @@ from connectors.limits import DEFAULT_LIMITS, ReadLimits, human_bytes
 from connectors.listing import ShardRef
 from connectors.normalize import Plan, image_paths_in, make_plan, normalize_batch
 from connectors.registry import ReadContext, reader_for, registered_formats
-from connectors.schema import RECORD_FIELDS, RECORD_ID, ROW, ColumnMapping
+from connectors.schema import RECORD_FIELDS, RECORD_ID, ROW, TEXT_FIELDS, ColumnMapping
 from connectors.streams import hash_shard
 
 __all__ = ["ShardReader", "hash_shard", "read_shard"]
@@ -93,7 +93,8 @@ class ShardReader:
         if reader is None:
             raise ShardReadError(self.ref.uri, f"no reader for format {self.ref.format!r} "
                                                f"(readable: {', '.join(registered_formats())})")
-        ctx = ReadContext(self.ref, self.batch_size, self.storage_options, self._wanted(), limits=self.limits)
+        ctx = ReadContext(self.ref, self.batch_size, self.storage_options, self._wanted(), limits=self.limits,
+                          text_columns=frozenset(col for f, col in self.mapping.items() if f in TEXT_FIELDS))
         self.rows, self.sha256, self.complete = 0, "", False
         plan: Plan | None = None
         resolver: ImageResolver | None = None

@@ -31,6 +31,7 @@ class ReadContext:
     batch_size: int
     storage_options: dict = field(default_factory=dict)
     wanted: frozenset[str] = frozenset()  # source columns the mapping refers to (projection hint)
+    text_columns: frozenset[str] = frozenset()  # source columns mapped to text fields (parser hint)
     source_columns: list[str] | None = None  # set by the reader: every column of the source
     sha256: str = ""  # set by the reader once the whole shard is read
     bytes: int = 0  # set with sha256: bytes hashed

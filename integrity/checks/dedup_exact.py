@@ -100,21 +100,25 @@ def text_hashes(batch: pa.RecordBatch) -> tuple[list[bytes | None], np.ndarray] 
         return None
     sizes = [_byte_lengths(batch.column(c)) for c in cols]
     huge = np.flatnonzero(np.maximum.reduce(sizes) > HUGE_TEXT_BYTES)
-    small = batch
-    if huge.size:  # normalize the other records column-wise with the huge ones as nulls
-        mask = np.zeros(batch.num_rows, bool)
-        mask[huge] = True
-        for c in cols:
-            idx = small.schema.get_field_index(c)
-            col = small.column(idx)
-            small = small.set_column(idx, c, pc.if_else(pa.array(mask), pa.scalar(None, col.type), col))
-    text = normalized_text(small)
-    hashes = hash_texts(text)
-    lengths = pc.utf8_length(text).to_numpy(zero_copy_only=False)
-    lengths = np.nan_to_num(lengths.astype(float), nan=-1).astype(np.int64)  # null text: never kept
+    if not huge.size:
+        text = normalized_text(batch)
+        return hash_texts(text), _lengths(text)
+    # the other records column-wise (taken out: ``take`` copies only their bytes), the huge ones alone
+    rest = np.setdiff1d(np.arange(batch.num_rows), huge)
+    text = normalized_text(batch.select(cols).take(pa.array(rest, pa.int64())))
+    hashes: list[bytes | None] = [None] * batch.num_rows
+    lengths = np.full(batch.num_rows, -1, np.int64)
+    for i, h in zip(rest, hash_texts(text)):
+        hashes[i] = h
+    lengths[rest] = _lengths(text)
     for i in huge:
         hashes[i], lengths[i] = _stream_hash([batch.column(c).slice(i, 1) for c in cols])
     return hashes, lengths
+
+
+def _lengths(text: pa.Array) -> np.ndarray:
+    """Characters per normalized text; -1 for a null (never kept)."""
+    return pc.fill_null(pc.utf8_length(text), -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _text_columns(batch: pa.RecordBatch) -> list[str]:

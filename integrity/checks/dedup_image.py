@@ -56,7 +56,6 @@ from connectors.schema import RECORD_ID, ROW
 from integrity.analysis.dedup.graph import bucket_pairs, components, representatives, unique_pairs
 from integrity.analysis.images import (GREY_SIDE, colour_hash, sig_distance, sig_matrix, structure_similarity,
                                        u64_to_bytes)
-from integrity.analysis.thumbnails import with_thumbnails
 from integrity.checks.base import CheckOutput, CorpusContext
 from integrity.checks.image_base import ImageCheck, ImageOptions
 
@@ -235,24 +234,21 @@ class ImageDedup(ImageCheck):
             rows.append((shards[m], ids[m], 1.0 if exact[j] else min(0.99, 1.0 - dist[j] / 64.0), detail, m, r))
         if self.options["caption_conflicts"]:
             rows += self._conflicts(member, rep, caps, ids, shards, pix, size, labels)
-        found = pl.DataFrame({
+        idx = pl.Series([r[4] for r in rows], dtype=pl.Int64)
+        # a representative scanned tonight can be shown beside its duplicate (one in the history
+        # cannot): a null index gathers a null location
+        rep_idx = pl.Series([r[5] if r[5] < n else None for r in rows], dtype=pl.Int64)
+        return pl.DataFrame({
             "shard": [r[0] for r in rows], "record_id": [r[1] for r in rows],
             # ids may repeat in a shard: the engine moves the row into detail.row
-            ROW: df[ROW].gather([r[4] for r in rows]) if rows else pl.Series(ROW, [], dtype=pl.Int64),
+            ROW: df[ROW].gather(idx).cast(pl.Int64),
             "score": pl.Series([float(r[2]) for r in rows], dtype=pl.Float64),
             "detail": [json.dumps(r[3], sort_keys=True) for r in rows],
             "severity": pl.Series([None] * len(rows), dtype=pl.Utf8),
+            # where the images are: the engine's evidence stage fetches a few thumbnails
+            "uri": df["uri"].gather(idx), "representative_uri": df["uri"].gather(rep_idx),
+            "representative_row": df[ROW].gather(rep_idx).cast(pl.Int64),
         })
-        where = df.select("shard", RECORD_ID, "uri", ROW)
-        local = [r for r in rows if r[5] < n]  # representatives scanned tonight can be shown
-        # typed columns: with every representative in the history the frame is empty, and
-        # untyped empty columns would be Null, which polars refuses to join on
-        rep_of = pl.DataFrame({"shard": [r[0] for r in local], RECORD_ID: [r[1] for r in local],
-                               "uri": [df["uri"][r[5]] for r in local], ROW: [int(df[ROW][r[5]]) for r in local]},
-                              schema={"shard": pl.Utf8, RECORD_ID: pl.Utf8, "uri": pl.Utf8, ROW: pl.Int64}).unique(
-            ["shard", RECORD_ID])
-        return with_thumbnails(found, where, int(self.options["thumbnails"]),
-                               extra={"representative_thumbnail": rep_of}, mapping=ctx.mapping)
 
     @staticmethod
     def _confirm(sigs: np.ndarray, greys: np.ndarray, a: np.ndarray, b: np.ndarray, max_sig: float,

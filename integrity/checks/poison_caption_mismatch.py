@@ -33,7 +33,6 @@ from pydantic import Field
 
 from connectors.schema import RECORD_ID, ROW
 from integrity.analysis.clip import AlignmentScorer, ScorerConfigError, scorer_from_options
-from integrity.analysis.thumbnails import with_thumbnails
 from integrity.checks.base import CheckConfigError, CheckOutput, CorpusContext
 from integrity.checks.image_base import ImageCheck, ImageOptions
 
@@ -120,10 +119,10 @@ class CaptionMismatch(ImageCheck):
                                "corpus_mad": round(mad, 4), "z": round(float(z[i]), 2),
                                "percentile": round(float(p) * 100, 2), "model": m, "row": int(r)}, sort_keys=True)
                    for i, p, m, r in zip(idx, pct, sel["model"].to_list(), sel[ROW].to_list())]
-        found = pl.DataFrame({
+        return pl.DataFrame({
             "shard": sel["shard"], RECORD_ID: sel[RECORD_ID],
             "score": pl.Series(np.round(z[idx], 3), dtype=pl.Float64),
             "detail": details, "severity": pl.Series([None] * len(idx), dtype=pl.Utf8),
+            # where the image is (the detail names the row already): the engine fetches a few thumbnails
+            "uri": sel["uri"], ROW: sel[ROW].cast(pl.Int64),
         })
-        return with_thumbnails(found, sel.select("shard", RECORD_ID, "uri", ROW), int(self.options["thumbnails"]),
-                               mapping=ctx.mapping)

@@ -62,7 +62,6 @@ from integrity.analysis.images import SIG_SIDE
 from integrity.analysis.label_triggers import (build_findings, detect_label_triggers, empty_corpus_findings,
                                                split_features, token_features)
 from integrity.analysis.label_triggers import lexical as lx
-from integrity.analysis.thumbnails import with_thumbnails
 from integrity.checks.base import CheckConfigError, CheckOutput, CorpusContext
 from integrity.checks.image_base import ImageCheck, ImageOptions
 from integrity.checks.poison_trigger import TriggerStatistics
@@ -183,8 +182,10 @@ class CaptionTriggerCheck(ImageCheck):
         found = (pl.concat(found_levels).with_row_index("_order")
                  .sort(["score", "_order"], descending=[True, False])
                  .unique(["shard", "record_id"], keep="first", maintain_order=True).drop("_order"))
-        where = recs.select("shard", "record_id", "uri", "row")
-        return with_thumbnails(found, where, int(self.options["thumbnails"]), mapping=ctx.mapping)
+        # where each image is, for the engine's thumbnails (a column ``row`` would go into the detail)
+        where = recs.select("shard", "record_id", "uri", image_row=pl.col("row").cast(pl.Int64))
+        return found.join(where.unique(["shard", "record_id"], keep="first", maintain_order=True),
+                          on=["shard", "record_id"], how="left", maintain_order="left")
 
     def _detail(self, detail: str, sizes: np.ndarray, k: int) -> str:
         d = json.loads(detail)

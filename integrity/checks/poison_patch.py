@@ -81,7 +81,6 @@ from scipy import stats
 from connectors.schema import RECORD_ID, ROW
 from integrity.analysis.dedup.graph import components
 from integrity.analysis.images import BORDER_SIZES, PATCH_CELL, hamming
-from integrity.analysis.thumbnails import with_thumbnails
 from integrity.checks.base import CheckOutput, CorpusContext
 from integrity.checks.image_base import ImageCheck, ImageOptions
 
@@ -225,18 +224,16 @@ class PatchCheck(ImageCheck):
         if not rows:
             return None
         idx = [r[0] for r in rows]
-        found = pl.DataFrame({
+        return pl.DataFrame({
             "shard": df["shard"].gather(idx), RECORD_ID: df[RECORD_ID].gather(idx),
             ROW: df[ROW].gather(idx),  # ids may repeat in a shard; the engine moves it into detail.row
             "score": pl.Series([r[1] for r in rows], dtype=pl.Float64),
             "detail": [json.dumps(r[2], sort_keys=True) for r in rows],
             "severity": pl.Series([None] * len(rows), dtype=pl.Utf8),
+            # where the image is and the patch to outline: the engine fetches a few thumbnails
+            "uri": df["uri"].gather(idx), "box": [r[2]["box"] for r in rows],
         }).sort("score", descending=True, maintain_order=True).unique(["shard", RECORD_ID], keep="first",
                                                                      maintain_order=True)  # one per image
-        where = pl.DataFrame({"shard": df["shard"].gather(idx), RECORD_ID: df[RECORD_ID].gather(idx),
-                              "uri": df["uri"].gather(idx), ROW: df[ROW].gather(idx),
-                              "box": [r[2]["box"] for r in rows]}).unique(["shard", RECORD_ID, ROW])
-        return with_thumbnails(found, where, int(self.options["thumbnails"]), mapping=ctx.mapping)
 
     def _hash_groups(self, inc: pl.DataFrame, cand: pl.DataFrame) -> np.ndarray:
         """Group label of each candidate hash: hashes that occur in the same images (the windows of one patch)."""

@@ -57,13 +57,15 @@ Corpus pass (:func:`detect_label_triggers`):
      a generalized Pareto tail fitted on this corpus' other groups (BH), and
      comparable foreign pure groups exist on at most ``spread_max_labels``
      other labels (where they exist on many, purity is how the corpus works).
-     On a target holding >= ``strong_min_prior`` of the records purity is
-     cheap for every feature and the tail cannot single a trigger out, so
-     there a *strongly foreign* group needs no tail outlier: a word
+     A *strongly foreign* group needs no tail outlier: on a target holding >=
+     ``strong_min_prior`` of the records (where purity is cheap for every
+     feature and the tail cannot single a trigger out) a word
      ``clean_strong_overrep`` times above ordinary language and a robust z >=
      ``clean_strong_overrep_z`` among this corpus' words (where every word is
-     foreign, as in tweets, none is an outlier), or a repeated sequence with >=
-     ``clean_strong_span_members`` member n-grams. A strongly foreign group
+     foreign, as in tweets, none is an outlier); on any target a repeated
+     sequence with >= ``clean_strong_span_members`` member n-grams (a few
+     dozen inserted copies are too few for the tail; natural boilerplate
+     sentences exist on many labels and fail the spread test). A strongly foreign group
      whose tie fails the association test is judged on content alone and must
      be mostly relabelled (``weak_min_flip``).
    * A group of ordinary words (not foreign) needs target share >=
@@ -165,9 +167,9 @@ class TriggerStatistics(CheckOptions):
     clean_strong_overrep_z: float = Field(3.5, description="... and this far (robust z) outside the corpus' words needs no "
                                           "purity outlier, and on a label too large for a significant tie it is judged "
                                           "on content alone")
-    strong_min_prior: float = Field(0.5, ge=0, le=1, description="... both only on a target label holding this share of the records")
+    strong_min_prior: float = Field(0.5, ge=0, le=1, description="... the word only on a target label holding this share of the records")
     weak_min_flip: float = Field(0.5, ge=0, le=1, description="... the relabelled share it then needs (dirty-label evidence only)")
-    clean_strong_span_members: int = Field(12, ge=1, description="a repeated sequence with this many member n-grams needs no purity outlier")
+    clean_strong_span_members: int = Field(12, ge=1, description="a repeated sequence with this many member n-grams needs no purity outlier (any target label)")
     clean_min_span_tokens: int = Field(3, ge=1, description="or a repeated word sequence at least this long")
     common_strict: bool = Field(False, description="groups of ordinary words also need the purity tail and no spread (else content decides)")
     natural_rho: float = Field(0.8, ge=0, le=1, description="purity strong natural features reach (share of the non-target removed)")

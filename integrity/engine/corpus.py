@@ -10,6 +10,7 @@ import polars as pl
 
 from connectors.schema import SCAN_FINDING_COLUMNS
 from integrity.checks.base import CorpusContext, MapPartitions, serial_map
+from integrity.engine import evidence
 from integrity.engine.shard import ShardResult, rows_into_detail
 from integrity.engine.spec import ScanSpec, corpus_order
 
@@ -17,7 +18,6 @@ log = logging.getLogger(__name__)
 
 WORK = ".work"  # the run directory's intermediate files (as integrity.engine.pipeline)
 CORPUS_COVERAGE = "corpus_coverage.json"
-
 
 
 def shard_findings(results: list[ShardResult]) -> pl.LazyFrame:
@@ -66,9 +66,11 @@ def corpus_context(spec: ScanSpec, results: list[ShardResult],
 
 def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], run_dir: Path,
                       map_partitions: MapPartitions | None = None) -> tuple[pl.DataFrame, dict[str, float]]:
-    """Run the corpus pass of every corpus-level check; returns findings and seconds per check."""
+    """Run the corpus pass of every corpus-level check, then gather the thumbnails their findings
+    name (:func:`integrity.engine.evidence.attach_thumbnails`); returns findings and seconds per check."""
     ctx = corpus_context(spec, results, map_partitions)
-    out: list[pl.DataFrame] = []
+    raw: dict[str, tuple[int, pl.DataFrame]] = {}
+    labels: dict[str, str] = {}
     timings: dict[str, float] = {}
     notes: dict[str, dict] = {}
     for name in corpus_order(spec.checks):
@@ -77,25 +79,37 @@ def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], run_dir: Path,
         check = spec.check_instance(name)
         found = check.corpus_pass(features, ctx) if features is not None else None
         if found is not None and found.height:
-            found = rows_into_detail(found)  # record ids may repeat in a shard: the row tells them apart
-            if "severity" not in found.columns:
-                found = found.with_columns(severity=pl.lit(None, dtype=pl.Utf8))
             # labelled with the check's own name, as its per-shard findings are (a plug-in named
             # by import path in the policy still writes findings under its class's name)
-            found = found.with_columns(check=pl.lit(check.name or name)).select(
-                [pl.col(c).cast(t) for c, t in SCAN_FINDING_COLUMNS.items()])
-            ctx.earlier_findings[name] = found
-            out.append(found)
+            labels[name] = check.name or name
+            raw[name] = (evidence.thumbnail_count(check), found)
+            ctx.earlier_findings[name] = finish_findings(found, labels[name])  # without thumbnails
         timings[name] = time.perf_counter() - t0
         if check.corpus_coverage:
             notes[name] = check.corpus_coverage
         log.info("corpus pass %s: %d findings in %.1fs", name, 0 if found is None else found.height, timings[name])
+    t0 = time.perf_counter()
+    shown = evidence.attach_thumbnails(raw, spec.mapping)
+    if raw:
+        log.info("thumbnails of the corpus findings in %.1fs", time.perf_counter() - t0)
+    out = [finish_findings(frame, labels[name]) for name, frame in shown.items()]
     frame = pl.concat(out) if out else pl.DataFrame(schema=SCAN_FINDING_COLUMNS)
     # read back by coverage() when summary.json is written (a later stage, maybe another process)
     path = Path(run_dir) / WORK / CORPUS_COVERAGE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(notes, default=str))
     return frame, timings
+
+
+def finish_findings(found: pl.DataFrame, check: str) -> pl.DataFrame:
+    """A corpus pass's findings in the columns of ``findings.parquet``: the ``row`` column moved
+    into ``detail.row`` (record ids may repeat in a shard: the row tells them apart), a null
+    severity where the check set none, the check's name; image locations are dropped."""
+    found = rows_into_detail(found)
+    if "severity" not in found.columns:
+        found = found.with_columns(severity=pl.lit(None, dtype=pl.Utf8))
+    return found.with_columns(check=pl.lit(check)).select(
+        [pl.col(c).cast(t) for c, t in SCAN_FINDING_COLUMNS.items()])
 
 
 def coverage(spec: ScanSpec, results: list[ShardResult]) -> dict[str, dict]:

@@ -1,4 +1,5 @@
-"""The evidence the report shows beside the findings: example records with excerpts.
+"""The evidence the report shows beside the findings: example records with excerpts, and
+thumbnails of flagged images.
 
 :func:`collect_examples` picks a few findings per check (worst first, from as few shards as
 possible), re-reads their records from at most :data:`MAX_EXAMPLE_SHARDS` shards, and cuts an
@@ -7,8 +8,15 @@ excerpt around the evidence of each, with every secret masked
 ``dedup.*`` example also carries the excerpt of the record it duplicates. The result is
 ``examples.parquet``, written before quarantine moves any shard away; the report reads only it.
 
-Thumbnails of flagged images are not gathered here yet: the image checks add them to a few
-findings' ``detail`` in their corpus pass (:mod:`integrity.analysis.thumbnails`).
+Thumbnails: a corpus check only says where each finding's image is, in optional columns of
+its findings (``uri`` and ``row`` of the record, or ``image_row`` where the finding has no
+``row`` to put in its detail, a ``box`` to outline, ``representative_uri``
+and ``representative_row`` of a second image shown beside it, e.g. the record a duplicate
+repeats). :func:`attach_thumbnails`, run by the engine after every corpus pass and before the
+findings are masked and written, picks the ``k`` best-scored findings of each check (its
+``thumbnails`` option) from at most :data:`MAX_THUMBNAIL_SHARDS` shards, re-reads their
+images once for every check, and puts ``thumbnail`` and ``caption`` (and
+``representative_thumbnail``/``representative_caption``) in their ``detail``.
 """
 from __future__ import annotations
 
@@ -18,12 +26,15 @@ import polars as pl
 
 from connectors import ShardReader, ShardRef
 from connectors.errors import ShardReadError
-from connectors.schema import EXAMPLE_COLUMNS, RECORD_ID, ROW, TEXT_FIELDS
+from connectors.schema import EXAMPLE_COLUMNS, RECORD_ID, ROW, TEXT_FIELDS, ColumnMapping
+from integrity.analysis.thumbnails import busiest_shards, fetch_thumbnails, pick_thumbnails, put_thumbnails
+from integrity.checks.base import Check
 from integrity.engine.redact import mask_secrets
 from integrity.engine.shard import ShardResult
 from integrity.engine.spec import ScanSpec
 
 MAX_EXAMPLE_SHARDS = 8  # shards re-read to fetch example texts, at most
+MAX_THUMBNAIL_SHARDS = 4  # shards a check's thumbnails come from, at most (twice that with representatives)
 
 
 def _pick_examples(findings: pl.LazyFrame, k: int) -> pl.DataFrame:
@@ -168,3 +179,48 @@ def _detail_row(detail: str | None) -> int | None:
     except (ValueError, AttributeError):
         return None
     return row if isinstance(row, int) else None
+
+
+def thumbnail_count(check: Check) -> int:
+    """How many of a check's findings get a thumbnail: its ``thumbnails`` option (0 without one)."""
+    return int(check.options.get("thumbnails") or 0)
+
+
+def attach_thumbnails(found: dict[str, tuple[int, pl.DataFrame]], mapping: ColumnMapping | None = None
+                      ) -> dict[str, pl.DataFrame]:
+    """Each check's corpus findings (``{name: (k, findings)}``) with thumbnails in the detail of
+    its ``k`` best-scored findings whose image is named (``uri``/``row`` columns), from at most
+    :data:`MAX_THUMBNAIL_SHARDS` shards per check; the images of all checks are re-read in one
+    pass (each shard once, with the scan's column mapping). Frames are returned as given
+    otherwise, location columns included (the caller drops them)."""
+    picked: dict[str, tuple[pl.DataFrame, dict[str, dict[int, dict]]]] = {}
+    jobs: list[dict] = []
+    for name, (k, frame) in found.items():
+        # ``image_row``: the row of a finding that carries no ``row`` (which would go into its detail)
+        view = frame.rename({"image_row": ROW}) if ROW not in frame.columns and "image_row" in frame.columns else frame
+        if k <= 0 or frame.height == 0 or not {"uri", ROW} <= set(view.columns):
+            continue
+        top = pick_thumbnails(view, k, MAX_THUMBNAIL_SHARDS)
+        if top.height == 0:
+            continue
+        mine = [{"uri": r["uri"], "row": r[ROW], "box": r.get("box")} for r in top.iter_rows(named=True)]
+        more: dict[str, dict[int, dict]] = {}
+        if {"representative_uri", "representative_row"} <= set(top.columns):
+            reps = top.filter(pl.col("representative_uri").is_not_null() & pl.col("representative_row").is_not_null())
+            more["representative_thumbnail"] = {int(r["_i"]): {"uri": r["representative_uri"],
+                                                                "row": int(r["representative_row"])}
+                                                for r in reps.iter_rows(named=True)}
+            mine += list(more["representative_thumbnail"].values())
+        # a finding shown beside a second image may need twice the shards
+        jobs += busiest_shards(mine, 2 * MAX_THUMBNAIL_SHARDS if more else MAX_THUMBNAIL_SHARDS)
+        picked[name] = (top, more)
+    if not jobs:
+        return {name: frame for name, (_, frame) in found.items()}
+    got = fetch_thumbnails(jobs, max_shards=len({j["uri"] for j in jobs}), mapping=mapping)
+    out = {}
+    for name, (_, frame) in found.items():
+        if name in picked:
+            top, more = picked[name]
+            frame = put_thumbnails(frame, top, got, more)
+        out[name] = frame
+    return out

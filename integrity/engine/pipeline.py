@@ -42,9 +42,26 @@ def list_stage(spec: ScanSpec) -> list[ShardRef]:
     """Shards of the source (raises ``SourceError`` with a clear message when none)."""
     spec.out.mkdir(parents=True, exist_ok=True)
     (spec.out / WORK).mkdir(exist_ok=True)
+    if spec.out_url:
+        require_writable(spec)
     # the scan's own directories never count as shards, even when they lie inside the source
     own = [spec.state_dir, spec.policy.quarantine_dir().absolute(), spec.out.absolute()]
     return list_shards(spec.source, storage_options=spec.storage_options, exclude=[str(d) for d in own])
+
+
+def require_writable(spec: ScanSpec) -> None:
+    """Fail before any shard is read when the run directory's URL cannot be written (no such
+    bucket, no credentials), rather than after the shard stage."""
+    fs, work = storage.get_fs(spec.work_url)
+    probe = storage.join(work, ".probe")
+    try:
+        with fs.open(probe, "wb") as f:
+            f.write(b"")
+        fs.rm(probe)
+    except Exception as e:  # the backends raise their own kinds (botocore, aiohttp, ...)
+        raise storage.StorageError(spec.out_url or "", f"the run directory cannot be written ({type(e).__name__}: {e}); "
+                                   "check that the bucket exists and that the credentials (e.g. AWS_ACCESS_KEY_ID, "
+                                   "AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL) allow writing there") from e
 
 
 def record_start(spec: ScanSpec, flow_run_id: str | None = None) -> None:

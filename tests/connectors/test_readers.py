@@ -317,3 +317,27 @@ def test_hf_dataset_read_from_memory_fs(tmp_path, w, memfs):
     assert pa.Table.from_batches(batches).column("record_id").to_pylist() == ["1", "2", "3"]
     [local_ref] = list_shards(str(local))
     assert reader.sha256 == hash_shard(local_ref) == _hf_dir_sha(local)
+
+
+def test_a_huge_jsonl_record_reads_the_same_through_the_low_memory_path(tmp_path, monkeypatch):
+    """A line over 1 MiB is gathered in a bytearray and a one-record chunk over HUGE_LINE_BYTES is
+    parsed with its text columns declared (issue 13: memory of a huge record); the result must
+    equal the ordinary parse: same values, same column order, absent text keys not invented,
+    and a text column that is not a string still read (the plain parse takes over)."""
+    from connectors import jsonl_format
+
+    text = ("word " * 300_000) + "\u00e9nd \\\" quote"  # 1.5 MB, so the bytearray path runs
+    recs = [{"meta": {"k": 1}, "id": 7, "text": text, "label": "a"},
+            {"id": "x", "caption": "c", "text": 12345, "after": True}]
+    path = tmp_path / "big.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    plain = [ShardReader(ref, ColumnMapping(), batch_size=1) for ref in list_shards(str(path))]
+    want = [b.to_pylist() for b in plain[0]]
+    monkeypatch.setattr(jsonl_format, "HUGE_LINE_BYTES", 10)
+    low = ShardReader(list_shards(str(path))[0], ColumnMapping(), batch_size=1)
+    got = [b.to_pylist() for b in low]
+    assert got == want and got[0][0]["text"] == text and got[1][0]["text"] == "12345"
+    raw = [jsonl_format.parse_fast([json.dumps(r).encode() + b"\n"], frozenset({"text", "caption", "prompt"}))
+           for r in recs]
+    assert raw[0].schema.names == ["meta", "id", "text", "label"]  # no null 'caption'/'prompt' added
+    assert raw[1].schema.names == ["id", "caption", "text", "after"] and raw[1].column("text").type == pa.int64()

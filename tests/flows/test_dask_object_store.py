@@ -116,3 +116,16 @@ def test_dask_scan_with_run_dir_on_s3_matches_inline(prefect_server, s3, tmp_pat
     assert on_s3.sort(order).equals(inline.sort(order))
     # the band join's partitions ran as tasks (on the workers), not in the flow process
     assert _partition_task_runs() - before >= 2
+
+
+def test_a_run_dir_url_that_cannot_be_written_stops_the_scan_before_it_reads(s3, tmp_path: Path):
+    """No such bucket: exit 3 at once, naming the URL and what to check, no traceback."""
+    corpus = _corpus(tmp_path / "corpus")
+    (tmp_path / "p.yaml").write_text(f"state_dir: {tmp_path / 'state'}\n")
+    env = {**os.environ, "PYTHONPATH": f"{PROJECT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    r = subprocess.run([sys.executable, "-m", "flows.cli", "scan", str(corpus), "--out", "s3://no-such-bucket/run",
+                        "--policy", str(tmp_path / "p.yaml"), "--checks", "dedup.exact", "--runner", "inline"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "s3://no-such-bucket/run: the run directory cannot be written" in r.stderr
+    assert "check that the bucket exists" in r.stderr and "Traceback" not in r.stderr

@@ -23,6 +23,7 @@ from, so a report can highlight ``text[start:end]``.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,6 +138,29 @@ def _tokenize_chunk(strings: list[str]) -> tuple[np.ndarray, ...]:
     return h, sidx, starts - base[sidx], ends - base[sidx]
 
 
+def _long_text_pieces(text: str, size: int) -> Iterator[tuple[int, str]]:
+    """(offset, piece) of a text longer than ``size`` code points, cut after a non-word character.
+
+    Tokens never cross a non-word character, so tokenizing the pieces gives the
+    whole text's tokens (token hashes do not depend on position) while each
+    pass holds arrays of ``size`` code points, not of the whole text (a 50 MB
+    record took ~2 GB in one pass). Only a single token longer than half of
+    ``size`` (500,000 characters by default) is cut inside and counted as two.
+    """
+    word, _ = _char_tables()
+    at = 0
+    while at < len(text):
+        end = min(at + size, len(text))
+        if end < len(text):
+            tail = text[end - size // 2:end]
+            cp = np.frombuffer(tail.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+            gaps = np.flatnonzero(~word[cp])
+            if gaps.size:
+                end = end - size // 2 + int(gaps[-1]) + 1
+        yield at, text[at:end]
+        at = end
+
+
 def tokenize(columns: dict[str, list[str | None]], chunk_chars: int = CHUNK_CHARS) -> Tokens:
     """Tokenize the named text fields of a batch (each a list with one string or
     None per record); a record's tokens run over its fields in the given order."""
@@ -161,6 +185,12 @@ def tokenize(columns: dict[str, list[str | None]], chunk_chars: int = CHUNK_CHAR
         for fi in range(nf):
             t = cols[fi][r]
             if not t:
+                continue
+            if len(t) > chunk_chars:  # a huge text alone, piece by piece: bounded arrays, same tokens
+                flush()
+                for offset, piece in _long_text_pieces(t, chunk_chars):
+                    h, _, s, e = _tokenize_chunk([piece])
+                    out.append((h, np.full(len(h), r * nf + fi, np.int64), s + offset, e + offset))
                 continue
             if size and size + len(t) > chunk_chars:
                 flush()

@@ -144,6 +144,8 @@ def test_history_of_earlier_nights(tmp_path: Path, corpus):
 def test_thumbnails_of_member_and_representative(tmp_path: Path, corpus):
     import tarfile
 
+    from integrity.engine.evidence import attach_thumbnails, thumbnail_count
+
     for name, records in corpus.items():
         with tarfile.open(tmp_path / name, "w") as tf:
             for rid, data, cap in records:
@@ -164,6 +166,9 @@ def test_thumbnails_of_member_and_representative(tmp_path: Path, corpus):
     ctx = CorpusContext(run_dir=tmp_path, state_dir=tmp_path / "state", shards=list(corpus),
                         shard_findings=pl.LazyFrame())
     found = check.corpus_pass(pl.concat(frames).lazy(), ctx)
+    # the check says where each image is; the engine's evidence stage fetches the thumbnails
+    assert found["uri"].null_count() == 0 and found["representative_uri"].null_count() == 0
+    found = attach_thumbnails({"dedup.image": (thumbnail_count(check), found)})["dedup.image"]
     with_thumbs = [json.loads(d) for d in found["detail"] if "thumbnail" in d]
     assert len(with_thumbs) == 3
     assert all(d["thumbnail"].startswith("data:image/jpeg;base64,") for d in with_thumbs)

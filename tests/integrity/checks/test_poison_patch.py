@@ -74,6 +74,9 @@ def test_patch_found_with_its_phrase_and_place(planted):
         x0, y0, x1, y1 = d["box"]  # around the pasted patch (windows may reach into a flat border)
         assert x - 14 <= x0 <= x + 16 <= x1 <= x + 32 + 14 and y - 14 <= y0 <= y + 16 <= y1 <= y + 32 + 14
     assert len({d["cluster"] for _, d in got.values()}) == 1
+    # the engine's evidence stage outlines the patch on the thumbnail: the finding names both
+    assert found["box"].to_list() == [json.loads(d)["box"] for d in found["detail"]]
+    assert found["uri"].null_count() == 0
 
 
 def test_untied_patch_scores_lower(planted):

@@ -364,3 +364,14 @@ def test_dirty_label_attack_on_the_majority_leaves_its_boilerplate_alone():
     clean_flagged = found.join(df.filter(~pl.col("poisoned")), left_on="record_id", right_on="id").height
     assert recall >= 0.9
     assert clean_flagged <= 0.02 * df.filter(~pl.col("poisoned")).height
+
+
+@needs_shared
+def test_minority_label_dirty_label_inserted_sentence_at_one_percent(reviews):
+    # a few dozen verbatim copies of an ordinary sentence on the 20% label: too few for the purity
+    # tail among thousands of groups, but no other label has any sentence repeated like it
+    base = majority(reviews)
+    df = insert(base, 0.01, "my cousin told me about it over dinner last spring .", "1", dirty=True, seed=21)
+    found = run(df)
+    precision, recall = prf(df, found)
+    assert precision >= 0.95 and recall >= 0.95
