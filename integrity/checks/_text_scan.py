@@ -33,9 +33,11 @@ from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequenc
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
 from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS, text_columns
 from integrity.checks.base import Check, CheckConfigError, CheckOutput, ShardInfo, empty_findings, findings_frame
+from integrity.checks.options import CheckOptions
 
 #: what a scanner yields: (kind, start, end, score factor, extra detail)
 RawMatch = tuple[str, int, int, float, dict]
@@ -307,13 +309,31 @@ class TextScanner:
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "), default=str).encode
 
 
+def text_scan_options(kinds: Sequence[str], scores: Mapping[str, float], *, min_score: float,
+                      min_score_description: str = "matches scoring below this are dropped") -> type[CheckOptions]:
+    """The options every text-scan check has (``kinds``, ``min_score``, ``scores``,
+    ``max_matches``), with the check's own kinds, base scores and ``min_score`` default; a
+    check's ``Options`` subclasses it and adds its own."""
+    # a class body cannot read a function's local that it also assigns: bind them first
+    all_kinds, base_scores, score_floor = tuple(kinds), dict(scores), min_score
+
+    class TextScanOptions(CheckOptions):
+        kinds: list[str] = Field(default_factory=lambda: list(all_kinds), description="kinds to report")
+        min_score: float = Field(score_floor, ge=0, le=1, description=min_score_description)
+        scores: dict[str, float] = Field(default_factory=lambda: dict(base_scores),
+                                         description="per-kind base score (partial overrides merge with the defaults)")
+        max_matches: int = Field(20, ge=1, description="matches listed in detail per record (n_matches counts all)")
+
+    return TextScanOptions
+
+
 class TextScanCheck(Check):
     """Base of the checks that scan text for kinds of matches with a :class:`TextScanner`.
 
     A subclass sets ``KINDS`` (every kind it can report), ``DEFAULT_SCORES`` (a
-    base score per kind) and ``redact``, declares the common options
-    (``kinds``, ``scores``, ``min_score``, ``max_matches``; ``include_examples``
-    where it has example values) with its own in its ``Options`` model, and
+    base score per kind) and ``redact``, builds its ``Options`` model on
+    :func:`text_scan_options` (``kinds``, ``scores``, ``min_score``,
+    ``max_matches``) with its own options added, and
     returns its :class:`ScanGroup` s from :meth:`scan_groups`.
     """
 

@@ -63,8 +63,8 @@ from integrity.checks._text_scan import (
     RawMatch,
     ScanGroup,
     TextScanCheck,
+    text_scan_options,
 )
-from integrity.checks.base import CheckOptions
 
 DEFAULT_SCORES = {
     "instruction_override": 0.95,
@@ -297,12 +297,8 @@ class InjectionCheck(TextScanCheck):
     DEFAULT_SCORES = DEFAULT_SCORES
     redact = False  # the matches are what a reviewer must read (no secret in them)
 
-    class Options(CheckOptions):
-        kinds: list[str] = Field(default_factory=lambda: list(KINDS), description="kinds to report")
-        min_score: float = Field(0.5, ge=0, le=1, description="drop weaker matches")
-        scores: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SCORES),
-                                         description="per-kind score (partial overrides merge with the defaults)")
-        max_matches: int = Field(20, ge=1, description="matches listed per finding (n_matches counts all)")
+    class Options(text_scan_options(KINDS, DEFAULT_SCORES, min_score=0.5,
+                                    min_score_description="drop weaker matches")):
         max_chars: int = Field(200000, ge=100, description="scan at most this many characters per field")
 
     default_severity = "warn"

@@ -68,8 +68,8 @@ from integrity.checks._text_scan import (
     RawMatch,
     ScanGroup,
     TextScanCheck,
+    text_scan_options,
 )
-from integrity.checks.base import CheckOptions
 
 DEFAULT_SCORES = {
     "tag_characters": 1.0,
@@ -367,15 +367,11 @@ class UnicodeCheck(TextScanCheck):
     DEFAULT_SCORES = DEFAULT_SCORES
     redact = False  # the matches are what a reviewer must read (no secret in them)
 
-    class Options(CheckOptions):
-        kinds: list[str] = Field(default_factory=lambda: list(KINDS), description="kinds to report")
-        min_score: float = Field(0.5, ge=0, le=1, description="drop weaker matches (lone stray zero-width spaces score 0.3)")
-        scores: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SCORES),
-                                         description="per-kind score (partial overrides merge with the defaults)")
+    class Options(text_scan_options(KINDS, DEFAULT_SCORES, min_score=0.5,
+                                    min_score_description="drop weaker matches (lone stray zero-width spaces score 0.3)")):
         min_invisible_run: int = Field(3, ge=1, description="consecutive invisible characters that make a run")
         many_invisible: int = Field(8, ge=1, description="stray invisible characters in one text that make invisible_many")
         min_selector_run: int = Field(3, ge=2, description="consecutive variation selectors that carry a payload (one is normal)")
-        max_matches: int = Field(20, ge=1, description="matches listed per finding (n_matches counts all)")
 
     default_severity = "warn"
     version = 1

@@ -93,9 +93,8 @@ from integrity.checks._national_ids import (
 )
 from integrity.checks._pii_contact import scan_email, scan_ipv4_with, scan_ipv6_with, scan_phone_with
 from integrity.checks._pii_financial import outside_ibans, scan_card, scan_iban
-from integrity.checks._text_scan import ScanGroup, TextScanCheck
+from integrity.checks._text_scan import ScanGroup, TextScanCheck, text_scan_options
 from integrity.checks._text_scan import chain as _chain
-from integrity.checks.base import CheckOptions
 
 KINDS = (
     "credit_card",
@@ -135,16 +134,11 @@ class PiiCheck(TextScanCheck):
     KINDS = KINDS
     DEFAULT_SCORES = DEFAULT_SCORES
 
-    class Options(CheckOptions):
-        kinds: list[str] = Field(default_factory=lambda: list(KINDS), description="kinds to report")
-        min_score: float = Field(0.0, ge=0, le=1, description="matches scoring below this are dropped")
-        scores: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SCORES),
-                                         description="per-kind base score (partial overrides merge with the defaults)")
+    class Options(text_scan_options(KINDS, DEFAULT_SCORES, min_score=0.0)):
         exclude_private_ip: bool = Field(True, description="drop private/loopback/reserved IPs (else scored x1/3)")
         include_examples: bool = Field(True, description="keep example values (test cards, example.com, ...) at x0.2")
         min_phone_digits: int = Field(10, ge=7, le=15, description="fewest digits a phone number has")
         max_phone_digits: int = Field(15, ge=7, le=15, description="most digits a phone number has (E.164: 15)")
-        max_matches: int = Field(20, ge=1, description="matches listed in detail per record (n_matches counts all)")
 
         @model_validator(mode="after")
         def _phone_range(self):

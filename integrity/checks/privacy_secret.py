@@ -81,9 +81,8 @@ from integrity.checks._secret_assignments import assignment_prefilter, scan_assi
 from integrity.checks._secret_formats import PREFILTER as _FORMATS_PREFILTER
 from integrity.checks._secret_formats import scan_credential_syntax, scan_provider_tokens
 from integrity.checks._secret_tokens import TOKEN_PREFILTER, scan_jwt, scan_private_keys, scan_tokens
-from integrity.checks._text_scan import ScanGroup, TextScanCheck
+from integrity.checks._text_scan import ScanGroup, TextScanCheck, text_scan_options
 from integrity.checks._text_scan import chain as _chain
-from integrity.checks.base import CheckOptions
 
 #: kinds added for provider tokens and credential syntaxes (:mod:`integrity.checks._secret_formats`)
 NEW_SCORES = {
@@ -187,15 +186,10 @@ class SecretCheck(TextScanCheck):
     KINDS = KINDS
     DEFAULT_SCORES = DEFAULT_SCORES
 
-    class Options(CheckOptions):
-        kinds: list[str] = Field(default_factory=lambda: list(KINDS), description="kinds to report")
-        min_score: float = Field(0.0, ge=0, le=1, description="matches scoring below this are dropped")
-        scores: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SCORES),
-                                         description="per-kind base score (partial overrides merge with the defaults)")
+    class Options(text_scan_options(KINDS, DEFAULT_SCORES, min_score=0.0)):
         include_examples: bool = Field(True, description="keep documentation examples (AKIAIOSFODNN7EXAMPLE, ...) at x0.2")
         min_entropy: float = Field(3.0, ge=0, description="bits/char a secret_assignment value needs")
         min_secret_length: int = Field(16, ge=1, le=512, description="characters a secret_assignment value needs")
-        max_matches: int = Field(20, ge=1, description="matches listed in detail per record (n_matches counts all)")
 
     default_severity = "warn"
     version = 1
