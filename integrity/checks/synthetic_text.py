@@ -306,9 +306,9 @@ class SyntheticTextCheck(Check):
             from integrity.analysis.watermark import p_from_z, z_score
 
             gamma = float((o.get("watermark") or {}).get("gamma", 0.25))
-            zs = z_score(int(green), int(tok), gamma)
-            res["watermark"] = {"tokens": int(tok), "green": int(green), "gamma": gamma, "shard_z": zs,
-                                "p_value": p_from_z(zs), "z_threshold": zthr}
+            shard_z = z_score(int(green), int(tok), gamma)  # not `zs`: that name holds the zero-shot scores
+            res["watermark"] = {"tokens": int(tok), "green": int(green), "gamma": gamma, "shard_z": shard_z,
+                                "p_value": p_from_z(shard_z), "z_threshold": zthr}
         zs_share = calibrate_shard(zs["model"], zs["logit"], zs["reference"]) if zs is not None else None
         if zs_share is not None and zs_share["estimate"] is None:
             zs_share = None
