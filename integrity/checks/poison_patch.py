@@ -188,7 +188,9 @@ class PatchCheck(ImageCheck):
                     for _, g in tied.group_by("phrase", maintain_order=True)]
         if self.options["report_untied"]:  # shared marks no phrase follows: windows that co-occur
             # (the sampled windows only: small border windows are too common to stand alone)
-            rest = inc.filter(~pl.col("gid").is_in(tied["gid"].implode()) & (pl.col("s") > max(BORDER_SIZES))).drop("gid")
+            # an anti join, not is_in: gid is the list of the set's image hashes
+            rest = inc.join(tied.select("gid").unique(), on="gid", how="anti") if tied.height else inc
+            rest = rest.filter(pl.col("s") > max(BORDER_SIZES)).drop("gid")
             if rest.height:
                 labels = self._hash_groups(rest, cand)
                 rest = rest.with_columns(gid=pl.Series(labels[rest["hid"].to_numpy()], dtype=pl.UInt64))
