@@ -64,10 +64,11 @@ def corpus_context(spec: ScanSpec, results: list[ShardResult],
     )
 
 
-def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], run_dir: Path,
-                      map_partitions: MapPartitions | None = None) -> tuple[pl.DataFrame, dict[str, float]]:
+def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], map_partitions: MapPartitions | None = None
+                      ) -> tuple[pl.DataFrame, dict[str, float], dict[str, dict]]:
     """Run the corpus pass of every corpus-level check, then gather the thumbnails their findings
-    name (:func:`integrity.engine.evidence.attach_thumbnails`); returns findings and seconds per check."""
+    name (:func:`integrity.engine.evidence.attach_thumbnails`); returns findings, seconds per
+    check, and what each pass adds to its coverage (``Check.corpus_coverage``)."""
     ctx = corpus_context(spec, results, map_partitions)
     raw: dict[str, tuple[int, pl.DataFrame]] = {}
     labels: dict[str, str] = {}
@@ -94,11 +95,7 @@ def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], run_dir: Path,
         log.info("thumbnails of the corpus findings in %.1fs", time.perf_counter() - t0)
     out = [finish_findings(frame, labels[name]) for name, frame in shown.items()]
     frame = pl.concat(out) if out else pl.DataFrame(schema=SCAN_FINDING_COLUMNS)
-    # read back by coverage() when summary.json is written (a later stage, maybe another process)
-    path = Path(run_dir) / WORK / CORPUS_COVERAGE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(notes, default=str))
-    return frame, timings
+    return frame, timings, notes
 
 
 def finish_findings(found: pl.DataFrame, check: str) -> pl.DataFrame:
@@ -118,7 +115,7 @@ def coverage(spec: ScanSpec, results: list[ShardResult]) -> dict[str, dict]:
     from integrity.checks.base import Check
 
     out: dict[str, dict] = {}
-    path = Path(spec.out) / WORK / CORPUS_COVERAGE  # what the corpus passes added (run_corpus_checks)
+    path = Path(spec.out) / WORK / CORPUS_COVERAGE  # what the corpus passes added (pipeline.corpus_stage)
     notes = json.loads(path.read_text()) if path.exists() else {}
     for name in spec.checks:
         check = spec.check_instance(name)
