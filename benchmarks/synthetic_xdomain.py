@@ -34,7 +34,8 @@ import pyarrow as pa
 
 from fit_machine_text import DEBIAN_HUMAN, debian_human, fit, m4_frame
 from integrity.analysis.profile import build_profile, classifier_scores, load_profile
-from integrity.checks.synthetic_text import SyntheticTextCheck, combined_record_score, zero_shot_scores
+from integrity.analysis.synthetic_share import combined_record_score, zero_shot_scores
+from integrity.checks.synthetic_text import SyntheticTextCheck
 
 RATES = [0.0, 0.1, 0.3, 0.5]
 

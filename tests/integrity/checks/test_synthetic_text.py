@@ -9,7 +9,9 @@ import pytest
 
 from integrity.analysis.profile import build_profile
 from integrity.checks.base import CorpusContext
-from integrity.checks.synthetic_text import SyntheticTextCheck, acc_share, estimate_share, wilson
+from integrity.analysis.machine_text import wilson
+from integrity.analysis.synthetic_share import acc_share, estimate_share
+from integrity.checks.synthetic_text import SyntheticTextCheck
 from tests.conftest import SHARED_DATA
 from tests.integrity.analysis.test_profile import TOPICS, batches, records
 
