@@ -74,10 +74,12 @@ _WORD_RE = r"\p{L}+(?:['’]\p{L}+)?"
 REFERENCE_QUANTILE = 0.8
 #: per record, the hashes of its VOCAB_K content words with the smallest hash (a MinHash-style word sample:
 #: records that share a word tend to sample the same one); synthetic_share compares them with the reference's
-VOCAB_K = 4
+VOCAB_K = 6
 VOCAB_COLUMNS: tuple[str, ...] = tuple(f"zs_vocab_{i}" for i in range(VOCAB_K))
-#: words rarer than this (zipf below 5) count as content words: commoner ones say nothing of a topic
-CONTENT_BITS = 13.3
+#: words rarer than this (zipf below ~4.5) count as content words: commoner ones say little of a topic and
+#: are in any reference (at 13.3 bits, Debian text overlapped arxiv abstracts as much as Llama 2 reddit answers
+#: overlapped human reddit posts)
+CONTENT_BITS = 15.0
 
 
 @lru_cache(maxsize=4)

@@ -50,7 +50,8 @@ Corpus pass, per shard (the estimators live in :mod:`integrity.analysis.syntheti
   the reference's domain gets the explicit-marker lower bound with an upper
   bound of 1, its method says "reference from another domain", the calibrated
   estimates are kept under ``not_trusted``, and no classifier or zero-shot
-  record evidence is reported (markers still are);
+  record evidence is reported (markers still are); the finding is a `warn`
+  (report only) saying the share cannot be estimated against that reference;
 * diversity against the reference (the collapse signature): mean distinct-n
   and repetition, and the share of records in the reference's 5% tails.
 
@@ -250,6 +251,14 @@ class SyntheticTextCheck(Check):
             res["diversity"] = diversity(df, prof)
         res["severity"] = self._verdict(res, zero_shot_only=clf is None and zs_share is not None and not out_of_domain)
         res["reasons"] = self._reasons(res)
+        if out_of_domain and res["severity"] == "info":
+            # the check could not do its job on this shard: say so (report only), whatever the evidence says
+            res["severity"] = "warn"
+            res["reasons"] = [f"reference from another domain, or text of another kind: this shard's content words "
+                              f"overlap the reference's {domain['ratio']:.0%} as much as the reference's own (below "
+                              f"{domain['min_ratio']:.0%}), so its synthetic share cannot be estimated against this "
+                              "reference (the calibrated estimates are kept under not_trusted); build the reference "
+                              "from human text of this feed, or check a sample by hand if it is this feed's"]
         res["note"] = "an absent signal does not show human origin; estimates carry their method and confidence"
         return res, recs
 
