@@ -18,6 +18,13 @@ What is held out, and what is not:
   language model is not a generator of the same kind. A different generator
   is untested.
 
+* **The reference's domain.** Every share table prints how many shards the
+  domain test (``synthetic_share.reference_domain``) took out of the
+  reference's domain and their mean word-overlap ratio. Settings: the
+  held-out domain's own humans (in domain), the issue's setting (Debian human
+  + the other domain's Llama 2), and a zero-shot-only reference of the other
+  M4 domain's human text; rates 0-100%.
+
 Every score goes through the check's own code (``SyntheticTextCheck.process_batch``
 for features, ``assess_shard`` for shard estimates, ``zero_shot_scores`` and
 ``classifier_scores`` for per-record scores).
