@@ -195,6 +195,90 @@ def _jaccard_pairs(va, oa, na, vb, ob, nb, i, j, k):
     return out
 
 
+@njit(cache=True)
+def _bucket_pair_codes(keys, items, chain, bits, m):
+    """``lo * m + hi`` of the star (+ chain) pairs of items sharing a key; ``items`` ascending.
+
+    Entries are first scattered by the top ``bits`` of their key (a stable counting sort:
+    items stay ascending inside a bin), then each bin's keys are grouped by a small
+    open-addressing table that fits in cache, remembering each key's first and last item:
+    linear in the entries, with no global sort."""
+    n = keys.shape[0]
+    nbins = 1 << bits
+    shift = np.uint64(64 - bits)
+    start = np.zeros(nbins + 1, dtype=np.int64)
+    if bits > 0:
+        for e in range(n):
+            start[np.int64(keys[e] >> shift) + 1] += 1
+        for b in range(nbins):
+            start[b + 1] += start[b]
+    else:
+        start[1] = n
+    perm = np.empty(n, dtype=np.int64)
+    if bits > 0:
+        fill = start[:-1].copy()
+        for e in range(n):
+            b = np.int64(keys[e] >> shift)
+            perm[fill[b]] = e
+            fill[b] += 1
+    else:
+        for e in range(n):
+            perm[e] = e
+    biggest = 1
+    for b in range(nbins):
+        biggest = max(biggest, start[b + 1] - start[b])
+    size = 1
+    while size < 2 * biggest:
+        size *= 2
+    mask = np.uint64(size - 1)
+    t_key = np.empty(size, dtype=np.uint64)
+    t_first = np.empty(size, dtype=np.int64)
+    t_last = np.empty(size, dtype=np.int64)
+    used = np.zeros(size, dtype=np.bool_)
+    slots = np.empty(biggest, dtype=np.int64)
+    out = np.empty(2 * n if chain else n, dtype=np.int64)
+    no = 0
+    for b in range(nbins):
+        nslots = 0
+        for q in range(start[b], start[b + 1]):
+            e = perm[q]
+            k = keys[e]
+            it = items[e]
+            h = (k ^ (k >> np.uint64(29))) & mask
+            while used[h] and t_key[h] != k:
+                h = (h + np.uint64(1)) & mask
+            if not used[h]:
+                used[h] = True
+                t_key[h] = k
+                t_first[h] = it
+                t_last[h] = it
+                slots[nslots] = np.int64(h)
+                nslots += 1
+                continue
+            f = t_first[h]
+            if f != it:
+                out[no] = min(f, it) * m + max(f, it)
+                no += 1
+            last = t_last[h]
+            if chain and last != f and last != it:
+                out[no] = min(last, it) * m + max(last, it)
+                no += 1
+            t_last[h] = it
+        for s in range(nslots):
+            used[slots[s]] = False
+    return out[:no]
+
+
+def bucket_pair_codes(keys: np.ndarray, items: np.ndarray, chain: bool) -> tuple[np.ndarray, int]:
+    """Codes ``lo * m + hi`` (not yet unique) of the pairs of :func:`~integrity.analysis.dedup.graph.bucket_pairs`
+    and ``m``, for ``items`` in ascending order (compiled; requires numba)."""
+    keys = np.ascontiguousarray(keys, dtype=np.uint64)
+    items = np.ascontiguousarray(items, dtype=np.int64)
+    m = int(items.max()) + 1 if len(items) else 1
+    bits = max(0, min(20, int(np.ceil(np.log2(max(len(keys), 1) / 1024)))))
+    return _bucket_pair_codes(keys, items, bool(chain), bits, m), m
+
+
 def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(data bytes, start, end) byte offsets per value of a string array; nulls are empty."""
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):  # string_view

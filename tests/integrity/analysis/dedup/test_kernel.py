@@ -181,3 +181,25 @@ def test_kernel_minhash_estimates_real_text_like_datasketch():
 def shingle_set(t: str, n: int = 5) -> set[str]:
     w = _NORM.sub(" ", t.lower()).split()
     return {" ".join(w[i:i + n]) for i in range(max(1, len(w) - n + 1))}
+
+
+@pytest.mark.parametrize("chain", [True, False])
+def test_compiled_bucket_pairs_equal_the_sorting_path(monkeypatch, chain):
+    from integrity.analysis.dedup import graph
+
+    rng = np.random.default_rng(4)
+    cases = [(np.array([5, 5], np.uint64), np.array([3, 3])),  # one item twice: no self pair
+             (np.array([1, 2, 3], np.uint64), np.array([0, 1, 2]))]  # no bucket of two
+    for n, distinct in [(50, 7), (20_000, 3_000), (200_000, 150_000)]:
+        items = np.sort(rng.integers(0, n, n))
+        keys = rng.integers(0, distinct, n)
+        cases += [(keys.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15), items),  # hashed (band) keys
+                  (keys.astype(np.int64), items)]  # small integer keys: one bin
+    cases.append((np.zeros(5000, np.uint64), np.arange(5000)))  # one huge bucket stays linear
+    for keys, items in cases:
+        fast = graph.bucket_pairs(keys, items, chain)
+        monkeypatch.setattr(graph, "HAVE_NUMBA", False)
+        slow = graph.bucket_pairs(keys, items, chain)
+        monkeypatch.setattr(graph, "HAVE_NUMBA", True)
+        assert all(np.array_equal(x, y) and x.dtype == y.dtype for x, y in zip(fast, slow))
+    assert len(fast[0]) == (2 * 4999 - 1 if chain else 4999)
