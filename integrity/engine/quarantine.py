@@ -31,6 +31,10 @@ Tests inject crashes through ``fault``: a callable invoked with the step name
 (``"pending"``, ``"copied"``, ``"verified"``, ``"removed"``, ``"done"``) just
 after each step this call performs.
 
+This module finds the actions and records the decisions (quarantine, release,
+restore, resume); the copying, verifying and removing of files, under each
+action's worker lease, is in :mod:`integrity.engine.quarantine_moves`.
+
 Typical CLI use::
 
     integrity quarantine list                      -> list_quarantined(ledger)
@@ -43,11 +47,23 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Any, Callable, Mapping
 
 from connectors import storage
 from connectors.storage import StorageError
 
+from integrity.engine.quarantine_moves import (
+    STEPS,
+    ActionBusyError,
+    Fault,
+    QuarantineError,
+    StorageOptions,
+    check_original_slot,
+    destination_for,
+    remove_reappeared,
+    run_quarantine,
+    run_restore,
+    step_done,
+)
 from integrity.ledger import (
     LIVE_STATES,
     MODES,
@@ -56,9 +72,7 @@ from integrity.ledger import (
     QuarantineAction,
     Release,
     findings_key as make_findings_key,
-    new_lease_owner,
     release_command,
-    utc_now,
 )
 
 __all__ = [
@@ -82,15 +96,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-STEPS = ("pending", "copied", "verified", "removed", "done")
-Fault = Callable[[str], None]
-StorageOptions = Mapping[str, Any] | None
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
-
-
-class QuarantineError(Exception):
-    """A quarantine, release or restore could not be carried out; the message says why and what to do."""
 
 
 class UnknownShardError(QuarantineError, LookupError):
@@ -101,31 +107,8 @@ class AmbiguousShardError(QuarantineError, LookupError):
     """The name matches several quarantined shards; the message lists them."""
 
 
-class ActionBusyError(QuarantineError):
-    """Another live worker holds the action's lease; retry later."""
-
-
 # ---------------------------------------------------------------------------
-# helpers
-
-
-def destination_for(quarantine_root: str | os.PathLike, sha256: str, shard: str) -> str:
-    """``{quarantine_root}/{sha256[:16]}/{shard}``.
-
-    ``shard`` may contain ``/``; empty and ``.`` components are dropped and
-    ``..`` components become ``__`` so the destination never escapes the
-    quarantine root.
-    """
-    parts = [p for p in str(shard).replace("\\", "/").split("/") if p not in ("", ".")]
-    parts = ["__" if p == ".." else p for p in parts]
-    if not parts:
-        raise QuarantineError(f"shard name {shard!r} is empty; cannot build a quarantine destination")
-    return storage.join(os.fspath(quarantine_root), sha256[:16], *parts)
-
-
-def _call(fault: Fault | None, step: str) -> None:
-    if fault is not None:
-        fault(step)
+# finding an action
 
 
 def _describe(a: QuarantineAction) -> str:
@@ -190,38 +173,6 @@ def list_quarantined(ledger: Ledger) -> list[QuarantineAction]:
     return ledger.quarantined()
 
 
-class _Lease:
-    """Holds the worker lease of one action for the duration of a ``with`` block."""
-
-    def __init__(self, ledger: Ledger, action_id: int):
-        self.ledger, self.action_id, self.owner = ledger, action_id, new_lease_owner()
-
-    def __enter__(self) -> "_Lease":
-        holder = self.ledger.claim(self.action_id, self.owner)
-        if holder is not None:
-            raise ActionBusyError(
-                f"quarantine action #{self.action_id} is being processed by {holder}; retry later "
-                "(a lease held by a dead process on this host is taken over automatically)"
-            )
-        return self
-
-    def renew(self) -> None:
-        self.ledger.claim(self.action_id, self.owner)
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.ledger.unclaim(self.action_id, self.owner)
-        except Exception:  # never mask the original error
-            log.exception("could not release the lease on action #%s", self.action_id)
-
-
-def _hash_or_none(uri: str, so: StorageOptions) -> str | None:
-    """sha256 of ``uri``, or None when it does not exist."""
-    if not storage.exists(uri, so):
-        return None
-    return storage.sha256_of(uri, so)
-
-
 # ---------------------------------------------------------------------------
 # quarantine
 
@@ -269,109 +220,12 @@ def quarantine(
         corpus=corpus,
     )
     if created:
-        _call(fault, "pending")
+        step_done(fault, "pending")
     if action.state == "done" and action.mode == "move" and mode == "move" and storage.exists(uri, storage_options):
-        return _remove_reappeared(ledger, action, storage_options)
+        return remove_reappeared(ledger, action, storage_options)
     if action.state not in LIVE_STATES:
         return action  # already done by an earlier run
-    return _run_quarantine(ledger, action, storage_options, fault)
-
-
-def _remove_reappeared(ledger: Ledger, a: QuarantineAction, so: StorageOptions) -> QuarantineAction:
-    """The quarantined content is back at its original uri (a mirror re-synced it, or
-    someone copied it back by hand) while its verified copy is still held: take it
-    out again, with the same order and checks as a first move."""
-    assert a.destination is not None
-    if storage.sha256_of(a.uri, so) != a.sha256:
-        return a  # other content: a fresh scan judges it (a new sha256 gets a new action)
-    if _hash_or_none(a.destination, so) != a.sha256:  # the held copy is gone or damaged: copy again first
-        storage.copy(a.uri, a.destination, overwrite=True, storage_options=so)
-        if _hash_or_none(a.destination, so) != a.sha256:
-            return ledger.note_error(a.id, f"{a.destination}: re-copy of the reappeared original failed verification; "
-                                           f"the original {a.uri} was left in place")
-    storage.remove(a.uri, missing_ok=True, storage_options=so)
-    return ledger.note_error(a.id, f"{a.uri}: the same content reappeared at the original location on {utc_now()} "
-                                   "and was removed again (the verified copy is held)")
-
-
-def _run_quarantine(ledger: Ledger, action: QuarantineAction, so: StorageOptions, fault: Fault | None) -> QuarantineAction:
-    with _Lease(ledger, action.id) as lease:
-        try:
-            return _advance_quarantine(ledger, action.id, so, fault, lease)
-        except StorageError as e:
-            ledger.note_error(action.id, str(e))
-            raise
-
-
-def _advance_quarantine(ledger: Ledger, action_id: int, so: StorageOptions, fault: Fault | None, lease: _Lease) -> QuarantineAction:
-    src_fingerprint: str | None = None  # storage fingerprint of the source when this call hashed it
-    for _ in range(10):  # a handful of transitions; bounded in case storage keeps changing under us
-        a = ledger.action(action_id)
-        lease.renew()
-        if a.state not in LIVE_STATES:
-            return a
-        if a.mode == "mark":
-            a = ledger.set_state(a.id, "done")
-            _call(fault, "done")
-            return a
-        dest = a.destination
-        assert dest is not None
-
-        if a.state == "pending":
-            if storage.exists(a.uri, so):
-                src_fingerprint = storage.fingerprint(a.uri, so)
-                actual = storage.sha256_of(a.uri, so)
-                if actual != a.sha256:
-                    return ledger.set_state(
-                        a.id, "failed",
-                        error=(f"{a.uri}: content changed since it was scanned (expected sha256 {a.sha256}, found {actual}); "
-                               "nothing was moved; re-scan the shard"),
-                    )
-                if _hash_or_none(dest, so) != a.sha256:  # not already copied by an interrupted run
-                    storage.copy(a.uri, dest, overwrite=True, storage_options=so)
-            elif _hash_or_none(dest, so) != a.sha256:
-                return ledger.set_state(
-                    a.id, "failed",
-                    error=(f"{a.uri}: the original is missing and there is no verified copy at {dest}; "
-                           "nothing was quarantined (was it moved or deleted by hand?)"),
-                )
-            # else: the original is gone but a good copy exists (a run crashed after removing it)
-            ledger.set_state(a.id, "copied")
-            _call(fault, "copied")
-
-        elif a.state == "copied":
-            actual = _hash_or_none(dest, so)
-            if actual is None:
-                ledger.set_state(a.id, "pending", error=f"{dest}: copy vanished before it was verified; copying again")
-                continue
-            if actual != a.sha256:
-                if storage.exists(a.uri, so):
-                    storage.remove(dest, missing_ok=True, storage_options=so)
-                    msg = (f"{dest}: the copy's sha256 {actual} does not match {a.sha256}; the bad copy was deleted "
-                           f"and the original {a.uri} is untouched; run the quarantine again")
-                else:
-                    msg = (f"{dest}: the copy's sha256 {actual} does not match {a.sha256} and the original {a.uri} "
-                           "is missing; the copy was kept for inspection")
-                return ledger.set_state(a.id, "failed", error=msg)
-            ledger.set_state(a.id, "verified")
-            _call(fault, "verified")
-
-        elif a.state == "verified":
-            if a.mode == "move":
-                if storage.exists(a.uri, so):
-                    unchanged = src_fingerprint is not None and storage.fingerprint(a.uri, so) == src_fingerprint
-                    if not unchanged and storage.sha256_of(a.uri, so) != a.sha256:
-                        return ledger.set_state(
-                            a.id, "failed",
-                            error=(f"{a.uri}: the original changed after it was copied, so it was NOT removed; the verified "
-                                   f"copy of the scanned content is at {dest}; re-scan the shard"),
-                        )
-                    storage.remove(a.uri, missing_ok=True, storage_options=so)
-                _call(fault, "removed")
-            a = ledger.set_state(a.id, "done")
-            _call(fault, "done")
-            return a
-    return ledger.action(action_id)
+    return run_quarantine(ledger, action, storage_options, fault)
 
 
 # ---------------------------------------------------------------------------
@@ -420,16 +274,16 @@ def release(
     a = _finish_quarantine_first(ledger, a, storage_options)
     do_restore = restore and a.mode != "mark"
     if do_restore and a.restore_state not in LIVE_STATES:
-        _check_original_slot(a, storage_options)
+        check_original_slot(a, storage_options)
     if findings_key is None:
         v = ledger.verdict(a.scan_id, a.shard) if a.scan_id else None
         findings_key = make_findings_key(v.reasons) if v else ""
     a, rel = ledger.begin_resolution(
         a.id, resolution="released", restore=do_restore, who=who, reason=reason, findings_key=findings_key
     )
-    _call(fault, "pending")
+    step_done(fault, "pending")
     if do_restore:
-        _raise_if_restore_failed(_run_restore(ledger, a, storage_options, fault), "the release is recorded, but ")
+        _raise_if_restore_failed(run_restore(ledger, a, storage_options, fault), "the release is recorded, but ")
     assert rel is not None
     return ledger.release_of_action(a.id) or rel
 
@@ -457,11 +311,11 @@ def restore(
     a = _finish_quarantine_first(ledger, a, storage_options)
     do_restore = a.mode != "mark"
     if do_restore and a.restore_state not in LIVE_STATES:
-        _check_original_slot(a, storage_options)
+        check_original_slot(a, storage_options)
     a, _ = ledger.begin_resolution(a.id, resolution="restored", restore=do_restore, who=who)
-    _call(fault, "pending")
+    step_done(fault, "pending")
     if do_restore:
-        return _raise_if_restore_failed(_run_restore(ledger, a, storage_options, fault), "")
+        return _raise_if_restore_failed(run_restore(ledger, a, storage_options, fault), "")
     return a
 
 
@@ -489,90 +343,10 @@ def _completed_release(ledger: Ledger, shard_or_uri: str, corpus: str | None = N
 def _finish_quarantine_first(ledger: Ledger, a: QuarantineAction, so: StorageOptions) -> QuarantineAction:
     """An interrupted quarantine is completed before it is undone (one direction at a time)."""
     if a.state in LIVE_STATES:
-        a = _run_quarantine(ledger, a, so, None)
+        a = run_quarantine(ledger, a, so, None)
     if a.state == "failed":
         raise QuarantineError(f"{a.shard}: its quarantine failed ({a.error}); nothing is quarantined to put back")
     return a
-
-
-def _check_original_slot(a: QuarantineAction, so: StorageOptions) -> None:
-    """Refuse to restore over a different file at the original uri."""
-    actual = _hash_or_none(a.uri, so)
-    if actual is not None and actual != a.sha256:
-        raise QuarantineError(
-            f"{a.uri}: something with different content (sha256 {actual}) now exists at the original location; "
-            f"refusing to overwrite it. Move it away, then restore again (the quarantined copy stays at {a.destination})"
-        )
-
-
-def _run_restore(ledger: Ledger, action: QuarantineAction, so: StorageOptions, fault: Fault | None) -> QuarantineAction:
-    with _Lease(ledger, action.id) as lease:
-        try:
-            return _advance_restore(ledger, action.id, so, fault, lease)
-        except StorageError as e:
-            ledger.note_error(action.id, str(e))
-            raise
-
-
-def _advance_restore(ledger: Ledger, action_id: int, so: StorageOptions, fault: Fault | None, lease: _Lease) -> QuarantineAction:
-    for _ in range(10):
-        a = ledger.action(action_id)
-        lease.renew()
-        if a.restore_state not in LIVE_STATES:
-            return a
-        dest = a.destination
-        if a.mode == "mark" or dest is None:
-            a = ledger.finish_restore(a.id)
-            _call(fault, "done")
-            return a
-
-        if a.restore_state == "pending":
-            actual = _hash_or_none(a.uri, so)
-            if actual is None:
-                if _hash_or_none(dest, so) != a.sha256:
-                    return ledger.set_restore_state(
-                        a.id, "failed",
-                        error=(f"{dest}: the quarantined copy is missing or does not match sha256 {a.sha256}, and "
-                               f"{a.uri} does not exist; nothing was restored (inspect the quarantine area)"),
-                    )
-                storage.copy(dest, a.uri, storage_options=so)
-            elif actual != a.sha256:
-                return ledger.set_restore_state(
-                    a.id, "failed",
-                    error=(f"{a.uri}: something with different content (sha256 {actual}) now exists there; refusing to "
-                           f"overwrite it. Move it away, then restore again (the quarantined copy stays at {dest})"),
-                )
-            # else the original is already back (copy mode, or a crashed run copied it)
-            ledger.set_restore_state(a.id, "copied")
-            _call(fault, "copied")
-
-        elif a.restore_state == "copied":
-            actual = _hash_or_none(a.uri, so)
-            if actual is None:
-                ledger.set_restore_state(a.id, "pending", error=f"{a.uri}: restored copy vanished; copying again")
-                continue
-            if actual != a.sha256:
-                return ledger.set_restore_state(
-                    a.id, "failed",
-                    error=(f"{a.uri}: the restored file's sha256 {actual} does not match {a.sha256}; it was left in place "
-                           f"for inspection and the quarantined copy is kept at {dest}; remove {a.uri} and restore again"),
-                )
-            ledger.set_restore_state(a.id, "verified")
-            _call(fault, "verified")
-
-        elif a.restore_state == "verified":
-            if ledger.destination_in_use(dest, except_id=a.id):
-                log.info("%s: quarantined copy kept, another quarantine action uses it", dest)
-            else:
-                storage.remove(dest, missing_ok=True, storage_options=so)
-                # drop the emptied {sha[:16]}/... directories (one per shard-name component)
-                levels = len([p for p in str(a.shard).replace("\\", "/").split("/") if p not in ("", ".")])
-                storage.remove_empty_parents(dest, levels, so)
-            _call(fault, "removed")
-            a = ledger.finish_restore(a.id)
-            _call(fault, "done")
-            return a
-    return ledger.action(action_id)
 
 
 # ---------------------------------------------------------------------------
@@ -593,9 +367,9 @@ def resume_pending(
     for a in ledger.unfinished():
         try:
             if a.state in LIVE_STATES:
-                a = _run_quarantine(ledger, a, storage_options, fault)
+                a = run_quarantine(ledger, a, storage_options, fault)
             if a.restore_state in LIVE_STATES:
-                a = _run_restore(ledger, a, storage_options, fault)
+                a = run_restore(ledger, a, storage_options, fault)
         except (StorageError, ActionBusyError, LedgerError) as e:
             log.warning("could not resume quarantine action #%s: %s", a.id, e)
         out.append(ledger.action(a.id))
