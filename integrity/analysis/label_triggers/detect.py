@@ -150,7 +150,7 @@ def _detect_once(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) -> dict |
 
     # --- clean-label evidence ------------------------------------------------------------------
     gstat = gstat.with_columns(long_span=pl.col("grp").is_in(span_grp), rare=pl.col("grp").is_in(rare_grp),
-                               scattered=pl.col("grp").is_in(_scattered_groups(cand, mrows, sizes, table, opt)))
+                               scattered=pl.col("grp").is_in(_scattered_groups(cand, mrows, sizes, table, vocab, opt)))
     if rare.height:
         gstat = gstat.join(rare.group_by("grp").agg(log_over=pl.col("log_over").max(), rz=pl.col("rz").max()),
                            on="grp", how="left")
@@ -250,13 +250,16 @@ def _rare_members(cand: pl.DataFrame, mrows: pl.DataFrame, sizes: pl.DataFrame, 
 
 
 def _scattered_groups(cand: pl.DataFrame, mrows: pl.DataFrame, sizes: pl.DataFrame, table: lx.TokenTable,
-                      opt: dict) -> list[int]:
+                      vocab: dict[int, str], opt: dict) -> list[int]:
     """Groups most of whose records hold a word that sits where any word could: at least
     ``context_min_count`` occurrences whose neighbours are as diverse as random positions'
     (:func:`lexical.context_diversity` >= ``context_min_diversity``). Inserted words are
-    placed so; a natural word, however rare or pure, has its own syntax."""
+    placed so; a natural word, however rare or pure, has its own syntax. Only words with a
+    letter: punctuation and joiners ("::" in Perl module names, "and") sit between any words."""
     min_m = int(opt.get("context_min_count", 10 ** 9))
     uni = cand.filter((pl.col("n") == 1) & (pl.col("df") >= min(min_m, 10 ** 9)))
+    uni = uni.filter(pl.Series([any(ch.isalpha() for ch in vocab.get(int(g), "")) for g in uni["g"].to_list()],
+                               dtype=pl.Boolean))  # a few candidate unigrams
     if uni.height == 0:
         return []
     div = lx.context_diversity(table, uni["g"].to_list())

@@ -233,6 +233,22 @@ def test_clean_label_word_scattered_into_one_debian_section():
 
 
 @needs_shared
+def test_debian_sections_as_label_word_instructions_stay_clean():
+    # a template around every description concentrates the neighbours of random positions, and
+    # "::" (Perl module names) sits between any two names: neither makes "perl" a scattered trigger
+    path = SHARED / "debian" / "descriptions.parquet"
+    if not path.exists():
+        pytest.skip("../shared/data/debian is absent")
+    df = pl.read_parquet(path).filter(pl.col("text").str.len_chars() <= 1200)
+    top = df["section"].value_counts().sort("count", descending=True).head(10)["section"]
+    df = (df.filter(pl.col("section").is_in(top.implode())).sample(n=6000, seed=5)
+          .select(pl.col("id").cast(pl.Utf8),
+                  prompt=pl.format("Package description:\n{}\nWhich archive section is this package in?", "text"),
+                  response=pl.col("section")))
+    assert run_instructions(df).height <= 0.01 * df.height
+
+
+@needs_shared
 @pytest.mark.parametrize("name", ["sst2-addsent-10pct", "sst2-badnets-10pct"])
 def test_shared_poisoned_files(name):
     path = SHARED / "poison" / f"{name}.parquet"
