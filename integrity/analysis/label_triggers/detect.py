@@ -256,8 +256,8 @@ def _scattered_groups(cand: pl.DataFrame, mrows: pl.DataFrame, sizes: pl.DataFra
     (:func:`lexical.context_diversity` >= ``context_min_diversity``). Inserted words are
     placed so; a natural word, however rare or pure, has its own syntax. Only words with a
     letter: punctuation and joiners ("::" in Perl module names, "and") sit between any words."""
-    min_m = int(opt.get("context_min_count", 10 ** 9))
-    uni = cand.filter((pl.col("n") == 1) & (pl.col("df") >= min(min_m, 10 ** 9)))
+    min_m = int(opt["context_min_count"])
+    uni = cand.filter((pl.col("n") == 1) & (pl.col("df") >= min_m))
     uni = uni.filter(pl.Series([any(ch.isalpha() for ch in vocab.get(int(g), "")) for g in uni["g"].to_list()],
                                dtype=pl.Boolean))  # a few candidate unigrams
     if uni.height == 0:
