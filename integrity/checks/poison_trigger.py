@@ -172,7 +172,7 @@ class TriggerStatistics(CheckOptions):
     weak_min_flip: float = Field(0.5, ge=0, le=1, description="... the relabelled share it then needs (dirty-label evidence only)")
     clean_strong_span_members: int = Field(12, ge=1, description="a repeated sequence with this many member n-grams needs no purity outlier (any target label)")
     clean_min_span_tokens: int = Field(3, ge=1, description="or a repeated word sequence at least this long")
-    context_min_count: int = Field(30, ge=1, description="a word with this many occurrences ...")
+    context_min_count: int = Field(30, ge=1, description="a word in at least this many records ...")
     context_min_diversity: float = Field(0.9, ge=0, description="... whose neighbours are this diverse against random positions' "
                                          "(distinct left + right neighbours over their expectation) is placed, not written")
     context_min_lift: float = Field(0.85, ge=0, le=1, description="... and is flagged clean-label when its label share lifts "

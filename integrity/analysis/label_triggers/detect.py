@@ -251,8 +251,8 @@ def _rare_members(cand: pl.DataFrame, mrows: pl.DataFrame, sizes: pl.DataFrame, 
 
 def _scattered_groups(cand: pl.DataFrame, mrows: pl.DataFrame, sizes: pl.DataFrame, table: lx.TokenTable,
                       vocab: dict[int, str], opt: dict) -> list[int]:
-    """Groups most of whose records hold a word that sits where any word could: at least
-    ``context_min_count`` occurrences whose neighbours are as diverse as random positions'
+    """Groups most of whose records hold a word that sits where any word could: in at least
+    ``context_min_count`` records, its occurrences' neighbours are as diverse as random positions'
     (:func:`lexical.context_diversity` >= ``context_min_diversity``). Inserted words are
     placed so; a natural word, however rare or pure, has its own syntax. Only words with a
     letter: punctuation and joiners ("::" in Perl module names, "and") sit between any words."""
