@@ -3,7 +3,8 @@
 
 usage: nice -n 10 python benchmarks/semantic.py [--n 4000] [--threshold 0.85]
                                                [--static-threshold T] [--static-neighbors K]
-                                               [--minilm-cache DIR] [--data ../shared/data/debian/descriptions.parquet]
+                                               [--minilm-cache DIR] [--all-cached] [--whole-corpus] [--fit]
+                                               [--data ../shared/data/debian/descriptions.parquet]
 
 1. **Static stage speed.** Every Debian description (63,956) is embedded with the
    static model that ``dedup.semantic`` distils from all-MiniLM-L6-v2
@@ -14,8 +15,9 @@ usage: nice -n 10 python benchmarks/semantic.py [--n 4000] [--threshold 0.85]
    CPU-second times the cores is what the same code does on idle cores.
 2. **Recall.** A deterministic sample of ``--n`` descriptions is scanned as a corpus
    of its own: full MiniLM embeddings of the sample (the reference; cached in
-   ``--minilm-cache``, ``benchmarks/out/minilm-debian``, not in git) give every pair at cosine >= ``--threshold`` (the policy
-   threshold, brute force); the check's static candidate generation
+   ``--minilm-cache``, ``benchmarks/out/minilm-debian``, not in git; ``--all-cached``:
+   every cached description, a larger uniform sample) give every pair at cosine >=
+   ``--threshold`` (the policy threshold, brute force); the check's static candidate generation
    (:func:`integrity.analysis.semantic_candidates.static_candidates`, the policy's
    ``static_neighbors``/``static_threshold``) gives the pairs MiniLM re-scores.
    Printed: the reference pairs, the candidates (and the share of the sample that
@@ -25,8 +27,14 @@ usage: nice -n 10 python benchmarks/semantic.py [--n 4000] [--threshold 0.85]
    up connected through re-scored pairs at the threshold).
 3. ``--whole-corpus``: the candidate search over all 63,956 descriptions (what a
    scan of the whole corpus has MiniLM re-score: more neighbours pass the static
-   threshold in a bigger corpus), and the recall of the sample's MiniLM pairs
-   among those candidates.
+   threshold in a bigger corpus), the share of the sample's MiniLM pairs in the static
+   neighbour lists at all (the ceiling of pair recall), and their recall among the
+   candidates, without and with the default re-scoring budget (MiniLM calls printed).
+4. ``--fit``: a per-corpus fit, measured on held-out pairs. Half of the sample fits the
+   static model to MiniLM (a ridge map, and the token fit of
+   :mod:`integrity.analysis.static_fit`) and calibrates ``static_threshold`` (0.95 recall)
+   and ``static_accept`` (0.95 precision); the other half's pairs judge each, and with
+   ``--whole-corpus`` the whole corpus's candidates and budget too.
 """
 from __future__ import annotations
 
@@ -190,7 +198,8 @@ def calibrate(s: np.ndarray, t: np.ndarray, recall: float = 0.95, precision: flo
 def fit_calibration(model, texts: list[str], idx: np.ndarray, ref: np.ndarray, o: dict, whole: bool) -> None:
     """Per-corpus fit and calibration, measured: half of the sample (MiniLM vectors known) fits a
     ridge map of the static vectors onto MiniLM's (the linear part of a tokenlearn-style fit: a map
-    of mean-pooled token vectors is the mean of mapped token vectors) and picks the candidate
+    of mean-pooled token vectors is the mean of mapped token vectors), fits the token vectors
+    themselves (:func:`integrity.analysis.static_fit.fit_static_model`), and picks the candidate
     threshold (0.95 recall of its MiniLM pairs) and the accept level (0.95 precision); the other half
     judges them, and with ``whole`` the whole corpus's candidates and default budget do too."""
     thr = float(o["threshold"])
@@ -203,14 +212,28 @@ def fit_calibration(model, texts: list[str], idx: np.ndarray, ref: np.ndarray, o
     lam = 1e-2 * len(tr) / 1000
     w = np.linalg.solve(a_.T @ a_ + lam * np.eye(a_.shape[1]), a_.T @ x[tr])
     fitted = static_unit(xs @ w)
+    import tempfile
+
+    from integrity.analysis.static_embeddings import load_static_model
+    from integrity.analysis.static_fit import fit_static_model
+
+    c0 = time.process_time()
+    with tempfile.TemporaryDirectory() as tmp:  # the token fit: what a user saves for static_model: DIR
+        path = fit_static_model(Path(tmp) / "fitted", [texts[i][:2048] for i in idx[tr]], model=model,
+                                targets=ref[tr])
+        tokfit = load_static_model(path)
+    fit_cpu = time.process_time() - c0
+    tokens = static_unit(encode_static(tokfit, [t[:2048] for t in texts], int(o["max_seq_length"])))
 
     def pairs(z: np.ndarray, part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         iu = np.triu_indices(len(part), 1)
         zz = z[idx[part]]
         return (zz @ zz.T)[iu], (x[part] @ x[part].T)[iu] >= thr
 
-    print(f"per-corpus fit and calibration: {len(tr):,} sampled descriptions fit, {len(ev):,} others judge")
-    for name, z in (("distilled", xs), ("fitted", fitted)):
+    print(f"per-corpus fit and calibration: {len(tr):,} sampled descriptions fit, {len(ev):,} others judge "
+          f"(token fit: {fit_cpu:.0f} CPU-s, plus MiniLM for the {len(tr):,} texts: "
+          f"{len(tr) / MINILM_PER_CPU_S:.0f} CPU-s projected)")
+    for name, z in (("distilled", xs), ("linear map", fitted), ("token fit", tokens)):
         low, acc = calibrate(*pairs(z, tr))
         s, t = pairs(z, ev)
         got = s >= low
@@ -220,7 +243,7 @@ def fit_calibration(model, texts: list[str], idx: np.ndarray, ref: np.ndarray, o
               f"({int(t.sum()):,} MiniLM pairs); accepted pairs {int(sure.sum()):,}, precision "
               f"{t[sure].mean() if sure.any() else float('nan'):.3f}, recall {t[sure].sum() / max(t.sum(), 1):.3f}")
         if whole:
-            oo = dict(o, static_threshold=low, static_accept=acc)
+            oo = dict(o, static_threshold=round(low, 3), static_accept=round(acc, 3))
             t0 = time.perf_counter()
             sims, nbrs = knn(z, min(int(o["static_neighbors"]) + 1, len(z)), int(o["exact_max_records"]),
                              int(o["nprobe"]))
