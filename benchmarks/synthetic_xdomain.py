@@ -45,6 +45,7 @@ from integrity.analysis.synthetic_share import combined_record_score, zero_shot_
 from integrity.checks.synthetic_text import SyntheticTextCheck
 
 RATES = [0.0, 0.1, 0.3, 0.5, 1.0]
+DATA_DEBIAN = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian" / "descriptions.parquet"
 
 
 def _batches(ids, texts, shard="s", size=512):
@@ -162,6 +163,45 @@ def bench_held_out_slice(work: Path, shard_size: int = 20, reps: int = 10) -> di
     return out
 
 
+DEBIAN_SECTIONS = ("libs", "python", "games", "doc", "science", "sound", "admin")
+
+
+def feature_spread(per_group: int = 200) -> dict:
+    """Per zero-shot feature: how far apart the human medians of 9 domains lie (7 Debian sections, M4 arxiv
+    and reddit), and how far Llama 2 moves the median within arxiv and reddit, both in pooled human
+    standard deviations. A feature would serve a domain-free share estimate only if the first were small
+    beside the second."""
+    from integrity.analysis.machine_text import ZS_FEATURES, zero_shot_features
+
+    d = m4_frame()
+    deb = pl.read_parquet(DATA_DEBIAN).sample(fraction=1.0, shuffle=True, seed=3)
+    groups = {f"{dom}-{src}": d.filter((pl.col("domain") == dom) & (pl.col("source") == src))["text"]
+              for dom in ("arxiv", "reddit") for src in ("human", "llama2")}
+    groups.update({f"debian-{sec}": deb.filter(pl.col("section") == sec)["text"].head(per_group)
+                   for sec in DEBIAN_SECTIONS})
+    feats = {g: zero_shot_features(t) for g, t in groups.items()}
+    human = [g for g in groups if not g.endswith("llama2")]
+    out = {}
+    for f in ZS_FEATURES:
+        med = {g: float(feats[g][f].drop_nulls().median()) for g in groups}
+        sd = float(pl.concat([feats[g][f] for g in human]).drop_nulls().std()) or 1.0
+        out[f] = {"human_spread": (max(med[g] for g in human) - min(med[g] for g in human)) / sd,
+                  "llama2_shift": {dom: (med[f"{dom}-llama2"] - med[f"{dom}-human"]) / sd for dom in ("arxiv", "reddit")}}
+    return {"features": out, "human_domains": human}
+
+
+def spread_lines(r: dict) -> list[str]:
+    lines = [f"Why the share is not estimated from domain-robust features: per zero-shot feature, the spread of "
+             f"human medians over {len(r['human_domains'])} domains ({', '.join(r['human_domains'])}) beside "
+             "Llama 2's shift of the median in its own domain (pooled human SDs):", "",
+             "| feature | human medians' spread across domains | Llama 2 shift, arxiv | Llama 2 shift, reddit |",
+             "|---|---|---|---|"]
+    for f, v in r["features"].items():
+        lines.append(f"| {f} | {v['human_spread']:.2f} | {v['llama2_shift']['arxiv']:+.2f} | "
+                     f"{v['llama2_shift']['reddit']:+.2f} |")
+    return lines
+
+
 def _share_lines(title: str, acc: dict[str, dict]) -> list[str]:
     lines = [title, "", "| held-out domain | true share | mean estimate | mean abs. error | interval covers truth "
              "| mean interval width | critical | out of the reference's domain | mean word-overlap ratio |",
@@ -181,7 +221,7 @@ def _share_lines(title: str, acc: dict[str, dict]) -> list[str]:
     return lines
 
 
-def tables(x: dict, h: dict) -> str:
+def tables(x: dict, h: dict, spread: dict | None = None) -> str:
     lines = [f"Synthetic text across domains (M4 human vs Llama 2; the held-out domain's detector never saw it; "
              f"{x['splits']} splits of its prompts into reference humans / test; shards of {x['shard_size']}, "
              f"{x['reps']} per rate per split). Generators are NOT held out: both sets are Llama 2.", "",
@@ -209,4 +249,6 @@ def tables(x: dict, h: dict) -> str:
     for dom, a in h["auroc"].items():
         lines.append(f"| {dom} | {h['n'][dom][0]} / {h['n'][dom][1]} | {a:.3f} |")
     lines += [""] + _share_lines("Held-out slice, synthetic share (zero-shot):", h["share"])
+    if spread:
+        lines += [""] + spread_lines(spread)
     return "\n".join(lines)

@@ -102,7 +102,7 @@ class SyntheticTextCheck(Check):
     requires = TEXT_FIELDS
     default_severity = "info"
     corpus_level = True
-    version = 1
+    version = 2  # 2: per-record content-word samples (zs_vocab_*) for the reference-domain test
 
     class Options(CheckOptions):
         max_share: float = Field(0.2, ge=0, le=1, description="highest acceptable synthetic share of a shard")
