@@ -308,7 +308,7 @@ def main() -> None:
         if "cross_domain" in old:
             from synthetic_xdomain import tables
 
-            print(tables(old["cross_domain"], old["held_out_slice"]), "\n")
+            print(tables(old["cross_domain"], old["held_out_slice"], old.get("feature_spread")), "\n")
         if "drift" in old:
             print(drift_tables(old["drift"]))
         return
@@ -322,11 +322,12 @@ def main() -> None:
                                            shards_per_rate=3 if args.quick else 5, work=work)
         print(synthetic_tables(out["synthetic"]), "\n", flush=True)
     if args.only in (None, "cross-domain"):
-        from synthetic_xdomain import bench_cross_domain, bench_held_out_slice, tables
+        from synthetic_xdomain import bench_cross_domain, bench_held_out_slice, feature_spread, tables
 
         out["cross_domain"] = bench_cross_domain(work, splits=2 if args.quick else 5, reps=4 if args.quick else 8)
         out["held_out_slice"] = bench_held_out_slice(work, reps=5 if args.quick else 10)
-        print(tables(out["cross_domain"], out["held_out_slice"]), "\n", flush=True)
+        out["feature_spread"] = feature_spread()
+        print(tables(out["cross_domain"], out["held_out_slice"], out["feature_spread"]), "\n", flush=True)
     if args.only in (None, "drift"):
         cache = EmbeddingCache(args.cache_dir / "minilm-128.npz")
         out["drift"] = bench_drift(args.shard_size, clean_replicas=20 if args.quick else 40,

@@ -16,7 +16,7 @@ usage: nice -n 10 python benchmarks/semantic.py [--n 4000] [--threshold 0.85]
    of its own: full MiniLM embeddings of the sample (the reference; cached in
    ``--minilm-cache``) give every pair at cosine >= ``--threshold`` (the policy
    threshold, brute force); the check's static candidate generation
-   (:func:`integrity.checks.dedup_semantic.static_candidates`, the policy's
+   (:func:`integrity.analysis.semantic_candidates.static_candidates`, the policy's
    ``static_neighbors``/``static_threshold``) gives the pairs MiniLM re-scores.
    Printed: the reference pairs, the candidates (and the share of the sample that
    MiniLM has to embed), pair recall after re-scoring (a reference pair is found
@@ -44,7 +44,8 @@ import numpy as np
 import polars as pl
 
 from integrity.analysis.static_embeddings import encode_static, static_model, user_cache_dir
-from integrity.checks.dedup_semantic import SemanticDedup, rescore_budget, rescore_plan, static_candidates, static_unit
+from integrity.analysis.semantic_candidates import rescore_budget, rescore_plan, static_candidates, static_unit
+from integrity.checks.dedup_semantic import SemanticDedup
 
 #: all-MiniLM-L6-v2 at 128 tokens on CPU: Debian descriptions per CPU-second (README), for the projected cost
 MINILM_PER_CPU_S = 28

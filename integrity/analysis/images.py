@@ -265,48 +265,57 @@ def border_regions(h: int, w: int, band: int = BORDER_BAND) -> list[tuple[int, i
 
 
 def _ring_integral(ycc: np.ndarray, ring: int = BORDER_RING) -> np.ndarray:
-    """Integral images of Y, Cb, Cr, Y^2 and a validity plane over a stack of YCbCr squares padded
-    by ``ring`` px of zeros (windows at a square's edge get the part of their ring inside it)."""
+    """Integral images of Y, Cb, Cr and Y^2, (4, regions, side + 1, side + 1), over a stack of YCbCr
+    squares padded by ``ring`` px of zeros (windows at a square's edge get the part of their ring inside
+    it). Channel first, so that every box sum below runs over contiguous rows."""
     r = ring
     k, b = ycc.shape[0], ycc.shape[1]
-    planes = np.zeros((k, b + 2 * r, b + 2 * r, 5), dtype=np.float64)  # Y, Cb, Cr, Y^2, valid
-    planes[:, r:r + b, r:r + b, :3] = ycc
-    planes[:, r:r + b, r:r + b, 3] = ycc[..., 0] ** 2
-    planes[:, r:r + b, r:r + b, 4] = 1.0
-    ii = np.zeros((k, b + 2 * r + 1, b + 2 * r + 1, 5), dtype=np.float64)
-    np.cumsum(planes, axis=1, out=ii[:, 1:, 1:])
-    np.cumsum(ii[:, 1:, 1:], axis=2, out=ii[:, 1:, 1:])
+    planes = np.zeros((4, k, b + 2 * r, b + 2 * r), dtype=np.float64)  # Y, Cb, Cr, Y^2
+    planes[:3, :, r:r + b, r:r + b] = np.moveaxis(ycc, -1, 0)
+    planes[3, :, r:r + b, r:r + b] = ycc[..., 0] ** 2
+    ii = np.zeros((4, k, b + 2 * r + 1, b + 2 * r + 1), dtype=np.float64)
+    np.cumsum(planes, axis=2, out=ii[:, :, 1:, 1:])
+    np.cumsum(ii[:, :, 1:, 1:], axis=3, out=ii[:, :, 1:, 1:])
     return ii
 
 
+@functools.lru_cache(maxsize=16)
+def _ring_pixels(b: int, s: int, ring: int) -> np.ndarray:
+    """Pixels of each s x s window's ``ring`` px ring that lie inside a ``b`` px square, (n, n)."""
+    i = np.arange(b - s + 1)
+    span = np.minimum(i + s + ring, b) - np.maximum(i - ring, 0)
+    return (span[:, None] * span[None, :] - s * s).astype(np.float64)
+
+
 def _window_codes(ii: np.ndarray, b: int, s: int, ring: int = BORDER_RING) -> tuple[np.ndarray, np.ndarray]:
-    """Descriptors of every s x s window of a stack of ``b`` px YCbCr squares (their
-    :func:`_ring_integral` ``ii``), (regions, n, n, 8): the means of Y, Cb, Cr, the mean of Y in each
-    of the window's four corner sub-squares minus the window mean (coarse structure) and the spread of
-    Y; and whether each window stands out from the ``ring`` px around it (inside the square): its mean
-    colour or its spread differs from the ring's."""
+    """Descriptors of the s x s windows of a stack of ``b`` px YCbCr squares (their
+    :func:`_ring_integral` ``ii``) that stand out from the ``ring`` px around them (inside the square):
+    their mean colour or their spread differs from the ring's. Returns the descriptors of those windows,
+    (windows, 8) in the order of ``np.nonzero(stands)``: the means of Y, Cb, Cr, the mean of Y in each of
+    the window's four corner sub-squares minus the window mean (coarse structure) and the spread of Y;
+    and ``stands`` (regions, n, n)."""
     r = ring
     n = b - s + 1
 
     def box(c: int, oy: int, ox: int, a: np.ndarray = ii) -> np.ndarray:
         """Sums over the c x c boxes whose top-left corners are (oy, ox) px from each window's (n x n)."""
         y0, x0 = r + oy, r + ox
-        return (a[:, y0 + c:y0 + c + n, x0 + c:x0 + c + n] - a[:, y0:y0 + n, x0 + c:x0 + c + n]
-                - a[:, y0 + c:y0 + c + n, x0:x0 + n] + a[:, y0:y0 + n, x0:x0 + n])
+        return (a[..., y0 + c:y0 + c + n, x0 + c:x0 + c + n] - a[..., y0:y0 + n, x0 + c:x0 + c + n]
+                - a[..., y0 + c:y0 + c + n, x0:x0 + n] + a[..., y0:y0 + n, x0:x0 + n])
 
     inner = box(s, 0, 0)
-    m = inner[..., :4] / float(s * s)
-    spread = np.sqrt(np.maximum(m[..., 3] - m[..., 0] ** 2, 0.0))
-    outer = box(s + 2 * r, -r, -r) - inner  # the ring (its part inside the square)
-    rm = outer[..., :4] / np.maximum(outer[..., 4:5], 1.0)
-    rspread = np.sqrt(np.maximum(rm[..., 3] - rm[..., 0] ** 2, 0.0))
-    stands = ((np.abs(m[..., :3] - rm[..., :3]).max(axis=-1) >= BORDER_CONTRAST)
-              | (np.abs(spread - rspread) >= BORDER_CONTRAST)) & (outer[..., 4] > 0)
+    m = inner / float(s * s)
+    spread = np.sqrt(np.maximum(m[3] - m[0] ** 2, 0.0))
+    ring_px = _ring_pixels(b, s, r)
+    rm = (box(s + 2 * r, -r, -r) - inner) / np.maximum(ring_px, 1.0)  # the ring (its part inside the square)
+    rspread = np.sqrt(np.maximum(rm[3] - rm[0] ** 2, 0.0))
+    stands = ((np.abs(m[:3] - rm[:3]).max(axis=0) >= BORDER_CONTRAST)
+              | (np.abs(spread - rspread) >= BORDER_CONTRAST)) & (ring_px > 0)
     t = (s + 1) // 2
     d = s - t
-    luma = ii[..., 0]
-    quads = [box(t, dy, dx, luma) / float(t * t) - m[..., 0] for dy in (0, d) for dx in (0, d)]
-    codes = np.stack([m[..., 0], m[..., 1], m[..., 2], *quads, spread], axis=-1)
+    m0 = m[0][stands]
+    quads = [box(t, dy, dx, ii[0])[stands] / float(t * t) - m0 for dy in (0, d) for dx in (0, d)]
+    codes = np.stack([m0, m[1][stands], m[2][stands], *quads, spread[stands]], axis=-1)
     return codes.astype(np.float32), stands
 
 
@@ -340,12 +349,9 @@ def border_hashes(rgb: np.ndarray, sizes: tuple[int, ...] = BORDER_SIZES, band: 
     hs, xs, ys, ss = [], [], [], []
     for s in sizes:
         codes, stands = _window_codes(ii, band, s)
-        n = codes.shape[1]
-        gy, gx = np.mgrid[0:n, 0:n]
-        sel = stands.ravel()
-        px = (gx[None] + origins[:, 1, None, None]).ravel()[sel]
-        py = (gy[None] + origins[:, 0, None, None]).ravel()[sel]
-        scaled = codes.reshape(-1, codes.shape[-1])[sel] / _BSTEP
+        region, gy, gx = np.nonzero(stands)
+        px, py = gx + origins[region, 1], gy + origins[region, 0]
+        scaled = codes / _BSTEP
         for t in range(BORDER_TABLES):
             q = np.floor(scaled + _BOFF[t]).astype(np.int64).view(np.uint64)
             hs.append(_mix(q @ _BWEIGHTS + _BSALT[s, t]))

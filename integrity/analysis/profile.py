@@ -50,7 +50,7 @@ import xxhash
 
 from integrity.analysis import fairness
 from integrity.analysis.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, STYLE_FEATURES, record_text, text_features
-from integrity.analysis.machine_text import ZS_FEATURES, zero_shot_features
+from integrity.analysis.machine_text import VOCAB_COLUMNS, ZS_FEATURES, zero_shot_features
 
 log = logging.getLogger(__name__)
 
@@ -438,14 +438,15 @@ def build_profile(source: str, out: str | Path, *, mapping=None, max_sample: int
                                                              "_key": pl.UInt64}))
         meta["synthetic_classifier"] = train_synthetic_classifier(sample, syn)
         meta["synthetic_classifier"]["source"] = str(synthetic_sample or "(batches)")
-    stored = sample.select([*NUMERIC_FEATURES, *ZS_FEATURES, *CATEGORICAL_FEATURES, "label"]).with_columns(fair)
+    stored = sample.select([*NUMERIC_FEATURES, *ZS_FEATURES, *VOCAB_COLUMNS, *CATEGORICAL_FEATURES, "label"]).with_columns(fair)
     return _write_version(Path(out), meta, stored, emb, centroids)
 
 
 def _with_zero_shot(sample: pl.DataFrame) -> pl.DataFrame:
     """The sample with the zero-shot machine-text features that synthetic.text reads its scores against
-    (computed on the sample only: the rest of the corpus never needs them)."""
-    return pl.concat([sample, zero_shot_features(sample["text"])], how="horizontal")
+    (computed on the sample only: the rest of the corpus never needs them), with the word sample it
+    measures a shard's domain against (:data:`integrity.analysis.machine_text.VOCAB_COLUMNS`)."""
+    return pl.concat([sample, zero_shot_features(sample["text"], vocabulary=True)], how="horizontal")
 
 
 def _write_version(root: Path, meta: dict, feats: pl.DataFrame, emb: np.ndarray | None,

@@ -59,7 +59,8 @@ from integrity.analysis.dedup.blobs import pack, pack_fixed, unpack, unpack_fixe
 from integrity.analysis.dedup.graph import components, first_of_pairs, representatives, sorted_unique
 from integrity.analysis.dedup.minhash import MinHasher, bottom_k, sketch_pairs
 from integrity.analysis.dedup.partitioned import SketchSubset, band_join, partition_count
-from integrity.analysis.dedup.text import shingles, text_fields, tokenize
+from integrity.analysis.dedup.kernel import near_features
+from integrity.analysis.dedup.text import shingles, text_field_names, text_fields, tokenize
 from integrity.analysis.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
                                         own_earlier_version, seen_order, take_ragged)
 from integrity.checks.base import CheckOptions, Check, CheckConfigError, CheckOutput, CorpusContext
@@ -115,18 +116,17 @@ class NearDedup(Check):
 
     # -- per shard ---------------------------------------------------------
     def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
-        fields = text_fields(batch)
-        if not fields:
+        names = text_field_names(batch.schema)
+        if not names:
             return CheckOutput()
-        tokens = tokenize(fields)
-        sh, doc = shingles(tokens, int(self.options["ngram"]))
-        if int(self.options["min_tokens"]) > 1 and len(doc):
-            keep = tokens.counts[doc] >= int(self.options["min_tokens"])
-            sh, doc = sh[keep], doc[keep]
-        docs, sig = self.hasher.signatures(sh, doc, tokens.n_docs)
+        o = self.options
+        # one compiled pass per record over the Arrow buffers; the NumPy path (same values)
+        # where numba is missing or a text field is not a string column
+        got = near_features(batch, names, int(o["ngram"]), int(o["min_tokens"]), self.hasher.params,
+                            int(o["sketch_size"]))
+        docs, sig, values, offsets, nsh = got if got is not None else self._numpy_features(batch)
         if len(docs) == 0:
             return CheckOutput()
-        values, offsets, nsh = bottom_k(sh, doc, docs, int(self.options["sketch_size"]))
         take = pa.array(docs)
         table = pa.table({
             RECORD_ID: batch.column(RECORD_ID).take(take).cast(pa.string()),
@@ -136,6 +136,17 @@ class NearDedup(Check):
             "nsh": pa.array(nsh),
         })
         return CheckOutput(features=pl.from_arrow(table))
+
+    def _numpy_features(self, batch: pa.RecordBatch) -> tuple[np.ndarray, ...]:
+        """(docs, signatures, sketch values, sketch offsets, distinct shingles), vectorized
+        over the batch with NumPy: the reference the compiled kernel is tested against."""
+        tokens = tokenize(text_fields(batch))
+        sh, doc = shingles(tokens, int(self.options["ngram"]))
+        if int(self.options["min_tokens"]) > 1 and len(doc):
+            keep = tokens.counts[doc] >= int(self.options["min_tokens"])
+            sh, doc = sh[keep], doc[keep]
+        docs, sig = self.hasher.signatures(sh, doc, tokens.n_docs)
+        return (docs, sig) + bottom_k(sh, doc, docs, int(self.options["sketch_size"]))
 
     # -- corpus --------------------------------------------------------------
     def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame:

@@ -76,9 +76,7 @@ when the CPU budget sampled).
 from __future__ import annotations
 
 import logging
-import math
 import time
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -90,6 +88,8 @@ import xxhash
 
 from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
 from integrity.checks.base import CheckOptions, Check, CheckOutput, CorpusContext, ShardInfo
+from integrity.analysis.semantic_candidates import (knn, leader_clusters, pair_lists, rescore_budget, rescore_plan,
+                                                    static_candidates, static_clusters, static_unit, unit)
 from integrity.checks.dedup_exact import hash_texts, normalized_text
 
 log = logging.getLogger(__name__)
@@ -454,7 +454,7 @@ class SemanticDedup(Check):
     def _cluster_full(self, contents: pl.DataFrame, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Leader clusters over the full model's vectors of every content."""
         o = self.options
-        x = _unit(vectors_from_bytes(contents["emb"]))
+        x = unit(vectors_from_bytes(contents["emb"]))
         t0 = time.perf_counter()
         sims, nbrs = knn(x, min(int(o["k_neighbors"]) + 1, len(x)), int(o["exact_max_records"]), int(o["nprobe"]))
         log.info("dedup.semantic: %d-NN search over %d vectors in %.1fs", nbrs.shape[1], len(x), time.perf_counter() - t0)
@@ -551,142 +551,7 @@ class SemanticDedup(Check):
         for i, v in out.items():
             ok[i] = True
             x[i] = v
-        return _unit(x), ok
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (float32)."""
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def static_unit(xs: np.ndarray) -> np.ndarray:
-    """Static vectors as compared: unit length, corpus mean taken out, unit length again."""
-    x = _unit(xs)
-    return _unit(x - x.mean(axis=0))
-
-
-def rescore_budget(options: Mapping[str, Any], shards: int) -> int | None:
-    """Candidate texts the full model may re-score in one scan: ``rescore_per_shard`` times the
-    scan's shards, capped by ``rescore_max_records`` (None: no budget)."""
-    caps = []
-    if options.get("rescore_per_shard") is not None:
-        caps.append(int(options["rescore_per_shard"]) * max(int(shards), 1))
-    if options.get("rescore_max_records") is not None:
-        caps.append(int(options["rescore_max_records"]))
-    return min(caps) if caps else None
-
-
-@dataclass
-class RescorePlan:
-    """Which candidate contents the full model re-scores and which pairs static vectors decide."""
-
-    candidates: int  #: contents in a candidate pair
-    rescore: np.ndarray  #: contents re-scored by the full model (sorted)
-    static_only: np.ndarray  #: contents in a pair accepted by static similarity, not re-scored (sorted)
-    accept_a: np.ndarray  #: the accepted pairs (content indices)
-    accept_b: np.ndarray
-    binds: bool  #: whether the budget left candidates out
-
-    def coverage(self, budget: int | None, accept: float | None) -> dict[str, Any]:
-        """The corpus pass's share of ``counts.coverage``: how the candidates were decided."""
-        rescored, static = len(self.rescore), len(self.static_only)
-        how = f"static model for every record; full model re-scored {rescored:,} of {self.candidates:,} candidates"
-        if self.binds:
-            how += (f" (budget {budget:,}, most similar first); {static:,} decided by static similarity >= "
-                    f"{accept}; {self.candidates - rescored - static:,} not compared")
-        return {"candidates": self.candidates, "rescored": rescored, "static_only": static,
-                "not_compared": self.candidates - rescored - static, "rescore_budget": budget,
-                "rescored_share": round(rescored / self.candidates, 4) if self.candidates else 1.0, "how": how}
-
-
-def rescore_plan(n: int, a: np.ndarray, b: np.ndarray, pair_sim: np.ndarray, budget: int | None,
-                 accept: float | None) -> RescorePlan:
-    """Spend at most ``budget`` full-model embeddings on the candidate pairs ``(a, b)`` (content
-    indices below ``n``, static similarity ``pair_sim``).
-
-    Within the budget every candidate is re-scored. Past it, pairs at ``accept`` or more are taken
-    as duplicates on their static similarity (their contents are not re-scored), and the budget
-    goes to the other candidate pairs, most similar first (both contents of a pair), until it is
-    spent: the uncertain band is where re-scoring changes the answer."""
-    empty = np.zeros(0, dtype=np.int64)
-    cand = np.unique(np.concatenate([a, b])) if len(a) else empty
-    if budget is None or len(cand) <= budget:
-        return RescorePlan(len(cand), cand, empty, empty, empty, False)
-    sure = pair_sim >= accept if accept is not None else np.zeros(len(a), dtype=bool)
-    static_only = np.unique(np.concatenate([a[sure], b[sure]])) if sure.any() else empty
-    out = np.zeros(n, dtype=bool)
-    out[static_only] = True
-    open_ = np.flatnonzero(~out[a] & ~out[b])  # pairs the full model can still decide
-    # pairs most similar first; their contents in that order (both ends of a pair together, so
-    # the re-scored contents make whole pairs), the first `budget` of them
-    order = open_[np.argsort(-pair_sim[open_], kind="stable")]
-    seq = np.stack([a[order], b[order]], axis=1).ravel()
-    uniq, first = np.unique(seq, return_index=True)
-    rescore = np.sort(uniq[np.argsort(first, kind="stable")[:budget]])
-    return RescorePlan(len(cand), rescore, static_only, a[sure], b[sure], True)
-
-
-def pair_lists(x: np.ndarray, pa_: np.ndarray, pb_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Neighbour lists (similarities, indices; -1 / -inf padded) of the rows of ``x`` from the
-    undirected pairs ``(pa_, pb_)``, for :func:`leader_clusters`."""
-    m = len(x)
-    rows = np.concatenate([pa_, pb_])
-    nb = np.concatenate([pb_, pa_])
-    order = np.lexsort((nb, rows))
-    rows, nb = rows[order], nb[order]
-    width = int(np.bincount(rows, minlength=m).max())
-    start = np.searchsorted(rows, np.arange(m))
-    slot = np.arange(len(rows)) - start[rows]
-    nbrs = np.full((m, width), -1, dtype=np.int64)
-    nbrs[rows, slot] = nb
-    sims = np.full((m, width), -np.inf, dtype=np.float32)
-    sims[rows, slot] = np.einsum("ij,ij->i", x[rows], x[nb])
-    return sims, nbrs
-
-
-def static_clusters(xc: np.ndarray, plan: RescorePlan, rank: np.ndarray,
-                    accept: float) -> tuple[np.ndarray, np.ndarray]:
-    """Leader clusters (representative, similarity) of the pairs ``plan`` accepted on static
-    similarity, over ``xc`` (static vectors of every content, as compared)."""
-    n = len(xc)
-    rep, sim = np.arange(n), np.ones(n, dtype=np.float32)
-    members = plan.static_only
-    pos = np.full(n, -1, dtype=np.int64)
-    pos[members] = np.arange(len(members))
-    x = xc[members]
-    sims, nbrs = pair_lists(x, pos[plan.accept_a], pos[plan.accept_b])
-    c_rep, c_sim = leader_clusters(x, sims, nbrs, rank[members], accept)
-    rep[members] = members[c_rep]
-    sim[members] = c_sim
-    return rep, sim
-
-
-def static_candidates(xs: np.ndarray, neighbors: int, threshold: float, exact_max: int,
-                      nprobe: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Candidate pairs ``(a, b)`` (``a < b``) of the rows of ``xs`` (static vectors): each row's
-    ``neighbors`` nearest rows at cosine ``threshold`` or more, after the corpus mean is taken
-    out (mean-of-token vectors share a common direction, the frequent tokens'; without it
-    unrelated texts look alike). Also each row's best similarity to another row."""
-    x = static_unit(xs)
-    sims, nbrs = knn(x, min(neighbors + 1, len(x)), exact_max, nprobe)
-    return candidate_pairs(sims, nbrs, threshold)
-
-
-def candidate_pairs(sims: np.ndarray, nbrs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Undirected pairs ``(a, b)`` with ``a < b`` among the kNN lists at ``threshold`` or more, and each
-    row's best similarity to another row (-inf when none)."""
-    n = sims.shape[0]
-    rows = np.repeat(np.arange(n), nbrs.shape[1])
-    cols = nbrs.ravel()
-    s = sims.ravel()
-    other = (cols >= 0) & (cols != rows)
-    best = np.full(n, -np.inf, dtype=np.float32)
-    np.maximum.at(best, rows[other], s[other])
-    ok = other & (s >= threshold)
-    a, b = np.minimum(rows[ok], cols[ok]), np.maximum(rows[ok], cols[ok])
-    pairs = np.unique(np.stack([a, b], axis=1), axis=0) if ok.any() else np.zeros((0, 2), dtype=np.int64)
-    return pairs[:, 0], pairs[:, 1], best
+        return unit(x), ok
 
 
 def read_texts(uris: list[str | None], rows: list[int], mapping: Any, max_chars: int,
@@ -723,67 +588,3 @@ def read_texts(uris: list[str | None], rows: list[int], mapping: Any, max_chars:
         except (ConnectorError, OSError, ValueError) as e:
             log.warning("dedup.semantic: cannot re-read %s for re-scoring: %s", uri, e)
     return out
-
-
-def knn(x: np.ndarray, k: int, exact_max: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inner-product ``k`` nearest neighbours of every row of ``x`` among ``x``:
-    exact (``IndexFlatIP``) up to ``exact_max`` rows, ``IndexIVFFlat`` above."""
-    import faiss
-
-    n, d = x.shape
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if n <= exact_max:
-        index = faiss.IndexFlatIP(d)
-    else:
-        nlist = max(1, int(4 * math.sqrt(n)))
-        quantizer = faiss.IndexFlatIP(d)
-        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-        rng = np.random.default_rng(0)
-        train = x[np.sort(rng.choice(n, size=min(n, nlist * 64), replace=False))]
-        index.train(train)
-        index.nprobe = min(nprobe, nlist)
-    index.add(x)
-    sims = np.empty((n, k), dtype=np.float32)
-    nbrs = np.empty((n, k), dtype=np.int64)
-    step = 16384
-    for s in range(0, n, step):
-        sims[s:s + step], nbrs[s:s + step] = index.search(x[s:s + step], k)
-    return sims, nbrs
-
-
-def leader_clusters(x: np.ndarray, sims: np.ndarray, nbrs: np.ndarray, rank: np.ndarray,
-                    threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy clustering in ``rank`` order: a vector joins the cluster of an earlier
-    neighbour (similarity >= threshold) when its similarity to that cluster's
-    representative reaches ``threshold``; else it represents a cluster of its own.
-
-    Returns (representative of each vector, its similarity to the representative).
-    """
-    n = x.shape[0]
-    rows = np.repeat(np.arange(n), nbrs.shape[1])
-    cols = nbrs.ravel()
-    s = sims.ravel()
-    ok = (cols >= 0) & (cols != rows) & (s >= threshold)
-    a, b = rows[ok], cols[ok]
-    # undirected edges, then keep each one pointing from the later to the earlier vector
-    late = np.concatenate([a, b])
-    early = np.concatenate([b, a])
-    keep = rank[early] < rank[late]
-    late, early = late[keep], early[keep]
-    rep = np.arange(n)
-    sim = np.ones(n, dtype=np.float32)
-    if late.size == 0:
-        return rep, sim
-    order = np.lexsort((early, rank[late]))
-    late, early = late[order], early[order]
-    starts = np.flatnonzero(np.concatenate(([True], late[1:] != late[:-1])))
-    ends = np.append(starts[1:], late.size)
-    for s0, e0 in zip(starts.tolist(), ends.tolist()):
-        i = int(late[s0])
-        cand = np.unique(rep[early[s0:e0]])
-        cs = x[cand] @ x[i]
-        j = int(np.argmax(cs))
-        if cs[j] >= threshold:
-            rep[i] = int(cand[j])
-            sim[i] = float(cs[j])
-    return rep, sim

@@ -85,6 +85,10 @@ from integrity.checks.base import CheckOutput, CorpusContext
 from integrity.checks.image_base import ImageCheck, ImageOptions
 
 MIN_BORDER_WINDOWS = 4  # border-window hashes the median image of a border-only patch holds (see _enough_structure)
+#: candidate window hashes may be on up to this many times ``max_share`` of the images: a coarse hash of a
+#: patch on exactly ``max_share`` of them also matches a few unrelated windows; the patch itself (its
+#: images once the phrase has picked them) is then held to ``max_share``
+HASH_SHARE_SLACK = 1.25
 MAX_GROUP_IMAGES = 2000  # images compared pairwise (phash) when counting distinct images of one group
 
 
@@ -168,8 +172,9 @@ class PatchCheck(ImageCheck):
             return None
         ex = df.select("img", "h", "x", "y", "s").explode(["h", "x", "y", "s"]).drop_nulls("h")
         support = ex.group_by("h").agg(pl.col("img").n_unique().alias("n"))
-        lo, hi = int(self.options["min_images"]), max(int(self.options["min_images"]),
-                                                      int(float(self.options["max_share"]) * n))
+        lo = int(self.options["min_images"])
+        most = max(lo, int(float(self.options["max_share"]) * n))  # images a reported patch may be on
+        hi = max(lo, int(HASH_SHARE_SLACK * float(self.options["max_share"]) * n))
         cand = support.filter((pl.col("n") >= lo) & (pl.col("n") <= hi)).with_row_index("hid")
         if cand.height == 0:
             return None
@@ -211,6 +216,8 @@ class PatchCheck(ImageCheck):
                 per_img = _core_members(per_img, grams, phrase["phrase"])
                 if per_img.height < lo or not _enough_structure(hit, per_img):
                     continue
+            if _carriers(per_img, grams, phrase) > most:
+                continue  # a common logo or watermark, not a trigger
             hashes = cand.filter(pl.col("hid").is_in(hit["hid"].unique().implode())).sort("n", descending=True)["h"]
             cluster = f"patch-{hashes[0]:016x}"
             score = 0.5 + (0.5 * min(1.0, phrase["share"]) * min(1.0, phrase["purity"]) if phrase else 0.0)
@@ -316,6 +323,14 @@ def _core_members(per_img: pl.DataFrame, grams: pl.DataFrame, phrase: str) -> pl
     per_img = per_img.join(tied, on="img", how="left").with_columns(pl.col("_tied").fill_null(False))
     need = per_img.filter(pl.col("_tied"))["k"].median()
     return per_img.filter(pl.col("_tied") | (pl.col("k") >= (need or 0))).drop("_tied")
+
+
+def _carriers(per_img: pl.DataFrame, grams: pl.DataFrame, phrase: dict | None) -> int:
+    """Images that carry a patch for the ``max_share`` limit: those whose caption holds its tied phrase
+    (the others a coarse hash adds are not the patch's own), or all of an untied mark's."""
+    if phrase is None:
+        return per_img.height
+    return per_img.join(grams.filter(pl.col("g") == phrase["phrase"]), on="img", how="semi").height
 
 
 def _distinct(ph: np.ndarray, radius: int) -> int:

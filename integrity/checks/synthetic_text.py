@@ -15,7 +15,7 @@ Per record (shard pass, no reference needed):
   policy gives the generator's ``key`` (or ``key_env``) and ``tokenizer``;
 * the style and diversity features of :data:`integrity.analysis.features.STYLE_FEATURES`.
 
-Corpus pass, per shard:
+Corpus pass, per shard (the estimators live in :mod:`integrity.analysis.synthetic_share`):
 
 * with a reference profile that holds a synthetic classifier (built by
   ``integrity profile TRUSTED --synthetic-sample KNOWN_SYNTHETIC``): each
@@ -43,6 +43,15 @@ Corpus pass, per shard:
   distance at most π from the human reference, so this bounds the share of
   records *unlike the reference* from below (any drift counts, not only
   machine text);
+* **the reference's domain**: both calibrated estimates read "unlike the
+  reference's human text" as machine text, so each shard's content words are
+  compared with the reference's first
+  (:func:`integrity.analysis.synthetic_share.reference_domain`). A shard out of
+  the reference's domain gets the explicit-marker lower bound with an upper
+  bound of 1, its method says "reference from another domain", the calibrated
+  estimates are kept under ``not_trusted``, and no classifier or zero-shot
+  record evidence is reported (markers still are); the finding is a `warn`
+  (report only) saying the share cannot be estimated against that reference;
 * diversity against the reference (the collapse signature): mean distinct-n
   and repetition, and the share of records in the reference's 5% tails.
 
@@ -56,10 +65,6 @@ and the shard finding carries the last nights, for the report.
 """
 from __future__ import annotations
 
-import logging
-import math
-import os
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -71,72 +76,21 @@ from pydantic import Field
 from connectors.schema import TEXT_FIELDS
 from integrity.analysis.drift import dumps
 from integrity.analysis.features import STYLE_FEATURES, boilerplate_patterns, cached_batch_features, record_text
-from integrity.analysis.machine_text import (ZS_FEATURES, calibrate_shard, load_model, reference_percentile,
-                                             zero_shot_features, zero_shot_logit, wilson)
+from integrity.analysis.machine_text import (VOCAB_COLUMNS, ZS_FEATURES, calibrate_shard, load_model,
+                                             zero_shot_features)
 from integrity.analysis.profile import Profile, ProfileError, classifier_scores, load_profile
+from integrity.analysis.synthetic_share import (ShareHistory, diversity, estimate_share, reference_domain, shard_share,
+                                                style_lower_bound, zero_shot_scores)
 from integrity.checks.base import CORPUS_FINDING_COLUMNS, Check, CheckConfigError, CheckOptions, CheckOutput, CorpusContext
 from integrity.checks.options import Severity
-
-log = logging.getLogger(__name__)
 
 FEATURE_SCHEMA: dict[str, pl.DataType] = {
     "record_id": pl.Utf8, "row": pl.Int64, **{f: pl.Float64 for f in STYLE_FEATURES},
     "bp_strong": pl.Int16, "bp_weak": pl.Int16, "bp_phrase": pl.Utf8, "bp_start": pl.Int32, "bp_end": pl.Int32,
     "wm_tokens": pl.Int32, "wm_green": pl.Int32, "wm_z": pl.Float64, **{f: pl.Float64 for f in ZS_FEATURES},
+    **{f: pl.UInt32 for f in VOCAB_COLUMNS},
 }
 _STRONG, _WEAK = boilerplate_patterns()
-
-
-def acc_share(q: float, tpr: float, fpr: float) -> float:
-    """Adjusted classify-and-count: the share that makes q = share·TPR + (1 − share)·FPR."""
-    if tpr - fpr <= 1e-6:
-        return q
-    return float(min(1.0, max(0.0, (q - fpr) / (tpr - fpr))))
-
-
-def estimate_share(scores: np.ndarray, model: dict) -> dict[str, Any]:
-    """Synthetic share of a shard from classifier scores (see the module docstring)."""
-    n = len(scores)
-    thr = float(model.get("threshold", 0.5))
-    k = int((scores >= thr).sum())
-    q = k / max(1, n)
-    tpr, fpr = float(model["tpr"]), float(model["fpr"])
-    lo, hi = wilson(k, n)
-    auroc = float(model.get("cv_auroc", 0.5))
-    conf = "high" if auroc >= 0.95 and n >= 100 and tpr - fpr >= 0.8 else \
-        "medium" if auroc >= 0.85 and n >= 30 else "low"
-    return {"method": "classifier (adjusted classify-and-count)", "estimate": acc_share(q, tpr, fpr),
-            "interval": [acc_share(lo, tpr, fpr), acc_share(hi, tpr, fpr)], "raw_positive_share": q,
-            "tpr": tpr, "fpr": fpr, "cv_auroc": auroc, "confidence": conf, "records": n}
-
-
-def style_lower_bound(cur: np.ndarray, ref: np.ndarray, rng: np.random.Generator) -> dict[str, Any] | None:
-    """Held-out KS distance of a style classifier's scores, minus its 95% critical value:
-    a lower bound on the share of shard records unlike the reference."""
-    from sklearn.linear_model import LogisticRegression
-
-    n, m = len(cur), len(ref)
-    if n < 20 or m < 20:
-        return None
-    x = np.vstack([cur, ref])
-    med = np.nanmedian(x, axis=0)
-    x = np.where(np.isfinite(x), x, np.where(np.isfinite(med), med, 0.0))
-    y = np.r_[np.ones(n), np.zeros(m)]
-    half = np.zeros(n + m, dtype=bool)
-    half[rng.permutation(n)[: n // 2]] = True
-    half[n + rng.permutation(m)[: m // 2]] = True
-    mu, sd = x[half].mean(0), x[half].std(0)
-    z = (x - mu) / np.where(sd > 1e-12, sd, 1.0)
-    lr = LogisticRegression(C=0.5, max_iter=2000, class_weight="balanced").fit(z[half], y[half])
-    s = lr.decision_function(z[~half])
-    yt = y[~half]
-    a, b = np.sort(s[yt == 1]), np.sort(s[yt == 0])
-    grid = np.concatenate([a, b])
-    d = float(np.max(np.abs(np.searchsorted(a, grid, side="right") / len(a)
-                            - np.searchsorted(b, grid, side="right") / len(b))))
-    crit = 1.36 * math.sqrt((len(a) + len(b)) / (len(a) * len(b)))
-    return {"method": "style classifier KS distance minus 95% critical value",
-            "ks": d, "critical": crit, "lower_bound": max(0.0, d - crit)}
 
 
 class SyntheticTextCheck(Check):
@@ -148,7 +102,7 @@ class SyntheticTextCheck(Check):
     requires = TEXT_FIELDS
     default_severity = "info"
     corpus_level = True
-    version = 1
+    version = 2  # 2: per-record content-word samples (zs_vocab_*) for the reference-domain test
 
     class Options(CheckOptions):
         max_share: float = Field(0.2, ge=0, le=1, description="highest acceptable synthetic share of a shard")
@@ -220,7 +174,7 @@ class SyntheticTextCheck(Check):
         extra = pl.DataFrame(cols, schema={k: FEATURE_SCHEMA[k] for k in cols})
         parts = [feats.select("record_id", "row", *STYLE_FEATURES), extra]
         if self.options["zero_shot"]:
-            parts.append(zero_shot_features(pl.Series("t", texts, dtype=pl.Utf8)))
+            parts.append(zero_shot_features(pl.Series("t", texts, dtype=pl.Utf8), vocabulary=True))
         df = pl.concat(parts, how="horizontal")
         return CheckOutput(features=df.select([(pl.col(c).cast(t) if c in df.columns else pl.lit(None, dtype=t)).alias(c)
                                                for c, t in FEATURE_SCHEMA.items()]))
@@ -234,7 +188,7 @@ class SyntheticTextCheck(Check):
             except ProfileError as e:
                 raise ProfileError(f"synthetic.text: {e}") from None
         shards = features.select("shard", "shard_index").unique().sort("shard_index").collect()["shard"].to_list()
-        history = _History(Path(ctx.state_dir), int(self.options["history_nights"]))
+        history = ShareHistory(Path(ctx.state_dir), int(self.options["history_nights"]))
         rows: list[dict] = []
         estimates: list[dict] = []
         for i, shard in enumerate(shards):
@@ -257,19 +211,98 @@ class SyntheticTextCheck(Check):
         n = df.height
         zthr = float((o.get("watermark") or {}).get("z_threshold", o["z_threshold"]))
         strong_bp = df["bp_strong"].fill_null(0).to_numpy() > 0
-        weak_bp = df["bp_weak"].fill_null(0).to_numpy() > 0
         wm_z = df["wm_z"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
         wm_hit = np.nan_to_num(wm_z, nan=-np.inf) >= zthr
         model = prof.synthetic_classifier if prof is not None else None
         clf = classifier_scores(model, df) if model else None
         zs = zero_shot_scores(df, prof, self._zs_model) if o["zero_shot"] else None
-        zs_hit = zs["percentile"] >= float(o["zero_shot_record_min"]) if zs is not None else np.zeros(n, bool)
-        # ---- record evidence
+        domain = reference_domain(df, prof) if clf is not None or zs is not None else None
+        out_of_domain = bool(domain and domain["out_of_domain"])
+        # against another domain's human text the calibrated per-record scores say "unlike that domain",
+        # not "machine-made": only explicit markers are reported then
+        recs = self._record_findings(df, strong_bp, wm_z, wm_hit, None if out_of_domain else clf, model,
+                                     None if out_of_domain else zs)
+        # ---- shard estimate
+        markers = int((strong_bp | wm_hit).sum())
+        res: dict[str, Any] = {"kind": "shard", "records": n, "max_share": float(o["max_share"]),
+                               "markers": {"strong_boilerplate": int(strong_bp.sum()),
+                                           "weak_boilerplate": int((df["bp_weak"].fill_null(0).to_numpy() > 0).sum()),
+                                           "watermarked": int(wm_hit.sum()), "share": markers / max(1, n)}}
+        if self._wm is not None or np.isfinite(wm_z).any():
+            res["watermark"] = self._shard_watermark(df, zthr)
+        zs_share = calibrate_shard(zs["model"], zs["logit"], zs["reference"]) if zs is not None else None
+        if zs_share is not None and zs_share["estimate"] is None:
+            zs_share = None
+        res.update(shard_share(n, markers, estimate_share(clf, model) if clf is not None else None, zs_share, domain))
+        if domain is not None:
+            res["reference_domain"] = domain
+        if o["zero_shot"] and prof is not None and zs is None:
+            res["zero_shot_note"] = ("the reference profile has no zero-shot features (built before they existed): "
+                                     "rebuild it with `integrity profile` to get zero-shot evidence")
+        if prof is not None:
+            ref = prof.features
+            if ref.height > int(o["max_reference_records"]):
+                ref = ref.sample(int(o["max_reference_records"]), seed=seed)
+            cols = [c for c in STYLE_FEATURES if c in ref.columns]
+            lb = style_lower_bound(df.select(cols).to_numpy().astype(float), ref.select(cols).to_numpy().astype(float),
+                                   np.random.default_rng(seed))
+            if lb is not None:
+                res["unlike_reference"] = lb
+            res["diversity"] = diversity(df, prof)
+        res["severity"] = self._verdict(res, zero_shot_only=clf is None and zs_share is not None and not out_of_domain)
+        res["reasons"] = self._reasons(res)
+        if out_of_domain and res["severity"] == "info":
+            # the check could not do its job on this shard: say so (report only), whatever the evidence says
+            res["severity"] = "warn"
+            res["reasons"] = [f"reference from another domain, or text of another kind: this shard's content words "
+                              f"overlap the reference's {domain['ratio']:.0%} as much as the reference's own (below "
+                              f"{domain['min_ratio']:.0%}), so its synthetic share cannot be estimated against this "
+                              "reference (the calibrated estimates are kept under not_trusted); build the reference "
+                              "from human text of this feed, or check a sample by hand if it is this feed's"]
+        res["note"] = "an absent signal does not show human origin; estimates carry their method and confidence"
+        return res, recs
+
+    def _verdict(self, res: dict, zero_shot_only: bool) -> str:
+        """critical (verdict warn, gate fails) when the estimate is above the maximum; warn (report only)
+        when the interval reaches above it. The zero-shot rate of true positives is an assumed range: with
+        that estimate only an interval wholly above the maximum fails the gate; an estimate above it warns."""
+        mx = float(self.options["max_share"])
+        lower, upper = float(res["interval"][0]), float(res["interval"][1])
+        if zero_shot_only:
+            return "critical" if lower > mx else "warn" if res["estimate"] > mx else "info"
+        return "critical" if res["estimate"] > mx else "warn" if upper > mx and res.get("confidence") != "low" else "info"
+
+    def _reasons(self, res: dict) -> list[str]:
+        if res["severity"] == "info":
+            return []
+        lower, upper = res["interval"]
+        return [f"estimated synthetic share {res['estimate']:.1%} (95% interval {lower:.1%}–{upper:.1%}, "
+                f"{res['method']}) " + ("above" if res["severity"] == "critical" else "may be above")
+                + f" max_share {float(self.options['max_share']):.0%}"]
+
+    def _shard_watermark(self, df: pl.DataFrame, zthr: float) -> dict[str, Any]:
+        """The shard's pooled watermark z-test over all its tokens."""
+        from integrity.analysis.watermark import p_from_z, z_score
+
+        tok = int(df["wm_tokens"].fill_null(0).sum())
+        green = int(df["wm_green"].fill_null(0).sum())
+        gamma = float((self.options.get("watermark") or {}).get("gamma", 0.25))
+        shard_z = z_score(green, tok, gamma)
+        return {"tokens": tok, "green": green, "gamma": gamma, "shard_z": shard_z, "p_value": p_from_z(shard_z),
+                "z_threshold": zthr}
+
+    def _record_findings(self, df: pl.DataFrame, strong_bp: np.ndarray, wm_z: np.ndarray, wm_hit: np.ndarray,
+                         clf: np.ndarray | None, model: dict | None, zs: dict[str, Any] | None) -> list[dict]:
+        """Record findings from the evidence given (markers always; classifier and zero-shot when passed)."""
+        o = self.options
+        weak_bp = df["bp_weak"].fill_null(0).to_numpy() > 0
+        zs_hit = zs["percentile"] >= float(o["zero_shot_record_min"]) if zs is not None else np.zeros(df.height, bool)
+        thr = float(model.get("threshold", 0.5)) if model else 0.5
         score = np.where(strong_bp, 0.95, 0.0)
         score = np.maximum(score, np.where(weak_bp, 0.6, 0.0))
         score = np.maximum(score, np.where(wm_hit, 0.99, 0.0))
         if clf is not None:
-            score = np.maximum(score, np.where(clf >= float(model.get("threshold", 0.5)), clf, 0.0))
+            score = np.maximum(score, np.where(clf >= thr, clf, 0.0))
         if zs is not None:
             score = np.maximum(score, np.where(zs_hit, zs["percentile"], 0.0))
         recs: list[dict] = []
@@ -282,7 +315,7 @@ class SyntheticTextCheck(Check):
                            "phrase": phrase[i]})
             if wm_hit[i]:
                 ev.append({"kind": "watermark", "z": float(wm_z[i]), "tokens": int(df["wm_tokens"][int(i)] or 0)})
-            if clf is not None and clf[i] >= float(model.get("threshold", 0.5)):
+            if clf is not None and clf[i] >= thr:
                 ev.append({"kind": "classifier", "p_synthetic": float(clf[i]), "cv_auroc": model.get("cv_auroc")})
             if zs_hit[i]:
                 ev.append({"kind": "zero_shot", "reference_percentile": float(zs["percentile"][i]),
@@ -294,159 +327,4 @@ class SyntheticTextCheck(Check):
                 detail["matches"] = [{"start": int(bs[i]), "end": int(be[i]), "field": "text"}]
             sev = "warn" if strong else (o["classifier_record_severity"] if clf is not None and clf[i] >= 0.5 else "info")
             recs.append({"record_id": ids[i], "score": float(score[i]), "severity": sev, "detail": dumps(detail)})
-        # ---- shard estimate
-        markers = int((strong_bp | wm_hit).sum())
-        lo_m, hi_m = wilson(markers, n)
-        res: dict[str, Any] = {"kind": "shard", "records": n, "max_share": float(o["max_share"]),
-                               "markers": {"strong_boilerplate": int(strong_bp.sum()), "weak_boilerplate": int(weak_bp.sum()),
-                                           "watermarked": int(wm_hit.sum()), "share": markers / max(1, n)}}
-        if self._wm is not None or np.isfinite(wm_z).any():
-            tok = df["wm_tokens"].fill_null(0).sum()
-            green = df["wm_green"].fill_null(0).sum()
-            from integrity.analysis.watermark import p_from_z, z_score
-
-            gamma = float((o.get("watermark") or {}).get("gamma", 0.25))
-            shard_z = z_score(int(green), int(tok), gamma)  # not `zs`: that name holds the zero-shot scores
-            res["watermark"] = {"tokens": int(tok), "green": int(green), "gamma": gamma, "shard_z": shard_z,
-                                "p_value": p_from_z(shard_z), "z_threshold": zthr}
-        zs_share = calibrate_shard(zs["model"], zs["logit"], zs["reference"]) if zs is not None else None
-        if zs_share is not None and zs_share["estimate"] is None:
-            zs_share = None
-        if clf is not None:
-            est = estimate_share(clf, model)
-            if zs_share is not None:
-                # a second opinion that does not depend on the known-synthetic sample's domain; the
-                # verdict stays with the classifier, whose rates were measured on that sample
-                est["zero_shot"] = zs_share
-            # explicit markers are a floor for the estimate
-            est["estimate"] = max(est["estimate"], markers / max(1, n))
-            est["interval"] = [max(est["interval"][0], lo_m if markers else 0.0), max(est["interval"][1], est["estimate"])]
-        elif zs_share is not None:
-            est = dict(zs_share)
-            est["estimate"] = max(est["estimate"], markers / max(1, n))
-            est["interval"] = [max(est["interval"][0], lo_m if markers else 0.0), max(est["interval"][1], est["estimate"])]
-            est["note"] = ("no synthetic classifier in the reference profile: zero-shot evidence read against the "
-                           "reference's human records, valid when the reference is of the shard's own domain")
-        else:
-            est = {"method": "explicit markers (boilerplate, watermark): a lower bound", "estimate": markers / max(1, n),
-                   "interval": [lo_m, 1.0], "confidence": "low",
-                   "note": "no synthetic classifier in the reference profile; records without markers may still be "
-                           "machine-generated"}
-        res.update(est)
-        if o["zero_shot"] and prof is not None and zs is None:
-            res["zero_shot_note"] = ("the reference profile has no zero-shot features (built before they existed): "
-                                     "rebuild it with `integrity profile` to get zero-shot evidence")
-        if prof is not None:
-            rng = np.random.default_rng(seed)
-            ref = prof.features
-            if ref.height > int(o["max_reference_records"]):
-                ref = ref.sample(int(o["max_reference_records"]), seed=seed)
-            cols = [c for c in STYLE_FEATURES if c in ref.columns]
-            lb = style_lower_bound(df.select(cols).to_numpy().astype(float), ref.select(cols).to_numpy().astype(float), rng)
-            if lb is not None:
-                res["unlike_reference"] = lb
-            res["diversity"] = _diversity(df, prof)
-        # ---- verdict
-        mx = float(o["max_share"])
-        lower = float(res["interval"][0])
-        upper = float(res["interval"][1])
-        # critical (verdict warn, gate fails) when the estimate is above the maximum; warn (report
-        # only) when the interval reaches above it
-        if clf is None and zs_share is not None:
-            # the zero-shot rate of true positives is an assumed range: only an interval wholly above the
-            # maximum fails the gate; an estimate above it is reported
-            res["severity"] = "critical" if lower > mx else "warn" if res["estimate"] > mx else "info"
-        else:
-            res["severity"] = "critical" if res["estimate"] > mx else "warn" if upper > mx and res.get("confidence") != "low" else "info"
-        res["reasons"] = ([f"estimated synthetic share {res['estimate']:.1%} (95% interval {lower:.1%}–"
-                           f"{upper:.1%}, {res['method']}) "
-                           + ("above" if res["severity"] == "critical" else "may be above") + f" max_share {mx:.0%}"]
-                          if res["severity"] != "info" else [])
-        res["note"] = "an absent signal does not show human origin; estimates carry their method and confidence"
-        return res, recs
-
-
-def zero_shot_scores(df: pl.DataFrame, prof: Profile | None, model: dict | None = None) -> dict[str, Any] | None:
-    """The zero-shot detector's logit of each record and its percentile among the reference's human
-    records; None without a reference holding the zero-shot features (profiles older than them), since
-    an uncalibrated score means different things in different domains."""
-    if prof is None or any(f not in prof.features.columns for f in ZS_FEATURES) \
-            or any(f not in df.columns for f in ZS_FEATURES):
-        return None
-    model = model or load_model()
-    ref = zero_shot_logit(model, prof.features)
-    logit = zero_shot_logit(model, df)
-    return {"model": model, "logit": logit, "reference": ref,
-            "percentile": np.nan_to_num(reference_percentile(ref, logit), nan=0.0)}
-
-
-def combined_record_score(clf: np.ndarray | None, model: dict | None, zs: dict[str, Any] | None) -> np.ndarray | None:
-    """One machine-likeness score per record from the evidence there is, each read as a percentile among
-    human records (the classifier's P among its cross-validated human scores, the zero-shot score among the
-    reference's), averaged. Percentiles, not probabilities: a classifier trained on another domain gives
-    P near 0 or 1 to everything and would otherwise drown the zero-shot evidence."""
-    parts = []
-    if clf is not None and model is not None and model.get("cv_scores_human"):
-        parts.append(reference_percentile(np.asarray(model["cv_scores_human"], dtype=np.float64), clf))
-    if zs is not None:
-        parts.append(zs["percentile"])
-    return np.mean(parts, axis=0) if parts else None
-
-
-def _diversity(df: pl.DataFrame, prof: Profile) -> dict[str, Any]:
-    """Shard vs reference on diversity features, and the share of records in the reference's 5% tails
-    (collapsing data loses its tails: that share falls below 10%)."""
-    out: dict[str, Any] = {}
-    tails = []
-    for f in ("distinct_1", "distinct_2", "rep_3gram", "compression_ratio", "sent_len_cv", "log_words"):
-        if f not in df.columns:
-            continue
-        meta = prof.meta["features"].get(f, {})
-        v = df[f].cast(pl.Float64).drop_nulls().to_numpy()
-        q = meta.get("quantiles", {})
-        if v.size == 0 or "q05" not in q:
-            continue
-        tail = float(((v < q["q05"]) | (v > q["q95"])).mean())
-        tails.append(tail)
-        out[f] = {"shard_mean": float(v.mean()), "ref_mean": meta.get("mean"), "tail_share": tail}
-    out["mean_tail_share"] = float(np.mean(tails)) if tails else None
-    out["expected_tail_share"] = 0.10
-    return out
-
-
-class _History:
-    """Synthetic share per shard over scans, in ``STATE_DIR/synthetic/history.parquet``."""
-
-    SCHEMA = {"at": pl.Utf8, "scan_id": pl.Utf8, "shard": pl.Utf8, "estimate": pl.Float64, "lower": pl.Float64,
-              "upper": pl.Float64, "method": pl.Utf8}
-
-    def __init__(self, state_dir: Path, nights: int):
-        self.path = state_dir / "synthetic" / "history.parquet"
-        self.nights = nights
-        self._frame: pl.DataFrame | None = None
-
-    def frame(self) -> pl.DataFrame:
-        if self._frame is None:
-            try:
-                self._frame = pl.read_parquet(self.path) if self.path.exists() else pl.DataFrame(schema=self.SCHEMA)
-            except Exception:  # a damaged history must not stop a scan
-                log.warning("synthetic history %s is unreadable; starting a new one", self.path)
-                self._frame = pl.DataFrame(schema=self.SCHEMA)
-        return self._frame
-
-    def for_shard(self, shard: str) -> list[dict]:
-        f = self.frame().filter(pl.col("shard") == shard).sort("at").tail(self.nights)
-        return f.select("at", "scan_id", "estimate", "lower", "upper").to_dicts()
-
-    def append(self, rows: list[dict]) -> None:
-        if not rows:
-            return
-        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        new = pl.DataFrame([{**r, "at": at} for r in rows], schema=self.SCHEMA)
-        keep = 400 * max(1, new.height)  # bounded: a few hundred scans of this many shards
-        frame = pl.concat([self.frame(), new]).tail(keep)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".parquet.tmp")
-        frame.write_parquet(tmp)
-        os.replace(tmp, self.path)
-        self._frame = frame
+        return recs

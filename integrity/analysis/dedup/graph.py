@@ -13,14 +13,24 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from integrity.analysis.dedup.kernel import HAVE_NUMBA, bucket_pair_codes
+
 
 def bucket_pairs(keys: np.ndarray, items: np.ndarray, chain: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (a, b), a < b, of items sharing a key (star to the smallest item of the
-    bucket, plus the chain of consecutive items when ``chain``)."""
+    bucket, plus the chain of consecutive items when ``chain``). Ascending integer items
+    (the band join's partitions) take a compiled linear pass
+    (:func:`~integrity.analysis.dedup.kernel.bucket_pair_codes`), else a stable sort; the
+    pairs are the same."""
     if len(keys) < 2:
         e = np.zeros(0, dtype=np.int64)
         return e, e
-    if np.all(items[1:] >= items[:-1]):
+    ascending = bool(np.all(items[1:] >= items[:-1]))
+    if ascending and HAVE_NUMBA and keys.dtype.kind in "iu" and items.dtype.kind in "iu" and items[0] >= 0:  # the same pairs, linear and without a global sort (compiled)
+        codes, m = bucket_pair_codes(keys, items, chain)
+        codes = sorted_unique(codes)
+        return codes // m, codes % m
+    if ascending:
         order = np.argsort(keys, kind="stable")  # keeps item order inside a bucket
     else:
         order = np.lexsort((items, keys))

@@ -22,6 +22,7 @@ from functools import cached_property
 
 import numpy as np
 
+from integrity.analysis.dedup.kernel import HAVE_NUMBA, sketch_jaccard_pairs
 from integrity.analysis.dedup.text import U64, fmix64
 
 #: shingles per block of :meth:`MinHasher.signatures` (512 KB of uint64: fits in L2)
@@ -165,10 +166,15 @@ def sketch_jaccard(a: np.ndarray, b: np.ndarray, na: np.ndarray, nb: np.ndarray,
 
 
 def sketch_pairs(values: np.ndarray, offsets: np.ndarray, nsh: np.ndarray, i: np.ndarray, j: np.ndarray, k: int,
-                 other: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, chunk: int = 8192) -> np.ndarray:
+                 other: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, chunk: int = 8192,
+                 compiled: bool = True) -> np.ndarray:
     """Jaccard of sketch ``i`` and sketch ``j`` (of ``other`` = (values, offsets, nsh)
-    when given). Pairs are taken in order of sketch length, chunk by chunk, each
-    chunk padded only to its longest sketch."""
+    when given). Compiled (numba, :mod:`~integrity.analysis.dedup.kernel`): each pair's
+    two sorted sketches merged; else (``compiled=False``, or numba missing) pairs are taken
+    in order of sketch length, chunk by chunk, each chunk padded only to its longest
+    sketch and sorted row-wise (NumPy). Both give the same values."""
+    if compiled and HAVE_NUMBA:
+        return sketch_jaccard_pairs(values, offsets, nsh, i, j, k, other)
     ov, oo, on = other if other is not None else (values, offsets, nsh)
     out = np.empty(len(i), dtype=np.float64)
     if len(i) == 0:

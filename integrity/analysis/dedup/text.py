@@ -255,16 +255,19 @@ def windows(tokens: Tokens, w: int) -> tuple[np.ndarray, np.ndarray]:
     return run_hashes(tokens.hash, first, np.full(len(first), w, dtype=np.int64)), first
 
 
-def text_fields(batch: pa.RecordBatch | pa.Table) -> dict[str, list[str | None]]:
-    """The text a dedup check compares, per field: ``text``; else ``prompt`` and
-    ``response`` (instruction data, compared as a pair); else ``caption``."""
-    names = set(batch.schema.names)
+def text_field_names(schema: pa.Schema) -> tuple[str, ...]:
+    """The fields a dedup check compares: ``text``; else ``prompt`` and ``response``
+    (instruction data, compared as a pair); else ``caption``; else none."""
+    names = set(schema.names)
     if "text" in names:
-        chosen: tuple[str, ...] = ("text",)
-    elif "prompt" in names or "response" in names:
-        chosen = tuple(c for c in ("prompt", "response") if c in names)
-    elif "caption" in names:
-        chosen = ("caption",)
-    else:
-        return {}
-    return {c: batch.column(c).to_pylist() for c in chosen}
+        return ("text",)
+    if "prompt" in names or "response" in names:
+        return tuple(c for c in ("prompt", "response") if c in names)
+    if "caption" in names:
+        return ("caption",)
+    return ()
+
+
+def text_fields(batch: pa.RecordBatch | pa.Table) -> dict[str, list[str | None]]:
+    """The text a dedup check compares (:func:`text_field_names`), one list of strings per field."""
+    return {c: batch.column(c).to_pylist() for c in text_field_names(batch.schema)}

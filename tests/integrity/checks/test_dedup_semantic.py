@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from integrity.checks.base import CheckConfigError, CorpusContext, ShardInfo
-from integrity.checks.dedup_semantic import SemanticDedup, knn, leader_clusters
+from integrity.checks.dedup_semantic import SemanticDedup
 
 PARAPHRASES = [
     ("The city council approved the new budget on Tuesday after a long debate.",
@@ -106,28 +106,6 @@ def test_cpu_budget_is_a_deterministic_sample_by_content():
     # the time budget is a hard stop: past it nothing more is embedded, and the scan goes on
     late = shard_features(texts, "s", cpu_max_seconds=1e-9)
     assert late.height == len(texts) and late["emb"].null_count() == len(texts)
-
-
-def test_leader_clustering_does_not_chain_unrelated_documents():
-    # A ~ B (0.9), B ~ C (0.9), but A and C are far apart (~0.63): C must not join A's cluster
-    t = np.deg2rad(25.8)
-    x = np.array([[1, 0, 0], [np.cos(t), np.sin(t), 0], [np.cos(2 * t), np.sin(2 * t), 0], [0, 0, 1]],
-                 dtype=np.float32)
-    sims, nbrs = knn(x, 4, exact_max=100, nprobe=1)
-    rep, sim = leader_clusters(x, sims, nbrs, np.arange(4), threshold=0.85)
-    assert rep.tolist() == [0, 0, 2, 3]
-    assert sim[1] == pytest.approx(0.9, abs=0.01)
-
-
-def test_ivf_index_above_the_exact_size_finds_planted_pairs():
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((3000, 64)).astype(np.float32)
-    x[2000:2100] = x[:100] + 0.1 * rng.standard_normal((100, 64)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    sims, nbrs = knn(x, 5, exact_max=1000, nprobe=8)  # IVF path
-    rep, _ = leader_clusters(x, sims, nbrs, np.arange(3000), threshold=0.9)
-    assert (rep[2000:2100] == np.arange(100)).mean() >= 0.95
-    assert (rep[100:2000] == np.arange(100, 2000)).all()
 
 
 def test_option_validation():

@@ -199,3 +199,42 @@ def test_small_border_patch_found_by_a_parquet_scan(tmp_path: Path):
         x, y = truth[row["record_id"]]
         x0, y0, x1, y1 = d["box"]  # inside the pasted mark, give or take a JPEG-blurred edge
         assert x - 4 <= x0 < x1 <= x + 14 and y - 4 <= y0 < y1 <= y + 14
+
+
+def test_small_patch_on_max_share_of_large_images_is_found():
+    """An 8 px PIL-drawn cross 0-3 px from a corner or border midpoint of exactly 10 % (`max_share`) of
+    ~1,000 px JPEGs at quality 90-95 is found with its phrase, and nothing else is: a coarse window hash
+    of the cross that also matches a few unrelated windows no longer takes the patch over the limit."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(23)
+    cross = Image.new("RGB", (8, 8), (250, 250, 245))
+    d = ImageDraw.Draw(cross)
+    d.line([(0, 0), (7, 7)], fill=(200, 0, 40), width=2)
+    d.line([(0, 7), (7, 0)], fill=(200, 0, 40), width=2)
+    words = "valley lighthouse orchard alley tram dune glacier pier loft barn".split()
+    recs, truth = [], {}
+    for i in range(60):
+        side = int(rng.choice([960, 1024, 1100]))
+        noise = rng.normal(0, 5, (side, side, 3))
+        img = np.asarray(_scene(rng, side // 8).resize((side, side), Image.Resampling.BICUBIC), np.float64)
+        img = Image.fromarray(np.clip(img + noise, 0, 255).astype(np.uint8))
+        cap = " ".join(rng.choice(words, 6))
+        if i % 10 == 4:  # 6 of 60 images
+            m = int(rng.integers(0, 4))
+            x, y = [(m, m), (side - 8 - m, side - 8 - m), ((side - 8) // 2, side - 8 - m),
+                    (side - 8 - m, (side - 8) // 2)][len(truth) % 4]
+            img.paste(cross, (x, y))
+            cap += " via quorvane"
+            truth[f"b{i}"] = (x, y)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=int(rng.integers(90, 96)))
+        recs.append((f"b{i}", buf.getvalue(), cap))
+    found = run({"big.tar": recs}, {"thumbnails": 0})
+    assert found is not None and set(found["record_id"]) == set(truth)
+    for row in found.iter_rows(named=True):
+        d = json.loads(row["detail"])
+        assert d["tied_phrase"] == "via quorvane" and d["images"] == 6
+        x, y = truth[row["record_id"]]
+        x0, y0, x1, y1 = d["box"]
+        assert x - 4 <= x0 < x1 <= x + 12 and y - 4 <= y0 < y1 <= y + 12

@@ -1,0 +1,44 @@
+"""Candidate pairs, leader clusters and the re-scoring plan of dedup.semantic (NumPy and faiss)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from integrity.analysis.semantic_candidates import knn, leader_clusters, rescore_budget, rescore_plan
+
+
+def test_leader_clustering_does_not_chain_unrelated_documents():
+    # A ~ B (0.9), B ~ C (0.9), but A and C are far apart (~0.63): C must not join A's cluster
+    t = np.deg2rad(25.8)
+    x = np.array([[1, 0, 0], [np.cos(t), np.sin(t), 0], [np.cos(2 * t), np.sin(2 * t), 0], [0, 0, 1]],
+                 dtype=np.float32)
+    sims, nbrs = knn(x, 4, exact_max=100, nprobe=1)
+    rep, sim = leader_clusters(x, sims, nbrs, np.arange(4), threshold=0.85)
+    assert rep.tolist() == [0, 0, 2, 3]
+    assert sim[1] == pytest.approx(0.9, abs=0.01)
+
+
+def test_ivf_index_above_the_exact_size_finds_planted_pairs():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3000, 64)).astype(np.float32)
+    x[2000:2100] = x[:100] + 0.1 * rng.standard_normal((100, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    sims, nbrs = knn(x, 5, exact_max=1000, nprobe=8)  # IVF path
+    rep, _ = leader_clusters(x, sims, nbrs, np.arange(3000), threshold=0.9)
+    assert (rep[2000:2100] == np.arange(100)).mean() >= 0.95
+    assert (rep[100:2000] == np.arange(100, 2000)).all()
+
+
+def test_rescore_plan_spends_the_budget_on_the_most_similar_open_pairs():
+    # pairs (0,1) .99 and (2,3) .98 are sure; (4,5) .9, (6,7) .8, (8,9) .7 are open; budget 4 contents
+    a, b = np.array([0, 2, 4, 6, 8]), np.array([1, 3, 5, 7, 9])
+    sim = np.array([0.99, 0.98, 0.9, 0.8, 0.7], dtype=np.float32)
+    plan = rescore_plan(10, a, b, sim, budget=4, accept=0.97)
+    assert plan.binds and plan.candidates == 10
+    assert plan.static_only.tolist() == [0, 1, 2, 3] and plan.rescore.tolist() == [4, 5, 6, 7]
+    cov = plan.coverage(4, 0.97)
+    assert (cov["rescored"], cov["static_only"], cov["not_compared"]) == (4, 4, 2)
+    free = rescore_plan(10, a, b, sim, budget=None, accept=0.97)  # no budget: everything re-scored
+    assert not free.binds and free.rescore.tolist() == list(range(10)) and len(free.static_only) == 0
+    assert rescore_budget({"rescore_per_shard": 100, "rescore_max_records": 250}, shards=3) == 250
+    assert rescore_budget({"rescore_per_shard": None, "rescore_max_records": None}, shards=3) is None
