@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 def token_counts(model: Any, texts: Sequence[str], max_tokens: int = 256):
     """CSR ``(texts, vocab)`` share of each token in each text's first ``max_tokens`` tokens
-    (rows sum to 1; the unknown token is left out, as in :func:`encode_static`)."""
+    (rows sum to 1; the unknown token is left out, as in :func:`integrity.analysis.static_embeddings.encode_static`)."""
     import scipy.sparse as sp
 
     from integrity.analysis.static_embeddings import _untruncated, token_table
