@@ -75,7 +75,9 @@ class CorpusContext:
 
     ``shard_findings`` holds the per-shard findings of every check of this scan
     (columns of ``findings.parquet``); ``earlier_findings`` the corpus-level
-    findings of checks that ran before this one (see ``Check.after``).
+    findings of checks that ran before this one (see ``Check.after``), as lazy frames over the
+    Parquet files the engine spilled them to (collect only the columns and rows needed: they
+    hold a record's worth of findings per duplicate, which grows with the corpus).
     """
 
     run_dir: Path
@@ -84,7 +86,7 @@ class CorpusContext:
     state_dir: Path
     shards: list[str]
     shard_findings: pl.LazyFrame
-    earlier_findings: dict[str, pl.DataFrame] = field(default_factory=dict)
+    earlier_findings: dict[str, pl.LazyFrame] = field(default_factory=dict)
     reference: Path | None = None
     #: SHA-256 per shard name (content identity, e.g. for history indexes)
     shard_sha256: dict[str, str] = field(default_factory=dict)

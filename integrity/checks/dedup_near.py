@@ -339,22 +339,24 @@ def _findings(prefix: str, df: pl.DataFrame, found: np.ndarray, rep_f: np.ndarra
     h_shards = [] if h_info is None else h_info["shard"].to_list()
     h_sha = [] if h_info is None else h_info["sha256"].to_list()
     h_scan = [] if h_info is None else h_info["scan_id"].to_list()
-    reps = rep_f.tolist()
+    # what describes a representative is computed once per cluster, then spread to its members
+    uniq, inv = np.unique(rep_f, return_inverse=True)
+    reps = uniq.tolist()
     rep_ids = [ids[r] if r < n else h_ids[r - n] for r in reps]
     rep_shards = [shards[r] if r < n else h_shards[r - n] for r in reps]
-    detail = pl.DataFrame({
+    per_rep = pl.DataFrame({
         "cluster": cluster_ids(prefix, rep_shards, rep_ids),
-        "cluster_size": size[found],
         "representative": rep_ids,
         "representative_shard": rep_shards,
         # ids may repeat in a shard: the row tells an in-scan representative apart
         "representative_row": [rows[r] if r < n else None for r in reps],
         "representative_sha256": [None if r < n else h_sha[r - n] for r in reps],
         "representative_scan": [None if r < n else h_scan[r - n] for r in reps],
-        **extra,
-        "history": rep_f >= n,
-    }, schema_overrides={"representative_sha256": pl.Utf8, "representative_scan": pl.Utf8,
-                         "representative_row": pl.Int64})
+    }, schema={"cluster": pl.Utf8, "representative": pl.Utf8, "representative_shard": pl.Utf8,
+               "representative_row": pl.Int64, "representative_sha256": pl.Utf8, "representative_scan": pl.Utf8})
+    spread = per_rep[inv.ravel()]
+    detail = pl.DataFrame({"cluster": spread["cluster"], "cluster_size": size[found]}).hstack(spread.drop("cluster"))
+    detail = detail.hstack(pl.DataFrame({**extra, "history": rep_f >= n}))
     if join is not None:
         detail = pl.concat([detail, join], how="horizontal")
     return pl.DataFrame({

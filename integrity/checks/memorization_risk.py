@@ -192,20 +192,31 @@ def _by_row(evidence: pl.DataFrame, ids: pl.LazyFrame) -> pl.DataFrame:
     return known
 
 
-def _cluster_sizes(found: pl.DataFrame | None, ids: pl.LazyFrame) -> pl.DataFrame | None:
+def _narrow(found: pl.DataFrame | pl.LazyFrame | None, *columns: pl.Expr | str,
+            **named: pl.Expr) -> pl.DataFrame | None:
+    """Only ``columns`` of a check's findings (lazy: spilled by the engine), None when it has
+    none: the findings' details are read, parsed and dropped in one pass, never held whole."""
+    if found is None:
+        return None
+    out = found.lazy().select(*columns, **named).collect()
+    return out if out.height else None
+
+
+def _cluster_sizes(found: pl.DataFrame | pl.LazyFrame | None, ids: pl.LazyFrame) -> pl.DataFrame | None:
     """(shard, row, size, history) for every member and every in-scan
     representative of a dedup check's clusters (largest cluster per record)."""
-    if found is None or found.height == 0:
-        return None
-    f = found.with_columns(
+    f = _narrow(found, "shard", RECORD_ID, _detail_row(),
         size=pl.coalesce(_json("detail", "$.group_size").cast(pl.Int64, strict=False),
                          _json("detail", "$.cluster_size").cast(pl.Int64, strict=False)),
         history=(_json("detail", "$.history") == "true").fill_null(False),
         rep=_json("detail", "$.representative"),
         rep_shard=_json("detail", "$.representative_shard"),
         rep_row=_json("detail", "$.representative_row").cast(pl.Int64, strict=False),
-    ).filter(pl.col("size").is_not_null())
-    members = f.select("shard", RECORD_ID, _detail_row(), "size", "history")
+    )
+    if f is None:
+        return None
+    f = f.filter(pl.col("size").is_not_null())
+    members = f.select("shard", RECORD_ID, ROW, "size", "history")
     reps = (f.filter(~pl.col("history") & pl.col("rep").is_not_null())
             .select(pl.coalesce("rep_shard", "shard").alias("shard"), pl.col("rep").alias(RECORD_ID),
                     pl.col("rep_row").alias(ROW), "size", "history"))
@@ -213,14 +224,14 @@ def _cluster_sizes(found: pl.DataFrame | None, ids: pl.LazyFrame) -> pl.DataFram
             .agg(pl.col("size").max(), pl.col("history").any()))
 
 
-def _span_info(found: pl.DataFrame | None, ids: pl.LazyFrame) -> pl.DataFrame | None:
-    if found is None or found.height == 0:
+def _span_info(found: pl.DataFrame | pl.LazyFrame | None, ids: pl.LazyFrame) -> pl.DataFrame | None:
+    """(shard, row, span_share, span_docs) of every record with a ``dedup.span`` finding."""
+    f = _narrow(found, "shard", RECORD_ID, _detail_row(),
+                span_share=pl.coalesce(_json("detail", "$.share").cast(pl.Float64, strict=False), pl.col("score")),
+                span_docs=_json("detail", "$.other_docs").cast(pl.Int64, strict=False).fill_null(1))
+    if f is None:
         return None
-    return _by_row(found.select(
-        "shard", RECORD_ID, _detail_row(),
-        span_share=pl.coalesce(_json("detail", "$.share").cast(pl.Float64, strict=False), pl.col("score")),
-        span_docs=_json("detail", "$.other_docs").cast(pl.Int64, strict=False).fill_null(1),
-    ), ids).group_by("shard", ROW).agg(pl.col("span_share").max(), pl.col("span_docs").max())
+    return _by_row(f, ids).group_by("shard", ROW).agg(pl.col("span_share").max(), pl.col("span_docs").max())
 
 
 def _privacy(shard_findings: pl.LazyFrame, checks: list[str], ids: pl.LazyFrame) -> pl.DataFrame:

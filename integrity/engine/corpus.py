@@ -7,10 +7,13 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
+from connectors.atomic import atomic_output
 from connectors.schema import SCAN_FINDING_COLUMNS
 from integrity.checks.base import CorpusContext, MapPartitions, serial_map
-from integrity.engine import evidence
+from integrity.engine import evidence, outputs
+from integrity.engine.redact import mask_frame
 from integrity.engine.shard import ShardResult, rows_into_detail
 from integrity.engine.spec import ScanSpec, corpus_order
 
@@ -18,6 +21,9 @@ log = logging.getLogger(__name__)
 
 WORK = ".work"  # the run directory's intermediate files (as integrity.engine.pipeline)
 CORPUS_COVERAGE = "corpus_coverage.json"
+#: corpus findings made ready for findings.parquet this many rows at a time
+FINISH_CHUNK = 100_000
+CORPUS_SPILL = "corpus"  # .work/corpus/NNN.parquet: each corpus pass's findings, as it ends
 
 
 def shard_findings(results: list[ShardResult]) -> pl.LazyFrame:
@@ -64,38 +70,86 @@ def corpus_context(spec: ScanSpec, results: list[ShardResult],
     )
 
 
-def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], map_partitions: MapPartitions | None = None
-                      ) -> tuple[pl.DataFrame, dict[str, float], dict[str, dict]]:
-    """Run the corpus pass of every corpus-level check, then gather the thumbnails their findings
-    name (:func:`integrity.engine.evidence.attach_thumbnails`); returns findings, seconds per
-    check, and what each pass adds to its coverage (``Check.corpus_coverage``)."""
+def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], dest: Path,
+                      map_partitions: MapPartitions | None = None) -> tuple[dict[str, float], dict[str, dict]]:
+    """Run the corpus pass of every corpus-level check and write their findings, secrets masked,
+    to ``dest`` (Parquet); returns seconds per check and what each pass adds to its coverage
+    (``Check.corpus_coverage``).
+
+    Each pass's findings are spilled to ``.work/corpus/`` as soon as it returns and later passes
+    read them lazily (``CorpusContext.earlier_findings``); ``dest`` is their streamed
+    concatenation. The flow process never holds more than one pass's findings, whatever the
+    corpus size. Checks with thumbnails (:func:`integrity.engine.evidence.attach_thumbnails`)
+    keep theirs until the images are gathered in one pass, then are written again."""
     ctx = corpus_context(spec, results, map_partitions)
-    raw: dict[str, tuple[int, pl.DataFrame]] = {}
-    labels: dict[str, str] = {}
+    spill = Path(spec.out) / WORK / CORPUS_SPILL
+    spill.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    thumbs: dict[str, tuple[int, pl.DataFrame]] = {}
+    spilled: dict[str, tuple[Path, str]] = {}
     timings: dict[str, float] = {}
     notes: dict[str, dict] = {}
-    for name in corpus_order(spec.checks):
+    for i, name in enumerate(corpus_order(spec.checks)):
         t0 = time.perf_counter()
         features = features_of(name, results)
         check = spec.check_instance(name)
         found = check.corpus_pass(features, ctx) if features is not None else None
-        if found is not None and found.height:
+        height = 0 if found is None else found.height
+        if height:
             # labelled with the check's own name, as its per-shard findings are (a plug-in named
             # by import path in the policy still writes findings under its class's name)
-            labels[name] = check.name or name
-            raw[name] = (evidence.thumbnail_count(check), found)
-            ctx.earlier_findings[name] = finish_findings(found, labels[name])  # without thumbnails
+            label = check.name or name
+            path = spill / f"{i:03d}.parquet"
+            write_finished(found, label, path)
+            files.append(path)
+            spilled[name] = (path, label)
+            if evidence.thumbnail_count(check) > 0:
+                thumbs[name] = (evidence.thumbnail_count(check), found)
+            ctx.earlier_findings[name] = pl.scan_parquet(path)  # without thumbnails
+        del found
         timings[name] = time.perf_counter() - t0
         if check.corpus_coverage:
             notes[name] = check.corpus_coverage
-        log.info("corpus pass %s: %d findings in %.1fs", name, 0 if found is None else found.height, timings[name])
-    t0 = time.perf_counter()
-    shown = evidence.attach_thumbnails(raw, spec.mapping)
-    if raw:
+        log.info("corpus pass %s: %d findings in %.1fs", name, height, timings[name])
+    if thumbs:
+        t0 = time.perf_counter()
+        for name, frame in evidence.attach_thumbnails(thumbs, spec.mapping).items():
+            path, label = spilled[name]
+            write_finished(frame, label, path)
         log.info("thumbnails of the corpus findings in %.1fs", time.perf_counter() - t0)
-    out = [finish_findings(frame, labels[name]) for name, frame in shown.items()]
-    frame = pl.concat(out) if out else pl.DataFrame(schema=SCAN_FINDING_COLUMNS)
-    return frame, timings, notes
+    write_concat(files, dest)
+    return timings, notes
+
+
+def write_finished(found: pl.DataFrame, check: str, path: Path, chunk: int = FINISH_CHUNK) -> Path:
+    """A pass's findings in the columns of ``findings.parquet`` (:func:`finish_findings`), secrets
+    masked before they reach the disk (as the shard cache's findings are), written ``chunk`` rows
+    at a time: the details are rewritten (row moved in, secrets masked) one slice after the
+    other, never for the whole corpus's findings at once."""
+    with atomic_output(path) as tmp:
+        writer = None
+        try:
+            for piece in found.iter_slices(chunk):
+                table = mask_frame(finish_findings(piece, check)).to_arrow()
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                writer.write_table(table.cast(writer.schema))
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            pl.DataFrame(schema=SCAN_FINDING_COLUMNS).write_parquet(tmp)
+    return path
+
+
+def write_concat(files: list[Path], dest: Path) -> Path:
+    """The findings files ``files`` streamed, in order, into ``dest`` (atomically; an empty
+    table of the findings columns when there are none)."""
+    if not files:
+        return outputs.write_parquet(pl.DataFrame(schema=SCAN_FINDING_COLUMNS), dest)
+    with atomic_output(dest) as tmp:
+        pl.concat([pl.scan_parquet(f) for f in files]).sink_parquet(tmp)
+    return dest
 
 
 def finish_findings(found: pl.DataFrame, check: str) -> pl.DataFrame:

@@ -25,7 +25,6 @@ from integrity.engine import quarantine as quarantine_mod
 from integrity.engine import evidence, outputs, verdict
 from integrity.engine import progress as progress_mod
 from integrity.engine.corpus import CORPUS_COVERAGE, after_verdicts, coverage, run_corpus_checks, shard_findings
-from integrity.engine.redact import mask_frame
 from integrity.engine.shard import ShardResult, scan_shard
 from integrity.engine.spec import ScanSpec
 from integrity.ledger import Ledger, findings_key
@@ -95,9 +94,9 @@ def corpus_stage(spec: ScanSpec, results: list[ShardResult],
                  map_partitions: MapPartitions | None = None) -> tuple[Path, dict[str, float]]:
     """Corpus-level checks; their findings go to ``.work/corpus_findings.parquet``. Their
     partitioned steps run through ``map_partitions`` (the orchestrator's workers)."""
-    found, timings, notes = run_corpus_checks(spec, results, map_partitions)
     path = spec.out / WORK / "corpus_findings.parquet"
-    outputs.write_parquet(mask_frame(found), path)  # details may quote record text: secrets masked
+    # details may quote record text: secrets masked
+    timings, notes = run_corpus_checks(spec, results, path, map_partitions)
     # read back by coverage() when summary.json is written (a later stage, maybe another process)
     outputs.write_json(spec.out / WORK / CORPUS_COVERAGE, notes)
     return path, timings

@@ -82,7 +82,8 @@ def _route(out: np.ndarray, partitions: int) -> Iterator[tuple[int, np.ndarray]]
     if partitions == 1:
         yield 0, out
         return
-    part = (out["bucket"] % np.uint64(partitions)).astype(np.int64)
+    # uint16 partition numbers (the usual case) sort stably by NumPy's radix sort
+    part = (out["bucket"] % np.uint64(partitions)).astype(np.uint16 if partitions <= 65536 else np.int64)
     order = np.argsort(part, kind="stable")
     bounds = np.searchsorted(part[order], np.arange(partitions + 1))
     for p in range(partitions):

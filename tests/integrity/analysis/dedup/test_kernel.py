@@ -203,3 +203,16 @@ def test_compiled_bucket_pairs_equal_the_sorting_path(monkeypatch, chain):
         monkeypatch.setattr(graph, "HAVE_NUMBA", True)
         assert all(np.array_equal(x, y) and x.dtype == y.dtype for x, y in zip(fast, slow))
     assert len(fast[0]) == (2 * 4999 - 1 if chain else 4999)
+
+
+def test_character_tables_follow_str_isalnum_and_lower_for_every_code_point():
+    from integrity.analysis.dedup.text import _build_char_tables
+
+    word, lower = _build_char_tables()
+    for c in range(0x110000):  # the definition, one code point at a time
+        w = (chr(c).isalnum() or c == ord("_")) and not 0xD800 <= c < 0xE000
+        assert word[c] == w, hex(c)
+        if w and len(chr(c).lower()) == 1:
+            assert lower[c] == ord(chr(c).lower()), hex(c)
+        else:
+            assert lower[c] == c, hex(c)
