@@ -34,7 +34,10 @@ Patch-grid mode (``--patch-grid``) builds its own corpora, independent of
 (checkerboard, solid block, noise, a two-colour logo) of 3-16 px pasted at a
 corner or border midpoint 0-3 px from the edge on a ``rate`` share of the
 images each, JPEG quality 60-95, and a caption phrase tied to each kind; it
-prints ``poison.patch``'s recall per kind and its precision per cell.
+prints ``poison.patch``'s recall per kind and its precision per cell
+(``--grid-seeds N``: N corpora per cell, each with its own patches, pooled).
+The seed of a cell's corpus depends on the cell only, so a subset of the
+grid (``--grid-sides`` etc.) reproduces its rows.
 """
 from __future__ import annotations
 
@@ -349,28 +352,38 @@ def patch_grid_mode(args) -> None:
     rates = [float(x) for x in args.grid_rates.split(",")]
     print(f"poison.patch on an independent generator: {args.grid_n} images per corpus, 4 patch kinds per corpus "
           f"(each on `rate` of the images, own caption phrase), corners/borders 0-3 px from the edge")
-    print("| image px | patch px | JPEG q | rate | " + " | ".join(f"{k} R" for k in PATCH_KINDS) + " | precision |")
-    print("|---|---|---|---|" + "---|" * (len(PATCH_KINDS) + 1))
+    print("| image px | patch px | JPEG q | rate | " + " | ".join(f"{k} R" for k in PATCH_KINDS)
+          + " | precision | corpora |")
+    print("|---|---|---|---|" + "---|" * (len(PATCH_KINDS) + 2))
     cell = 0
     for side in sides:
         for size in sizes:
             for q in quals:
                 for rate in rates:
-                    cell += 1
-                    src = work / f"c{cell}" / "data.parquet"
-                    src.parent.mkdir(parents=True)
-                    # the seed depends on the cell, not its place in the grid: a subset reproduces its rows
-                    seed = args.seed + zlib.crc32(f"{side}-{size}-{q}-{rate:g}".encode()) % 100_000
-                    planted = patch_corpus(src, side, size, q, rate, args.grid_n, seed)
-                    out = work / f"run{cell}"
-                    scan(src.parent, out, ["poison.patch"], 1)
-                    f = pl.read_parquet(out / "findings.parquet").filter(pl.col("check") == "poison.patch")
-                    flagged = set(f["record_id"].to_list())
-                    truth = set().union(*planted.values())
-                    recalls = [len(flagged & planted[k]) / len(planted[k]) for k in PATCH_KINDS]
-                    prec = len(flagged & truth) / len(flagged) if flagged else float("nan")
-                    print(f"| {side} | {size} | {q} | {rate:.0%} | " + " | ".join(f"{r:.2f}" for r in recalls)
-                          + f" | {fmt(prec)} |", flush=True)
+                    found = {k: 0 for k in PATCH_KINDS}
+                    total = {k: 0 for k in PATCH_KINDS}
+                    right = flagged_all = 0
+                    for rep in range(args.grid_seeds):  # each corpus draws its own patches (colours, noise)
+                        cell += 1
+                        src = work / f"c{cell}" / "data.parquet"
+                        src.parent.mkdir(parents=True)
+                        # the seed depends on the cell, not its place in the grid: a subset reproduces its rows
+                        seed = args.seed + zlib.crc32(f"{side}-{size}-{q}-{rate:g}".encode()) % 100_000 + 100_003 * rep
+                        planted = patch_corpus(src, side, size, q, rate, args.grid_n, seed)
+                        out = work / f"run{cell}"
+                        scan(src.parent, out, ["poison.patch"], 1)
+                        f = pl.read_parquet(out / "findings.parquet").filter(pl.col("check") == "poison.patch")
+                        flagged = set(f["record_id"].to_list())
+                        truth = set().union(*planted.values())
+                        for k in PATCH_KINDS:
+                            found[k] += len(flagged & planted[k])
+                            total[k] += len(planted[k])
+                        right += len(flagged & truth)
+                        flagged_all += len(flagged)
+                    prec = right / flagged_all if flagged_all else float("nan")
+                    print(f"| {side} | {size} | {q} | {rate:.0%} | "
+                          + " | ".join(f"{found[k] / total[k]:.2f}" for k in PATCH_KINDS)
+                          + f" | {fmt(prec)} | {args.grid_seeds} |", flush=True)
 
 
 # --------------------------------------------------------------------------- GPU mode
@@ -480,6 +493,8 @@ def main() -> None:
     ap.add_argument("--grid-sizes", default="3,8,16")
     ap.add_argument("--grid-quality", default="60,95")
     ap.add_argument("--grid-rates", default="0.03,0.1")
+    ap.add_argument("--grid-seeds", type=int, default=1,
+                    help="corpora per cell, each with its own patches (recall and precision pooled over them)")
     args = ap.parse_args()
     if args.patch_grid:
         patch_grid_mode(args)

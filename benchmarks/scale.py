@@ -124,6 +124,7 @@ def main() -> None:
           f"{'flow RSS MB':>11s} {'x 1x':>5s} {'tree RSS MB':>11s} {'findings':>9s}  stage seconds")
     base_ms: dict[str, float] = {}
     base_rss: dict[str, float] = {}
+    curve: dict[str, list[tuple[int, float, float, float]]] = {}
     for size in [int(s) for s in a.sizes.split(",")]:
         corpus = tmp / f"x{size}"
         docs = build_corpus(size, corpus)
@@ -132,10 +133,27 @@ def main() -> None:
             ms = 1000 * wall / docs
             base_ms.setdefault(runner, ms)
             base_rss.setdefault(runner, flow_rss)
+            curve.setdefault(runner, []).append((size, ms, flow_rss, tree_rss))
             stages = " ".join(f"{k}={v:.1f}" for k, v in summary["timings"].items() if k != "total")
             print(f"{size:>4d}x {docs:>10,} {runner:>7s} {wall:8.1f} {ms:8.3f} {ms / base_ms[runner]:5.2f} "
                   f"{flow_rss:11.0f} {flow_rss / base_rss[runner]:5.2f} {tree_rss:11.0f} "
                   f"{summary['counts']['findings']:9,}  {stages}", flush=True)
+    print_curve(curve)
+
+
+def print_curve(curve: dict[str, list[tuple[int, float, float, float]]]) -> None:
+    """The cost curve per runner: ms/doc and flow-process peak RSS at each size, and the
+    issue-17 target (flow-process peak RSS at the largest size within 1.25x of the smallest)."""
+    print("\ncost curve (ms/doc | flow-process peak RSS MB | whole tree MB):")
+    for runner, points in curve.items():
+        cells = "   ".join(f"{size}x: {ms:.3f} ms/doc, flow {rss:.0f} MB, tree {tree:.0f} MB"
+                           for size, ms, rss, tree in points)
+        print(f"  {runner:>6s}  {cells}")
+        if len(points) > 1:
+            (s0, _, r0, _), (s1, _, r1, _) = points[0], points[-1]
+            ratio = r1 / r0
+            print(f"  {'':>6s}  flow-process peak RSS {s1}x / {s0}x = {ratio:.2f} "
+                  f"({'met' if ratio <= 1.25 else 'NOT met'}: target 1.25)")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 
 usage: nice -n 10 python benchmarks/semantic.py [--n 4000] [--threshold 0.85]
                                                [--static-threshold T] [--static-neighbors K]
-                                               [--minilm-cache FILE] [--data ../shared/data/debian/descriptions.parquet]
+                                               [--minilm-cache DIR] [--all-cached] [--whole-corpus] [--fit]
+                                               [--data ../shared/data/debian/descriptions.parquet]
 
 1. **Static stage speed.** Every Debian description (63,956) is embedded with the
    static model that ``dedup.semantic`` distils from all-MiniLM-L6-v2
@@ -14,8 +15,9 @@ usage: nice -n 10 python benchmarks/semantic.py [--n 4000] [--threshold 0.85]
    CPU-second times the cores is what the same code does on idle cores.
 2. **Recall.** A deterministic sample of ``--n`` descriptions is scanned as a corpus
    of its own: full MiniLM embeddings of the sample (the reference; cached in
-   ``--minilm-cache``) give every pair at cosine >= ``--threshold`` (the policy
-   threshold, brute force); the check's static candidate generation
+   ``--minilm-cache``, ``benchmarks/out/minilm-debian``, not in git; ``--all-cached``:
+   every cached description, a larger uniform sample) give every pair at cosine >=
+   ``--threshold`` (the policy threshold, brute force); the check's static candidate generation
    (:func:`integrity.analysis.semantic_candidates.static_candidates`, the policy's
    ``static_neighbors``/``static_threshold``) gives the pairs MiniLM re-scores.
    Printed: the reference pairs, the candidates (and the share of the sample that
@@ -25,8 +27,14 @@ usage: nice -n 10 python benchmarks/semantic.py [--n 4000] [--threshold 0.85]
    up connected through re-scored pairs at the threshold).
 3. ``--whole-corpus``: the candidate search over all 63,956 descriptions (what a
    scan of the whole corpus has MiniLM re-score: more neighbours pass the static
-   threshold in a bigger corpus), and the recall of the sample's MiniLM pairs
-   among those candidates.
+   threshold in a bigger corpus), the share of the sample's MiniLM pairs in the static
+   neighbour lists at all (the ceiling of pair recall), and their recall among the
+   candidates, without and with the default re-scoring budget (MiniLM calls printed).
+4. ``--fit``: a per-corpus fit, measured on held-out pairs. Half of the sample fits the
+   static model to MiniLM (a ridge map, and the token fit of
+   :mod:`integrity.analysis.static_fit`) and calibrates ``static_threshold`` (0.95 recall)
+   and ``static_accept`` (0.95 precision); the other half's pairs judge each, and with
+   ``--whole-corpus`` the whole corpus's candidates and budget too.
 """
 from __future__ import annotations
 
@@ -44,12 +52,14 @@ import numpy as np
 import polars as pl
 
 from integrity.analysis.static_embeddings import encode_static, static_model, user_cache_dir
-from integrity.analysis.semantic_candidates import rescore_budget, rescore_plan, static_candidates, static_unit
+from integrity.analysis.semantic_candidates import (candidate_pairs, knn, rescore_budget, rescore_plan, static_candidates,
+                                                    static_unit)
 from integrity.checks.dedup_semantic import SemanticDedup
 
 #: all-MiniLM-L6-v2 at 128 tokens on CPU: Debian descriptions per CPU-second (README), for the projected cost
 MINILM_PER_CPU_S = 28
 
+DEFAULT_CACHE = Path(__file__).resolve().parent / "out" / "minilm-debian"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian" / "descriptions.parquet"
 
 
@@ -70,20 +80,34 @@ def speed(model, texts: list[str], max_tokens: int) -> None:
           f"x {min(cores, 2)} cores = {min(cores, 2) * len(texts) / cpu:,.0f} docs/s on {min(cores, 2)} idle cores")
 
 
-def minilm(texts: list[str], cache: Path | None, max_seq_length: int) -> np.ndarray:
-    if cache is not None and cache.exists():
-        v = np.load(cache)
-        if len(v) == len(texts):
-            print(f"MiniLM reference vectors read from {cache}")
-            return v
-    from integrity.analysis.embeddings import TextEmbedder
+def minilm(texts: list[str], idx: np.ndarray, cache: Path | None, max_seq_length: int) -> np.ndarray:
+    """MiniLM vectors of ``texts[i]`` for every ``i`` in ``idx`` (the reference).
 
-    t0 = time.perf_counter()
-    v = TextEmbedder(device="cpu", max_seq_length=max_seq_length).encode(texts)
-    print(f"MiniLM reference: {len(texts):,} documents in {time.perf_counter() - t0:.0f} s")
-    if cache is not None:
-        np.save(cache, v)
-    return v
+    Cached in ``cache`` (``benchmarks/out/minilm-debian`` by default, not in git) as ``.npz`` chunks of
+    (``idx``, ``vec``), one per 500 documents, so an interrupted run resumes where it stopped: MiniLM
+    embeds about 28 descriptions per CPU-second, an hour of a loaded machine for a few thousand."""
+    have: dict[int, np.ndarray] = {}
+    if cache is not None and cache.is_dir():
+        for f in sorted(cache.glob("*.npz")):
+            with np.load(f) as z:
+                have.update(zip(z["idx"].tolist(), z["vec"]))
+    todo = np.array([i for i in idx.tolist() if i not in have], dtype=np.int64)
+    if len(todo):
+        from integrity.analysis.embeddings import TextEmbedder
+
+        emb = TextEmbedder(device="cpu", max_seq_length=max_seq_length)
+        t0 = time.perf_counter()
+        for s in range(0, len(todo), 500):
+            part = todo[s:s + 500]
+            v = emb.encode([texts[i][:2048] for i in part])
+            have.update(zip(part.tolist(), v))
+            if cache is not None:
+                cache.mkdir(parents=True, exist_ok=True)
+                np.savez(cache / f"chunk-{int(part[0]):05d}-{len(part)}.npz", idx=part, vec=v)
+        print(f"MiniLM reference: {len(todo):,} documents embedded in {time.perf_counter() - t0:.0f} s")
+    else:
+        print(f"MiniLM reference vectors of {len(idx):,} documents read from {cache}")
+    return np.stack([have[i] for i in idx.tolist()])
 
 
 def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -126,34 +150,120 @@ def recall(model, texts: list[str], ref: np.ndarray, o: dict) -> None:
 
 
 def full_corpus(model, texts: list[str], idx: np.ndarray, ref: np.ndarray, o: dict) -> None:
-    """Candidates over the whole corpus (what a scan of it re-scores), recall on the sample's pairs."""
+    """Candidates over the whole corpus (what a scan of it re-scores), recall on the sample's pairs.
+
+    The sample is a uniform random sample of the corpus, so its MiniLM pairs are a uniform sample
+    of the corpus's pairs (1 in ``(N / n)^2``): their recall estimates the whole corpus's without
+    MiniLM vectors of every record (about 40 CPU-minutes for the 63,956 descriptions)."""
     thr = float(o["threshold"])
     sv = encode_static(model, [t[:2048] for t in texts], int(o["max_seq_length"]))
     t0 = time.perf_counter()
-    a, b, _ = static_candidates(sv, int(o["static_neighbors"]), float(o["static_threshold"]),
-                                int(o["exact_max_records"]), int(o["nprobe"]))
+    xs = static_unit(sv)
+    sims, nbrs = knn(xs, min(int(o["static_neighbors"]) + 1, len(xs)), int(o["exact_max_records"]), int(o["nprobe"]))
+    la, lb, _ = candidate_pairs(sims, nbrs, -np.inf)  # every neighbour-list pair, at any similarity
+    ls = np.einsum("ij,ij->i", xs[la], xs[lb])
+    keep = ls >= float(o["static_threshold"])
+    a, b = la[keep], lb[keep]
     dt = time.perf_counter() - t0
     cand = np.unique(np.concatenate([a, b]))
     x = ref / np.linalg.norm(ref, axis=1, keepdims=True)
     iu = np.triu_indices(len(x), 1)
     truth = (x @ x.T)[iu] >= thr
     ta, tb = idx[iu[0][truth]], idx[iu[1][truth]]
-    found = set(zip(a.tolist(), b.tolist()))
-    hit = sum((p, q) in found for p, q in zip(ta.tolist(), tb.tolist()))
-    print(f"whole corpus ({len(texts):,} descriptions) as one scan: {len(a):,} candidate pairs, "
-          f"{len(cand):,} records re-scored by MiniLM ({len(cand) / len(texts):.1%}), candidate search {dt:.0f} s")
-    print(f"  pair recall of the sample's MiniLM pairs after re-scoring: {hit / max(len(ta), 1):.3f} "
-          f"({hit:,} of {len(ta):,})")
+    n = len(texts)
+    listed = np.isin(ta * n + tb, la * n + lb)
+    hit = np.isin(ta * n + tb, a * n + b)
+    print(f"whole corpus ({n:,} descriptions) as one scan: {len(a):,} candidate pairs, "
+          f"{len(cand):,} records re-scored by MiniLM without a budget ({len(cand) / n:.1%}), candidate search {dt:.0f} s")
+    print(f"  the sample's {len(ta):,} MiniLM pairs: {listed.mean():.3f} are in the static neighbour lists at all "
+          f"(static_neighbors {o['static_neighbors']}: the ceiling of pair recall; records with more duplicates "
+          f"than that in the corpus cannot list them all)")
+    print(f"  pair recall after re-scoring every candidate: {hit.mean():.3f} ({int(hit.sum()):,} of {len(ta):,})")
     budgeted(sv, a, b, ta, tb, x, idx, o, shards=1)
 
 
+def calibrate(s: np.ndarray, t: np.ndarray, recall: float = 0.95, precision: float = 0.95) -> tuple[float, float]:
+    """(candidate threshold, accept level) on labelled pairs: static similarity ``s``, ``t`` whether
+    MiniLM calls the pair a duplicate. The threshold keeps ``recall`` of the MiniLM pairs; the
+    accept level is the lowest static similarity above which ``precision`` of the pairs are MiniLM pairs."""
+    order = np.argsort(-s, kind="stable")
+    tp = np.cumsum(t[order])
+    prec = tp / np.arange(1, len(order) + 1)
+    low = float(s[order][min(np.searchsorted(tp / max(tp[-1], 1), recall), len(order) - 1)])
+    ok = np.flatnonzero(prec >= precision)
+    accept = float(s[order][ok.max()]) if len(ok) else 1.01
+    return low, accept
+
+
+def fit_calibration(model, texts: list[str], idx: np.ndarray, ref: np.ndarray, o: dict, whole: bool) -> None:
+    """Per-corpus fit and calibration, measured: half of the sample (MiniLM vectors known) fits a
+    ridge map of the static vectors onto MiniLM's (the linear part of a tokenlearn-style fit: a map
+    of mean-pooled token vectors is the mean of mapped token vectors), fits the token vectors
+    themselves (:func:`integrity.analysis.static_fit.fit_static_model`), and picks the candidate
+    threshold (0.95 recall of its MiniLM pairs) and the accept level (0.95 precision); the other half
+    judges them, and with ``whole`` the whole corpus's candidates and default budget do too."""
+    thr = float(o["threshold"])
+    x = ref / np.linalg.norm(ref, axis=1, keepdims=True)
+    sv = encode_static(model, [t[:2048] for t in texts], int(o["max_seq_length"]))
+    xs = static_unit(sv)
+    perm = np.random.default_rng(5).permutation(len(idx))
+    tr, ev = np.sort(perm[: len(idx) // 2]), np.sort(perm[len(idx) // 2:])
+    a_ = xs[idx[tr]]
+    lam = 1e-2 * len(tr) / 1000
+    w = np.linalg.solve(a_.T @ a_ + lam * np.eye(a_.shape[1]), a_.T @ x[tr])
+    fitted = static_unit(xs @ w)
+    import tempfile
+
+    from integrity.analysis.static_embeddings import load_static_model
+    from integrity.analysis.static_fit import fit_static_model
+
+    c0 = time.process_time()
+    with tempfile.TemporaryDirectory() as tmp:  # the token fit: what a user saves for static_model: DIR
+        path = fit_static_model(Path(tmp) / "fitted", [texts[i][:2048] for i in idx[tr]], model=model,
+                                targets=ref[tr], holdout=0.0)  # every fit text; calibrated below
+        tokfit = load_static_model(path)
+    fit_cpu = time.process_time() - c0
+    tokens = static_unit(encode_static(tokfit, [t[:2048] for t in texts], int(o["max_seq_length"])))
+
+    def pairs(z: np.ndarray, part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        iu = np.triu_indices(len(part), 1)
+        zz = z[idx[part]]
+        return (zz @ zz.T)[iu], (x[part] @ x[part].T)[iu] >= thr
+
+    print(f"per-corpus fit and calibration: {len(tr):,} sampled descriptions fit, {len(ev):,} others judge "
+          f"(token fit: {fit_cpu:.0f} CPU-s, plus MiniLM for the {len(tr):,} texts: "
+          f"{len(tr) / MINILM_PER_CPU_S:.0f} CPU-s projected)")
+    for name, z in (("distilled", xs), ("linear map", fitted), ("token fit", tokens)):
+        low, acc = calibrate(*pairs(z, tr))
+        s, t = pairs(z, ev)
+        got = s >= low
+        sure = s >= acc
+        print(f"  {name}: calibrated static_threshold {low:.3f}, static_accept {acc:.3f}; on the other half: "
+              f"recall {t[got].sum() / max(t.sum(), 1):.3f} with {int(got.sum()):,} candidate pairs "
+              f"({int(t.sum()):,} MiniLM pairs); accepted pairs {int(sure.sum()):,}, precision "
+              f"{t[sure].mean() if sure.any() else float('nan'):.3f}, recall {t[sure].sum() / max(t.sum(), 1):.3f}")
+        if whole:
+            oo = dict(o, static_threshold=round(low, 3), static_accept=round(acc, 3))
+            t0 = time.perf_counter()
+            sims, nbrs = knn(z, min(int(o["static_neighbors"]) + 1, len(z)), int(o["exact_max_records"]),
+                             int(o["nprobe"]))
+            ca, cb, _ = candidate_pairs(sims, nbrs, low)
+            cand = np.unique(np.concatenate([ca, cb]))
+            iu = np.triu_indices(len(ev), 1)
+            truth = (x[ev] @ x[ev].T)[iu] >= thr
+            ta, tb = idx[ev][iu[0][truth]], idx[ev][iu[1][truth]]
+            print(f"    whole corpus: {len(ca):,} candidate pairs, {len(cand):,} records ({len(cand) / len(z):.1%}), "
+                  f"search {time.perf_counter() - t0:.0f} s")
+            budgeted(z, ca, cb, ta, tb, x[ev], idx[ev], oo, shards=1, unit_done=True)
+
+
 def budgeted(sv: np.ndarray, a: np.ndarray, b: np.ndarray, ta: np.ndarray, tb: np.ndarray, x: np.ndarray,
-             idx: np.ndarray, o: dict, shards: int) -> None:
+             idx: np.ndarray, o: dict, shards: int, unit_done: bool = False) -> None:
     """The default re-scoring budget (the check's own rescore_plan): what MiniLM re-scores, what static
     similarity decides, and the recall / precision of the sample's pairs under that plan (``x``: the
     sample's MiniLM vectors, ``idx``: the sample's positions in the scanned texts)."""
     thr = float(o["threshold"])
-    xc = static_unit(sv)
+    xc = sv if unit_done else static_unit(sv)
     ps = np.einsum("ij,ij->i", xc[a], xc[b])
     budget = rescore_budget(o, shards)
     plan = rescore_plan(len(sv), a, b, ps, budget, o["static_accept"])
@@ -189,7 +299,12 @@ def main() -> int:
     ap.add_argument("--threshold", type=float, default=o["threshold"])
     ap.add_argument("--static-threshold", type=float, default=o["static_threshold"])
     ap.add_argument("--static-neighbors", type=int, default=o["static_neighbors"])
-    ap.add_argument("--minilm-cache", default=None, help=".npy file for the sample's MiniLM vectors")
+    ap.add_argument("--minilm-cache", default=str(DEFAULT_CACHE),
+                    help="directory of cached MiniLM reference vectors (default benchmarks/out/minilm-debian)")
+    ap.add_argument("--all-cached", action="store_true",
+                    help="the sample is every description with a cached MiniLM vector (at least --n): more pairs")
+    ap.add_argument("--fit", action="store_true",
+                    help="measure a per-corpus ridge fit and calibrated thresholds (half the sample fits, half judges)")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--whole-corpus", action="store_true",
                     help="also search candidates over the whole corpus (what a scan of it re-scores)")
@@ -212,11 +327,15 @@ def main() -> int:
         speed(model, texts, int(o["max_seq_length"]))
     rng = np.random.default_rng(0)
     idx = np.sort(rng.choice(len(texts), min(a.n, len(texts)), replace=False))
+    if a.all_cached and Path(a.minilm_cache).is_dir():  # uniform: the seed sample plus uniform extensions
+        idx = np.union1d(idx, np.concatenate([np.load(f)["idx"] for f in Path(a.minilm_cache).glob("*.npz")]))
     sample = [texts[i][:2048] for i in idx]
-    ref = minilm(sample, Path(a.minilm_cache) if a.minilm_cache else None, int(o["max_seq_length"]))
+    ref = minilm(texts, idx, Path(a.minilm_cache) if a.minilm_cache else None, int(o["max_seq_length"]))
     recall(model, sample, ref, o)
     if a.whole_corpus:
         full_corpus(model, texts, idx, ref, o)
+    if a.fit:
+        fit_calibration(model, texts, idx, ref, o, a.whole_corpus)
     return 0
 
 

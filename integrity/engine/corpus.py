@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from connectors.atomic import atomic_output
 from connectors.schema import SCAN_FINDING_COLUMNS
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 
 WORK = ".work"  # the run directory's intermediate files (as integrity.engine.pipeline)
 CORPUS_COVERAGE = "corpus_coverage.json"
+#: corpus findings made ready for findings.parquet this many rows at a time
+FINISH_CHUNK = 100_000
 CORPUS_SPILL = "corpus"  # .work/corpus/NNN.parquet: each corpus pass's findings, as it ends
 
 
@@ -97,8 +100,7 @@ def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], dest: Path,
             # by import path in the policy still writes findings under its class's name)
             label = check.name or name
             path = spill / f"{i:03d}.parquet"
-            # masked before they reach the disk, as the shard cache's findings are
-            outputs.write_parquet(mask_frame(finish_findings(found, label)), path)
+            write_finished(found, label, path)
             files.append(path)
             spilled[name] = (path, label)
             if evidence.thumbnail_count(check) > 0:
@@ -113,10 +115,31 @@ def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], dest: Path,
         t0 = time.perf_counter()
         for name, frame in evidence.attach_thumbnails(thumbs, spec.mapping).items():
             path, label = spilled[name]
-            outputs.write_parquet(mask_frame(finish_findings(frame, label)), path)
+            write_finished(frame, label, path)
         log.info("thumbnails of the corpus findings in %.1fs", time.perf_counter() - t0)
     write_concat(files, dest)
     return timings, notes
+
+
+def write_finished(found: pl.DataFrame, check: str, path: Path, chunk: int = FINISH_CHUNK) -> Path:
+    """A pass's findings in the columns of ``findings.parquet`` (:func:`finish_findings`), secrets
+    masked before they reach the disk (as the shard cache's findings are), written ``chunk`` rows
+    at a time: the details are rewritten (row moved in, secrets masked) one slice after the
+    other, never for the whole corpus's findings at once."""
+    with atomic_output(path) as tmp:
+        writer = None
+        try:
+            for piece in found.iter_slices(chunk):
+                table = mask_frame(finish_findings(piece, check)).to_arrow()
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                writer.write_table(table.cast(writer.schema))
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            pl.DataFrame(schema=SCAN_FINDING_COLUMNS).write_parquet(tmp)
+    return path
 
 
 def write_concat(files: list[Path], dest: Path) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from connectors.atomic import OutputError, atomic_output  # noqa: F401  (OutputError: raised through here)
 from connectors.schema import SCAN_FINDING_COLUMNS
@@ -23,14 +24,60 @@ def write_parquet(frame: pl.DataFrame, path: Path) -> Path:
     return path
 
 
-def write_findings(findings: pl.LazyFrame, run_dir: Path) -> Path:
-    """Stream every finding into ``findings.parquet`` (columns and types of the contract)."""
+#: ``findings.parquet`` is sorted a group of shards at a time, each group of at most this many
+#: findings (a shard with more is a group of its own): the sort never holds every finding of the corpus
+SORT_GROUP_ROWS = 400_000
+SORT_KEY = ["shard", "check", "record_id"]
+
+
+def write_findings(findings: pl.LazyFrame, run_dir: Path, group_rows: int = SORT_GROUP_ROWS) -> Path:
+    """Stream every finding into ``findings.parquet`` (columns and types of the contract), sorted
+    by shard, check and record id. The findings are counted per shard, then each group of shards
+    (:func:`shard_groups`) is read, sorted and appended as row groups, so memory is bounded by
+    ``group_rows`` (or the largest shard's findings), not by the corpus."""
     path = run_dir / "findings.parquet"
+    typed = findings.select([pl.col(c).cast(t) for c, t in SCAN_FINDING_COLUMNS.items()])
+    groups = shard_groups(typed.group_by("shard").len().collect(), group_rows)
+    writer: pq.ParquetWriter | None = None
     with atomic_output(path) as tmp:
-        findings.select(
-            [pl.col(c).cast(t) for c, t in SCAN_FINDING_COLUMNS.items()]
-        ).sort(["shard", "check", "record_id"], nulls_last=True).sink_parquet(tmp)
+        try:
+            for group in groups:
+                part = (typed.filter(pl.col("shard").is_null() if group is None else pl.col("shard").is_in(group))
+                        .sort(SORT_KEY, nulls_last=True).collect())
+                if part.height == 0:
+                    continue
+                table = part.to_arrow()
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                writer.write_table(table.cast(writer.schema))
+                del part, table
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:  # no finding at all: the empty table of the contract's columns
+            pl.DataFrame(schema=SCAN_FINDING_COLUMNS).write_parquet(tmp)
     return path
+
+
+def shard_groups(counts: pl.DataFrame, group_rows: int) -> list[list[str] | None]:
+    """Consecutive runs of the sorted shard names (``counts``: ``shard``, ``len``) holding at most
+    ``group_rows`` findings each (a bigger shard alone); ``None`` stands for the findings without
+    a shard, last (as ``nulls_last`` sorts them)."""
+    named = counts.filter(pl.col("shard").is_not_null()).sort("shard")
+    groups: list[list[str] | None] = []
+    current: list[str] = []
+    rows = 0
+    for shard, n in named.select("shard", "len").iter_rows():
+        if current and rows + n > group_rows:
+            groups.append(current)
+            current, rows = [], 0
+        current.append(shard)
+        rows += n
+    if current:
+        groups.append(current)
+    if counts.filter(pl.col("shard").is_null()).height:
+        groups.append(None)
+    return groups
 
 
 def read_run_parquet(location: str | Path, name: str, columns: list[str] | None = None) -> pl.DataFrame:

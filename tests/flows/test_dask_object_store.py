@@ -93,15 +93,21 @@ def test_dask_scan_with_run_dir_on_s3_matches_inline(prefect_server, s3, tmp_pat
     before = _partition_task_runs()
     # the workers inherit this process's environment: the AWS_* variables and PREFECT_API_URL
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        r = subprocess.run([sys.executable, "-m", "flows.cli", "scan", str(corpus), "--out", f"{s3}/nightly/run-1",
-                            "--policy", str(tmp_path / "dask.yaml"), "--checks", CHECKS, "--runner", "dask",
-                            "--address", cluster.scheduler_address],
-                           capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert f"report: {s3}/nightly/run-1/report.html" in r.stdout
-    # the reference: the engine in this process, one partition after the other
-    pipeline.run_scan(build_spec(str(corpus), out=tmp_path / "inline", policy=tmp_path / "inline.yaml",
-                                 checks=CHECKS, quarantine_mode="off"))
+        scan = subprocess.Popen([sys.executable, "-m", "flows.cli", "scan", str(corpus), "--out",
+                                 f"{s3}/nightly/run-1", "--policy", str(tmp_path / "dask.yaml"), "--checks", CHECKS,
+                                 "--runner", "dask", "--address", cluster.scheduler_address],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            # the reference, while the CLI starts up: the engine in this process, one partition after the other
+            pipeline.run_scan(build_spec(str(corpus), out=tmp_path / "inline", policy=tmp_path / "inline.yaml",
+                                         checks=CHECKS, quarantine_mode="off"))
+            out, err = scan.communicate(timeout=300)
+        finally:
+            if scan.poll() is None:
+                scan.kill()
+                scan.communicate()
+    assert scan.returncode == 0, out + err
+    assert f"report: {s3}/nightly/run-1/report.html" in out
 
     fs = fsspec.filesystem("s3")
     stored = sorted(p.rsplit("/", 1)[-1] for p in fs.find(f"{BUCKET}/nightly/run-1"))

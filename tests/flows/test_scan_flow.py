@@ -61,17 +61,22 @@ def test_prefect_and_inline_runners_agree(prefect_server, small_corpus, tmp_path
 
 
 def test_dask_runner_matches_threads(prefect_server, small_corpus, tmp_path: Path, state_policy, monkeypatch):
-    """Shard tasks on a local 2-worker Dask cluster report to the same Prefect server
-    and give the same findings as the default runner."""
+    """Shard tasks on a local Dask cluster (started by the scan) report to the same Prefect
+    server and give the same findings as the default runner. One worker process: tasks spread
+    over two workers are tests/flows/test_dask_object_store.py's; the reference is the inline
+    engine, which gives the threads runner's findings (test_prefect_and_inline_runners_agree),
+    without a second flow run."""
     import os
+
+    from integrity.engine import pipeline
 
     monkeypatch.setenv("PREFECT_API_URL", os.environ.get("PREFECT_API_URL", ""))  # restored after the test
     a = build_spec(str(small_corpus), out=tmp_path / "a", policy=state_policy, quarantine_mode="off")
-    sa = run_prefect_scan(a, runner="dask", workers=2)
+    sa = run_prefect_scan(a, runner="dask", workers=1)
     assert sa["runner"] == "dask"
     (tmp_path / "state").rename(tmp_path / "state-dask")
     b = build_spec(str(small_corpus), out=tmp_path / "b", policy=state_policy, quarantine_mode="off")
-    run_prefect_scan(b, runner="threads")
+    pipeline.run_scan(b)
     fa = pl.read_parquet(a.out / "findings.parquet").drop("detail")
     fb = pl.read_parquet(b.out / "findings.parquet").drop("detail")
     assert fa.height > 0 and fa.equals(fb)

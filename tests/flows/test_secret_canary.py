@@ -205,7 +205,7 @@ def _write_jsonl(path: Path, records: list[dict], compress: bool = False) -> Non
     path.write_bytes(gzip.compress(data) if compress else data)
 
 
-def _corpus(root: Path) -> dict[str, Path]:
+def _corpus(root: Path, static_model: Path) -> dict[str, Path]:
     src, ref = root / "src", root / "ref_src"
     src.mkdir()
     ref.mkdir()
@@ -237,6 +237,15 @@ state_dir: {state}
 quarantine:
   mode: mark
 checks:
+  # the embedding checks on a small budget (and conftest's small static model): this guards what
+  # they write, not how much they embed
+  dedup.semantic:
+    options:
+      static_model: {static_model}
+      rescore_per_shard: 64
+  poison.outlier:
+    options:
+      cpu_max_records: 64
   contamination.eval:
     options:
       benchmarks: [{{name: bench, path: {bench}, text_column: text, id_column: id, ngram: 8}}]
@@ -300,12 +309,12 @@ def _hits(roots: list[Path], extra: dict[str, str]) -> list[str]:
 
 
 @pytest.mark.parametrize("nights", [1, pytest.param(2, marks=pytest.mark.slow)])
-def test_no_secret_is_written_in_full_anywhere(tmp_path: Path, nights: int):
+def test_no_secret_is_written_in_full_anywhere(tmp_path: Path, nights: int, small_static_model: Path):
     every_check = [n for n in registry.available()]
     assert {"privacy.secret", "dedup.exact", "dedup.near", "privacy.pii", "poison.injection",
             "dedup.image", "poison.caption_mismatch"} <= set(every_check)
     assert set(SECRETS) == set(KINDS)  # a new kind must be planted here too
-    paths = _corpus(tmp_path)
+    paths = _corpus(tmp_path, small_static_model)
     env = {"PYTHONPATH": str(paths["scorers"]), "PREFECT_HOME": str(paths["state"] / "prefect"),
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}  # a loaded CI machine starts it slowly
     # the slow variant builds a reference profile (searched too) and runs under Prefect (its

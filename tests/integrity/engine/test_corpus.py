@@ -1,6 +1,7 @@
 """Stage 3 (corpus passes): what a corpus-level check is given."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -33,3 +34,22 @@ def test_checks_read_one_shard_from_its_own_file(tmp_path: Path, state_policy: P
     ctx.feature_files = {}
     assert ctx.shard_frame("provenance.changed", "part-2.parquet", everything).collect()["shard"].unique().to_list() \
         == ["part-2.parquet"]
+
+
+def test_findings_finished_slice_by_slice_equal_the_whole_frame_finished(tmp_path: Path):
+    from integrity.engine.corpus import finish_findings, write_finished
+    from integrity.engine.redact import mask_frame
+
+    key = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"  # a GitHub token: masked before it reaches the disk
+    found = pl.DataFrame({
+        "shard": [f"part-{i % 3}.parquet" for i in range(7)], "record_id": [f"r{i}" for i in range(7)],
+        "row": list(range(7)), "score": [i / 10 for i in range(7)],
+        "detail": [f'{{"cluster_size": {i + 2}, "quote": "token {key if i == 4 else "none"}"}}' for i in range(7)],
+    })
+    got = pl.read_parquet(write_finished(found, "dedup.span", tmp_path / "spill.parquet", chunk=2))
+    assert got.equals(mask_frame(finish_findings(found, "dedup.span")))
+    assert got["check"].unique().to_list() == ["dedup.span"]
+    assert [json.loads(d)["row"] for d in got["detail"]] == list(range(7))  # the row moved into the detail
+    assert key not in "".join(got["detail"].to_list())
+    empty = pl.read_parquet(write_finished(found.head(0), "dedup.span", tmp_path / "none.parquet"))
+    assert empty.height == 0 and "detail" in empty.columns
