@@ -220,7 +220,7 @@ def fit_calibration(model, texts: list[str], idx: np.ndarray, ref: np.ndarray, o
     c0 = time.process_time()
     with tempfile.TemporaryDirectory() as tmp:  # the token fit: what a user saves for static_model: DIR
         path = fit_static_model(Path(tmp) / "fitted", [texts[i][:2048] for i in idx[tr]], model=model,
-                                targets=ref[tr])
+                                targets=ref[tr], holdout=0.0)  # every fit text; calibrated below
         tokfit = load_static_model(path)
     fit_cpu = time.process_time() - c0
     tokens = static_unit(encode_static(tokfit, [t[:2048] for t in texts], int(o["max_seq_length"])))

@@ -98,6 +98,24 @@ def rescore_plan(n: int, a: np.ndarray, b: np.ndarray, pair_sim: np.ndarray, bud
     return RescorePlan(len(cand), rescore, static_only, a[sure], b[sure], True)
 
 
+def calibrate_thresholds(static_sim: np.ndarray, is_pair: np.ndarray, recall: float = 0.95,
+                         precision: float = 0.95) -> tuple[float, float | None]:
+    """(candidate threshold, accept level) from labelled pairs of a sample: ``static_sim`` the pairs'
+    static similarity, ``is_pair`` whether the full model calls them duplicates (at the policy
+    threshold). The candidate threshold is the highest static similarity that keeps ``recall``
+    of the full model's pairs; the accept level the lowest at which the pairs at or above it are
+    full-model pairs with ``precision`` (None when no level is that precise)."""
+    s = np.asarray(static_sim, dtype=np.float64)
+    t = np.asarray(is_pair, dtype=bool)
+    if not t.any():
+        raise ValueError("no full-model pair among the labelled pairs: nothing to calibrate on")
+    order = np.argsort(-s, kind="stable")
+    tp = np.cumsum(t[order])
+    low = float(s[order][min(int(np.searchsorted(tp / tp[-1], recall)), len(order) - 1)])
+    ok = np.flatnonzero(tp / np.arange(1, len(order) + 1) >= precision)
+    return low, (float(s[order][ok.max()]) if len(ok) else None)
+
+
 def pair_lists(x: np.ndarray, pa_: np.ndarray, pb_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Neighbour lists (similarities, indices; -1 / -inf padded) of the rows of ``x`` from the
     undirected pairs ``(pa_, pb_)``, for :func:`leader_clusters`."""
@@ -224,5 +242,5 @@ def leader_clusters(x: np.ndarray, sims: np.ndarray, nbrs: np.ndarray, rank: np.
     return rep, sim
 
 
-__all__ = ["unit", "static_unit", "rescore_budget", "RescorePlan", "rescore_plan", "pair_lists", "static_clusters",
+__all__ = ["unit", "static_unit", "calibrate_thresholds", "rescore_budget", "RescorePlan", "rescore_plan", "pair_lists", "static_clusters",
            "static_candidates", "candidate_pairs", "knn", "leader_clusters"]

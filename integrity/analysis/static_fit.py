@@ -18,8 +18,10 @@ of the corpus (what model2vec's ``tokenlearn`` does on C4) halves that
    their mapped start (``reg``) because a sample of a few thousand texts sees each token a few
    times only.
 
-:func:`fit_static_model` embeds the texts with the full model, fits, and saves a model2vec
-model that ``dedup.semantic`` takes as ``static_model: DIR``.
+:func:`fit_static_model` embeds the texts with the full model, fits on most of them, calibrates
+the check's ``static_threshold`` / ``static_accept`` on the rest (:func:`calibrate`, stored in
+the model's ``config.json``), and saves a model2vec model that ``dedup.semantic`` takes as
+``static_model: DIR``.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ log = logging.getLogger(__name__)
 
 def token_counts(model: Any, texts: Sequence[str], max_tokens: int = 256):
     """CSR ``(texts, vocab)`` share of each token in each text's first ``max_tokens`` tokens
-    (rows sum to 1; the unknown token is left out, as in :func:`encode_static`)."""
+    (rows sum to 1; the unknown token is left out, as in :func:`integrity.analysis.static_embeddings.encode_static`)."""
     import scipy.sparse as sp
 
     from integrity.analysis.static_embeddings import _untruncated, token_table
@@ -110,13 +112,19 @@ def fit_token_table(model: Any, texts: Sequence[str], targets: np.ndarray, epoch
 
 def fit_static_model(out_dir: str | os.PathLike, texts: Sequence[str], model: Any = None,
                      targets: np.ndarray | None = None, source: str | os.PathLike = DEFAULT_MODEL,
-                     max_seq_length: int = 128, **fit: Any) -> Path:
+                     max_seq_length: int = 128, holdout: float = 0.25, threshold: float = 0.85,
+                     **fit: Any) -> Path:
     """Fit a static model to ``source``'s embeddings of ``texts`` (a sample of the corpus to scan)
     and save it in model2vec's format at ``out_dir`` (for ``static_model: DIR``).
 
     ``model``: the static model to start from (default: the one distilled from ``source``,
     built once per machine); ``targets``: ``source``'s vectors of ``texts`` when already known
-    (else embedded here, at ``max_seq_length`` tokens: ~30 texts per CPU-second with MiniLM)."""
+    (else embedded here, at ``max_seq_length`` tokens: ~30 texts per CPU-second with MiniLM).
+
+    A ``holdout`` share of the texts (a fixed random draw) is kept out of the fit and calibrates
+    the fitted model for the check (:func:`calibrate`): ``config.json``'s ``calibration`` holds
+    the ``static_threshold`` (0.95 recall) and ``static_accept`` (0.95 precision) of full-model
+    pairs at ``threshold`` -- thresholds calibrated on the fit's own texts keep less recall on others."""
     from model2vec import StaticModel
 
     from integrity.analysis.static_embeddings import RECIPE_VERSION, static_model, user_cache_dir
@@ -128,15 +136,46 @@ def fit_static_model(out_dir: str | os.PathLike, texts: Sequence[str], model: An
         from integrity.analysis.embeddings import TextEmbedder
 
         targets = TextEmbedder(model=str(source), max_seq_length=max_seq_length).encode(texts)
-    table = fit_token_table(model, texts, targets, **fit)
+    targets = np.asarray(targets, dtype=np.float32)
+    order = np.random.default_rng(0).permutation(len(texts))
+    cut = int(round(len(texts) * holdout))
+    held, used = np.sort(order[:cut]), np.sort(order[cut:])
+    table = fit_token_table(model, [texts[i] for i in used], targets[used], **fit)
     config = dict(getattr(model, "config", {}) or {})
     config.update(hidden_dim=int(table.shape[1]), normalize=True,
-                  fitted_by=f"integrity.analysis.static_fit v{RECIPE_VERSION} on {len(texts)} texts")
+                  fitted_by=f"integrity.analysis.static_fit v{RECIPE_VERSION} on {len(used)} texts")
     fitted = StaticModel(vectors=table, tokenizer=model.tokenizer, config=config, normalize=True,
                          base_model_name=getattr(model, "base_model_name", None))
+    if len(held) >= 2:
+        config["calibration"] = calibrate(fitted, [texts[i] for i in held], targets[held], threshold,
+                                          max_seq_length)
+        fitted.config = config
     out = Path(out_dir)
     fitted.save_pretrained(out)
     return out
 
 
-__all__ = ["token_counts", "fit_token_table", "fit_static_model"]
+def calibrate(model: Any, texts: Sequence[str], targets: np.ndarray, threshold: float = 0.85,
+              max_tokens: int = 128) -> dict[str, Any]:
+    """``static_threshold`` and ``static_accept`` of ``model`` for ``dedup.semantic``, from the pairs of
+    ``texts`` (not the fit's) that the full model (``targets``) puts at ``threshold`` or more; the
+    reason instead when there are too few such pairs (fewer than 10) to calibrate on. The static
+    vectors are compared as the check compares them, with the mean of ``texts`` taken out."""
+    from integrity.analysis.semantic_candidates import calibrate_thresholds, static_unit
+    from integrity.analysis.static_embeddings import encode_static
+
+    y = np.asarray(targets, dtype=np.float32)
+    y = y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+    x = static_unit(encode_static(model, list(texts), max_tokens=max_tokens))
+    iu = np.triu_indices(len(y), 1)
+    is_pair = (y @ y.T)[iu] >= threshold
+    out: dict[str, Any] = {"threshold": threshold, "texts": len(y), "pairs": int(is_pair.sum())}
+    if out["pairs"] < 10:
+        out["note"] = f"only {out['pairs']} full-model pairs among the held-out texts: not calibrated"
+        return out
+    low, accept = calibrate_thresholds((x @ x.T)[iu], is_pair)
+    out.update(static_threshold=round(low, 4), static_accept=None if accept is None else round(accept, 4))
+    return out
+
+
+__all__ = ["token_counts", "fit_token_table", "fit_static_model", "calibrate"]

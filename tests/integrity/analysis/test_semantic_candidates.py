@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from integrity.analysis.semantic_candidates import knn, leader_clusters, rescore_budget, rescore_plan
+from integrity.analysis.semantic_candidates import calibrate_thresholds, knn, leader_clusters, rescore_budget, rescore_plan
 
 
 def test_leader_clustering_does_not_chain_unrelated_documents():
@@ -42,3 +42,15 @@ def test_rescore_plan_spends_the_budget_on_the_most_similar_open_pairs():
     assert not free.binds and free.rescore.tolist() == list(range(10)) and len(free.static_only) == 0
     assert rescore_budget({"rescore_per_shard": 100, "rescore_max_records": 250}, shards=3) == 250
     assert rescore_budget({"rescore_per_shard": None, "rescore_max_records": None}, shards=3) is None
+
+
+def test_calibrated_thresholds_keep_the_recall_and_precision_asked_for():
+    # static similarity of 10 labelled pairs; the full model's pairs are the ones marked True
+    s = np.array([0.99, 0.97, 0.95, 0.93, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6])
+    t = np.array([True, True, True, False, True, True, False, False, True, False])
+    low, accept = calibrate_thresholds(s, t, recall=0.8, precision=0.95)
+    assert low == 0.85  # 5 of the 6 pairs are at 0.85 or more
+    assert accept == 0.95  # above 0.93 the pairs are all right; at 0.93 precision is 3/4
+    assert calibrate_thresholds(s, t, recall=1.0, precision=1.01) == (0.7, None)
+    with pytest.raises(ValueError, match="no full-model pair"):
+        calibrate_thresholds(s, np.zeros(10, dtype=bool))

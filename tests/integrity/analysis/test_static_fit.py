@@ -4,6 +4,7 @@ the result is a model2vec model that loads and encodes like any other."""
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -33,21 +34,28 @@ def agreement(vectors: np.ndarray, reference: np.ndarray) -> float:
     return float(np.corrcoef((x @ x.T)[iu], (reference @ reference.T)[iu])[0, 1])
 
 
-def test_fitted_static_model_tracks_minilm_on_held_out_text(small_static_model: Path, tmp_path: Path):
+def test_fitted_static_model_tracks_minilm_on_held_out_text_and_is_calibrated(small_static_model: Path,
+                                                                               tmp_path: Path):
     texts = sentences()  # 108 sentences, every one made of the fixture's tokens
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(texts))
-    train, held = [texts[i] for i in order[:72]], [texts[i] for i in order[72:]]
     minilm = TextEmbedder(device="cpu", max_seq_length=128)
+    targets = minilm.encode(texts)
     base = se.load_static_model(small_static_model)
-    out = fit_static_model(tmp_path / "fitted", train, model=base, targets=minilm.encode(train), epochs=100)
+    # a third is held out of the fit (the function's fixed draw) and calibrates the thresholds;
+    # 0.75: these short templated sentences have too few MiniLM pairs at 0.85 for a calibration
+    out = fit_static_model(tmp_path / "fitted", texts, model=base, targets=targets, epochs=100,
+                           holdout=1 / 3, threshold=0.75)
     fitted = se.load_static_model(out)
     assert fitted.dim == 384  # MiniLM's space
-    ref = minilm.encode(held)
-    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    held_idx = np.sort(np.random.default_rng(0).permutation(len(texts))[:36])
+    held = [texts[i] for i in held_idx]
+    ref = targets[held_idx] / np.linalg.norm(targets[held_idx], axis=1, keepdims=True)
     before = agreement(se.encode_static(base, held), ref)
     after = agreement(se.encode_static(fitted, held), ref)
     assert before < 0.85 and after > 0.9, (before, after)  # measured: 0.77 -> 0.94
+    cal = json.loads((out / "config.json").read_text())["calibration"]
+    iu = np.triu_indices(len(held), 1)
+    assert cal["texts"] == 36 and cal["pairs"] == int(((ref @ ref.T)[iu] >= 0.75).sum()) >= 10
+    assert -1 <= cal["static_threshold"] < cal["static_accept"] <= 1, cal
     # the saved model encodes like model2vec's own StaticModel (same vectors)
     from model2vec import StaticModel
 
