@@ -1,7 +1,9 @@
 """``dedup.near``: near duplicates by MinHash + LSH over word n-grams, across all
 shards of a scan and against the history of earlier nights.
 
-Per shard (vectorized per batch, see :mod:`integrity.analysis.dedup`): records are
+Per shard (one compiled pass per record over the batch's Arrow buffers,
+:mod:`integrity.analysis.dedup.kernel`; the NumPy path, vectorized per batch,
+gives the same values where numba is missing): records are
 tokenized (lower case, punctuation dropped), shingled into word ``ngram``-grams
 (a record shorter than that is one shingle), and MinHashed with ``num_perm``
 (``bands * rows``) permutations. Features per record: ``bands`` (``bands``
