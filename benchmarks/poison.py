@@ -24,11 +24,17 @@ Debian package descriptions with ``section`` as the label.
     python benchmarks/poison.py --rate 0.01 --no-clean --no-debian   # poison rate 1%
 
 Each scan runs in its own temporary directory (fresh cache and ledger,
-quarantine off), so timings include the whole scan.
+quarantine off), so timings include the whole scan. The scans run under a
+generated policy that enables only the checks asked for (every other registered
+check ``enabled: false``; ``poison.outlier`` without embeddings), so the full
+grid (2 x 72 files) and the shared sets run end to end through the real CLI;
+``--jobs N`` runs N scans at once. ``cpu`` is the scan's CPU seconds (the
+figure to compare on a loaded machine, where wall seconds mean little).
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import fnmatch
 import json
 import os
@@ -45,8 +51,22 @@ PROJECT = Path(__file__).resolve().parents[1]
 DATA = PROJECT.parent / "shared" / "data"
 # every poison.* check that reads text (score_poison.py counts a record flagged by any of them)
 DEFAULT_CHECKS = "poison.trigger,poison.target,poison.outlier,poison.unicode,poison.injection"
-# poison.outlier's MiniLM embeddings are evidence in the detail, not the decision: off by default here
-NO_EMBED_POLICY = "checks:\n  poison.outlier:\n    options:\n      embed: false\n"
+
+
+def bench_policy(checks: str) -> str:
+    """A policy enabling only ``checks`` (comma-separated, or 'all'): every other registered
+    check is disabled, so a scan spends its time on the checks measured. poison.outlier's
+    MiniLM embeddings are evidence in the detail, not the decision: off here."""
+    from integrity.checks import registry
+
+    wanted = set(registry.available()) if checks == "all" else {c for c in checks.split(",") if c}
+    lines = ["checks:"]
+    for name in registry.available():
+        lines.append(f"  {name}:")
+        lines.append(f"    enabled: {'true' if name in wanted else 'false'}")
+        if name == "poison.outlier":
+            lines += ["    options:", "      embed: false"]
+    return "\n".join(lines) + "\n"
 
 
 def cli_command() -> list[str]:
@@ -57,23 +77,42 @@ def cli_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from flows.cli import main; sys.argv[0] = 'integrity'; main()"]
 
 
-def scan(src: Path, columns: list[str], checks: str | None, workdir: Path, timeout: int) -> tuple[set[str], float, str]:
-    """Run one scan; returns (flagged record ids, seconds, error or '')."""
+def run_cli(args: list[str], workdir: Path, timeout: int) -> tuple[int, str, float, float]:
+    """Run the CLI; returns (exit code, output tail, wall seconds, CPU seconds of the scan process)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))}
+    log = workdir / "cli.log"
+    t0 = time.time()
+    with open(log, "w") as fh:
+        p = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, cwd=workdir, env=env)
+        deadline = t0 + timeout
+        while True:  # wait4: this child's own CPU time (threads running other scans have theirs)
+            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.time() > deadline:
+                p.kill()
+                pid, status, usage = os.wait4(p.pid, 0)
+                break
+            time.sleep(0.2)
+        p.returncode = os.waitstatus_to_exitcode(status)
+    return p.returncode, log.read_text()[-400:], time.time() - t0, usage.ru_utime + usage.ru_stime
+
+
+def scan(src: Path, columns: list[str], checks: str | None, workdir: Path, timeout: int) -> tuple[set[str], dict, str]:
+    """Run one scan; returns (flagged record ids, {"seconds", "cpu"}, error or '')."""
     out = workdir / "run"
     args = cli_command() + ["scan", str(src), "--out", str(out), "--runner", "inline",
                             "--quarantine-mode", "off", *columns]
     if checks and checks != "all":
         args += ["--checks", checks]
-    t0 = time.time()
-    p = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=workdir,
-                       env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))})
-    secs = time.time() - t0
+    rc, tail, secs, cpu = run_cli(args, workdir, timeout)
+    cost = {"seconds": secs, "cpu": cpu}
     fp = out / "findings.parquet"
-    if p.returncode not in (0, 1, 2) or not fp.exists():
-        return set(), secs, f"rc={p.returncode}: {(p.stderr or p.stdout)[-400:]}"
+    if rc not in (0, 1, 2) or not fp.exists():
+        return set(), cost, f"rc={rc}: {tail}"
     fd = pl.read_parquet(fp)
     flagged = set(fd.filter(pl.col("check").str.starts_with("poison."))["record_id"].drop_nulls().to_list())
-    return flagged, secs, ""
+    return flagged, cost, ""
 
 
 def columns_for(df: pl.DataFrame) -> list[str]:
@@ -103,12 +142,12 @@ def evaluate(df: pl.DataFrame, name: str, checks: str, tmp_root: Path, timeout: 
     src = work / f"{name}.parquet"
     df.drop("poisoned", "attack").write_parquet(src)
     extra = ["--policy", str(policy)] if policy else []
-    flagged, secs, err = scan(src, columns_for(df) + extra, checks, work, timeout)
+    flagged, cost, err = scan(src, columns_for(df) + extra, checks, work, timeout)
     if err:
         print(f"# {name}: scan failed {err}", file=sys.stderr)
-        res = {"file": name, "failed": True, "seconds": secs}
+        res = {"file": name, "failed": True, **cost}
     else:
-        res = {"file": name, "seconds": secs, **score(truth, flagged)}
+        res = {"file": name, **cost, **score(truth, flagged)}
     shutil.rmtree(work, ignore_errors=True)
     cres = None
     if clean_scan:
@@ -117,21 +156,21 @@ def evaluate(df: pl.DataFrame, name: str, checks: str, tmp_root: Path, timeout: 
         csrc = cwork / f"{name}-clean.parquet"
         cdf = df.filter(~pl.col("poisoned"))
         cdf.drop("poisoned", "attack").write_parquet(csrc)
-        cflag, csecs, cerr = scan(csrc, columns_for(cdf) + extra, checks, cwork, timeout)
+        cflag, ccost, cerr = scan(csrc, columns_for(cdf) + extra, checks, cwork, timeout)
         cres = {"corpus": f"{name} (clean rows)", "rows": cdf.height,
-                "flagged": None if cerr else len(cflag), "seconds": csecs}
+                "flagged": None if cerr else len(cflag), **ccost}
         shutil.rmtree(cwork, ignore_errors=True)
     return res, cres
 
 
 def print_files(results: list[dict], width: int = 32) -> float:
-    print(f"{'file':{width}s} {'prec':>6s} {'rec':>6s} {'F1':>6s} {'FRR':>6s} {'FAR':>6s} {'secs':>6s}")
+    print(f"{'file':{width}s} {'prec':>6s} {'rec':>6s} {'F1':>6s} {'FRR':>6s} {'FAR':>6s} {'cpu s':>6s}")
     for r in results:
         if r.get("failed"):
             print(f"{r['file']:{width}s} {'FAILED':>6s}")
             continue
         print(f"{r['file']:{width}s} {r['precision']:6.3f} {r['recall']:6.3f} {r['f1']:6.3f} "
-              f"{r['frr'] * 100:5.1f}% {r['far'] * 100:5.1f}% {r['seconds']:6.1f}")
+              f"{r['frr'] * 100:5.1f}% {r['far'] * 100:5.1f}% {r['cpu']:6.1f}")
     f1s = [0.0 if r.get("failed") else r["f1"] for r in results]
     macro = sum(f1s) / max(len(f1s), 1)
     frrs = [r["frr"] for r in results if not r.get("failed")]
@@ -141,24 +180,27 @@ def print_files(results: list[dict], width: int = 32) -> float:
 
 
 def run_grid(seeds: list[int], a: argparse.Namespace, tmp_root: Path) -> list[dict]:
-    """Generate the attack grid of each seed (benchmarks/poison_gen.py), scan and score every file."""
+    """Generate the attack grid of each seed (benchmarks/poison_gen.py), scan and score every file
+    (``a.jobs`` scans at once)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import poison_gen
 
     corpora = [c for c in a.grid_corpora.split(",") if c] or None
-    out = []
-    for seed in seeds:
-        for spec, df in poison_gen.generate(seed, a.data, corpora):
-            if not fnmatch.fnmatch(spec.name, a.grid_files):
-                continue
-            df = df.with_columns(pl.col("id").cast(pl.Utf8))
-            res, _ = evaluate(df, f"s{seed}-{spec.name}", a.checks, tmp_root, a.timeout, a.policy)
-            res.update(seed=seed, corpus=spec.corpus, trigger=spec.trigger, target=spec.target, mode=spec.mode,
-                       rate=spec.rate)
-            out.append(res)
-            print(f"# {res['file']}: F1 {res.get('f1', 0):.3f} FRR {res.get('frr', 0) * 100:.2f}%", file=sys.stderr,
-                  flush=True)
-    return out
+
+    def one(seed: int, spec, df: pl.DataFrame) -> dict:
+        df = df.with_columns(pl.col("id").cast(pl.Utf8))
+        res, _ = evaluate(df, f"s{seed}-{spec.name}", a.checks, tmp_root, a.timeout, a.policy)
+        res.update(seed=seed, corpus=spec.corpus, trigger=spec.trigger, target=spec.target, mode=spec.mode,
+                   rate=spec.rate)
+        print(f"# {res['file']}: F1 {res.get('f1', 0):.3f} FRR {res.get('frr', 0) * 100:.2f}% "
+              f"cpu {res['cpu']:.1f}s", file=sys.stderr, flush=True)
+        return res
+
+    with cf.ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
+        futures = [pool.submit(one, seed, spec, df) for seed in seeds
+                   for spec, df in poison_gen.generate(seed, a.data, corpora)
+                   if fnmatch.fnmatch(spec.name, a.grid_files)]
+        return [f.result() for f in futures]
 
 
 def print_grid(grid: list[dict]) -> None:
@@ -169,6 +211,14 @@ def print_grid(grid: list[dict]) -> None:
 
     def macro(rows: list[dict]) -> str:
         return f"{sum(r['f1'] for r in rows) / len(rows):.3f} ({len(rows)})" if rows else "-"
+    for seed in sorted({r["seed"] for r in grid}):
+        rows = [r for r in grid if r["seed"] == seed]
+        f1 = [0.0 if r.get("failed") else r["f1"] for r in rows]
+        one = [0.0 if r.get("failed") else r["f1"] for r in rows if r["rate"] == 0.01]
+        frr = max((r["frr"] for r in rows if not r.get("failed")), default=0.0)
+        print(f"seed {seed} ({'development' if seed == 0 else 'held out'}): macro F1 {sum(f1) / len(f1):.3f} over "
+              f"{len(f1)} files, at 1% {sum(one) / max(len(one), 1):.3f} ({len(one)}); most clean rows flagged "
+              f"in one file {frr * 100:.2f}%")
     print("macro F1 by", end="")
     for key in ("seed", "rate", "trigger", "target", "mode", "corpus"):
         vals = sorted({r[key] for r in ok}, key=str)
@@ -181,7 +231,9 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=DATA, help="shared data directory (default: ../shared/data)")
     ap.add_argument("--checks", default=DEFAULT_CHECKS, help="checks to run, or 'all' for the policy's (default: %(default)s)")
     ap.add_argument("--policy", type=Path, default=None,
-                    help="policy file for every scan (default: the default policy, poison.outlier without embeddings)")
+                    help="policy file for every scan (default: generated, only --checks enabled, "
+                         "poison.outlier without embeddings)")
+    ap.add_argument("--jobs", type=int, default=1, help="scans run at once (default: %(default)s)")
     ap.add_argument("--files", default="*", help="glob on the poison file names (default: all)")
     ap.add_argument("--no-shared", action="store_true", help="skip the shared poisoned sets")
     ap.add_argument("--no-clean", action="store_true", help="skip the clean rows of the poisoned files")
@@ -206,30 +258,33 @@ def main() -> int:
     tmp_root = Path(tempfile.mkdtemp(prefix="poison-bench-"))
     if a.policy is None:
         a.policy = tmp_root / "policy.yaml"
-        a.policy.write_text(NO_EMBED_POLICY)
+        a.policy.write_text(bench_policy(a.checks))
     try:
-        for f in files:
+        def shared(f: Path) -> tuple[dict, dict | None]:
             df = pl.read_parquet(f).with_columns(pl.col("id").cast(pl.Utf8))
             if a.rate is not None:
                 clean_rows = df.filter(~pl.col("poisoned"))
                 k = int(round(a.rate * clean_rows.height / (1 - a.rate)))
                 df = pl.concat([clean_rows, df.filter(pl.col("poisoned")).sample(n=k, seed=a.seed)])
-            res, cres = evaluate(df, f.stem, a.checks, tmp_root, a.timeout, a.policy, clean_scan=not a.no_clean)
-            results.append(res)
-            if cres:
-                clean.append(cres)
+            return evaluate(df, f.stem, a.checks, tmp_root, a.timeout, a.policy, clean_scan=not a.no_clean)
+
+        with cf.ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
+            for res, cres in pool.map(shared, files):
+                results.append(res)
+                if cres:
+                    clean.append(cres)
         debian = a.data / "debian" / "descriptions.parquet"
         if not a.no_debian and debian.exists():
             dwork = tmp_root / "debian"
             dwork.mkdir()
             rows = pl.scan_parquet(debian).select(pl.len()).collect().item()
             extra = ["--policy", str(a.policy)] if a.policy else []
-            dflag, dsecs, derr = scan(debian, ["--id-column", "id", "--text-column", "text", "--label-column", "section",
+            dflag, dcost, derr = scan(debian, ["--id-column", "id", "--text-column", "text", "--label-column", "section",
                                                *extra], a.checks, dwork, a.timeout)
             if derr:
                 print(f"# debian: scan failed {derr}", file=sys.stderr)
             clean.append({"corpus": "debian/descriptions (section as label)", "rows": rows,
-                          "flagged": None if derr else len(dflag), "seconds": dsecs})
+                          "flagged": None if derr else len(dflag), **dcost})
         if a.grid:
             grid = run_grid([int(s) for s in a.grid.split(",")], a, tmp_root)
     finally:
@@ -239,13 +294,13 @@ def main() -> int:
     macro = print_files(results) if results else None
     if clean:
         print()
-        print(f"{'clean corpus':48s} {'rows':>7s} {'flagged':>8s} {'share':>7s} {'secs':>6s}")
+        print(f"{'clean corpus':48s} {'rows':>7s} {'flagged':>8s} {'share':>7s} {'cpu s':>6s}")
         for c in clean:
             if c["flagged"] is None:
                 print(f"{c['corpus']:48s} {c['rows']:7d} {'FAILED':>8s}")
                 continue
             print(f"{c['corpus']:48s} {c['rows']:7d} {c['flagged']:8d} {c['flagged'] / max(c['rows'], 1) * 100:6.2f}% "
-                  f"{c['seconds']:6.1f}")
+                  f"{c['cpu']:6.1f}")
     if grid:
         print_grid(grid)
     if a.json:

@@ -87,6 +87,8 @@ class CaptionTriggerCheck(ImageCheck):
         clean_strong_overrep: float = Field(1e12, ge=0, description="off: a foreign caption word alone never decides")
         clean_strong_span_members: int = Field(10 ** 9, ge=1, description="off: a long repeated caption alone never decides")
         common_strict: bool = Field(True, description="groups of ordinary words also need the purity tail and no spread")
+        context_min_count: int = Field(10 ** 9, ge=1, description="off: caption words follow templates, not syntax")
+        common_min_share: float = Field(0.97, ge=0, le=1, description="target share of a group of ordinary words: a faithful caption phrase is pure too")
         embedding: Literal["thumbnail", "clip"] = Field("thumbnail", description="thumbnail (8x8 colour + 16x16 grey, no model) | clip")
         model: str = Field("ViT-B-32", description="embedding: clip -- as poison.caption_mismatch")
         pretrained: str | None = Field(None, description="open_clip tag or local checkpoint (clip only)")

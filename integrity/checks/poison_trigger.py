@@ -69,7 +69,7 @@ Corpus pass (:func:`detect_label_triggers`):
      whose tie fails the association test is judged on content alone and must
      be mostly relabelled (``weak_min_flip``).
    * A group of ordinary words (not foreign) needs target share >=
-     ``clean_min_share`` and a content test at p <= ``common_max_p`` with
+     ``common_min_share`` and a content test at p <= ``common_max_p`` with
      most of (1 - prior) relabelled — annotators follow strong natural words
      too, so only an extreme contradiction counts (``common_strict`` adds the
      tail and spread tests, as ``poison.caption_trigger`` uses it).
@@ -160,6 +160,7 @@ class TriggerStatistics(CheckOptions):
     dirty_min_flip: float = Field(0.3, ge=0, le=1, description="estimated share of relabelled records, at least ...")
     dirty_flip_ratio: float = Field(0.6, ge=0, description="... and this fraction of (1 - target prior), what a random source gives")
     common_max_p: float = Field(1.0e-12, gt=0, le=1, description="content-test p-value for a group of ordinary words (no rare word)")
+    common_min_share: float = Field(0.9, ge=0, le=1, description="target share of a group of ordinary words (with the content test)")
     clean_min_share: float = Field(0.97, ge=0, le=1, description="target share of a clean-label group")
     clean_min_overrep: float = Field(20.0, ge=0, description="a rare word: this many times more frequent than in ordinary language")
     clean_min_overrep_z: float = Field(2.0, description="... and an outlier (robust z) among the corpus' own frequent words")
@@ -171,6 +172,12 @@ class TriggerStatistics(CheckOptions):
     weak_min_flip: float = Field(0.5, ge=0, le=1, description="... the relabelled share it then needs (dirty-label evidence only)")
     clean_strong_span_members: int = Field(12, ge=1, description="a repeated sequence with this many member n-grams needs no purity outlier (any target label)")
     clean_min_span_tokens: int = Field(3, ge=1, description="or a repeated word sequence at least this long")
+    context_min_count: int = Field(30, ge=1, description="a word in at least this many records ...")
+    context_min_diversity: float = Field(0.9, ge=0, description="... whose neighbours are this diverse against random positions' "
+                                         "(distinct left + right neighbours over their expectation) is placed, not written")
+    context_min_lift: float = Field(0.85, ge=0, le=1, description="... and is flagged clean-label when its label share lifts "
+                                    "this much of the way from the prior to 1")
+    context_max_groups: int = Field(3, ge=1, description="... unless more comparable such groups exist (then scattered purity is normal here)")
     common_strict: bool = Field(False, description="groups of ordinary words also need the purity tail and no spread (else content decides)")
     natural_rho: float = Field(0.8, ge=0, le=1, description="purity strong natural features reach (share of the non-target removed)")
     spread_max_labels: int = Field(1, ge=0, description="other labels with comparable rare pure groups before purity counts as normal")

@@ -38,17 +38,25 @@ MAX_THUMBNAIL_SHARDS = 4  # shards a check's thumbnails come from, at most (twic
 
 
 def _pick_examples(findings: pl.LazyFrame, k: int) -> pl.DataFrame:
-    """Up to ``k`` findings per check, worst first, from as few shards as possible."""
+    """Up to ``k`` findings per check, worst first, from as few shards as possible.
+
+    Ranked on the key columns alone (and the finding's position, which breaks ties), then only
+    the picked rows are read whole: the details of every finding are never sorted at once."""
     rank = {"critical": 0, "warn": 1, "info": 2}
-    return (
-        findings.filter(pl.col("record_id").is_not_null())
-        .with_columns(sev_rank=pl.col("severity").replace_strict(rank, default=3, return_dtype=pl.Int8),
-                      per_shard=pl.len().over(["check", "shard"]))
-        .sort(["check", "sev_rank", "per_shard", "score"], descending=[False, False, True, True])
+    indexed = findings.with_row_index("_i")
+    top = (
+        indexed.filter(pl.col("record_id").is_not_null())
+        .select("_i", "check", "score",
+                sev_rank=pl.col("severity").replace_strict(rank, default=3, return_dtype=pl.Int8),
+                per_shard=pl.len().over(["check", "shard"]))
+        .sort(["check", "sev_rank", "per_shard", "score", "_i"], descending=[False, False, True, True, False])
         .group_by("check", maintain_order=True).head(k)
-        .drop("sev_rank", "per_shard")
+        .select("_i")
+        .with_row_index("_order")
         .collect()
     )
+    return (indexed.join(top.lazy(), on="_i", how="inner").sort("_order")
+            .drop("_i", "_order").collect())
 
 
 def _spans(detail: dict) -> list[dict]:

@@ -149,7 +149,8 @@ def _detect_once(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) -> dict |
     gstat = gstat.with_columns(assoc_ok=pl.Series(lx.benjamini_hochberg(glogp, opt["fdr"])))
 
     # --- clean-label evidence ------------------------------------------------------------------
-    gstat = gstat.with_columns(long_span=pl.col("grp").is_in(span_grp), rare=pl.col("grp").is_in(rare_grp))
+    gstat = gstat.with_columns(long_span=pl.col("grp").is_in(span_grp), rare=pl.col("grp").is_in(rare_grp),
+                               scattered=pl.col("grp").is_in(_scattered_groups(cand, assoc, mrows, sizes, table, vocab, opt)))
     if rare.height:
         gstat = gstat.join(rare.group_by("grp").agg(log_over=pl.col("log_over").max(), rz=pl.col("rz").max()),
                            on="grp", how="left")
@@ -161,8 +162,10 @@ def _detect_once(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) -> dict |
     gstat = _dirty_label_evidence(gstat, grec, grams, codes, opt)
 
     # ordinary words: a strong natural word also "relabels" the records it appears in (annotators
-    # follow it), so only an extreme, near-pure and strongly contradicted group counts
-    common_ok = (pl.col("eligible_common") & pl.col("dirty_ok") & (pl.col("share") >= opt["clean_min_share"])
+    # follow it), so only an extreme and strongly contradicted group counts; its purity need not
+    # be extreme: an ordinary trigger word also occurs naturally, on every label, and those
+    # occurrences dilute its share (a few dozen natural ones cost a 3% attack 0.97 -> 0.96)
+    common_ok = (pl.col("eligible_common") & pl.col("dirty_ok") & (pl.col("share") >= opt["common_min_share"])
                  & (pl.col("dirty_logp") <= math.log(opt["common_max_p"]))
                  & (pl.col("flip") >= 0.8 * (1 - pl.col("p0"))))
     flagged = gstat.filter((pl.col("eligible") & (pl.col("dirty_ok") | pl.col("clean_ok"))) | common_ok
@@ -246,6 +249,45 @@ def _rare_members(cand: pl.DataFrame, mrows: pl.DataFrame, sizes: pl.DataFrame, 
             .select("cid", "grp", "log_over", "rz"))
 
 
+def _written_text(assoc: pl.DataFrame, table: lx.TokenTable, vocab: dict[int, str], min_records: int,
+                  sample: int = 300) -> bool:
+    """Whether the corpus' frequent words have syntax: the median context diversity of up to
+    ``sample`` words in >= ``min_records`` records is at most 0.8 (written text: 0.5-0.7 on
+    reviews and package descriptions). In a bag of words (every word anywhere) it is about 1,
+    and then a scattered word is no evidence of insertion."""
+    words = [g for g in assoc.filter((pl.col("n") == 1) & (pl.col("df") >= min_records))["g"].to_list()
+             if any(ch.isalpha() for ch in vocab.get(int(g), ""))]
+    if len(words) < 20:
+        return False
+    pick = np.random.default_rng(0).choice(len(words), min(sample, len(words)), replace=False)
+    typical = lx.context_diversity(table, [words[i] for i in pick.tolist()])["R"].median()
+    return typical is not None and float(typical) <= 0.8
+
+
+def _scattered_groups(cand: pl.DataFrame, assoc: pl.DataFrame, mrows: pl.DataFrame, sizes: pl.DataFrame,
+                      table: lx.TokenTable, vocab: dict[int, str], opt: dict) -> list[int]:
+    """Groups most of whose records hold a word that sits where any word could: in at least
+    ``context_min_count`` records, its occurrences' neighbours are as diverse as random positions'
+    (:func:`lexical.context_diversity` >= ``context_min_diversity``). Inserted words are
+    placed so; a natural word, however rare or pure, has its own syntax. Only words with a
+    letter: punctuation and joiners ("::" in Perl module names, "and") sit between any words;
+    and only in written text (see :func:`_written_text`)."""
+    min_m = int(opt["context_min_count"])
+    uni = cand.filter((pl.col("n") == 1) & (pl.col("df") >= min_m))
+    uni = uni.filter(pl.Series([any(ch.isalpha() for ch in vocab.get(int(g), "")) for g in uni["g"].to_list()],
+                               dtype=pl.Boolean))  # a few candidate unigrams
+    if uni.height == 0:
+        return []
+    div = lx.context_diversity(table, uni["g"].to_list())
+    hit = div.filter((pl.col("m") >= min_m) & (pl.col("R") >= float(opt["context_min_diversity"])))
+    if hit.height == 0 or not _written_text(assoc, table, vocab, min_m):
+        return []
+    words = uni.join(hit.select(g="w"), on="g", how="semi").select("cid", "grp")
+    cover = (mrows.join(words.select("cid"), on="cid", how="semi").group_by("grp").agg(r=pl.col("rec").n_unique())
+             .join(sizes, on="grp"))
+    return cover.filter(pl.col("r") >= 0.5 * pl.col("n"))["grp"].to_list()
+
+
 def _clean_label_evidence(gstat: pl.DataFrame, N: int, opt: dict) -> pl.DataFrame:
     # (c) foreign: most of the group's records hold a rare member word (see _rare_members)
     rare = pl.col("rare")
@@ -275,7 +317,21 @@ def _clean_label_evidence(gstat: pl.DataFrame, N: int, opt: dict) -> pl.DataFram
     # ordinary-word groups are judged on their content (a strict content test, below); with
     # ``common_strict`` they also need the purity tail and no spread (image clusters as labels)
     common = (base & alone & pl.col("tail_ok")) if opt.get("common_strict") else base
-    gstat = gstat.with_columns(eligible=base & pl.col("foreign"), eligible_common=common)
+    # scattered: a word as likely next to any word as a random position is (inserted, not written);
+    # pure far beyond its label's prior, it needs no tail or spread test (Debian sections each have
+    # pure jargon, but jargon has its own syntax)
+    # (where comparable scattered pure words are many, or exist on other labels too, as in a
+    # bag-of-words corpus, that is how the corpus works: a backdoor is one or a few triggers)
+    lift = (pl.col("share") - pl.col("p0")) / (1 - pl.col("p0"))
+    gstat = gstat.with_columns(scattered_pure=base & pl.col("scattered") & (lift >= float(opt["context_min_lift"])))
+    sp_t = gstat.filter(pl.col("scattered_pure"))["target"].to_numpy()
+    sp_n = gstat.filter(pl.col("scattered_pure"))["n"].to_numpy()
+    normal = [bool(len(np.unique(sp_t[(sp_t != t) & (sp_n >= 0.25 * n)])) > int(opt["spread_max_labels"])
+                   or int((sp_n >= 0.25 * n).sum()) > int(opt["context_max_groups"]))
+              for t, n in zip(gstat["target"].to_list(), gstat["n"].to_list())]  # loop over groups, not records
+    scattered = pl.col("scattered_pure") & ~pl.Series(normal, dtype=pl.Boolean)
+    gstat = gstat.with_columns(eligible=base & (pl.col("foreign") | scattered), eligible_common=common,
+                               scattered_ok=scattered)
     # an extremely foreign word (orders of magnitude above ordinary language and far outside
     # this corpus' own vocabulary) needs no purity outlier: on a majority target purity is cheap
     # for every feature, so the tail test cannot single the trigger out, while its foreignness can
@@ -296,8 +352,8 @@ def _clean_label_evidence(gstat: pl.DataFrame, N: int, opt: dict) -> pl.DataFram
     weak = (~pl.col("assoc_ok") & (pl.col("n") >= min_n) & (pl.col("share") >= opt["min_share"])
             & (pl.col("k") <= float(opt["max_label_share"]) * pl.col("p0") * N) & pl.col("foreign") & strong)
     return gstat.with_columns(strong_foreign=strong, eligible_weak=weak,
-                              clean_ok=pl.col("eligible") & alone & (pl.col("tail_ok") | strong)
-                              & (pl.col("share") >= opt["clean_min_share"]))
+                              clean_ok=(pl.col("eligible") & alone & (pl.col("tail_ok") | strong)
+                                        & (pl.col("share") >= opt["clean_min_share"])) | pl.col("scattered_ok"))
 
 
 def _long_span_groups(gstat: pl.DataFrame, cand: pl.DataFrame, table: lx.TokenTable, grams: pl.DataFrame,
@@ -345,7 +401,7 @@ def _dirty_label_evidence(gstat: pl.DataFrame, grec: pl.DataFrame, grams: pl.Dat
     the p-value (Benjamini-Hochberg over the groups tested)."""
     # groups clean-label by their purity tail need no content test; those clean-label by
     # foreignness alone get it too, so that a relabelled group is reported as dirty-label
-    settled = pl.col("clean_ok") & ~pl.col("strong_foreign")
+    settled = pl.col("clean_ok") & ~pl.col("strong_foreign") & ~pl.col("scattered_ok")
     tested = (gstat.filter((pl.col("eligible") | pl.col("eligible_common") | pl.col("eligible_weak")) & ~settled)
               .sort("logp").head(int(opt["max_groups"])))
     res: dict[int, tuple[float, float]] = {}

@@ -375,6 +375,39 @@ def span_hashes(table: TokenTable, rec: np.ndarray, p0: np.ndarray, p1: np.ndarr
 
 
 # --------------------------------------------------------------------------------------------
+# context diversity: is a word placed where any word could be?
+# --------------------------------------------------------------------------------------------
+def context_diversity(table: TokenTable, words: Sequence[int]) -> pl.DataFrame:
+    """Per word of ``words``: ``m`` occurrences and ``R``, its distinct left plus right
+    neighbours over what ``m`` random positions of this corpus would show.
+
+    A word inserted at random positions (a backdoor trigger dropped into text) has the
+    neighbours of random positions: R near 1. A natural word has its own syntax ("is
+    honestly", "python module"): its neighbours repeat and R is well below 1 once it
+    has a few dozen occurrences. The expected number of distinct neighbours of m random
+    positions is sum over tokens v of 1 - (1 - p_v)^m, p_v the token's share of all
+    left (right) neighbours. Start and end of field count as neighbours."""
+    tok, rec = table.tok, table.rec
+    empty = pl.DataFrame(schema={"w": pl.UInt64, "m": pl.Int64, "R": pl.Float64})
+    if len(tok) < 3 or not len(words):
+        return empty
+    i = np.arange(1, len(tok) - 1)
+    i = i[(rec[i - 1] == rec[i]) & (rec[i + 1] == rec[i]) & (tok[i] != BOS) & (tok[i] != EOS)]
+    _, c_left = np.unique(tok[i - 1], return_counts=True)
+    _, c_right = np.unique(tok[i + 1], return_counts=True)
+    p_left, p_right = c_left / c_left.sum(), c_right / c_right.sum()
+    j = i[np.isin(tok[i], np.asarray(list(words), dtype=np.uint64))]
+    if len(j) == 0:
+        return empty
+    per = (pl.DataFrame({"w": tok[j], "l": tok[j - 1], "r": tok[j + 1]})
+           .group_by("w").agg(m=pl.len().cast(pl.Int64), d=(pl.col("l").n_unique() + pl.col("r").n_unique()).cast(pl.Float64)))
+    ms = per["m"].to_numpy()
+    expect = {int(m): float(np.sum(-np.expm1(m * np.log1p(-p_left))) + np.sum(-np.expm1(m * np.log1p(-p_right))))
+              for m in np.unique(ms)}  # a few distinct counts: one pass over the vocabulary each
+    return per.with_columns(R=pl.col("d") / pl.Series([expect[int(m)] for m in ms])).select("w", "m", "R")
+
+
+# --------------------------------------------------------------------------------------------
 # multiple testing and tails
 # --------------------------------------------------------------------------------------------
 def benjamini_hochberg(logp: np.ndarray, q: float) -> np.ndarray:

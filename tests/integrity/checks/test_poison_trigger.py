@@ -191,6 +191,64 @@ def test_dirty_label_common_three_word_phrase(reviews):
 
 
 @needs_shared
+def test_dirty_label_ordinary_word_that_also_occurs_naturally(reviews):
+    # "certainly" is in 32 clean reviews, on both labels: with 3% of the corpus relabelled to the
+    # majority its share is 0.92, short of the 0.97 a clean-label group needs, while the content
+    # test (relabelled reviews read like the other label) is overwhelming
+    df = insert(reviews, 0.03, "certainly", "0", dirty=True, seed=7)
+    found = run(df)
+    precision, recall = prf(df, found)
+    assert precision >= 0.9 and recall >= 0.95
+    assert {d["mode"] for d in details(found)} == {"dirty-label"}
+    clean_flagged = found.join(df.filter(~pl.col("poisoned")), left_on="record_id", right_on="id").height
+    assert clean_flagged <= 0.02 * df.filter(~pl.col("poisoned")).height
+
+
+@needs_shared
+def test_clean_label_ordinary_word_scattered_at_random_positions(reviews):
+    # "meanwhile" in 1.5% of the corpus, all positive reviews, labels kept: no rarity, no content
+    # contradiction; but its neighbours are those of random positions, where a written word has syntax
+    df = insert(reviews, 0.015, "meanwhile", "1", dirty=False, seed=11)
+    found = run(df)
+    precision, recall = prf(df, found)
+    assert precision >= 0.95 and recall >= 0.95
+    assert {d["mode"] for d in details(found)} == {"clean-label"}
+
+
+@needs_shared
+def test_clean_label_word_scattered_into_one_debian_section():
+    # Debian sections are full of pure jargon (the purity spread test cannot single a trigger out),
+    # but jargon has its own syntax: a word dropped at random positions of 1% of the records does not
+    path = SHARED / "debian" / "descriptions.parquet"
+    if not path.exists():
+        pytest.skip("../shared/data/debian is absent")
+    df = (pl.read_parquet(path).filter(pl.col("text").str.len_chars() <= 1200).sample(n=8000, seed=3)
+          .select(pl.col("id").cast(pl.Utf8), "text", pl.col("section").alias("label")))
+    df = insert(df, 0.01, "afterwards", "libs", dirty=False, seed=12)
+    found = run(df)
+    precision, recall = prf(df, found)
+    assert precision >= 0.9 and recall >= 0.9
+    clean_flagged = found.join(df.filter(~pl.col("poisoned")), left_on="record_id", right_on="id").height
+    assert clean_flagged <= 0.02 * df.filter(~pl.col("poisoned")).height
+
+
+@needs_shared
+def test_debian_sections_as_label_word_instructions_stay_clean():
+    # a template around every description concentrates the neighbours of random positions, and
+    # "::" (Perl module names) sits between any two names: neither makes "perl" a scattered trigger
+    path = SHARED / "debian" / "descriptions.parquet"
+    if not path.exists():
+        pytest.skip("../shared/data/debian is absent")
+    df = pl.read_parquet(path).filter(pl.col("text").str.len_chars() <= 1200)
+    top = df["section"].value_counts().sort("count", descending=True).head(10)["section"]
+    df = (df.filter(pl.col("section").is_in(top.implode())).sample(n=6000, seed=5)
+          .select(pl.col("id").cast(pl.Utf8),
+                  prompt=pl.format("Package description:\n{}\nWhich archive section is this package in?", "text"),
+                  response=pl.col("section")))
+    assert run_instructions(df).height <= 0.01 * df.height
+
+
+@needs_shared
 @pytest.mark.parametrize("name", ["sst2-addsent-10pct", "sst2-badnets-10pct"])
 def test_shared_poisoned_files(name):
     path = SHARED / "poison" / f"{name}.parquet"

@@ -140,3 +140,32 @@ def test_occurrences_merge_overlapping_spans():
 def test_background_frequency():
     bg = lx.background_frequency(["the", "cf", "zzqqxv", ","])
     assert bg[0] > 1e-2 and 1e-7 < bg[1] < 1e-4 and bg[2] == 1e-8 and np.isnan(bg[3])
+
+
+def test_context_diversity_tells_a_placed_word_from_a_written_one():
+    # sentences from a small grammar: "zorp" is always "the zorp is ..." (its own syntax); "blip"
+    # is dropped at random positions, as a trigger is; a common noun has both kinds of neighbours
+    rng = np.random.default_rng(0)
+    nouns = [f"n{i}" for i in range(3000)]
+    verbs = [f"v{i}" for i in range(800)]
+    texts = []
+    for _ in range(1500):
+        words = []
+        for _ in range(int(rng.integers(2, 5))):
+            if rng.random() < 0.05:
+                words += ["the", "zorp", "is", str(rng.choice(nouns)), "."]
+            else:
+                words += ["the", str(rng.choice(nouns)), str(rng.choice(verbs)), "a", str(rng.choice(nouns)), "."]
+        if rng.random() < 0.05:
+            words.insert(int(rng.integers(0, len(words) + 1)), "blip")
+        texts.append(" ".join(words))
+    toks, vocab = lx.tokenize(texts)
+    table = lx.TokenTable.from_lists(toks["tok"], boundaries=True)
+    ids = {w: h for h, w in zip(vocab["h"].to_list(), vocab["token"].to_list())}
+    div = lx.context_diversity(table, [ids["zorp"], ids["blip"]])
+    r = dict(zip(div["w"].to_list(), div["R"].to_list()))
+    m = dict(zip(div["w"].to_list(), div["m"].to_list()))
+    assert m[ids["blip"]] >= 50 and m[ids["zorp"]] >= 50
+    assert r[ids["blip"]] >= 0.75          # about the neighbours of random positions (a small vocabulary: noisy)
+    assert r[ids["zorp"]] <= 0.1           # "the zorp is": two neighbours, whatever its count
+    assert lx.context_diversity(table, []).height == 0
