@@ -29,9 +29,13 @@ Tools and settings (same shingles, threshold 0.8):
   one by one; a record is a duplicate when its query returns anything (the usual
   streaming use).
 
-    /tmp/trialvenv/bin/python benchmarks/dedup.py [--scales 1,4,16] [--tools ours,datatrove,datasketch]
+    DT_VENV/bin/python benchmarks/dedup.py [--scales 1,4,16] [--tools ours,datatrove,datasketch]
         [--datasketch-max-scale 4] [--truth-max-scale 16] [--work DIR] [--time-limit 1800]
-    /tmp/trialvenv/bin/python benchmarks/dedup.py --history     # 4 nights against the dedup history
+    DT_VENV/bin/python benchmarks/dedup.py --history     # 4 nights against the dedup history
+
+``DT_VENV`` is a virtual environment with this project installed (``pip install -e .``)
+plus ``datatrove==0.10.1`` and ``datasketch``, kept apart from ``.venv`` so the
+benchmark's baselines never become the project's dependencies.
 """
 from __future__ import annotations
 
@@ -68,7 +72,9 @@ def make_dataset(scale: int, work: Path, seed: int = 0) -> Path:
         return out
     df = pl.read_parquet(DATA).select("text")
     texts = df["text"].to_list()
-    vocab = list({w for t in texts[:5000] for w in t.split()})
+    # sorted: a set's order follows Python's per-process string hashing, which made the
+    # edited copies (and so the removal counts) differ between invocations
+    vocab = sorted({w for t in texts[:5000] for w in t.split()})
     rng = random.Random(seed)
     ids, out_texts = [f"d{i}" for i in range(len(texts))], list(texts)
     for c in range(1, scale):
