@@ -106,17 +106,24 @@ def remove_reappeared(ledger: Ledger, a: QuarantineAction, so: StorageOptions) -
                                    "and was removed again (the verified copy is held)")
 
 
+def _drive_under_lease(advance: Callable[..., QuarantineAction], ledger: Ledger, action: QuarantineAction, so: StorageOptions,
+                       fault: Fault | None) -> QuarantineAction:
+    """Run ``advance`` (the quarantine or restore state machine) under the action's lease; a storage
+    error is noted on the action, whose state is kept so that a re-run continues, and re-raised."""
+    with Lease(ledger, action.id) as lease:
+        try:
+            return advance(ledger, action.id, so, fault, lease)
+        except StorageError as e:
+            ledger.note_error(action.id, str(e))
+            raise
+
+
 def run_quarantine(ledger: Ledger, action: QuarantineAction, so: StorageOptions, fault: Fault | None) -> QuarantineAction:
     """Drive one action's quarantine from its recorded state to ``done`` or ``failed``, under its lease.
 
     A storage error is noted on the action (its state kept, so a re-run continues) and re-raised.
     """
-    with Lease(ledger, action.id) as lease:
-        try:
-            return _advance_quarantine(ledger, action.id, so, fault, lease)
-        except StorageError as e:
-            ledger.note_error(action.id, str(e))
-            raise
+    return _drive_under_lease(_advance_quarantine, ledger, action, so, fault)
 
 
 def _advance_quarantine(ledger: Ledger, action_id: int, so: StorageOptions, fault: Fault | None, lease: Lease) -> QuarantineAction:
@@ -209,12 +216,7 @@ def run_restore(ledger: Ledger, action: QuarantineAction, so: StorageOptions, fa
 
     A storage error is noted on the action (its state kept, so a re-run continues) and re-raised.
     """
-    with Lease(ledger, action.id) as lease:
-        try:
-            return _advance_restore(ledger, action.id, so, fault, lease)
-        except StorageError as e:
-            ledger.note_error(action.id, str(e))
-            raise
+    return _drive_under_lease(_advance_restore, ledger, action, so, fault)
 
 
 def _advance_restore(ledger: Ledger, action_id: int, so: StorageOptions, fault: Fault | None, lease: Lease) -> QuarantineAction:
