@@ -22,11 +22,16 @@ _ASSIGN = re.compile(
     r"([\"']?)[ \t]*(?::=|=>|=(?!=)|:)[ \t]*([\"'`]?)([^\s\"'`]{1,512})([\"'`]?)",
     re.IGNORECASE | A,
 )
-_PLACEHOLDER = re.compile(
+# a value that points at the secret rather than holds it (${DB_PASSWORD}, <token>, os.getenv(...), a path, a
+# URL) or stands in for it (xxx, ***, ...): the part of _PLACEHOLDER that is syntax, not wording
+_REFERENCE = re.compile(
     r"(?i)x{3,}|\*{3,}|\.{3}|^<.*>$|^\[.*\]$|\$\{|\$\(|\{\{|\{%|%\(|^\$[A-Za-z_]|^%[A-Za-z_]+%$|^&[a-z]+;|"
-    r"^env[:.]|^(?:\.{0,2}|~)/|^[a-z]:\\|your|example|sample|dummy|placeholder|changeme|change_me|change-me|"
-    r"redacted|insert|replace|fake|todo|fixme|secret|password|token|^none$|^null$|^true$|^false$|://|getenv|"
-    r"environ|process\.env|[()\[\]]"
+    r"^env[:.]|^(?:\.{0,2}|~)/|^[a-z]:\\|://|getenv|environ|process\.env|[()\[\]]"
+)
+# ... or is a word that marks a placeholder (your_password, changeme, ${...} above)
+_PLACEHOLDER = re.compile(
+    _REFERENCE.pattern + r"|your|example|sample|dummy|placeholder|changeme|change_me|change-me|"
+    r"redacted|insert|replace|fake|todo|fixme|secret|password|token|^none$|^null$|^true$|^false$"
 )
 _IDENT_CHARS = frozenset("_-.")
 
@@ -126,6 +131,26 @@ def scan_assignments_with(min_len: int, min_entropy: float):
             yield secret_match("secret_assignment", text, start, end, 1.0, name=name[:40], entropy=round(entropy, 2))
 
     return scan
+
+
+def assigned_value_spans(text: str, min_len: int = 16, min_entropy: float = 3.0) -> list[tuple[int, int]]:
+    """Spans of values assigned to a name that says secret (``password=...``, ``API_TOKEN: ...``),
+    without the detector's tests that keep findings precise (identifier-like values, character
+    classes, descriptive names): what the scan *writes* masks, where hiding a non-secret costs a
+    reader nothing and missing a secret leaks it. Placeholders and references are left alone.
+    ``min_len`` matches the pre-filter (:func:`assignment_prefilter` at 16) that picks the rows
+    :func:`integrity.engine.redact.mask_frame` scans."""
+    spans = []
+    for m in _ASSIGN.finditer(text):
+        open_q, value, close_q = m.group(3), m.group(4), m.group(5)
+        if open_q and close_q != open_q:
+            continue
+        if not open_q:
+            value = value.rstrip(",;")
+        if len(value) < min_len or _REFERENCE.search(value) or shannon_entropy(value) < min_entropy:
+            continue
+        spans.append((m.start(4), m.start(4) + len(value)))
+    return spans
 
 
 def assignment_prefilter(min_len: int) -> str:

@@ -25,7 +25,9 @@ is :func:`integrity.checks.privacy_secret.secret_spans` (every kind,
 documentation examples included). What the scan writes is also masked for
 opaque tokens (:func:`opaque_token_spans`): a credential of a format no
 pattern knows still looks like a long random run of letters and digits, and
-an excerpt loses nothing a reader needs when such a run is masked. Only
+an excerpt loses nothing a reader needs when such a run is masked; so is any
+value assigned to a name that says secret (:func:`integrity.checks._secret_assignments.assigned_value_spans`), even
+one too regular for ``privacy.secret`` to report. Only
 prose is masked so (identifiers such as record ids, cluster ids and hashes in
 finding details have no white space, and pure hex runs never are), and
 checks' inputs are not (that would change what duplicates and triggers compare). Text columns are pre-filtered column-wise
@@ -45,6 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.schema import text_columns
+from integrity.checks._secret_assignments import assigned_value_spans
 from integrity.checks.privacy_secret import SECRET_PREFILTER, secret_spans
 
 MASK = "\u2022"
@@ -116,13 +119,14 @@ def mask_secrets(text: str, fingerprint: bool = False, opaque: bool = True) -> s
     SHA-256, so two different secrets stay different (what the checks that
     compare texts - duplicates, triggers - need) while neither can be read back.
     With ``opaque`` (what is written), random-looking tokens of unknown formats
-    are masked too.
+    and any value assigned to a name that says secret (``password=...``, even one
+    the detector finds too regular to report) are masked too.
     """
     if not text:
         return text
     spans = secret_spans(text)
     if opaque:
-        spans = sorted(set(spans) | set(opaque_token_spans(text)))
+        spans = sorted(set(spans) | set(opaque_token_spans(text)) | set(assigned_value_spans(text)))
     if not spans:
         return text
     out, pos = [], 0

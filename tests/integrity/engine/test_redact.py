@@ -78,6 +78,28 @@ def test_outputs_mask_tokens_of_unknown_formats_but_keep_hashes_and_words():
     assert mask_batch(batch) is batch
 
 
+def test_outputs_mask_values_assigned_to_secret_names_even_when_too_regular_to_report():
+    """Values the detector lets pass for precision (identifier-shaped, capitals only, no digit)
+    are still masked where the scan writes them."""
+    cases = {
+        "password=PLANTED_SECRET_3F8FA2D8EBEB1DBA": "PLANTED_SECRET_3F8FA2D8EBEB1DBA",  # identifier-shaped
+        'secret = "CANARY_ARYSIXTGYGLVMT43"': "CANARY_ARYSIXTGYGLVMT43",
+        "token=sk_zkMNJeakJlKxubgbyawercZW": "sk_zkMNJeakJlKxubgbyawercZW",  # no digit
+        "API_TOKEN=CANARY_SDMITXIL57GQMJM2SCGOUXJ9": "CANARY_SDMITXIL57GQMJM2SCGOUXJ9",  # capitals and digits
+    }
+    for text, value in cases.items():
+        masked = mask_secrets(text)
+        assert value not in masked and len(masked) == len(text), text
+    # what checks read is unchanged: a value the detector does not report is masked only when written
+    text = "password=PLANTED_SECRET_3F8FA2D8EBEB1DBA"
+    batch = pa.record_batch({"text": pa.array([text], pa.large_string())})
+    assert mask_batch(batch).column("text")[0].as_py() == text
+    # references and descriptions stay readable
+    for text in ("password = ${DB_PASSWORD}", "token_type = bearer", "api_key: os.getenv(API_KEY)",
+                 "x=1&page_size=20&sort_order=ascending_by_date"):
+        assert mask_secrets(text) == text
+
+
 def _corpus(tmp_path: Path) -> Path:
     src = tmp_path / "src"
     src.mkdir()
