@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from connectors.atomic import atomic_output
 from connectors.schema import SCAN_FINDING_COLUMNS
@@ -126,20 +125,8 @@ def write_finished(found: pl.DataFrame, check: str, path: Path, chunk: int = FIN
     masked before they reach the disk (as the shard cache's findings are), written ``chunk`` rows
     at a time: the details are rewritten (row moved in, secrets masked) one slice after the
     other, never for the whole corpus's findings at once."""
-    with atomic_output(path) as tmp:
-        writer = None
-        try:
-            for piece in found.iter_slices(chunk):
-                table = mask_frame(finish_findings(piece, check)).to_arrow()
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
-                writer.write_table(table.cast(writer.schema))
-        finally:
-            if writer is not None:
-                writer.close()
-        if writer is None:
-            pl.DataFrame(schema=SCAN_FINDING_COLUMNS).write_parquet(tmp)
-    return path
+    return outputs.write_findings_parts(
+        (mask_frame(finish_findings(piece, check)) for piece in found.iter_slices(chunk)), path)
 
 
 def write_concat(files: list[Path], dest: Path) -> Path:

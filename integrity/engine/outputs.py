@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -38,12 +38,18 @@ def write_findings(findings: pl.LazyFrame, run_dir: Path, group_rows: int = SORT
     path = run_dir / "findings.parquet"
     typed = findings.select([pl.col(c).cast(t) for c, t in SCAN_FINDING_COLUMNS.items()])
     groups = shard_groups(typed.group_by("shard").len().collect(), group_rows)
+    parts = (typed.filter(pl.col("shard").is_null() if group is None else pl.col("shard").is_in(group))
+             .sort(SORT_KEY, nulls_last=True).collect() for group in groups)
+    return write_findings_parts(parts, path)
+
+
+def write_findings_parts(parts: Iterable[pl.DataFrame], path: Path) -> Path:
+    """``parts`` appended in order to one Parquet file at ``path`` (atomically), one part in memory
+    at a time; the empty table of the findings columns when every part is empty."""
     writer: pq.ParquetWriter | None = None
     with atomic_output(path) as tmp:
         try:
-            for group in groups:
-                part = (typed.filter(pl.col("shard").is_null() if group is None else pl.col("shard").is_in(group))
-                        .sort(SORT_KEY, nulls_last=True).collect())
+            for part in parts:
                 if part.height == 0:
                     continue
                 table = part.to_arrow()
