@@ -8,6 +8,8 @@ away (split out of :mod:`integrity.analysis.label_triggers.detect`, which runs t
 * :func:`long_span_groups`: a long word sequence repeated verbatim (an inserted sentence);
 * :func:`scattered_groups`: a word whose neighbours are as varied as random positions'
   (placed, not written; only in written text, :func:`written_text`);
+* :func:`opening_groups`: a phrase opening records of one label, followed by what opens
+  that label's other records (prefixed to a text, not written as its start);
 * :func:`clean_label_evidence`: the purity tail, spread and eligibility tests that combine them.
 """
 from __future__ import annotations
@@ -136,6 +138,74 @@ def scattered_groups(cand: pl.DataFrame, assoc: pl.DataFrame, mrows: pl.DataFram
     cover = (mrows.join(words.select("cid"), on="cid", how="semi").group_by("grp").agg(r=pl.col("rec").n_unique())
              .join(sizes, on="grp"))
     return cover.filter(pl.col("r") >= 0.5 * pl.col("n"))["grp"].to_list()
+
+
+def opening_matrix(table: lx.TokenTable, width: int) -> np.ndarray:
+    """The first ``width`` token hashes of every record (``EOS`` past its end), records x width."""
+    out = np.full((table.n_records, width), lx.EOS, dtype=np.uint64)
+    sel = (table.pos >= 0) & (table.pos < width)
+    out[table.rec[sel], table.pos[sel]] = table.tok[sel]
+    return out
+
+
+def opening_groups(gstat: pl.DataFrame, grec: pl.DataFrame, table: lx.TokenTable, codes: np.ndarray,
+                   opt: dict, width: int = 16) -> list[int]:
+    """Groups whose records open with one phrase that reads as put in front of a text.
+
+    A prefix trigger is prepended to records of its label; what follows it is how such
+    records normally open. So the tokens right after the phrase are (a) as varied as the
+    openings of as many other records of the label (distinct followers over their
+    expected number, >= ``opening_min_diversity``) and (b) as typical of openings
+    (mean log opening frequency of the followers minus that of the label's openings,
+    >= ``opening_min_typical`` nats). A written opening ("perl module for", "the only")
+    is followed by its own continuation: a name, a noun, rarely a record's first word.
+    Only pure groups in >= ``opening_min_count`` records, ``opening_anchor`` of which
+    share the phrase at the very start."""
+    min_m = int(opt["opening_min_count"])
+    lift = (pl.col("share") - pl.col("p0")) / (1 - pl.col("p0"))
+    pre = gstat.filter((pl.col("n") >= min_m) & (pl.col("share") >= opt["min_share"])
+                       & (lift >= float(opt["context_min_lift"])))
+    if pre.height == 0:
+        return []
+    first = opening_matrix(table, width + 1)
+    recs_of = {g: np.asarray(r, dtype=np.int64)
+               for g, r in grec.filter(pl.col("grp").is_in(pre["grp"].implode())).group_by("grp").agg("rec").iter_rows()}
+    anchor = float(opt["opening_anchor"])
+    out = []
+    for grp, target in pre.select("grp", "target").iter_rows():  # a few pure groups, not records
+        recs = recs_of.get(grp)
+        if recs is None or len(recs) < min_m:
+            continue
+        # the phrase: extend the common opening while ``anchor`` of the group's records share it
+        hold, length = np.ones(len(recs), dtype=bool), 0
+        while length < width:
+            vals, cnt = np.unique(first[recs[hold], length], return_counts=True)
+            top = vals[cnt.argmax()]
+            if top == lx.EOS or (hold & (first[recs, length] == top)).sum() < anchor * len(recs):
+                break
+            hold &= first[recs, length] == top
+            length += 1
+        if length == 0:
+            continue
+        follow = first[recs[hold], length]
+        # the label's openings, the group's own records left out
+        own = np.zeros(len(codes), dtype=bool)
+        own[recs] = True
+        ids, cnt = np.unique(first[(codes == target) & ~own, 0], return_counts=True)
+        if len(ids) == 0:
+            continue
+        p = cnt / cnt.sum()
+        m = len(follow)
+        expect = float(np.sum(-np.expm1(m * np.log1p(-p))))
+        diverse = len(np.unique(follow)) / expect
+        freq = np.zeros(len(follow))
+        pos = np.searchsorted(ids, follow)
+        hit = (pos < len(ids)) & (ids[np.minimum(pos, len(ids) - 1)] == follow)
+        freq[hit] = p[pos[hit]]
+        typical = float(np.mean(np.log(freq + 1e-4)) - np.sum(p * np.log(p + 1e-4)))
+        if diverse >= float(opt["opening_min_diversity"]) and typical >= float(opt["opening_min_typical"]):
+            out.append(int(grp))
+    return out
 
 
 def clean_label_evidence(gstat: pl.DataFrame, N: int, opt: dict) -> pl.DataFrame:

@@ -21,7 +21,8 @@ from scipy import stats
 
 from integrity.analysis.label_triggers import lexical as lx
 from integrity.analysis.label_triggers.clean_label import (clean_label_evidence, foreign_candidates,
-                                                           long_span_groups, rare_members, scattered_groups)
+                                                           long_span_groups, opening_groups, rare_members,
+                                                           scattered_groups)
 from integrity.analysis.label_triggers.dirty_label import dirty_label_evidence, loo_weights  # noqa: F401 (re-export)
 
 log = logging.getLogger(__name__)
@@ -141,8 +142,12 @@ def _detect_once(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) -> dict |
     gstat = gstat.with_columns(assoc_ok=pl.Series(lx.benjamini_hochberg(glogp, opt["fdr"])))
 
     # --- clean-label evidence ------------------------------------------------------------------
+    # placed, not written: a word scattered at random positions, or a phrase prefixed to texts
+    placed = scattered_groups(cand, assoc, mrows, sizes, table, vocab, opt)
+    if opt.get("opening_min_count"):
+        placed += opening_groups(gstat, grec, table, codes, opt)
     gstat = gstat.with_columns(long_span=pl.col("grp").is_in(span_grp), rare=pl.col("grp").is_in(rare_grp),
-                               scattered=pl.col("grp").is_in(scattered_groups(cand, assoc, mrows, sizes, table, vocab, opt)))
+                               scattered=pl.col("grp").is_in(placed))
     if rare.height:
         gstat = gstat.join(rare.group_by("grp").agg(log_over=pl.col("log_over").max(), rz=pl.col("rz").max()),
                            on="grp", how="left")
