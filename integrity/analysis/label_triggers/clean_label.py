@@ -8,7 +8,7 @@ away (split out of :mod:`integrity.analysis.label_triggers.detect`, which runs t
 * :func:`long_span_groups`: a long word sequence repeated verbatim (an inserted sentence);
 * :func:`scattered_groups`: a word whose neighbours are as varied as random positions'
   (placed, not written; only in written text, :func:`written_text`);
-* :func:`opening_groups`: a phrase opening records of one label, followed by what opens
+* :func:`opening_records`: a phrase opening records of one label, followed by what opens
   that label's other records (prefixed to a text, not written as its start);
 * :func:`clean_label_evidence`: the purity tail, spread and eligibility tests that combine them.
 """
@@ -148,9 +148,9 @@ def opening_matrix(table: lx.TokenTable, width: int) -> np.ndarray:
     return out
 
 
-def opening_groups(gstat: pl.DataFrame, grec: pl.DataFrame, table: lx.TokenTable, codes: np.ndarray,
-                   opt: dict, width: int = 16) -> list[int]:
-    """Groups whose records open with one phrase that reads as put in front of a text.
+def opening_records(cand: pl.DataFrame, member: pl.DataFrame, grams: pl.DataFrame, table: lx.TokenTable,
+                    codes: np.ndarray, opt: dict, width: int = 16) -> pl.DataFrame:
+    """Records opening with a phrase that reads as put in front of a text: (grp, rec) rows.
 
     A prefix trigger is prepended to records of its label; what follows it is how such
     records normally open. So the tokens right after the phrase are (a) as varied as the
@@ -159,24 +159,35 @@ def opening_groups(gstat: pl.DataFrame, grec: pl.DataFrame, table: lx.TokenTable
     (mean log opening frequency of the followers minus that of the label's openings,
     >= ``opening_min_typical`` nats). A written opening ("perl module for", "the only")
     is followed by its own continuation: a name, a noun, rarely a record's first word.
-    Only pure groups in >= ``opening_min_count`` records, ``opening_anchor`` of which
-    share the phrase at the very start."""
+
+    Tested: candidate n-grams at the start of a field ("<s> heads up") that are pure
+    (lift >= ``context_min_lift``) in >= ``opening_min_count`` records; the phrase is
+    extended while ``opening_anchor`` of those records share the next token, and must
+    be two tokens or more (a lone opening word is the rare-word tests'). The records
+    returned are those holding the phrase (its first ``ngram_max`` tokens), at the start or
+    anywhere (an inserted sentence that opens some records), not the whole group: what
+    follows a prefix (a common opening such as "GNU") may chain it to natural n-grams. The caller applies
+    it to written text only (:func:`written_text`: in a bag of words every word sits at a
+    random position, the first one too)."""
+    empty = pl.DataFrame(schema={"grp": pl.Int64, "rec": pl.Int64})
     min_m = int(opt["opening_min_count"])
     lift = (pl.col("share") - pl.col("p0")) / (1 - pl.col("p0"))
-    pre = gstat.filter((pl.col("n") >= min_m) & (pl.col("share") >= opt["min_share"])
-                       & (lift >= float(opt["context_min_lift"])))
-    if pre.height == 0:
-        return []
+    pre = cand.filter((pl.col("n") >= 2) & (pl.col("df") >= min_m) & (pl.col("share") >= opt["min_share"])
+                      & (lift >= float(opt["context_min_lift"])))
+    starts = member.filter(pl.col("pos") == -1).join(pre.select("cid", "grp", "target"), on="cid")
+    if starts.height == 0:
+        return empty
     first = opening_matrix(table, width + 1)
-    recs_of = {g: np.asarray(r, dtype=np.int64)
-               for g, r in grec.filter(pl.col("grp").is_in(pre["grp"].implode())).group_by("grp").agg("rec").iter_rows()}
     anchor = float(opt["opening_anchor"])
-    out = []
-    for grp, target in pre.select("grp", "target").iter_rows():  # a few pure groups, not records
-        recs = recs_of.get(grp)
-        if recs is None or len(recs) < min_m:
+    out: list[pl.DataFrame] = []
+    done: set[tuple] = set()
+    for cid, grp, target, recs in (starts.group_by("cid", "grp", "target").agg(r=pl.col("rec"))
+                                   .sort("cid").iter_rows()):  # a few opening n-grams, not records
+        recs = np.sort(np.asarray(recs, dtype=np.int64))
+        if len(recs) < min_m or (grp, recs.tobytes()) in done:
             continue
-        # the phrase: extend the common opening while ``anchor`` of the group's records share it
+        done.add((grp, recs.tobytes()))
+        # the phrase: extend the common opening while ``anchor`` of the records share it
         hold, length = np.ones(len(recs), dtype=bool), 0
         while length < width:
             vals, cnt = np.unique(first[recs[hold], length], return_counts=True)
@@ -185,27 +196,32 @@ def opening_groups(gstat: pl.DataFrame, grec: pl.DataFrame, table: lx.TokenTable
                 break
             hold &= first[recs, length] == top
             length += 1
-        if length == 0:
+        if length < 2:
             continue
         follow = first[recs[hold], length]
-        # the label's openings, the group's own records left out
+        # the label's openings, the phrase's own records left out
         own = np.zeros(len(codes), dtype=bool)
         own[recs] = True
         ids, cnt = np.unique(first[(codes == target) & ~own, 0], return_counts=True)
         if len(ids) == 0:
             continue
         p = cnt / cnt.sum()
-        m = len(follow)
-        expect = float(np.sum(-np.expm1(m * np.log1p(-p))))
+        expect = float(np.sum(-np.expm1(len(follow) * np.log1p(-p))))
         diverse = len(np.unique(follow)) / expect
         freq = np.zeros(len(follow))
-        pos = np.searchsorted(ids, follow)
-        hit = (pos < len(ids)) & (ids[np.minimum(pos, len(ids) - 1)] == follow)
-        freq[hit] = p[pos[hit]]
+        at = np.searchsorted(ids, follow)
+        hit = (at < len(ids)) & (ids[np.minimum(at, len(ids) - 1)] == follow)
+        freq[hit] = p[at[hit]]
         typical = float(np.mean(np.log(freq + 1e-4)) - np.sum(p * np.log(p + 1e-4)))
         if diverse >= float(opt["opening_min_diversity"]) and typical >= float(opt["opening_min_typical"]):
-            out.append(int(grp))
-    return out
+            k = min(length, int(opt["ngram_max"]))
+            h = first[recs[hold][:1], 0]
+            for j in range(1, k):
+                h = lx.mix(h, first[recs[hold][:1], j])
+            anywhere = grams.filter(pl.col("g") == int(h[0]))["rec"].to_numpy().astype(np.int64)
+            keep = np.union1d(recs[hold], anywhere)
+            out.append(pl.DataFrame({"grp": np.full(len(keep), grp, dtype=np.int64), "rec": keep}))
+    return pl.concat(out).unique() if out else empty
 
 
 def clean_label_evidence(gstat: pl.DataFrame, N: int, opt: dict) -> pl.DataFrame:
