@@ -143,9 +143,10 @@ class SemanticDedup(Check):
         compare_rescored: bool = Field(True, description="CPU: also compare the re-scored texts with each other "
                                        "along the full model's k_neighbors nearest neighbours (families larger than "
                                        "static_neighbors cannot list all their pairs); false: static pairs only")
-        families: bool = Field(True, description="when the re-scoring budget binds: a static family (pairs at "
-                               "static_accept) is re-scored as its representative and its members follow it; "
-                               "false: families are not re-scored")
+        sure_first: bool = Field(True, description="when the re-scoring budget binds: re-score the candidate pairs "
+                                 "most similar first, the sure ones (static_accept) included, and decide only the "
+                                 "sure pairs the budget does not reach statically; false: sure pairs are decided "
+                                 "statically and the budget goes to the others")
         static_accept: float | None = Field(0.97, ge=-1, le=1, description="when the re-scoring budget binds: "
                                             "static cosine at which a pair is a duplicate without re-scoring "
                                             "(0.97: precision 0.96 against MiniLM at 0.85 on Debian); null: never")
