@@ -4,6 +4,7 @@
 usage: nice -n 10 python benchmarks/semantic.py [--n 4000] [--threshold 0.85]
                                                [--static-threshold T] [--static-neighbors K]
                                                [--minilm-cache DIR] [--all-cached] [--whole-corpus] [--fit]
+                                               [--budgets 4096,16384,none] [--no-sure-first] [--no-compare-rescored]
                                                [--data ../shared/data/debian/descriptions.parquet]
 
 1. **Static stage speed.** Every Debian description (63,956) is embedded with the
@@ -30,6 +31,14 @@ usage: nice -n 10 python benchmarks/semantic.py [--n 4000] [--threshold 0.85]
    threshold in a bigger corpus), the share of the sample's MiniLM pairs in the static
    neighbour lists at all (the ceiling of pair recall), and their recall among the
    candidates, without and with the default re-scoring budget (MiniLM calls printed).
+   Under each candidate line, the check's own re-scoring plan for each budget of
+   ``--budgets`` (default ``rescore_per_shard``; ``none``: no budget; ``--no-sure-first``,
+   ``--no-compare-rescored`` switch the plan's options off): MiniLM's cost, pair recall
+   (a sample pair is found when the plan declares it: the same static cluster, or both
+   records re-scored -- or following a re-scored sure partner -- and MiniLM's similarity
+   at the threshold; MiniLM vectors of partners outside the sample are embedded on
+   demand and cached), cluster recall (connected through declared pairs) and the
+   precision of the declared pairs inside the sample.
 4. ``--fit``: a per-corpus fit, measured on held-out pairs. Half of the sample fits the
    static model to MiniLM (a ridge map, and the token fit of
    :mod:`integrity.analysis.static_fit`) and calibrates ``static_threshold`` (0.95 recall)
