@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import polars as pl
 import pyarrow as pa
@@ -103,6 +103,25 @@ class MemorizationRisk(Check):
 
     # -- corpus ----------------------------------------------------------------
     def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame:
+        parts = list(self.corpus_parts(features, ctx))
+        return pl.concat(parts) if parts else pl.DataFrame(schema=FINDINGS_SCHEMA)
+
+    def corpus_parts(self, features: pl.LazyFrame, ctx: CorpusContext) -> Iterator[pl.DataFrame]:
+        """The findings :data:`PART_ROWS` at a time (the engine spills each part as it comes):
+        the scores are computed column-wise for every record, the details part by part."""
+        scored = self._scored(features, ctx)
+        for part in scored.iter_slices(PART_ROWS):
+            yield pl.DataFrame({
+                "shard": part["shard"], RECORD_ID: part[RECORD_ID],
+                ROW: part[ROW],  # ids may repeat in a shard; the engine moves it into detail.row
+                "score": part["score"].round(4),
+                "detail": detail_json(part),
+                "severity": pl.Series("severity", [None] * part.height, dtype=pl.Utf8),
+            })
+
+    def _scored(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame:
+        """Every record scoring at least ``min_score``, in shard and row order, with the columns
+        of its detail."""
         # keyed by row, not id: a shard may repeat an id (provenance.duplicate_id)
         key = ["shard", ROW]
         lf = features.select("shard", RECORD_ID, ROW, "shard_index")
@@ -134,41 +153,57 @@ class MemorizationRisk(Check):
             return pl.min_horizontal(v.log() / ln_n, pl.lit(1.0)).clip(lower_bound=0.0)
 
         span_term = pl.col("span_share").fill_null(0.0) * dup(1.0 + pl.col("span_docs").fill_null(0).cast(pl.Float64))
-        scored = (lf.with_columns(copies=x)
-                  .with_columns(dup_score=pl.max_horizontal(dup(pl.col("copies")), span_term))
-                  .with_columns(privacy_score=pl.col("privacy_score").fill_null(0.0).clip(0.0, 1.0))
-                  .with_columns(score=pl.col("dup_score") * (c + (1.0 - c) * pl.col("privacy_score")))
-                  .filter((pl.col("score") >= float(o["min_score"])) & (pl.col("score") > 0))
-                  .sort("shard_index", ROW)
-                  .collect())
-        if scored.height == 0:
-            return pl.DataFrame(schema=FINDINGS_SCHEMA)
-        history = pl.any_horizontal(pl.col("exact_history"), pl.col("near_history")).fill_null(False)
-        detail_frame = scored.select(
-            copies=pl.col("copies").round(2),
-            exact_copies=pl.col("exact_copies"),
-            near_copies=pl.col("near_copies"),
-            semantic_copies=pl.col("semantic_copies"),
-            history=history,
-            span_share=pl.col("span_share"),
-            span_docs=pl.col("span_docs"),
-            dup_score=pl.col("dup_score").round(4),
-            privacy_score=pl.col("privacy_score").round(4),
-            privacy_kinds=pl.col("privacy_kinds"),
-        )
-        details = []
-        for d, m in zip(detail_frame.iter_rows(named=True), scored["privacy_matches"].to_list()):
-            d = {k: v for k, v in d.items() if v is not None}
-            if m:
-                d["matches"] = json.loads(m)
-            details.append(json.dumps(d, sort_keys=True))
-        return pl.DataFrame({
-            "shard": scored["shard"], RECORD_ID: scored[RECORD_ID],
-            ROW: scored[ROW],  # ids may repeat in a shard; the engine moves it into detail.row
-            "score": scored["score"].round(4),
-            "detail": pl.Series("detail", details, dtype=pl.Utf8),
-            "severity": pl.Series("severity", [None] * scored.height, dtype=pl.Utf8),
-        })
+        return (lf.with_columns(copies=x)
+                .with_columns(dup_score=pl.max_horizontal(dup(pl.col("copies")), span_term))
+                .with_columns(privacy_score=pl.col("privacy_score").fill_null(0.0).clip(0.0, 1.0))
+                .with_columns(score=pl.col("dup_score") * (c + (1.0 - c) * pl.col("privacy_score")))
+                .filter((pl.col("score") >= float(o["min_score"])) & (pl.col("score") > 0))
+                .sort("shard_index", ROW)
+                .collect())
+
+
+#: findings built and handed to the engine at a time
+PART_ROWS = 100_000
+
+
+def detail_json(scored: pl.DataFrame) -> pl.Series:
+    """Each finding's ``detail``, column-wise, byte for byte what ``json.dumps(d, sort_keys=True)``
+    gives for the dict of its non-null fields (``matches``: the private spans, parsed from
+    ``privacy_matches``). Floats, kinds and matches take few distinct values: each distinct
+    value is written by :mod:`json` once and mapped back."""
+    fields = scored.select(
+        copies=_dumped(pl.col("copies").round(2)),
+        dup_score=_dumped(pl.col("dup_score").round(4)),
+        exact_copies=pl.col("exact_copies").cast(pl.Utf8),
+        history=pl.when(pl.any_horizontal(pl.col("exact_history"), pl.col("near_history")).fill_null(False))
+        .then(pl.lit("true")).otherwise(pl.lit("false")),
+        matches=pl.col("privacy_matches").map_batches(
+            lambda s: _map_distinct(s, lambda m: json.dumps(json.loads(m), sort_keys=True)), return_dtype=pl.Utf8),
+        near_copies=pl.col("near_copies").cast(pl.Utf8),
+        # kinds are never empty strings (see _privacy): joined on NUL, split back
+        privacy_kinds=pl.col("privacy_kinds").list.join("\x00").map_batches(
+            lambda s: _map_distinct(s, lambda k: json.dumps(k.split("\x00") if k else [])), return_dtype=pl.Utf8),
+        privacy_score=_dumped(pl.col("privacy_score").round(4)),
+        semantic_copies=pl.col("semantic_copies").cast(pl.Utf8),
+        span_docs=pl.col("span_docs").cast(pl.Utf8),
+        span_share=_dumped(pl.col("span_share")),
+    )
+    # sort_keys: the fields in name order; a null value leaves its pair out
+    pairs = [pl.concat_str(pl.lit(json.dumps(name) + ": "), pl.col(name)) for name in sorted(fields.columns)]
+    return fields.select(detail=pl.concat_str(
+        pl.lit("{"), pl.concat_str(pairs, separator=", ", ignore_nulls=True), pl.lit("}")))["detail"]
+
+
+def _dumped(expr: pl.Expr) -> pl.Expr:
+    """A float column as :func:`json.dumps` writes each value (Python's shortest repr)."""
+    return expr.map_batches(lambda s: _map_distinct(s, json.dumps), return_dtype=pl.Utf8)
+
+
+def _map_distinct(s: pl.Series, fn) -> pl.Series:
+    """``fn`` applied once per distinct non-null value of ``s`` (null stays null), as strings."""
+    uniq = s.drop_nulls().unique()
+    return s.replace_strict(uniq, pl.Series([fn(v) for v in uniq.to_list()], dtype=pl.Utf8),
+                            default=None, return_dtype=pl.Utf8)
 
 
 def _json(col: str, path: str) -> pl.Expr:
