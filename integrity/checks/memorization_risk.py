@@ -65,6 +65,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
+from integrity.analysis.details import detail_fields
 from integrity.checks.base import CheckOptions, Check, CheckOutput, CorpusContext
 
 DEDUP_SIZE_KEYS = {"dedup.exact": "exact", "dedup.near": "near", "dedup.semantic": "semantic"}
@@ -227,26 +228,33 @@ def _by_row(evidence: pl.DataFrame, ids: pl.LazyFrame) -> pl.DataFrame:
     return known
 
 
-def _narrow(found: pl.DataFrame | pl.LazyFrame | None, *columns: pl.Expr | str,
+def _narrow(found: pl.DataFrame | pl.LazyFrame | None, fields: tuple[str, ...], keep: tuple[str, ...],
             **named: pl.Expr) -> pl.DataFrame | None:
-    """Only ``columns`` of a check's findings (lazy: spilled by the engine), None when it has
-    none: the findings' details are read, parsed and dropped in one pass, never held whole."""
+    """``keep`` columns of a check's findings (lazy: spilled by the engine) and ``named`` columns
+    computed from the ``d_<field>`` strings of their details' ``fields`` and ``d_row``; None when
+    it has none. The details are read and parsed a slice at a time
+    (:func:`integrity.analysis.details.detail_fields`), never held whole."""
     if found is None:
         return None
-    out = found.lazy().select(*columns, **named).collect()
+    f = detail_fields(found.lazy(), ("row", *fields), keep=keep)
+    out = f.select(*keep, pl.col("d_row").cast(pl.Int64, strict=False).alias(ROW), **named)
     return out if out.height else None
+
+
+def _d(field: str) -> pl.Expr:
+    return pl.col(f"d_{field}")
 
 
 def _cluster_sizes(found: pl.DataFrame | pl.LazyFrame | None, ids: pl.LazyFrame) -> pl.DataFrame | None:
     """(shard, row, size, history) for every member and every in-scan
     representative of a dedup check's clusters (largest cluster per record)."""
-    f = _narrow(found, "shard", RECORD_ID, _detail_row(),
-        size=pl.coalesce(_json("detail", "$.group_size").cast(pl.Int64, strict=False),
-                         _json("detail", "$.cluster_size").cast(pl.Int64, strict=False)),
-        history=(_json("detail", "$.history") == "true").fill_null(False),
-        rep=_json("detail", "$.representative"),
-        rep_shard=_json("detail", "$.representative_shard"),
-        rep_row=_json("detail", "$.representative_row").cast(pl.Int64, strict=False),
+    f = _narrow(found, ("group_size", "cluster_size", "history", "representative", "representative_shard",
+                        "representative_row"), ("shard", RECORD_ID),
+        size=pl.coalesce(_d("group_size").cast(pl.Int64, strict=False), _d("cluster_size").cast(pl.Int64, strict=False)),
+        history=(_d("history") == "true").fill_null(False),
+        rep=_d("representative"),
+        rep_shard=_d("representative_shard"),
+        rep_row=_d("representative_row").cast(pl.Int64, strict=False),
     )
     if f is None:
         return None
@@ -261,12 +269,12 @@ def _cluster_sizes(found: pl.DataFrame | pl.LazyFrame | None, ids: pl.LazyFrame)
 
 def _span_info(found: pl.DataFrame | pl.LazyFrame | None, ids: pl.LazyFrame) -> pl.DataFrame | None:
     """(shard, row, span_share, span_docs) of every record with a ``dedup.span`` finding."""
-    f = _narrow(found, "shard", RECORD_ID, _detail_row(),
-                span_share=pl.coalesce(_json("detail", "$.share").cast(pl.Float64, strict=False), pl.col("score")),
-                span_docs=_json("detail", "$.other_docs").cast(pl.Int64, strict=False).fill_null(1))
+    f = _narrow(found, ("share", "other_docs"), ("shard", RECORD_ID, "score"),
+                span_share=pl.coalesce(_d("share").cast(pl.Float64, strict=False), pl.col("score")),
+                span_docs=_d("other_docs").cast(pl.Int64, strict=False).fill_null(1))
     if f is None:
         return None
-    return _by_row(f, ids).group_by("shard", ROW).agg(pl.col("span_share").max(), pl.col("span_docs").max())
+    return _by_row(f.drop("score"), ids).group_by("shard", ROW).agg(pl.col("span_share").max(), pl.col("span_docs").max())
 
 
 def _privacy(shard_findings: pl.LazyFrame, checks: list[str], ids: pl.LazyFrame) -> pl.DataFrame:
