@@ -10,8 +10,6 @@ out still links the others among themselves.
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from integrity.analysis.dedup.kernel import HAVE_NUMBA, bucket_pair_codes
 
@@ -76,6 +74,10 @@ def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Connected-component label of each of ``n`` nodes given undirected edges."""
     if n == 0:
         return np.zeros(0, dtype=np.int64)
+    # scipy here, not at the top: dedup.near's module is imported whenever a policy is loaded
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     g = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n)).tocsr()
     _, labels = connected_components(g, directed=False)
     return labels.astype(np.int64)
