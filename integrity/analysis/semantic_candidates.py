@@ -58,44 +58,61 @@ class RescorePlan:
     accept_a: np.ndarray  #: the accepted pairs (content indices)
     accept_b: np.ndarray
     binds: bool  #: whether the budget left candidates out
+    #: family representative of every content (itself outside a family), when the budget went to families
+    family: np.ndarray | None = None
 
     def coverage(self, budget: int | None, accept: float | None) -> dict[str, Any]:
         """The corpus pass's share of ``counts.coverage``: how the candidates were decided."""
-        rescored, static = len(self.rescore), len(self.static_only)
+        rescored = len(self.rescore)
+        # a family representative the full model re-scored counts once, as re-scored
+        static = len(np.setdiff1d(self.static_only, self.rescore))
         how = f"static model for every record; full model re-scored {rescored:,} of {self.candidates:,} candidates"
         if self.binds:
             how += (f" (budget {budget:,}, most similar first); {static:,} decided by static similarity >= "
-                    f"{accept}; {self.candidates - rescored - static:,} not compared")
+                    f"{accept}")
+            if self.family is not None:
+                how += " (families: members follow their representative's full-model score)"
+            how += f"; {self.candidates - rescored - static:,} not compared"
         return {"candidates": self.candidates, "rescored": rescored, "static_only": static,
                 "not_compared": self.candidates - rescored - static, "rescore_budget": budget,
                 "rescored_share": round(rescored / self.candidates, 4) if self.candidates else 1.0, "how": how}
 
 
 def rescore_plan(n: int, a: np.ndarray, b: np.ndarray, pair_sim: np.ndarray, budget: int | None,
-                 accept: float | None) -> RescorePlan:
+                 accept: float | None, family: np.ndarray | None = None) -> RescorePlan:
     """Spend at most ``budget`` full-model embeddings on the candidate pairs ``(a, b)`` (content
     indices below ``n``, static similarity ``pair_sim``).
 
     Within the budget every candidate is re-scored. Past it, pairs at ``accept`` or more are taken
     as duplicates on their static similarity (their contents are not re-scored), and the budget
     goes to the other candidate pairs, most similar first (both contents of a pair), until it is
-    spent: the uncertain band is where re-scoring changes the answer."""
+    spent: the uncertain band is where re-scoring changes the answer.
+
+    ``family`` (the representative of each content's static family, :func:`static_clusters`):
+    a family is re-scored as one content, its representative, whose full-model vector stands
+    for every member; so the budget goes to the pairs between families (and other contents),
+    and a family's uncertain pairs are still compared (without it they are lost)."""
     empty = np.zeros(0, dtype=np.int64)
     cand = np.unique(np.concatenate([a, b])) if len(a) else empty
     if budget is None or len(cand) <= budget:
         return RescorePlan(len(cand), cand, empty, empty, empty, False)
     sure = pair_sim >= accept if accept is not None else np.zeros(len(a), dtype=bool)
     static_only = np.unique(np.concatenate([a[sure], b[sure]])) if sure.any() else empty
-    out = np.zeros(n, dtype=bool)
-    out[static_only] = True
-    open_ = np.flatnonzero(~out[a] & ~out[b])  # pairs the full model can still decide
+    if family is None:
+        out = np.zeros(n, dtype=bool)
+        out[static_only] = True
+        ua, ub = a, b
+        open_ = np.flatnonzero(~out[a] & ~out[b])  # pairs the full model can still decide
+    else:  # pairs between families (a family is its representative)
+        ua, ub = family[a], family[b]
+        open_ = np.flatnonzero(ua != ub)
     # pairs most similar first; their contents in that order (both ends of a pair together, so
     # the re-scored contents make whole pairs), the first `budget` of them
     order = open_[np.argsort(-pair_sim[open_], kind="stable")]
-    seq = np.stack([a[order], b[order]], axis=1).ravel()
+    seq = np.stack([ua[order], ub[order]], axis=1).ravel()
     uniq, first = np.unique(seq, return_index=True)
     rescore = np.sort(uniq[np.argsort(first, kind="stable")[:budget]])
-    return RescorePlan(len(cand), rescore, static_only, a[sure], b[sure], True)
+    return RescorePlan(len(cand), rescore, static_only, a[sure], b[sure], True, family)
 
 
 def calibrate_thresholds(static_sim: np.ndarray, is_pair: np.ndarray, recall: float = 0.95,

@@ -14,8 +14,8 @@ import polars as pl
 import xxhash
 
 from connectors.schema import RECORD_ID, ROW
-from integrity.analysis.semantic_candidates import (knn, leader_clusters, pair_lists, rescore_budget, rescore_plan,
-                                                    static_candidates, static_clusters, static_unit, unit)
+from integrity.analysis.semantic_candidates import (candidate_pairs, knn, leader_clusters, pair_lists, rescore_budget,
+                                                    rescore_plan, static_candidates, static_clusters, static_unit, unit)
 from integrity.checks._semantic_texts import CHARS_PER_TOKEN, read_texts, vectors_from_bytes
 
 log = logging.getLogger("integrity.checks.dedup_semantic")
@@ -55,10 +55,15 @@ def cluster_static(contents: pl.DataFrame, rank: np.ndarray, o: Mapping[str, Any
     similarity ``static_threshold`` or more are candidate pairs. Only the contents in a
     candidate pair get full-model vectors (kept from the shard stage, else re-read from their
     shard and embedded now), and clustering uses those, so ``threshold`` means what it means
-    on a GPU. When the candidates exceed the re-scoring budget (:func:`rescore_plan`), pairs
-    at ``static_accept`` are clustered by their static similarity instead, and the budget
-    goes to the other candidates, most similar first. ``full_vectors`` gives the full model's
-    vectors of the contents it is asked for (:func:`full_vectors`)."""
+    on a GPU. With ``compare_rescored`` the re-scored contents are also compared with each
+    other along the full model's own ``k_neighbors`` nearest neighbours: a template family
+    larger than ``static_neighbors`` cannot list all its pairs, but all its members are
+    candidates. When the candidates exceed the re-scoring budget (:func:`rescore_plan`), pairs
+    at ``static_accept`` form static families (leader clusters in static space); with
+    ``families`` a family is re-scored as its representative and its members follow it,
+    otherwise families are left out of re-scoring. The budget goes to the other candidates,
+    most similar first. ``full_vectors`` gives the full model's vectors of the contents it is
+    asked for (:func:`full_vectors`)."""
     n = contents.height
     rep, sim = np.arange(n), np.ones(n, dtype=np.float32)
     has_sv = contents["sv"].is_not_null().to_numpy()
@@ -75,34 +80,48 @@ def cluster_static(contents: pl.DataFrame, rank: np.ndarray, o: Mapping[str, Any
     a, b = ids[la], ids[lb]
     budget = rescore_budget(o, shards)
     plan = rescore_plan(n, a, b, pair_sim, budget, o["static_accept"])
-    coverage = plan.coverage(budget, o["static_accept"])
     log.info("dedup.semantic: static %d-NN over %d contents in %.1fs: %d candidate pairs, %d candidate contents",
              k, len(xs), time.perf_counter() - t0, len(a), plan.candidates)
-    if plan.binds:
-        log.warning("dedup.semantic: re-scoring budget (%d texts) reached: %d of %d candidate texts re-scored "
-                    "with %s, %d decided by static similarity >= %s, %d not compared", budget,
-                    len(plan.rescore), plan.candidates, o["model"], len(plan.static_only), o["static_accept"],
-                    plan.candidates - len(plan.rescore) - len(plan.static_only))
-    if len(plan.accept_a):  # the statically sure pairs: leader clusters in static space
+    if len(plan.accept_a):  # the statically sure pairs: leader clusters (families) in static space
         xfull = np.zeros((n, xc.shape[1]), dtype=np.float32)
         xfull[ids] = xc
         rep, sim = static_clusters(xfull, plan, rank, float(o["static_accept"]))
+        if o.get("families", True):
+            plan = rescore_plan(n, a, b, pair_sim, budget, o["static_accept"], family=rep.copy())
+    coverage = plan.coverage(budget, o["static_accept"])
+    if plan.binds:
+        log.warning("dedup.semantic: re-scoring budget: %s", coverage["how"])
     cand = plan.rescore
     if len(cand) == 0:
         return Clustering(rep, sim, plan.static_only, coverage)
     x, ok = full_vectors(cand)
     cand, x = cand[ok], x[ok]
+    family = plan.family if plan.family is not None else np.arange(n)
     pos = np.full(n, -1, dtype=np.int64)
     pos[cand] = np.arange(len(cand))
-    keep = (pos[a] >= 0) & (pos[b] >= 0)
-    pa_, pb_ = pos[a[keep]], pos[b[keep]]
+    ua, ub = pos[family[a]], pos[family[b]]  # a family member's pairs are its representative's
+    keep = (ua >= 0) & (ub >= 0) & (ua != ub)
+    pa_, pb_ = ua[keep], ub[keep]
+    if o.get("compare_rescored", True) and len(cand) > 1:
+        # the full model's own neighbours among the re-scored contents
+        ms, mn = knn(x, min(int(o["k_neighbors"]) + 1, len(x)), int(o["exact_max_records"]), int(o["nprobe"]))
+        ma, mb, _ = candidate_pairs(ms, mn, float(o["threshold"]))
+        both = np.unique(np.stack([np.concatenate([np.minimum(pa_, pb_), ma]),
+                                   np.concatenate([np.maximum(pa_, pb_), mb])], axis=1), axis=0)
+        pa_, pb_ = both[:, 0], both[:, 1]
     if len(pa_) == 0:
-        return Clustering(rep, sim, plan.static_only, coverage)
+        return Clustering(rep, sim, np.setdiff1d(plan.static_only, cand), coverage)
     sims, nbrs = pair_lists(x, pa_, pb_)  # each candidate's pairs, scored by the full model
     c_rep, c_sim = leader_clusters(x, sims, nbrs, rank[cand], float(o["threshold"]))
     rep[cand] = cand[c_rep]
     sim[cand] = c_sim
-    return Clustering(rep, sim, plan.static_only, coverage)
+    # members of a re-scored family that joined another cluster follow it (their score: their
+    # representative's); members of a family that leads its cluster keep their static similarity
+    member = np.flatnonzero((family != np.arange(n)) & (pos[family] >= 0))
+    moved = member[rep[family[member]] != family[member]]
+    rep[moved] = rep[family[moved]]
+    sim[moved] = sim[family[moved]]
+    return Clustering(rep, sim, np.setdiff1d(plan.static_only, cand), coverage)
 
 
 def full_vectors(contents: pl.DataFrame, cand: np.ndarray, o: Mapping[str, Any], embedder: Any,

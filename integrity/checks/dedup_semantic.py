@@ -140,6 +140,12 @@ class SemanticDedup(Check):
         rescore_max_records: int | None = Field(None, gt=0, description="CPU: at most this many candidate texts "
                                                 "re-scored with `model` in the whole scan (null: no cap besides "
                                                 "rescore_per_shard)")
+        compare_rescored: bool = Field(True, description="CPU: also compare the re-scored texts with each other "
+                                       "along the full model's k_neighbors nearest neighbours (families larger than "
+                                       "static_neighbors cannot list all their pairs); false: static pairs only")
+        families: bool = Field(True, description="when the re-scoring budget binds: a static family (pairs at "
+                               "static_accept) is re-scored as its representative and its members follow it; "
+                               "false: families are not re-scored")
         static_accept: float | None = Field(0.97, ge=-1, le=1, description="when the re-scoring budget binds: "
                                             "static cosine at which a pair is a duplicate without re-scoring "
                                             "(0.97: precision 0.96 against MiniLM at 0.85 on Debian); null: never")

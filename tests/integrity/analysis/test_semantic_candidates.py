@@ -54,3 +54,17 @@ def test_calibrated_thresholds_keep_the_recall_and_precision_asked_for():
     assert calibrate_thresholds(s, t, recall=1.0, precision=1.01) == (0.7, None)
     with pytest.raises(ValueError, match="no full-model pair"):
         calibrate_thresholds(s, np.zeros(10, dtype=bool))
+
+
+def test_rescore_plan_with_families_spends_the_budget_on_pairs_between_families():
+    # family {0, 1, 2} (sure pairs, representative 0) has an uncertain pair (2, 3) .9; (4, 5) .8
+    a, b = np.array([0, 0, 2, 4]), np.array([1, 2, 3, 5])
+    sim = np.array([0.99, 0.98, 0.9, 0.8], dtype=np.float32)
+    family = np.array([0, 0, 0, 3, 4, 5])
+    plain = rescore_plan(6, a, b, sim, budget=2, accept=0.97)  # the family's pair (2, 3) is lost
+    assert plain.rescore.tolist() == [4, 5]
+    fam = rescore_plan(6, a, b, sim, budget=2, accept=0.97, family=family)
+    assert fam.rescore.tolist() == [0, 3]  # member 2's pair goes to its representative 0
+    cov = fam.coverage(2, 0.97)  # the re-scored representative is counted once, as re-scored
+    assert (cov["rescored"], cov["static_only"], cov["not_compared"]) == (2, 2, 2)
+    assert "families" in cov["how"]

@@ -207,3 +207,52 @@ def test_cpu_scan_past_the_rescoring_budget_decides_sure_pairs_statically_and_sa
     # compared, and the report says so
     html = (run.run_dir / "report.html").read_text()
     assert "not compared" in html
+
+
+def _semantic_findings(run) -> dict[str, dict]:
+    found = pl.read_parquet(run.run_dir / "findings.parquet").filter(pl.col("check") == "dedup.semantic")
+    return {r: json.loads(d) for r, d in zip(found["record_id"], found["detail"])}
+
+
+@pytest.mark.parametrize("compare_rescored", [True, False])
+def test_cpu_scan_compares_rescored_texts_beyond_the_static_neighbour_lists(tmp_path: Path, small_static_model: Path,
+                                                                          compare_rescored: bool):
+    # two templated twins each (static vectors all but equal) whose originals are paraphrases of
+    # each other: with one static neighbour a record lists only its twin, so the paraphrase pair
+    # is in no static list (a family bigger than static_neighbors); all four are candidates
+    texts = _filler(120, seed=3)
+    original, paraphrase = PARAPHRASES[0]
+    texts[10], texts[11] = original, original.replace("Tuesday", "Tuesday evening")
+    texts[80], texts[81] = paraphrase, paraphrase.replace("Tuesday", "Tuesday evening")
+    run = _scan(tmp_path, [{"id": f"r{i}", "text": t} for i, t in enumerate(texts)],
+                {"static_model": str(small_static_model), "static_neighbors": 1,
+                 "compare_rescored": compare_rescored})
+    got = _semantic_findings(run)
+    assert got["r11"]["representative"] == "r10"
+    if compare_rescored:  # the full model's own neighbours link the paraphrases
+        assert got["r80"]["representative"] == "r10" and got["r80"]["decided_by"] == "model"
+        assert got["r80"]["similarity"] >= 0.85
+    else:  # static pairs only: two clusters of twins
+        assert "r80" not in got and got["r81"]["representative"] == "r80"
+
+
+@pytest.mark.parametrize("families", [True, False])
+def test_cpu_scan_past_the_budget_rescores_a_static_family_through_its_representative(
+        tmp_path: Path, small_static_model: Path, families: bool):
+    # a templated family (two versions, static similarity >= static_accept) and a paraphrase of it
+    # whose static similarity is uncertain; the budget (2 texts) is below the 3 candidates
+    texts = _filler(150, seed=4)
+    texts[20] = "This package contains the development headers and static libraries for libxml2 version 2.9."
+    texts[21] = "This package contains the development headers and static libraries for libxml2 version 2.10."
+    texts[90] = "Development headers and static libraries for libxml2 version 2.9 are contained in this package."
+    run = _scan(tmp_path, [{"id": f"r{i}", "text": t} for i, t in enumerate(texts)],
+                {"static_model": str(small_static_model), "rescore_per_shard": 2, "families": families})
+    got = _semantic_findings(run)
+    cov = json.loads((run.run_dir / "summary.json").read_text())["counts"]["coverage"]["dedup.semantic"]
+    assert cov["candidates"] == 3 and got["r21"]["decided_by"] == "static"
+    assert got["r21"]["representative"] == "r20"
+    if families:  # the family is re-scored as r20: the paraphrase is compared and joins it
+        assert cov["rescored"] == 2 and "families" in cov["how"]
+        assert got["r90"]["representative"] == "r20" and got["r90"]["decided_by"] == "model"
+    else:  # the family's members are not re-scored, so its uncertain pair is never compared
+        assert cov["rescored"] == 0 and "r90" not in got
