@@ -87,3 +87,54 @@ def stable_sort_u64(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # about 16 keys a bucket: the insertion sorts stay in cache, the bucket counts too (<= 32 MB)
     bits = int(min(22, max(8, n.bit_length() - 4)))
     return _bucket_sort(keys, bits)
+
+
+@njit(cache=True)
+def _bucket_unique(x, shift, nb):
+    """The distinct values of non-negative int64 ``x``, ascending: counting scatter on
+    ``x >> shift`` (``nb`` buckets), then each bucket sorted and its repeats dropped."""
+    n = x.shape[0]
+    starts = np.zeros(nb + 1, dtype=np.int64)
+    for i in range(n):
+        starts[(x[i] >> shift) + 1] += 1
+    for b in range(nb):
+        starts[b + 1] += starts[b]
+    fill = starts[:-1].copy()
+    tmp = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        b = x[i] >> shift
+        tmp[fill[b]] = x[i]
+        fill[b] += 1
+    out = np.empty(n, dtype=np.int64)
+    m = 0
+    for b in range(nb):
+        lo = starts[b]
+        hi = starts[b + 1]
+        if hi - lo > _INSERTION_MAX:
+            tmp[lo:hi] = np.sort(tmp[lo:hi])
+        else:
+            for i in range(lo + 1, hi):
+                k = tmp[i]
+                j = i - 1
+                while j >= lo and tmp[j] > k:
+                    tmp[j + 1] = tmp[j]
+                    j -= 1
+                tmp[j + 1] = k
+        for i in range(lo, hi):
+            if m == 0 or tmp[i] != out[m - 1]:
+                out[m] = tmp[i]
+                m += 1
+    return out[:m]
+
+
+def sorted_unique_i64(x: np.ndarray) -> np.ndarray:
+    """``np.unique(x)`` of non-negative integers (int64 out), by a compiled bucket sort:
+    about 2x faster than NumPy's sort on tens of millions of pair codes."""
+    x = np.ascontiguousarray(x, dtype=np.int64)
+    n = len(x)
+    if not HAVE_NUMBA or n < MIN_COMPILED or int(x.min()) < 0:
+        x = np.sort(x)
+        return x[np.concatenate(([True], x[1:] != x[:-1]))] if n else x
+    bits = int(min(22, max(8, n.bit_length() - 4)))
+    shift = max(0, int(x.max()).bit_length() - bits)
+    return _bucket_unique(x, shift, (int(x.max()) >> shift) + 1)

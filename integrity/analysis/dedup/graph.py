@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from integrity.analysis.dedup.kernel import HAVE_NUMBA, bucket_pair_codes
+from integrity.analysis.sorting import sorted_unique_i64
 
 
 def bucket_pairs(keys: np.ndarray, items: np.ndarray, chain: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -66,6 +67,8 @@ def sorted_unique(x: np.ndarray) -> np.ndarray:
     """``np.unique`` by sorting (faster than its hash path for large integer arrays)."""
     if len(x) == 0:
         return x
+    if x.dtype == np.int64:  # pair codes: a compiled bucket sort (same values, about 1.5x faster)
+        return sorted_unique_i64(x)
     x = np.sort(x)
     return x[np.concatenate(([True], x[1:] != x[:-1]))]
 

@@ -50,3 +50,17 @@ def test_without_numba_the_numpy_path_gives_the_same(monkeypatch):
     plain = stable_sort_u64(keys)
     np.testing.assert_array_equal(compiled[1], plain[1])
     np.testing.assert_array_equal(compiled[0], plain[0])
+
+
+@pytest.mark.parametrize("x", [
+    np.random.default_rng(4).integers(0, 10**6, 200_000) * 1_000_003 + np.random.default_rng(5).integers(0, 99, 200_000),
+    np.random.default_rng(6).integers(0, 50, 100_000),          # few values: large buckets, the sort inside
+    np.full(10_000, 2**62, dtype=np.int64),
+    np.arange(5000)[::-1].copy(),
+    np.array([3, -1, 3, 2] * 2000),                            # negative: NumPy's path
+    np.array([5, 5, 1]),
+], ids=["pair-codes", "few-values", "one-value", "descending", "negative", "tiny"])
+def test_sorted_unique_equals_numpy(x):
+    got = sorting.sorted_unique_i64(x)
+    np.testing.assert_array_equal(got, np.unique(x))
+    assert got.dtype == np.int64
