@@ -311,12 +311,25 @@ class SpanDedup(Check):
         df = approved_feats.select("shard", RECORD_ID, ROW).collect()
         if df.height == 0:
             return
-        items, offsets = unpack(approved_feats.select("fps").collect()["fps"], FP_DTYPE)
-        keys = np.ascontiguousarray(items["fp"])
-        del items
-        index.add(KIND, self.params, df, keys=keys,
-                  key_rows=np.repeat(np.arange(df.height, dtype=np.uint32), np.diff(offsets)), scan_id=ctx.scan_id,
+        keys, key_rows = approved_keys(approved_feats.select("fps"))
+        index.add(KIND, self.params, df, keys=keys, key_rows=key_rows, scan_id=ctx.scan_id,
                   shard_sha256=ctx.shard_sha256)
+
+
+def approved_keys(fps: pl.LazyFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(fingerprint hash, row in ``fps``) of every fingerprint of the ``fps`` column, read a batch
+    at a time: only the hashes (8 bytes each) accumulate, never the packed fingerprints of the
+    whole corpus (25 bytes each, twice over while unpacked)."""
+    keys, rows, base = [], [], 0
+    for batch in fps.collect_batches():
+        items, offsets = unpack(batch["fps"], FP_DTYPE)
+        keys.append(np.ascontiguousarray(items["fp"]))
+        rows.append(np.repeat(np.arange(base, base + batch.height, dtype=np.uint32), np.diff(offsets)))
+        base += batch.height
+        del items, batch
+    if not keys:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint32)
+    return np.concatenate(keys), np.concatenate(rows)
 
 
 def _pieces(fp: np.ndarray, doc: np.ndarray):
