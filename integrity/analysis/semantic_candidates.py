@@ -58,28 +58,22 @@ class RescorePlan:
     accept_a: np.ndarray  #: the accepted pairs (content indices)
     accept_b: np.ndarray
     binds: bool  #: whether the budget left candidates out
-    #: family representative of every content (itself outside a family), when the budget went to families
-    family: np.ndarray | None = None
 
     def coverage(self, budget: int | None, accept: float | None) -> dict[str, Any]:
         """The corpus pass's share of ``counts.coverage``: how the candidates were decided."""
         rescored = len(self.rescore)
-        # a family representative the full model re-scored counts once, as re-scored
-        static = len(np.setdiff1d(self.static_only, self.rescore))
+        static = len(self.static_only)
         how = f"static model for every record; full model re-scored {rescored:,} of {self.candidates:,} candidates"
         if self.binds:
             how += (f" (budget {budget:,}, most similar first); {static:,} decided by static similarity >= "
-                    f"{accept}")
-            if self.family is not None:
-                how += " (families: members follow their representative's full-model score)"
-            how += f"; {self.candidates - rescored - static:,} not compared"
+                    f"{accept}; {self.candidates - rescored - static:,} not compared")
         return {"candidates": self.candidates, "rescored": rescored, "static_only": static,
                 "not_compared": self.candidates - rescored - static, "rescore_budget": budget,
                 "rescored_share": round(rescored / self.candidates, 4) if self.candidates else 1.0, "how": how}
 
 
 def rescore_plan(n: int, a: np.ndarray, b: np.ndarray, pair_sim: np.ndarray, budget: int | None,
-                 accept: float | None, family: np.ndarray | None = None) -> RescorePlan:
+                 accept: float | None, sure_first: bool = False) -> RescorePlan:
     """Spend at most ``budget`` full-model embeddings on the candidate pairs ``(a, b)`` (content
     indices below ``n``, static similarity ``pair_sim``).
 
@@ -88,31 +82,39 @@ def rescore_plan(n: int, a: np.ndarray, b: np.ndarray, pair_sim: np.ndarray, bud
     goes to the other candidate pairs, most similar first (both contents of a pair), until it is
     spent: the uncertain band is where re-scoring changes the answer.
 
-    ``family`` (the representative of each content's static family, :func:`static_clusters`):
-    a family is re-scored as one content, its representative, whose full-model vector stands
-    for every member; so the budget goes to the pairs between families (and other contents),
-    and a family's uncertain pairs are still compared (without it they are lost)."""
+    ``sure_first``: the budget goes to all candidate pairs most similar first, the sure ones
+    included (the full model confirms them), and only the sure pairs it does not reach are
+    decided on static similarity (``accept_a``/``accept_b``: those with a content left out;
+    ``static_only``: those contents). When the re-scored contents are also compared along the
+    full model's own neighbours, re-scoring the densest families first finds more of the full
+    model's pairs than deciding them statically (``benchmarks/semantic.py``)."""
     empty = np.zeros(0, dtype=np.int64)
     cand = np.unique(np.concatenate([a, b])) if len(a) else empty
     if budget is None or len(cand) <= budget:
         return RescorePlan(len(cand), cand, empty, empty, empty, False)
     sure = pair_sim >= accept if accept is not None else np.zeros(len(a), dtype=bool)
+    if sure_first:
+        order = np.argsort(-pair_sim, kind="stable")
+        rescore = _first_contents(a[order], b[order], budget)
+        scored = np.zeros(n, dtype=bool)
+        scored[rescore] = True
+        left = sure & ~(scored[a] & scored[b])
+        ends = np.concatenate([a[left], b[left]])
+        return RescorePlan(len(cand), rescore, np.unique(ends[~scored[ends]]), a[left], b[left], True)
     static_only = np.unique(np.concatenate([a[sure], b[sure]])) if sure.any() else empty
-    if family is None:
-        out = np.zeros(n, dtype=bool)
-        out[static_only] = True
-        ua, ub = a, b
-        open_ = np.flatnonzero(~out[a] & ~out[b])  # pairs the full model can still decide
-    else:  # pairs between families (a family is its representative)
-        ua, ub = family[a], family[b]
-        open_ = np.flatnonzero(ua != ub)
-    # pairs most similar first; their contents in that order (both ends of a pair together, so
-    # the re-scored contents make whole pairs), the first `budget` of them
+    out = np.zeros(n, dtype=bool)
+    out[static_only] = True
+    open_ = np.flatnonzero(~out[a] & ~out[b])  # pairs the full model can still decide
     order = open_[np.argsort(-pair_sim[open_], kind="stable")]
-    seq = np.stack([ua[order], ub[order]], axis=1).ravel()
+    return RescorePlan(len(cand), _first_contents(a[order], b[order], budget), static_only, a[sure], b[sure], True)
+
+
+def _first_contents(a: np.ndarray, b: np.ndarray, budget: int) -> np.ndarray:
+    """The first ``budget`` distinct contents of the pairs ``(a, b)`` in their order (both ends of a
+    pair together, so the re-scored contents make whole pairs), sorted."""
+    seq = np.stack([a, b], axis=1).ravel()
     uniq, first = np.unique(seq, return_index=True)
-    rescore = np.sort(uniq[np.argsort(first, kind="stable")[:budget]])
-    return RescorePlan(len(cand), rescore, static_only, a[sure], b[sure], True, family)
+    return np.sort(uniq[np.argsort(first, kind="stable")[:budget]])
 
 
 def calibrate_thresholds(static_sim: np.ndarray, is_pair: np.ndarray, recall: float = 0.95,

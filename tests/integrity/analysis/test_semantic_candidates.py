@@ -56,15 +56,15 @@ def test_calibrated_thresholds_keep_the_recall_and_precision_asked_for():
         calibrate_thresholds(s, np.zeros(10, dtype=bool))
 
 
-def test_rescore_plan_with_families_spends_the_budget_on_pairs_between_families():
-    # family {0, 1, 2} (sure pairs, representative 0) has an uncertain pair (2, 3) .9; (4, 5) .8
-    a, b = np.array([0, 0, 2, 4]), np.array([1, 2, 3, 5])
+def test_rescore_plan_sure_first_spends_the_budget_on_the_most_similar_pairs_sure_ones_included():
+    # (0,1) .99 and (2,3) .98 are sure, (4,5) .9 and (6,7) .8 open; budget 4 contents
+    a, b = np.array([0, 2, 4, 6]), np.array([1, 3, 5, 7])
     sim = np.array([0.99, 0.98, 0.9, 0.8], dtype=np.float32)
-    family = np.array([0, 0, 0, 3, 4, 5])
-    plain = rescore_plan(6, a, b, sim, budget=2, accept=0.97)  # the family's pair (2, 3) is lost
-    assert plain.rescore.tolist() == [4, 5]
-    fam = rescore_plan(6, a, b, sim, budget=2, accept=0.97, family=family)
-    assert fam.rescore.tolist() == [0, 3]  # member 2's pair goes to its representative 0
-    cov = fam.coverage(2, 0.97)  # the re-scored representative is counted once, as re-scored
-    assert (cov["rescored"], cov["static_only"], cov["not_compared"]) == (2, 2, 2)
-    assert "families" in cov["how"]
+    plan = rescore_plan(8, a, b, sim, budget=4, accept=0.97, sure_first=True)
+    assert plan.rescore.tolist() == [0, 1, 2, 3] and len(plan.static_only) == 0 and len(plan.accept_a) == 0
+    # budget 3: the sure pair (2,3) is reached at one end only; what is left of it is decided statically
+    plan = rescore_plan(8, a, b, sim, budget=3, accept=0.97, sure_first=True)
+    assert plan.rescore.tolist() == [0, 1, 2] and plan.static_only.tolist() == [3]
+    assert (plan.accept_a.tolist(), plan.accept_b.tolist()) == ([2], [3])
+    cov = plan.coverage(3, 0.97)
+    assert (cov["rescored"], cov["static_only"], cov["not_compared"]) == (3, 1, 4)

@@ -188,7 +188,9 @@ def test_cpu_scan_past_the_rescoring_budget_decides_sure_pairs_statically_and_sa
     texts[50] = "This package contains the development headers and static libraries for libxml2 version 2.9."
     texts[190] = "This package contains the development headers and static libraries for libxml2 version 2.10."
     records = [{"id": f"r{i}", "text": t} for i, t in enumerate(texts)]
-    run = _scan(tmp_path, records, {"static_model": str(small_static_model), "rescore_per_shard": 2})
+    # sure_first: false: sure pairs are decided statically, the budget goes to the others
+    run = _scan(tmp_path, records, {"static_model": str(small_static_model), "rescore_per_shard": 2,
+                                    "sure_first": False})
     cov = json.loads((run.run_dir / "summary.json").read_text())["counts"]["coverage"]["dedup.semantic"]
     # every record still has a static vector; the full model re-scored the budget (2 per shard, 1 shard)
     assert cov["share"] == 1.0 and cov["embedded"] == cov["records"] == 200
@@ -236,23 +238,26 @@ def test_cpu_scan_compares_rescored_texts_beyond_the_static_neighbour_lists(tmp_
         assert "r80" not in got and got["r81"]["representative"] == "r80"
 
 
-@pytest.mark.parametrize("families", [True, False])
-def test_cpu_scan_past_the_budget_rescores_a_static_family_through_its_representative(
-        tmp_path: Path, small_static_model: Path, families: bool):
-    # a templated family (two versions, static similarity >= static_accept) and a paraphrase of it
-    # whose static similarity is uncertain; the budget (2 texts) is below the 3 candidates
+@pytest.mark.parametrize("sure_first", [True, False])
+def test_cpu_scan_past_the_budget_rescores_the_most_similar_pairs_sure_ones_included(
+        tmp_path: Path, small_static_model: Path, sure_first: bool):
+    # templated twins (static similarity >= static_accept), a reordered paraphrase of them (static
+    # similarity high but uncertain) and a freer paraphrase pair (lower); the budget is 3 of 5
     texts = _filler(150, seed=4)
     texts[20] = "This package contains the development headers and static libraries for libxml2 version 2.9."
     texts[21] = "This package contains the development headers and static libraries for libxml2 version 2.10."
     texts[90] = "Development headers and static libraries for libxml2 version 2.9 are contained in this package."
+    texts[40], texts[140] = PARAPHRASES[2]
     run = _scan(tmp_path, [{"id": f"r{i}", "text": t} for i, t in enumerate(texts)],
-                {"static_model": str(small_static_model), "rescore_per_shard": 2, "families": families})
+                {"static_model": str(small_static_model), "rescore_per_shard": 3, "sure_first": sure_first})
     got = _semantic_findings(run)
     cov = json.loads((run.run_dir / "summary.json").read_text())["counts"]["coverage"]["dedup.semantic"]
-    assert cov["candidates"] == 3 and got["r21"]["decided_by"] == "static"
-    assert got["r21"]["representative"] == "r20"
-    if families:  # the family is re-scored as r20: the paraphrase is compared and joins it
-        assert cov["rescored"] == 2 and "families" in cov["how"]
-        assert got["r90"]["representative"] == "r20" and got["r90"]["decided_by"] == "model"
-    else:  # the family's members are not re-scored, so its uncertain pair is never compared
-        assert cov["rescored"] == 0 and "r90" not in got
+    assert cov["candidates"] == 5 and got["r21"]["representative"] == "r20"
+    if sure_first:  # the model confirms the twins, then compares the next most similar text with them
+        assert cov["rescored"] == 3 and cov["static_only"] == 0
+        assert {r: (d["decided_by"], d["representative"]) for r, d in got.items()} == {
+            "r21": ("model", "r20"), "r90": ("model", "r20")}
+    else:  # the twins are decided statically, so the paraphrase of them is never compared
+        assert cov["rescored"] == 2 and cov["static_only"] == 2
+        assert {r: (d["decided_by"], d["representative"]) for r, d in got.items()} == {
+            "r21": ("static", "r20"), "r140": ("model", "r40")}
