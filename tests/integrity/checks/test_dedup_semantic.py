@@ -216,7 +216,7 @@ def _semantic_findings(run) -> dict[str, dict]:
     return {r: json.loads(d) for r, d in zip(found["record_id"], found["detail"])}
 
 
-@pytest.mark.parametrize("compare_rescored", [True, False])
+@pytest.mark.parametrize("compare_rescored", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_cpu_scan_compares_rescored_texts_beyond_the_static_neighbour_lists(tmp_path: Path, small_static_model: Path,
                                                                           compare_rescored: bool):
     # two templated twins each (static vectors all but equal) whose originals are paraphrases of
@@ -238,7 +238,7 @@ def test_cpu_scan_compares_rescored_texts_beyond_the_static_neighbour_lists(tmp_
         assert "r80" not in got and got["r81"]["representative"] == "r80"
 
 
-@pytest.mark.parametrize("sure_first", [True, False])
+@pytest.mark.parametrize("sure_first", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_cpu_scan_past_the_budget_rescores_the_most_similar_pairs_sure_ones_included(
         tmp_path: Path, small_static_model: Path, sure_first: bool):
     # templated twins (static similarity >= static_accept), a reordered paraphrase of them (static
