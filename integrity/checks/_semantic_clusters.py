@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
@@ -14,8 +15,8 @@ import polars as pl
 import xxhash
 
 from connectors.schema import RECORD_ID, ROW
-from integrity.analysis.semantic_candidates import (knn, leader_clusters, pair_lists, rescore_budget, rescore_plan,
-                                                    static_candidates, static_clusters, static_unit, unit)
+from integrity.analysis.semantic_candidates import (candidate_pairs, knn, leader_clusters, pair_lists, rescore_budget,
+                                                    rescore_plan, static_candidates, static_clusters, static_unit, unit)
 from integrity.checks._semantic_texts import CHARS_PER_TOKEN, read_texts, vectors_from_bytes
 
 log = logging.getLogger("integrity.checks.dedup_semantic")
@@ -55,10 +56,16 @@ def cluster_static(contents: pl.DataFrame, rank: np.ndarray, o: Mapping[str, Any
     similarity ``static_threshold`` or more are candidate pairs. Only the contents in a
     candidate pair get full-model vectors (kept from the shard stage, else re-read from their
     shard and embedded now), and clustering uses those, so ``threshold`` means what it means
-    on a GPU. When the candidates exceed the re-scoring budget (:func:`rescore_plan`), pairs
-    at ``static_accept`` are clustered by their static similarity instead, and the budget
-    goes to the other candidates, most similar first. ``full_vectors`` gives the full model's
-    vectors of the contents it is asked for (:func:`full_vectors`)."""
+    on a GPU. With ``compare_rescored`` the re-scored contents are also compared with each
+    other along the full model's own ``k_neighbors`` nearest neighbours: a template family
+    larger than ``static_neighbors`` cannot list all its pairs, but all its members are
+    candidates. When the candidates exceed the re-scoring budget
+    (:func:`integrity.analysis.semantic_candidates.rescore_plan`), the budget goes to the
+    candidate pairs most similar first (``sure_first``; else pairs at ``static_accept`` are left
+    to static similarity and the budget goes to the others), and sure pairs (``static_accept``)
+    it does not reach are clustered on static similarity; a content left out whose sure partner
+    was re-scored joins its partner's cluster. ``full_vectors`` gives the full model's vectors of
+    the contents it is asked for (:func:`full_vectors`)."""
     n = contents.height
     rep, sim = np.arange(n), np.ones(n, dtype=np.float32)
     has_sv = contents["sv"].is_not_null().to_numpy()
@@ -74,19 +81,21 @@ def cluster_static(contents: pl.DataFrame, rank: np.ndarray, o: Mapping[str, Any
     pair_sim = np.einsum("ij,ij->i", xc[la], xc[lb]) if len(la) else np.zeros(0, dtype=np.float32)
     a, b = ids[la], ids[lb]
     budget = rescore_budget(o, shards)
-    plan = rescore_plan(n, a, b, pair_sim, budget, o["static_accept"])
-    coverage = plan.coverage(budget, o["static_accept"])
+    accept = o["static_accept"]
+    plan = rescore_plan(n, a, b, pair_sim, budget, accept, sure_first=bool(o.get("sure_first", True)))
+    coverage = plan.coverage(budget, accept)
     log.info("dedup.semantic: static %d-NN over %d contents in %.1fs: %d candidate pairs, %d candidate contents",
              k, len(xs), time.perf_counter() - t0, len(a), plan.candidates)
     if plan.binds:
-        log.warning("dedup.semantic: re-scoring budget (%d texts) reached: %d of %d candidate texts re-scored "
-                    "with %s, %d decided by static similarity >= %s, %d not compared", budget,
-                    len(plan.rescore), plan.candidates, o["model"], len(plan.static_only), o["static_accept"],
-                    plan.candidates - len(plan.rescore) - len(plan.static_only))
-    if len(plan.accept_a):  # the statically sure pairs: leader clusters in static space
-        xfull = np.zeros((n, xc.shape[1]), dtype=np.float32)
-        xfull[ids] = xc
-        rep, sim = static_clusters(xfull, plan, rank, float(o["static_accept"]))
+        log.warning("dedup.semantic: re-scoring budget: %s", coverage["how"])
+    scored = np.zeros(n, dtype=bool)
+    scored[plan.rescore] = True
+    xfull = np.zeros((n, xc.shape[1]), dtype=np.float32)
+    xfull[ids] = xc
+    inner = ~scored[plan.accept_a] & ~scored[plan.accept_b]
+    if inner.any():  # the statically sure pairs the budget did not reach: leader clusters in static space
+        rep, sim = static_clusters(xfull, replace(plan, accept_a=plan.accept_a[inner], accept_b=plan.accept_b[inner]),
+                                   rank, float(accept))
     cand = plan.rescore
     if len(cand) == 0:
         return Clustering(rep, sim, plan.static_only, coverage)
@@ -96,13 +105,44 @@ def cluster_static(contents: pl.DataFrame, rank: np.ndarray, o: Mapping[str, Any
     pos[cand] = np.arange(len(cand))
     keep = (pos[a] >= 0) & (pos[b] >= 0)
     pa_, pb_ = pos[a[keep]], pos[b[keep]]
-    if len(pa_) == 0:
-        return Clustering(rep, sim, plan.static_only, coverage)
-    sims, nbrs = pair_lists(x, pa_, pb_)  # each candidate's pairs, scored by the full model
-    c_rep, c_sim = leader_clusters(x, sims, nbrs, rank[cand], float(o["threshold"]))
-    rep[cand] = cand[c_rep]
-    sim[cand] = c_sim
+    if o.get("compare_rescored", True) and len(cand) > 1:
+        # the full model's own neighbours among the re-scored contents
+        ms, mn = knn(x, min(int(o["k_neighbors"]) + 1, len(x)), int(o["exact_max_records"]), int(o["nprobe"]))
+        ma, mb, _ = candidate_pairs(ms, mn, float(o["threshold"]))
+        both = np.unique(np.stack([np.concatenate([np.minimum(pa_, pb_), ma]),
+                                   np.concatenate([np.maximum(pa_, pb_), mb])], axis=1), axis=0)
+        pa_, pb_ = both[:, 0], both[:, 1]
+    if len(pa_):
+        sims, nbrs = pair_lists(x, pa_, pb_)  # each candidate's pairs, scored by the full model
+        c_rep, c_sim = leader_clusters(x, sims, nbrs, rank[cand], float(o["threshold"]))
+        rep[cand] = cand[c_rep]
+        sim[cand] = c_sim
+    _follow_rescored(rep, sim, plan, pos >= 0, xfull)
     return Clustering(rep, sim, plan.static_only, coverage)
+
+
+def _follow_rescored(rep: np.ndarray, sim: np.ndarray, plan: Any, scored: np.ndarray, xfull: np.ndarray) -> None:
+    """A content left out of re-scoring whose sure pair (static similarity >= ``static_accept``)
+    leads to a re-scored content joins that content's cluster (in place; its similarity: the
+    static one), with its own static cluster when it led one."""
+    ca, cb = plan.accept_a, plan.accept_b
+    cross = scored[ca] != scored[cb]
+    if not cross.any():
+        return
+    m = np.where(scored[ca[cross]], cb[cross], ca[cross])  # the content left out
+    r = np.where(scored[ca[cross]], ca[cross], cb[cross])  # its re-scored partner
+    s = np.einsum("ij,ij->i", xfull[m], xfull[r])
+    free = rep[m] == m  # not already a member of a static cluster
+    m, r, s = m[free], r[free], s[free]
+    order = np.lexsort((-s, m))  # each content's most similar re-scored partner
+    m, r, s = m[order], r[order], s[order]
+    first = np.concatenate(([True], m[1:] != m[:-1]))
+    m, r, s = m[first], r[first], s[first]
+    target = np.arange(len(rep))
+    target[m] = rep[r]
+    led = np.isin(rep, m)  # members of the static clusters these contents led follow them
+    rep[led] = target[rep[led]]
+    sim[m] = s
 
 
 def full_vectors(contents: pl.DataFrame, cand: np.ndarray, o: Mapping[str, Any], embedder: Any,

@@ -443,28 +443,18 @@ def test_a_duplicate_is_shown_beside_the_record_it_duplicates(tmp_path: Path):
     assert pair.index("duplicate:") < pair.index("Buy cheap watches now!!!</pre>")
 
 
-def test_dedup_view_parses_each_detail_once_and_matches_json_paths(tmp_path: Path, monkeypatch):
-    """The dedup section's cluster view reads the details in slices with one JSON parse per row;
-    what it gives equals one JSON path per field, also across slice boundaries and for details
-    that are not flat objects (a plug-in's list or object falls back to the paths)."""
+def test_dedup_view_counts_clusters_from_one_pass_over_the_details(monkeypatch):
+    """The dedup section's cluster view (integrity.analysis.details parses the details in slices):
+    sizes, history, representative and the first members in the findings' order."""
+    from integrity.analysis import details
     from integrity.report import model
 
-    monkeypatch.setattr(model, "DETAIL_SLICE", 3)
-    details = [json.dumps({"cluster": f"near-{i % 4}", "cluster_size": 3 + i % 4, "representative": f"r{i % 4}",
-                           "representative_shard": "a.parquet", "history": i % 5 == 0, "similarity": 0.9})
-               for i in range(10)]
-    details += [None, "{}", json.dumps({"cluster": {"nested": 1}, "group_size": "7"}),
-                json.dumps({"cluster": "near-x", "group_size": 2.0, "matches": [{"start": 1, "end": 2}]})]
-    lf = pl.LazyFrame({"shard": ["a.parquet"] * len(details), "record_id": [f"d{i}" for i in range(len(details))],
-                       "score": [0.9] * len(details), "detail": details})
-    got = model.detail_fields(lf, model.CLUSTER_FIELDS, keep=("shard", "record_id", "score"))
-    want = lf.select("shard", "record_id", "score", *[pl.col("detail").str.json_path_match(f"$.{f}").alias(f"d_{f}")
-                                                      for f in model.CLUSTER_FIELDS]).collect()
-    assert got.equals(want)
-    assert model.detail_fields(lf.head(0), model.CLUSTER_FIELDS, keep=("shard",)).columns == \
-        ["shard", *[f"d_{f}" for f in model.CLUSTER_FIELDS]]
+    monkeypatch.setattr(details, "DETAIL_SLICE", 3)
+    lf = pl.LazyFrame({"shard": ["a.parquet"] * len(CLUSTER_DETAILS),
+                       "record_id": [f"d{i}" for i in range(len(CLUSTER_DETAILS))],
+                       "score": [0.9] * len(CLUSTER_DETAILS), "detail": CLUSTER_DETAILS})
     view = model.cluster_view(model.CheckData(
-        check="dedup.near", anchor="a", counts={"warn": len(details)}, records_flagged=0, shard_level=0,
+        check="dedup.near", anchor="a", counts={"warn": len(CLUSTER_DETAILS)}, records_flagged=0, shard_level=0,
         shards_affected=1, total_rows=100, scores=pl.DataFrame(), examples=[], has_examples_file=True,
         findings=lambda: lf)).sort("_cluster", nulls_last=True)
     near0 = view.row(0, named=True)
@@ -472,3 +462,9 @@ def test_dedup_view_parses_each_detail_once_and_matches_json_paths(tmp_path: Pat
         ("near-0", 3, 3, 1, "r0")
     assert near0["sample"] == ["d0", "d4", "d8"]  # in the findings' order
     assert view.filter(pl.col("_cluster") == "near-x")["size"].item() == 2
+
+
+CLUSTER_DETAILS = [json.dumps({"cluster": f"near-{i % 4}", "cluster_size": 3 + i % 4, "representative": f"r{i % 4}",
+                               "representative_shard": "a.parquet", "history": i % 5 == 0, "similarity": 0.9})
+                   for i in range(10)] + [None, "{}", json.dumps({"cluster": {"nested": 1}, "group_size": "7"}),
+                                          json.dumps({"cluster": "near-x", "group_size": 2.0})]
