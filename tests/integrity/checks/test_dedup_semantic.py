@@ -216,7 +216,7 @@ def _semantic_findings(run) -> dict[str, dict]:
     return {r: json.loads(d) for r, d in zip(found["record_id"], found["detail"])}
 
 
-@pytest.mark.parametrize("compare_rescored", [True, False])
+@pytest.mark.parametrize("compare_rescored", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_cpu_scan_compares_rescored_texts_beyond_the_static_neighbour_lists(tmp_path: Path, small_static_model: Path,
                                                                           compare_rescored: bool):
     # two templated twins each (static vectors all but equal) whose originals are paraphrases of
@@ -238,7 +238,7 @@ def test_cpu_scan_compares_rescored_texts_beyond_the_static_neighbour_lists(tmp_
         assert "r80" not in got and got["r81"]["representative"] == "r80"
 
 
-@pytest.mark.parametrize("sure_first", [True, False])
+@pytest.mark.parametrize("sure_first", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_cpu_scan_past_the_budget_rescores_the_most_similar_pairs_sure_ones_included(
         tmp_path: Path, small_static_model: Path, sure_first: bool):
     # templated twins (static similarity >= static_accept), a reordered paraphrase of them (static
@@ -261,3 +261,19 @@ def test_cpu_scan_past_the_budget_rescores_the_most_similar_pairs_sure_ones_incl
         assert cov["rescored"] == 2 and cov["static_only"] == 2
         assert {r: (d["decided_by"], d["representative"]) for r, d in got.items()} == {
             "r21": ("static", "r20"), "r140": ("model", "r40")}
+
+
+def test_cpu_scan_a_sure_pair_half_rescored_joins_its_rescored_partner(tmp_path: Path, small_static_model: Path):
+    # budget 1: of the templated twins only r20 is re-scored; r21, its sure partner (static
+    # similarity >= static_accept), is decided statically and joins r20's cluster
+    texts = _filler(100, seed=5)
+    texts[20] = "This package contains the development headers and static libraries for libxml2 version 2.9."
+    texts[21] = "This package contains the development headers and static libraries for libxml2 version 2.10."
+    texts[40], texts[70] = PARAPHRASES[2]  # uncertain static similarity
+    run = _scan(tmp_path, [{"id": f"r{i}", "text": t} for i, t in enumerate(texts)],
+                {"static_model": str(small_static_model), "rescore_per_shard": 1})
+    cov = json.loads((run.run_dir / "summary.json").read_text())["counts"]["coverage"]["dedup.semantic"]
+    assert (cov["candidates"], cov["rescored"], cov["static_only"], cov["not_compared"]) == (4, 1, 1, 2)
+    got = _semantic_findings(run)
+    assert {r: (d["decided_by"], d["representative"]) for r, d in got.items()} == {"r21": ("static", "r20")}
+    assert got["r21"]["similarity"] >= 0.97 and cov["share"] == 1.0
