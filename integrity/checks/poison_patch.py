@@ -89,6 +89,10 @@ from integrity.checks.base import CheckOutput, CorpusContext
 from integrity.checks.image_base import ImageCheck, ImageOptions
 
 MIN_BORDER_WINDOWS = 4  # border-window hashes the median image of a border-only patch holds (see _enough_structure)
+#: a border-only patch with windows of one size only (a flat block, a mark JPEG blurs to a blob): they must be
+#: at least this many px and the phrase tied to them held by this share of their images and vice versa
+FLAT_MIN_SIDE = 6
+FLAT_MIN_TIE = 0.8
 #: candidate window hashes may be on up to this many times ``max_share`` of the images: a coarse hash of a
 #: patch on exactly ``max_share`` of them also matches a few unrelated windows; the patch itself (its
 #: images once the phrase has picked them) is then held to ``max_share``
@@ -218,7 +222,7 @@ class PatchCheck(ImageCheck):
                                               y1=(pl.col("y") + pl.col("s")).max())
             if phrase is not None:
                 per_img = _core_members(per_img, grams, phrase["phrase"])
-                if per_img.height < lo or not _enough_structure(hit, per_img):
+                if per_img.height < lo or not _enough_structure(hit, per_img, phrase):
                     continue
             if _carriers(per_img, grams, phrase) > most:
                 continue  # a common logo or watermark, not a trigger
@@ -306,16 +310,23 @@ def _image_windows(patch: tuple | None, scale: int, border: tuple | None
     return tuple(np.concatenate([p[k] for p in parts]) for k in range(4))  # type: ignore[return-value]
 
 
-def _enough_structure(hit: pl.DataFrame, per_img: pl.DataFrame) -> bool:
+def _enough_structure(hit: pl.DataFrame, per_img: pl.DataFrame, phrase: dict) -> bool:
     """Whether a patch found by border windows only is more than a colour pair: its windows come in
     at least two sizes and its median image holds at least :data:`MIN_BORDER_WINDOWS` of them. A
     patch of 6 px or more gives many (every window inside it, at 3 and 6 px); one 3 px window of two
     colours also occurs where captions name those colours ("lime on black"), which is a caption
-    describing its picture, not a trigger. Patches found by sampled windows pass as before."""
+    describing its picture, not a trigger. Patches found by sampled windows pass as before.
+
+    A flat block of 6-11 px (or a small mark JPEG blurs to a blob) has only 3 px windows of one flat
+    colour, which many corners share, and a few 6 px windows specific to it: windows of one size pass
+    when they are at least :data:`FLAT_MIN_SIDE` px and the tie is near exclusive both ways (the
+    phrase's ``share`` of the group and its ``purity`` at least :data:`FLAT_MIN_TIE`)."""
     sides = hit["s"].unique()
     if (sides > max(BORDER_SIZES)).any():
         return True
-    return sides.len() >= 2 and float(per_img["k"].median()) >= MIN_BORDER_WINDOWS
+    if sides.len() >= 2 and float(per_img["k"].median()) >= MIN_BORDER_WINDOWS:
+        return True
+    return bool(sides.min() >= FLAT_MIN_SIDE and min(phrase["share"], phrase["purity"]) >= FLAT_MIN_TIE)
 
 
 def _core_members(per_img: pl.DataFrame, grams: pl.DataFrame, phrase: str) -> pl.DataFrame:
