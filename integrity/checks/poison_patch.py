@@ -326,7 +326,7 @@ def _enough_structure(hit: pl.DataFrame, per_img: pl.DataFrame, phrase: dict) ->
         return True
     if sides.len() >= 2 and float(per_img["k"].median()) >= MIN_BORDER_WINDOWS:
         return True
-    return bool(sides.min() >= FLAT_MIN_SIDE and min(phrase["share"], phrase["purity"]) >= FLAT_MIN_TIE)
+    return bool((sides >= FLAT_MIN_SIDE).any() and min(phrase["share"], phrase["purity"]) >= FLAT_MIN_TIE)
 
 
 def _core_members(per_img: pl.DataFrame, grams: pl.DataFrame, phrase: str) -> pl.DataFrame:
