@@ -55,20 +55,22 @@ windows are too common to stand without a phrase). A site's logo on at most
 and its findings share one ``cluster`` to review once.
 
 Coverage (``benchmarks/images.py --patch-grid``, an independent generator:
-photo crops of 64-1024 px, JPEG quality 60 and 95, 3 and 10 % of the images
-per patch, checkerboard / solid / noise / logo patches 0-3 px from a corner or
-border midpoint; the table is in ``benchmarks/README.md``): 16 px patches are
-covered (recall >= 0.97, precision 1.000 in every cell); 8-12 px patches
-mostly (recall >= 0.8 in 76 of 80 (kind, cell) pairs; pooled over five
-corpora at 8 px, solid blocks 0.60 and logos 0.80: a patch whose colours are
-common at the corners of the corpus's own pictures is missed; 12 px not
-measured at 1024 px); 6 px partly (31 of 48 pairs). Not covered: patches
-under 6 px (a patch found by border windows alone needs windows of two sizes
-and :data:`MIN_BORDER_WINDOWS` per image, see :func:`_enough_structure`),
-small patches along a border away from its corners and midpoints (the
-sampled windows find textured patches of tens of px anywhere), patches
-scaled or rotated per image, patches no caption phrase follows (see
-``report_untied``), and fewer than ``min_images`` patched images.
+photo crops of 64, 256 and 1024 px, JPEG quality 60 and 95, 3 and 10 % of
+the images per patch, checkerboard / solid / noise / logo patches 0-3 px from
+a corner or border midpoint; tables in ``benchmarks/README.md``; target:
+recall >= 0.8 per patch kind, precision >= 0.9). Covered, in every cell of
+that grid (image size x quality x rate): 16 px and 12 px patches of all four
+kinds; 8 px checkerboards and noise blocks. Not covered: 8 px solid blocks
+and two-colour logos (pooled recall 0.6-1.0 per cell: a block whose colour
+is common at the corners of the corpus's own pictures, or a logo JPEG blurs
+to a blob, is missed in some corpora), 6 px patches (found in most cells,
+0-1.0 per kind), patches under 6 px (a patch found by border windows alone
+needs windows of 6 px or more, see :func:`_enough_structure`), small patches
+along a border away from its corners and midpoints (the sampled windows find
+textured patches of tens of px anywhere), patches scaled or rotated per
+image, patches no caption phrase follows (see ``report_untied``) and fewer
+than ``min_images`` patched images. Cells outside the grid (other image
+sizes and qualities, rates under 3 %) are not measured.
 """
 from __future__ import annotations
 
