@@ -4,6 +4,7 @@
 usage: nice -n 10 python benchmarks/semantic.py [--n 4000] [--threshold 0.85]
                                                [--static-threshold T] [--static-neighbors K]
                                                [--minilm-cache DIR] [--all-cached] [--whole-corpus] [--fit]
+                                               [--budgets 4096,16384,none] [--no-sure-first] [--no-compare-rescored]
                                                [--data ../shared/data/debian/descriptions.parquet]
 
 1. **Static stage speed.** Every Debian description (63,956) is embedded with the
@@ -30,6 +31,14 @@ usage: nice -n 10 python benchmarks/semantic.py [--n 4000] [--threshold 0.85]
    threshold in a bigger corpus), the share of the sample's MiniLM pairs in the static
    neighbour lists at all (the ceiling of pair recall), and their recall among the
    candidates, without and with the default re-scoring budget (MiniLM calls printed).
+   Under each candidate line, the check's own re-scoring plan for each budget of
+   ``--budgets`` (default ``rescore_per_shard``; ``none``: no budget; ``--no-sure-first``,
+   ``--no-compare-rescored`` switch the plan's options off): MiniLM's cost, pair recall
+   (a sample pair is found when the plan declares it: the same static cluster, or both
+   records re-scored -- or following a re-scored sure partner -- and MiniLM's similarity
+   at the threshold; MiniLM vectors of partners outside the sample are embedded on
+   demand and cached), cluster recall (connected through declared pairs) and the
+   precision of the declared pairs inside the sample.
 4. ``--fit``: a per-corpus fit, measured on held-out pairs. Half of the sample fits the
    static model to MiniLM (a ridge map, and the token fit of
    :mod:`integrity.analysis.static_fit`) and calibrates ``static_threshold`` (0.95 recall)
@@ -110,6 +119,15 @@ def minilm(texts: list[str], idx: np.ndarray, cache: Path | None, max_seq_length
     return np.stack([have[i] for i in idx.tolist()])
 
 
+#: the MiniLM reference cache of this run (``--minilm-cache``)
+CACHE: list[Path | None] = [None]
+
+
+def _vectors(texts: list[str], o: dict):
+    """MiniLM vectors of any positions of ``texts`` (cached like the reference)."""
+    return lambda ids: minilm(texts, np.asarray(ids), CACHE[0], int(o["max_seq_length"]))
+
+
 def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     import scipy.sparse as sp
     from scipy.sparse.csgraph import connected_components
@@ -146,7 +164,7 @@ def recall(model, texts: list[str], ref: np.ndarray, o: dict) -> None:
     if len(ta):
         print(f"  pair recall after re-scoring: {hit / len(ta):.3f} ({hit:,} of {len(ta):,})")
         print(f"  cluster recall (connected by re-scored pairs): {linked / len(ta):.3f}")
-    budgeted(sv, a, b, ta, tb, x, np.arange(n), o, shards=1)
+    budgeted(sv, a, b, ta, tb, x, np.arange(n), o, shards=1, vec_of=lambda ids: ref[ids])
 
 
 def full_corpus(model, texts: list[str], idx: np.ndarray, ref: np.ndarray, o: dict) -> None:
@@ -178,8 +196,13 @@ def full_corpus(model, texts: list[str], idx: np.ndarray, ref: np.ndarray, o: di
     print(f"  the sample's {len(ta):,} MiniLM pairs: {listed.mean():.3f} are in the static neighbour lists at all "
           f"(static_neighbors {o['static_neighbors']}: the ceiling of pair recall; records with more duplicates "
           f"than that in the corpus cannot list them all)")
-    print(f"  pair recall after re-scoring every candidate: {hit.mean():.3f} ({int(hit.sum()):,} of {len(ta):,})")
-    budgeted(sv, a, b, ta, tb, x, idx, o, shards=1)
+    print(f"  pair recall after re-scoring every candidate: {hit.mean():.3f} ({int(hit.sum()):,} of {len(ta):,}) "
+          f"along static pairs only")
+    is_cand = np.zeros(n, dtype=bool)
+    is_cand[cand] = True
+    print(f"  the sample's MiniLM pairs with both records candidates (compared when compare_rescored: the full "
+          f"model's own neighbours among the re-scored): {(is_cand[ta] & is_cand[tb]).mean():.3f}")
+    budgeted(sv, a, b, ta, tb, x, idx, o, shards=1, vec_of=_vectors(texts, o))
 
 
 def calibrate(s: np.ndarray, t: np.ndarray, recall: float = 0.95, precision: float = 0.95) -> tuple[float, float]:
@@ -254,42 +277,139 @@ def fit_calibration(model, texts: list[str], idx: np.ndarray, ref: np.ndarray, o
             ta, tb = idx[ev][iu[0][truth]], idx[ev][iu[1][truth]]
             print(f"    whole corpus: {len(ca):,} candidate pairs, {len(cand):,} records ({len(cand) / len(z):.1%}), "
                   f"search {time.perf_counter() - t0:.0f} s")
-            budgeted(z, ca, cb, ta, tb, x[ev], idx[ev], oo, shards=1, unit_done=True)
+            budgeted(z, ca, cb, ta, tb, x[ev], idx[ev], oo, shards=1, unit_done=True, vec_of=_vectors(texts, o))
 
 
 def budgeted(sv: np.ndarray, a: np.ndarray, b: np.ndarray, ta: np.ndarray, tb: np.ndarray, x: np.ndarray,
-             idx: np.ndarray, o: dict, shards: int, unit_done: bool = False) -> None:
-    """The default re-scoring budget (the check's own rescore_plan): what MiniLM re-scores, what static
-    similarity decides, and the recall / precision of the sample's pairs under that plan (``x``: the
-    sample's MiniLM vectors, ``idx``: the sample's positions in the scanned texts)."""
+             idx: np.ndarray, o: dict, shards: int, unit_done: bool = False, vec_of=None) -> None:
+    """The re-scoring budget (the check's own plan, :func:`integrity.checks._semantic_clusters.cluster_static`):
+    what MiniLM re-scores, what static similarity decides, and the recall / precision of the sample's
+    pairs under that plan (``x``: the sample's MiniLM vectors, ``idx``: the sample's positions in the
+    scanned texts; ``vec_of``: MiniLM vectors of other positions, for re-scored partners outside
+    the sample). Each budget of ``--budgets`` is run; ``sure_first`` / ``compare_rescored`` as in the policy."""
+    for per_shard in BUDGETS or [o["rescore_per_shard"]]:
+        _budgeted(sv, a, b, ta, tb, x, idx, dict(o, rescore_per_shard=per_shard), shards, unit_done, vec_of)
+
+
+def _budgeted(sv, a, b, ta, tb, x, idx, o, shards, unit_done, vec_of) -> None:
+    from dataclasses import replace
+
+    from integrity.analysis.semantic_candidates import static_clusters
+    from integrity.checks._semantic_clusters import _follow_rescored
+
     thr = float(o["threshold"])
+    n_all = len(sv)
     xc = sv if unit_done else static_unit(sv)
     ps = np.einsum("ij,ij->i", xc[a], xc[b])
     budget = rescore_budget(o, shards)
-    plan = rescore_plan(len(sv), a, b, ps, budget, o["static_accept"])
+    rank = np.arange(n_all)
+    plan = rescore_plan(n_all, a, b, ps, budget, o["static_accept"], sure_first=o.get("sure_first", True))
     cov = plan.coverage(budget, o["static_accept"])
-    pos = np.full(len(sv), -1, dtype=np.int64)
-    pos[idx] = np.arange(len(idx))
-    scored = np.zeros(len(sv), dtype=bool)
+    scored = np.zeros(n_all, dtype=bool)
     scored[plan.rescore] = True
-    # a sample pair is found when it is accepted on static similarity or both ends were re-scored
-    # (MiniLM then keeps it exactly when it is a MiniLM pair)
-    acc = set(zip(plan.accept_a.tolist(), plan.accept_b.tolist()))
-    cand = set(zip(a[scored[a] & scored[b]].tolist(), b[scored[a] & scored[b]].tolist()))
-    got_static = sum((p, q) in acc for p, q in zip(ta.tolist(), tb.tolist()))
-    got_model = sum((p, q) in cand and (p, q) not in acc for p, q in zip(ta.tolist(), tb.tolist()))
-    in_sample = (pos[plan.accept_a] >= 0) & (pos[plan.accept_b] >= 0)
-    sa, sb = pos[plan.accept_a[in_sample]], pos[plan.accept_b[in_sample]]
-    right = int((np.einsum("ij,ij->i", x[sa], x[sb]) >= thr).sum()) if len(sa) else 0
+    # the check's static decisions: static clusters of the sure pairs left out, and contents that
+    # follow a re-scored sure partner (re-scored contents stand for themselves here: their own
+    # MiniLM clusters are what the sample's MiniLM vectors decide below)
+    rep = np.arange(n_all)
+    inner = ~scored[plan.accept_a] & ~scored[plan.accept_b]
+    if inner.any():
+        rep = static_clusters(xc, replace(plan, accept_a=plan.accept_a[inner], accept_b=plan.accept_b[inner]),
+                              rank, float(o["static_accept"]))[0]
+    _follow_rescored(rep, np.ones(n_all, dtype=np.float32), plan, scored, xc)
+    fam = np.where(scored, np.arange(n_all), rep)  # each record's stand-in
+    pos = np.full(n_all, -1, dtype=np.int64)
+    pos[idx] = np.arange(len(idx))
+    units = np.unique(fam[idx])
+    have = pos[units] >= 0
+    uvec = np.zeros((n_all, x.shape[1]), dtype=np.float32)
+    uvec[units[have]] = x[pos[units[have]]]
+    if (~have).any():
+        if vec_of is None:
+            raise SystemExit("re-scored partners outside the sample need MiniLM vectors: no vec_of")
+        v = vec_of(units[~have])
+        uvec[units[~have]] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    # every pair of sample records: what the plan declares (the same stand-in: one static cluster,
+    # or both stand-ins re-scored and their MiniLM similarity at the threshold); with
+    # compare_rescored the full model's kNN among the re-scored compares them (its k_neighbors
+    # ceiling is not simulated), without it only static candidate pairs between them are compared
+    iu = np.triu_indices(len(idx), 1)
+    fi, fj = fam[idx][iu[0]], fam[idx][iu[1]]
+    same = fi == fj
+    both = scored[fi] & scored[fj] & ~same
+    if not o.get("compare_rescored", True):
+        key = set(zip(np.minimum(fam[a], fam[b]).tolist(), np.maximum(fam[a], fam[b]).tolist()))
+        both &= np.array([(min(p, q), max(p, q)) in key for p, q in zip(fi.tolist(), fj.tolist())], dtype=bool)
+    u = uvec[fam[idx]]  # each sample record's stand-in (itself, or the re-scored sure partner it follows)
+    model = both & ((u @ u.T)[iu] >= thr)
+    declared = same | model
+    truth = (x @ x.T)[iu] >= thr
+    n_t = max(int(truth.sum()), 1)
+    comp = components(len(idx), iu[0][declared], iu[1][declared])
+    linked = (comp[iu[0]] == comp[iu[1]])[truth].mean() if truth.any() else float("nan")
+    members = int((fam != np.arange(n_all)).sum())
     print(f"  re-scoring budget (rescore_per_shard {o['rescore_per_shard']} x {shards} shard, static_accept "
-          f"{o['static_accept']}): {cov['how']}")
-    print(f"    MiniLM embeddings {cov['rescored']:,} (projected {cov['rescored'] / MINILM_PER_CPU_S:,.0f} CPU-s at "
-          f"{MINILM_PER_CPU_S} descriptions per CPU-second) instead of {plan.candidates:,} "
-          f"({plan.candidates / MINILM_PER_CPU_S:,.0f} CPU-s)")
-    n_t = max(len(ta), 1)
-    print(f"    pair recall of the sample's MiniLM pairs: {(got_static + got_model) / n_t:.3f} "
-          f"({got_static:,} decided by static similarity, {got_model:,} by MiniLM, of {len(ta):,}); "
-          f"precision of the static decisions inside the sample: {right / max(len(sa), 1):.3f} ({right} of {len(sa)})")
+          f"{o['static_accept']}, sure_first {o.get('sure_first', True)}, compare_rescored "
+          f"{o.get('compare_rescored', True)}): {cov['how']}")
+    print(f"    MiniLM embeddings {cov['rescored']:,} ({cov['rescored'] / n_all:.1%} of the records; projected "
+          f"{cov['rescored'] / MINILM_PER_CPU_S:,.0f} CPU-s at {MINILM_PER_CPU_S} descriptions per CPU-second) "
+          f"instead of {plan.candidates:,} ({plan.candidates / MINILM_PER_CPU_S:,.0f} CPU-s); {members:,} records "
+          f"decided statically (a static cluster or a re-scored sure partner)")
+    print(f"    pair recall of the sample's MiniLM pairs: {(truth & declared).sum() / n_t:.3f} "
+          f"({int((truth & same).sum()):,} statically, {int((truth & model).sum()):,} by MiniLM, of "
+          f"{int(truth.sum()):,}); cluster recall (connected by declared pairs) {linked:.3f}")
+    via_rep = model & ((fi != idx[iu[0]]) | (fj != idx[iu[1]]))  # a re-scored partner stood in
+    rate = lambda m: f"{truth[m].mean():.3f} of {int(m.sum()):,}" if m.any() else "none"  # noqa: E731
+    print(f"    precision of the implied pairs inside the sample: {rate(declared)} (static decisions {rate(same)}; "
+          f"MiniLM through a re-scored sure partner {rate(via_rep)})")
+
+
+def real_scan(texts: list[str], idx: np.ndarray, ref: np.ndarray, o: dict, label: str) -> None:
+    """The check itself, in a real scan (``integrity.api.scan``, CPU, MiniLM re-scoring) of
+    ``texts`` written as one Parquet shard: the clusters it reports, judged on the sample's MiniLM
+    pairs (``idx``: the sample's positions in ``texts``, ``ref``: their MiniLM vectors): pair recall
+    through reported clusters (both records in one reported cluster), the precision of the pairs
+    reported clusters imply inside the sample, and the scan's CPU-seconds."""
+    import json
+    import resource
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import integrity.api as api
+
+    thr = float(o["threshold"])
+    opts = {k: o[k] for k in ("rescore_per_shard", "static_accept", "sure_first", "compare_rescored")}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "corpus.parquet"
+        pq.write_table(pa.table({"id": [f"d{i}" for i in range(len(texts))], "text": texts}), path)
+        policy = {"checks": {"dedup.semantic": {"enabled": True, "options": {
+            "device": "cpu", "report_exact_copies": True, **opts}}}}
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.perf_counter()
+        run = api.scan(str(path), checks=["dedup.semantic"], policy=policy, out=Path(tmp) / "run",
+                       state_dir=Path(tmp) / "state")
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        found = pl.read_parquet(run.run_dir / "findings.parquet").filter(pl.col("check") == "dedup.semantic")
+        cov = json.loads((run.run_dir / "summary.json").read_text())["counts"]["coverage"].get("dedup.semantic", {})
+    lab = np.arange(len(texts))  # reported cluster of each record (its representative), itself if none
+    for rid, d in zip(found["record_id"].to_list(), found["detail"].to_list()):
+        lab[int(rid[1:])] = int(json.loads(d)["representative"][1:])
+    x = ref / np.linalg.norm(ref, axis=1, keepdims=True)
+    iu = np.triu_indices(len(idx), 1)
+    truth = (x @ x.T)[iu] >= thr
+    same = lab[idx][iu[0]] == lab[idx][iu[1]]
+    print(f"real scan of {label} ({len(texts):,} descriptions, one shard; options {opts}): "
+          f"{cpu:,.0f} CPU-s of this process ({time.perf_counter() - t0:,.0f} s wall), "
+          f"{found.height:,} records reported in {len(np.unique(lab[lab != np.arange(len(lab))])):,} clusters")
+    print(f"  coverage: {cov.get('how', cov)}")
+    print(f"  the sample's {int(truth.sum()):,} MiniLM pairs: pair recall through reported clusters "
+          f"{same[truth].mean() if truth.any() else float('nan'):.3f}; pairs reported clusters imply inside the "
+          f"sample {int(same.sum()):,}, precision {truth[same].mean() if same.any() else float('nan'):.3f}")
+
+
+BUDGETS: list[int | None] = []
 
 
 def main() -> int:
@@ -311,13 +431,26 @@ def main() -> int:
     ap.add_argument("--rescore-per-shard", type=int, default=o["rescore_per_shard"],
                     help="re-scoring budget per shard (the sample and the whole corpus are one shard each)")
     ap.add_argument("--static-accept", type=float, default=o["static_accept"])
+    ap.add_argument("--budgets", default=None,
+                    help="comma-separated re-scoring budgets per shard to run the plan with ('none': no budget); "
+                         "default: --rescore-per-shard")
+    ap.add_argument("--no-sure-first", action="store_true",
+                    help="sure_first: false (sure pairs decided statically, the budget goes to the others)")
+    ap.add_argument("--no-compare-rescored", action="store_true",
+                    help="compare_rescored: false (re-scored texts compared along static pairs only)")
+    ap.add_argument("--scan", choices=("sample", "whole"), default=None,
+                    help="also run the check itself in a real scan of the sample or of the whole corpus (MiniLM "
+                         "re-scores for real: minutes to an hour of CPU) and judge its reported clusters")
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     a = ap.parse_args()
     if not Path(a.data).exists():
         print(f"no data at {a.data} (see ../shared/data/README.md)")
         return 2
     o.update(threshold=a.threshold, static_threshold=a.static_threshold, static_neighbors=a.static_neighbors,
-             rescore_per_shard=a.rescore_per_shard, static_accept=a.static_accept)
+             rescore_per_shard=a.rescore_per_shard, static_accept=a.static_accept,
+             sure_first=not a.no_sure_first, compare_rescored=not a.no_compare_rescored)
+    if a.budgets:
+        BUDGETS[:] = [None if v.strip().lower() == "none" else int(v) for v in a.budgets.split(",")]
     t0 = time.perf_counter()
     model = static_model(None, user_cache_dir())
     print(f"static model ready in {time.perf_counter() - t0:.1f} s (distilled once, then cached)")
@@ -330,12 +463,17 @@ def main() -> int:
     if a.all_cached and Path(a.minilm_cache).is_dir():  # uniform: the seed sample plus uniform extensions
         idx = np.union1d(idx, np.concatenate([np.load(f)["idx"] for f in Path(a.minilm_cache).glob("*.npz")]))
     sample = [texts[i][:2048] for i in idx]
-    ref = minilm(texts, idx, Path(a.minilm_cache) if a.minilm_cache else None, int(o["max_seq_length"]))
+    CACHE[0] = Path(a.minilm_cache) if a.minilm_cache else None
+    ref = minilm(texts, idx, CACHE[0], int(o["max_seq_length"]))
     recall(model, sample, ref, o)
     if a.whole_corpus:
         full_corpus(model, texts, idx, ref, o)
     if a.fit:
         fit_calibration(model, texts, idx, ref, o, a.whole_corpus)
+    if a.scan == "sample":
+        real_scan(sample, np.arange(len(idx)), ref, o, "the sample")
+    elif a.scan == "whole":
+        real_scan([t[:2048] for t in texts], idx, ref, o, "the whole corpus")
     return 0
 
 

@@ -8,13 +8,25 @@ shipped default policy: ``default_policy.yaml`` (enabling, severities, verdict
 rules, limits, ...) with each check's ``options:`` generated from the check's
 options model (:mod:`integrity.checks.options`), where every option's default,
 allowed values and description are written once.
+
+Loading a policy imports no check module unless it must: the rendered default
+policy and every built-in check's validated default options are cached (keyed by
+the size and modification time of every module of ``integrity`` and
+``connectors``, see :func:`default_policy_data`), so a scan imports only the checks
+it runs, plus those whose options the policy file sets (validated through their
+model, as always). The effective policy and its ``sha256`` are the same either way.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
+import importlib.util
+import json
+import os
 import re
+import tempfile
 import textwrap
 from importlib import resources
 from pathlib import Path
@@ -25,6 +37,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from integrity.checks import registry
 from integrity.checks.base import CheckConfigError
+
+#: libyaml's loader where PyYAML has it, for the (trusted, generated) default policy: a policy
+#: file itself is read with the pure-Python loader, whose error messages the errors quote
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 Severity = Literal["info", "warn", "critical"]
 SEVERITY_RANK = {"info": 0, "warn": 1, "critical": 2}
@@ -133,7 +149,7 @@ class Policy(_Strict):
     @classmethod
     def _known_checks(cls, checks: dict[str, CheckPolicy]) -> dict[str, CheckPolicy]:
         for name in checks:
-            registry.get(name)  # raises UnknownCheckError with the list of known checks
+            registry.check_known(name)  # raises UnknownCheckError with the list of known checks
         return checks
 
     def enabled_checks(self, only: list[str] | None = None) -> list[str]:
@@ -167,12 +183,109 @@ def default_policy_template() -> str:
     return resources.files("integrity").joinpath("default_policy.yaml").read_text(encoding="utf-8")
 
 
-@functools.cache
 def default_policy_text() -> str:
     """The documented default policy: the shipped template with every check's
     ``options:`` block generated from its options model, each option commented
     with its description (what ``integrity policy default`` prints)."""
-    return render_policy(default_policy_template())
+    return default_policy_data()["text"]
+
+
+#: cache file names: ``default_policy.<fingerprint>.json``
+_CACHE_PREFIX = "default_policy."
+
+
+def _package_dir(name: str) -> Path | None:
+    """The folder of a top-level package, found without importing it."""
+    spec = importlib.util.find_spec(name)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return Path(locations[0]) if locations else None
+
+
+def _sources_fingerprint() -> str:
+    """What the rendered default policy depends on: the template, every module of
+    ``integrity`` and ``connectors`` (an option's default may be a constant of any of
+    them; path, size, modification time) and the versions of pydantic and PyYAML."""
+    import pydantic
+
+    h = hashlib.sha256(default_policy_template().encode())
+    h.update(f"{pydantic.VERSION}\0{yaml.__version__}\n".encode())
+    for name in ("integrity", "connectors"):
+        root = _package_dir(name)
+        if root is None:
+            continue
+        for path in sorted(root.rglob("*.py")):
+            st = path.stat()
+            h.update(f"{name}/{path.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def _cache_dirs() -> list[Path]:
+    """Where the default policy may be cached, first choice first: ``$INTEGRITY_CACHE_DIR``
+    when set (the only choice then), else next to the package's bytecode (as Python caches
+    it), else the user's cache folder (a read-only install)."""
+    if os.environ.get("INTEGRITY_CACHE_DIR"):
+        return [Path(os.environ["INTEGRITY_CACHE_DIR"])]
+    dirs = []
+    root = _package_dir("integrity")
+    if root is not None:
+        dirs.append(root / "__pycache__")
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    dirs.append(Path(base) / "corpus-integrity")
+    return dirs
+
+
+def _render_default_data() -> dict[str, Any]:
+    """The rendered default policy and each built-in check's validated default options
+    (imports every check module)."""
+    text = render_policy(default_policy_template())
+    checks = yaml.safe_load(text).get("checks") or {}
+    options = {name: registry.get(name)((cp or {}).get("options") or {}).options
+               for name, cp in checks.items() if name in registry.BUILTIN}
+    # a round trip through JSON now, so a cached copy and a fresh one are the same values
+    return json.loads(json.dumps({"text": text, "options": options}))
+
+
+def _read_cache(key: str) -> dict[str, Any] | None:
+    for folder in _cache_dirs():
+        try:
+            data = json.loads((folder / f"{_CACHE_PREFIX}{key}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("text"), str) and isinstance(data.get("options"), dict):
+            return data
+    return None
+
+
+def _write_cache(key: str, data: dict[str, Any]) -> None:
+    """Atomically, in the first folder that takes it (none: no cache, nothing else changes);
+    older versions of the cache there are removed."""
+    for folder in _cache_dirs():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".default_policy.", suffix=".tmp", dir=folder)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(data, fh)
+            os.replace(tmp, folder / f"{_CACHE_PREFIX}{key}.json")
+        except OSError:
+            continue
+        for old in folder.glob(f"{_CACHE_PREFIX}*.json"):
+            if old.name != f"{_CACHE_PREFIX}{key}.json":
+                with contextlib.suppress(OSError):  # another process may remove it first
+                    old.unlink()
+        return
+
+
+@functools.cache
+def default_policy_data() -> dict[str, Any]:
+    """``{"text": the default policy (see :func:`default_policy_text`), "options": built-in
+    check -> its validated default options}``, from the cache when the sources it was made
+    from are unchanged, else rendered (importing every check module) and cached."""
+    key = _sources_fingerprint()
+    data = _read_cache(key)
+    if data is None:
+        data = _render_default_data()
+        _write_cache(key, data)
+    return data
 
 
 COMMENT_COLUMN = 32  # where an option's trailing description starts, as in the rest of the file
@@ -303,9 +416,11 @@ def load_policy(path: str | Path | None = None) -> Policy:
     The file's keys are merged over the default, so a policy may hold only what
     it changes. Raises :class:`PolicyError` naming the file and the bad key.
     """
-    default = yaml.safe_load(default_policy_text())
+    shipped = default_policy_data()
+    default = yaml.load(shipped["text"], Loader=_SafeLoader)
     where = "default policy"
     data: dict = default
+    user: Any = {}
     if path is not None:
         where = str(path)
         user = _read_yaml(Path(path), where)
@@ -319,8 +434,14 @@ def load_policy(path: str | Path | None = None) -> Policy:
         raise PolicyError("invalid policy:\n  " + "\n  ".join(lines)) from None
     except registry.UnknownCheckError as e:
         raise PolicyError(f"{where}: checks: {e}") from None
+    user_checks = user.get("checks") if isinstance(user, Mapping) else None
+    user_options = {name for name, cp in (user_checks or {}).items() if isinstance(cp, Mapping) and "options" in cp}
     bad: list[str] = []
     for name, cp in policy.checks.items():
+        if name not in user_options and registry.is_shipped(name) and name in shipped["options"]:
+            # the shipped defaults, validated when the cache was made: no need to import the check
+            cp.options = copy.deepcopy(shipped["options"][name])
+            continue
         try:
             # validated through the check's options model; the policy keeps the complete options
             cp.options = registry.get(name)(cp.options).options

@@ -61,7 +61,8 @@ class RescorePlan:
 
     def coverage(self, budget: int | None, accept: float | None) -> dict[str, Any]:
         """The corpus pass's share of ``counts.coverage``: how the candidates were decided."""
-        rescored, static = len(self.rescore), len(self.static_only)
+        rescored = len(self.rescore)
+        static = len(self.static_only)
         how = f"static model for every record; full model re-scored {rescored:,} of {self.candidates:,} candidates"
         if self.binds:
             how += (f" (budget {budget:,}, most similar first); {static:,} decided by static similarity >= "
@@ -72,30 +73,48 @@ class RescorePlan:
 
 
 def rescore_plan(n: int, a: np.ndarray, b: np.ndarray, pair_sim: np.ndarray, budget: int | None,
-                 accept: float | None) -> RescorePlan:
+                 accept: float | None, sure_first: bool = False) -> RescorePlan:
     """Spend at most ``budget`` full-model embeddings on the candidate pairs ``(a, b)`` (content
     indices below ``n``, static similarity ``pair_sim``).
 
     Within the budget every candidate is re-scored. Past it, pairs at ``accept`` or more are taken
     as duplicates on their static similarity (their contents are not re-scored), and the budget
     goes to the other candidate pairs, most similar first (both contents of a pair), until it is
-    spent: the uncertain band is where re-scoring changes the answer."""
+    spent: the uncertain band is where re-scoring changes the answer.
+
+    ``sure_first``: the budget goes to all candidate pairs most similar first, the sure ones
+    included (the full model confirms them), and only the sure pairs it does not reach are
+    decided on static similarity (``accept_a``/``accept_b``: those with a content left out;
+    ``static_only``: those contents). When the re-scored contents are also compared along the
+    full model's own neighbours, re-scoring the densest families first finds more of the full
+    model's pairs than deciding them statically (``benchmarks/semantic.py``)."""
     empty = np.zeros(0, dtype=np.int64)
     cand = np.unique(np.concatenate([a, b])) if len(a) else empty
     if budget is None or len(cand) <= budget:
         return RescorePlan(len(cand), cand, empty, empty, empty, False)
     sure = pair_sim >= accept if accept is not None else np.zeros(len(a), dtype=bool)
+    if sure_first:
+        order = np.argsort(-pair_sim, kind="stable")
+        rescore = _first_contents(a[order], b[order], budget)
+        scored = np.zeros(n, dtype=bool)
+        scored[rescore] = True
+        left = sure & ~(scored[a] & scored[b])
+        ends = np.concatenate([a[left], b[left]])
+        return RescorePlan(len(cand), rescore, np.unique(ends[~scored[ends]]), a[left], b[left], True)
     static_only = np.unique(np.concatenate([a[sure], b[sure]])) if sure.any() else empty
     out = np.zeros(n, dtype=bool)
     out[static_only] = True
     open_ = np.flatnonzero(~out[a] & ~out[b])  # pairs the full model can still decide
-    # pairs most similar first; their contents in that order (both ends of a pair together, so
-    # the re-scored contents make whole pairs), the first `budget` of them
     order = open_[np.argsort(-pair_sim[open_], kind="stable")]
-    seq = np.stack([a[order], b[order]], axis=1).ravel()
+    return RescorePlan(len(cand), _first_contents(a[order], b[order], budget), static_only, a[sure], b[sure], True)
+
+
+def _first_contents(a: np.ndarray, b: np.ndarray, budget: int) -> np.ndarray:
+    """The first ``budget`` distinct contents of the pairs ``(a, b)`` in their order (both ends of a
+    pair together, so the re-scored contents make whole pairs), sorted."""
+    seq = np.stack([a, b], axis=1).ravel()
     uniq, first = np.unique(seq, return_index=True)
-    rescore = np.sort(uniq[np.argsort(first, kind="stable")[:budget]])
-    return RescorePlan(len(cand), rescore, static_only, a[sure], b[sure], True)
+    return np.sort(uniq[np.argsort(first, kind="stable")[:budget]])
 
 
 def calibrate_thresholds(static_sim: np.ndarray, is_pair: np.ndarray, recall: float = 0.95,

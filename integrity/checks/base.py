@@ -176,6 +176,14 @@ class Check(ABC):
         """Findings that need every shard's features; must include a ``shard`` column."""
         return None
 
+    def corpus_parts(self, features: pl.LazyFrame, ctx: CorpusContext) -> Iterable[pl.DataFrame]:
+        """:meth:`corpus_pass`'s findings in parts, which the engine spills one after the other: a
+        check whose findings grow with the corpus overrides this so that they are never all held
+        at once (and its ``corpus_pass`` concatenates them). By default the one frame of
+        ``corpus_pass``."""
+        found = self.corpus_pass(features, ctx)
+        return [] if found is None else [found]
+
     #: what the corpus pass adds to this check's ``counts.coverage`` entry (e.g. how many candidates
     #: a model re-scored); set by :meth:`corpus_pass`, None when it has nothing to add
     corpus_coverage: dict[str, Any] | None = None

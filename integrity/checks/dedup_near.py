@@ -214,7 +214,7 @@ class NearDedup(Check):
         np.maximum.at(best, ea, es)
         np.maximum.at(best, eb, es)
         found = np.flatnonzero((size[:n] > 1) & (rep[:n] != np.arange(n)))
-        found = found[~own_earlier_version(found, rep[found], n, df["shard"].to_list(), df[RECORD_ID].to_list(),
+        found = found[~own_earlier_version(found, rep[found], n, df["shard"], df[RECORD_ID],
                                            h_info)]
         if len(found) == 0:
             return _no_findings()
@@ -332,28 +332,26 @@ def _findings(prefix: str, df: pl.DataFrame, found: np.ndarray, rep_f: np.ndarra
               h_info: pl.DataFrame | None, extra: dict, score: np.ndarray,
               join: pl.DataFrame | None = None) -> pl.DataFrame:
     """Findings of the records ``found`` (indices into ``df``) kept as ``rep_f``
-    (node indices: ``df`` rows, then ``h_info`` rows for history records)."""
+    (node indices: ``df`` rows, then ``h_info`` rows for history records). Column-wise: the
+    records' ids and shards are gathered by index, never turned into Python lists of the corpus."""
     n = df.height
-    ids = df[RECORD_ID].to_list()
-    shards = df["shard"].to_list()
-    rows = df[ROW].to_list()
-    h_ids = [] if h_info is None else h_info[RECORD_ID].to_list()
-    h_shards = [] if h_info is None else h_info["shard"].to_list()
-    h_sha = [] if h_info is None else h_info["sha256"].to_list()
-    h_scan = [] if h_info is None else h_info["scan_id"].to_list()
+    nodes = df.select(pl.col(RECORD_ID).cast(pl.Utf8), pl.col("shard").cast(pl.Utf8),
+                      pl.col(ROW).cast(pl.Int64), sha256=pl.lit(None, dtype=pl.Utf8), scan=pl.lit(None, dtype=pl.Utf8))
+    if h_info is not None and h_info.height:
+        nodes = pl.concat([nodes, h_info.select(
+            pl.col(RECORD_ID).cast(pl.Utf8), pl.col("shard").cast(pl.Utf8), pl.lit(None, dtype=pl.Int64).alias(ROW),
+            sha256=pl.col("sha256").cast(pl.Utf8), scan=pl.col("scan_id").cast(pl.Utf8))])
     # what describes a representative is computed once per cluster, then spread to its members
     uniq, inv = np.unique(rep_f, return_inverse=True)
-    reps = uniq.tolist()
-    rep_ids = [ids[r] if r < n else h_ids[r - n] for r in reps]
-    rep_shards = [shards[r] if r < n else h_shards[r - n] for r in reps]
+    rep = nodes[uniq]
     per_rep = pl.DataFrame({
-        "cluster": cluster_ids(prefix, rep_shards, rep_ids),
-        "representative": rep_ids,
-        "representative_shard": rep_shards,
+        "cluster": cluster_ids(prefix, rep["shard"].to_list(), rep[RECORD_ID].to_list()),
+        "representative": rep[RECORD_ID],
+        "representative_shard": rep["shard"],
         # ids may repeat in a shard: the row tells an in-scan representative apart
-        "representative_row": [rows[r] if r < n else None for r in reps],
-        "representative_sha256": [None if r < n else h_sha[r - n] for r in reps],
-        "representative_scan": [None if r < n else h_scan[r - n] for r in reps],
+        "representative_row": rep[ROW],
+        "representative_sha256": rep["sha256"],
+        "representative_scan": rep["scan"],
     }, schema={"cluster": pl.Utf8, "representative": pl.Utf8, "representative_shard": pl.Utf8,
                "representative_row": pl.Int64, "representative_sha256": pl.Utf8, "representative_scan": pl.Utf8})
     spread = per_rep[inv.ravel()]
@@ -362,8 +360,8 @@ def _findings(prefix: str, df: pl.DataFrame, found: np.ndarray, rep_f: np.ndarra
     if join is not None:
         detail = pl.concat([detail, join], how="horizontal")
     return pl.DataFrame({
-        "shard": [shards[i] for i in found],
-        RECORD_ID: [ids[i] for i in found],
+        "shard": nodes["shard"].gather(found),
+        RECORD_ID: nodes[RECORD_ID].gather(found),
         ROW: df[ROW].gather(found),  # ids may repeat in a shard; the engine moves it into detail.row
         "score": pl.Series(score, dtype=pl.Float64),
         "detail": detail.select(pl.struct(pl.all()).struct.json_encode()).to_series(),

@@ -249,38 +249,41 @@ class SpanDedup(Check):
 
         found = np.flatnonzero((size[:n] > 1) & (rep[:n] != np.arange(n)) & (covered > 0)
                                & (share >= float(self.options["min_share"])))
-        found = found[~own_earlier_version(found, rep[found], n, recs["shard"].to_list(), recs[RECORD_ID].to_list(),
+        found = found[~own_earlier_version(found, rep[found], n, recs["shard"], recs[RECORD_ID],
                                            None if h_nodes is None else h_nodes[2])]
         if len(found) == 0:
             return _no_findings()
         # character spans of the found records, as JSON-ready lists
         m_doc = co // 128
         keep_m = np.isin(m_doc, found)
-        spans = pl.DataFrame({"doc": m_doc[keep_m], "field": [TEXT_FIELDS[f] for f in (co[keep_m] % 128).tolist()],
+        spans = pl.DataFrame({"doc": m_doc[keep_m], "field": np.array(TEXT_FIELDS, dtype=object)[co[keep_m] % 128],
                               "start": cst[keep_m], "end": cen[keep_m]}, schema_overrides={"field": pl.Utf8})
         spans = spans.group_by("doc", maintain_order=True).agg(
             pl.struct("field", "start", "end").head(int(self.options["max_matches"])).alias("matches"))
-        ids = recs[RECORD_ID].to_list()
-        shards = recs["shard"].to_list()
+        # the records' identities gathered by index (scan records, then history nodes): no Python
+        # list of the corpus's ids
         h_info = None if h_nodes is None else h_nodes[2]
-        node_id = ids + ([] if h_info is None else h_info["record_id"].to_list())
-        node_shard = shards + ([] if h_info is None else h_info["shard"].to_list())
-        node_sha = [None] * n + ([] if h_info is None else h_info["sha256"].to_list())
-        node_row = recs[ROW].to_list() + [None] * (0 if h_info is None else h_info.height)
-        node_scan = [None] * n + ([] if h_info is None else h_info["scan_id"].to_list())
-        reps = rep[found].tolist()
-        rep_ids = [node_id[r] for r in reps]
-        rep_shards = [node_shard[r] for r in reps]
+        nodes = recs.select(pl.col(RECORD_ID).cast(pl.Utf8), pl.col("shard").cast(pl.Utf8), pl.col(ROW).cast(pl.Int64),
+                            sha256=pl.lit(None, dtype=pl.Utf8), scan=pl.lit(None, dtype=pl.Utf8))
+        if h_info is not None and h_info.height:
+            nodes = pl.concat([nodes, h_info.select(
+                pl.col(RECORD_ID).cast(pl.Utf8), pl.col("shard").cast(pl.Utf8), pl.lit(None, dtype=pl.Int64).alias(ROW),
+                sha256=pl.col("sha256").cast(pl.Utf8), scan=pl.col("scan_id").cast(pl.Utf8))])
+        reps = nodes[rep[found]]
+        # a cluster's id is hashed once per kept record, then spread to its members
+        uniq, inv = np.unique(rep[found], return_inverse=True)
+        clusters = pl.Series(cluster_ids("span", nodes["shard"].gather(uniq).to_list(),
+                                         nodes[RECORD_ID].gather(uniq).to_list()), dtype=pl.Utf8).gather(inv.ravel())
         detail = pl.DataFrame({
             "doc": found,
-            "cluster": cluster_ids("span", rep_shards, rep_ids),
+            "cluster": clusters,
             "cluster_size": size[found],
-            "representative": rep_ids,
-            "representative_shard": rep_shards,
+            "representative": reps[RECORD_ID],
+            "representative_shard": reps["shard"],
             # ids may repeat in a shard: the row tells an in-scan representative apart
-            "representative_row": [node_row[r] for r in reps],
-            "representative_sha256": [node_sha[r] for r in reps],
-            "representative_scan": [node_scan[r] for r in reps],
+            "representative_row": reps[ROW],
+            "representative_sha256": reps["sha256"],
+            "representative_scan": reps["scan"],
             "share": np.round(share[found], 4),
             "repeated_tokens": covered[found].astype(np.int64),
             "tokens": ntok[found],
@@ -290,8 +293,8 @@ class SpanDedup(Check):
                              "representative_row": pl.Int64, "doc": pl.UInt32}).join(spans.with_columns(pl.col("doc").cast(pl.UInt32)),
                                                      on="doc", how="left", maintain_order="left")
         return pl.DataFrame({
-            "shard": [shards[i] for i in found],
-            RECORD_ID: [ids[i] for i in found],
+            "shard": nodes["shard"].gather(found),
+            RECORD_ID: nodes[RECORD_ID].gather(found),
             ROW: recs[ROW].gather(found),  # ids may repeat in a shard; the engine moves it into detail.row
             "score": np.round(share[found], 4),
             "detail": detail.drop("doc").select(pl.struct(pl.all()).struct.json_encode()).to_series(),
@@ -308,12 +311,25 @@ class SpanDedup(Check):
         df = approved_feats.select("shard", RECORD_ID, ROW).collect()
         if df.height == 0:
             return
-        items, offsets = unpack(approved_feats.select("fps").collect()["fps"], FP_DTYPE)
-        keys = np.ascontiguousarray(items["fp"])
-        del items
-        index.add(KIND, self.params, df, keys=keys,
-                  key_rows=np.repeat(np.arange(df.height, dtype=np.uint32), np.diff(offsets)), scan_id=ctx.scan_id,
+        keys, key_rows = approved_keys(approved_feats.select("fps"))
+        index.add(KIND, self.params, df, keys=keys, key_rows=key_rows, scan_id=ctx.scan_id,
                   shard_sha256=ctx.shard_sha256)
+
+
+def approved_keys(fps: pl.LazyFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(fingerprint hash, row in ``fps``) of every fingerprint of the ``fps`` column, read a batch
+    at a time: only the hashes (8 bytes each) accumulate, never the packed fingerprints of the
+    whole corpus (25 bytes each, twice over while unpacked)."""
+    keys, rows, base = [], [], 0
+    for batch in fps.collect_batches():
+        items, offsets = unpack(batch["fps"], FP_DTYPE)
+        keys.append(np.ascontiguousarray(items["fp"]))
+        rows.append(np.repeat(np.arange(base, base + batch.height, dtype=np.uint32), np.diff(offsets)))
+        base += batch.height
+        del items, batch
+    if not keys:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint32)
+    return np.concatenate(keys), np.concatenate(rows)
 
 
 def _pieces(fp: np.ndarray, doc: np.ndarray):

@@ -58,13 +58,14 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import polars as pl
 import pyarrow as pa
 from pydantic import Field
 
 from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
+from integrity.analysis.details import detail_fields
 from integrity.checks.base import CheckOptions, Check, CheckOutput, CorpusContext
 
 DEDUP_SIZE_KEYS = {"dedup.exact": "exact", "dedup.near": "near", "dedup.semantic": "semantic"}
@@ -103,6 +104,25 @@ class MemorizationRisk(Check):
 
     # -- corpus ----------------------------------------------------------------
     def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame:
+        parts = list(self.corpus_parts(features, ctx))
+        return pl.concat(parts) if parts else pl.DataFrame(schema=FINDINGS_SCHEMA)
+
+    def corpus_parts(self, features: pl.LazyFrame, ctx: CorpusContext) -> Iterator[pl.DataFrame]:
+        """The findings :data:`PART_ROWS` at a time (the engine spills each part as it comes):
+        the scores are computed column-wise for every record, the details part by part."""
+        scored = self._scored(features, ctx)
+        for part in scored.iter_slices(PART_ROWS):
+            yield pl.DataFrame({
+                "shard": part["shard"], RECORD_ID: part[RECORD_ID],
+                ROW: part[ROW],  # ids may repeat in a shard; the engine moves it into detail.row
+                "score": part["score"].round(4),
+                "detail": detail_json(part),
+                "severity": pl.Series("severity", [None] * part.height, dtype=pl.Utf8),
+            })
+
+    def _scored(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame:
+        """Every record scoring at least ``min_score``, in shard and row order, with the columns
+        of its detail."""
         # keyed by row, not id: a shard may repeat an id (provenance.duplicate_id)
         key = ["shard", ROW]
         lf = features.select("shard", RECORD_ID, ROW, "shard_index")
@@ -134,41 +154,57 @@ class MemorizationRisk(Check):
             return pl.min_horizontal(v.log() / ln_n, pl.lit(1.0)).clip(lower_bound=0.0)
 
         span_term = pl.col("span_share").fill_null(0.0) * dup(1.0 + pl.col("span_docs").fill_null(0).cast(pl.Float64))
-        scored = (lf.with_columns(copies=x)
-                  .with_columns(dup_score=pl.max_horizontal(dup(pl.col("copies")), span_term))
-                  .with_columns(privacy_score=pl.col("privacy_score").fill_null(0.0).clip(0.0, 1.0))
-                  .with_columns(score=pl.col("dup_score") * (c + (1.0 - c) * pl.col("privacy_score")))
-                  .filter((pl.col("score") >= float(o["min_score"])) & (pl.col("score") > 0))
-                  .sort("shard_index", ROW)
-                  .collect())
-        if scored.height == 0:
-            return pl.DataFrame(schema=FINDINGS_SCHEMA)
-        history = pl.any_horizontal(pl.col("exact_history"), pl.col("near_history")).fill_null(False)
-        detail_frame = scored.select(
-            copies=pl.col("copies").round(2),
-            exact_copies=pl.col("exact_copies"),
-            near_copies=pl.col("near_copies"),
-            semantic_copies=pl.col("semantic_copies"),
-            history=history,
-            span_share=pl.col("span_share"),
-            span_docs=pl.col("span_docs"),
-            dup_score=pl.col("dup_score").round(4),
-            privacy_score=pl.col("privacy_score").round(4),
-            privacy_kinds=pl.col("privacy_kinds"),
-        )
-        details = []
-        for d, m in zip(detail_frame.iter_rows(named=True), scored["privacy_matches"].to_list()):
-            d = {k: v for k, v in d.items() if v is not None}
-            if m:
-                d["matches"] = json.loads(m)
-            details.append(json.dumps(d, sort_keys=True))
-        return pl.DataFrame({
-            "shard": scored["shard"], RECORD_ID: scored[RECORD_ID],
-            ROW: scored[ROW],  # ids may repeat in a shard; the engine moves it into detail.row
-            "score": scored["score"].round(4),
-            "detail": pl.Series("detail", details, dtype=pl.Utf8),
-            "severity": pl.Series("severity", [None] * scored.height, dtype=pl.Utf8),
-        })
+        return (lf.with_columns(copies=x)
+                .with_columns(dup_score=pl.max_horizontal(dup(pl.col("copies")), span_term))
+                .with_columns(privacy_score=pl.col("privacy_score").fill_null(0.0).clip(0.0, 1.0))
+                .with_columns(score=pl.col("dup_score") * (c + (1.0 - c) * pl.col("privacy_score")))
+                .filter((pl.col("score") >= float(o["min_score"])) & (pl.col("score") > 0))
+                .sort("shard_index", ROW)
+                .collect())
+
+
+#: findings built and handed to the engine at a time
+PART_ROWS = 100_000
+
+
+def detail_json(scored: pl.DataFrame) -> pl.Series:
+    """Each finding's ``detail``, column-wise, byte for byte what ``json.dumps(d, sort_keys=True)``
+    gives for the dict of its non-null fields (``matches``: the private spans, parsed from
+    ``privacy_matches``). Floats, kinds and matches take few distinct values: each distinct
+    value is written by :mod:`json` once and mapped back."""
+    fields = scored.select(
+        copies=_dumped(pl.col("copies").round(2)),
+        dup_score=_dumped(pl.col("dup_score").round(4)),
+        exact_copies=pl.col("exact_copies").cast(pl.Utf8),
+        history=pl.when(pl.any_horizontal(pl.col("exact_history"), pl.col("near_history")).fill_null(False))
+        .then(pl.lit("true")).otherwise(pl.lit("false")),
+        matches=pl.col("privacy_matches").map_batches(
+            lambda s: _map_distinct(s, lambda m: json.dumps(json.loads(m), sort_keys=True)), return_dtype=pl.Utf8),
+        near_copies=pl.col("near_copies").cast(pl.Utf8),
+        # kinds are never empty strings (see _privacy): joined on NUL, split back
+        privacy_kinds=pl.col("privacy_kinds").list.join("\x00").map_batches(
+            lambda s: _map_distinct(s, lambda k: json.dumps(k.split("\x00") if k else [])), return_dtype=pl.Utf8),
+        privacy_score=_dumped(pl.col("privacy_score").round(4)),
+        semantic_copies=pl.col("semantic_copies").cast(pl.Utf8),
+        span_docs=pl.col("span_docs").cast(pl.Utf8),
+        span_share=_dumped(pl.col("span_share")),
+    )
+    # sort_keys: the fields in name order; a null value leaves its pair out
+    pairs = [pl.concat_str(pl.lit(json.dumps(name) + ": "), pl.col(name)) for name in sorted(fields.columns)]
+    return fields.select(detail=pl.concat_str(
+        pl.lit("{"), pl.concat_str(pairs, separator=", ", ignore_nulls=True), pl.lit("}")))["detail"]
+
+
+def _dumped(expr: pl.Expr) -> pl.Expr:
+    """A float column as :func:`json.dumps` writes each value (Python's shortest repr)."""
+    return expr.map_batches(lambda s: _map_distinct(s, json.dumps), return_dtype=pl.Utf8)
+
+
+def _map_distinct(s: pl.Series, fn) -> pl.Series:
+    """``fn`` applied once per distinct non-null value of ``s`` (null stays null), as strings."""
+    uniq = s.drop_nulls().unique()
+    return s.replace_strict(uniq, pl.Series([fn(v) for v in uniq.to_list()], dtype=pl.Utf8),
+                            default=None, return_dtype=pl.Utf8)
 
 
 def _json(col: str, path: str) -> pl.Expr:
@@ -192,26 +228,33 @@ def _by_row(evidence: pl.DataFrame, ids: pl.LazyFrame) -> pl.DataFrame:
     return known
 
 
-def _narrow(found: pl.DataFrame | pl.LazyFrame | None, *columns: pl.Expr | str,
+def _narrow(found: pl.DataFrame | pl.LazyFrame | None, fields: tuple[str, ...], keep: tuple[str, ...],
             **named: pl.Expr) -> pl.DataFrame | None:
-    """Only ``columns`` of a check's findings (lazy: spilled by the engine), None when it has
-    none: the findings' details are read, parsed and dropped in one pass, never held whole."""
+    """``keep`` columns of a check's findings (lazy: spilled by the engine) and ``named`` columns
+    computed from the ``d_<field>`` strings of their details' ``fields`` and ``d_row``; None when
+    it has none. The details are read and parsed a slice at a time
+    (:func:`integrity.analysis.details.detail_fields`), never held whole."""
     if found is None:
         return None
-    out = found.lazy().select(*columns, **named).collect()
+    f = detail_fields(found.lazy(), ("row", *fields), keep=keep)
+    out = f.select(*keep, pl.col("d_row").cast(pl.Int64, strict=False).alias(ROW), **named)
     return out if out.height else None
+
+
+def _d(field: str) -> pl.Expr:
+    return pl.col(f"d_{field}")
 
 
 def _cluster_sizes(found: pl.DataFrame | pl.LazyFrame | None, ids: pl.LazyFrame) -> pl.DataFrame | None:
     """(shard, row, size, history) for every member and every in-scan
     representative of a dedup check's clusters (largest cluster per record)."""
-    f = _narrow(found, "shard", RECORD_ID, _detail_row(),
-        size=pl.coalesce(_json("detail", "$.group_size").cast(pl.Int64, strict=False),
-                         _json("detail", "$.cluster_size").cast(pl.Int64, strict=False)),
-        history=(_json("detail", "$.history") == "true").fill_null(False),
-        rep=_json("detail", "$.representative"),
-        rep_shard=_json("detail", "$.representative_shard"),
-        rep_row=_json("detail", "$.representative_row").cast(pl.Int64, strict=False),
+    f = _narrow(found, ("group_size", "cluster_size", "history", "representative", "representative_shard",
+                        "representative_row"), ("shard", RECORD_ID),
+        size=pl.coalesce(_d("group_size").cast(pl.Int64, strict=False), _d("cluster_size").cast(pl.Int64, strict=False)),
+        history=(_d("history") == "true").fill_null(False),
+        rep=_d("representative"),
+        rep_shard=_d("representative_shard"),
+        rep_row=_d("representative_row").cast(pl.Int64, strict=False),
     )
     if f is None:
         return None
@@ -226,12 +269,12 @@ def _cluster_sizes(found: pl.DataFrame | pl.LazyFrame | None, ids: pl.LazyFrame)
 
 def _span_info(found: pl.DataFrame | pl.LazyFrame | None, ids: pl.LazyFrame) -> pl.DataFrame | None:
     """(shard, row, span_share, span_docs) of every record with a ``dedup.span`` finding."""
-    f = _narrow(found, "shard", RECORD_ID, _detail_row(),
-                span_share=pl.coalesce(_json("detail", "$.share").cast(pl.Float64, strict=False), pl.col("score")),
-                span_docs=_json("detail", "$.other_docs").cast(pl.Int64, strict=False).fill_null(1))
+    f = _narrow(found, ("share", "other_docs"), ("shard", RECORD_ID, "score"),
+                span_share=pl.coalesce(_d("share").cast(pl.Float64, strict=False), pl.col("score")),
+                span_docs=_d("other_docs").cast(pl.Int64, strict=False).fill_null(1))
     if f is None:
         return None
-    return _by_row(f, ids).group_by("shard", ROW).agg(pl.col("span_share").max(), pl.col("span_docs").max())
+    return _by_row(f.drop("score"), ids).group_by("shard", ROW).agg(pl.col("span_share").max(), pl.col("span_docs").max())
 
 
 def _privacy(shard_findings: pl.LazyFrame, checks: list[str], ids: pl.LazyFrame) -> pl.DataFrame:

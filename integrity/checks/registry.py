@@ -84,6 +84,18 @@ def get(name: str) -> type[Check]:
     raise UnknownCheckError(f"unknown check {name!r}; available: {', '.join(available())}")
 
 
+def check_known(name: str) -> None:
+    """Raise :class:`UnknownCheckError` unless ``name`` is a check; a built-in or registered
+    name is known without importing its module (a plug-in's import path is imported)."""
+    if name not in _extra and name not in BUILTIN:
+        get(name)
+
+
+def is_shipped(name: str) -> bool:
+    """Whether ``name`` is the built-in check (not a class registered under its name)."""
+    return name in BUILTIN and name not in _extra
+
+
 def find(name: str, paths: Iterable[str] = ()) -> type[Check] | None:
     """The class of the check whose findings carry ``name``, or ``None`` when no importable one does.
 

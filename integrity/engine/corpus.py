@@ -5,6 +5,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import polars as pl
 
@@ -78,7 +79,7 @@ def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], dest: Path,
     Each pass's findings are spilled to ``.work/corpus/`` as soon as it returns and later passes
     read them lazily (``CorpusContext.earlier_findings``); ``dest`` is their streamed
     concatenation. The flow process never holds more than one pass's findings, whatever the
-    corpus size. Checks with thumbnails (:func:`integrity.engine.evidence.attach_thumbnails`)
+    corpus size, and of a pass that yields them in parts (:meth:`Check.corpus_parts`), one part. Checks with thumbnails (:func:`integrity.engine.evidence.attach_thumbnails`)
     keep theirs until the images are gathered in one pass, then are written again."""
     ctx = corpus_context(spec, results, map_partitions)
     spill = Path(spec.out) / WORK / CORPUS_SPILL
@@ -92,20 +93,25 @@ def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], dest: Path,
         t0 = time.perf_counter()
         features = features_of(name, results)
         check = spec.check_instance(name)
-        found = check.corpus_pass(features, ctx) if features is not None else None
-        height = 0 if found is None else found.height
+        # labelled with the check's own name, as its per-shard findings are (a plug-in named
+        # by import path in the policy still writes findings under its class's name)
+        label = check.name or name
+        path = spill / f"{i:03d}.parquet"
+        # checks with thumbnails keep their findings whole until the images are gathered
+        kept: list[pl.DataFrame] | None = [] if evidence.thumbnail_count(check) > 0 else None
+        rows = [0]
+        parts = check.corpus_parts(features, ctx) if features is not None else []
+        write_finished(_tally(parts, rows, kept), label, path)
+        height = rows[0]
         if height:
-            # labelled with the check's own name, as its per-shard findings are (a plug-in named
-            # by import path in the policy still writes findings under its class's name)
-            label = check.name or name
-            path = spill / f"{i:03d}.parquet"
-            write_finished(found, label, path)
             files.append(path)
             spilled[name] = (path, label)
-            if evidence.thumbnail_count(check) > 0:
-                thumbs[name] = (evidence.thumbnail_count(check), found)
+            if kept:
+                thumbs[name] = (evidence.thumbnail_count(check), pl.concat(kept, how="diagonal_relaxed"))
             ctx.earlier_findings[name] = pl.scan_parquet(path)  # without thumbnails
-        del found
+        else:
+            path.unlink(missing_ok=True)
+        del parts, kept
         timings[name] = time.perf_counter() - t0
         if check.corpus_coverage:
             notes[name] = check.corpus_coverage
@@ -120,13 +126,25 @@ def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], dest: Path,
     return timings, notes
 
 
-def write_finished(found: pl.DataFrame, check: str, path: Path, chunk: int = FINISH_CHUNK) -> Path:
-    """A pass's findings in the columns of ``findings.parquet`` (:func:`finish_findings`), secrets
-    masked before they reach the disk (as the shard cache's findings are), written ``chunk`` rows
-    at a time: the details are rewritten (row moved in, secrets masked) one slice after the
-    other, never for the whole corpus's findings at once."""
+def write_finished(found: pl.DataFrame | Iterable[pl.DataFrame], check: str, path: Path,
+                   chunk: int = FINISH_CHUNK) -> Path:
+    """A pass's findings (one frame, or parts as :meth:`Check.corpus_parts` yields them) in the
+    columns of ``findings.parquet`` (:func:`finish_findings`), secrets masked before they reach
+    the disk (as the shard cache's findings are), written ``chunk`` rows at a time: the details
+    are rewritten (row moved in, secrets masked) one slice after the other, never for the whole
+    corpus's findings at once."""
+    parts = [found] if isinstance(found, pl.DataFrame) else found
     return outputs.write_findings_parts(
-        (mask_frame(finish_findings(piece, check)) for piece in found.iter_slices(chunk)), path)
+        (mask_frame(finish_findings(piece, check)) for part in parts for piece in part.iter_slices(chunk)), path)
+
+
+def _tally(parts: Iterable[pl.DataFrame], rows: list[int], kept: list[pl.DataFrame] | None) -> Iterator[pl.DataFrame]:
+    """``parts`` passed through, their rows added to ``rows[0]`` (and each kept in ``kept``)."""
+    for part in parts:
+        rows[0] += part.height
+        if kept is not None and part.height:
+            kept.append(part)
+        yield part
 
 
 def write_concat(files: list[Path], dest: Path) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -38,9 +38,24 @@ def write_findings(findings: pl.LazyFrame, run_dir: Path, group_rows: int = SORT
     path = run_dir / "findings.parquet"
     typed = findings.select([pl.col(c).cast(t) for c, t in SCAN_FINDING_COLUMNS.items()])
     groups = shard_groups(typed.group_by("shard").len().collect(), group_rows)
-    parts = (typed.filter(pl.col("shard").is_null() if group is None else pl.col("shard").is_in(group))
-             .sort(SORT_KEY, nulls_last=True).collect() for group in groups)
-    return write_findings_parts(parts, path)
+    return write_findings_parts(_sorted_parts(typed, groups), path)
+
+
+#: rows of a sorted group gathered and written at a time
+WRITE_SLICE_ROWS = 50_000
+
+
+def _sorted_parts(typed: pl.LazyFrame, groups: list[list[str] | None]) -> Iterator[pl.DataFrame]:
+    """Each group's findings, sorted, in slices of :data:`WRITE_SLICE_ROWS`. A group is read with
+    the streaming engine (the inputs are filtered batch by batch, never read whole), and only its
+    sort keys are sorted: the rows are gathered a slice at a time, not copied whole in order."""
+    for group in groups:
+        part = typed.filter(pl.col("shard").is_null() if group is None else pl.col("shard").is_in(group)).collect(
+            engine="streaming")
+        order = part.select(pl.arg_sort_by(SORT_KEY, nulls_last=True)).to_series()
+        for i in range(0, len(order), WRITE_SLICE_ROWS):
+            yield part[order[i:i + WRITE_SLICE_ROWS]]
+        del part, order
 
 
 def write_findings_parts(parts: Iterable[pl.DataFrame], path: Path) -> Path:

@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 from markupsafe import Markup
 
+from integrity.analysis.details import detail_fields
 from integrity.report import charts
 from integrity.report.format import COLORS, SEVERITY_RANK, SEVERITY_SERIES, fmt_int, fmt_pct, fmt_score, pretty_detail
 
@@ -161,7 +162,8 @@ def generic_section(data: CheckData) -> Section:
             .with_columns(
                 _sev=pl.col("severity").replace_strict(SEVERITY_RANK, default=9, return_dtype=pl.Int32)
             )
-            .sort(["_sev", "score"], descending=[False, True], nulls_last=True)
+            # ties in file order: the same run directory gives the same report
+            .sort(["_sev", "score"], descending=[False, True], nulls_last=True, maintain_order=True)
             .head(MAX_TOP_FINDINGS)
             .collect()
         )
@@ -193,34 +195,42 @@ def generic_section(data: CheckData) -> Section:
     return sec
 
 
-def dedup_section(data: CheckData) -> Section:
-    """Generic section plus cluster size histogram and the largest clusters."""
-    sec = generic_section(data)
-    d = pl.col("detail")
-    lf = data.findings().with_columns(
-        _cluster=d.str.json_path_match("$.cluster"),
-        _gsize=pl.coalesce(
-            d.str.json_path_match("$.group_size").cast(pl.Float64, strict=False),
-            d.str.json_path_match("$.cluster_size").cast(pl.Float64, strict=False),
-        ),
-        _rep=d.str.json_path_match("$.representative"),
-        _rep_shard=d.str.json_path_match("$.representative_shard"),
-    )
-    clusters = (
-        lf.filter(pl.col("_cluster").is_not_null())
-        .group_by("_cluster")
+#: the top-level ``detail`` fields the duplicate-cluster view reads
+CLUSTER_FIELDS = ("cluster", "group_size", "cluster_size", "representative", "representative_shard", "history")
+
+
+def cluster_view(data: CheckData) -> pl.DataFrame:
+    """One row per value of ``detail.cluster`` among the findings of ``data`` (a null row for the
+    findings without one): what :func:`dedup_section` and the ``dedup`` section's headline figures
+    show, from one pass over the findings that parses each detail once."""
+    f = detail_fields(data.findings(), CLUSTER_FIELDS, keep=("shard", "record_id", "score"))
+    num = {k: pl.col(f"d_{k}").cast(pl.Float64, strict=False) for k in ("group_size", "cluster_size")}
+    return (
+        f.group_by(pl.col("d_cluster").alias("_cluster"))
         .agg(
-            declared=pl.col("_gsize").max(),
-            members=pl.col("record_id").append(pl.col("_rep")).drop_nulls().n_unique(),
-            representative=pl.col("_rep").drop_nulls().first(),
-            representative_shard=pl.col("_rep_shard").drop_nulls().first(),
+            declared=pl.coalesce(num["group_size"], num["cluster_size"]).max(),
+            # the headline figures read the size the other way round (cluster_size first)
+            size_any=pl.coalesce(pl.col("d_cluster_size").cast(pl.Int64, strict=False),
+                                 pl.col("d_group_size").cast(pl.Int64, strict=False)).max(),
+            n=pl.len(),
+            history=(pl.col("d_history") == "true").sum(),
+            members=pl.col("record_id").append(pl.col("d_representative")).drop_nulls().n_unique(),
+            representative=pl.col("d_representative").drop_nulls().first(),
+            representative_shard=pl.col("d_representative_shard").drop_nulls().first(),
             shards=pl.col("shard").n_unique(),
             sample=pl.col("record_id").drop_nulls().head(5),
             max_score=pl.col("score").max(),
         )
         .with_columns(size=pl.coalesce(pl.col("declared").cast(pl.Int64, strict=False), pl.col("members").cast(pl.Int64)))
-        .collect()
     )
+
+
+def dedup_section(data: CheckData, view: pl.DataFrame | None = None) -> Section:
+    """Generic section plus cluster size histogram and the largest clusters (``view``: the
+    check's :func:`cluster_view`, computed here when not given)."""
+    sec = generic_section(data)
+    view = cluster_view(data) if view is None else view
+    clusters = view.filter(pl.col("_cluster").is_not_null())
     if clusters.height == 0:
         return sec
     sizes = clusters["size"].drop_nulls().to_numpy()

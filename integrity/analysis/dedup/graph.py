@@ -10,10 +10,9 @@ out still links the others among themselves.
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from integrity.analysis.dedup.kernel import HAVE_NUMBA, bucket_pair_codes
+from integrity.analysis.sorting import sorted_unique_i64
 
 
 def bucket_pairs(keys: np.ndarray, items: np.ndarray, chain: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -68,6 +67,8 @@ def sorted_unique(x: np.ndarray) -> np.ndarray:
     """``np.unique`` by sorting (faster than its hash path for large integer arrays)."""
     if len(x) == 0:
         return x
+    if x.dtype == np.int64:  # pair codes: a compiled bucket sort (same values, about 1.5x faster)
+        return sorted_unique_i64(x)
     x = np.sort(x)
     return x[np.concatenate(([True], x[1:] != x[:-1]))]
 
@@ -76,6 +77,10 @@ def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Connected-component label of each of ``n`` nodes given undirected edges."""
     if n == 0:
         return np.zeros(0, dtype=np.int64)
+    # scipy here, not at the top: dedup.near's module is imported whenever a policy is loaded
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     g = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n)).tocsr()
     _, labels = connected_components(g, directed=False)
     return labels.astype(np.int64)

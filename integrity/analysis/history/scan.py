@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -66,19 +66,24 @@ def seen_order(ctx: Any, kind: str, params: Mapping, shards: pl.Series, rows: pl
     return (frame["_base"] + frame["_rank"]).fill_null(-1).to_numpy()
 
 
-def own_earlier_version(found: np.ndarray, rep: np.ndarray, n: int, shards: list, record_ids: list,
-                        h_info: pl.DataFrame | None) -> np.ndarray:
+def own_earlier_version(found: np.ndarray, rep: np.ndarray, n: int, shards: Sequence | pl.Series,
+                        record_ids: Sequence | pl.Series, h_info: pl.DataFrame | None) -> np.ndarray:
     """Mask of ``found`` records (indices < n) whose kept record ``rep`` is a history
     node (index >= n, row ``rep - n`` of ``h_info``) with the same shard name and
     record id: an earlier version of the record itself (a shard rewritten or
-    appended to since it was approved), not a duplicate."""
+    appended to since it was approved), not a duplicate. Column-wise (``shards`` and
+    ``record_ids`` of the scan's records are gathered at the few records kept by history)."""
     mask = np.zeros(len(found), dtype=bool)
     if h_info is None or len(found) == 0:
         return mask
-    hs, hr = h_info["shard"].to_list(), h_info["record_id"].to_list()
-    for k, (f, r) in enumerate(zip(found.tolist(), rep.tolist())):
-        if r >= n and hs[r - n] == shards[f] and hr[r - n] == record_ids[f]:
-            mask[k] = True
+    k = np.flatnonzero(np.asarray(rep) >= n)
+    if len(k) == 0:
+        return mask
+    mine = pl.DataFrame({"shard": pl.Series(shards, dtype=pl.Utf8).gather(found[k]),
+                         "id": pl.Series(record_ids, dtype=pl.Utf8).gather(found[k])})
+    hist = h_info.select(shard=pl.col("shard").cast(pl.Utf8), id=pl.col("record_id").cast(pl.Utf8))[rep[k] - n]
+    same = (mine["shard"].eq_missing(hist["shard"]) & mine["id"].eq_missing(hist["id"])).to_numpy()
+    mask[k] = same
     return mask
 
 

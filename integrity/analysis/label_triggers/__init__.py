@@ -5,13 +5,16 @@ The engine of the lexical poisoning checks (``poison.trigger``,
 report import):
 
 * :mod:`integrity.analysis.label_triggers.lexical` – tokens with character
-  offsets, n-grams, repeated spans, association and multiple-testing tools
-  (reusable for any text field);
+  offsets, n-grams, repeated spans, context diversity (reusable for any text
+  field), re-exporting :mod:`integrity.analysis.label_triggers.stats` –
+  association, grouping, multiple-testing and background-language tools;
 * :mod:`integrity.analysis.label_triggers.features` – the per-record token
   features a check stores per shard, and reading every shard's back in the
   corpus pass;
 * :mod:`integrity.analysis.label_triggers.detect` – :func:`detect_label_triggers`,
-  the association, grouping and clean-/dirty-label evidence tests;
+  the association and grouping, running the evidence tests of
+  :mod:`integrity.analysis.label_triggers.clean_label` and
+  :mod:`integrity.analysis.label_triggers.dirty_label`;
 * :mod:`integrity.analysis.label_triggers.findings` – the findings a flagged
   group becomes;
 * :mod:`integrity.analysis.label_triggers.responses` – ``poison.target``'s

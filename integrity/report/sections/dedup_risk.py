@@ -26,8 +26,8 @@ import polars as pl
 
 from integrity.report import charts
 from integrity.report.format import COLORS, fmt_int, fmt_pct, fmt_score
-from integrity.report.model import (MAX_TOP_CLUSTERS, Block, CheckData, Section, Table, dedup_section, generic_section,
-                                    report_section)
+from integrity.report.model import (MAX_TOP_CLUSTERS, Block, CheckData, Section, Table, cluster_view, dedup_section,
+                                    generic_section, report_section)
 
 MAX_TOP_RECORDS = 12
 MAX_BENCHMARKS = 20
@@ -66,27 +66,19 @@ def _move_to_front(sec: Section, blocks: list[Block]) -> None:
 def dedup_family_section(data: CheckData) -> Section:
     """Cluster histogram and largest clusters (the report's dedup view), headline
     figures, and examples ordered by the size of their cluster."""
-    sec = dedup_section(data)
-    f = data.findings().select(
-        "shard", "record_id", "score",
-        cluster=_j("$.cluster"),
-        size=pl.coalesce(_j("$.cluster_size").cast(pl.Int64, strict=False),
-                         _j("$.group_size").cast(pl.Int64, strict=False)),
-        rep=_j("$.representative"),
-        rep_shard=_j("$.representative_shard"),
-        history=_j("$.history") == "true",
-    ).collect()
-    if f.height and f["cluster"].drop_nulls().len():
-        per = f.group_by("cluster").agg(pl.col("size").max(), pl.len().alias("n"))
-        in_clusters = int(per.select(pl.coalesce("size", pl.col("n") + 1)).to_series().sum())
-        stats = [("clusters", fmt_int(per.height)), ("records in clusters (kept ones included)", fmt_int(in_clusters)),
-                 ("largest cluster", fmt_int(per["size"].max() or per["n"].max() + 1)),
-                 ("records to drop", fmt_int(f.height) + f" ({fmt_pct(f.height, data.total_rows)} of the scan)")]
-        hist = int(f["history"].fill_null(False).sum())
+    view = cluster_view(data)
+    sec = dedup_section(data, view)
+    findings = int(view["n"].sum())
+    if findings and view["_cluster"].drop_nulls().len():
+        in_clusters = int(view.select(pl.coalesce("size_any", pl.col("n") + 1)).to_series().sum())
+        stats = [("clusters", fmt_int(view.height)), ("records in clusters (kept ones included)", fmt_int(in_clusters)),
+                 ("largest cluster", fmt_int(view["size_any"].max() or view["n"].max() + 1)),
+                 ("records to drop", fmt_int(findings) + f" ({fmt_pct(findings, data.total_rows)} of the scan)")]
+        hist = int(view["history"].sum())
         if hist:
             stats.append(("duplicates of earlier nights", fmt_int(hist)))
         sec.stats.extend(stats)
-    if data.check == "dedup.semantic" and f.height:
+    if data.check == "dedup.semantic" and findings:
         share_expr = _j("$.embedded_share").cast(pl.Float64, strict=False)
         extra = data.findings().select(model=_j("$.model"), share=share_expr).head(1).collect()
         if extra.height:

@@ -165,3 +165,16 @@ def test_bad_manifest_version_is_a_clear_error(tmp_path):
     (tmp_path / H.DIRNAME / "manifest.json").write_text(json.dumps({"version": 99}))
     with pytest.raises(RuntimeError, match="version"):
         HistoryIndex(tmp_path).segments("k")
+
+
+def test_own_earlier_version_compares_shard_and_id_of_history_representatives_only():
+    from integrity.analysis.history import own_earlier_version
+
+    h_info = pl.DataFrame({"shard": ["a.parquet", "b.parquet", None], "record_id": ["r1", "r9", None]})
+    shards, ids = pl.Series(["a.parquet", "a.parquet", "b.parquet", None]), pl.Series(["r1", "r2", "r1", None])
+    found = np.array([0, 1, 2, 3])
+    rep = np.array([4, 0, 5, 6])  # n = 4: nodes 4.. are history rows 0..
+    want = [True, False, False, True]  # same shard and id (nulls equal); an in-scan representative never
+    assert own_earlier_version(found, rep, 4, shards, ids, h_info).tolist() == want
+    assert own_earlier_version(found, rep, 4, shards.to_list(), ids.to_list(), h_info).tolist() == want
+    assert not own_earlier_version(found, rep, 4, shards, ids, None).any()

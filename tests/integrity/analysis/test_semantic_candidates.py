@@ -54,3 +54,17 @@ def test_calibrated_thresholds_keep_the_recall_and_precision_asked_for():
     assert calibrate_thresholds(s, t, recall=1.0, precision=1.01) == (0.7, None)
     with pytest.raises(ValueError, match="no full-model pair"):
         calibrate_thresholds(s, np.zeros(10, dtype=bool))
+
+
+def test_rescore_plan_sure_first_spends_the_budget_on_the_most_similar_pairs_sure_ones_included():
+    # (0,1) .99 and (2,3) .98 are sure, (4,5) .9 and (6,7) .8 open; budget 4 contents
+    a, b = np.array([0, 2, 4, 6]), np.array([1, 3, 5, 7])
+    sim = np.array([0.99, 0.98, 0.9, 0.8], dtype=np.float32)
+    plan = rescore_plan(8, a, b, sim, budget=4, accept=0.97, sure_first=True)
+    assert plan.rescore.tolist() == [0, 1, 2, 3] and len(plan.static_only) == 0 and len(plan.accept_a) == 0
+    # budget 3: the sure pair (2,3) is reached at one end only; what is left of it is decided statically
+    plan = rescore_plan(8, a, b, sim, budget=3, accept=0.97, sure_first=True)
+    assert plan.rescore.tolist() == [0, 1, 2] and plan.static_only.tolist() == [3]
+    assert (plan.accept_a.tolist(), plan.accept_b.tolist()) == ([2], [3])
+    cov = plan.coverage(3, 0.97)
+    assert (cov["rescored"], cov["static_only"], cov["not_compared"]) == (3, 1, 4)

@@ -188,7 +188,9 @@ def test_cpu_scan_past_the_rescoring_budget_decides_sure_pairs_statically_and_sa
     texts[50] = "This package contains the development headers and static libraries for libxml2 version 2.9."
     texts[190] = "This package contains the development headers and static libraries for libxml2 version 2.10."
     records = [{"id": f"r{i}", "text": t} for i, t in enumerate(texts)]
-    run = _scan(tmp_path, records, {"static_model": str(small_static_model), "rescore_per_shard": 2})
+    # sure_first: false: sure pairs are decided statically, the budget goes to the others
+    run = _scan(tmp_path, records, {"static_model": str(small_static_model), "rescore_per_shard": 2,
+                                    "sure_first": False})
     cov = json.loads((run.run_dir / "summary.json").read_text())["counts"]["coverage"]["dedup.semantic"]
     # every record still has a static vector; the full model re-scored the budget (2 per shard, 1 shard)
     assert cov["share"] == 1.0 and cov["embedded"] == cov["records"] == 200
@@ -207,3 +209,71 @@ def test_cpu_scan_past_the_rescoring_budget_decides_sure_pairs_statically_and_sa
     # compared, and the report says so
     html = (run.run_dir / "report.html").read_text()
     assert "not compared" in html
+
+
+def _semantic_findings(run) -> dict[str, dict]:
+    found = pl.read_parquet(run.run_dir / "findings.parquet").filter(pl.col("check") == "dedup.semantic")
+    return {r: json.loads(d) for r, d in zip(found["record_id"], found["detail"])}
+
+
+@pytest.mark.parametrize("compare_rescored", [True, pytest.param(False, marks=pytest.mark.slow)])
+def test_cpu_scan_compares_rescored_texts_beyond_the_static_neighbour_lists(tmp_path: Path, small_static_model: Path,
+                                                                          compare_rescored: bool):
+    # two templated twins each (static vectors all but equal) whose originals are paraphrases of
+    # each other: with one static neighbour a record lists only its twin, so the paraphrase pair
+    # is in no static list (a family bigger than static_neighbors); all four are candidates
+    texts = _filler(120, seed=3)
+    original, paraphrase = PARAPHRASES[0]
+    texts[10], texts[11] = original, original.replace("Tuesday", "Tuesday evening")
+    texts[80], texts[81] = paraphrase, paraphrase.replace("Tuesday", "Tuesday evening")
+    run = _scan(tmp_path, [{"id": f"r{i}", "text": t} for i, t in enumerate(texts)],
+                {"static_model": str(small_static_model), "static_neighbors": 1,
+                 "compare_rescored": compare_rescored})
+    got = _semantic_findings(run)
+    assert got["r11"]["representative"] == "r10"
+    if compare_rescored:  # the full model's own neighbours link the paraphrases
+        assert got["r80"]["representative"] == "r10" and got["r80"]["decided_by"] == "model"
+        assert got["r80"]["similarity"] >= 0.85
+    else:  # static pairs only: two clusters of twins
+        assert "r80" not in got and got["r81"]["representative"] == "r80"
+
+
+@pytest.mark.parametrize("sure_first", [True, pytest.param(False, marks=pytest.mark.slow)])
+def test_cpu_scan_past_the_budget_rescores_the_most_similar_pairs_sure_ones_included(
+        tmp_path: Path, small_static_model: Path, sure_first: bool):
+    # templated twins (static similarity >= static_accept), a reordered paraphrase of them (static
+    # similarity high but uncertain) and a freer paraphrase pair (lower); the budget is 3 of 5
+    texts = _filler(150, seed=4)
+    texts[20] = "This package contains the development headers and static libraries for libxml2 version 2.9."
+    texts[21] = "This package contains the development headers and static libraries for libxml2 version 2.10."
+    texts[90] = "Development headers and static libraries for libxml2 version 2.9 are contained in this package."
+    texts[40], texts[140] = PARAPHRASES[2]
+    run = _scan(tmp_path, [{"id": f"r{i}", "text": t} for i, t in enumerate(texts)],
+                {"static_model": str(small_static_model), "rescore_per_shard": 3, "sure_first": sure_first})
+    got = _semantic_findings(run)
+    cov = json.loads((run.run_dir / "summary.json").read_text())["counts"]["coverage"]["dedup.semantic"]
+    assert cov["candidates"] == 5 and got["r21"]["representative"] == "r20"
+    if sure_first:  # the model confirms the twins, then compares the next most similar text with them
+        assert cov["rescored"] == 3 and cov["static_only"] == 0
+        assert {r: (d["decided_by"], d["representative"]) for r, d in got.items()} == {
+            "r21": ("model", "r20"), "r90": ("model", "r20")}
+    else:  # the twins are decided statically, so the paraphrase of them is never compared
+        assert cov["rescored"] == 2 and cov["static_only"] == 2
+        assert {r: (d["decided_by"], d["representative"]) for r, d in got.items()} == {
+            "r21": ("static", "r20"), "r140": ("model", "r40")}
+
+
+def test_cpu_scan_a_sure_pair_half_rescored_joins_its_rescored_partner(tmp_path: Path, small_static_model: Path):
+    # budget 1: of the templated twins only r20 is re-scored; r21, its sure partner (static
+    # similarity >= static_accept), is decided statically and joins r20's cluster
+    texts = _filler(100, seed=5)
+    texts[20] = "This package contains the development headers and static libraries for libxml2 version 2.9."
+    texts[21] = "This package contains the development headers and static libraries for libxml2 version 2.10."
+    texts[40], texts[70] = PARAPHRASES[2]  # uncertain static similarity
+    run = _scan(tmp_path, [{"id": f"r{i}", "text": t} for i, t in enumerate(texts)],
+                {"static_model": str(small_static_model), "rescore_per_shard": 1})
+    cov = json.loads((run.run_dir / "summary.json").read_text())["counts"]["coverage"]["dedup.semantic"]
+    assert (cov["candidates"], cov["rescored"], cov["static_only"], cov["not_compared"]) == (4, 1, 1, 2)
+    got = _semantic_findings(run)
+    assert {r: (d["decided_by"], d["representative"]) for r, d in got.items()} == {"r21": ("static", "r20")}
+    assert got["r21"]["similarity"] >= 0.97 and cov["share"] == 1.0

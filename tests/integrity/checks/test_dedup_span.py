@@ -160,3 +160,27 @@ def test_fingerprint_counts_in_partition_tasks_give_the_same_findings(monkeypatc
     one, many = run(10**9), run(40, ran)
     assert len(ran) > 5 and one.height == 11  # 12 records share the passage: 11 are not the representative
     assert many.equals(one)
+
+
+def test_history_keys_read_batch_by_batch_equal_the_whole_column_unpacked(tmp_path: Path):
+    """after_verdicts gathers the approved fingerprints' hashes a batch at a time: the same
+    (hash, row) pairs as unpacking the whole column, rows counted across batches and files."""
+    from integrity.analysis.dedup.blobs import unpack
+    from integrity.checks.dedup_span import FP_DTYPE, approved_keys
+
+    rng = random.Random(3)
+    paths = []
+    for k in range(3):
+        texts = [words(rng, 60 + 20 * (i % 3)) if i % 4 else "" for i in range(9)]
+        feats = SpanDedup().process_batch(batch(texts, f"s{k}")).features
+        paths.append(tmp_path / f"f{k}.parquet")
+        feats.write_parquet(paths[-1])
+    lf = pl.concat([pl.scan_parquet(p) for p in paths]).select("fps")
+    keys, rows = approved_keys(lf)
+    items, offsets = unpack(lf.collect()["fps"], FP_DTYPE)
+    assert len(keys) == len(items) > 0
+    assert (keys == items["fp"]).all()
+    assert (rows == np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))).all()
+    assert rows.max() >= 9  # rows of the second and third file continue the count
+    empty = approved_keys(lf.head(0))
+    assert len(empty[0]) == len(empty[1]) == 0

@@ -173,3 +173,33 @@ def test_scan_with_the_issue_checks_end_to_end(tmp_path):
     # the benchmark index was cached in the state directory, or kept in memory when the
     # engine does not tell checks where the state directory is
     assert (tmp_path / "state").is_dir()
+
+
+def test_details_written_column_wise_are_what_json_dumps_writes():
+    """detail_json equals json.dumps(sort_keys=True) of each row's non-null fields, byte for byte
+    (floats in Python's repr, kinds as lists, matches re-keyed in order)."""
+    from integrity.checks.memorization_risk import detail_json
+
+    matches = json.dumps([{"field": "text", "start": 3, "end": 9, "kind": "email", "redact": True}])
+    scored = pl.DataFrame({
+        "copies": [2.0, 1.0 / 3, 12.345, 1e-4, None], "dup_score": [0.30103, 0.1, 1.0, 0.00005, 0.2],
+        "exact_copies": [2, None, 13, None, 4], "near_copies": [None, 3, None, None, 5],
+        "semantic_copies": [None, None, 2, None, None], "span_share": [None, 0.8148, 1.0, 0.1, None],
+        "span_docs": [None, 16, 1, 2, None], "privacy_score": [0.0, 0.95, 0.5, 0.0, 0.123456],
+        "privacy_kinds": [None, ["email", "phone"], [], None, ["card"]],
+        "privacy_matches": [None, matches, None, None, matches],
+        "exact_history": [False, None, True, None, None], "near_history": [None, None, None, True, None],
+    }, schema_overrides={"privacy_kinds": pl.List(pl.Utf8)})
+    want = []  # what the per-finding loop wrote (rounded by polars, as the check rounds)
+    rounded = scored.with_columns(pl.col("copies").round(2), pl.col("dup_score", "privacy_score").round(4))
+    for r in rounded.iter_rows(named=True):
+        d = {"copies": r["copies"], "exact_copies": r["exact_copies"],
+             "near_copies": r["near_copies"], "semantic_copies": r["semantic_copies"],
+             "history": bool(r["exact_history"] or r["near_history"]), "span_share": r["span_share"],
+             "span_docs": r["span_docs"], "dup_score": r["dup_score"],
+             "privacy_score": r["privacy_score"], "privacy_kinds": r["privacy_kinds"]}
+        d = {k: v for k, v in d.items() if v is not None}
+        if r["privacy_matches"]:
+            d["matches"] = json.loads(r["privacy_matches"])
+        want.append(json.dumps(d, sort_keys=True))
+    assert detail_json(scored).to_list() == want

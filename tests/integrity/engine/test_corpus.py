@@ -53,3 +53,32 @@ def test_findings_finished_slice_by_slice_equal_the_whole_frame_finished(tmp_pat
     assert key not in "".join(got["detail"].to_list())
     empty = pl.read_parquet(write_finished(found.head(0), "dedup.span", tmp_path / "none.parquet"))
     assert empty.height == 0 and "detail" in empty.columns
+    # parts, as Check.corpus_parts yields them, are finished and written one after the other
+    parts = iter([found.slice(0, 3), found.head(0), found.slice(3)])
+    assert pl.read_parquet(write_finished(parts, "dedup.span", tmp_path / "parts.parquet", chunk=2)).equals(got)
+
+
+def test_memorization_findings_spilled_in_parts_equal_the_whole_pass(tmp_path: Path, state_policy: Path, monkeypatch):
+    """memorization.risk hands its findings to the engine in parts (Check.corpus_parts): the
+    spilled findings equal its corpus_pass frame, finished, whatever the part size."""
+    from integrity.checks import memorization_risk
+    from integrity.engine.corpus import CORPUS_SPILL, WORK, finish_findings, run_corpus_checks
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for k in range(2):
+        pl.DataFrame({"id": [f"{k}-{i}" for i in range(30)],
+                      "text": [f"a repeated line about package number {i % 7} and its many files" for i in range(30)]}
+                     ).write_parquet(src / f"part-{k}.parquet")
+    spec = build_spec(str(src), tmp_path / "run", state_policy, checks="dedup.exact,memorization.risk")
+    results = [scan_shard(ref, spec) for ref in list_stage(spec)]
+    monkeypatch.setattr(memorization_risk, "PART_ROWS", 7)
+    run_corpus_checks(spec, results, tmp_path / "corpus.parquet")
+    spilled = sorted((tmp_path / "run" / WORK / CORPUS_SPILL).glob("*.parquet"))
+    assert len(spilled) == 2  # dedup.exact, then memorization.risk
+    got = pl.read_parquet(spilled[1])
+    ctx = corpus_context(spec, results)
+    ctx.earlier_findings["dedup.exact"] = pl.scan_parquet(spilled[0])
+    whole = spec.check_instance("memorization.risk").corpus_pass(features_of("memorization.risk", results), ctx)
+    assert got.height == whole.height == 60  # every record has 8+ copies
+    assert got.equals(finish_findings(whole, "memorization.risk"))

@@ -30,7 +30,10 @@ def _findings(tmp_path) -> pl.LazyFrame:
 
 
 @pytest.mark.parametrize("group_rows", [1, 25, 10_000])
-def test_grouped_sort_writes_what_one_sort_of_all_findings_writes(tmp_path, group_rows):
+def test_grouped_sort_writes_what_one_sort_of_all_findings_writes(tmp_path, group_rows, monkeypatch):
+    from integrity.engine import outputs
+
+    monkeypatch.setattr(outputs, "WRITE_SLICE_ROWS", 7)  # a sorted group is gathered and written in slices
     lf = _findings(tmp_path)
     out = tmp_path / f"run-{group_rows}"
     out.mkdir()

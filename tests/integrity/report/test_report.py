@@ -441,3 +441,30 @@ def test_a_duplicate_is_shown_beside_the_record_it_duplicates(tmp_path: Path):
     pair = doc[doc.index('class="side-by-side"'):]
     assert pair.index("kept:") < pair.index("r-1") < pair.index("the kept copy") < pair.index("duplicate:")
     assert pair.index("duplicate:") < pair.index("Buy cheap watches now!!!</pre>")
+
+
+def test_dedup_view_counts_clusters_from_one_pass_over_the_details(monkeypatch):
+    """The dedup section's cluster view (integrity.analysis.details parses the details in slices):
+    sizes, history, representative and the first members in the findings' order."""
+    from integrity.analysis import details
+    from integrity.report import model
+
+    monkeypatch.setattr(details, "DETAIL_SLICE", 3)
+    lf = pl.LazyFrame({"shard": ["a.parquet"] * len(CLUSTER_DETAILS),
+                       "record_id": [f"d{i}" for i in range(len(CLUSTER_DETAILS))],
+                       "score": [0.9] * len(CLUSTER_DETAILS), "detail": CLUSTER_DETAILS})
+    view = model.cluster_view(model.CheckData(
+        check="dedup.near", anchor="a", counts={"warn": len(CLUSTER_DETAILS)}, records_flagged=0, shard_level=0,
+        shards_affected=1, total_rows=100, scores=pl.DataFrame(), examples=[], has_examples_file=True,
+        findings=lambda: lf)).sort("_cluster", nulls_last=True)
+    near0 = view.row(0, named=True)
+    assert (near0["_cluster"], near0["n"], near0["size"], near0["history"], near0["representative"]) == \
+        ("near-0", 3, 3, 1, "r0")
+    assert near0["sample"] == ["d0", "d4", "d8"]  # in the findings' order
+    assert view.filter(pl.col("_cluster") == "near-x")["size"].item() == 2
+
+
+CLUSTER_DETAILS = [json.dumps({"cluster": f"near-{i % 4}", "cluster_size": 3 + i % 4, "representative": f"r{i % 4}",
+                               "representative_shard": "a.parquet", "history": i % 5 == 0, "similarity": 0.9})
+                   for i in range(10)] + [None, "{}", json.dumps({"cluster": {"nested": 1}, "group_size": "7"}),
+                                          json.dumps({"cluster": "near-x", "group_size": 2.0})]

@@ -1,0 +1,140 @@
+"""A compiled stable sort of 64-bit hash keys (numba), for the indexes of hashed keys.
+
+NumPy's stable ``argsort`` of uint64 is a timsort; on tens of millions of hashed keys
+(the dedup history's band keys: 20 per record) it is several CPU seconds. Hashed keys
+are close to uniform, so :func:`stable_sort_u64` scatters them by their top bits into
+buckets of about 16 keys (a counting sort: stable), then sorts each bucket by
+insertion (stable; a large bucket, such as many copies of one key, by a stable merge
+sort). It returns what ``np.argsort(keys, kind="stable")`` gives, plus the sorted keys
+(one gather less for the caller), about 3x faster on 20 M keys. Keys that are not
+uniform (small integers) are still sorted correctly, only no faster than NumPy.
+
+It lives in :mod:`integrity.analysis` itself, not in the dedup or history package, so
+that both may use it without importing each other. Without numba, NumPy's stable
+argsort runs (the same result).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+try:  # numba is a dependency; without it NumPy's stable argsort runs (same result, slower)
+    from numba import njit
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    HAVE_NUMBA = False
+
+    def njit(*args, **kwargs):  # type: ignore[no-redef]
+        return (lambda f: f) if not args or not callable(args[0]) else args[0]
+
+#: below this many keys NumPy's own stable argsort is as fast (and needs no compiled code)
+MIN_COMPILED = 4096
+#: buckets of at most this many keys are sorted by insertion, larger ones by a merge sort
+_INSERTION_MAX = 48
+
+
+@njit(cache=True)
+def _bucket_sort(keys, bits):
+    """(sorted keys, order) of uint64 ``keys``: counting scatter on the top ``bits`` bits,
+    then a stable sort of each bucket."""
+    n = keys.shape[0]
+    shift = np.uint64(64 - bits)
+    nb = 1 << bits
+    starts = np.zeros(nb + 1, dtype=np.int64)
+    for i in range(n):
+        starts[np.int64(keys[i] >> shift) + 1] += 1
+    for b in range(nb):
+        starts[b + 1] += starts[b]
+    fill = starts[:-1].copy()
+    order = np.empty(n, dtype=np.int64)
+    out = np.empty(n, dtype=np.uint64)
+    for i in range(n):
+        b = np.int64(keys[i] >> shift)
+        p = fill[b]
+        order[p] = i
+        out[p] = keys[i]
+        fill[b] = p + 1
+    for b in range(nb):
+        lo = starts[b]
+        hi = starts[b + 1]
+        if hi - lo < 2:
+            continue
+        if hi - lo <= _INSERTION_MAX:
+            for i in range(lo + 1, hi):
+                k = out[i]
+                o = order[i]
+                j = i - 1
+                while j >= lo and out[j] > k:  # strictly greater: equal keys keep their order
+                    out[j + 1] = out[j]
+                    order[j + 1] = order[j]
+                    j -= 1
+                out[j + 1] = k
+                order[j + 1] = o
+        else:
+            sub = np.argsort(out[lo:hi], kind="mergesort")  # numba's mergesort is stable
+            out[lo:hi] = out[lo:hi][sub]
+            order[lo:hi] = order[lo:hi][sub]
+    return out, order
+
+
+def stable_sort_u64(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(keys[order], order)`` with ``order = np.argsort(keys, kind="stable")``: equal keys
+    keep their input order. ``keys`` is read as uint64; ``order`` is int64."""
+    keys = np.ascontiguousarray(keys, dtype=np.uint64)
+    n = len(keys)
+    if not HAVE_NUMBA or n < MIN_COMPILED:
+        order = np.argsort(keys, kind="stable")
+        return keys[order], order
+    # about 16 keys a bucket: the insertion sorts stay in cache, the bucket counts too (<= 32 MB)
+    bits = int(min(22, max(8, n.bit_length() - 4)))
+    return _bucket_sort(keys, bits)
+
+
+@njit(cache=True)
+def _bucket_unique(x, shift, nb):
+    """The distinct values of non-negative int64 ``x``, ascending: counting scatter on
+    ``x >> shift`` (``nb`` buckets), then each bucket sorted and its repeats dropped."""
+    n = x.shape[0]
+    starts = np.zeros(nb + 1, dtype=np.int64)
+    for i in range(n):
+        starts[(x[i] >> shift) + 1] += 1
+    for b in range(nb):
+        starts[b + 1] += starts[b]
+    fill = starts[:-1].copy()
+    tmp = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        b = x[i] >> shift
+        tmp[fill[b]] = x[i]
+        fill[b] += 1
+    out = np.empty(n, dtype=np.int64)
+    m = 0
+    for b in range(nb):
+        lo = starts[b]
+        hi = starts[b + 1]
+        if hi - lo > _INSERTION_MAX:
+            tmp[lo:hi] = np.sort(tmp[lo:hi])
+        else:
+            for i in range(lo + 1, hi):
+                k = tmp[i]
+                j = i - 1
+                while j >= lo and tmp[j] > k:
+                    tmp[j + 1] = tmp[j]
+                    j -= 1
+                tmp[j + 1] = k
+        for i in range(lo, hi):
+            if m == 0 or tmp[i] != out[m - 1]:
+                out[m] = tmp[i]
+                m += 1
+    return out[:m]
+
+
+def sorted_unique_i64(x: np.ndarray) -> np.ndarray:
+    """``np.unique(x)`` of non-negative integers (int64 out), by a compiled bucket sort:
+    about 2x faster than NumPy's sort on tens of millions of pair codes."""
+    x = np.ascontiguousarray(x, dtype=np.int64)
+    n = len(x)
+    if not HAVE_NUMBA or n < MIN_COMPILED or int(x.min()) < 0:
+        x = np.sort(x)
+        return x[np.concatenate(([True], x[1:] != x[:-1]))] if n else x
+    bits = int(min(22, max(8, n.bit_length() - 4)))
+    shift = max(0, int(x.max()).bit_length() - bits)
+    return _bucket_unique(x, shift, (int(x.max()) >> shift) + 1)

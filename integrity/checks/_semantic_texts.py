@@ -1,0 +1,88 @@
+"""Texts and vectors of :mod:`integrity.checks.dedup_semantic` in and out of shards: the text a
+record is embedded by, float16 vector bytes, the sample key of a content, and the re-reading of
+candidate texts from their shards for the corpus pass's re-scoring."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from connectors.schema import ROW
+
+log = logging.getLogger("integrity.checks.dedup_semantic")
+
+#: characters of a text kept for embedding: far more than max_seq_length tokens ever need
+CHARS_PER_TOKEN = 16
+
+
+def embed_texts(batch: pa.RecordBatch | pa.Table) -> list[str | None] | None:
+    """The text embedded for each record: ``text``; else prompt and response; else caption."""
+    names = set(batch.schema.names)
+    if "text" in names:
+        return batch.column("text").to_pylist()
+    if "prompt" in names or "response" in names:
+        cols = [batch.column(c).to_pylist() for c in ("prompt", "response") if c in names]
+        if len(cols) == 1:
+            return cols[0]
+        return [None if (p is None and r is None) else f"{p or ''}\n{r or ''}" for p, r in zip(*cols)]
+    if "caption" in names:
+        return batch.column("caption").to_pylist()
+    return None
+
+
+def sample_key(digests: list[bytes | None]) -> np.ndarray:
+    """uint64 sample key of each content (the first 8 bytes of its 128-bit hash); max for None."""
+    out = np.full(len(digests), np.iinfo(np.uint64).max, dtype=np.uint64)
+    for i, d in enumerate(digests):
+        if d is not None:
+            out[i] = int.from_bytes(d[:8], "big")
+    return out
+
+
+def vectors_from_bytes(col: pl.Series, dim: int | None = None) -> np.ndarray:
+    """float32 matrix from a column of float16 byte strings (all of one length)."""
+    raw = b"".join(col.to_list())
+    arr = np.frombuffer(raw, dtype=np.float16)
+    n = col.len()
+    if n == 0:
+        return np.zeros((0, dim or 0), dtype=np.float32)
+    return arr.reshape(n, -1).astype(np.float32)
+
+
+def read_texts(uris: list[str | None], rows: list[int], mapping: Any, max_chars: int,
+               storage_options: dict | None = None) -> list[str | None]:
+    """The embedded text (see :func:`embed_texts`) of the record at each ``(uri, row)``, re-read
+    from its shard with the scan's column mapping and fsspec options (streaming; a shard is left
+    once its rows are found); None where the shard cannot be read any more (moved, deleted)."""
+    from connectors import ShardReader, ShardRef, detect_format
+    from connectors.errors import ConnectorError
+    from connectors.schema import ColumnMapping
+
+    wanted: dict[str, dict[int, list[int]]] = {}
+    for i, (u, r) in enumerate(zip(uris, rows)):
+        if u is not None:
+            wanted.setdefault(u, {}).setdefault(int(r), []).append(i)
+    out: list[str | None] = [None] * len(uris)
+    for uri, by_row in wanted.items():
+        found = detect_format(uri)
+        ref = ShardRef(name=uri, uri=uri, format=found.format if found else "hf_dataset", size=0, fingerprint="")
+        want = np.fromiter(by_row, dtype=np.int64)
+        last = int(want.max())
+        try:
+            for batch in ShardReader(ref, mapping or ColumnMapping(), batch_size=8192,
+                                     storage_options=storage_options):
+                brows = batch.column(ROW).to_numpy()
+                hit = np.flatnonzero(np.isin(brows, want))
+                if len(hit):
+                    texts = embed_texts(batch.take(pa.array(hit))) or []
+                    for r, t in zip(brows[hit].tolist(), texts):
+                        for i in by_row[int(r)]:
+                            out[i] = None if t is None else t[:max_chars]
+                if brows.size and int(brows.max()) >= last:
+                    break
+        except (ConnectorError, OSError, ValueError) as e:
+            log.warning("dedup.semantic: cannot re-read %s for re-scoring: %s", uri, e)
+    return out

@@ -1,0 +1,66 @@
+"""The compiled stable sort of hash keys against NumPy's stable argsort."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from integrity.analysis import sorting
+from integrity.analysis.sorting import stable_sort_u64
+
+
+def hashed_keys(n: int, distinct: int, seed: int = 0) -> np.ndarray:
+    """``n`` hash-like keys drawn from ``distinct`` values (so most keys repeat: copies of
+    a record share their band keys), with the full 64-bit range used."""
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 2**64 - 1, distinct, dtype=np.uint64, endpoint=True)
+    return values[rng.integers(0, distinct, n)]
+
+
+@pytest.mark.parametrize("keys", [
+    hashed_keys(200_000, 60_000),                       # many ties, spread over every bucket
+    hashed_keys(100_000, 100_000, seed=1),              # almost all distinct
+    np.full(50_000, 7, dtype=np.uint64),                # one key: one bucket, one merge sort
+    np.arange(60_000, 0, -1, dtype=np.uint64),          # small integers: all in the first bucket
+    np.concatenate([hashed_keys(30_000, 5_000), np.full(20_000, 2**64 - 1, dtype=np.uint64),
+                    np.zeros(10_000, dtype=np.uint64)]),  # extremes and a skewed bucket
+    hashed_keys(1000, 300),                             # small: NumPy's own sort
+    np.zeros(0, dtype=np.uint64),
+], ids=["ties", "distinct", "one-key", "small-ints", "skewed", "small", "empty"])
+def test_equals_numpy_stable_argsort(keys):
+    out, order = stable_sort_u64(keys)
+    expected = np.argsort(keys, kind="stable")
+    assert order.dtype == np.int64
+    np.testing.assert_array_equal(order, expected)
+    np.testing.assert_array_equal(out, keys[expected])
+
+
+def test_large_buckets_use_the_stable_merge_sort():
+    """Buckets above the insertion limit (many keys sharing their top bits) stay stable."""
+    rng = np.random.default_rng(3)
+    top = rng.integers(0, 4, 80_000, dtype=np.uint64) << np.uint64(60)   # 4 crowded buckets
+    keys = top | rng.integers(0, 1000, 80_000, dtype=np.uint64)          # ties inside them
+    out, order = stable_sort_u64(keys)
+    np.testing.assert_array_equal(order, np.argsort(keys, kind="stable"))
+
+
+def test_without_numba_the_numpy_path_gives_the_same(monkeypatch):
+    keys = hashed_keys(20_000, 4_000, seed=2)
+    compiled = stable_sort_u64(keys)
+    monkeypatch.setattr(sorting, "HAVE_NUMBA", False)
+    plain = stable_sort_u64(keys)
+    np.testing.assert_array_equal(compiled[1], plain[1])
+    np.testing.assert_array_equal(compiled[0], plain[0])
+
+
+@pytest.mark.parametrize("x", [
+    np.random.default_rng(4).integers(0, 10**6, 200_000) * 1_000_003 + np.random.default_rng(5).integers(0, 99, 200_000),
+    np.random.default_rng(6).integers(0, 50, 100_000),          # few values: large buckets, the sort inside
+    np.full(10_000, 2**62, dtype=np.int64),
+    np.arange(5000)[::-1].copy(),
+    np.array([3, -1, 3, 2] * 2000),                            # negative: NumPy's path
+    np.array([5, 5, 1]),
+], ids=["pair-codes", "few-values", "one-value", "descending", "negative", "tiny"])
+def test_sorted_unique_equals_numpy(x):
+    got = sorting.sorted_unique_i64(x)
+    np.testing.assert_array_equal(got, np.unique(x))
+    assert got.dtype == np.int64
