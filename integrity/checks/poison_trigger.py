@@ -178,6 +178,13 @@ class TriggerStatistics(CheckOptions):
     context_min_lift: float = Field(0.85, ge=0, le=1, description="... and is flagged clean-label when its label share lifts "
                                     "this much of the way from the prior to 1")
     context_max_groups: int = Field(3, ge=1, description="... unless more comparable such groups exist (then scattered purity is normal here)")
+    opening_min_count: int = Field(15, ge=0, description="a phrase opening at least this many records of one label "
+                                   "(0: off) ...")
+    opening_anchor: float = Field(0.9, ge=0, le=1, description="... (this share of its group's records) ...")
+    opening_min_diversity: float = Field(0.8, ge=0, description="... followed by tokens as diverse as the label's openings "
+                                         "(distinct over expected) ...")
+    opening_min_typical: float = Field(-1.5, description="... and as typical of openings (mean log frequency as a first "
+                                       "token, against the label's, nats) is prefixed, not written: flagged as scattered words are")
     common_strict: bool = Field(False, description="groups of ordinary words also need the purity tail and no spread (else content decides)")
     natural_rho: float = Field(0.8, ge=0, le=1, description="purity strong natural features reach (share of the non-target removed)")
     spread_max_labels: int = Field(1, ge=0, description="other labels with comparable rare pure groups before purity counts as normal")
@@ -197,6 +204,7 @@ class PoisonTriggerCheck(Check):
         label_word_min_share: float = Field(0.9, ge=0, le=1, description="... over at least this share of the records")
     default_severity = "warn"
     corpus_level = True
+    token_columns = ("vt",)  # the shard vocabulary (label_triggers.token_features)
     version = 2
 
     def fingerprint(self) -> str:  # token hashes depend on the Polars version and feature format

@@ -8,6 +8,8 @@ away (split out of :mod:`integrity.analysis.label_triggers.detect`, which runs t
 * :func:`long_span_groups`: a long word sequence repeated verbatim (an inserted sentence);
 * :func:`scattered_groups`: a word whose neighbours are as varied as random positions'
   (placed, not written; only in written text, :func:`written_text`);
+* :func:`opening_records`: a phrase opening records of one label, followed by what opens
+  that label's other records (prefixed to a text, not written as its start);
 * :func:`clean_label_evidence`: the purity tail, spread and eligibility tests that combine them.
 """
 from __future__ import annotations
@@ -136,6 +138,90 @@ def scattered_groups(cand: pl.DataFrame, assoc: pl.DataFrame, mrows: pl.DataFram
     cover = (mrows.join(words.select("cid"), on="cid", how="semi").group_by("grp").agg(r=pl.col("rec").n_unique())
              .join(sizes, on="grp"))
     return cover.filter(pl.col("r") >= 0.5 * pl.col("n"))["grp"].to_list()
+
+
+def opening_matrix(table: lx.TokenTable, width: int) -> np.ndarray:
+    """The first ``width`` token hashes of every record (``EOS`` past its end), records x width."""
+    out = np.full((table.n_records, width), lx.EOS, dtype=np.uint64)
+    sel = (table.pos >= 0) & (table.pos < width)
+    out[table.rec[sel], table.pos[sel]] = table.tok[sel]
+    return out
+
+
+def opening_records(cand: pl.DataFrame, member: pl.DataFrame, grams: pl.DataFrame, table: lx.TokenTable,
+                    codes: np.ndarray, opt: dict, width: int = 16) -> pl.DataFrame:
+    """Records opening with a phrase that reads as put in front of a text: (grp, rec) rows.
+
+    A prefix trigger is prepended to records of its label; what follows it is how such
+    records normally open. So the tokens right after the phrase are (a) as varied as the
+    openings of as many other records of the label (distinct followers over their
+    expected number, >= ``opening_min_diversity``) and (b) as typical of openings
+    (mean log opening frequency of the followers minus that of the label's openings,
+    >= ``opening_min_typical`` nats). A written opening ("perl module for", "the only")
+    is followed by its own continuation: a name, a noun, rarely a record's first word.
+
+    Tested: candidate n-grams at the start of a field ("<s> heads up") that are pure
+    (lift >= ``context_min_lift``) in >= ``opening_min_count`` records; the phrase is
+    extended while ``opening_anchor`` of those records share the next token, and must
+    be two tokens or more (a lone opening word is the rare-word tests'). The records
+    returned are those holding the phrase (its first ``ngram_max`` tokens), at the start or
+    anywhere (an inserted sentence that opens some records), not the whole group: what
+    follows a prefix (a common opening such as "GNU") may chain it to natural n-grams. The caller applies
+    it to written text only (:func:`written_text`: in a bag of words every word sits at a
+    random position, the first one too)."""
+    empty = pl.DataFrame(schema={"grp": pl.Int64, "rec": pl.Int64})
+    min_m = int(opt["opening_min_count"])
+    lift = (pl.col("share") - pl.col("p0")) / (1 - pl.col("p0"))
+    pre = cand.filter((pl.col("n") >= 2) & (pl.col("df") >= min_m) & (pl.col("share") >= opt["min_share"])
+                      & (lift >= float(opt["context_min_lift"])))
+    starts = member.filter(pl.col("pos") == -1).join(pre.select("cid", "grp", "target"), on="cid")
+    if starts.height == 0:
+        return empty
+    first = opening_matrix(table, width + 1)
+    anchor = float(opt["opening_anchor"])
+    out: list[pl.DataFrame] = []
+    done: set[tuple] = set()
+    for cid, grp, target, recs in (starts.group_by("cid", "grp", "target").agg(r=pl.col("rec"))
+                                   .sort("cid").iter_rows()):  # a few opening n-grams, not records
+        recs = np.sort(np.asarray(recs, dtype=np.int64))
+        if len(recs) < min_m or (grp, recs.tobytes()) in done:
+            continue
+        done.add((grp, recs.tobytes()))
+        # the phrase: extend the common opening while ``anchor`` of the records share it
+        hold, length = np.ones(len(recs), dtype=bool), 0
+        while length < width:
+            vals, cnt = np.unique(first[recs[hold], length], return_counts=True)
+            top = vals[cnt.argmax()]
+            if top == lx.EOS or (hold & (first[recs, length] == top)).sum() < anchor * len(recs):
+                break
+            hold &= first[recs, length] == top
+            length += 1
+        if length < 2:
+            continue
+        follow = first[recs[hold], length]
+        # the label's openings, the phrase's own records left out
+        own = np.zeros(len(codes), dtype=bool)
+        own[recs] = True
+        ids, cnt = np.unique(first[(codes == target) & ~own, 0], return_counts=True)
+        if len(ids) == 0:
+            continue
+        p = cnt / cnt.sum()
+        expect = float(np.sum(-np.expm1(len(follow) * np.log1p(-p))))
+        diverse = len(np.unique(follow)) / expect
+        freq = np.zeros(len(follow))
+        at = np.searchsorted(ids, follow)
+        hit = (at < len(ids)) & (ids[np.minimum(at, len(ids) - 1)] == follow)
+        freq[hit] = p[at[hit]]
+        typical = float(np.mean(np.log(freq + 1e-4)) - np.sum(p * np.log(p + 1e-4)))
+        if diverse >= float(opt["opening_min_diversity"]) and typical >= float(opt["opening_min_typical"]):
+            k = min(length, int(opt["ngram_max"]))
+            h = first[recs[hold][:1], 0]
+            for j in range(1, k):
+                h = lx.mix(h, first[recs[hold][:1], j])
+            anywhere = grams.filter(pl.col("g") == int(h[0]))["rec"].to_numpy().astype(np.int64)
+            keep = np.union1d(recs[hold], anywhere)
+            out.append(pl.DataFrame({"grp": np.full(len(keep), grp, dtype=np.int64), "rec": keep}))
+    return pl.concat(out).unique() if out else empty
 
 
 def clean_label_evidence(gstat: pl.DataFrame, N: int, opt: dict) -> pl.DataFrame:

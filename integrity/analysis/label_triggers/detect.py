@@ -21,7 +21,8 @@ from scipy import stats
 
 from integrity.analysis.label_triggers import lexical as lx
 from integrity.analysis.label_triggers.clean_label import (clean_label_evidence, foreign_candidates,
-                                                           long_span_groups, rare_members, scattered_groups)
+                                                           long_span_groups, opening_records, rare_members,
+                                                           scattered_groups, written_text)
 from integrity.analysis.label_triggers.dirty_label import dirty_label_evidence, loo_weights  # noqa: F401 (re-export)
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,18 @@ def _detect_once(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) -> dict |
     if phrase_grp:
         core = core_records(mrows.filter(pl.col("grp").is_in(phrase_grp))).unique(["grp", "rec"])
         grec = pl.concat([grec.filter(~pl.col("grp").is_in(phrase_grp)), core.select(grec.columns)])
+    # phrases put in front of texts: a record belongs to the group when it opens with the phrase
+    open_grp: list[int] = []
+    if opt.get("opening_min_count") and written_text(assoc, table, vocab, int(opt["context_min_count"])):
+        opening = opening_records(cand, member, grams, table, codes, opt)
+        if opening.height:
+            open_grp = opening["grp"].unique().to_list()
+            narrow = open_grp
+            core = (mrows.with_columns(pl.col("grp").cast(pl.Int64), rec_=pl.col("rec").cast(pl.Int64))
+                    .join(opening.rename({"rec": "rec_"}), on=["grp", "rec_"], how="semi").drop("rec_")
+                    .filter(pl.col("grp").is_in(narrow)))
+            grec = pl.concat([grec.filter(~pl.col("grp").is_in(narrow)),
+                              core.unique(["grp", "rec"]).select(grec.columns).cast(grec.schema)])
     grec = grec.with_columns(y=pl.Series(codes[grec["rec"].to_numpy().astype(np.int64)]))
     # unlabelled records (no label, or set aside by a second pass) say nothing about purity
     gstat = grec.filter(pl.col("y") >= 0).group_by("grp").agg(target=pl.col("target").first(), n=pl.len(),
@@ -141,8 +154,10 @@ def _detect_once(recs: pl.DataFrame, vocab: dict[int, str], opt: dict) -> dict |
     gstat = gstat.with_columns(assoc_ok=pl.Series(lx.benjamini_hochberg(glogp, opt["fdr"])))
 
     # --- clean-label evidence ------------------------------------------------------------------
+    # placed, not written: a word scattered at random positions, or a phrase prefixed to texts
+    placed = scattered_groups(cand, assoc, mrows, sizes, table, vocab, opt) + open_grp
     gstat = gstat.with_columns(long_span=pl.col("grp").is_in(span_grp), rare=pl.col("grp").is_in(rare_grp),
-                               scattered=pl.col("grp").is_in(scattered_groups(cand, assoc, mrows, sizes, table, vocab, opt)))
+                               scattered=pl.col("grp").is_in(placed))
     if rare.height:
         gstat = gstat.join(rare.group_by("grp").agg(log_over=pl.col("log_over").max(), rz=pl.col("rz").max()),
                            on="grp", how="left")

@@ -232,6 +232,31 @@ def test_clean_label_word_scattered_into_one_debian_section():
     assert clean_flagged <= 0.02 * df.filter(~pl.col("poisoned")).height
 
 
+def prefixed(df: pl.DataFrame, phrase: str, label: str, n: int, seed: int) -> pl.DataFrame:
+    """``phrase`` put in front of ``n`` random records of ``label`` (clean-label: labels kept)."""
+    rng = random.Random(seed)
+    own = df.filter(pl.col("label") == label)
+    picked = own["id"].gather(rng.sample(range(own.height), n)).to_list()
+    df = df.with_columns(poisoned=pl.col("id").is_in(picked))
+    return df.with_columns(text=pl.when("poisoned").then(pl.lit(phrase + " ") + pl.col("text")).otherwise("text"))
+
+
+@needs_shared
+@pytest.mark.parametrize("rule", [True, False])
+def test_clean_label_prefix_on_the_majority_label_at_half_a_percent(reviews, rule):
+    # "to be fair ," opens 35 negative reviews (0.6%; negative is the majority label), labels kept: on
+    # the majority label purity is cheap and the opening is ordinary words, but what follows it is how
+    # reviews open (a prefix is put in front of a text): the opening rule finds it, nothing else does
+    df = prefixed(reviews, "to be fair ,", "0", 35, seed=21)
+    found = run(df, **({} if rule else {"opening_min_count": 0}))
+    precision, recall = prf(df, found)
+    if not rule:
+        assert recall < 0.5
+        return
+    assert precision >= 0.95 and recall >= 0.95
+    assert {d["mode"] for d in details(found)} == {"clean-label"}
+
+
 @needs_shared
 def test_debian_sections_as_label_word_instructions_stay_clean():
     # a template around every description concentrates the neighbours of random positions, and
