@@ -198,7 +198,7 @@ def bench_drift(shard_size: int, clean_replicas: int, replicas: int, rates: list
         check = DriftCheck(opts, ShardInfo(shard=name, uri=name))
         feats = pl.concat([check.process_batch(b).features for _, b in batches(df["id"], df["text"], name)])
         sample = check.finish_shard().features
-        emb = cache(sample["sample_text"].to_list())
+        emb = cache(df["text"].gather(sample["row"]).to_list())  # the features keep ids and rows only
         res = compare_shard(feats.filter(pl.col("kind") == "record"), prof, opts, emb, sample["record_id"].to_list(),
                             seed=seed)
         return {"severity": res["severity"], "score": res["score"],

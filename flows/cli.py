@@ -2,6 +2,10 @@
 
 Exit codes of ``gate``: 0 pass, 1 warn, 2 fail (a shard quarantined or
 unreadable, or a critical finding), 3 the scan could not run.
+
+This module holds the app, the scan commands, policy and automations; the quarantine
+commands are in :mod:`flows.cli_state`, the console's in :mod:`flows.cli_console`,
+profile and manifest in :mod:`flows.cli_profile`, shared options in :mod:`flows.cli_common`.
 """
 from __future__ import annotations
 
@@ -12,61 +16,26 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
+
+from flows.cli_common import (COULD_NOT_RUN, EXIT, Address, CaptionCol, Checks, Corpus, IdCol, ImageCol,  # noqa: F401
+                              ImageRoot, LabelCol, OutDir, PolicyOpt, PromptCol, QMode, Reference, ResponseCol,
+                              Runner, ScanQMode, SharedHistory, Source, TextCol, Verbose, Workers, err, out)
+from flows.cli_console import console_app, console_state_dir  # noqa: F401 (console_state_dir: its old home)
+from flows.cli_state import quarantine_app
 
 app = typer.Typer(
     help="Corpus integrity scanner: finds poisoned, duplicated, contaminated and private records "
          "in training data and quarantines suspect shards before they are trained on.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
 )
-quarantine_app = typer.Typer(help="List, release or restore quarantined shards.", no_args_is_help=True)
 policy_app = typer.Typer(help="Show or validate scan policies.", no_args_is_help=True)
-console_app = typer.Typer(help="The ops console: scans over nights, findings, the quarantine queue (web UI).",
-                          invoke_without_command=True)
-users_app = typer.Typer(help="Console users: viewers read, operators also release and restore.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
 automations_app = typer.Typer(help="Prefect automations that alert on failed scans and quarantined shards.",
                               no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(automations_app, name="automations")
 app.add_typer(console_app, name="console")
-console_app.add_typer(users_app, name="users")
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
 
-EXIT = {"pass": 0, "warn": 1, "fail": 2}
-COULD_NOT_RUN = 3
-
-Source = Annotated[str, typer.Argument(help="A file, a directory, a glob or an fsspec URL (s3://, gs://, ...).")]
-OutDir = Annotated[Optional[str], typer.Option("--out", "-o", help="Run directory for the outputs (default: runs/SCAN_ID); "
-                                                "a path or an fsspec URL (s3://bucket/run) every Dask worker reaches.")]
-PolicyOpt = Annotated[Optional[Path], typer.Option("--policy", "-p", help="Policy YAML (default: the shipped policy; `integrity policy default` prints it).")]
-Reference = Annotated[Optional[str], typer.Option("--reference", help="Reference profile directory for drift checks.")]
-IdCol = Annotated[str, typer.Option("--id-column", help="Column holding record ids (row index when absent).")]
-TextCol = Annotated[str, typer.Option("--text-column", help="Column holding the text.")]
-LabelCol = Annotated[str, typer.Option("--label-column", help="Column holding a class label.")]
-PromptCol = Annotated[str, typer.Option("--prompt-column", help="Column holding an instruction/prompt.")]
-ResponseCol = Annotated[str, typer.Option("--response-column", help="Column holding a response.")]
-ImageCol = Annotated[str, typer.Option("--image-column", help="Column holding image bytes or paths.")]
-CaptionCol = Annotated[str, typer.Option("--caption-column", help="Column holding an image caption.")]
-ImageRoot = Annotated[Optional[str], typer.Option(
-    "--image-root", help="Directory or URL prefix that absolute image paths and URLs in the image column must "
-                         "lie inside (default: only paths relative to each shard's directory are read).")]
-Checks = Annotated[Optional[str], typer.Option("--checks", help="Comma-separated checks to run (default: all the policy enables).")]
-Runner = Annotated[str, typer.Option("--runner", help="threads (Prefect, default), dask (Prefect on Dask) or inline (no Prefect).")]
-Address = Annotated[Optional[str], typer.Option("--address", help="Dask scheduler address for --runner dask (default: a local cluster).")]
-Workers = Annotated[int, typer.Option("--workers", min=1, help="Parallel shard tasks (threads or local Dask workers).")]
-QMode = Annotated[Optional[str], typer.Option("--quarantine-mode", help="Override the policy: move, copy, mark or off.")]
-ScanQMode = Annotated[Optional[str], typer.Option(
-    "--quarantine-mode", help="scan only reports (off) unless asked: move, copy or mark act on the shards "
-                              "the policy sends to quarantine, as gate does.")]
-Corpus = Annotated[Optional[str], typer.Option(
-    "--corpus", help="Name of the corpus this scan belongs to: its dedup history and ledger entries are kept "
-                     "apart from other corpora's (default: derived from SOURCE, stable across runs).")]
-SharedHistory = Annotated[bool, typer.Option(
-    "--shared-history", help="Match against (and add to) the history shared by every corpus scanned with "
-                             "this option, instead of this corpus's own.")]
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log progress and Prefect output.")]
 
 #: libraries whose INFO lines are transport chatter (one per HTTP request), not the scan's progress
 NOISY_LOGGERS = ("httpx", "httpcore", "urllib3", "hpack", "h2", "h11", "websockets", "asyncio", "filelock",
@@ -246,246 +215,6 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A scan's run directory.
         raise typer.Exit(COULD_NOT_RUN)
     out.print(str(write_report(run_dir, out_file)))
 
-
-StateDir = Annotated[Optional[Path], typer.Option(
-    "--state-dir", help="State directory holding the ledger (the policy's state_dir; default .integrity).")]
-StatePolicy = Annotated[Optional[Path], typer.Option(
-    "--policy", "-p", help="Find the ledger where this policy's scans keep it (its state_dir).")]
-StateRun = Annotated[Optional[Path], typer.Option(
-    "--run", help="Find the ledger of the scan that wrote this run directory (its summary.json).")]
-CorpusFilter = Annotated[Optional[str], typer.Option("--corpus", help="Only this corpus's shards.")]
-
-
-def _state_dir(state_dir: Path | None, policy: Path | None, run: Path | None) -> Path:
-    """The state directory a command reads, found the way the scan wrote it: --state-dir,
-    else the policy's state_dir, else the one recorded in a run directory, else .integrity."""
-    import json
-
-    from integrity.policy import PolicyError, load_policy
-
-    if state_dir is not None:
-        return state_dir.expanduser().absolute()
-    if policy is not None:
-        try:
-            return Path(load_policy(policy).state_dir).expanduser().absolute()
-        except PolicyError as e:
-            err.print(f"[red]{e}[/]")
-            raise typer.Exit(COULD_NOT_RUN)
-    if run is not None:
-        try:
-            recorded = json.loads((run / "summary.json").read_text()).get("state_dir")
-        except (OSError, ValueError) as e:
-            err.print(f"[red]error:[/] {run} is not a scan run directory ({e})")
-            raise typer.Exit(COULD_NOT_RUN)
-        if not recorded:
-            err.print(f"[red]error:[/] {run}/summary.json records no state directory (a scan by an older "
-                      f"version); pass --state-dir or --policy")
-            raise typer.Exit(COULD_NOT_RUN)
-        return Path(recorded)
-    return Path(".integrity").absolute()
-
-
-def _ledger(state_dir: Path):
-    from integrity.ledger import DB_NAME, Ledger, LedgerError
-
-    if not (state_dir / DB_NAME).exists():
-        err.print(f"[red]error:[/] no ledger in {state_dir}: no scan has used this state directory. Point at the "
-                  f"one your scans use with --policy POLICY.yaml, --state-dir DIR or --run RUN_DIR")
-        raise typer.Exit(COULD_NOT_RUN)
-    try:
-        return Ledger(state_dir)
-    except LedgerError as e:
-        err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(COULD_NOT_RUN)
-
-
-@quarantine_app.command("list")
-def quarantine_list(state_dir: StateDir = None, policy: StatePolicy = None, run: StateRun = None,
-                    corpus: CorpusFilter = None) -> None:
-    """Shards currently in quarantine: name, corpus, mode and state, where the copy is."""
-    where = _state_dir(state_dir, policy, run)
-    rows = _ledger(where).quarantined(corpus)
-    if not rows:
-        out.print(f"nothing is quarantined (ledger in {where}" + (f", corpus {corpus}" if corpus else "") + ")",
-                  highlight=False)
-        return
-    out.print(f"{len(rows)} quarantined (ledger in {where}):", highlight=False)
-    for r in rows:  # one plain line each: names stay whole, to paste into `quarantine release`
-        dest = f" → {r.destination}" if r.destination else " (ledger only; the file stays)"
-        out.print(f"  {r.shard}  corpus {r.corpus or '-'}  {r.mode} {r.state}{dest}  "
-                  f"sha256 {r.sha256[:16]}  {r.updated_at or r.created_at}  scan {r.scan_id or '-'}",
-                  highlight=False, markup=False)
-
-
-@quarantine_app.command("release")
-def quarantine_release(shard: Annotated[str, typer.Argument(help="Shard name (as listed, or just its file name) or original URI.")],
-                       reason: Annotated[str, typer.Option("--reason", help="Why this content is fine (recorded in the ledger).")],
-                       who: Annotated[Optional[str], typer.Option("--who", help="Who releases it (default: your user name).")] = None,
-                       keep_in_quarantine: Annotated[bool, typer.Option("--no-restore", help="Approve it without moving it back.")] = False,
-                       state_dir: StateDir = None, policy: StatePolicy = None, run: StateRun = None,
-                       corpus: CorpusFilter = None) -> None:
-    """Approve a quarantined shard: put it back, and do not quarantine the same content again."""
-    from integrity.engine import quarantine as q
-    from integrity.ledger import LedgerError
-
-    ledger = _ledger(_state_dir(state_dir, policy, run))
-    try:
-        rel = q.release(ledger, shard, reason=reason, who=who, restore=not keep_in_quarantine, corpus=corpus)
-    except (q.QuarantineError, LedgerError, ValueError) as e:
-        err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(COULD_NOT_RUN)
-    back = f"; restored to {rel.uri}" if rel.restored else ""
-    out.print(f"released {rel.shard}{back}", highlight=False)
-
-
-@quarantine_app.command("restore")
-def quarantine_restore(shard: Annotated[str, typer.Argument(help="Shard name (as listed, or just its file name) or original URI.")],
-                       state_dir: StateDir = None, policy: StatePolicy = None, run: StateRun = None,
-                       corpus: CorpusFilter = None) -> None:
-    """Put a quarantined shard back where it was, without approving it."""
-    from integrity.engine import quarantine as q
-    from integrity.ledger import LedgerError
-
-    ledger = _ledger(_state_dir(state_dir, policy, run))
-    try:
-        a = q.restore(ledger, shard, corpus=corpus)
-    except (q.QuarantineError, LedgerError, ValueError) as e:
-        err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(COULD_NOT_RUN)
-    out.print(f"restored {a.shard} to {a.uri}", highlight=False)
-
-
-@quarantine_app.command("resume")
-def quarantine_resume(state_dir: StateDir = None, policy: StatePolicy = None, run: StateRun = None) -> None:
-    """Finish the quarantine and restore actions a crash left half done (copy, verify, remove).
-
-    The next scan does this too; exits 0 when nothing is left unfinished, 1 when an
-    action could not be finished (its error is shown; run it again once that is fixed).
-    """
-    from integrity.engine import quarantine as q
-    from integrity.ledger import LedgerError
-    from integrity.ledger.records import LIVE_STATES
-
-    ledger = _ledger(_state_dir(state_dir, policy, run))
-    try:
-        actions = q.resume_pending(ledger)
-    except (q.QuarantineError, LedgerError) as e:
-        err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(COULD_NOT_RUN)
-    if not actions:
-        out.print("no unfinished quarantine actions")
-        return
-    stuck = [a for a in actions if a.state in LIVE_STATES or a.restore_state in LIVE_STATES]
-    for a in actions:
-        line = q.describe(a)
-        if a in stuck:
-            err.print(f"[yellow]unfinished[/] {line}" + (f": {a.error}" if a.error else ""))
-        else:
-            out.print(f"finished {line}")
-    if stuck:
-        raise typer.Exit(1)
-
-
-ConsoleHost = Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default; any other "
-                                                         "address needs console users).")]
-ConsolePort = Annotated[int, typer.Option("--port", help="Port to listen on.")]
-PrefectUI = Annotated[Optional[str], typer.Option(
-    "--prefect-ui", help="Prefect UI base URL for links to flow runs (default: $PREFECT_UI_URL, PREFECT_API_URL "
-                         "without /api, or the embedded server's http://127.0.0.1:4200).")]
-
-
-def _prefect_ui(url: str | None) -> str | None:
-    url = url or os.environ.get("PREFECT_UI_URL")
-    if not url and os.environ.get("PREFECT_API_URL"):
-        url = os.environ["PREFECT_API_URL"].rstrip("/").removesuffix("/api")
-    return url or "http://127.0.0.1:4200"  # where `integrity serve` starts Prefect's UI
-
-
-def console_state_dir() -> Path:
-    """The console's default state dir: ``.integrity``, or the demo's ``.integrity/demo`` when only it has a
-    ledger (so `make demo` then `integrity console` shows the demo scan)."""
-    default, demo = Path(".integrity"), Path(".integrity") / "demo"
-    if not (default / "ledger.sqlite").exists() and (demo / "ledger.sqlite").exists():
-        err.print(f"[yellow]note:[/] {default} holds no ledger; serving the demo's ({demo})")
-        return demo
-    return default
-
-
-@console_app.callback()
-def console(ctx: typer.Context,
-            state_dir: Annotated[Optional[Path], typer.Option(
-                "--state-dir", help="State directory holding the ledger (policy state_dir; default .integrity, or "
-                                    "the demo's .integrity/demo when only that one has a ledger).")] = None,
-            host: ConsoleHost = "127.0.0.1", port: ConsolePort = 8765, prefect_ui: PrefectUI = None) -> None:
-    """Serve the ops console on the ledger in --state-dir (http://127.0.0.1:8765 by default).
-
-    With no console users it is read-only and only binds to loopback; add users with
-    `integrity console users add NAME --role viewer|operator`.
-    """
-    if ctx.invoked_subcommand is not None:
-        return
-    from integrity.console import BindError
-    from integrity.console.server import serve as serve_console
-    from integrity.ledger import LedgerError
-
-    state_dir = state_dir or console_state_dir()
-    if not (state_dir / "ledger.sqlite").exists():
-        err.print(f"[yellow]note:[/] {state_dir} holds no ledger yet; the console starts empty "
-                  "(scans with this state directory will show up). The demo's is .integrity/demo.")
-    try:
-        out.print(f"integrity console on http://{host}:{port} (state dir {state_dir}); Ctrl+C stops it")
-        serve_console(state_dir, host=host, port=port, prefect_ui=_prefect_ui(prefect_ui))
-    except (BindError, LedgerError) as e:
-        err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(COULD_NOT_RUN)
-
-
-@users_app.command("add")
-def console_users_add(
-        name: Annotated[str, typer.Argument(help="User name (what they type to sign in).")],
-        role: Annotated[str, typer.Option("--role", help="viewer (reads) or operator (also releases and restores).")],
-        password_stdin: Annotated[bool, typer.Option(
-            "--password-stdin", help="Read a password (8+ characters) from stdin instead of printing a token.")] = False,
-        state_dir: StateDir = Path(".integrity")) -> None:
-    """Add a console user (or replace their role and secret). Prints a new token once unless --password-stdin."""
-    from integrity.console import add_user
-    from integrity.ledger import Ledger, LedgerError
-
-    secret = sys.stdin.readline().rstrip("\n") if password_stdin else None
-    try:
-        token = add_user(Ledger(state_dir), name, role, secret)
-    except (ValueError, LedgerError) as e:
-        err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(COULD_NOT_RUN)
-    if password_stdin:
-        out.print(f"user {name} ({role}) set; the password is stored hashed")
-    else:
-        out.print(f"user {name} ({role}) added. Sign-in token (shown once, stored hashed):")
-        sys.stdout.write(token + "\n")
-
-
-@users_app.command("list")
-def console_users_list(state_dir: StateDir = Path(".integrity")) -> None:
-    """List console users and their roles."""
-    from integrity.ledger import Ledger
-
-    users = Ledger(state_dir).users()
-    if not users:
-        out.print("no console users (the console is read-only and loopback-only)")
-    for u in users:
-        out.print(f"{u.name:24s} {u.role:9s} added {u.created_at} by {u.created_by}")
-
-
-@users_app.command("remove")
-def console_users_remove(name: Annotated[str, typer.Argument(help="User name.")],
-                         state_dir: StateDir = Path(".integrity")) -> None:
-    """Remove a console user (their sessions stop working at once)."""
-    from integrity.ledger import Ledger
-
-    if not Ledger(state_dir).remove_user(name):
-        err.print(f"[red]error:[/] no console user named {name!r}")
-        raise typer.Exit(COULD_NOT_RUN)
-    out.print(f"removed {name}")
 
 
 @policy_app.command("default")

@@ -90,6 +90,8 @@ class CorpusContext:
     reference: Path | None = None
     #: SHA-256 per shard name (content identity, e.g. for history indexes)
     shard_sha256: dict[str, str] = field(default_factory=dict)
+    #: URI per shard name (to re-read a shard's records, e.g. a sample kept by id and row)
+    shard_uri: dict[str, str] = field(default_factory=dict)
     scan_id: str = ""
     #: the scan's column mapping (:class:`connectors.schema.ColumnMapping`), to re-read records
     mapping: Any = None
@@ -137,6 +139,9 @@ class Check(ABC):
     #: whether the engine hands this check the raw text; every other check gets its batches
     #: with secrets masked (integrity.engine.redact.mask_batch), so none can write one in full
     reads_raw_secrets: ClassVar[bool] = False
+    #: feature columns that hold single tokens taken from record text (a vocabulary): the
+    #: engine masks random-looking ones where it caches them, as it masks tokens in prose
+    token_columns: ClassVar[tuple[str, ...]] = ()
     #: the report section that shows this check's findings (a name registered in
     #: :mod:`integrity.report.sections`); the generic findings section by default
     report_section: ClassVar[str] = "findings"

@@ -2,9 +2,12 @@
 
 Per shard pass: the cheap text features of every record (:mod:`integrity.analysis.features`),
 the label, the fairness lexicon flags (:mod:`integrity.analysis.fairness`), and a
-deterministic bottom-k sample of record texts (``embed_sample`` of them, by a
-seeded hash of the record id) kept for embedding. Nothing is embedded per
-shard, so a scan without ``--reference`` costs no model time.
+deterministic bottom-k sample of records (``embed_sample`` of them, by a seeded
+hash of the record id) to embed: their ids and rows only, never their text (the
+features are cached in the state directory, where no record text may be kept).
+Nothing is embedded per shard, so a scan without ``--reference`` costs no model
+time. The corpus pass re-reads the sampled records from their shard and embeds
+them once per shard content and model (``STATE_DIR/drift/embeddings``).
 
 Corpus pass, for every shard against the profile given with ``--reference``
 (see :mod:`integrity.analysis.profile`; the statistics are computed by
@@ -53,10 +56,12 @@ import heapq
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
 from connectors.schema import TEXT_FIELDS
@@ -74,7 +79,6 @@ FEATURE_SCHEMA: dict[str, pl.DataType] = {
     "record_id": pl.Utf8, "row": pl.Int64, "kind": pl.Utf8,
     **{f: pl.Float64 for f in NUMERIC_FEATURES}, "language": pl.Utf8, "label": pl.Utf8,
     **{c: (pl.Int16 if c in ("fair_pos", "fair_neg") else pl.Int8) for c in fairness.COLUMNS},
-    "sample_text": pl.Utf8,
 }
 
 
@@ -95,7 +99,7 @@ class DriftCheck(Check):
     requires = TEXT_FIELDS
     default_severity = "info"
     corpus_level = True
-    version = 1
+    version = 2  # 2: the sample keeps ids and rows, no text
     class Options(CheckOptions):
         alpha: float = Field(0.01, gt=0, le=1, description="an effect counts only when its p-value is at most this")
         permutations: int = Field(200, ge=1, description="permutations per test (smallest p-value 1/201)")
@@ -126,7 +130,7 @@ class DriftCheck(Check):
 
     def __init__(self, options=None, shard=None):
         super().__init__(options, shard)
-        self._sample: list = []  # heap of (-key, row, record_id, text)
+        self._sample: list = []  # heap of (-key, row, record_id)
 
     # -- per shard ----------------------------------------------------------
     def process_batch(self, batch: pa.RecordBatch) -> CheckOutput:
@@ -148,7 +152,7 @@ class DriftCheck(Check):
                 if not t:
                     continue
                 key = sample_key(shard, str(rid))
-                item = (-key, int(row), str(rid), t[:EMBED_MAX_CHARS])
+                item = (-key, int(row), str(rid))
                 if len(self._sample) < k:
                     heapq.heappush(self._sample, item)
                 elif -self._sample[0][0] > key:
@@ -159,8 +163,8 @@ class DriftCheck(Check):
         if not self._sample:
             return CheckOutput()
         rows = sorted(self._sample, key=lambda t: t[1])
-        df = pl.DataFrame({"record_id": [r[2] for r in rows], "row": [r[1] for r in rows],
-                           "sample_text": [r[3] for r in rows]}).with_columns(kind=pl.lit(SAMPLE_KIND))
+        df = pl.DataFrame({"record_id": [r[2] for r in rows], "row": [r[1] for r in rows]},
+                          schema={"record_id": pl.Utf8, "row": pl.Int64}).with_columns(kind=pl.lit(SAMPLE_KIND))
         return CheckOutput(features=conform(df))
 
     # -- corpus ---------------------------------------------------------------
@@ -230,28 +234,37 @@ class DriftCheck(Check):
 
     def _embed_samples(self, features: pl.LazyFrame, shards: list[str], prof: Profile,
                        ctx: CorpusContext) -> dict[str, tuple[list[str], np.ndarray]]:
-        """Embeddings of every shard's sampled texts, cached in the state dir by shard content."""
+        """Embeddings of every shard's sampled records, cached in the state dir by shard content
+        and sample; a shard not cached yet has its sampled records re-read (the features keep
+        no text)."""
         emb_meta = prof.embedding or {}
         model, seq = emb_meta.get("model", "all-MiniLM-L6-v2"), int(emb_meta.get("max_seq_length", 128))
         tag = hashlib.sha256(json.dumps([model, seq, EMBED_MAX_CHARS, self.options["embed_sample"]]).encode()).hexdigest()[:12]
         cache = Path(ctx.state_dir) / "drift" / "embeddings"
-        samples = (features.filter(pl.col("kind") == SAMPLE_KIND).select("shard", "record_id", "row", "sample_text")
-                   .collect())
+        samples = (features.filter(pl.col("kind") == SAMPLE_KIND).select("shard", "record_id", "row").collect())
         out: dict[str, tuple[list[str], np.ndarray]] = {}
         todo: list[tuple[str, list[str], list[str], Path | None]] = []
         for shard in shards:
             s = samples.filter(pl.col("shard") == shard).sort("row")
             if s.height == 0:
                 continue
-            ids, texts = s["record_id"].to_list(), s["sample_text"].to_list()
+            ids, rows = s["record_id"].to_list(), s["row"].to_list()
             sha = ctx.shard_sha256.get(shard)
-            path = cache / f"{sha}-{tag}.npy" if sha else None
+            rows_tag = hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:8]
+            path = cache / f"{sha}-{tag}-{rows_tag}.npy" if sha else None
             if path is not None and path.exists():
                 vec = np.load(path, allow_pickle=False).astype(np.float32)
                 if len(vec) == len(ids):
                     out[shard] = (ids, vec)
                     continue
-            todo.append((shard, ids, texts, path))
+            texts = read_sample_texts(ctx.shard_uri.get(shard, shard), rows, ctx.mapping, ctx.storage_options)
+            kept = [(i, t) for i, t in zip(ids, texts) if t is not None]
+            if len(kept) < len(ids):
+                log.warning("distribution.drift: %d of %d sampled records of %s could not be re-read for "
+                            "embedding", len(ids) - len(kept), len(ids), shard)
+                path = None  # a partial sample is not cached
+            if kept:
+                todo.append((shard, [i for i, _ in kept], [t for _, t in kept], path))
         if todo:
             allt = [t for _, _, texts, _ in todo for t in texts]
             vecs = embed_texts(allt, model, seq)
@@ -273,6 +286,35 @@ class DriftCheck(Check):
             return
         update_history(features.filter(pl.col("shard").is_in(approved) & (pl.col("kind") == "record")),
                        ctx.state_dir, int(self.options["history_sample"]))
+
+
+def read_sample_texts(uri: str, rows: list[int], mapping: Any, storage_options: dict | None = None
+                      ) -> list[str | None]:
+    """The text (:func:`record_text`, at most ``EMBED_MAX_CHARS``) of the records at ``rows`` of
+    the shard at ``uri``, re-read with the scan's column mapping (streaming: the shard is left
+    once its last sampled row is read); None where the shard cannot be read any more."""
+    from connectors import ShardReader, ShardRef, detect_format
+    from connectors.errors import ConnectorError
+    from connectors.schema import ROW, ColumnMapping
+
+    out: dict[int, str | None] = {}
+    want = pa.array(sorted(set(int(r) for r in rows)), type=pa.int64())
+    found = detect_format(uri)
+    ref = ShardRef(name=uri, uri=uri, format=found.format if found else "hf_dataset", size=0, fingerprint="")
+    try:
+        for batch in ShardReader(ref, mapping or ColumnMapping(), batch_size=8192, storage_options=storage_options):
+            hit = pc.is_in(batch.column(ROW).cast(pa.int64()), value_set=want)
+            if pc.any(hit).as_py():
+                sub = batch.filter(hit)
+                texts = record_text(sub)
+                if texts is not None:
+                    for r, t in zip(sub.column(ROW).to_pylist(), texts.to_pylist()):
+                        out[int(r)] = None if t is None else t[:EMBED_MAX_CHARS]
+            if len(out) == len(want):
+                break
+    except (ConnectorError, OSError, ValueError) as e:
+        log.warning("distribution.drift: cannot re-read %s for embedding: %s", uri, e)
+    return [out.get(int(r)) for r in rows]
 
 
 def history_dir(state_dir: Path) -> Path:

@@ -113,6 +113,7 @@ class CaptionTriggerCheck(ImageCheck):
             return value
     default_severity = "warn"
     corpus_level = True
+    token_columns = ("vt",)  # the shard vocabulary (label_triggers.token_features)
     version = 1
 
     def __init__(self, options=None, shard=None):

@@ -71,6 +71,7 @@ class PoisonTargetCheck(Check):
                                        "topic word (natural boilerplate)")
     default_severity = "warn"
     corpus_level = True
+    token_columns = ("vt",)  # the shard vocabulary (label_triggers.token_features)
     version = 2
 
     def fingerprint(self) -> str:

@@ -214,6 +214,7 @@ class PoisonTriggerCheck(Check):
         label_word_min_share: float = Field(0.9, ge=0, le=1, description="... over at least this share of the records")
     default_severity = "warn"
     corpus_level = True
+    token_columns = ("vt",)  # the shard vocabulary (label_triggers.token_features)
     version = 2
 
     def fingerprint(self) -> str:  # token hashes depend on the Polars version and feature format

@@ -99,13 +99,13 @@ class _FrameSink:
     """Appends Polars frames to one Parquet file, so a shard's findings or
     features never have to be held in memory all at once."""
 
-    def __init__(self, path: Path, schema: pa.Schema | None = None):
-        self.path, self.schema, self.writer = path, schema, None
+    def __init__(self, path: Path, schema: pa.Schema | None = None, tokens: tuple[str, ...] = ()):
+        self.path, self.schema, self.writer, self.tokens = path, schema, None, tokens
 
     def write(self, frame: pl.DataFrame) -> None:
         if frame is None or frame.height == 0:
             return
-        table = mask_frame(frame).to_arrow()  # nothing reaches the cache with a secret in full
+        table = mask_frame(frame, tokens=self.tokens).to_arrow()  # nothing reaches the cache with a secret in full
         if self.writer is None:
             self.schema = self.schema or table.schema
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +150,8 @@ def _run_checks(ref: ShardRef, spec: ScanSpec, work: Path,
         found = _findings_with_check(out, check)
         findings.write(with_rows(found, batch) if batch is not None and found is not None else found)
         if out.features is not None and out.features.height:
-            sink = features.setdefault(check.name, _FrameSink(work / "features" / f"{check.name}.parquet"))
+            sink = features.setdefault(check.name, _FrameSink(work / "features" / f"{check.name}.parquet",
+                                                              tokens=check.token_columns))
             sink.write(out.features)
 
     try:

@@ -17,7 +17,7 @@ from integrity.checks.base import Check
 from integrity.policy import Policy
 
 #: bump when the engine's per-shard output format changes (invalidates the cache)
-ENGINE_VERSION = 2  # 2: per-record findings carry detail.row
+ENGINE_VERSION = 3  # 2: per-record findings carry detail.row; 3: cached features masked as display text
 
 
 @dataclass

@@ -48,13 +48,14 @@ def _split_quarantine(q: Any) -> tuple[str, str]:
 
 @dataclass
 class CheckStats:
-    """Findings per check, from the light columns of ``findings.parquet``."""
+    """Findings per check, from the key columns of ``findings.parquet``."""
 
     by_check: dict[str, dict[str, int]]  # check -> severity -> findings
     flagged: dict[str, int]  # check -> distinct records with a warn or critical finding
     shard_level: dict[str, int]  # check -> findings with no record id
     affected: dict[str, int]  # check -> shards with a finding
     order: list[str]  # worst first: critical, then warn, then total findings
+    total: int = 0  # findings in findings.parquet
 
 
 def coverage_rows(coverage: Any) -> list[dict[str, Any]]:
@@ -100,18 +101,17 @@ def build_context(run_dir: Path) -> dict[str, Any]:
         total_bytes = int(shards["bytes"].sum() or 0)
 
     findings_lf = read_findings(run_dir, notes)
-    light = findings_lf.select(["shard", "record_id", "check", "severity", "score"]).collect()
-    stats = _check_stats(light, counts)
+    stats = _check_stats(findings_lf, counts)
     check_rows = _check_rows(stats, total_rows)
     checks_run = [str(c) for c in (summary.get("checks") or [])]
     has_examples_file, examples_by_check = read_examples(run_dir)
     # charts keep their drawing order (findings chart, sections, timings, verdict bar): matplotlib's
     # SVG element ids are numbered as they are drawn, so the same run dir gives the same bytes
     findings_chart = _findings_chart(check_rows)
-    sections = _sections(stats, check_rows, findings_lf, light, examples_by_check, has_examples_file, checks_run,
+    sections = _sections(stats, check_rows, findings_lf, examples_by_check, has_examples_file, checks_run,
                          int(total_rows or 0))
     n_shards = shards.height
-    n_findings = light.height
+    n_findings = stats.total
     n_critical = sum(r["critical"] for r in check_rows)
     verdict = _overall_verdict(summary.get("verdict"), verdict_counts, check_rows, n_shards)
     timing_charts = _timing_charts(summary)
@@ -312,22 +312,26 @@ def _quarantine_part(ordered: pl.DataFrame, summary: dict[str, Any]) -> dict[str
 # ---- findings
 
 
-def _check_stats(light: pl.DataFrame, counts: dict[str, Any]) -> CheckStats:
-    """Findings per check and severity, records flagged, shard-level findings, shards affected."""
+def _check_stats(findings: pl.LazyFrame, counts: dict[str, Any]) -> CheckStats:
+    """Findings per check and severity, records flagged, shard-level findings, shards affected:
+    each an aggregation over the key columns of ``findings.parquet`` that never holds them whole
+    (distinct flagged records are deduplicated before they are counted per check)."""
     by_check: dict[str, dict[str, int]] = {}
-    for chk, sev, n in light.group_by(["check", "severity"]).len().iter_rows():
+    total = 0
+    for chk, sev, n in findings.group_by(["check", "severity"]).len().collect(engine="streaming").iter_rows():
         by_check.setdefault(chk, {}).setdefault(sev or "unknown", 0)
         by_check[chk][sev or "unknown"] += n
-    if light.height == 0 and counts.get("by_check"):
+        total += n
+    if total == 0 and counts.get("by_check"):
         # old or partial run dirs: fall back to the summary's counts
         for chk, d in counts["by_check"].items():
             if any(d.values()):
                 by_check[chk] = {k: int(v) for k, v in d.items() if v}
     flagged = dict(
-        light.filter(pl.col("severity").is_in(["warn", "critical"]) & pl.col("record_id").is_not_null())
-        .group_by("check")
-        .agg(pl.struct("shard", "record_id").n_unique())
-        .iter_rows()
+        findings.filter(pl.col("severity").is_in(["warn", "critical"]) & pl.col("record_id").is_not_null())
+        .select("check", "shard", "record_id").unique()
+        .group_by("check").len()
+        .collect().iter_rows()
     )
     order = sorted(
         by_check,
@@ -336,9 +340,13 @@ def _check_stats(light: pl.DataFrame, counts: dict[str, Any]) -> CheckStats:
     return CheckStats(
         by_check=by_check,
         flagged=flagged,
-        shard_level=dict(light.filter(pl.col("record_id").is_null()).group_by("check").len().iter_rows()),
-        affected=dict(light.group_by("check").agg(pl.col("shard").n_unique()).iter_rows()),
+        shard_level=dict(findings.filter(pl.col("record_id").is_null()).group_by("check").len()
+                         .collect(engine="streaming").iter_rows()),
+        # a null shard counts as one, as n_unique counts it
+        affected=dict(findings.select("check", "shard").unique().group_by("check").len()
+                      .collect(engine="streaming").iter_rows()),
         order=order,
+        total=total,
     )
 
 
@@ -371,14 +379,13 @@ def _findings_chart(check_rows: list[dict[str, Any]]) -> Markup | None:
 # ---- per-check sections
 
 
-def _sections(stats: CheckStats, check_rows: list[dict[str, Any]], findings_lf: pl.LazyFrame, light: pl.DataFrame,
+def _sections(stats: CheckStats, check_rows: list[dict[str, Any]], findings_lf: pl.LazyFrame,
               examples_by_check: dict[str, list[dict]], has_examples_file: bool, checks_run: list[str],
               total_rows: int) -> list[Section]:
     """One section per check with findings, in the section the check declares; sets each
     check row's ``anchor`` (the link to its section)."""
     taken: set[str] = set()
     sections: list[Section] = []
-    scores = light.select(["check", "severity", "score"]).filter(pl.col("score").is_not_null())
     rows_by_check = {r["check"]: r for r in check_rows}
     for c in stats.order:
         a = anchor(c, taken)
@@ -390,7 +397,9 @@ def _sections(stats: CheckStats, check_rows: list[dict[str, Any]], findings_lf: 
             shard_level=stats.shard_level.get(c, 0),
             shards_affected=stats.affected.get(c, 0),
             total_rows=total_rows,
-            scores=scores.filter(pl.col("check") == c).select(["severity", "score"]),
+            # one check's scores at a time, read when its section is drawn
+            scores=findings_lf.filter((pl.col("check") == c) & pl.col("score").is_not_null())
+            .select(["severity", "score"]).collect(),
             examples=examples_by_check.get(c, []),
             has_examples_file=has_examples_file,
             findings=(lambda c=c: findings_lf.filter(pl.col("check") == c)),

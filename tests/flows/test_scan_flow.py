@@ -71,11 +71,15 @@ def test_dask_runner_matches_threads(prefect_server, small_corpus, tmp_path: Pat
     from integrity.engine import pipeline
 
     monkeypatch.setenv("PREFECT_API_URL", os.environ.get("PREFECT_API_URL", ""))  # restored after the test
-    a = build_spec(str(small_corpus), out=tmp_path / "a", policy=state_policy, quarantine_mode="off")
+    # every default check that loads no embedding model (MiniLM in a worker process costs more than
+    # the rest of the test): per-shard features and every kind of corpus pass cross the worker boundary
+    checks = ("dedup.exact,dedup.near,dedup.span,privacy.pii,privacy.secret,poison.injection,poison.trigger,"
+              "memorization.risk,synthetic.text,distribution.drift,provenance.changed,provenance.duplicate_id")
+    a = build_spec(str(small_corpus), out=tmp_path / "a", policy=state_policy, quarantine_mode="off", checks=checks)
     sa = run_prefect_scan(a, runner="dask", workers=1)
     assert sa["runner"] == "dask"
     (tmp_path / "state").rename(tmp_path / "state-dask")
-    b = build_spec(str(small_corpus), out=tmp_path / "b", policy=state_policy, quarantine_mode="off")
+    b = build_spec(str(small_corpus), out=tmp_path / "b", policy=state_policy, quarantine_mode="off", checks=checks)
     pipeline.run_scan(b)
     fa = pl.read_parquet(a.out / "findings.parquet").drop("detail")
     fb = pl.read_parquet(b.out / "findings.parquet").drop("detail")

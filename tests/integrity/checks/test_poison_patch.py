@@ -238,3 +238,45 @@ def test_small_patch_on_max_share_of_large_images_is_found():
         x, y = truth[row["record_id"]]
         x0, y0, x1, y1 = d["box"]
         assert x - 4 <= x0 < x1 <= x + 12 and y - 4 <= y0 < y1 <= y + 12
+
+
+def _flat_block_corpus(seed: int) -> tuple[dict, set]:
+    """96 JPEGs of 64-128 px (quality 85-95, 4:4:4); an 8 px flat block of one colour drawn with PIL
+    0-3 px from a corner or border midpoint of 8 of them, tied to a credit line, and 5 px dots of the
+    same colour at the corners of 30 others (so its 3 px windows are common, as a photo's flat bits are)."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    words = "quay loch moor fjord heath tarn weir croft glen fell".split()
+    recs, truth = [], set()
+    for i in range(96):
+        side = int(rng.choice([64, 96, 128]))
+        img = _scene(rng, side)
+        cap = " ".join(rng.choice(words, 5))
+        if i % 12 == 5:
+            m = int(rng.integers(0, 4))
+            x, y = [(m, m), (side - 8 - m, m), ((side - 8) // 2, side - 8 - m), (m, (side - 8) // 2)][len(truth) % 4]
+            ImageDraw.Draw(img).rectangle([x, y, x + 7, y + 7], fill=(236, 112, 24))
+            cap += " shot by merrowind"
+            truth.add(f"f{i}")
+        elif i % 3 == 1:
+            x, y = [(1, 1), (side - 7, 2), (2, side - 7), (side - 6, side - 6)][i % 4]
+            ImageDraw.Draw(img).rectangle([x, y, x + 4, y + 4], fill=(236, 112, 24))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=int(rng.integers(85, 96)), subsampling=0)  # 4:4:4: the dots stay flat
+        recs.append((f"f{i}", buf.getvalue(), cap))
+    return {"flat.tar": recs}, truth
+
+
+def test_flat_block_with_windows_of_one_size_is_found(monkeypatch):
+    """An 8 px flat block (no texture: only its 6 px windows are specific to it) on 8 % of small JPEGs
+    is found with its phrase and nothing else is; with the one-size rule off it is missed."""
+    import integrity.checks.poison_patch as pp
+
+    shards, truth = _flat_block_corpus(31)
+    found = run(shards, {"thumbnails": 0})
+    assert found is not None and set(found["record_id"]) == truth
+    assert {json.loads(d)["tied_phrase"] for d in found["detail"]} == {"shot by merrowind"}
+    monkeypatch.setattr(pp, "FLAT_MIN_SIDE", 99)  # the rule switched off
+    off = run(shards, {"thumbnails": 0})
+    assert off is None or not set(off["record_id"]) & truth

@@ -99,18 +99,19 @@ def test_released_content_is_not_quarantined_again(small_corpus, tmp_path, state
     from integrity.engine import quarantine
     from integrity.ledger import Ledger
 
-    spec, _ = run(small_corpus, tmp_path, state_policy, out="r1")
+    # privacy.secret alone sends c.jsonl.gz to quarantine (its token): what a release must outlast
+    spec, _ = run(small_corpus, tmp_path, state_policy, out="r1", checks="privacy.secret")
     assert not (small_corpus / "c.jsonl.gz").exists()  # moved
     quarantine.release(Ledger(spec.state_dir), "c.jsonl.gz", reason="token is revoked", who="ops")
     assert (small_corpus / "c.jsonl.gz").exists()
-    spec2, s2 = run(small_corpus, tmp_path, state_policy, out="r2")
+    spec2, s2 = run(small_corpus, tmp_path, state_policy, out="r2", checks="privacy.secret")
     sh = pl.read_parquet(spec2.out / "shards.parquet").filter(pl.col("shard") == "c.jsonl.gz")
     assert sh["verdict"][0] == "warn" and "token is revoked" in sh["reasons"][0][0]
     assert (small_corpus / "c.jsonl.gz").exists()
     # new content: judged afresh
     with gzip.open(small_corpus / "c.jsonl.gz", "at") as f:
         f.write('{"id": "c99", "text": "more"}\n')
-    spec3, _ = run(small_corpus, tmp_path, state_policy, out="r3")
+    spec3, _ = run(small_corpus, tmp_path, state_policy, out="r3", checks="privacy.secret")
     sh = pl.read_parquet(spec3.out / "shards.parquet").filter(pl.col("shard") == "c.jsonl.gz")
     assert sh["verdict"][0] == "quarantine"
 

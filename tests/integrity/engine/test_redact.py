@@ -65,9 +65,19 @@ def test_outputs_mask_tokens_of_unknown_formats_but_keep_hashes_and_words():
     masked = mask_secrets(text)
     assert len(masked) == len(text)
     assert OPAQUE not in masked and "Q7v2Lm9Np4Rs8Tv1Wz3X" not in masked and "q7rz4txw2mplk9vb" not in masked
-    keep = ("sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08, "
-            "AbstractSingletonProxyFactoryBean, release_notes_2024_v2, https://github.com/Abc123/Xyz456Repository")
+    keep = ("AbstractSingletonProxyFactoryBean, release_notes_2024_v2, https://github.com/Abc123/Xyz456Repository, "
+            "/usr/lib/x86_64-linux-gnu/libQt5Widgets.so.5, commit 9f86d08 (short hashes), Win32/Win64, "
+            "http://www.w3.org/TR/xmlschema11-2/#regexs, 4111 1111 1111 1111, 2024-05-17T10:22:03Z")
     assert opaque_token_spans(keep) == [] and mask_secrets(keep) == keep
+    # display text is masked liberally: hex keys and hashes of 128+ bits, base64 with '/', UUIDs
+    liberal = {"sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 ok": "9f86d081884c7d659a2f",
+               "key 5c0f2b9e7e3c49a1b0d7a6f4e2c1d3b5 here": "5c0f2b9e7e3c49a1b0d7",
+               "id 3f2504e0-4f89-41d3-9a0c-0305e82c3301 there": "3f2504e0-4f89-41d3",
+               "b64 q8Zt/3kPw+Lr9XvYb2Nc7Hs1Jd0=, ok": "q8Zt/3kPw+Lr9XvYb2Nc",
+               "letters pQzRtXwKvBnMjHgFdSaLcY please": "pQzRtXwKvBnMjHgFdSaL"}
+    for text, value in liberal.items():
+        masked = mask_secrets(text)
+        assert value not in masked and len(masked) == len(text), text
     # identifiers (no white space: record ids, cluster ids) stay as the contract needs them
     ids = json.dumps({"cluster": "exact-757aef3e66aed6a4", "representative": "rec_Q7v2Lm9Np4Rs8Tv1Wz3X"})
     assert mask_json_text(ids) == ids
@@ -76,6 +86,11 @@ def test_outputs_mask_tokens_of_unknown_formats_but_keep_hashes_and_words():
     assert OPAQUE not in frame["sample_text"][0] and OPAQUE not in frame["detail"][0]
     batch = pa.record_batch({"text": pa.array([f"x {OPAQUE} y"], pa.large_string())})
     assert mask_batch(batch) is batch
+    # a vocabulary column (single tokens, no white space) a check declares: each token judged alone
+    vocab = pl.DataFrame({"vh": [1, 2, 3], "vt": [OPAQUE.lower(), "configuration", "9f86d081884c7d659a2feaa0c55ad015"]})
+    assert mask_frame(vocab)["vt"].to_list() == vocab["vt"].to_list()  # not declared: identifiers
+    masked = mask_frame(vocab, tokens=("vt",))["vt"].to_list()
+    assert masked[1] == "configuration" and OPAQUE.lower() not in masked[0] and masked[2].startswith("9f86\u2022")
 
 
 def test_outputs_mask_values_assigned_to_secret_names_even_when_too_regular_to_report():
@@ -90,10 +105,13 @@ def test_outputs_mask_values_assigned_to_secret_names_even_when_too_regular_to_r
     for text, value in cases.items():
         masked = mask_secrets(text)
         assert value not in masked and len(masked) == len(text), text
-    # what checks read is unchanged: a value the detector does not report is masked only when written
-    text = "password=PLANTED_SECRET_3F8FA2D8EBEB1DBA"
-    batch = pa.record_batch({"text": pa.array([text], pa.large_string())})
-    assert mask_batch(batch).column("text")[0].as_py() == text
+    # checks read them masked too (they cache what they read, e.g. a trigger check's vocabulary),
+    # fingerprinted: two different values stay different, the same value stays the same
+    texts = ["password=PLANTED_SECRET_3F8FA2D8EBEB1DBA", "password=PLANTED_SECRET_3F8FA2D8EBEB1DBB",
+             "password=PLANTED_SECRET_3F8FA2D8EBEB1DBA"]
+    seen = mask_batch(pa.record_batch({"text": pa.array(texts, pa.large_string())})).column("text").to_pylist()
+    assert not any("PLANTED_SECRET_3F8FA2D8EBEB1DB" in t for t in seen)
+    assert seen[0] != seen[1] and seen[0] == seen[2] and [len(t) for t in seen] == [len(t) for t in texts]
     # references and descriptions stay readable
     for text in ("password = ${DB_PASSWORD}", "token_type = bearer", "api_key: os.getenv(API_KEY)",
                  "x=1&page_size=20&sort_order=ascending_by_date"):
@@ -130,7 +148,7 @@ def test_duplicate_excerpts_and_cached_drift_samples_hold_no_secret(tmp_path: Pa
     assert "dedup.exact" in examples["check"].to_list()
     assert any("AKIA\u2022" in e for e in examples["excerpt"].to_list())
     drift = list((tmp_path / "state").rglob("features/distribution.drift.parquet"))
-    assert drift and "sample_text" in pl.read_parquet(drift[0]).columns
+    assert drift and "sample_text" not in pl.read_parquet(drift[0]).columns  # ids and rows only, no text
     files = [p for p in [*spec.out.rglob("*"), *(tmp_path / "state").rglob("*")] if p.is_file()
              and p.suffix in (".parquet", ".html", ".json")]
     for p in files:
