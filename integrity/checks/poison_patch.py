@@ -61,8 +61,8 @@ a corner or border midpoint; tables in ``benchmarks/README.md``; target:
 recall >= 0.8 per patch kind, precision >= 0.9). Covered, in every cell of
 that grid (image size x quality x rate): 16 px patches of all four kinds,
 12 px checkerboards, solid blocks and noise, 8 px checkerboards. Not
-covered: 12 px logos and 8 px noise (pooled recall 0.78-1.0 per cell, 0.5
-where one of two corpora misses), 8 px solid blocks and logos (0.5-1.0: a
+covered: 12 px logos and 8 px noise (pooled recall 0.8-1.0 per cell, but
+two corpora in ten miss the patch in the weakest), 8 px solid blocks and logos (0.5-1.0: a
 block whose colour is common at the corners of the corpus's own pictures, or
 a logo JPEG blurs to a blob, is missed in some corpora), 6 px patches (found in most cells,
 0-1.0 per kind), patches under 6 px (a patch found by border windows alone
