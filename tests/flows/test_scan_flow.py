@@ -53,7 +53,7 @@ def test_prefect_and_inline_runners_agree(prefect_server, small_corpus, tmp_path
     a = build_spec(str(small_corpus), out=tmp_path / "a", policy=state_policy, quarantine_mode="off")
     run_prefect_scan(a, runner="threads")
     (tmp_path / "state").rename(tmp_path / "state-a")  # no cache sharing between the two
-    b = build_spec(str(small_corpus), out=tmp_path / "b", policy=state_policy, quarantine_mode="off", checks=checks)
+    b = build_spec(str(small_corpus), out=tmp_path / "b", policy=state_policy, quarantine_mode="off")
     pipeline.run_scan(b)
     fa = pl.read_parquet(a.out / "findings.parquet").drop("detail")
     fb = pl.read_parquet(b.out / "findings.parquet").drop("detail")
