@@ -9,7 +9,7 @@ starts with ``poison.`` counts as flagged — exactly as
 FRR (clean rows flagged) and FAR (poison missed), then the macro F1.
 
 With ``--grid SEEDS`` it also scores the attack grid of ``poison_gen.py`` (seed
-0: development, seed 1: held out, never tuned on): per file F1 and FRR (clean
+0: development; seeds 1 and 2: held out, never tuned on): per file F1 and FRR (clean
 rows flagged), the macro F1 by seed, rate, trigger, target, mode and corpus.
 
 Then the share of records flagged on clean corpora — the false-positive rate
@@ -205,7 +205,7 @@ def run_grid(seeds: list[int], a: argparse.Namespace, tmp_root: Path) -> list[di
 
 def print_grid(grid: list[dict]) -> None:
     print()
-    print("attack grid (benchmarks/poison_gen.py; seed 0 development, seed 1 held out)")
+    print("attack grid (benchmarks/poison_gen.py; seed 0 development, seeds 1, 2 held out)")
     print_files(grid, width=50)
     ok = [r for r in grid if not r.get("failed")]
 

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import polars as pl
@@ -74,6 +75,8 @@ KIND = "near"
 HISTORY_HITS_PER_KEY = 8
 #: records looked up in the history at a time
 HISTORY_CHUNK = 32_768
+#: findings built and handed to the engine at a time (their details are JSON text)
+PART_ROWS = 100_000
 
 
 def cluster_ids(prefix: str, shards: list[str | None], record_ids: list[str | None]) -> list[str]:
@@ -152,10 +155,15 @@ class NearDedup(Check):
 
     # -- corpus --------------------------------------------------------------
     def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame:
+        parts = list(self.corpus_parts(features, ctx))
+        return pl.concat(parts) if parts else _no_findings()
+
+    def corpus_parts(self, features: pl.LazyFrame, ctx: CorpusContext) -> Iterator[pl.DataFrame]:
+        """The findings :data:`PART_ROWS` at a time (the engine spills each part as it comes)."""
         df = features.select(RECORD_ID, ROW, "shard", "shard_index", "nsh").collect()
         n = df.height
         if n == 0:
-            return _no_findings()
+            return
         k = int(self.options["sketch_size"])
         threshold = float(self.options["threshold"])
         nb = self.hasher.bands
@@ -217,15 +225,18 @@ class NearDedup(Check):
         found = found[~own_earlier_version(found, rep[found], n, df["shard"], df[RECORD_ID],
                                            h_info)]
         if len(found) == 0:
-            return _no_findings()
+            return
         rep_f = rep[found]
 
         def node_row(nodes: np.ndarray) -> np.ndarray:  # node -> row of the gathered sketches
             return np.where(nodes < n, subset.index(np.minimum(nodes, n - 1)), len(subset.wanted) + nodes - n)
 
         sim_rep = sketch_pairs(sk_vals, sk_offs, sk_nsh, node_row(found), node_row(rep_f), k)
-        return _findings("near", df, found, rep_f, size, h_info, {
-            "similarity": np.round(sim_rep, 4)}, np.round(best[found], 4))
+        nodes = _nodes(df, h_info)
+        for start in range(0, len(found), PART_ROWS):
+            part = slice(start, start + PART_ROWS)
+            yield _findings("near", df, found[part], rep_f[part], size, h_info, {
+                "similarity": np.round(sim_rep[part], 4)}, np.round(best[found[part]], 4), nodes=nodes)
 
     def _shard_frames(self, features: pl.LazyFrame, ctx: CorpusContext) -> list[tuple[int, pl.LazyFrame]]:
         """(first record index, lazy features) per shard, in the order of ``features``; the
@@ -328,19 +339,26 @@ class NearDedup(Check):
                   shard_sha256=ctx.shard_sha256)
 
 
-def _findings(prefix: str, df: pl.DataFrame, found: np.ndarray, rep_f: np.ndarray, size: np.ndarray,
-              h_info: pl.DataFrame | None, extra: dict, score: np.ndarray,
-              join: pl.DataFrame | None = None) -> pl.DataFrame:
-    """Findings of the records ``found`` (indices into ``df``) kept as ``rep_f``
-    (node indices: ``df`` rows, then ``h_info`` rows for history records). Column-wise: the
-    records' ids and shards are gathered by index, never turned into Python lists of the corpus."""
-    n = df.height
+def _nodes(df: pl.DataFrame, h_info: pl.DataFrame | None) -> pl.DataFrame:
+    """Identity of every node: the scan's records (``df``), then the history records."""
     nodes = df.select(pl.col(RECORD_ID).cast(pl.Utf8), pl.col("shard").cast(pl.Utf8),
                       pl.col(ROW).cast(pl.Int64), sha256=pl.lit(None, dtype=pl.Utf8), scan=pl.lit(None, dtype=pl.Utf8))
     if h_info is not None and h_info.height:
         nodes = pl.concat([nodes, h_info.select(
             pl.col(RECORD_ID).cast(pl.Utf8), pl.col("shard").cast(pl.Utf8), pl.lit(None, dtype=pl.Int64).alias(ROW),
             sha256=pl.col("sha256").cast(pl.Utf8), scan=pl.col("scan_id").cast(pl.Utf8))])
+    return nodes
+
+
+def _findings(prefix: str, df: pl.DataFrame, found: np.ndarray, rep_f: np.ndarray, size: np.ndarray,
+              h_info: pl.DataFrame | None, extra: dict, score: np.ndarray,
+              join: pl.DataFrame | None = None, nodes: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Findings of the records ``found`` (indices into ``df``) kept as ``rep_f``
+    (node indices: ``df`` rows, then ``h_info`` rows for history records; ``nodes``: their
+    :func:`_nodes`, built here when not given). Column-wise: the records' ids and shards are
+    gathered by index, never turned into Python lists of the corpus."""
+    n = df.height
+    nodes = _nodes(df, h_info) if nodes is None else nodes
     # what describes a representative is computed once per cluster, then spread to its members
     uniq, inv = np.unique(rep_f, return_inverse=True)
     rep = nodes[uniq]

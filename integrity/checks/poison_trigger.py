@@ -68,6 +68,16 @@ Corpus pass (:func:`detect_label_triggers`):
      sentences exist on many labels and fail the spread test). A strongly foreign group
      whose tie fails the association test is judged on content alone and must
      be mostly relabelled (``weak_min_flip``).
+   * A group of ordinary words is also clean-label when it is *placed, not
+     written*: a word in >= ``context_min_count`` records whose neighbours are
+     as diverse as random positions' (``context_min_diversity``), or a phrase
+     of >= 2 tokens opening >= ``opening_min_count`` records of one label and
+     followed by what opens that label's other records (as diverse:
+     ``opening_min_diversity``; as typical of openings: ``opening_min_typical``),
+     where a written opening ("perl module for") is followed by its own
+     continuation; pure >= ``context_min_lift`` of the way from the prior to 1,
+     in written text only, with at most ``context_max_groups`` such groups and
+     none on another label.
    * A group of ordinary words (not foreign) needs target share >=
      ``common_min_share`` and a content test at p <= ``common_max_p`` with
      most of (1 - prior) relabelled — annotators follow strong natural words

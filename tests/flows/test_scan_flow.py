@@ -36,7 +36,10 @@ def _integrity_events(want: set[str], timeout: float = 15.0) -> set[str]:
 
 
 def test_scan_flow_runs_on_prefect_and_publishes(prefect_server, small_corpus, tmp_path: Path, state_policy):
-    spec = build_spec(str(small_corpus), out=tmp_path / "run", policy=state_policy)
+    # a corpus check and the one that quarantines c.jsonl.gz: the flow, its artifacts and events are
+    # under test (every default check under Prefect is test_prefect_and_inline_runners_agree's)
+    spec = build_spec(str(small_corpus), out=tmp_path / "run", policy=state_policy,
+                      checks="dedup.exact,privacy.pii,privacy.secret")
     summary = run_prefect_scan(spec, runner="threads", workers=2)
     assert summary["verdict"] == "fail" and summary["runner"] == "threads"
     shards = pl.read_parquet(spec.out / "shards.parquet")
@@ -53,7 +56,7 @@ def test_prefect_and_inline_runners_agree(prefect_server, small_corpus, tmp_path
     a = build_spec(str(small_corpus), out=tmp_path / "a", policy=state_policy, quarantine_mode="off")
     run_prefect_scan(a, runner="threads")
     (tmp_path / "state").rename(tmp_path / "state-a")  # no cache sharing between the two
-    b = build_spec(str(small_corpus), out=tmp_path / "b", policy=state_policy, quarantine_mode="off", checks=checks)
+    b = build_spec(str(small_corpus), out=tmp_path / "b", policy=state_policy, quarantine_mode="off")
     pipeline.run_scan(b)
     fa = pl.read_parquet(a.out / "findings.parquet").drop("detail")
     fb = pl.read_parquet(b.out / "findings.parquet").drop("detail")

@@ -270,3 +270,19 @@ def test_a_shard_appended_to_is_not_a_duplicate_of_its_earlier_version(tmp_path)
     got = dedup_findings(f)
     assert {r for _, r in got} == {"r21"}  # the true duplicate, not the 20 records seen before
     assert got[("dedup.exact", "r21")]["representative"] == "r3"
+
+
+def test_findings_in_parts_equal_the_whole_pass(monkeypatch):
+    """corpus_parts hands the findings to the engine PART_ROWS at a time: their concatenation is
+    the one frame built at once (a cluster's id and representative are the same in every part)."""
+    from integrity.checks import dedup_near
+
+    rng = random.Random(5)
+    base = [doc(rng) for _ in range(6)]
+    shards = {"s1": base, "s2": [edit(rng, t) for t in base] + [base[0]], "s3": [edit(rng, base[0]) for _ in range(4)]}
+    whole = corpus(shards)
+    monkeypatch.setattr(dedup_near, "PART_ROWS", 2)
+    parts = corpus(shards)
+    assert whole.height >= 8
+    assert parts.equals(whole)
+    assert len({d["cluster"] for d in details(whole).values()}) < whole.height  # clusters span parts
