@@ -59,11 +59,12 @@ photo crops of 64, 256 and 1024 px, JPEG quality 60 and 95, 3 and 10 % of
 the images per patch, checkerboard / solid / noise / logo patches 0-3 px from
 a corner or border midpoint; tables in ``benchmarks/README.md``; target:
 recall >= 0.8 per patch kind, precision >= 0.9). Covered, in every cell of
-that grid (image size x quality x rate): 16 px and 12 px patches of all four
-kinds; 8 px checkerboards and noise blocks. Not covered: 8 px solid blocks
-and two-colour logos (pooled recall 0.6-1.0 per cell: a block whose colour
-is common at the corners of the corpus's own pictures, or a logo JPEG blurs
-to a blob, is missed in some corpora), 6 px patches (found in most cells,
+that grid (image size x quality x rate): 16 px patches of all four kinds,
+12 px checkerboards, solid blocks and noise, 8 px checkerboards. Not
+covered: 12 px logos and 8 px noise (pooled recall 0.8-1.0 per cell, but
+two corpora in ten miss the patch in the weakest), 8 px solid blocks and logos (0.5-1.0: a
+block whose colour is common at the corners of the corpus's own pictures, or
+a logo JPEG blurs to a blob, is missed in some corpora), 6 px patches (found in most cells,
 0-1.0 per kind), patches under 6 px (a patch found by border windows alone
 needs windows of 6 px or more, see :func:`_enough_structure`), small patches
 along a border away from its corners and midpoints (the sampled windows find

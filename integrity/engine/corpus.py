@@ -131,11 +131,12 @@ def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], dest: Path,
 
 def write_finished(found: pl.DataFrame | Iterable[pl.DataFrame], check: str, path: Path,
                    chunk: int = FINISH_CHUNK) -> Path:
-    """A pass's findings (one frame, or parts as :meth:`integrity.checks.base.Check.corpus_parts` yields them) in the
-    columns of ``findings.parquet`` (:func:`finish_findings`), secrets masked before they reach
-    the disk (as the shard cache's findings are), written ``chunk`` rows at a time: the details
-    are rewritten (row moved in, secrets masked) one slice after the other, never for the whole
-    corpus's findings at once."""
+    """A pass's findings (one frame, or parts as
+    :meth:`integrity.checks.base.Check.corpus_parts` yields them) in the columns of
+    ``findings.parquet`` (:func:`finish_findings`), secrets masked before they reach the disk (as
+    the shard cache's findings are), written ``chunk`` rows at a time: the details are rewritten
+    (row moved in, secrets masked) one slice after the other, never for the whole corpus's
+    findings at once."""
     parts = [found] if isinstance(found, pl.DataFrame) else found
     return outputs.write_findings_parts(
         (mask_frame(finish_findings(piece, check)) for part in parts for piece in part.iter_slices(chunk)), path)

@@ -36,7 +36,10 @@ def _integrity_events(want: set[str], timeout: float = 15.0) -> set[str]:
 
 
 def test_scan_flow_runs_on_prefect_and_publishes(prefect_server, small_corpus, tmp_path: Path, state_policy):
-    spec = build_spec(str(small_corpus), out=tmp_path / "run", policy=state_policy)
+    # a corpus check and the one that quarantines c.jsonl.gz: the flow, its artifacts and events are
+    # under test (every default check under Prefect is test_prefect_and_inline_runners_agree's)
+    spec = build_spec(str(small_corpus), out=tmp_path / "run", policy=state_policy,
+                      checks="dedup.exact,privacy.pii,privacy.secret")
     summary = run_prefect_scan(spec, runner="threads", workers=2)
     assert summary["verdict"] == "fail" and summary["runner"] == "threads"
     shards = pl.read_parquet(spec.out / "shards.parquet")
