@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import sqlite3
 import sys
 import tempfile
 from pathlib import Path
@@ -40,6 +41,31 @@ def write_jsonl(path: Path, records: list[dict], compress: bool = False) -> Path
     data = "".join(json.dumps(r) + "\n" for r in records).encode()
     path.write_bytes(gzip.compress(data) if compress else data)
     return path
+
+
+def file_renderings(path: Path) -> list[str]:
+    """Every readable rendering of a file: its bytes, decompressed (gzip, zstd), its Parquet and SQLite tables.
+
+    The leak tests search these for planted secrets, so a token stored compressed or in a table is still seen.
+    """
+    raw = path.read_bytes()
+    out = [raw.decode("utf-8", "replace")]
+    if raw[:2] == b"\x1f\x8b":
+        out.append(gzip.decompress(raw).decode("utf-8", "replace"))
+    if raw[:4] == b"(\xb5/\xfd":
+        import zstandard  # noqa: PLC0415 (only needed when a file is zstd)
+
+        out.append(zstandard.ZstdDecompressor().decompressobj().decompress(raw).decode("utf-8", "replace"))
+    if raw[:4] == b"PAR1":
+        out.append(json.dumps(pq.read_table(path).to_pylist(), default=repr, ensure_ascii=False))
+    if raw[:16] == b"SQLite format 3\x00":
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            for (name,) in con.execute("select name from sqlite_master where type='table'").fetchall():
+                out.append(repr(con.execute(f'select * from "{name}"').fetchall()))
+        finally:
+            con.close()
+    return out
 
 
 def write_parquet(path: Path, records: list[dict]) -> Path:

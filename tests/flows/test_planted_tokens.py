@@ -22,7 +22,6 @@ import gzip
 import json
 import os
 import secrets
-import sqlite3
 import subprocess
 import sys
 import uuid
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from tests.conftest import file_renderings
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -111,28 +112,6 @@ def _write_jsonl(path: Path, records: list[dict], compress: bool = False) -> Non
     path.write_bytes(gzip.compress(data) if compress else data)
 
 
-def _renderings(path: Path) -> list[str]:
-    """Every readable rendering of a file: its bytes, decompressed, its Parquet and SQLite tables."""
-    raw = path.read_bytes()
-    out = [raw.decode("utf-8", "replace")]
-    if raw[:2] == b"\x1f\x8b":
-        out.append(gzip.decompress(raw).decode("utf-8", "replace"))
-    if raw[:4] == b"(\xb5/\xfd":
-        import zstandard
-
-        out.append(zstandard.ZstdDecompressor().decompressobj().decompress(raw).decode("utf-8", "replace"))
-    if raw[:4] == b"PAR1":
-        out.append(json.dumps(pq.read_table(path).to_pylist(), default=repr, ensure_ascii=False))
-    if raw[:16] == b"SQLite format 3\x00":
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            for (name,) in con.execute("select name from sqlite_master where type='table'").fetchall():
-                out.append(repr(con.execute(f'select * from "{name}"').fetchall()))
-        finally:
-            con.close()
-    return out
-
-
 def leaks(roots: list[Path], tokens: dict[str, list[str]]) -> list[str]:
     """``format: token in file`` for every planted token found in full under ``roots``."""
     found = []
@@ -140,7 +119,7 @@ def leaks(roots: list[Path], tokens: dict[str, list[str]]) -> list[str]:
         for path in sorted(root.rglob("*")):
             if not path.is_file():
                 continue
-            texts = [t.lower() for t in _renderings(path)]
+            texts = [t.lower() for t in file_renderings(path)]
             for fmt, ts in tokens.items():
                 for t in ts:
                     if any(t.lower() in text for text in texts):

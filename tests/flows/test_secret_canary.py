@@ -22,7 +22,6 @@ import io
 import json
 import os
 import random
-import sqlite3
 import string
 import subprocess
 import sys
@@ -33,6 +32,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+
+from tests.conftest import file_renderings
 
 from integrity.checks import registry
 from integrity.checks.privacy_secret import KINDS
@@ -269,36 +270,13 @@ def _cli(args: list[str], env_extra: dict[str, str], cwd: Path) -> subprocess.Co
                           cwd=cwd, timeout=600)
 
 
-def _texts_of(path: Path) -> list[str]:
-    """Every readable rendering of a file: raw bytes, decompressed, parsed."""
-    raw = path.read_bytes()
-    out = [raw.decode("utf-8", "replace")]
-    if raw[:2] == b"\x1f\x8b":
-        out.append(gzip.decompress(raw).decode("utf-8", "replace"))
-    if raw[:4] == b"(\xb5/\xfd":
-        import zstandard
-
-        out.append(zstandard.ZstdDecompressor().decompressobj().decompress(raw).decode("utf-8", "replace"))
-    if raw[:4] == b"PAR1":
-        table = pq.read_table(path)
-        out.append(json.dumps(table.to_pylist(), default=repr, ensure_ascii=False))
-    if raw[:16] == b"SQLite format 3\x00":
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            for (name,) in con.execute("select name from sqlite_master where type='table'").fetchall():
-                out.append(repr(con.execute(f'select * from "{name}"').fetchall()))
-        finally:
-            con.close()
-    return out
-
-
 def _hits(roots: list[Path], extra: dict[str, str]) -> list[str]:
     needles = _needles()
     texts: dict[str, list[str]] = {k: [v] for k, v in extra.items()}
     for root in roots:
         for path in root.rglob("*"):
             if path.is_file():
-                texts[str(path)] = _texts_of(path)
+                texts[str(path)] = file_renderings(path)
     found = []
     for where, renderings in texts.items():
         low = [t.lower() for t in renderings]
