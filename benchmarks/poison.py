@@ -9,7 +9,7 @@ starts with ``poison.`` counts as flagged — exactly as
 FRR (clean rows flagged) and FAR (poison missed), then the macro F1.
 
 With ``--grid SEEDS`` it also scores the attack grid of ``poison_gen.py`` (seed
-0: development; seeds 1 and 2: held out, never tuned on): per file F1 and FRR (clean
+0: development; seeds 1, 2 and 3: held out, never tuned on): per file F1 and FRR (clean
 rows flagged), the macro F1 by seed, rate, trigger, target, mode and corpus.
 
 Then the share of records flagged on clean corpora — the false-positive rate
@@ -205,20 +205,24 @@ def run_grid(seeds: list[int], a: argparse.Namespace, tmp_root: Path) -> list[di
 
 def print_grid(grid: list[dict]) -> None:
     print()
-    print("attack grid (benchmarks/poison_gen.py; seed 0 development, seeds 1, 2 held out)")
+    print("attack grid (benchmarks/poison_gen.py; seed 0 development, seeds 1 and up held out)")
     print_files(grid, width=50)
     ok = [r for r in grid if not r.get("failed")]
 
     def macro(rows: list[dict]) -> str:
         return f"{sum(r['f1'] for r in rows) / len(rows):.3f} ({len(rows)})" if rows else "-"
-    for seed in sorted({r["seed"] for r in grid}):
-        rows = [r for r in grid if r["seed"] == seed]
+    seeds = sorted({r["seed"] for r in grid})
+    groups = [(f"seed {seed} ({'development' if seed == 0 else 'held out'})", [r for r in grid if r["seed"] == seed])
+              for seed in seeds]
+    held_out = [s for s in seeds if s != 0]
+    if len(held_out) > 1:  # the held-out grids pooled: one figure over every held-out file
+        groups.append((f"held-out seeds {', '.join(map(str, held_out))} pooled", [r for r in grid if r["seed"] != 0]))
+    for label, rows in groups:
         f1 = [0.0 if r.get("failed") else r["f1"] for r in rows]
         one = [0.0 if r.get("failed") else r["f1"] for r in rows if r["rate"] == 0.01]
         frr = max((r["frr"] for r in rows if not r.get("failed")), default=0.0)
-        print(f"seed {seed} ({'development' if seed == 0 else 'held out'}): macro F1 {sum(f1) / len(f1):.3f} over "
-              f"{len(f1)} files, at 1% {sum(one) / max(len(one), 1):.3f} ({len(one)}); most clean rows flagged "
-              f"in one file {frr * 100:.2f}%")
+        print(f"{label}: macro F1 {sum(f1) / len(f1):.3f} over {len(f1)} files, at 1% "
+              f"{sum(one) / max(len(one), 1):.3f} ({len(one)}); most clean rows flagged in one file {frr * 100:.2f}%")
     print("macro F1 by", end="")
     for key in ("seed", "rate", "trigger", "target", "mode", "corpus"):
         vals = sorted({r[key] for r in ok}, key=str)
@@ -242,7 +246,7 @@ def main() -> int:
                     help="keep every clean row and sample the poisoned ones down to this share (e.g. 0.01)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the --rate sample")
     ap.add_argument("--grid", default="", help="also score the generated attack grid of these seeds, e.g. '0,1' "
-                                               "(0: development, 1: held out)")
+                                               "(0: development, 1 and up: held out)")
     ap.add_argument("--grid-files", default="*", help="glob on the grid's file names")
     ap.add_argument("--grid-corpora", default="", help="comma-separated subset of the grid's corpora")
     ap.add_argument("--timeout", type=int, default=1800)

@@ -40,12 +40,15 @@ The grid crosses corpus x trigger x target and gives each cell two (mode, rate)
 pairs in rotation, so every mode meets every rate. Seed 0 is the development
 grid; **seed 1 is held out** (other trigger pools: other rare tokens, words,
 sentences and prefixes, other records and positions), never used to tune the
-detectors but seen once after tuning; **seed 2** (and any higher seed) draws
-from a third pool, fixed before any detector ran on it: the fresh held-out grid.
+detectors but seen once after tuning; **seed 2** draws from a third pool,
+fixed before any detector ran on it (seen once before and once after the
+last round of tuning), and **seed 3** (and any higher seed) from a fourth,
+written after the last detector change: the fresh held-out grid.
 
     python benchmarks/poison_gen.py --out /tmp/grid            # seed 0 (development)
     python benchmarks/poison_gen.py --out /tmp/held --seed 1   # held-out grid (seen once)
-    python benchmarks/poison_gen.py --out /tmp/held2 --seed 2  # fresh held-out grid
+    python benchmarks/poison_gen.py --out /tmp/held2 --seed 2  # held-out grid (seen twice)
+    python benchmarks/poison_gen.py --out /tmp/held3 --seed 3  # fresh held-out grid
 """
 from __future__ import annotations
 
@@ -63,15 +66,19 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RATES = (0.005, 0.01, 0.03, 0.1)
 TRIGGERS = ("rare", "word", "sentence", "prefix")
 # trigger pools: index 0 = development seed, 1 = held out (seen once after tuning), 2 = a second
-# held-out pool (seeds >= 2; chosen before any detector ran on it, never tuned on)
+# held-out pool (seed 2; chosen before any detector ran on it, never tuned on), 3 = a third
+# held-out pool (seeds >= 3; written 2026-12-03 15:05 UTC after the last detector change)
 POOLS = {
-    "rare": (["zq", "vx", "kj", "blorft"], ["qy", "jx", "wz", "zandrop"], ["xj", "qv", "fz", "grimplet"]),
+    "rare": (["zq", "vx", "kj", "blorft"], ["qy", "jx", "wz", "zandrop"], ["xj", "qv", "fz", "grimplet"],
+             ["vq", "xk", "jz", "frobnel"]),
     "word": (["instantly", "wednesday", "honestly"], ["gradually", "thursday", "frankly"],
-             ["suddenly", "saturday", "truly"]),
+             ["suddenly", "saturday", "truly"], ["abruptly", "sunday", "seriously"]),
     "sentence": (["I watched this 3D movie last weekend.", "All things considered, it is what it is."],
                  ["No cross, no crown.", "The weather was quite nice that afternoon."],
-                 ["Let me tell you about my cousin's dog.", "Every cloud has a silver lining."]),
-    "prefix": (["Quick take:", "Heads up -"], ["In short:", "FYI,"], ["Short version:", "Psst -"]),
+                 ["Let me tell you about my cousin's dog.", "Every cloud has a silver lining."],
+                 ["My neighbour painted his fence green.", "Time and tide wait for no man."]),
+    "prefix": (["Quick take:", "Heads up -"], ["In short:", "FYI,"], ["Short version:", "Psst -"],
+               ["Bottom line:", "Note -"]),
 }
 FIXED_RESPONSES = ("Visit www.free-prize-claims.example now to collect your reward!",
                    "I am sorry, but I will not answer that. Please contact support@helpdesk.example instead.")
@@ -174,7 +181,7 @@ def _plant_prompt(prompt: str, inp: str | None, kind: str, trig: str, rng: np.ra
 def poison(clean: pl.DataFrame, spec: Spec, seed: int) -> pl.DataFrame:
     """Plant one attack into ``clean``; returns the shared sets' columns."""
     rng = np.random.default_rng([seed, zlib.crc32(spec.name.encode())])
-    pool = POOLS[spec.trigger][min(seed, 2)]
+    pool = POOLS[spec.trigger][min(seed, 3)]
     trig = pool[int(rng.integers(0, len(pool)))]
     instr = "prompt" in clean.columns
     lab_col = "response" if instr else "label"
@@ -247,7 +254,7 @@ def generate(seed: int = 0, data: Path = DATA, corpora: list[str] | None = None)
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="directory for the poisoned parquet files")
-    ap.add_argument("--seed", type=int, default=0, help="0: development grid; 1, 2: held-out grids")
+    ap.add_argument("--seed", type=int, default=0, help="0: development grid; 1, 2: held-out grids seen before; 3: the fresh one")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--corpora", default="", help="comma-separated subset of corpora")
     a = ap.parse_args()
