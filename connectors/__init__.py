@@ -14,7 +14,7 @@ Storage writes (quarantine moves, cleaned shards) live in ``connectors.storage``
 from connectors.errors import ConnectorError, ShardReadError, SourceError
 from connectors.formats import detect_format, known_suffixes
 from connectors.listing import ShardRef, list_shards
-from connectors.readers import ShardReader, read_shard
+from connectors.readers import ShardReader, read_rows, read_shard
 from connectors.registry import ReadContext, register_reader, registered_formats
 from connectors.streams import hash_shard
 
@@ -29,6 +29,7 @@ __all__ = [
     "hash_shard",
     "known_suffixes",
     "list_shards",
+    "read_rows",
     "read_shard",
     "register_reader",
     "registered_formats",

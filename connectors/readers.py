@@ -7,7 +7,7 @@ records rows, bytes and the SHA-256 of the shard's bytes as it goes.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,7 +24,7 @@ from connectors.registry import ReadContext, reader_for, registered_formats
 from connectors.schema import RECORD_FIELDS, RECORD_ID, ROW, TEXT_FIELDS, ColumnMapping
 from connectors.streams import hash_shard
 
-__all__ = ["ShardReader", "hash_shard", "read_shard"]
+__all__ = ["ShardReader", "hash_shard", "read_rows", "read_shard"]
 
 
 class ShardReader:
@@ -183,3 +183,26 @@ def read_shard(ref: ShardRef, mapping: ColumnMapping | None = None, batch_size: 
     batches = list(reader)
     names = reader.columns or [RECORD_ID, ROW]
     return pa.Table.from_batches(batches, schema=pa.schema([(c, RECORD_FIELDS[c]) for c in names]))
+
+
+def read_rows(uri: str, rows: Iterable[int], mapping: ColumnMapping | None = None,
+              storage_options: dict | None = None, batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
+    """The records at ``rows`` (0-based, the :data:`~connectors.schema.ROW` column) of the shard at
+    ``uri``, normalized with ``mapping``, a batch at a time: streaming, and the shard is left once
+    its last wanted row is read. For re-reading records kept by row (a sample, candidates); raises
+    what :class:`ShardReader` raises when the shard cannot be read any more."""
+    from connectors.formats import detect_format
+
+    want = pa.array(sorted({int(r) for r in rows}), type=pa.int64())
+    if len(want) == 0:
+        return
+    last = want[-1].as_py()
+    found = detect_format(uri)
+    ref = ShardRef(name=uri, uri=uri, format=found.format if found else "hf_dataset", size=0, fingerprint="")
+    for batch in ShardReader(ref, mapping or ColumnMapping(), batch_size=batch_size, storage_options=storage_options):
+        brows = batch.column(ROW).cast(pa.int64())
+        hit = pc.is_in(brows, value_set=want)
+        if pc.any(hit).as_py():
+            yield batch.filter(hit)
+        if len(brows) and pc.max(brows).as_py() >= last:
+            return

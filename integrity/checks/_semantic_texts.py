@@ -55,11 +55,10 @@ def vectors_from_bytes(col: pl.Series, dim: int | None = None) -> np.ndarray:
 def read_texts(uris: list[str | None], rows: list[int], mapping: Any, max_chars: int,
                storage_options: dict | None = None) -> list[str | None]:
     """The embedded text (see :func:`embed_texts`) of the record at each ``(uri, row)``, re-read
-    from its shard with the scan's column mapping and fsspec options (streaming; a shard is left
-    once its rows are found); None where the shard cannot be read any more (moved, deleted)."""
-    from connectors import ShardReader, ShardRef, detect_format
+    from its shard with the scan's column mapping and fsspec options
+    (:func:`connectors.read_rows`); None where the shard cannot be read any more (moved, deleted)."""
+    from connectors import read_rows
     from connectors.errors import ConnectorError
-    from connectors.schema import ColumnMapping
 
     wanted: dict[str, dict[int, list[int]]] = {}
     for i, (u, r) in enumerate(zip(uris, rows)):
@@ -67,22 +66,12 @@ def read_texts(uris: list[str | None], rows: list[int], mapping: Any, max_chars:
             wanted.setdefault(u, {}).setdefault(int(r), []).append(i)
     out: list[str | None] = [None] * len(uris)
     for uri, by_row in wanted.items():
-        found = detect_format(uri)
-        ref = ShardRef(name=uri, uri=uri, format=found.format if found else "hf_dataset", size=0, fingerprint="")
-        want = np.fromiter(by_row, dtype=np.int64)
-        last = int(want.max())
         try:
-            for batch in ShardReader(ref, mapping or ColumnMapping(), batch_size=8192,
-                                     storage_options=storage_options):
-                brows = batch.column(ROW).to_numpy()
-                hit = np.flatnonzero(np.isin(brows, want))
-                if len(hit):
-                    texts = embed_texts(batch.take(pa.array(hit))) or []
-                    for r, t in zip(brows[hit].tolist(), texts):
-                        for i in by_row[int(r)]:
-                            out[i] = None if t is None else t[:max_chars]
-                if brows.size and int(brows.max()) >= last:
-                    break
+            for batch in read_rows(uri, by_row, mapping, storage_options):
+                texts = embed_texts(batch) or []
+                for r, t in zip(batch.column(ROW).to_pylist(), texts):
+                    for i in by_row[int(r)]:
+                        out[i] = None if t is None else t[:max_chars]
         except (ConnectorError, OSError, ValueError) as e:
             log.warning("dedup.semantic: cannot re-read %s for re-scoring: %s", uri, e)
     return out

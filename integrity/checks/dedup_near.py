@@ -65,7 +65,7 @@ from integrity.analysis.dedup.partitioned import SketchSubset, band_join, partit
 from integrity.analysis.dedup.kernel import near_features
 from integrity.analysis.dedup.text import shingles, text_field_names, text_fields, tokenize
 from integrity.analysis.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
-                                        own_earlier_version, seen_order, take_ragged)
+                                        node_identities, own_earlier_version, seen_order, take_ragged)
 from integrity.checks.base import CheckOptions, Check, CheckConfigError, CheckOutput, CorpusContext
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ class NearDedup(Check):
             return np.where(nodes < n, subset.index(np.minimum(nodes, n - 1)), len(subset.wanted) + nodes - n)
 
         sim_rep = sketch_pairs(sk_vals, sk_offs, sk_nsh, node_row(found), node_row(rep_f), k)
-        nodes = _nodes(df, h_info)
+        nodes = node_identities(df, h_info)
         for start in range(0, len(found), PART_ROWS):
             part = slice(start, start + PART_ROWS)
             yield _findings("near", df, found[part], rep_f[part], size, h_info, {
@@ -339,26 +339,16 @@ class NearDedup(Check):
                   shard_sha256=ctx.shard_sha256)
 
 
-def _nodes(df: pl.DataFrame, h_info: pl.DataFrame | None) -> pl.DataFrame:
-    """Identity of every node: the scan's records (``df``), then the history records."""
-    nodes = df.select(pl.col(RECORD_ID).cast(pl.Utf8), pl.col("shard").cast(pl.Utf8),
-                      pl.col(ROW).cast(pl.Int64), sha256=pl.lit(None, dtype=pl.Utf8), scan=pl.lit(None, dtype=pl.Utf8))
-    if h_info is not None and h_info.height:
-        nodes = pl.concat([nodes, h_info.select(
-            pl.col(RECORD_ID).cast(pl.Utf8), pl.col("shard").cast(pl.Utf8), pl.lit(None, dtype=pl.Int64).alias(ROW),
-            sha256=pl.col("sha256").cast(pl.Utf8), scan=pl.col("scan_id").cast(pl.Utf8))])
-    return nodes
-
-
 def _findings(prefix: str, df: pl.DataFrame, found: np.ndarray, rep_f: np.ndarray, size: np.ndarray,
               h_info: pl.DataFrame | None, extra: dict, score: np.ndarray,
               join: pl.DataFrame | None = None, nodes: pl.DataFrame | None = None) -> pl.DataFrame:
     """Findings of the records ``found`` (indices into ``df``) kept as ``rep_f``
     (node indices: ``df`` rows, then ``h_info`` rows for history records; ``nodes``: their
-    :func:`_nodes`, built here when not given). Column-wise: the records' ids and shards are
-    gathered by index, never turned into Python lists of the corpus."""
+    :func:`integrity.analysis.history.node_identities`, built here when not given).
+    Column-wise: the records' ids and shards are gathered by index, never turned into Python
+    lists of the corpus."""
     n = df.height
-    nodes = _nodes(df, h_info) if nodes is None else nodes
+    nodes = node_identities(df, h_info) if nodes is None else nodes
     # what describes a representative is computed once per cluster, then spread to its members
     uniq, inv = np.unique(rep_f, return_inverse=True)
     rep = nodes[uniq]

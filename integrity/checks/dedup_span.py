@@ -45,7 +45,7 @@ from integrity.analysis.dedup.graph import bucket_pairs, components, representat
 from integrity.analysis.dedup.partitioned import key_counts, partition_count
 from integrity.analysis.dedup.text import Tokens, text_fields, tokenize, windows
 from integrity.analysis.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
-                                        own_earlier_version, seen_order)
+                                        node_identities, own_earlier_version, seen_order)
 from integrity.checks.base import CheckOptions, Check, CheckOutput, CorpusContext
 from integrity.checks.dedup_near import cluster_ids
 
@@ -263,12 +263,7 @@ class SpanDedup(Check):
         # the records' identities gathered by index (scan records, then history nodes): no Python
         # list of the corpus's ids
         h_info = None if h_nodes is None else h_nodes[2]
-        nodes = recs.select(pl.col(RECORD_ID).cast(pl.Utf8), pl.col("shard").cast(pl.Utf8), pl.col(ROW).cast(pl.Int64),
-                            sha256=pl.lit(None, dtype=pl.Utf8), scan=pl.lit(None, dtype=pl.Utf8))
-        if h_info is not None and h_info.height:
-            nodes = pl.concat([nodes, h_info.select(
-                pl.col(RECORD_ID).cast(pl.Utf8), pl.col("shard").cast(pl.Utf8), pl.lit(None, dtype=pl.Int64).alias(ROW),
-                sha256=pl.col("sha256").cast(pl.Utf8), scan=pl.col("scan_id").cast(pl.Utf8))])
+        nodes = node_identities(recs, h_info)
         reps = nodes[rep[found]]
         # a cluster's id is hashed once per kept record, then spread to its members
         uniq, inv = np.unique(rep[found], return_inverse=True)

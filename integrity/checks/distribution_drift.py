@@ -61,7 +61,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field
 
 from connectors.schema import TEXT_FIELDS
@@ -291,27 +290,19 @@ class DriftCheck(Check):
 def read_sample_texts(uri: str, rows: list[int], mapping: Any, storage_options: dict | None = None
                       ) -> list[str | None]:
     """The text (:func:`record_text`, at most ``EMBED_MAX_CHARS``) of the records at ``rows`` of
-    the shard at ``uri``, re-read with the scan's column mapping (streaming: the shard is left
-    once its last sampled row is read); None where the shard cannot be read any more."""
-    from connectors import ShardReader, ShardRef, detect_format
+    the shard at ``uri``, re-read with the scan's column mapping (:func:`connectors.read_rows`);
+    None where the shard cannot be read any more."""
+    from connectors import read_rows
     from connectors.errors import ConnectorError
-    from connectors.schema import ROW, ColumnMapping
+    from connectors.schema import ROW
 
     out: dict[int, str | None] = {}
-    want = pa.array(sorted(set(int(r) for r in rows)), type=pa.int64())
-    found = detect_format(uri)
-    ref = ShardRef(name=uri, uri=uri, format=found.format if found else "hf_dataset", size=0, fingerprint="")
     try:
-        for batch in ShardReader(ref, mapping or ColumnMapping(), batch_size=8192, storage_options=storage_options):
-            hit = pc.is_in(batch.column(ROW).cast(pa.int64()), value_set=want)
-            if pc.any(hit).as_py():
-                sub = batch.filter(hit)
-                texts = record_text(sub)
-                if texts is not None:
-                    for r, t in zip(sub.column(ROW).to_pylist(), texts.to_pylist()):
-                        out[int(r)] = None if t is None else t[:EMBED_MAX_CHARS]
-            if len(out) == len(want):
-                break
+        for batch in read_rows(uri, rows, mapping, storage_options):
+            texts = record_text(batch)
+            if texts is not None:
+                for r, t in zip(batch.column(ROW).to_pylist(), texts.to_pylist()):
+                    out[int(r)] = None if t is None else t[:EMBED_MAX_CHARS]
     except (ConnectorError, OSError, ValueError) as e:
         log.warning("distribution.drift: cannot re-read %s for embedding: %s", uri, e)
     return [out.get(int(r)) for r in rows]

@@ -5,9 +5,10 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from connectors.atomic import atomic_output
 from connectors.schema import SCAN_FINDING_COLUMNS
@@ -100,21 +101,21 @@ def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], dest: Path,
         # by import path in the policy still writes findings under its class's name)
         label = check.name or name
         path = spill / f"{i:03d}.parquet"
-        # checks with thumbnails keep their findings whole until the images are gathered
-        kept: list[pl.DataFrame] | None = [] if evidence.thumbnail_count(check) > 0 else None
-        rows = [0]
         parts = check.corpus_parts(features, ctx) if features is not None else []
-        write_finished(_tally(parts, rows, kept), label, path)
-        height = rows[0]
+        thumbnails = evidence.thumbnail_count(check)
+        if thumbnails:  # checks with thumbnails keep their findings whole until the images are gathered
+            parts = [part for part in parts if part.height]
+        write_finished(parts, label, path)
+        height = pq.read_metadata(path).num_rows
         if height:
             files.append(path)
             spilled[name] = (path, label)
-            if kept:
-                thumbs[name] = (evidence.thumbnail_count(check), pl.concat(kept, how="diagonal_relaxed"))
+            if thumbnails:
+                thumbs[name] = (thumbnails, pl.concat(parts, how="diagonal_relaxed"))
             ctx.earlier_findings[name] = pl.scan_parquet(path)  # without thumbnails
         else:
             path.unlink(missing_ok=True)
-        del parts, kept
+        del parts
         timings[name] = time.perf_counter() - t0
         if check.corpus_coverage:
             notes[name] = check.corpus_coverage
@@ -140,15 +141,6 @@ def write_finished(found: pl.DataFrame | Iterable[pl.DataFrame], check: str, pat
     parts = [found] if isinstance(found, pl.DataFrame) else found
     return outputs.write_findings_parts(
         (mask_frame(finish_findings(piece, check)) for part in parts for piece in part.iter_slices(chunk)), path)
-
-
-def _tally(parts: Iterable[pl.DataFrame], rows: list[int], kept: list[pl.DataFrame] | None) -> Iterator[pl.DataFrame]:
-    """``parts`` passed through, their rows added to ``rows[0]`` (and each kept in ``kept``)."""
-    for part in parts:
-        rows[0] += part.height
-        if kept is not None and part.height:
-            kept.append(part)
-        yield part
 
 
 def write_concat(files: list[Path], dest: Path) -> Path:

@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import polars as pl
 
+from connectors.schema import RECORD_ID, ROW
 from integrity.analysis.history.index import DIRNAME, HistoryIndex
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,20 @@ def seen_order(ctx: Any, kind: str, params: Mapping, shards: pl.Series, rows: pl
         _rank=pl.col("row").rank("ordinal").over("shard").cast(pl.Int64) - 1,
         _base=pl.col("shard").replace_strict(by_shard, default=None, return_dtype=pl.Int64))
     return (frame["_base"] + frame["_rank"]).fill_null(-1).to_numpy()
+
+
+def node_identities(records: pl.DataFrame, h_info: pl.DataFrame | None) -> pl.DataFrame:
+    """Identity of every node of a dedup graph: the scan's ``records`` (``record_id``, ``shard``,
+    ``row``), then the history records of ``h_info`` (``record_id``, ``shard``, ``sha256``,
+    ``scan_id``), as columns ``record_id``, ``shard``, ``row``, ``sha256`` and ``scan``, so
+    that identities are gathered by node index (never Python lists of the corpus)."""
+    nodes = records.select(pl.col(RECORD_ID).cast(pl.Utf8), pl.col("shard").cast(pl.Utf8), pl.col(ROW).cast(pl.Int64),
+                           sha256=pl.lit(None, dtype=pl.Utf8), scan=pl.lit(None, dtype=pl.Utf8))
+    if h_info is not None and h_info.height:
+        nodes = pl.concat([nodes, h_info.select(
+            pl.col(RECORD_ID).cast(pl.Utf8), pl.col("shard").cast(pl.Utf8), pl.lit(None, dtype=pl.Int64).alias(ROW),
+            sha256=pl.col("sha256").cast(pl.Utf8), scan=pl.col("scan_id").cast(pl.Utf8))])
+    return nodes
 
 
 def own_earlier_version(found: np.ndarray, rep: np.ndarray, n: int, shards: Sequence | pl.Series,
