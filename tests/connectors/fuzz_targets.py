@@ -37,6 +37,7 @@ from connectors.errors import SourceError
 from connectors.images import decode_image
 from integrity.policy import PolicyError, load_policy
 from connectors.schema import ColumnMapping
+from tests.peak_memory import own_peak_rss_mib
 
 LAST: Path | None = None  # where each input is written before it is tried
 
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))  # past it allocations fail: a MemoryError, not the host
     LAST = args.last
     run(args.examples, derandomize=not args.random)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    peak = own_peak_rss_mib()
     print(f"fuzz ok: {args.examples} examples per property, peak RSS {peak} MiB")
     return 0
 

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -121,18 +122,19 @@ def test_bomb_reading_stays_within_a_memory_cap(tmp_path):
     path = tmp_path / "bomb.jsonl.zst"
     _zstd_of(path, b"\0" * (1 << 20), 1024)
     code = textwrap.dedent(f"""
-        import resource
         from connectors import ShardReader, ShardReadError, list_shards
         from connectors.schema import ColumnMapping
+        from tests.peak_memory import own_peak_rss_mib
         [ref] = list_shards({str(path)!r})
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        before = own_peak_rss_mib()
         try:
             list(ShardReader(ref, ColumnMapping()))
         except ShardReadError as e:
-            print("refused", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024 - before)
+            print("refused", own_peak_rss_mib() - before)
     """)
+    root = Path(__file__).resolve().parents[2]  # for tests.peak_memory
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ})
+                         env={**os.environ, "PYTHONPATH": str(root)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("refused")
     # MiB grown while reading (the imports' footprint changes as the package grows): a few chunks, not the gigabyte
