@@ -114,6 +114,20 @@ def test_kernel_reads_prompt_and_response_as_one_record_with_nulls():
     assert_same(compiled(check, batch, ("prompt", "response")), ref)
 
 
+def test_kernel_holds_the_densest_token_streams_across_fields():
+    """One-character tokens between one-byte separators are the most tokens a text can
+    hold ((bytes + 1) // 2): the kernel sizes its token buffer by that bound per record,
+    over every field, and must neither overrun nor drop a token."""
+    dense = " ".join("abcdefghij"[i % 10] for i in range(9_001))  # 9,001 tokens in 18,001 bytes
+    rows = {"prompt": [dense, "x", dense + "y", "é" * 3, None],
+            "response": [dense, dense[:4_097], "z", "ü ü", dense]}
+    batch = pa.record_batch({k: pa.array(v) for k, v in rows.items()})
+    check = NearDedup({"min_tokens": 2})
+    ref = numpy_path(check, batch)
+    assert ref[4].max() >= 10  # shingles of the dense records: word 5-grams over 10 letters
+    assert_same(compiled(check, batch, ("prompt", "response")), ref)
+
+
 def test_kernel_reads_every_arrow_string_layout_alike():
     texts = real_texts(300) + EDGE
     check = NearDedup()
