@@ -219,16 +219,21 @@ def _bucket_pair_codes(keys, items, chain, bits, m):
             start[b + 1] += start[b]
     else:
         start[1] = n
-    perm = np.empty(n, dtype=np.int64)
+    # the entries themselves are scattered (not a permutation of them), so the grouping pass
+    # below reads them in order instead of one cache miss per entry
+    s_key = np.empty(n, dtype=np.uint64)
+    s_item = np.empty(n, dtype=np.int64)
     if bits > 0:
         fill = start[:-1].copy()
         for e in range(n):
             b = np.int64(keys[e] >> shift)
-            perm[fill[b]] = e
-            fill[b] += 1
+            p = fill[b]
+            s_key[p] = keys[e]
+            s_item[p] = items[e]
+            fill[b] = p + 1
     else:
-        for e in range(n):
-            perm[e] = e
+        s_key[:] = keys
+        s_item[:] = items
     biggest = 1
     for b in range(nbins):
         biggest = max(biggest, start[b + 1] - start[b])
@@ -246,9 +251,8 @@ def _bucket_pair_codes(keys, items, chain, bits, m):
     for b in range(nbins):
         nslots = 0
         for q in range(start[b], start[b + 1]):
-            e = perm[q]
-            k = keys[e]
-            it = items[e]
+            k = s_key[q]
+            it = s_item[q]
             h = (k ^ (k >> np.uint64(29))) & mask
             while used[h] and t_key[h] != k:
                 h = (h + np.uint64(1)) & mask
