@@ -63,7 +63,7 @@ def _bucket_sort(keys, bits):
     The scatter goes in two rounds when ``bits`` > 8: first on the top 8 bits into 256
     runs, then each run (about n / 256 keys: in cache) on the next ``bits - 8``. One round
     over 2**21 buckets wrote every key to a random place in memory (a cache miss each); two
-    rounds write to at most a few thousand places at a time and are about 3x faster."""
+    rounds write to at most a few thousand places at a time and are about 2x faster."""
     n = keys.shape[0]
     order = np.empty(n, dtype=np.int64)
     out = np.empty(n, dtype=np.uint64)
@@ -76,24 +76,23 @@ def _bucket_sort(keys, bits):
     for b in range(nb1):
         starts[b + 1] += starts[b]
     fill = starts[:-1].copy()
-    if b1 == bits:
-        for i in range(n):
-            b = np.int64(keys[i] >> shift1)
-            p = fill[b]
-            order[p] = i
-            out[p] = keys[i]
-            fill[b] = p + 1
-        for b in range(nb1):
-            _insertion_sort_run(out, order, starts[b], starts[b + 1])
-        return out, order
-    tmp_k = np.empty(n, dtype=np.uint64)
-    tmp_o = np.empty(n, dtype=np.int64)
     for i in range(n):
         b = np.int64(keys[i] >> shift1)
         p = fill[b]
-        tmp_o[p] = i
-        tmp_k[p] = keys[i]
+        order[p] = i
+        out[p] = keys[i]
         fill[b] = p + 1
+    if b1 == bits:
+        for b in range(nb1):
+            _insertion_sort_run(out, order, starts[b], starts[b + 1])
+        return out, order
+    # the second round copies one run at a time into a small buffer and scatters it back, so
+    # the sort needs no second pair of arrays of the whole input
+    longest = 0
+    for r in range(nb1):
+        longest = max(longest, starts[r + 1] - starts[r])
+    buf_k = np.empty(longest, dtype=np.uint64)
+    buf_o = np.empty(longest, dtype=np.int64)
     b2 = bits - b1
     shift2 = np.uint64(64 - bits)
     nb2 = 1 << b2
@@ -104,22 +103,21 @@ def _bucket_sort(keys, bits):
         lo = starts[r]
         hi = starts[r + 1]
         if hi - lo < 2:
-            for i in range(lo, hi):
-                out[i] = tmp_k[i]
-                order[i] = tmp_o[i]
             continue
         sub[:] = 0
         for i in range(lo, hi):
-            sub[np.int64((tmp_k[i] >> shift2) & mask2) + 1] += 1
+            buf_k[i - lo] = out[i]
+            buf_o[i - lo] = order[i]
+            sub[np.int64((out[i] >> shift2) & mask2) + 1] += 1
         for b in range(nb2):
             sub[b + 1] += sub[b]
         for b in range(nb2):
             fill2[b] = lo + sub[b]
-        for i in range(lo, hi):
-            b = np.int64((tmp_k[i] >> shift2) & mask2)
+        for i in range(hi - lo):
+            b = np.int64((buf_k[i] >> shift2) & mask2)
             p = fill2[b]
-            out[p] = tmp_k[i]
-            order[p] = tmp_o[i]
+            out[p] = buf_k[i]
+            order[p] = buf_o[i]
             fill2[b] = p + 1
         for b in range(nb2):
             _insertion_sort_run(out, order, lo + sub[b], lo + sub[b + 1])
@@ -191,7 +189,10 @@ def _bucket_unique(x, shift, nb):
     mask2 = nb2 - 1
     sub = np.zeros(nb2 + 1, dtype=np.int64)
     fill2 = np.empty(nb2, dtype=np.int64)
-    tmp2 = np.empty(n, dtype=np.int64)
+    longest = 0
+    for r in range(nb1):
+        longest = max(longest, starts[r + 1] - starts[r])
+    buf = np.empty(longest, dtype=np.int64)  # one run at a time: no third array of the input's size
     for r in range(nb1):
         lo = starts[r]
         hi = starts[r + 1]
@@ -204,13 +205,13 @@ def _bucket_unique(x, shift, nb):
         for b in range(nb2):
             sub[b + 1] += sub[b]
         for b in range(nb2):
-            fill2[b] = lo + sub[b]
+            fill2[b] = sub[b]
         for i in range(lo, hi):
             b = (tmp[i] >> shift) & mask2
-            tmp2[fill2[b]] = tmp[i]
+            buf[fill2[b]] = tmp[i]
             fill2[b] += 1
         for b in range(nb2):
-            m = _sort_unique_run(tmp2, lo + sub[b], lo + sub[b + 1], out, m)
+            m = _sort_unique_run(buf, sub[b], sub[b + 1], out, m)
     return out[:m]
 
 

@@ -62,7 +62,7 @@ from integrity.analysis.dedup.blobs import pack, pack_fixed, unpack, unpack_fixe
 from integrity.analysis.dedup.graph import components, first_of_pairs, representatives, sorted_unique
 from integrity.analysis.dedup.minhash import MinHasher, bottom_k, sketch_pairs
 from integrity.analysis.dedup.partitioned import SketchSubset, band_join, partition_count
-from integrity.analysis.dedup.kernel import near_features
+from integrity.analysis.dedup.kernel import band_keys, near_features
 from integrity.analysis.dedup.text import shingles, text_field_names, text_fields, tokenize
 from integrity.analysis.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
                                         node_identities, own_earlier_version, seen_order, take_ragged)
@@ -136,11 +136,16 @@ class NearDedup(Check):
         table = pa.table({
             RECORD_ID: batch.column(RECORD_ID).take(take).cast(pa.string()),
             ROW: batch.column(ROW).take(take).cast(pa.int64()),
-            "bands": pack_fixed(self.hasher.band_keys(sig).astype("<u8")),
+            "bands": pack_fixed(self._band_keys(sig).astype("<u8")),
             "sketch": pack(values.astype("<u4"), offsets),
             "nsh": pa.array(nsh),
         })
         return CheckOutput(features=pl.from_arrow(table))
+
+    def _band_keys(self, sig: np.ndarray) -> np.ndarray:
+        """The signature's LSH band keys: compiled, or NumPy's (the same values) without numba."""
+        got = band_keys(sig, self.hasher.bands, self.hasher.rows)
+        return got if got is not None else self.hasher.band_keys(sig)
 
     def _numpy_features(self, batch: pa.RecordBatch) -> tuple[np.ndarray, ...]:
         """(docs, signatures, sketch values, sketch offsets, distinct shingles), vectorized

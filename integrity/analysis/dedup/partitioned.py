@@ -32,6 +32,7 @@ import numpy as np
 
 from connectors.storage import get_fs, join
 from integrity.analysis.dedup.graph import bucket_pairs, first_of_pairs, unique_pairs
+from integrity.analysis.dedup.kernel import routed_entries
 from integrity.analysis.history import take_ragged
 
 ENTRY = np.dtype([("bucket", "<u8"), ("rec", "<u8")])
@@ -74,7 +75,10 @@ def _entries_of(where: str) -> np.ndarray:
 def _pairs_of(where: str) -> tuple[np.ndarray, np.ndarray]:
     """The candidate pairs of one partition (a task: it reads only its own spill)."""
     entries = _entries_of(where)
-    return bucket_pairs(entries["bucket"], entries["rec"].astype(np.int64))
+    keys = np.ascontiguousarray(entries["bucket"])
+    items = entries["rec"].astype(np.int64)
+    del entries  # the interleaved copy is not needed while the pairs are built
+    return bucket_pairs(keys, items)
 
 
 def _route(out: np.ndarray, partitions: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -99,14 +103,30 @@ def _entries(first: int, bands: np.ndarray) -> np.ndarray:
     return out
 
 
-def _spill_local(pieces: Iterable[np.ndarray], partitions: int, tmp: str) -> tuple[list[str], int]:
+def _routed(piece, partitions: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(partition, entries) of a piece: an ``ENTRY`` array, routed here, or ``(entries,
+    bounds)`` already grouped by partition (:func:`_band_pieces`' compiled path)."""
+    if isinstance(piece, tuple):
+        out, bounds = piece
+        for p in range(partitions):
+            if bounds[p + 1] > bounds[p]:
+                yield p, out[bounds[p]:bounds[p + 1]]
+        return
+    yield from _route(piece, partitions)
+
+
+def _size(piece) -> int:
+    return len(piece[0]) if isinstance(piece, tuple) else piece.size
+
+
+def _spill_local(pieces: Iterable, partitions: int, tmp: str) -> tuple[list[str], int]:
     paths = [os.path.join(tmp, f"part-{p:05d}.bin") for p in range(partitions)]
     files = [open(p, "ab") for p in paths]
     entries = 0
     try:
         for out in pieces:
-            entries += out.size
-            for p, piece in _route(out, partitions):
+            entries += _size(out)
+            for p, piece in _routed(out, partitions):
                 piece.tofile(files[p])
     finally:
         for f in files:
@@ -114,25 +134,40 @@ def _spill_local(pieces: Iterable[np.ndarray], partitions: int, tmp: str) -> tup
     return paths, entries
 
 
-def _spill_url(pieces: Iterable[np.ndarray], partitions: int, root: str) -> tuple[list[str], int]:
+def _spill_url(pieces: Iterable, partitions: int, root: str) -> tuple[list[str], int]:
     fs, base = get_fs(root)
     entries = 0
     for k, out in enumerate(pieces):
-        entries += out.size
-        for p, piece in _route(out, partitions):
+        entries += _size(out)
+        for p, piece in _routed(out, partitions):
             with fs.open(join(base, f"part-{p:05d}", f"{k:06d}.bin"), "wb") as f:
                 f.write(piece.tobytes())
     return [join(root, f"part-{p:05d}") for p in range(partitions)], entries
 
 
+def _band_pieces(shards: Iterable[tuple[int, np.ndarray]], partitions: int) -> Iterator:
+    """Each shard's entries, routed in one compiled pass where numba is installed (the same
+    entries in the same order as :func:`_entries` then :func:`_route`)."""
+    for first, bands in shards:
+        if not bands.size:
+            continue
+        got = routed_entries(first, bands, partitions)
+        if got is None:
+            yield _entries(first, bands)
+        else:
+            flat, bounds = got
+            yield flat.astype("<u8", copy=False).view(ENTRY), bounds
+
+
 def map_spilled(pieces: Iterable[np.ndarray], partitions: int, step: Callable[[str], object],
                 spill_dir: str | Path | None = None, run: Callable[[Callable, list], Iterable] = map
                 ) -> tuple[list, int]:
-    """Route ``ENTRY`` arrays (one piece at a time) into ``partitions`` hash partitions of their
+    """Route ``ENTRY`` arrays (one piece at a time; a piece may come grouped by partition
+    already, as ``(entries, bounds)``) into ``partitions`` hash partitions of their
     ``bucket`` spilled under ``spill_dir`` (a local directory or an fsspec URL, see the module's
     docstring), run ``step(partition)`` on each through ``run`` and remove the spill; returns the
     steps' results, in partition order, and the number of entries."""
-    pieces = (p for p in pieces if p.size)
+    pieces = (p for p in pieces if _size(p))
     if spill_dir is not None and "://" in str(spill_dir):
         root = join(str(spill_dir), f"lsh-{uuid.uuid4().hex[:12]}")
         fs, base = get_fs(root)
@@ -156,8 +191,7 @@ def band_join(shards: Iterable[tuple[int, np.ndarray]], partitions: int, spill_d
     module's docstring); ``run(step, partitions)`` maps the per-partition step.
     Returns ``(a, b, entries)``.
     """
-    pieces = (_entries(first, bands) for first, bands in shards if bands.size)
-    found, entries = map_spilled(pieces, partitions, _pairs_of, spill_dir, run)
+    found, entries = map_spilled(_band_pieces(shards, partitions), partitions, _pairs_of, spill_dir, run)
     a = np.concatenate([x for x, _ in found]) if found else np.zeros(0, np.int64)
     b = np.concatenate([y for _, y in found]) if found else np.zeros(0, np.int64)
     a, b = unique_pairs(a, b)

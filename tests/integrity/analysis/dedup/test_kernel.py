@@ -230,3 +230,13 @@ def test_character_tables_follow_str_isalnum_and_lower_for_every_code_point():
             assert lower[c] == ord(chr(c).lower()), hex(c)
         else:
             assert lower[c] == c, hex(c)
+
+
+@pytest.mark.parametrize("bands,rows", [(20, 5), (9, 3), (1, 1)])
+def test_compiled_band_keys_equal_the_numpy_path(bands, rows):
+    hasher = NearDedup({"bands": bands, "rows": rows}).hasher
+    sig = np.random.default_rng(bands).integers(0, 2**32, (3_000, hasher.num_perm), dtype=np.uint32)
+    sig[:10] = 0xFFFFFFFF  # the sentinel of an empty permutation
+    got = kernel.band_keys(sig, bands, rows)
+    assert got.dtype == np.uint64 and got.shape == (3_000, bands)
+    np.testing.assert_array_equal(got, hasher.band_keys(sig))
