@@ -58,7 +58,7 @@ def _sorted_parts(typed: pl.LazyFrame, groups: list[list[str] | None]) -> Iterat
         del part, order
 
 
-def write_findings_parts(parts: Iterable[pl.DataFrame], path: Path) -> Path:
+def write_findings_parts(parts: Iterable[pl.DataFrame], path: Path, compression: str = "zstd") -> Path:
     """``parts`` appended in order to one Parquet file at ``path`` (atomically), one part in memory
     at a time; the empty table of the findings columns when every part is empty."""
     writer: pq.ParquetWriter | None = None
@@ -69,7 +69,7 @@ def write_findings_parts(parts: Iterable[pl.DataFrame], path: Path) -> Path:
                     continue
                 table = part.to_arrow()
                 if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                    writer = pq.ParquetWriter(tmp, table.schema, compression=compression)
                 writer.write_table(table.cast(writer.schema))
                 del part, table
         finally:
