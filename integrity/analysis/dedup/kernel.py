@@ -359,8 +359,9 @@ def _bucket_pair_codes(keys, items, chain, bits, m):
 def bucket_pair_codes(keys: np.ndarray, items: np.ndarray, chain: bool) -> tuple[np.ndarray, int]:
     """Codes ``lo * m + hi`` (not yet unique) of the pairs of :func:`~integrity.analysis.dedup.graph.bucket_pairs`
     and ``m``, for ``items`` in ascending order (compiled; requires numba)."""
-    keys = np.ascontiguousarray(keys, dtype=np.uint64)
-    items = np.ascontiguousarray(items, dtype=np.int64)
+    # strided views (a field of the band join's entries) are read in place, not copied
+    keys = keys if keys.dtype == np.uint64 else keys.astype(np.uint64)
+    items = items if items.dtype == np.int64 else items.astype(np.int64)
     m = int(items.max()) + 1 if len(items) else 1
     bits = max(0, min(20, int(np.ceil(np.log2(max(len(keys), 1) / 1024)))))
     return _bucket_pair_codes(keys, items, bool(chain), bits, m), m

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from integrity.analysis.sorting import HAVE_NUMBA, njit
+
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -110,6 +112,17 @@ def _expand(lo: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return owner, pos
 
 
+@njit(cache=True)
+def _gather_ranges(values, starts, new_off):
+    out = np.empty(new_off[-1], dtype=values.dtype)
+    for r in range(starts.shape[0]):
+        lo = starts[r]
+        at = new_off[r]
+        for i in range(new_off[r + 1] - at):
+            out[at + i] = values[lo + i]
+    return out
+
+
 def take_ragged(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(values, offsets) of the ragged rows ``rows`` of (values, offsets)."""
     rows = np.asarray(rows, dtype=np.int64)
@@ -120,6 +133,10 @@ def take_ragged(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tu
     np.cumsum(lens, out=new_off[1:])
     if len(rows) == len(offsets) - 1 and np.array_equal(rows, np.arange(len(rows))):
         return np.asarray(values[int(offsets[0]):int(offsets[-1])]), new_off
+    values = np.asarray(values)
+    if HAVE_NUMBA and values.dtype.kind in "iuf" and values.ndim == 1 and len(rows) >= 1024:
+        # a compiled copy of each row's slice: no index array of every gathered value
+        return _gather_ranges(values, starts, new_off), new_off
     pos = np.arange(int(new_off[-1]), dtype=np.int64)
     pos += np.repeat(starts - new_off[:-1], lens)
     return np.asarray(values[pos]), new_off

@@ -178,3 +178,29 @@ def test_own_earlier_version_compares_shard_and_id_of_history_representatives_on
     assert own_earlier_version(found, rep, 4, shards, ids, h_info).tolist() == want
     assert own_earlier_version(found, rep, 4, shards.to_list(), ids.to_list(), h_info).tolist() == want
     assert not own_earlier_version(found, rep, 4, shards, ids, None).any()
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.int64, np.float32, np.dtype([("h", "<u4"), ("p", "<u2")])])
+def test_take_ragged_compiled_and_numpy_paths_agree(dtype, monkeypatch):
+    """take_ragged gathers large row sets with a compiled copy per row (plain numbers) and
+    otherwise by an index array (structured items, numba missing): the same rows either way."""
+    from integrity.analysis.history import segments
+
+    rng = np.random.default_rng(7)
+    lens = rng.integers(0, 40, 5_000)
+    lens[::97] = 0  # empty rows
+    offsets = np.zeros(len(lens) + 1, dtype=np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    values = np.zeros(int(offsets[-1]), dtype=dtype)
+    if values.dtype.names:
+        values["h"] = rng.integers(0, 2**32, len(values))
+        values["p"] = rng.integers(0, 2**16, len(values))
+    else:
+        values[:] = rng.integers(0, 2**31, len(values)).astype(dtype)
+    rows = np.concatenate([np.sort(rng.choice(len(lens), 3_000, replace=False)), [0, 4_999, 17, 17]])
+    got_v, got_o = segments.take_ragged(values, offsets, rows)
+    monkeypatch.setattr(segments, "HAVE_NUMBA", False)
+    ref_v, ref_o = segments.take_ragged(values, offsets, rows)
+    expect = np.concatenate([values[offsets[r]:offsets[r + 1]] for r in rows])
+    np.testing.assert_array_equal(got_o, ref_o)
+    assert got_v.dtype == values.dtype and np.array_equal(got_v, ref_v) and np.array_equal(got_v, expect)
