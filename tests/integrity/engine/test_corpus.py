@@ -82,3 +82,22 @@ def test_memorization_findings_spilled_in_parts_equal_the_whole_pass(tmp_path: P
     whole = spec.check_instance("memorization.risk").corpus_pass(features_of("memorization.risk", results), ctx)
     assert got.height == whole.height == 60  # every record has 8+ copies
     assert got.equals(finish_findings(whole, "memorization.risk"))
+
+
+def test_a_single_row_moves_into_the_detail_as_the_list_form_puts_it():
+    """One row per finding (every corpus check's case) takes a path without lists; it must
+    write exactly what the general form (a list of candidate rows) writes, edge cases too."""
+    from integrity.engine.shard import detail_with_rows, rows_into_detail
+
+    found = pl.DataFrame({
+        "detail": ['{}', '{ }', ' { } ', '{"a": 1}', '{"a":1,"b":"x"}', 'not json', '{"row": 3}', None,
+                   '  {"b":2}  ', '{"x":"}"}', '{"rows": [1]}'],
+        "row": [1, 2, 3, None, 5, 6, 7, 8, 9, 10, 11],
+    }, schema={"detail": pl.Utf8, "row": pl.Int32})
+    fast = rows_into_detail(found)
+    general = found.with_columns(
+        detail=detail_with_rows(pl.concat_list(pl.col("row").cast(pl.Int64)).list.drop_nulls())).drop("row")
+    assert fast.columns == ["detail"]
+    assert fast["detail"].to_list() == general["detail"].to_list()
+    assert fast["detail"][0] == '{"row": 1}' and fast["detail"][4] == '{"row": 5, "a":1,"b":"x"}'
+    assert fast["detail"][3] == '{"a": 1}'  # no row: unchanged
