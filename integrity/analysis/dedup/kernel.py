@@ -100,6 +100,48 @@ def _tokens_of(data, s, e, word, lower, tok, nt):
 
 
 @njit(cache=True)
+def _sort_u32(x, tmp, n, counts):
+    """``x[:n]`` sorted ascending, in ``x`` or ``tmp`` (the array returned): insertion for a few
+    values, else an LSD radix sort on the four bytes (one counting pass for all four; a
+    byte every value shares is skipped). A record's ~70 shingle values sort about twice
+    as fast as with numba's quicksort."""
+    if n <= 32:
+        for i in range(1, n):
+            v = x[i]
+            j = i - 1
+            while j >= 0 and x[j] > v:
+                x[j + 1] = x[j]
+                j -= 1
+            x[j + 1] = v
+        return x
+    counts[:, :] = 0
+    for i in range(n):
+        v = np.int64(x[i])
+        counts[0, v & 255] += 1
+        counts[1, (v >> 8) & 255] += 1
+        counts[2, (v >> 16) & 255] += 1
+        counts[3, (v >> 24) & 255] += 1
+    src = x
+    dst = tmp
+    for d in range(4):
+        sh = 8 * d
+        if counts[d, (np.int64(src[0]) >> sh) & 255] == n:
+            continue
+        total = 0
+        for b in range(256):
+            c = counts[d, b]
+            counts[d, b] = total
+            total += c
+        for i in range(n):
+            v = src[i]
+            b = (np.int64(v) >> sh) & 255
+            dst[counts[d, b]] = v
+            counts[d, b] += 1
+        src, dst = dst, src
+    return src
+
+
+@njit(cache=True)
 def _near_batch(data, seg_start, seg_end, nf, word, lower, ngram, min_tokens, a, b, k):
     """Per record (``nf`` byte segments each): MinHash signature, bottom-k sketch and
     distinct shingle count of its word ``ngram``-gram shingles. Returns (docs, sig,
@@ -113,6 +155,8 @@ def _near_batch(data, seg_start, seg_end, nf, word, lower, ngram, min_tokens, a,
     nsh = np.empty(n, dtype=np.int32)
     tok = np.empty(4096, dtype=np.uint64)
     fold = np.empty(4096, dtype=np.uint32)
+    spare = np.empty(4096, dtype=np.uint32)  # the radix sort's other buffer
+    counts = np.zeros((4, 256), dtype=np.int64)
     row = np.empty(perms, dtype=np.uint64)
     out = 0
     nv = 0
@@ -135,6 +179,7 @@ def _near_batch(data, seg_start, seg_end, nf, word, lower, ngram, min_tokens, a,
         nsg = nt - w + 1
         if fold.shape[0] < nsg:
             fold = np.empty(max(nsg, 2 * fold.shape[0]), dtype=np.uint32)
+            spare = np.empty(fold.shape[0], dtype=np.uint32)
         for i in range(perms):
             row[i] = _LOW32
         for s in range(nsg):
@@ -150,8 +195,7 @@ def _near_batch(data, seg_start, seg_end, nf, word, lower, ngram, min_tokens, a,
             fold[s] = np.uint32(x) if x < _LOW32 else np.uint32(0xFFFFFFFE)
         for i in range(perms):
             sig[out, i] = np.uint32(row[i])
-        srt = fold[:nsg]
-        srt.sort()  # in place: a new array per record cost a fifth of the kernel
+        srt = _sort_u32(fold, spare, nsg, counts)
         distinct = 0
         for s in range(nsg):
             if s == 0 or srt[s] != srt[s - 1]:

@@ -240,3 +240,21 @@ def test_compiled_band_keys_equal_the_numpy_path(bands, rows):
     got = kernel.band_keys(sig, bands, rows)
     assert got.dtype == np.uint64 and got.shape == (3_000, bands)
     np.testing.assert_array_equal(got, hasher.band_keys(sig))
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 31, 32, 33, 70, 500, 4096])
+def test_the_kernels_shingle_sort_equals_numpy(n):
+    """The per-record sort of shingle values (insertion below 33 values, a byte-wise radix
+    sort above, skipping bytes every value shares) against np.sort, on random values, many
+    repeats, values that share their top bytes, and the sentinel's neighbour."""
+    rng = np.random.default_rng(n)
+    cases = [rng.integers(0, 2**32 - 1, n, dtype=np.uint32),
+             rng.integers(0, 5, n, dtype=np.uint32) * np.uint32(0x01010101),
+             rng.integers(0, 2**16, n, dtype=np.uint32),
+             np.full(n, 0xFFFFFFFE, dtype=np.uint32)]
+    counts = np.zeros((4, 256), dtype=np.int64)
+    for x in cases:
+        buf = np.concatenate([x, rng.integers(0, 9, 5, dtype=np.uint32)])  # values past n are not sorted
+        spare = np.empty_like(buf)
+        got = kernel._sort_u32(buf, spare, n, counts)
+        np.testing.assert_array_equal(got[:n], np.sort(x))
