@@ -253,7 +253,26 @@ class SketchSubset:
             raise ValueError(f"sketches of {len(self.nsh)} records found for {len(self.wanted)} wanted")
 
     def index(self, records: np.ndarray) -> np.ndarray:
+        """Rows of ``records`` in the subset (``np.searchsorted(wanted, records)``): a gather
+        from a table over the wanted range when every record is wanted (a binary search per
+        candidate pair was 0.7 s of a million-record scan), else the search itself."""
+        records = np.asarray(records)
+        if len(records) and len(self.wanted):
+            lut = self._table()
+            if int(records.min()) >= 0 and int(records.max()) < len(lut):
+                rows = lut[records]
+                if int(rows.min()) >= 0:
+                    return rows.astype(np.int64)
         return np.searchsorted(self.wanted, records)
+
+    def _table(self) -> np.ndarray:
+        """Record index -> row of the subset (-1 for records not wanted), over 0..max(wanted)."""
+        if getattr(self, "_lut", None) is None:
+            width = np.int32 if len(self.wanted) < 2**31 else np.int64
+            lut = np.full(int(self.wanted[-1]) + 1, -1, dtype=width)
+            lut[self.wanted] = np.arange(len(self.wanted), dtype=width)
+            self._lut = lut
+        return self._lut
 
     @property
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -109,6 +109,11 @@ def test_sketch_subset_gathers_only_the_wanted_records():
     ev, eo = take_ragged(values, offsets, wanted)
     assert np.array_equal(sub.values, ev) and np.array_equal(sub.offsets, eo)
     assert np.array_equal(sub.nsh, nsh[wanted]) and np.array_equal(sub.index(np.array([20, 0])), [3, 0])
+    # records outside the subset (the node-row helper evaluates them, then discards them) get
+    # what a binary search gives, as do records past the last wanted one
+    for records in ([20, 0, 49, 7], [20, 5], [60, 8], [], [49]):
+        got = sub.index(np.array(records, dtype=np.int64))
+        assert got.dtype == np.int64 and np.array_equal(got, np.searchsorted(wanted, records))
 
 
 def test_key_counts_count_distinct_records_per_key(tmp_path):
