@@ -101,7 +101,11 @@ def _entries(first: int, bands: np.ndarray) -> np.ndarray:
     return out
 
 
-def _routed(piece, partitions: int) -> Iterator[tuple[int, np.ndarray]]:
+#: what is spilled at a time: an ``ENTRY`` array, or ``(entries, bounds)`` grouped by partition
+Piece = np.ndarray | tuple[np.ndarray, np.ndarray]
+
+
+def _routed(piece: Piece, partitions: int) -> Iterator[tuple[int, np.ndarray]]:
     """(partition, entries) of a piece: an ``ENTRY`` array, routed here, or ``(entries,
     bounds)`` already grouped by partition (:func:`_band_pieces`' compiled path)."""
     if isinstance(piece, tuple):
@@ -113,11 +117,11 @@ def _routed(piece, partitions: int) -> Iterator[tuple[int, np.ndarray]]:
     yield from _route(piece, partitions)
 
 
-def _size(piece) -> int:
+def _size(piece: Piece) -> int:
     return len(piece[0]) if isinstance(piece, tuple) else piece.size
 
 
-def _spill_local(pieces: Iterable, partitions: int, tmp: str) -> tuple[list[str], int]:
+def _spill_local(pieces: Iterable[Piece], partitions: int, tmp: str) -> tuple[list[str], int]:
     paths = [os.path.join(tmp, f"part-{p:05d}.bin") for p in range(partitions)]
     files = [open(p, "ab") for p in paths]
     entries = 0
@@ -132,7 +136,7 @@ def _spill_local(pieces: Iterable, partitions: int, tmp: str) -> tuple[list[str]
     return paths, entries
 
 
-def _spill_url(pieces: Iterable, partitions: int, root: str) -> tuple[list[str], int]:
+def _spill_url(pieces: Iterable[Piece], partitions: int, root: str) -> tuple[list[str], int]:
     fs, base = get_fs(root)
     entries = 0
     for k, out in enumerate(pieces):
@@ -143,7 +147,7 @@ def _spill_url(pieces: Iterable, partitions: int, root: str) -> tuple[list[str],
     return [join(root, f"part-{p:05d}") for p in range(partitions)], entries
 
 
-def _band_pieces(shards: Iterable[tuple[int, np.ndarray]], partitions: int) -> Iterator:
+def _band_pieces(shards: Iterable[tuple[int, np.ndarray]], partitions: int) -> Iterator[Piece]:
     """Each shard's entries, routed in one compiled pass where numba is installed (the same
     entries in the same order as :func:`_entries` then :func:`_route`)."""
     for first, bands in shards:
@@ -157,7 +161,7 @@ def _band_pieces(shards: Iterable[tuple[int, np.ndarray]], partitions: int) -> I
             yield flat.astype("<u8", copy=False).view(ENTRY), bounds
 
 
-def map_spilled(pieces: Iterable[np.ndarray], partitions: int, step: Callable[[str], object],
+def map_spilled(pieces: Iterable[Piece], partitions: int, step: Callable[[str], object],
                 spill_dir: str | Path | None = None, run: Callable[[Callable, list], Iterable] = map
                 ) -> tuple[list, int]:
     """Route ``ENTRY`` arrays (one piece at a time; a piece may come grouped by partition
@@ -232,6 +236,7 @@ class SketchSubset:
 
     def __init__(self, wanted: np.ndarray, shards: Iterator[tuple[int, tuple[np.ndarray, np.ndarray], np.ndarray]]):
         self.wanted = np.asarray(wanted, dtype=np.int64)
+        self._lut: np.ndarray | None = None  # record -> row, built on the first index()
         values, lens, nsh = [], [], []
         for first, (v, o), counts in shards:
             n = len(o) - 1
@@ -267,7 +272,7 @@ class SketchSubset:
 
     def _table(self) -> np.ndarray:
         """Record index -> row of the subset (-1 for records not wanted), over 0..max(wanted)."""
-        if getattr(self, "_lut", None) is None:
+        if self._lut is None:
             width = np.int32 if len(self.wanted) < 2**31 else np.int64
             lut = np.full(int(self.wanted[-1]) + 1, -1, dtype=width)
             lut[self.wanted] = np.arange(len(self.wanted), dtype=width)
