@@ -138,18 +138,24 @@ def stable_sort_u64(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(cache=True)
+def insertion_sort(x, lo, hi):
+    """Sort ``x[lo:hi]`` in place by insertion (stable): for runs of a few values."""
+    for i in range(lo + 1, hi):
+        k = x[i]
+        j = i - 1
+        while j >= lo and x[j] > k:
+            x[j + 1] = x[j]
+            j -= 1
+        x[j + 1] = k
+
+
+@njit(cache=True)
 def _sort_unique_run(tmp, lo, hi, out, m):
     """Sort ``tmp[lo:hi]`` and append its values not yet at ``out[m - 1]`` to ``out``; returns m."""
     if hi - lo > _INSERTION_MAX:
         tmp[lo:hi] = np.sort(tmp[lo:hi])
     else:
-        for i in range(lo + 1, hi):
-            k = tmp[i]
-            j = i - 1
-            while j >= lo and tmp[j] > k:
-                tmp[j + 1] = tmp[j]
-                j -= 1
-            tmp[j + 1] = k
+        insertion_sort(tmp, lo, hi)
     for i in range(lo, hi):
         if m == 0 or tmp[i] != out[m - 1]:
             out[m] = tmp[i]

@@ -100,10 +100,11 @@ class _FrameSink:
     features never have to be held in memory all at once."""
 
     def __init__(self, path: Path, schema: pa.Schema | None = None, tokens: tuple[str, ...] = (),
-                 compression: str = "zstd", dictionary: bool = True):
-        # dictionary=False: no dictionary encoding for binary columns (the others keep theirs)
+                 compression: str = "zstd", binary_dictionary: bool = True):
         self.path, self.schema, self.writer, self.tokens = path, schema, None, tokens
-        self.compression, self.dictionary = compression, dictionary
+        # binary_dictionary=False: binary columns (packed hashes) skip dictionary encoding, the
+        # other columns keep it
+        self.compression, self.binary_dictionary = compression, binary_dictionary
 
     def write(self, frame: pl.DataFrame) -> None:
         if frame is None or frame.height == 0:
@@ -112,10 +113,10 @@ class _FrameSink:
         if self.writer is None:
             self.schema = self.schema or table.schema
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # binary columns (packed hashes) skip the dictionary unless asked for: it never pays there
-            dictionary = self.dictionary or [f.name for f in self.schema
-                                             if not (pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)
-                                                     or pa.types.is_binary_view(f.type))]
+            dictionary = self.binary_dictionary or [
+                f.name for f in self.schema
+                if not (pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)
+                        or pa.types.is_binary_view(f.type))]
             self.writer = pq.ParquetWriter(self.path, self.schema, compression=self.compression,
                                           use_dictionary=dictionary)
         self.writer.write_table(table.select(self.schema.names).cast(self.schema))
@@ -163,7 +164,7 @@ def _run_checks(ref: ShardRef, spec: ScanSpec, work: Path,
             # in 45 % of zstd's time at 2 % more bytes
             sink = features.setdefault(check.name, _FrameSink(work / "features" / f"{check.name}.parquet",
                                                               tokens=check.token_columns, compression="lz4",
-                                                              dictionary=False))
+                                                              binary_dictionary=False))
             sink.write(out.features)
 
     try:

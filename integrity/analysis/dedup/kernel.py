@@ -35,6 +35,7 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
         return (lambda f: f) if not args or not callable(args[0]) else args[0]
 
 from integrity.analysis.dedup.text import _C, _M, _P, _char_tables
+from integrity.analysis.sorting import insertion_sort
 
 _U = np.uint64
 _SENT = np.uint32(0xFFFFFFFF)
@@ -106,13 +107,7 @@ def _sort_u32(x, tmp, n, counts):
     byte every value shares is skipped). A record's ~70 shingle values sort about twice
     as fast as with numba's quicksort."""
     if n <= 32:
-        for i in range(1, n):
-            v = x[i]
-            j = i - 1
-            while j >= 0 and x[j] > v:
-                x[j + 1] = x[j]
-                j -= 1
-            x[j + 1] = v
+        insertion_sort(x, 0, n)
         return x
     counts[:, :] = 0
     for i in range(n):
@@ -210,7 +205,7 @@ def _near_batch(data, seg_start, seg_end, nf, word, lower, ngram, min_tokens, a,
     return docs[:out], sig[:out], values[:nv].copy(), offsets[:out + 1].copy(), nsh[:out]
 
 
-_BAND_MULT = _U(0x9E3779B97F4A7C15)
+_GOLDEN = _U(0x9E3779B97F4A7C15)  # the band keys' multiplier and the bucket keys' band mix
 _BAND_SEED = _U(0x2545F4914F6CDD1D)
 
 
@@ -223,7 +218,7 @@ def _band_keys(sig, bands, rows):
             k = _U(j + 1) * _BAND_SEED
             for c in range(j * rows, (j + 1) * rows):
                 k ^= _U(sig[r, c])
-                k *= _BAND_MULT
+                k *= _GOLDEN
                 k = _fmix(k)
             keys[r, j] = k
     return keys
@@ -235,9 +230,6 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray | None:
     if not HAVE_NUMBA:
         return None
     return _band_keys(np.ascontiguousarray(sig, dtype=np.uint32), int(bands), int(rows))
-
-
-_GOLDEN = _U(0x9E3779B97F4A7C15)
 
 
 @njit(cache=True)
