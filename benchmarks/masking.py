@@ -1,8 +1,8 @@
 """What the written-output masking misses, and what it costs readers.
 
 1. Fuzz: random tokens of many alphabets and lengths, each in a dozen contexts (prose, code,
-   JSON, URLs, a line of its own), through :func:`integrity.engine.redact.mask_secrets` as the
-   scan applies it to what it writes. A token *leaks* when it is still in the output in full.
+   JSON, URLs, a line of its own, a record that is the bare token), through
+   :func:`integrity.engine.redact.mask_secrets` as the scan applies it to record text it quotes. A token *leaks* when it is still in the output in full.
    Printed per alphabet and per length.
 2. Readability: the Debian package descriptions (``/work/shared/data/debian``) through the same
    function: the share of their characters masked, the share of descriptions touched, and the
@@ -41,6 +41,7 @@ CONTEXTS = [
     "token {t}, then press enter",
     "The build id {t} failed twice.",
     "export FOO={t}",
+    "{t}",  # a record that is one bare token
 ]
 
 
@@ -59,6 +60,9 @@ def _alphabets(rng: random.Random) -> dict[str, callable]:
         "HEX": pick("0123456789ABCDEF"),
         "base64": b64,
         "base64url": b64url,
+        # a word, '-' or '_', then hex (``CANARY-3f9a...``): the hex part carries the secret
+        "prefixed_hex": lambda n: rng.choice(["canary", "CANARY", "Token", "probe", "SECRET"]) + rng.choice("-_")
+        + "".join(rng.choice("0123456789abcdef") for _ in range(max(12, n - 7))),
     }
 
 
@@ -76,13 +80,13 @@ def fuzz(n_per_cell: int, seed: int = 0) -> tuple[dict, dict, int]:
                 text = CONTEXTS[i % len(CONTEXTS)].format(t=t)
                 tried_alpha[name] += 1
                 tried_len[n] += 1
-                if t in mask_secrets(text):
+                if t in mask_secrets(text, record_text=True):
                     by_alpha[name] += 1
                     by_len[n] += 1
     for _ in range(n_per_cell):  # UUIDs
         t = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         tried_alpha["uuid"] += 1
-        by_alpha["uuid"] += t in mask_secrets(CONTEXTS[_ % len(CONTEXTS)].format(t=t))
+        by_alpha["uuid"] += t in mask_secrets(CONTEXTS[_ % len(CONTEXTS)].format(t=t), record_text=True)
     return ({k: (by_alpha[k], tried_alpha[k]) for k in tried_alpha},
             {k: (by_len[k], tried_len[k]) for k in tried_len}, sum(tried_alpha.values()))
 
@@ -99,7 +103,7 @@ def readability(limit: int) -> None:
     masked_chars = total = touched = 0
     runs: Counter = Counter()
     for t in texts:
-        m = mask_secrets(t)
+        m = mask_secrets(t, record_text=True)
         total += len(t)
         if m != t:
             touched += 1

@@ -76,7 +76,7 @@ def excerpt_of(record: dict, detail: dict, width: int) -> tuple[str, str, list[l
     if field is None:
         return "", "", []
     # every excerpt, whatever check asked for it, has its secrets masked first
-    text: str = mask_secrets(str(record[field]))
+    text: str = mask_secrets(str(record[field]), record_text=True)
     spans = [s for s in spans if s.get("field", field) == field]
     for s in spans:
         if s.get("redact"):

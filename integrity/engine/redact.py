@@ -31,9 +31,10 @@ find it again.
 
 What the scan writes is display text and is masked more liberally, for opaque
 tokens (:func:`opaque_token_spans`): a credential of a format no pattern knows
-still looks like a long random run - hex of 128+ bits, letters mixed with
-digits, base64 - and an excerpt loses nothing a reader needs when such a run
-is masked. Only prose is masked so: identifiers such as record ids, cluster
+still looks like a random run of 16+ characters - hex of 64+ bits, letters
+mixed with digits, base64, hex after a prefix - and an excerpt loses nothing a
+reader needs when such a run is masked (names made of words stay). Only prose
+and quoted record text are masked so: identifiers such as record ids, cluster
 ids and hashes in finding details have no white space. Checks' inputs are not
 (that would change what duplicates and triggers compare), except in the
 vocabulary columns a check declares (``Check.token_columns``), where each
@@ -71,11 +72,18 @@ FINGERPRINT = 8  # hex characters of the secret's SHA-256 that end a fingerprint
 # by '/' switch character class too rarely to pass :func:`_looks_opaque`. Which runs are
 # random enough is decided in Python, after this.
 _RUN_CHARS = r"A-Za-z0-9_+=/\-"
-_OPAQUE_RUN = rf"[{_RUN_CHARS}]{{20,}}"
+MIN_OPAQUE_CHARS = 16  # 80+ bits of base-32/62: shorter runs are words, versions and short ids
+_OPAQUE_RUN = rf"[{_RUN_CHARS}]{{{MIN_OPAQUE_CHARS},}}"
 _OPAQUE = re.compile(rf"(?<![{_RUN_CHARS}])" + _OPAQUE_RUN + rf"(?![{_RUN_CHARS}])")
 _HEX = re.compile(r"[0-9a-fA-F_\-]+")
-MIN_HEX_DIGITS = 32  # a hash-like key in prose: 128 bits or more of hex (UUIDs included)
-MIN_OPAQUE_ENTROPY = 3.2  # bits per character: random base-36/62 runs of 20+ characters mostly reach 3.6-4.3
+MIN_HEX_DIGITS = 16  # a key in prose: 64 bits or more of hex with letters and digits (UUIDs included)
+MIN_OPAQUE_ENTROPY = 3.2  # bits per character: random base-36/62 runs of 16+ characters mostly reach 3.5-4.3
+
+
+def _entropy_floor(n: int, cap: float) -> float:
+    """The entropy a random run of ``n`` characters reaches (some characters repeated): ``cap``
+    from about 20 characters on, lower below (at most log2(n) is possible)."""
+    return min(cap, math.log2(n) - 1.0)
 
 
 def _entropy(s: str) -> float:
@@ -97,34 +105,127 @@ def _vowel_share(letters: list[str]) -> float:
     return sum(ch in "aeiouAEIOU" for ch in letters) / max(1, len(letters))
 
 
+_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
+
+
+_CONSONANTS5 = re.compile(r"[b-df-hj-np-tv-xz]{5}", re.IGNORECASE)
+
+
+def _word_like(piece: str) -> bool:
+    """4+ letters as words have them: a quarter to 60% vowels, never 5 consonants in a row, at
+    most one letter pair in five (one in a short piece: ``linux``, ``proxy``) rare in English
+    (random letters have about 20% vowels, long consonant runs and half their pairs rare), not
+    only the letters of hex (``ebbb`` in a hash)."""
+    if len(piece) < 4 or _HEX_LETTERS.fullmatch(piece) or _CONSONANTS5.search(piece):
+        return False
+    low = piece.lower()
+    common = sum(low[i:i + 2] in _WORD_BIGRAMS for i in range(len(low) - 1))
+    return 0.25 <= _vowel_share(list(piece)) <= 0.6 and len(low) - 1 - common <= max(1, (len(low) - 1) // 5)
+
+
+_HEX_LETTERS = re.compile(r"[a-fA-F]+")
+
+# The letter pairs that make 99.5% of those in English words (352 of 676; counted in the human-written
+# texts of ../shared/data/synthetic and the clean SST-2 rows, not in the Debian descriptions that
+# benchmarks/masking.py measures readability on): random letters have about half their pairs outside.
+_WORD_BIGRAMS = frozenset((
+    "ab ac ad ae af ag ah ai aj ak al am an ap ar as at au av aw ax ay az ba bb be "
+    "bi bj bl bo br bs bt bu by ca cc ce ch ci ck cl co cr cs ct cu cy da dd de dg "
+    "di dl dm dn do dr ds du dv dw dy ea eb ec ed ee ef eg eh ei ek el em en eo ep "
+    "eq er es et eu ev ew ex ey fa fe ff fi fl fo fr ft fu fy ga ge gg gh gi gl gm "
+    "gn go gr gs gt gu gy ha he hi hl hm hn ho hr hs ht hu hy ia ib ic id ie if ig "
+    "ii ik il im in io ip iq ir is it iu iv ix iz ja je jo ju ka ke ki kl kn ko ks "
+    "ky la lb lc ld le lf lg li lk ll lm lo lp lr ls lt lu lv ly ma mb me mi mm mo "
+    "mp ms mu my na nc nd ne nf ng nh ni nj nk nl nm nn no np nr ns nt nu nv ny oa "
+    "ob oc od oe of og oh oi ok ol om on oo op or os ot ou ov ow ox oy pa pe ph pi "
+    "pl po pp pr ps pt pu py qu ra rb rc rd re rf rg rh ri rk rl rm rn ro rp rr rs "
+    "rt ru rv rw ry sa sb sc se sf sh si sk sl sm sn so sp sq ss st su sw sy ta tc "
+    "te tf th ti tl tm tn to tr ts tt tu tw ty ua ub uc ud ue uf ug ui ul um un uo "
+    "up ur us ut uy va ve vi vo vy wa we wh wi wl wn wo wr ws xa xc xe xi xp xt ya "
+    "yc ye yi yl ym yn yo yp ys yt yw za ze zi"
+).split())
+
+
+def _rare_pair_share(run: str) -> float:
+    """Share of adjacent letter pairs (within stretches of letters) that English words rarely
+    have: about half in random letters, under a tenth in words and names made of words."""
+    pairs = [p for w in re.findall(r"[A-Za-z]+", run) for lw in (w.lower(),) for p in zip(lw, lw[1:])]
+    return sum(a + b not in _WORD_BIGRAMS for a, b in pairs) / max(1, len(pairs))
+
+
+def _beside_words(run: str) -> list[str] | None:
+    """The letters and digits of ``run`` outside its word-like pieces (4+ letters: a CamelCase
+    part or an all-lower or all-upper stretch, with vowels as words have them) when those
+    pieces hold most of its letters (``QtQuickControls2``, ``Curve448-Goldilocks``,
+    ``canary-21f968241311``); None when they do not (random tokens break into pieces of 1-3
+    letters) or when a third of its letter pairs are rare in English (random letters)."""
+    pieces = [w for w in _WORD.findall(run) if _word_like(w)]
+    if not pieces or _rare_pair_share(run) >= 0.3 or sum(map(len, pieces)) < 0.6 * sum(ch.isalpha() for ch in run):
+        return None
+    return [ch for ch in re.sub("|".join(map(re.escape, pieces)), " ", run) if ch.isalnum()]
+
+
+def _random_tail(rest: list[str]) -> bool:
+    """What follows or precedes words in a run is a token: 12+ letters and digits together
+    (48+ bits of hex; a version number or a date has fewer, or no letters)."""
+    digits = sum(ch.isdigit() for ch in rest)
+    return len(rest) >= 12 and 0 < digits < len(rest)
+
+
+_HEX_PART = re.compile(r"(?:^|[_\-])([0-9a-fA-F]{12,})(?=$|[_\-])")
+
+
+def _hex_part(run: str) -> bool:
+    """A part of the run between '-' or '_' is 12+ hex digits with letters and digits
+    (``CANARY-ee4222caa248``): a hex token after a prefix, whatever the prefix."""
+    return any(0 < sum(ch.isdigit() for ch in h) < len(h) for h in _HEX_PART.findall(run))
+
+
 def _looks_random(run: str) -> bool:
-    """Letters and digits of a random token: hex of 32+ digits (a key, a hash, a UUID), letters
-    mixed with digits, or, without digits, both cases with capitals too many for CamelCase;
-    character classes switching often and high entropy, or too few vowels to be words."""
+    """Letters and digits of a random token: hex of 16+ digits (a key, a hash, a UUID) or of
+    12+ after a prefix, letters mixed with digits, or, without digits, both cases with capitals
+    too many for CamelCase; character classes switching often and high entropy, or too few
+    vowels to be words. A run mostly of words is judged by what is beside them."""
     alnum = [ch for ch in run if ch.isalnum()]
+    if len(alnum) < 12:  # mostly separators: a rule, an ASCII drawing
+        return False
     if _HEX.fullmatch(run):
         digits = sum(ch.isdigit() for ch in alnum)
         return len(alnum) >= MIN_HEX_DIGITS and 0 < digits < len(alnum)
     letters = [ch for ch in alnum if ch.isalpha()]
     n_upper = sum(ch.isupper() for ch in letters)
     upper, lower = n_upper > 0, n_upper < len(letters)
-    unwordy = len(alnum) >= 20 and _vowel_share(letters) < 0.2 and _entropy(run) >= 3.7
+    entropy = _entropy(run)
+    unwordy = len(alnum) >= 20 and _vowel_share(letters) < 0.2 and entropy >= 3.7
+    if _hex_part(run):
+        return True
+    rest = _beside_words(run)
+    if rest is not None:  # mostly words: only what is beside them may be a token
+        return _random_tail(rest)
+    if (len(letters) >= 12 and _rare_pair_share(run) >= 0.3 and _vowel_share(letters) < 0.35
+            and max(map(len, re.findall(r"[A-Za-z]+", run))) >= 10):
+        return True  # 10+ letters in a row that no language strings together (not ``libxml-perl``)
     if len(letters) < len(alnum) and letters:
-        return unwordy or (_class_switch_rate(run) >= 0.18 and _entropy(run) >= MIN_OPAQUE_ENTROPY)
+        return unwordy or (_class_switch_rate(run) >= 0.18 and entropy >= _entropy_floor(len(run), MIN_OPAQUE_ENTROPY))
     if upper and lower:  # CamelCase has one capital per word (under a third); random letters half
         return unwordy or (n_upper / len(letters) >= 0.3 and _class_switch_rate(run) >= 0.35
-                           and _entropy(run) >= 3.8)
+                           and entropy >= _entropy_floor(len(alnum), 3.8))
     return False
 
 
 def _looks_opaque(run: str) -> bool:
     """A random-looking token (:func:`_looks_random`). A run with '/' is a path or a URL's path
-    unless its longest part between slashes (12+ characters) is random too: base64 keys have
-    one or two slashes, paths have words between theirs."""
+    unless its longest part between slashes (12+ characters) is random too, or its parts are
+    random letters and digits (base64 cut short by slashes): paths have words between theirs."""
     if "/" not in run:
         return _looks_random(run)
     longest = max(run.split("/"), key=len)
-    return len(longest) >= 12 and _looks_random(run.replace("/", "")) and _looks_random_part(longest)
+    if not _looks_random(run.replace("/", "")):
+        return False
+    if len(longest) >= 12 and _looks_random_part(longest):
+        return True
+    # base64 cut by slashes into short parts: no words in them, letter pairs no language has
+    return _beside_words(run) is None and _rare_pair_share(run) >= 0.3 and _class_switch_rate(run) >= 0.35
 
 
 def _looks_random_part(part: str) -> bool:
@@ -135,13 +236,14 @@ def _looks_random_part(part: str) -> bool:
         len(letters) == len(part) and _class_switch_rate(part) >= 0.35 and _vowel_share(letters) < 0.3)
 
 
-def opaque_token_spans(text: str) -> list[tuple[int, int]]:
+def opaque_token_spans(text: str, record_text: bool = False) -> list[tuple[int, int]]:
     """Spans of random-looking tokens of any format (see :func:`_looks_opaque`) in prose.
 
     A text without white space is an identifier (a record id, a cluster id, a hash in a
-    finding's detail) that joins and the output contract need as it is: never masked.
+    finding's detail) that joins and the output contract need as it is: never masked, unless
+    it is ``record_text`` (a record's field quoted in an excerpt, which may be one bare token).
     """
-    if not any(ch.isspace() for ch in text):
+    if not record_text and not any(ch.isspace() for ch in text):
         return []
     return [m.span() for m in _OPAQUE.finditer(text) if _looks_opaque(m.group())]
 
@@ -154,7 +256,7 @@ def _masked(value: str, fingerprint: bool) -> str:
     return value[:keep] + MASK * (len(value) - keep - len(tail)) + tail
 
 
-def mask_secrets(text: str, fingerprint: bool = False, opaque: bool = True) -> str:
+def mask_secrets(text: str, fingerprint: bool = False, opaque: bool = True, record_text: bool = False) -> str:
     """``text`` with every secret masked after its first 4 characters (same length).
 
     With ``fingerprint``, a long secret's mask ends in 8 hex characters of its
@@ -162,13 +264,14 @@ def mask_secrets(text: str, fingerprint: bool = False, opaque: bool = True) -> s
     compare texts - duplicates, triggers - need) while neither can be read back.
     Values assigned to a name that says secret (``password=...``, even one the
     detector finds too regular to report) are masked too. With ``opaque`` (what
-    is written), so are random-looking tokens of unknown formats in prose.
+    is written), so are random-looking tokens of unknown formats in prose, and with
+    ``record_text`` (a record's own text, never an identifier) even in a text without white space.
     """
     if not text:
         return text
     spans = set(secret_spans(text)) | set(assigned_value_spans(text))
     if opaque:
-        spans |= set(opaque_token_spans(text))
+        spans |= set(opaque_token_spans(text, record_text))
     spans = sorted(spans)
     if not spans:
         return text
@@ -231,25 +334,33 @@ def mask_json_text(text: str | None) -> str | None:
     return json.dumps(masked, ensure_ascii=False, separators=(", ", ": "))
 
 
-# a hex key in prose: 32+ hex digits not right after a quote (a JSON string that is a hash, as
-# every dedup detail carries, is an identifier) unless the quote is escaped (a quote in a text)
-_HEX_IN_PROSE = r'(?:^|[^"0-9A-Za-z_\-]|\\")[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}'
+# the start of a run in prose: after a character that is not a run's, and not after a quote (a
+# JSON string that is an id - a hash, ``near-<hex>`` - as every dedup detail carries) unless the
+# quote is escaped (a quote in a text)
+_RUN_START = rf'(?:^|[^"{_RUN_CHARS}]|\\")'
+# a hex key in prose: 12+ hex digits starting a run or after a prefix's '-' or '_'
+_HEX_IN_PROSE = _RUN_START + rf"(?:[{_RUN_CHARS}]*[_\-])?[0-9a-fA-F]{{12,}}"
 
 
 def _opaque_candidates(col: pl.Series) -> pl.Series:
-    """Rows that may hold an opaque token in prose, column-wise: white space, and a 20+ run
-    that switches between letters and digits or cases at least twice once hex runs (hashes,
-    cluster ids) are taken out, or a hex key where prose would quote it. JSON keys
-    (``representative_sha256``) and the ids every dedup detail carries are no candidates, so
-    only rare rows reach :func:`_looks_opaque`."""
-    runs = (pl.DataFrame({"row": pl.int_range(0, col.len(), eager=True),
-                          "run": col.str.replace_all(r"[0-9a-fA-F]{8,}", "").str.extract_all(_OPAQUE_RUN),
-                          "hex": col.str.contains(_HEX_IN_PROSE).fill_null(False)})
-            .filter(col.str.contains(r"\s").fill_null(False))
+    """Rows that may hold an opaque token in prose, column-wise: white space, and a 16+ run
+    that switches between letters and digits or cases at least twice once hex runs of 16+
+    (hashes) are taken out, or a hex key where prose would have it. A JSON text's strings
+    without white space (ids, hashes, a model's name: :func:`mask_json_text` leaves them as
+    they are) are taken out first, so only rare rows reach :func:`_looks_opaque`."""
+    frame = pl.DataFrame({"text": col}).select(
+        pl.int_range(0, pl.len()).alias("row"),
+        pl.col("text").str.contains(r"\s").fill_null(False).alias("prose"),
+        pl.when(pl.col("text").str.starts_with("{") | pl.col("text").str.starts_with("["))
+        .then(pl.col("text").str.replace_all(r'"[^"\s\\]*"', '""'))
+        .otherwise(pl.col("text")).alias("text"))
+    frame = frame.with_columns(hex=pl.col("prose") & pl.col("text").str.contains(_HEX_IN_PROSE).fill_null(False))
+    # (exploding drops a row without runs: the hex keys are kept apart from the runs)
+    runs = (frame.filter(pl.col("prose"))
+            .select("row", pl.col("text").str.replace_all(r"[0-9a-fA-F]{16,}", "").str.extract_all(_OPAQUE_RUN).alias("run"))
             .explode("run")
-            .filter(pl.col("hex") | (pl.col("run").str.count_matches(
-                r"[0-9][A-Za-z]|[A-Za-z][0-9]|[a-z][A-Z]|[A-Z][a-z]") >= 2)))
-    return pl.Series(col.name, [False] * col.len()).scatter(runs["row"].unique(), True)
+            .filter(pl.col("run").str.count_matches(r"[0-9][A-Za-z]|[A-Za-z][0-9]|[a-z][A-Z]|[A-Z][a-z]") >= 2))
+    return frame.get_column("hex").scatter(runs["row"].unique(), True).rename(col.name)
 
 
 def _text_columns(frame: pl.DataFrame, skip: Iterable[str]) -> list[str]:
@@ -259,7 +370,7 @@ def _text_columns(frame: pl.DataFrame, skip: Iterable[str]) -> list[str]:
 
 def _random_token(token: str) -> bool:
     """A vocabulary's token (often lower-cased, so without the case switches of the token it
-    was) that is random: :func:`_looks_opaque`, or 20+ characters of letters and digits
+    was) that is random: :func:`_looks_opaque`, or 16+ characters of letters and digits
     together, or of letters with too few vowels for a word (``internationalization`` has half)."""
     letters = [ch for ch in token if ch.isalpha()]
     return (_looks_opaque(token) or (0 < len(letters) < sum(ch.isalnum() for ch in token))
@@ -269,8 +380,8 @@ def _random_token(token: str) -> bool:
 def _mask_token_column(col: pl.Series) -> pl.Series | None:
     """A column of single tokens (a vocabulary) with random-looking ones masked, or None when
     none is: a token has no white space around it to tell it from an identifier, so every
-    value of 20+ characters is judged by :func:`_random_token`."""
-    long = col.str.len_chars().fill_null(0) >= 20
+    value of 16+ characters is judged by :func:`_random_token`."""
+    long = col.str.len_chars().fill_null(0) >= MIN_OPAQUE_CHARS
     if not long.any():
         return None
     values = col.to_list()
