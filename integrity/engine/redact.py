@@ -342,15 +342,17 @@ _RUN_START = rf'(?:^|[^"{_RUN_CHARS}]|\\")'
 _HEX_IN_PROSE = _RUN_START + rf"(?:[{_RUN_CHARS}]*[_\-])?[0-9a-fA-F]{{12,}}"
 
 
-def _opaque_candidates(col: pl.Series) -> pl.Series:
+def _opaque_candidates(col: pl.Series, record_text: bool = False) -> pl.Series:
     """Rows that may hold an opaque token in prose, column-wise: white space, and a 16+ run
     that switches between letters and digits or cases at least twice once hex runs of 16+
     (hashes) are taken out, or a hex key where prose would have it. A JSON text's strings
     without white space (ids, hashes, a model's name: :func:`mask_json_text` leaves them as
-    they are) are taken out first, so only rare rows reach :func:`_looks_opaque`."""
+    they are) are taken out first, so only rare rows reach :func:`_looks_opaque`. A column of
+    ``record_text`` (excerpts) is prose even without white space (a record of one bare token)."""
+    prose = pl.col("text").is_not_null() if record_text else pl.col("text").str.contains(r"\s").fill_null(False)
     frame = pl.DataFrame({"text": col}).select(
         pl.int_range(0, pl.len()).alias("row"),
-        pl.col("text").str.contains(r"\s").fill_null(False).alias("prose"),
+        prose.alias("prose"),
         pl.when(pl.col("text").str.starts_with("{") | pl.col("text").str.starts_with("["))
         .then(pl.col("text").str.replace_all(r'"[^"\s\\]*"', '""'))
         .otherwise(pl.col("text")).alias("text"))
@@ -393,18 +395,24 @@ def _mask_token_column(col: pl.Series) -> pl.Series | None:
     return pl.Series(col.name, values, dtype=pl.Utf8) if changed else None
 
 
-def mask_frame(frame: pl.DataFrame, skip: Iterable[str] = KEY_COLUMNS, tokens: Iterable[str] = ()) -> pl.DataFrame:
+#: columns of record text quoted as it is (``examples.parquet``): judged as prose even without white space
+RECORD_TEXT_COLUMNS = frozenset({"excerpt"})
+
+
+def mask_frame(frame: pl.DataFrame, skip: Iterable[str] = KEY_COLUMNS, tokens: Iterable[str] = (),
+               records: Iterable[str] = RECORD_TEXT_COLUMNS) -> pl.DataFrame:
     """Every text column of ``frame`` with secrets masked (JSON texts inside their strings).
 
     Column-wise: one regex pre-filter per column picks the candidate rows; only
     those are scanned (and rewritten) in Python. Opaque tokens are masked too
     (see :func:`mask_secrets`); in the columns named in ``tokens`` (single tokens
-    from record text, as a vocabulary) each value is judged as a token in prose.
+    from record text, as a vocabulary) each value is judged as a token in prose, and in those
+    named in ``records`` (excerpts of record text) a value without white space is prose too.
     """
     if frame is None or frame.height == 0:
         return frame
     updates = []
-    tokens = set(tokens)
+    tokens, records = set(tokens), set(records)
     for name in _text_columns(frame, skip):
         if name in tokens:
             masked = _mask_token_column(frame.get_column(name))
@@ -412,11 +420,12 @@ def mask_frame(frame: pl.DataFrame, skip: Iterable[str] = KEY_COLUMNS, tokens: I
                 updates.append(masked)
             continue
         col = frame.get_column(name)
-        hit = (col.str.contains(SECRET_PREFILTER) | _opaque_candidates(col)).fill_null(False)
+        record_text = name in records
+        hit = (col.str.contains(SECRET_PREFILTER) | _opaque_candidates(col, record_text)).fill_null(False)
         if not hit.any():
             continue
         values = col.to_list()
         for i in hit.arg_true().to_list():
-            values[i] = mask_json_text(values[i])
+            values[i] = mask_secrets(values[i], record_text=True) if record_text else mask_json_text(values[i])
         updates.append(pl.Series(name, values, dtype=pl.Utf8))
     return frame.with_columns(updates) if updates else frame
