@@ -245,7 +245,27 @@ def opaque_token_spans(text: str, record_text: bool = False) -> list[tuple[int, 
     """
     if not record_text and not any(ch.isspace() for ch in text):
         return []
-    return [m.span() for m in _OPAQUE.finditer(text) if _looks_opaque(m.group())]
+    spans = [m.span() for m in _OPAQUE.finditer(text) if _looks_opaque(m.group())]
+    return spans + [m.span() for m in _NAMED_VALUE.finditer(text) if _named_value(m.group("value"))]
+
+
+# A value glued to a word that says what it is - a secret, a key, a token, a canary (a planted
+# token meant to be found) - by '-', '_', ':' or '.': ``CANARY-f0ffbb36``, ``PLANTED_SECRET_e09a11f5``,
+# ``apikey:ab12cd34ef``. Shorter than the runs above (8+ characters), so the name decides.
+_SECRET_WORDS = r"canary|honeytoken|secret|token|apikey|api_key|access_key|passwd|password|credential|planted"
+_NAMED_VALUE = re.compile(
+    rf"(?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_\-])*(?i:{_SECRET_WORDS})(?:[_\-][A-Za-z]+)*[_\-:.]"
+    rf"(?P<value>[A-Za-z0-9]{{8,}})(?![A-Za-z0-9_+=/\-])")
+
+
+_NAMED_PREFILTER = rf"(?i:{_SECRET_WORDS})(?:[_\-][A-Za-z]+)*[_\-:.][A-Za-z0-9]{{8,}}"
+
+
+def _named_value(value: str) -> bool:
+    """The value after a secret's name is one: letters and digits both (not a word, a year or
+    a version: ``token_type``, ``secret-2024``)."""
+    digits = sum(ch.isdigit() for ch in value)
+    return 0 < digits < len(value) and digits >= 2
 
 
 def _masked(value: str, fingerprint: bool) -> str:
@@ -345,7 +365,8 @@ _HEX_IN_PROSE = _RUN_START + rf"(?:[{_RUN_CHARS}]*[_\-])?[0-9a-fA-F]{{12,}}"
 def _opaque_candidates(col: pl.Series, record_text: bool = False) -> pl.Series:
     """Rows that may hold an opaque token in prose, column-wise: white space, and a 16+ run
     that switches between letters and digits or cases at least twice once hex runs of 16+
-    (hashes) are taken out, or a hex key where prose would have it. A JSON text's strings
+    (hashes) are taken out, a hex key where prose would have it, or a value glued to a
+    secret's name (``CANARY-f0ffbb36``). A JSON text's strings
     without white space (ids, hashes, a model's name: :func:`mask_json_text` leaves them as
     they are) are taken out first, so only rare rows reach :func:`_looks_opaque`. A column of
     ``record_text`` (excerpts) is prose even without white space (a record of one bare token)."""
@@ -356,7 +377,8 @@ def _opaque_candidates(col: pl.Series, record_text: bool = False) -> pl.Series:
         pl.when(pl.col("text").str.starts_with("{") | pl.col("text").str.starts_with("["))
         .then(pl.col("text").str.replace_all(r'"[^"\s\\]*"', '""'))
         .otherwise(pl.col("text")).alias("text"))
-    frame = frame.with_columns(hex=pl.col("prose") & pl.col("text").str.contains(_HEX_IN_PROSE).fill_null(False))
+    frame = frame.with_columns(hex=pl.col("prose") & (pl.col("text").str.contains(_HEX_IN_PROSE)
+                                                      | pl.col("text").str.contains(_NAMED_PREFILTER)).fill_null(False))
     # (exploding drops a row without runs: the hex keys are kept apart from the runs)
     runs = (frame.filter(pl.col("prose"))
             .select("row", pl.col("text").str.replace_all(r"[0-9a-fA-F]{16,}", "").str.extract_all(_OPAQUE_RUN).alias("run"))

@@ -12,7 +12,7 @@ The scan runs through the CLI in a subprocess (profile, then scan with ``--refer
 every file under the run directory and the state directory is read - Parquet tables with
 pyarrow, SQLite tables, HTML, JSON, compressed streams - and searched for each token in full.
 
-Short tokens are planted too (16 and 24 hex digits, ``CANARY-`` and 12 hex digits), and records
+Short tokens are planted too (16 and 24 hex digits, ``CANARY-`` and 8 or 12 hex digits), and records
 that are one bare token, duplicated so that they are quoted as examples. Documented gaps (README,
 "Secrets are never written in full"): tokens under 16 characters with no secret name before them,
 and the share of random 16-24-character tokens the fuzz of ``benchmarks/masking.py`` measures as
@@ -45,10 +45,10 @@ def _alnum(n: int, alphabet: str = _ALNUM) -> str:
 
 
 def _hex_with_letters(n_bytes: int) -> str:
-    """Fresh hex with letters and digits both (hex of digits only is a number: not masked)."""
+    """Fresh hex with letters and 2+ digits (hex of digits only is a number: not masked)."""
     while True:
         h = secrets.token_hex(n_bytes)
-        if any(c.isdigit() for c in h) and any(c.isalpha() for c in h):
+        if sum(c.isdigit() for c in h) >= 2 and any(c.isalpha() for c in h):
             return h
 
 
@@ -65,7 +65,8 @@ def _token_formats() -> dict[str, list[str]]:
         "base64url": [secrets.token_urlsafe(n) for n in (18, 24, 32, 40)],
         "uuid": [str(uuid.uuid4()) for _ in range(3)],
         "prefixed": [f"acme_live_{_alnum(28)}", f"zk-{_alnum(32)}", f"tok.{secrets.token_urlsafe(24)}",
-                     f"CANARY-{_hex_with_letters(6)}", f"canary_{_hex_with_letters(8)}", f"Planted-{_hex_with_letters(8)}"],
+                     f"CANARY-{_hex_with_letters(6)}", f"canary_{_hex_with_letters(8)}", f"Planted-{_hex_with_letters(8)}",
+                     f"CANARY-{_hex_with_letters(4)}", f"PLANTED_SECRET_{_hex_with_letters(4)}"],
         "assigned": [_alnum(16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"), f"Summer{_alnum(12, '0123456789')}!x"],
     }
 

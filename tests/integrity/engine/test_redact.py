@@ -114,6 +114,17 @@ def test_short_and_prefixed_tokens_are_masked_while_words_with_numbers_stay():
     assert not any(t in d for t in tokens for d in frame["detail"].to_list())
 
 
+def test_a_value_glued_to_a_secret_name_is_masked_from_8_characters():
+    for t in ("CANARY-379f5762", "PLANTED_SECRET_bf08407d", "canary:1b106f8f54cc", "my_api_key-9ad14fc730"):
+        text = f"The note mentions {t} in passing."
+        assert t not in mask_secrets(text) and t not in mask_secrets(t, record_text=True), t
+        frame = mask_frame(pl.DataFrame({"detail": [json.dumps({"text": text})]}))
+        assert t not in frame["detail"][0], t
+    for keep in ("token_type = bearer", "secret-2024 release", "the key.value pair", "tokenizer_v2.bin",
+                 "See secret_santa_2023 notes", "api_key.txt", "password-protected"):
+        assert mask_secrets(keep) == keep, keep
+
+
 def test_a_record_that_is_one_bare_token_is_masked_in_excerpts_but_identifiers_stay():
     bare = "VlkxsdSKzMrpa2muAP793bejNUiu63uU"
     assert mask_secrets(bare) == bare  # an identifier (a record id, a cluster id) stays as it is
