@@ -65,7 +65,8 @@ from integrity.analysis.dedup.partitioned import SketchSubset, band_join, partit
 from integrity.analysis.dedup.kernel import band_keys, near_features
 from integrity.analysis.dedup.text import shingles, text_field_names, text_fields, tokenize
 from integrity.analysis.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
-                                        node_identities, own_earlier_version, seen_order, take_ragged)
+                                        node_identities, own_earlier_version, seen_order, sort_record_keys,
+                                        take_ragged)
 from integrity.checks.base import CheckOptions, Check, CheckConfigError, CheckOutput, CorpusContext
 
 log = logging.getLogger(__name__)
@@ -332,16 +333,27 @@ class NearDedup(Check):
         df = approved_feats.select("shard", RECORD_ID, ROW, "nsh").collect()
         if df.height == 0:
             return
-        # one column at a time: the peak holds one of them, not all
-        bands = unpack_fixed(approved_feats.select("bands").collect()["bands"], "<u8", self.hasher.bands)
-        nb = bands.shape[1]
-        keys = bands.ravel()
-        del bands
-        sketch = unpack(approved_feats.select("sketch").collect()["sketch"], "<u4")
-        index.add(KIND, self.params, df.select("shard", RECORD_ID, ROW), keys=keys,
-                  key_rows=np.repeat(np.arange(df.height, dtype=np.uint32), nb),
-                  payload={"sketch": sketch, "nsh": df["nsh"].to_numpy()}, scan_id=ctx.scan_id,
-                  shard_sha256=ctx.shard_sha256)
+        # A column at a time and a batch at a time, the keys sorted before the sketches are read:
+        # the peak holds the sorted keys and the sketches, not copies of whole columns besides.
+        nb = self.hasher.bands
+        keys = np.empty(df.height * nb, dtype=np.uint64)
+        pos = 0
+        for batch in approved_feats.select("bands").collect_batches():
+            part = unpack_fixed(batch["bands"], "<u8", nb).ravel()
+            keys[pos:pos + len(part)] = part
+            pos += len(part)
+        if pos != len(keys):
+            raise RuntimeError(f"dedup.near: {pos // nb} band-key rows for {df.height} approved records")
+        keys, key_rows = sort_record_keys(keys, nb)
+        values, offsets, base = [], [np.zeros(1, dtype=np.int64)], 0
+        for batch in approved_feats.select("sketch").collect_batches():
+            v, o = unpack(batch["sketch"], "<u4")
+            values.append(v)
+            offsets.append(o[1:] + base)
+            base += int(o[-1])
+        index.add(KIND, self.params, df.select("shard", RECORD_ID, ROW), keys=keys, key_rows=key_rows,
+                  keys_sorted=True, payload={"sketch": (values, np.concatenate(offsets)), "nsh": df["nsh"].to_numpy()},
+                  scan_id=ctx.scan_id, shard_sha256=ctx.shard_sha256)
 
 
 def _findings(prefix: str, df: pl.DataFrame, found: np.ndarray, rep_f: np.ndarray, size: np.ndarray,

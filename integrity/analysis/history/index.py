@@ -33,6 +33,19 @@ MERGE_FACTOR = 2
 MAX_MERGED_RECORDS = 1_000_000
 
 
+def sort_record_keys(keys: np.ndarray, per_record: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(sorted keys, their record rows)`` of ``keys`` holding ``per_record`` keys per record in
+    record order (record ``r``'s are ``keys[r * per_record:(r + 1) * per_record]``), rows
+    ascending within equal keys: what :meth:`HistoryIndex.add` stores, ready for it with
+    ``keys_sorted=True``. Rows are uint32 below 2**32 keys (no array of every key's row is
+    built before the sort, and the sort's order becomes the rows in place)."""
+    keys = np.asarray(keys, dtype=np.uint64)
+    small = len(keys) < 2**32
+    sorted_keys, order = stable_sort_u64(keys, order_dtype=np.uint32 if small else np.int64)
+    np.floor_divide(order, order.dtype.type(per_record), out=order)
+    return sorted_keys, order
+
+
 class HistoryIndex:
     """The dedup history of one state directory."""
 
@@ -245,15 +258,20 @@ class HistoryIndex:
     # -- writing ----------------------------------------------------------
     def add(self, kind: str, params: Mapping, records: pl.DataFrame, keys: np.ndarray | None = None,
             key_rows: np.ndarray | None = None, payload: Mapping[str, Any] | None = None,
-            scan_id: str = "", shard_sha256: Mapping[str, str] | None = None) -> Segment | None:
+            scan_id: str = "", shard_sha256: Mapping[str, str] | None = None,
+            keys_sorted: bool = False) -> Segment | None:
         """Add approved content as one new segment.
 
         ``records``: one row per record with ``shard``, ``record_id``, ``row``, and
         ``sha256`` unless ``shard_sha256`` maps each shard to it; ``keys`` /
         ``key_rows``: any number of keys per record (row index into ``records``);
         ``payload``: arrays with one row per record, or (values, offsets) pairs for
-        ragged per-record data. Content whose SHA-256 is already live in ``kind``
-        (or unknown) is skipped. Returns the segment, or None when nothing was new.
+        ragged per-record data, where values may be a list of arrays in record order
+        (written one after the other: never concatenated in memory). With
+        ``keys_sorted``, ``keys`` are ascending and ``key_rows`` ascending within equal
+        keys (:func:`sort_record_keys`): not sorted again. Content whose SHA-256 is
+        already live in ``kind`` (or unknown) is skipped. Returns the segment, or None
+        when nothing was new.
         """
         payload = dict(payload or {})
         keys = np.zeros(0, np.uint64) if keys is None else np.asarray(keys, dtype=np.uint64)
@@ -309,15 +327,16 @@ class HistoryIndex:
                 keep = kr >= 0
                 keys_k, rows_k = keys[keep], kr[keep]
             rows_k = rows_k.astype(np.uint32 if m_new < 2**32 else np.int64, copy=False)
-            if len(rows_k) and np.all(rows_k[1:] >= rows_k[:-1]):
-                # rows already ascending within equal keys: a stable sort by key suffices (compiled:
-                # NumPy's stable argsort of tens of millions of hashed keys is several CPU seconds)
-                keys_k, order = stable_sort_u64(keys_k)
-            else:
-                order = np.lexsort((rows_k, keys_k))
-                keys_k = keys_k[order]
-            rows_k = rows_k[order]
-            del order
+            if not (keys_sorted and old_index is None):  # else sorted by the caller (sort_record_keys)
+                if len(rows_k) and np.all(rows_k[1:] >= rows_k[:-1]):
+                    # rows already ascending within equal keys: a stable sort by key suffices (compiled:
+                    # NumPy's stable argsort of tens of millions of hashed keys is several CPU seconds)
+                    keys_k, order = stable_sort_u64(keys_k)
+                else:
+                    order = np.lexsort((rows_k, keys_k))
+                    keys_k = keys_k[order]
+                rows_k = rows_k[order]
+                del order
             ids = records[RECORD_COL].cast(pl.Utf8).to_arrow()
             rows = records["row"].to_numpy()
             if old_index is not None:
@@ -328,7 +347,7 @@ class HistoryIndex:
                           params=dict(params), n_records=m_new, shards=shards, created_at=now)
             self._write_segment(seg, ids, rows, shard_no, keys_k, rows_k,
                                 {name: (arr if old_index is None else
-                                        take_ragged(arr[0], arr[1], old_index) if isinstance(arr, tuple)
+                                        take_ragged(_joined(arr[0]), arr[1], old_index) if isinstance(arr, tuple)
                                         else np.asarray(arr)[old_index]) for name, arr in payload.items()})
             m["seq"] = seq
             m["segments"].append(seg.to_dict())
@@ -351,7 +370,11 @@ class HistoryIndex:
         dtype = np.uint32 if seg.n_records < 2**32 else np.int64
         np.save(tmp / "key_rows.npy", np.ascontiguousarray(key_rows, dtype=dtype))
         for name, arr in payload.items():
-            if isinstance(arr, tuple):
+            if isinstance(arr, tuple) and isinstance(arr[0], (list, tuple)):
+                off = np.asarray(arr[1], dtype=np.int64)
+                _save_chunks(tmp / f"payload_{name}.values.npy", arr[0], int(off[0]), int(off[-1]))
+                np.save(tmp / f"payload_{name}.offsets.npy", off - off[0])
+            elif isinstance(arr, tuple):
                 off = np.asarray(arr[1], dtype=np.int64)
                 np.save(tmp / f"payload_{name}.values.npy", np.ascontiguousarray(arr[0][int(off[0]):int(off[-1])]))
                 np.save(tmp / f"payload_{name}.offsets.npy", off - off[0])
@@ -470,3 +493,26 @@ def _concat_payload(parts: list):
         np.cumsum(lens, out=offsets[1:])
         return values, offsets
     return np.concatenate(parts)
+
+
+def _joined(values: np.ndarray | list | tuple) -> np.ndarray:
+    """Ragged values given as a list of arrays (in record order), as one array."""
+    return np.concatenate(values) if isinstance(values, (list, tuple)) else values
+
+
+def _save_chunks(path: Path, chunks: list | tuple, start: int, stop: int) -> None:
+    """``np.save(path, np.concatenate(chunks)[start:stop])`` without the concatenated copy:
+    the .npy header for the whole length, then each chunk's part written as it is."""
+    chunks = [np.ascontiguousarray(c) for c in chunks]
+    dtype = chunks[0].dtype if chunks else np.dtype(np.uint8)
+    if any(c.dtype != dtype or c.ndim != 1 for c in chunks):
+        raise ValueError(f"{path.name}: ragged values must be 1-d arrays of one type")
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (stop - start,)})
+        pos = 0
+        for c in chunks:
+            lo, hi = max(start - pos, 0), min(stop - pos, len(c))
+            if hi > lo:
+                c[lo:hi].tofile(f)
+            pos += len(c)

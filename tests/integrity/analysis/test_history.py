@@ -204,3 +204,56 @@ def test_take_ragged_compiled_and_numpy_paths_agree(dtype, monkeypatch):
     expect = np.concatenate([values[offsets[r]:offsets[r + 1]] for r in rows])
     np.testing.assert_array_equal(got_o, ref_o)
     assert got_v.dtype == values.dtype and np.array_equal(got_v, ref_v) and np.array_equal(got_v, expect)
+
+
+def test_presorted_keys_and_chunked_ragged_payload_write_the_same_segment(tmp_path):
+    """What dedup.near hands the history at the end of a scan (keys sorted by
+    ``sort_record_keys``, ragged sketches as one array per batch, never concatenated) writes
+    the very bytes of the plain call (keys and rows sorted inside, one values array)."""
+    rng = np.random.default_rng(11)
+    n, per = 3000, 5
+    keys = rng.integers(0, 400, n * per).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # ties, spread
+    lens = rng.integers(0, 9, n)
+    offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    values = rng.integers(0, 2**32 - 1, int(offsets[-1]), dtype=np.uint32)
+    recs = records("sha-a", "a.parquet", n, "r")
+    plain = HistoryIndex(tmp_path / "plain").add(
+        "k", PARAMS, recs, keys=keys, key_rows=np.repeat(np.arange(n, dtype=np.uint32), per),
+        payload={"lst": (values, offsets)})
+    sorted_keys, rows = H.sort_record_keys(keys, per)
+    assert rows.dtype == np.uint32
+    cuts = [0, 700, 700, 2100, int(offsets[-1])]  # an empty chunk too
+    chunks = [values[a:b] for a, b in zip(cuts, cuts[1:])]
+    fast = HistoryIndex(tmp_path / "fast").add("k", PARAMS, recs, keys=sorted_keys, key_rows=rows, keys_sorted=True,
+                                               payload={"lst": (chunks, offsets)})
+    for name in ("keys.npy", "key_rows.npy", "payload_lst.values.npy", "payload_lst.offsets.npy", "records.arrow"):
+        assert (plain.path / name).read_bytes() == (fast.path / name).read_bytes(), name
+    # and answers lookups alike
+    q = np.unique(keys)[:50]
+    a = HistoryIndex(tmp_path / "plain").lookup("k", PARAMS, q, max_hits=1000)
+    b = HistoryIndex(tmp_path / "fast").lookup("k", PARAMS, q, max_hits=1000)
+    assert a.query.tolist() == b.query.tolist() and len(a) > 0
+
+
+
+def test_presorted_input_with_content_already_live_keeps_only_the_new_and_its_payload(tmp_path):
+    """Keys sorted by the caller, when part of the content is live already (a shard scanned
+    again): the rest is re-sorted after the live records are left out, and the chunked ragged
+    payload follows its records."""
+    index = HistoryIndex(tmp_path)
+    add(index, "sha-a", "a.jsonl", [[1], [2]], "a")
+    per_record = [[1, 5], [2, 6], [7, 8], [5, 9]]  # a0, a1 again, then b0, b1
+    recs = pl.concat([records("sha-a", "a.jsonl", 2, "a"), records("sha-b", "b.jsonl", 2, "b")])
+    keys = np.array([k for ks in per_record for k in ks], dtype=np.uint64)
+    sorted_keys, rows = H.sort_record_keys(keys, 2)
+    offsets = np.array([0, 1, 3, 6, 10])
+    chunks = [np.arange(3, dtype=np.int32), np.arange(3, 10, dtype=np.int32)]
+    seg = index.add("k", PARAMS, recs, keys=sorted_keys, key_rows=rows, keys_sorted=True,
+                    payload={"lst": (chunks, offsets)})
+    assert seg.n_records == 2
+    hits, got = found(index, [5, 7, 9])
+    assert got == [(0, "b1"), (1, "b0"), (2, "b1")]  # a0 is stored with its first night's key only
+    vals, offs = index.gather(hits, "lst")
+    by_id = dict(zip(index.describe(hits)["record_id"].to_list(),
+                     [vals[offs[k]:offs[k + 1]].tolist() for k in range(len(hits))]))
+    assert by_id["b0"] == [3, 4, 5] and by_id["b1"] == [6, 7, 8, 9]

@@ -34,6 +34,19 @@ def test_equals_numpy_stable_argsort(keys):
     np.testing.assert_array_equal(out, keys[expected])
 
 
+@pytest.mark.parametrize("n", [0, 1000, 200_000])
+def test_uint32_order_equals_the_int64_one(n):
+    """``order_dtype=np.uint32`` (half the memory of a sort of tens of millions of keys) gives
+    the same order, on the compiled path and on NumPy's; an order type that cannot hold it is refused."""
+    keys = hashed_keys(n, max(1, n // 3), seed=7)
+    out, order = stable_sort_u64(keys, order_dtype=np.uint32)
+    assert order.dtype == np.uint32
+    np.testing.assert_array_equal(order, np.argsort(keys, kind="stable"))
+    np.testing.assert_array_equal(out, np.sort(keys))
+    with pytest.raises(ValueError, match="order_dtype"):
+        stable_sort_u64(keys, order_dtype=np.int32)
+
+
 def test_large_buckets_use_the_stable_merge_sort():
     """Buckets above the insertion limit (many keys sharing their top bits) stay stable."""
     rng = np.random.default_rng(3)
@@ -41,6 +54,8 @@ def test_large_buckets_use_the_stable_merge_sort():
     keys = top | rng.integers(0, 1000, 80_000, dtype=np.uint64)          # ties inside them
     out, order = stable_sort_u64(keys)
     np.testing.assert_array_equal(order, np.argsort(keys, kind="stable"))
+    _, order32 = stable_sort_u64(keys, order_dtype=np.uint32)
+    np.testing.assert_array_equal(order32, order)
 
 
 def test_without_numba_the_numpy_path_gives_the_same(monkeypatch):
