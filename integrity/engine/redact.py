@@ -50,6 +50,7 @@ import re
 from collections import Counter
 from typing import Any, Iterable
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -363,28 +364,34 @@ _HEX_IN_PROSE = _RUN_START + rf"(?:[{_RUN_CHARS}]*[_\-])?[0-9a-fA-F]{{12,}}"
 
 
 def _opaque_candidates(col: pl.Series, record_text: bool = False) -> pl.Series:
-    """Rows that may hold an opaque token in prose, column-wise: white space, and a 16+ run
-    that switches between letters and digits or cases at least twice once hex runs of 16+
-    (hashes) are taken out, a hex key where prose would have it, or a value glued to a
-    secret's name (``CANARY-f0ffbb36``). A JSON text's strings
-    without white space (ids, hashes, a model's name: :func:`mask_json_text` leaves them as
-    they are) are taken out first, so only rare rows reach :func:`_looks_opaque`. A column of
-    ``record_text`` (excerpts) is prose even without white space (a record of one bare token)."""
-    prose = pl.col("text").is_not_null() if record_text else pl.col("text").str.contains(r"\s").fill_null(False)
+    """Rows that may hold an opaque token in prose, column-wise: a 16+ run that switches
+    between letters and digits or cases at least twice once hex runs of 16+ (hashes) are
+    taken out, a hex key where prose would have it, or a value glued to a secret's name
+    (``CANARY-f0ffbb36``). Prose is text with white space; in a JSON text, a string with white
+    space or an escape (:func:`mask_json_text` leaves the others, ids, hashes and a model's
+    name, as they are: they are taken out first, and a detail made only of them is no
+    candidate at all). A column of ``record_text`` (excerpts) is prose even without white
+    space (a record of one bare token). Only rare rows reach :func:`_looks_opaque`."""
+    text = pl.col("text")
+    is_json = text.str.starts_with("{") | text.str.starts_with("[")
     frame = pl.DataFrame({"text": col}).select(
         pl.int_range(0, pl.len()).alias("row"),
-        prose.alias("prose"),
-        pl.when(pl.col("text").str.starts_with("{") | pl.col("text").str.starts_with("["))
-        .then(pl.col("text").str.replace_all(r'"[^"\s\\]*"', '""'))
-        .otherwise(pl.col("text")).alias("text"))
-    frame = frame.with_columns(hex=pl.col("prose") & (pl.col("text").str.contains(_HEX_IN_PROSE)
-                                                      | pl.col("text").str.contains(_NAMED_PREFILTER)).fill_null(False))
+        pl.when(is_json).then(text.str.replace_all(r'"[^"\s\\]*"', "")).otherwise(text).alias("text"),
+        is_json.fill_null(False).alias("json"))
+    if record_text:
+        prose = pl.col("text").is_not_null()
+    else:  # a JSON text's strings left are those with white space (or an escape)
+        prose = pl.when(pl.col("json")).then(pl.col("text").str.contains('"', literal=True)) \
+            .otherwise(pl.col("text").str.contains(r"\s")).fill_null(False)
+    frame = frame.filter(prose)
+    hex_rows = frame.filter(pl.col("text").str.contains(_HEX_IN_PROSE) | pl.col("text").str.contains(_NAMED_PREFILTER))
     # (exploding drops a row without runs: the hex keys are kept apart from the runs)
-    runs = (frame.filter(pl.col("prose"))
-            .select("row", pl.col("text").str.replace_all(r"[0-9a-fA-F]{16,}", "").str.extract_all(_OPAQUE_RUN).alias("run"))
+    runs = (frame.select("row", pl.col("text").str.replace_all(r"[0-9a-fA-F]{16,}", "")
+                         .str.extract_all(_OPAQUE_RUN).alias("run"))
             .explode("run")
             .filter(pl.col("run").str.count_matches(r"[0-9][A-Za-z]|[A-Za-z][0-9]|[a-z][A-Z]|[A-Z][a-z]") >= 2))
-    return frame.get_column("hex").scatter(runs["row"].unique(), True).rename(col.name)
+    hit = pl.Series(col.name, np.zeros(col.len(), dtype=bool))
+    return hit.scatter(pl.concat([hex_rows["row"], runs["row"]]).unique(), True)
 
 
 def _text_columns(frame: pl.DataFrame, skip: Iterable[str]) -> list[str]:
