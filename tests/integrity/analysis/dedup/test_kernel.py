@@ -258,3 +258,20 @@ def test_the_kernels_shingle_sort_equals_numpy(n):
         spare = np.empty_like(buf)
         got = kernel._sort_u32(buf, spare, n, counts)
         np.testing.assert_array_equal(got[:n], np.sort(x))
+
+
+@pytest.mark.parametrize("n", range(0, 10))
+def test_min_hashes_four_shingles_a_pass_equal_the_plain_minimum(n):
+    """The MinHash values computed four shingles a pass (and the 0-3 left over one at a time)
+    are the plain minimum over every shingle of (a * x + b) >> 32, and 2**32 - 1 for none."""
+    rng = np.random.default_rng(n)
+    perms = 37  # not a multiple of the vector width
+    a = rng.integers(1, 2**63, perms, dtype=np.uint64) | np.uint64(1)
+    b = rng.integers(0, 2**63, perms, dtype=np.uint64)
+    xs = rng.integers(0, 2**32, n + 3, dtype=np.uint64)  # longer than n: only xs[:n] counts
+    row = np.empty(perms, dtype=np.uint64)
+    kernel._min_hashes(xs, n, a, b, row)
+    with np.errstate(over="ignore"):
+        want = ((a[:, None] * xs[None, :n] + b[:, None]) >> np.uint64(32)).min(axis=1) if n else \
+            np.full(perms, 2**32 - 1, dtype=np.uint64)
+    np.testing.assert_array_equal(row, want)
