@@ -160,10 +160,13 @@ def _beside_words(run: str) -> list[str] | None:
     pieces hold most of its letters (``QtQuickControls2``, ``Curve448-Goldilocks``,
     ``canary-21f968241311``); None when they do not (random tokens break into pieces of 1-3
     letters) or when a third of its letter pairs are rare in English (random letters)."""
-    pieces = [w for w in _WORD.findall(run) if _word_like(w)]
-    if not pieces or _rare_pair_share(run) >= 0.3 or sum(map(len, pieces)) < 0.6 * sum(ch.isalpha() for ch in run):
+    spans = [m.span() for m in _WORD.finditer(run) if _word_like(m.group())]
+    if not spans or _rare_pair_share(run) >= 0.3 or \
+            sum(b - a for a, b in spans) < 0.6 * sum(ch.isalpha() for ch in run):
         return None
-    return [ch for ch in re.sub("|".join(map(re.escape, pieces)), " ", run) if ch.isalnum()]
+    # what lies between the pieces (linear in the run, whatever its length)
+    bounds = [0] + [x for span in spans for x in span] + [len(run)]
+    return [ch for a, b in zip(bounds[::2], bounds[1::2]) for ch in run[a:b] if ch.isalnum()]
 
 
 def _random_tail(rest: list[str]) -> bool:
@@ -254,8 +257,8 @@ def opaque_token_spans(text: str, record_text: bool = False) -> list[tuple[int, 
 # token meant to be found) - by '-', '_', ':' or '.': ``CANARY-f0ffbb36``, ``PLANTED_SECRET_e09a11f5``,
 # ``apikey:ab12cd34ef``. Shorter than the runs above (8+ characters), so the name decides.
 _SECRET_WORDS = r"canary|honeytoken|secret|token|apikey|api_key|access_key|passwd|password|credential|planted"
-_NAMED_VALUE = re.compile(
-    rf"(?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_\-])*(?i:{_SECRET_WORDS})(?:[_\-][A-Za-z]+)*[_\-:.]"
+_NAMED_VALUE = re.compile(  # from the name on (no repeated prefix before it: linear on any input)
+    rf"(?<![A-Za-z])(?i:{_SECRET_WORDS})(?:[_\-][A-Za-z]+)*[_\-:.]"
     rf"(?P<value>[A-Za-z0-9]{{8,}})(?![A-Za-z0-9_+=/\-])")
 
 

@@ -200,3 +200,22 @@ def test_duplicate_excerpts_and_cached_drift_samples_hold_no_secret(tmp_path: Pa
         text = _all_text(p)
         assert AWS not in text, p
         assert not any(line in text for line in KEY_LINES), p
+
+
+def test_hostile_runs_are_masked_in_linear_time():
+    """A record of one enormous run (word-like pieces joined by '-', a chain of short parts,
+    a name followed by many parts) must not stall a scan: every rule is linear in the run.
+    (Two rules written first took seconds at 8,000 pieces and grew with the square.)"""
+    import random
+    import time
+
+    rng = random.Random(0)
+    word = lambda: "".join(rng.choice("aeiou" if i % 2 else "bcdfghlmnprst") for i in range(6))  # noqa: E731
+    runs = ["-".join(word() for _ in range(40_000)), "-".join("a1" for _ in range(100_000)),
+            "token_" + "_".join("ab" for _ in range(100_000))]
+    started = time.perf_counter()
+    for run in runs:
+        masked = mask_secrets(f"start {run} end", record_text=True)
+        assert len(masked) == len(run) + 10
+    # linear: about a second for all three here; the quadratic rules took hours
+    assert time.perf_counter() - started < 60
