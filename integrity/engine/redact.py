@@ -159,7 +159,7 @@ def _beside_words(run: str) -> list[str] | None:
     part or an all-lower or all-upper stretch, with vowels as words have them) when those
     pieces hold most of its letters (``QtQuickControls2``, ``Curve448-Goldilocks``,
     ``canary-21f968241311``); None when they do not (random tokens break into pieces of 1-3
-    letters) or when a third of its letter pairs are rare in English (random letters)."""
+    letters) or when 3 in 10 of its letter pairs are rare in English (random letters)."""
     spans = [m.span() for m in _WORD.finditer(run) if _word_like(m.group())]
     if not spans or _rare_pair_share(run) >= 0.3 or \
             sum(b - a for a, b in spans) < 0.6 * sum(ch.isalpha() for ch in run):
