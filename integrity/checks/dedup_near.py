@@ -65,8 +65,8 @@ from integrity.analysis.dedup.partitioned import SketchSubset, band_join, partit
 from integrity.analysis.dedup.kernel import band_keys, near_features
 from integrity.analysis.dedup.text import shingles, text_field_names, text_fields, tokenize
 from integrity.analysis.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
-                                        node_identities, own_earlier_version, seen_order, sort_record_keys,
-                                        take_ragged)
+                                        node_identities, own_earlier_version, ragged_chunks, seen_order,
+                                        sort_record_keys, take_ragged)
 from integrity.checks.base import CheckOptions, Check, CheckConfigError, CheckOutput, CorpusContext
 
 log = logging.getLogger(__name__)
@@ -345,14 +345,10 @@ class NearDedup(Check):
         if pos != len(keys):
             raise RuntimeError(f"dedup.near: {pos // nb} band-key rows for {df.height} approved records")
         keys, key_rows = sort_record_keys(keys, nb)
-        values, offsets, base = [], [np.zeros(1, dtype=np.int64)], 0
-        for batch in approved_feats.select("sketch").collect_batches():
-            v, o = unpack(batch["sketch"], "<u4")
-            values.append(v)
-            offsets.append(o[1:] + base)
-            base += int(o[-1])
+        sketch = ragged_chunks([unpack(batch["sketch"], "<u4")
+                                for batch in approved_feats.select("sketch").collect_batches()])
         index.add(KIND, self.params, df.select("shard", RECORD_ID, ROW), keys=keys, key_rows=key_rows,
-                  keys_sorted=True, payload={"sketch": (values, np.concatenate(offsets)), "nsh": df["nsh"].to_numpy()},
+                  keys_sorted=True, payload={"sketch": sketch, "nsh": df["nsh"].to_numpy()},
                   scan_id=ctx.scan_id, shard_sha256=ctx.shard_sha256)
 
 

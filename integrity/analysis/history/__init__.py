@@ -43,11 +43,12 @@ predecessor while that one is at most twice its size), which keeps O(log N)
 segments and amortized O(log N) rewriting per record, up to
 :data:`MAX_MERGED_RECORDS` per segment (a merge holds its segments in memory).
 """
-from integrity.analysis.history.index import DIRNAME, MAX_MERGED_RECORDS, MERGE_FACTOR, HistoryIndex, sort_record_keys
+from integrity.analysis.history.index import DIRNAME, MAX_MERGED_RECORDS, MERGE_FACTOR, HistoryIndex
 from integrity.analysis.history.scan import (approved_content, drop_rejected, excluded_content, node_identities,
                                             own_earlier_version, seen_order)
 from integrity.analysis.history.segments import Hits, Segment, take_ragged
+from integrity.analysis.history.writing import ragged_chunks, sort_record_keys
 
 __all__ = ["DIRNAME", "MAX_MERGED_RECORDS", "MERGE_FACTOR", "HistoryIndex", "Hits", "Segment", "approved_content",
-           "drop_rejected", "excluded_content", "node_identities", "own_earlier_version", "seen_order", "sort_record_keys",
-           "take_ragged"]
+           "drop_rejected", "excluded_content", "node_identities", "own_earlier_version", "ragged_chunks", "seen_order",
+           "sort_record_keys", "take_ragged"]

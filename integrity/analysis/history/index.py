@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from integrity.analysis.history.segments import Hits, Segment, _expand, _now, take_ragged
+from integrity.analysis.history.writing import joined, joined_payload, write_segment
 from integrity.analysis.sorting import stable_sort_u64
 
 log = logging.getLogger(__name__)
@@ -31,19 +32,6 @@ MERGE_FACTOR = 2
 #: a night's memory whatever the size of the history (beyond it, segments just accumulate:
 #: a lookup costs one binary search per segment)
 MAX_MERGED_RECORDS = 1_000_000
-
-
-def sort_record_keys(keys: np.ndarray, per_record: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(sorted keys, their record rows)`` of ``keys`` holding ``per_record`` keys per record in
-    record order (record ``r``'s are ``keys[r * per_record:(r + 1) * per_record]``), rows
-    ascending within equal keys: what :meth:`HistoryIndex.add` stores, ready for it with
-    ``keys_sorted=True``. Rows are uint32 below 2**32 keys (no array of every key's row is
-    built before the sort, and the sort's order becomes the rows in place)."""
-    keys = np.asarray(keys, dtype=np.uint64)
-    small = len(keys) < 2**32
-    sorted_keys, order = stable_sort_u64(keys, order_dtype=np.uint32 if small else np.int64)
-    np.floor_divide(order, order.dtype.type(per_record), out=order)
-    return sorted_keys, order
 
 
 class HistoryIndex:
@@ -269,7 +257,7 @@ class HistoryIndex:
         ragged per-record data, where values may be a list of arrays in record order
         (written one after the other: never concatenated in memory). With
         ``keys_sorted``, ``keys`` are ascending and ``key_rows`` ascending within equal
-        keys (:func:`sort_record_keys`): not sorted again. Content whose SHA-256 is
+        keys (:func:`~integrity.analysis.history.writing.sort_record_keys`): not sorted again. Content whose SHA-256 is
         already live in ``kind`` (or unknown) is skipped. Returns the segment, or None
         when nothing was new.
         """
@@ -345,43 +333,15 @@ class HistoryIndex:
             seq = m["seq"] + 1
             seg = Segment(root=self.root, id=f"{seq:08d}-{uuid.uuid4().hex[:8]}", kind=kind, seq=seq,
                           params=dict(params), n_records=m_new, shards=shards, created_at=now)
-            self._write_segment(seg, ids, rows, shard_no, keys_k, rows_k,
-                                {name: (arr if old_index is None else
-                                        take_ragged(_joined(arr[0]), arr[1], old_index) if isinstance(arr, tuple)
-                                        else np.asarray(arr)[old_index]) for name, arr in payload.items()})
+            write_segment(seg, ids, rows, shard_no, keys_k, rows_k,
+                          {name: (arr if old_index is None else
+                                  take_ragged(joined(arr[0]), arr[1], old_index) if isinstance(arr, tuple)
+                                  else np.asarray(arr)[old_index]) for name, arr in payload.items()})
             m["seq"] = seq
             m["segments"].append(seg.to_dict())
             self._write_manifest(m)
             self._compact_locked(m, kind, dict(params))
             return seg
-
-    def _write_segment(self, seg: Segment, record_ids, rows: np.ndarray, shard_no: np.ndarray,
-                       keys: np.ndarray, key_rows: np.ndarray, payload: Mapping[str, np.ndarray]) -> None:
-        tmp = seg.path.parent / f".{seg.id}.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        ids = record_ids if isinstance(record_ids, (pa.Array, pa.ChunkedArray)) else pa.array(record_ids, pa.string())
-        table = pa.table({"record_id": ids.cast(pa.string()), "row": pa.array(rows, pa.int64()),
-                          "shard_no": pa.array(shard_no, pa.int32())})
-        with pa.OSFile(str(tmp / "records.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
-            w.write_table(table)
-        np.save(tmp / "keys.npy", np.ascontiguousarray(keys, dtype=np.uint64))
-        dtype = np.uint32 if seg.n_records < 2**32 else np.int64
-        np.save(tmp / "key_rows.npy", np.ascontiguousarray(key_rows, dtype=dtype))
-        for name, arr in payload.items():
-            if isinstance(arr, tuple) and isinstance(arr[0], (list, tuple)):
-                off = np.asarray(arr[1], dtype=np.int64)
-                _save_chunks(tmp / f"payload_{name}.values.npy", arr[0], int(off[0]), int(off[-1]))
-                np.save(tmp / f"payload_{name}.offsets.npy", off - off[0])
-            elif isinstance(arr, tuple):
-                off = np.asarray(arr[1], dtype=np.int64)
-                np.save(tmp / f"payload_{name}.values.npy", np.ascontiguousarray(arr[0][int(off[0]):int(off[-1])]))
-                np.save(tmp / f"payload_{name}.offsets.npy", off - off[0])
-            else:
-                np.save(tmp / f"payload_{name}.npy", np.ascontiguousarray(arr))
-        (tmp / "meta.json").write_text(json.dumps(seg.to_dict(), indent=1))
-        os.replace(tmp, seg.path)
 
     def drop(self, sha256: str, reason: str = "") -> bool:
         """Stop matching (and at the next compaction remove) content by SHA-256, e.g. a
@@ -470,9 +430,9 @@ class HistoryIndex:
         first = group[0]
         merged = Segment(root=self.root, id=f"{first.seq:08d}-{uuid.uuid4().hex[:8]}", kind=first.kind,
                          seq=first.seq, params=first.params, n_records=offset, shards=shards, created_at=_now())
-        self._write_segment(merged, ids, np.concatenate(rows) if rows else np.zeros(0, np.int64),
-                            np.concatenate(shard_nos) if shard_nos else np.zeros(0, np.int32), allk[order],
-                            allr[order], {k: _concat_payload(v) for k, v in payload.items()})
+        write_segment(merged, ids, np.concatenate(rows) if rows else np.zeros(0, np.int64),
+                      np.concatenate(shard_nos) if shard_nos else np.zeros(0, np.int32), allk[order],
+                      allr[order], {k: joined_payload(v) for k, v in payload.items()})
         gone = {s.id for s in group}
         m["segments"] = [s for s in m["segments"] if s["id"] not in gone] + [merged.to_dict()]
         for sha in list(m["dropped"]):
@@ -483,36 +443,3 @@ class HistoryIndex:
         self._write_manifest(m)
         for seg in group:
             shutil.rmtree(seg.path, ignore_errors=True)
-
-
-def _concat_payload(parts: list):
-    if parts and isinstance(parts[0], tuple):
-        values = np.concatenate([p[0] for p in parts])
-        lens = np.concatenate([np.diff(p[1]) for p in parts])
-        offsets = np.zeros(len(lens) + 1, dtype=np.int64)
-        np.cumsum(lens, out=offsets[1:])
-        return values, offsets
-    return np.concatenate(parts)
-
-
-def _joined(values: np.ndarray | list | tuple) -> np.ndarray:
-    """Ragged values given as a list of arrays (in record order), as one array."""
-    return np.concatenate(values) if isinstance(values, (list, tuple)) else values
-
-
-def _save_chunks(path: Path, chunks: list | tuple, start: int, stop: int) -> None:
-    """``np.save(path, np.concatenate(chunks)[start:stop])`` without the concatenated copy:
-    the .npy header for the whole length, then each chunk's part written as it is."""
-    chunks = [np.ascontiguousarray(c) for c in chunks]
-    dtype = chunks[0].dtype if chunks else np.dtype(np.uint8)
-    if any(c.dtype != dtype or c.ndim != 1 for c in chunks):
-        raise ValueError(f"{path.name}: ragged values must be 1-d arrays of one type")
-    with open(path, "wb") as f:
-        np.lib.format.write_array_header_1_0(
-            f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (stop - start,)})
-        pos = 0
-        for c in chunks:
-            lo, hi = max(start - pos, 0), min(stop - pos, len(c))
-            if hi > lo:
-                c[lo:hi].tofile(f)
-            pos += len(c)

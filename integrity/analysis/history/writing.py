@@ -1,0 +1,99 @@
+"""Writing a history segment (see :mod:`integrity.analysis.history`): its keys sorted with their
+record rows, its ragged payloads kept in chunks (never concatenated in memory), and its files."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pyarrow as pa
+
+from integrity.analysis.history.segments import Segment
+from integrity.analysis.sorting import stable_sort_u64
+
+
+def sort_record_keys(keys: np.ndarray, per_record: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(sorted keys, their record rows)`` of ``keys`` holding ``per_record`` keys per record in
+    record order (record ``r``'s are ``keys[r * per_record:(r + 1) * per_record]``), rows
+    ascending within equal keys: what :meth:`HistoryIndex.add` stores, ready for it with
+    ``keys_sorted=True``. Rows are uint32 below 2**32 keys (no array of every key's row is
+    built before the sort, and the sort's order becomes the rows in place)."""
+    keys = np.asarray(keys, dtype=np.uint64)
+    small = len(keys) < 2**32
+    sorted_keys, order = stable_sort_u64(keys, order_dtype=np.uint32 if small else np.int64)
+    np.floor_divide(order, order.dtype.type(per_record), out=order)
+    return sorted_keys, order
+
+
+def ragged_chunks(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[list[np.ndarray], np.ndarray]:
+    """``(values, offsets)`` parts (offsets from 0, one part after another in record order) as
+    one ragged payload: the values as the list of chunks they are, the offsets joined."""
+    lens = [np.diff(np.asarray(o, dtype=np.int64)) for _, o in parts]
+    offsets = np.zeros(sum(len(x) for x in lens) + 1, dtype=np.int64)
+    if lens:
+        np.cumsum(np.concatenate(lens), out=offsets[1:])
+    return [v for v, _ in parts], offsets
+
+
+def joined_payload(parts: list):
+    """One payload from its parts in record order: ragged parts as :func:`ragged_chunks`,
+    one row per record concatenated."""
+    if parts and isinstance(parts[0], tuple):
+        return ragged_chunks(parts)
+    return np.concatenate(parts)
+
+
+def joined(values: np.ndarray | list | tuple) -> np.ndarray:
+    """Ragged values given as a list of arrays (in record order), as one array."""
+    return np.concatenate(values) if isinstance(values, (list, tuple)) else values
+
+
+def write_segment(seg: Segment, record_ids, rows: np.ndarray, shard_no: np.ndarray,
+                  keys: np.ndarray, key_rows: np.ndarray, payload: Mapping[str, object]) -> None:
+    """Write ``seg``'s files into a temporary folder and move it into place (atomic).
+
+    ``payload``: one array per name with a row per record, or (values, offsets) for ragged data,
+    the values one array or a list of arrays in record order."""
+    tmp = seg.path.parent / f".{seg.id}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    ids = record_ids if isinstance(record_ids, (pa.Array, pa.ChunkedArray)) else pa.array(record_ids, pa.string())
+    table = pa.table({"record_id": ids.cast(pa.string()), "row": pa.array(rows, pa.int64()),
+                      "shard_no": pa.array(shard_no, pa.int32())})
+    with pa.OSFile(str(tmp / "records.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+    np.save(tmp / "keys.npy", np.ascontiguousarray(keys, dtype=np.uint64))
+    dtype = np.uint32 if seg.n_records < 2**32 else np.int64
+    np.save(tmp / "key_rows.npy", np.ascontiguousarray(key_rows, dtype=dtype))
+    for name, arr in payload.items():
+        if isinstance(arr, tuple):
+            values, off = arr[0], np.asarray(arr[1], dtype=np.int64)
+            chunks = values if isinstance(values, (list, tuple)) else [values]
+            save_chunks(tmp / f"payload_{name}.values.npy", chunks, int(off[0]), int(off[-1]))
+            np.save(tmp / f"payload_{name}.offsets.npy", off - off[0])
+        else:
+            np.save(tmp / f"payload_{name}.npy", np.ascontiguousarray(arr))
+    (tmp / "meta.json").write_text(json.dumps(seg.to_dict(), indent=1))
+    os.replace(tmp, seg.path)
+
+
+def save_chunks(path: Path, chunks: list | tuple, start: int, stop: int) -> None:
+    """``np.save(path, np.concatenate(chunks)[start:stop])`` without the concatenated copy:
+    the .npy header for the whole length, then each chunk's part written as it is."""
+    chunks = [np.ascontiguousarray(c) for c in chunks]
+    dtype = chunks[0].dtype if chunks else np.dtype(np.uint8)
+    if any(c.dtype != dtype or c.ndim != 1 for c in chunks):
+        raise ValueError(f"{path.name}: ragged values must be 1-d arrays of one type")
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (stop - start,)})
+        pos = 0
+        for c in chunks:
+            lo, hi = max(start - pos, 0), min(stop - pos, len(c))
+            if hi > lo:
+                c[lo:hi].tofile(f)
+            pos += len(c)
