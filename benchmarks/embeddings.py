@@ -11,7 +11,9 @@ sample) with the same model and sequence length:
   (fp32; it sorts by character length itself);
 * ``integrity``: :class:`integrity.analysis.embeddings.TextEmbedder` (token-length
   sorting, token-budget batches, prefetching the next padded batch on a helper
-  thread, and fp16 autocast with pinned memory on CUDA).
+  thread, fp16 autocast with pinned memory on CUDA, bf16 autocast on a CPU with
+  native bf16); on CPU also ``integrity fp32`` (``cpu_bf16=False``), so the bf16
+  speed-up and its agreement with float32 are printed apart.
 
 It prints the device (the GPU's name on CUDA), docs/s and tokens/s of each,
 the speed-up, and the largest cosine difference between the two (they must
@@ -74,14 +76,18 @@ def main() -> int:
     model.max_seq_length = a.max_seq_length
     bs = a.batch_size or (512 if device.startswith("cuda") else 64)
     ours = TextEmbedder(a.model, device=device, max_seq_length=a.max_seq_length)
+    fp32 = None if device.startswith("cuda") or ours.precision == "fp32" else TextEmbedder(
+        a.model, device=device, max_seq_length=a.max_seq_length, cpu_bf16=False)
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
     n_tokens = sum(min(len(x), a.max_seq_length) for x in model.tokenizer(texts, truncation=True, max_length=a.max_seq_length)["input_ids"])
     print(f"device: {name}; model {a.model}; {len(texts)} Debian descriptions, {n_tokens} tokens "
-          f"(max_seq_length {a.max_seq_length})")
+          f"(max_seq_length {a.max_seq_length}); integrity path in {ours.precision}")
 
     # warm-up (kernels, allocator, tokenizer caches)
     model.encode(texts[:64], batch_size=bs)
     ours.encode(texts[:64])
+    if fp32 is not None:
+        fp32.encode(texts[:64])
 
     def timed(fn):
         best, out = float("inf"), None
@@ -96,10 +102,19 @@ def main() -> int:
     t_plain, v_plain = timed(lambda: model.encode(texts, batch_size=bs, convert_to_numpy=True, normalize_embeddings=True))
     t_ours, v_ours = timed(lambda: ours.encode(texts))
     diff = float(np.max(1.0 - np.sum(v_plain * v_ours, axis=1)))
-    print(f"{'path':12s} {'seconds':>9s} {'docs/s':>10s} {'tokens/s':>12s}")
-    for label, t in (("plain", t_plain), ("integrity", t_ours)):
-        print(f"{label:12s} {t:9.2f} {len(texts) / t:10.1f} {n_tokens / t:12.0f}")
+    rows = [("plain", t_plain), (f"integrity {ours.precision}", t_ours)]
+    if fp32 is not None:
+        t_32, v_32 = timed(lambda: fp32.encode(texts))
+        rows.append(("integrity fp32", t_32))
+    print(f"{'path':16s} {'seconds':>9s} {'docs/s':>10s} {'tokens/s':>12s}")
+    for label, t in rows:
+        print(f"{label:16s} {t:9.2f} {len(texts) / t:10.1f} {n_tokens / t:12.0f}")
     print(f"speed-up: {t_plain / t_ours:.2f}x; largest cosine difference between the two: {diff:.2e}")
+    if fp32 is not None:
+        sims = lambda v: v @ v.T  # noqa: E731
+        print(f"{ours.precision} against float32: {t_32 / t_ours:.2f}x; largest cosine difference "
+              f"{float(np.max(1.0 - np.sum(v_32 * v_ours, axis=1))):.2e}; largest change of a pair's similarity "
+              f"{float(np.abs(sims(v_32) - sims(v_ours)).max()):.4f}")
     if device.startswith("cuda"):
         params = sum(p.numel() for p in model.parameters())
         achieved = 2 * params * n_tokens / t_ours / 1e12

@@ -4,7 +4,9 @@
 usage: nice -n 10 python benchmarks/semantic.py [--n 4000] [--threshold 0.85]
                                                [--static-threshold T] [--static-neighbors K]
                                                [--minilm-cache DIR] [--all-cached] [--whole-corpus] [--fit]
-                                               [--budgets 4096,16384,none] [--no-sure-first] [--no-compare-rescored]
+                                               [--budgets 4096,share:0.5,none,policy] [--no-sure-first]
+                                               [--no-compare-rescored] [--reference sample|all]
+                                               [--scan sample|whole] [--scan-shards N] [--rescore-share F]
                                                [--data ../shared/data/debian/descriptions.parquet]
 
 1. **Static stage speed.** Every Debian description (63,956) is embedded with the
@@ -32,14 +34,21 @@ usage: nice -n 10 python benchmarks/semantic.py [--n 4000] [--threshold 0.85]
    neighbour lists at all (the ceiling of pair recall), and their recall among the
    candidates, without and with the default re-scoring budget (MiniLM calls printed).
    Under each candidate line, the check's own re-scoring plan for each budget of
-   ``--budgets`` (default ``rescore_per_shard``; ``none``: no budget; ``--no-sure-first``,
+   ``--budgets`` (``N``: texts per shard; ``share:F``: a share of the texts; ``none``: no
+   budget; default the policy's, ``rescore_share`` 0.5; ``--no-sure-first``,
    ``--no-compare-rescored`` switch the plan's options off): MiniLM's cost, pair recall
    (a sample pair is found when the plan declares it: the same static cluster, or both
    records re-scored -- or following a re-scored sure partner -- and MiniLM's similarity
    at the threshold; MiniLM vectors of partners outside the sample are embedded on
    demand and cached), cluster recall (connected through declared pairs) and the
    precision of the declared pairs inside the sample.
-4. ``--fit``: a per-corpus fit, measured on held-out pairs. Half of the sample fits the
+4. ``--reference all``: float32 MiniLM vectors of every description (cached like the
+   sample's; about 10 minutes on 2 idle cores the first time), every pair of the corpus at
+   the threshold (brute force), and, under each plan and real scan, the recall of *all* of
+   them -- pairs, and records in a pair that keep at least one -- besides the sample's; a
+   real scan also prints the same through the GPU path's leader clusters (exact MiniLM
+   vectors of every record), the ceiling that leader clustering sets.
+5. ``--fit``: a per-corpus fit, measured on held-out pairs. Half of the sample fits the
    static model to MiniLM (a ridge map, and the token fit of
    :mod:`integrity.analysis.static_fit`) and calibrates ``static_threshold`` (0.95 recall)
    and ``static_accept`` (0.95 precision); the other half's pairs judge each, and with
@@ -60,13 +69,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import polars as pl
 
+from integrity.analysis.embeddings import cpu_bf16_native
 from integrity.analysis.static_embeddings import encode_static, static_model, user_cache_dir
 from integrity.analysis.semantic_candidates import (candidate_pairs, knn, rescore_budget, rescore_plan, static_candidates,
                                                     static_unit)
 from integrity.checks.dedup_semantic import SemanticDedup
 
-#: all-MiniLM-L6-v2 at 128 tokens on CPU: Debian descriptions per CPU-second (README), for the projected cost
-MINILM_PER_CPU_S = 28
+#: all-MiniLM-L6-v2 at 128 tokens on CPU: Debian descriptions per CPU-second on 2 idle cores (README), for the
+#: projected cost: 170 under bf16 autocast where the CPU has native bf16 (what the check uses there), else 58
+#: (float32; 28 on the heavily loaded machine of the earlier figures)
+MINILM_PER_CPU_S = 170 if cpu_bf16_native() else 58
 
 DEFAULT_CACHE = Path(__file__).resolve().parent / "out" / "minilm-debian"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian" / "descriptions.parquet"
@@ -76,17 +88,24 @@ def load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def speed(model, texts: list[str], max_tokens: int) -> None:
+def speed(model, texts: list[str], max_tokens: int, repeat: int = 3) -> None:
+    """The static stage over ``texts``, ``repeat`` times after a warm-up: each run's documents/s of wall
+    time, the median, and documents per CPU-second (a scan embeds shard after shard, so the runs after
+    the first are what it sees once the tokenizer's caches and the allocator are warm)."""
     encode_static(model, texts[:2000], max_tokens)  # warm-up (tokenizer, caches)
     la0 = load()
-    c0, t0 = time.process_time(), time.perf_counter()
-    encode_static(model, texts, max_tokens)
-    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    walls, cpus = [], []
+    for _ in range(repeat):
+        c0, t0 = time.process_time(), time.perf_counter()
+        encode_static(model, texts, max_tokens)
+        cpus.append(time.process_time() - c0)
+        walls.append(time.perf_counter() - t0)
+    wall, cpu = float(np.median(walls)), float(np.median(cpus))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"static stage: {len(texts):,} documents in {wall:.1f} s wall = {len(texts) / wall:,.0f} docs/s "
-          f"(nice {os.nice(0)}, {cores} cores, load {la0} -> {load()})")
-    print(f"  {len(texts) / cpu:,.0f} docs per CPU-second of this process ({cpu:.1f} CPU-s); "
-          f"x {min(cores, 2)} cores = {min(cores, 2) * len(texts) / cpu:,.0f} docs/s on {min(cores, 2)} idle cores")
+    runs = ", ".join(f"{len(texts) / w:,.0f}" for w in walls)
+    print(f"static stage: {len(texts):,} documents, {repeat} runs: {runs} docs/s of wall time; median "
+          f"{wall:.2f} s = {len(texts) / wall:,.0f} docs/s (nice {os.nice(0)}, {cores} cores, load {la0} -> {load()})")
+    print(f"  {len(texts) / cpu:,.0f} docs per CPU-second of this process (median {cpu:.2f} CPU-s a run)")
 
 
 def minilm(texts: list[str], idx: np.ndarray, cache: Path | None, max_seq_length: int) -> np.ndarray:
@@ -104,7 +123,7 @@ def minilm(texts: list[str], idx: np.ndarray, cache: Path | None, max_seq_length
     if len(todo):
         from integrity.analysis.embeddings import TextEmbedder
 
-        emb = TextEmbedder(device="cpu", max_seq_length=max_seq_length)
+        emb = TextEmbedder(device="cpu", max_seq_length=max_seq_length, cpu_bf16=False)  # the float32 reference
         t0 = time.perf_counter()
         for s in range(0, len(todo), 500):
             part = todo[s:s + 500]
@@ -134,6 +153,43 @@ def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     g = sp.coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
     return connected_components(g, directed=False)[1]
+
+
+def truth_pairs(ref: np.ndarray, thr: float, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair ``(a, b)``, ``a < b``, of rows of ``ref`` (MiniLM vectors) at cosine >= ``thr``: brute force, in
+    row blocks (exact, no index)."""
+    x = np.ascontiguousarray(ref / np.linalg.norm(ref, axis=1, keepdims=True), dtype=np.float32)
+    out_a, out_b = [], []
+    for s in range(0, len(x), block):
+        sims = x[s:s + block] @ x[s:].T  # only the upper triangle: columns from the block's first row on
+        r, c = np.nonzero(sims >= thr)
+        c = c + s
+        keep = c > r + s
+        out_a.append((r + s)[keep])
+        out_b.append(c[keep])
+    return np.concatenate(out_a).astype(np.int64), np.concatenate(out_b).astype(np.int64)
+
+
+#: every MiniLM pair of the whole corpus and the MiniLM vectors of every record (``--reference all``)
+WHOLE: dict[str, np.ndarray] = {}
+
+
+def whole_recall(found_same: np.ndarray, fam: np.ndarray | None = None, scored: np.ndarray | None = None) -> str:
+    """Recall of every MiniLM pair of the corpus (``WHOLE``): pairs, and records in a pair that keep
+    at least one of their pairs (a record flagged as someone's duplicate). ``found_same``: a label
+    per record (pairs with equal labels are found); with ``fam``/``scored``, also pairs of two
+    re-scored stand-ins at MiniLM similarity >= threshold (the plan's declared pairs)."""
+    ta, tb, thr = WHOLE["a"], WHOLE["b"], float(WHOLE["thr"][0])
+    hit = found_same[ta] == found_same[tb]
+    if fam is not None:
+        x = WHOLE["x"]
+        fa, fb = fam[ta], fam[tb]
+        both = scored[fa] & scored[fb] & ~hit
+        hit[both] = np.einsum("ij,ij->i", x[fa[both]], x[fb[both]]) >= thr
+    recs = np.unique(np.concatenate([ta, tb]))
+    kept = np.unique(np.concatenate([ta[hit], tb[hit]]))
+    return (f"pair recall {hit.mean():.3f} ({int(hit.sum()):,} of {len(ta):,}); records in a MiniLM pair that keep "
+            f"one: {len(kept) / len(recs):.3f} ({len(kept):,} of {len(recs):,})")
 
 
 def recall(model, texts: list[str], ref: np.ndarray, o: dict) -> None:
@@ -287,8 +343,8 @@ def budgeted(sv: np.ndarray, a: np.ndarray, b: np.ndarray, ta: np.ndarray, tb: n
     pairs under that plan (``x``: the sample's MiniLM vectors, ``idx``: the sample's positions in the
     scanned texts; ``vec_of``: MiniLM vectors of other positions, for re-scored partners outside
     the sample). Each budget of ``--budgets`` is run; ``sure_first`` / ``compare_rescored`` as in the policy."""
-    for per_shard in BUDGETS or [o["rescore_per_shard"]]:
-        _budgeted(sv, a, b, ta, tb, x, idx, dict(o, rescore_per_shard=per_shard), shards, unit_done, vec_of)
+    for budget in BUDGETS or [{}]:  # each: options that replace the policy's budget ({}: the policy's own)
+        _budgeted(sv, a, b, ta, tb, x, idx, dict(o, **budget), shards, unit_done, vec_of)
 
 
 def _budgeted(sv, a, b, ta, tb, x, idx, o, shards, unit_done, vec_of) -> None:
@@ -301,7 +357,7 @@ def _budgeted(sv, a, b, ta, tb, x, idx, o, shards, unit_done, vec_of) -> None:
     n_all = len(sv)
     xc = sv if unit_done else static_unit(sv)
     ps = np.einsum("ij,ij->i", xc[a], xc[b])
-    budget = rescore_budget(o, shards)
+    budget = rescore_budget(o, shards, n_all)
     rank = np.arange(n_all)
     plan = rescore_plan(n_all, a, b, ps, budget, o["static_accept"], sure_first=o.get("sure_first", True))
     cov = plan.coverage(budget, o["static_accept"])
@@ -347,7 +403,8 @@ def _budgeted(sv, a, b, ta, tb, x, idx, o, shards, unit_done, vec_of) -> None:
     comp = components(len(idx), iu[0][declared], iu[1][declared])
     linked = (comp[iu[0]] == comp[iu[1]])[truth].mean() if truth.any() else float("nan")
     members = int((fam != np.arange(n_all)).sum())
-    print(f"  re-scoring budget (rescore_per_shard {o['rescore_per_shard']} x {shards} shard, static_accept "
+    print(f"  re-scoring budget (rescore_share {o.get('rescore_share')}, rescore_per_shard {o['rescore_per_shard']} "
+          f"x {shards} shard: {budget if budget is not None else 'none'}; static_accept "
           f"{o['static_accept']}, sure_first {o.get('sure_first', True)}, compare_rescored "
           f"{o.get('compare_rescored', True)}): {cov['how']}")
     print(f"    MiniLM embeddings {cov['rescored']:,} ({cov['rescored'] / n_all:.1%} of the records; projected "
@@ -361,11 +418,13 @@ def _budgeted(sv, a, b, ta, tb, x, idx, o, shards, unit_done, vec_of) -> None:
     rate = lambda m: f"{truth[m].mean():.3f} of {int(m.sum()):,}" if m.any() else "none"  # noqa: E731
     print(f"    precision of the implied pairs inside the sample: {rate(declared)} (static decisions {rate(same)}; "
           f"MiniLM through a re-scored sure partner {rate(via_rep)})")
+    if WHOLE and n_all == len(WHOLE["x"]):
+        print(f"    every MiniLM pair of the corpus: {whole_recall(fam, fam, scored)}")
 
 
-def real_scan(texts: list[str], idx: np.ndarray, ref: np.ndarray, o: dict, label: str) -> None:
+def real_scan(texts: list[str], idx: np.ndarray, ref: np.ndarray, o: dict, label: str, shards: int = 1) -> None:
     """The check itself, in a real scan (``integrity.api.scan``, CPU, MiniLM re-scoring) of
-    ``texts`` written as one Parquet shard: the clusters it reports, judged on the sample's MiniLM
+    ``texts`` written as ``shards`` Parquet shards (contiguous slices): the clusters it reports, judged on the sample's MiniLM
     pairs (``idx``: the sample's positions in ``texts``, ``ref``: their MiniLM vectors): pair recall
     through reported clusters (both records in one reported cluster), the precision of the pairs
     reported clusters imply inside the sample, and the scan's CPU-seconds."""
@@ -379,10 +438,15 @@ def real_scan(texts: list[str], idx: np.ndarray, ref: np.ndarray, o: dict, label
     import integrity.api as api
 
     thr = float(o["threshold"])
-    opts = {k: o[k] for k in ("rescore_per_shard", "static_accept", "sure_first", "compare_rescored")}
+    opts = {k: o[k] for k in ("rescore_per_shard", "rescore_share", "static_accept", "sure_first", "compare_rescored")}
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "corpus.parquet"
-        pq.write_table(pa.table({"id": [f"d{i}" for i in range(len(texts))], "text": texts}), path)
+        path = Path(tmp) / "corpus"
+        path.mkdir()
+        bounds = np.linspace(0, len(texts), shards + 1).astype(int)
+        for i in range(shards):
+            lo, hi = bounds[i], bounds[i + 1]
+            pq.write_table(pa.table({"id": [f"d{j}" for j in range(lo, hi)], "text": texts[lo:hi]}),
+                           path / f"part-{i:03d}.parquet")
         policy = {"checks": {"dedup.semantic": {"enabled": True, "options": {
             "device": "cpu", "report_exact_copies": True, **opts}}}}
         r0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -400,16 +464,46 @@ def real_scan(texts: list[str], idx: np.ndarray, ref: np.ndarray, o: dict, label
     iu = np.triu_indices(len(idx), 1)
     truth = (x @ x.T)[iu] >= thr
     same = lab[idx][iu[0]] == lab[idx][iu[1]]
-    print(f"real scan of {label} ({len(texts):,} descriptions, one shard; options {opts}): "
+    print(f"real scan of {label} ({len(texts):,} descriptions, {shards} shard(s); options {opts}): "
           f"{cpu:,.0f} CPU-s of this process ({time.perf_counter() - t0:,.0f} s wall), "
           f"{found.height:,} records reported in {len(np.unique(lab[lab != np.arange(len(lab))])):,} clusters")
     print(f"  coverage: {cov.get('how', cov)}")
     print(f"  the sample's {int(truth.sum()):,} MiniLM pairs: pair recall through reported clusters "
           f"{same[truth].mean() if truth.any() else float('nan'):.3f}; pairs reported clusters imply inside the "
           f"sample {int(same.sum()):,}, precision {truth[same].mean() if same.any() else float('nan'):.3f}")
+    if WHOLE and len(texts) == len(WHOLE["x"]):
+        print(f"  every MiniLM pair of the corpus, through reported clusters: {whole_recall(lab)}")
+        gpu = gpu_clusters(o)
+        print(f"  the same through the leader clusters of exact MiniLM vectors of every record (the GPU path's "
+              f"ceiling): {whole_recall(gpu)}")
 
 
-BUDGETS: list[int | None] = []
+def gpu_clusters(o: dict) -> np.ndarray:
+    """The GPU path's clusters: leader clusters over the exact MiniLM vectors of every record (``WHOLE``), in
+    record order, as :func:`integrity.checks._semantic_clusters.cluster_full` builds them."""
+    from integrity.analysis.semantic_candidates import leader_clusters
+
+    x = WHOLE["x"]
+    sims, nbrs = knn(x, min(int(o["k_neighbors"]) + 1, len(x)), int(o["exact_max_records"]), int(o["nprobe"]))
+    rep, _ = leader_clusters(x, sims, nbrs, np.arange(len(x)), float(o["threshold"]))
+    return rep
+
+
+#: the budgets of ``--budgets``, each as the options it sets
+BUDGETS: list[dict] = []
+
+
+def parse_budget(v: str) -> dict:
+    """``4096``: that many texts per shard (no share cap); ``share:0.5``: that share of the texts (no per-shard
+    cap); ``none``: no budget; ``policy``: the policy's own."""
+    v = v.strip().lower()
+    if v == "policy":
+        return {}
+    if v == "none":
+        return {"rescore_per_shard": None, "rescore_share": None}
+    if v.startswith("share:"):
+        return {"rescore_per_shard": None, "rescore_share": float(v.split(":", 1)[1])}
+    return {"rescore_per_shard": int(v), "rescore_share": None}
 
 
 def main() -> int:
@@ -432,8 +526,8 @@ def main() -> int:
                     help="re-scoring budget per shard (the sample and the whole corpus are one shard each)")
     ap.add_argument("--static-accept", type=float, default=o["static_accept"])
     ap.add_argument("--budgets", default=None,
-                    help="comma-separated re-scoring budgets per shard to run the plan with ('none': no budget); "
-                         "default: --rescore-per-shard")
+                    help="comma-separated re-scoring budgets to run the plan with: N texts per shard, share:F of "
+                         "the texts, none (no budget) or policy (the policy's own); default: the policy's")
     ap.add_argument("--no-sure-first", action="store_true",
                     help="sure_first: false (sure pairs decided statically, the budget goes to the others)")
     ap.add_argument("--no-compare-rescored", action="store_true",
@@ -441,16 +535,23 @@ def main() -> int:
     ap.add_argument("--scan", choices=("sample", "whole"), default=None,
                     help="also run the check itself in a real scan of the sample or of the whole corpus (MiniLM "
                          "re-scores for real: minutes to an hour of CPU) and judge its reported clusters")
+    ap.add_argument("--scan-shards", type=int, default=1,
+                    help="the real scan's corpus as this many Parquet shards (the budget is per shard; default 1)")
+    ap.add_argument("--rescore-share", type=float, default=o.get("rescore_share"),
+                    help="re-scoring budget as a share of the scanned contents (default: the policy's)")
+    ap.add_argument("--reference", choices=("sample", "all"), default="sample",
+                    help="all: MiniLM vectors of every description (cached; ~10 min on 2 idle cores) and recall "
+                         "over every MiniLM pair of the corpus, besides the sample's")
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     a = ap.parse_args()
     if not Path(a.data).exists():
         print(f"no data at {a.data} (see ../shared/data/README.md)")
         return 2
     o.update(threshold=a.threshold, static_threshold=a.static_threshold, static_neighbors=a.static_neighbors,
-             rescore_per_shard=a.rescore_per_shard, static_accept=a.static_accept,
+             rescore_per_shard=a.rescore_per_shard, rescore_share=a.rescore_share, static_accept=a.static_accept,
              sure_first=not a.no_sure_first, compare_rescored=not a.no_compare_rescored)
     if a.budgets:
-        BUDGETS[:] = [None if v.strip().lower() == "none" else int(v) for v in a.budgets.split(",")]
+        BUDGETS[:] = [parse_budget(v) for v in a.budgets.split(",")]
     t0 = time.perf_counter()
     model = static_model(None, user_cache_dir())
     print(f"static model ready in {time.perf_counter() - t0:.1f} s (distilled once, then cached)")
@@ -465,6 +566,15 @@ def main() -> int:
     sample = [texts[i][:2048] for i in idx]
     CACHE[0] = Path(a.minilm_cache) if a.minilm_cache else None
     ref = minilm(texts, idx, CACHE[0], int(o["max_seq_length"]))
+    if a.reference == "all":
+        t0 = time.perf_counter()
+        allv = minilm(texts, np.arange(len(texts)), CACHE[0], int(o["max_seq_length"]))
+        WHOLE["x"] = np.ascontiguousarray(allv / np.linalg.norm(allv, axis=1, keepdims=True), dtype=np.float32)
+        WHOLE["a"], WHOLE["b"] = truth_pairs(WHOLE["x"], float(o["threshold"]))
+        WHOLE["thr"] = np.array([float(o["threshold"])])
+        recs = len(np.unique(np.concatenate([WHOLE["a"], WHOLE["b"]])))
+        print(f"every description's MiniLM vector: {len(WHOLE['a']):,} MiniLM pairs at >= {o['threshold']} in the "
+              f"corpus, {recs:,} records in one ({recs / len(texts):.1%}); {time.perf_counter() - t0:.0f} s")
     recall(model, sample, ref, o)
     if a.whole_corpus:
         full_corpus(model, texts, idx, ref, o)
@@ -473,7 +583,7 @@ def main() -> int:
     if a.scan == "sample":
         real_scan(sample, np.arange(len(idx)), ref, o, "the sample")
     elif a.scan == "whole":
-        real_scan([t[:2048] for t in texts], idx, ref, o, "the whole corpus")
+        real_scan([t[:2048] for t in texts], idx, ref, o, "the whole corpus", shards=a.scan_shards)
     return 0
 
 

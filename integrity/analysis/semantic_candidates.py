@@ -37,10 +37,13 @@ def static_unit(xs: np.ndarray) -> np.ndarray:
     return unit(x - x.mean(axis=0))
 
 
-def rescore_budget(options: Mapping[str, Any], shards: int) -> int | None:
-    """Candidate texts the full model may re-score in one scan: ``rescore_per_shard`` times the
-    scan's shards, capped by ``rescore_max_records`` (None: no budget)."""
+def rescore_budget(options: Mapping[str, Any], shards: int, contents: int | None = None) -> int | None:
+    """Candidate texts the full model may re-score in one scan: ``rescore_share`` of the scan's
+    ``contents`` (distinct texts), ``rescore_per_shard`` times the scan's shards and
+    ``rescore_max_records``, whichever is least (None: no budget)."""
     caps = []
+    if options.get("rescore_share") is not None and contents is not None:
+        caps.append(int(np.ceil(float(options["rescore_share"]) * int(contents))))
     if options.get("rescore_per_shard") is not None:
         caps.append(int(options["rescore_per_shard"]) * max(int(shards), 1))
     if options.get("rescore_max_records") is not None:

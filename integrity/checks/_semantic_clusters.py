@@ -80,7 +80,7 @@ def cluster_static(contents: pl.DataFrame, rank: np.ndarray, o: Mapping[str, Any
     xc = static_unit(xs)
     pair_sim = np.einsum("ij,ij->i", xc[la], xc[lb]) if len(la) else np.zeros(0, dtype=np.float32)
     a, b = ids[la], ids[lb]
-    budget = rescore_budget(o, shards)
+    budget = rescore_budget(o, shards, n)
     accept = o["static_accept"]
     plan = rescore_plan(n, a, b, pair_sim, budget, accept, sure_first=bool(o.get("sure_first", True)))
     coverage = plan.coverage(budget, accept)
@@ -173,8 +173,8 @@ def full_vectors(contents: pl.DataFrame, cand: np.ndarray, o: Mapping[str, Any],
             vecs = embedder.encode([t for t in texts if t is not None])
             dim = vecs.shape[1]
             out.update(zip(got, vecs))
-        log.info("dedup.semantic: re-scored %d candidate contents with %s in %.1fs on %s", len(got),
-                 o["model"], time.perf_counter() - t0, embedder.device)
+        log.info("dedup.semantic: re-scored %d candidate contents with %s in %.1fs on %s (%s)", len(got),
+                 o["model"], time.perf_counter() - t0, embedder.device, embedder.precision)
     ok = np.zeros(len(cand), dtype=bool)
     x = np.zeros((len(cand), dim or 1), dtype=np.float32)
     for i, v in out.items():

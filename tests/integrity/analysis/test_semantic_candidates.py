@@ -42,6 +42,11 @@ def test_rescore_plan_spends_the_budget_on_the_most_similar_open_pairs():
     assert not free.binds and free.rescore.tolist() == list(range(10)) and len(free.static_only) == 0
     assert rescore_budget({"rescore_per_shard": 100, "rescore_max_records": 250}, shards=3) == 250
     assert rescore_budget({"rescore_per_shard": None, "rescore_max_records": None}, shards=3) is None
+    # a share of the scan's contents: the least of the caps binds
+    share = {"rescore_share": 0.5, "rescore_per_shard": None, "rescore_max_records": None}
+    assert rescore_budget(share, shards=3, contents=1001) == 501
+    assert rescore_budget(dict(share, rescore_per_shard=100), shards=3, contents=1001) == 300
+    assert rescore_budget(share, shards=3) is None  # contents unknown: no share cap
 
 
 def test_calibrated_thresholds_keep_the_recall_and_precision_asked_for():

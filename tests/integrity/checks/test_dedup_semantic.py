@@ -211,6 +211,22 @@ def test_cpu_scan_past_the_rescoring_budget_decides_sure_pairs_statically_and_sa
     assert "not compared" in html
 
 
+def test_cpu_scan_budget_as_a_share_of_the_scans_texts(tmp_path: Path, small_static_model: Path):
+    # the default budget is a share of the scan's texts (rescore_share), not a count per shard:
+    # 2% of 200 texts is 4 re-scored of the 8 candidates, whatever the shards
+    texts = _filler(200, seed=2)
+    for k, (p, q) in enumerate(PARAPHRASES):
+        texts[10 + k], texts[150 + k] = p, q
+    texts[50] = "This package contains the development headers and static libraries for libxml2 version 2.9."
+    texts[190] = "This package contains the development headers and static libraries for libxml2 version 2.10."
+    run = _scan(tmp_path, [{"id": f"r{i}", "text": t} for i, t in enumerate(texts)],
+                {"static_model": str(small_static_model), "rescore_share": 0.02})
+    assert SemanticDedup.default_options["rescore_per_shard"] is None
+    cov = json.loads((run.run_dir / "summary.json").read_text())["counts"]["coverage"]["dedup.semantic"]
+    assert cov["candidates"] == 8 and cov["rescore_budget"] == 4 and cov["rescored"] == 4
+    assert "re-scored 4 of 8" in cov["how"]
+
+
 def _semantic_findings(run) -> dict[str, dict]:
     found = pl.read_parquet(run.run_dir / "findings.parquet").filter(pl.col("check") == "dedup.semantic")
     return {r: json.loads(d) for r, d in zip(found["record_id"], found["detail"])}
