@@ -106,6 +106,13 @@ def speed(model, texts: list[str], max_tokens: int, repeat: int = 3) -> None:
     print(f"static stage: {len(texts):,} documents, {repeat} runs: {runs} docs/s of wall time; median "
           f"{wall:.2f} s = {len(texts) / wall:,.0f} docs/s (nice {os.nice(0)}, {cores} cores, load {la0} -> {load()})")
     print(f"  {len(texts) / cpu:,.0f} docs per CPU-second of this process (median {cpu:.2f} CPU-s a run)")
+    # what a scan does: one call per batch of the policy's batch_size rows
+    batch = 8192
+    t0 = time.perf_counter()
+    for s in range(0, len(texts), batch):
+        encode_static(model, texts[s:s + batch], max_tokens)
+    wall = time.perf_counter() - t0
+    print(f"  in batches of {batch:,} (a scan's batch_size): {len(texts) / wall:,.0f} docs/s of wall time")
 
 
 def minilm(texts: list[str], idx: np.ndarray, cache: Path | None, max_seq_length: int) -> np.ndarray:
