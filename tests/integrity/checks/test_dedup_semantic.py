@@ -77,6 +77,21 @@ def test_paraphrases_across_shards_are_clustered_and_unrelated_text_is_not():
     # the exact copy is dedup.exact's finding, not ours; unrelated records are in no cluster
 
 
+def test_bf16_and_float32_find_the_same_clusters():
+    # cpu_bf16 changes the arithmetic, not the findings: the same clusters and similarities within
+    # bf16's rounding, on either setting whatever the CPU has (true forces bf16, false float32)
+    a = [p[0] for p in PARAPHRASES] + UNRELATED[:3]
+    b = UNRELATED[3:] + [p[1] for p in PARAPHRASES]
+    got = {}
+    for bf16 in (False, True):
+        found = corpus({"s1": a, "s2": b}, cpu_bf16=bf16, cpu_max_records=None)
+        got[bf16] = {r: json.loads(d) for r, d in zip(found["record_id"], found["detail"])}
+    assert set(got[True]) == set(got[False]) == {"s23", "s24", "s25"}
+    for rid, d in got[False].items():
+        assert got[True][rid]["representative"] == d["representative"]
+        assert abs(got[True][rid]["similarity"] - d["similarity"]) < 0.01
+
+
 def test_prompt_response_records_and_short_texts():
     p = [PARAPHRASES[1][0], "ok", "ok"]
     r = [PARAPHRASES[1][1], "yes", "no"]
