@@ -208,6 +208,28 @@ class BudgetedEmbeddings:
         return len(self.indices) == self.total
 
 
+def padded_batch(rows: Sequence[Sequence[int]], pad_id: int, seq_len: int,
+                 pad_rows: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(input ids, attention mask) of one batch of token id lists, padded to a width that is a
+    multiple of 16 (at most ``seq_len`` unless a row is longer) and, with ``pad_rows``, to a
+    multiple of 8 rows (extra rows hold one unmasked pad token; callers drop their outputs).
+
+    Few distinct shapes: oneDNN and the attention kernels keep state per input shape, and a
+    CPU process fed every (rows, width) pair grew by about 800 MB over 16,000 texts (bounded
+    at about 250 MB this way; bf16 also runs faster on tile-aligned shapes)."""
+    n = len(rows)
+    width = max((len(r) for r in rows), default=1)
+    width = min(-(-width // 16) * 16, max(width, seq_len))
+    height = -(-n // 8) * 8 if pad_rows else n
+    input_ids = np.full((height, width), pad_id, dtype=np.int64)
+    mask = np.zeros((height, width), dtype=np.int64)
+    mask[n:, 0] = 1
+    for r, row in enumerate(rows):
+        input_ids[r, : len(row)] = row
+        mask[r, : len(row)] = 1
+    return input_ids, mask
+
+
 class TextEmbedder:
     """Sentence embeddings with one model, batched and cached (see the module docstring).
 
@@ -293,7 +315,9 @@ class TextEmbedder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        for idx, vecs in self._encode_iter(texts, chunk=16384):
+        # texts are tokenized a chunk at a time (the fast tokenizer's Encoding objects cost ~10 KB a
+        # text): on CPU 2,048 kept a 30,000-text call at 1.46 GB instead of 2.0, at the same speed
+        for idx, vecs in self._encode_iter(texts, chunk=16384 if self.on_gpu else 2048):
             out[idx] = vecs
         return out
 
@@ -364,13 +388,7 @@ class TextEmbedder:
 
         def prepared(ids: list[list[int]], batches: list[np.ndarray]):
             for b in batches:
-                width = max(len(ids[i]) for i in b)
-                input_ids = np.full((len(b), width), pad_id, dtype=np.int64)
-                mask = np.zeros((len(b), width), dtype=np.int64)
-                for r, i in enumerate(b):
-                    row = ids[i]
-                    input_ids[r, : len(row)] = row
-                    mask[r, : len(row)] = 1
+                input_ids, mask = padded_batch([ids[i] for i in b], pad_id, seq_len, pad_rows=not gpu)
                 feats = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
                 if "token_type_ids" in names:
                     feats["token_type_ids"] = torch.zeros_like(feats["input_ids"])
@@ -404,7 +422,7 @@ class TextEmbedder:
                 feats = {k: v.to(dev, non_blocking=gpu) for k, v in feats.items()}
                 emb = model(feats)["sentence_embedding"].float()
                 emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-                yield b, emb.cpu().numpy()
+                yield b, emb[: len(b)].cpu().numpy()  # without the rows that padded the batch
 
 
 class _nullcontext:

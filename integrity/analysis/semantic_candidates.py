@@ -138,21 +138,32 @@ def calibrate_thresholds(static_sim: np.ndarray, is_pair: np.ndarray, recall: fl
     return low, (float(s[order][ok.max()]) if len(ok) else None)
 
 
+def pair_similarity(x: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """Inner products ``x[a[i]] . x[b[i]]``, float32, gathered ``chunk`` pairs at a time: gathering
+    every pair's two rows at once costs ``2 * pairs * dim * 4`` bytes (2.4 GB for 800,000 pairs of
+    384-d vectors)."""
+    out = np.empty(len(a), dtype=np.float32)
+    for s in range(0, len(a), chunk):
+        out[s:s + chunk] = np.einsum("ij,ij->i", x[a[s:s + chunk]], x[b[s:s + chunk]])
+    return out
+
+
 def pair_lists(x: np.ndarray, pa_: np.ndarray, pb_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Neighbour lists (similarities, indices; -1 / -inf padded) of the rows of ``x`` from the
     undirected pairs ``(pa_, pb_)``, for :func:`leader_clusters`."""
     m = len(x)
+    pair_sim = pair_similarity(x, pa_, pb_)  # once per undirected pair, placed in both lists
     rows = np.concatenate([pa_, pb_])
     nb = np.concatenate([pb_, pa_])
     order = np.lexsort((nb, rows))
-    rows, nb = rows[order], nb[order]
+    rows, nb, both_sim = rows[order], nb[order], np.concatenate([pair_sim, pair_sim])[order]
     width = int(np.bincount(rows, minlength=m).max())
     start = np.searchsorted(rows, np.arange(m))
     slot = np.arange(len(rows)) - start[rows]
     nbrs = np.full((m, width), -1, dtype=np.int64)
     nbrs[rows, slot] = nb
     sims = np.full((m, width), -np.inf, dtype=np.float32)
-    sims[rows, slot] = np.einsum("ij,ij->i", x[rows], x[nb])
+    sims[rows, slot] = both_sim
     return sims, nbrs
 
 
@@ -264,5 +275,5 @@ def leader_clusters(x: np.ndarray, sims: np.ndarray, nbrs: np.ndarray, rank: np.
     return rep, sim
 
 
-__all__ = ["unit", "static_unit", "calibrate_thresholds", "rescore_budget", "RescorePlan", "rescore_plan", "pair_lists", "static_clusters",
+__all__ = ["unit", "static_unit", "calibrate_thresholds", "rescore_budget", "RescorePlan", "rescore_plan", "pair_lists", "pair_similarity", "static_clusters",
            "static_candidates", "candidate_pairs", "knn", "leader_clusters"]

@@ -15,8 +15,9 @@ import polars as pl
 import xxhash
 
 from connectors.schema import RECORD_ID, ROW
-from integrity.analysis.semantic_candidates import (candidate_pairs, knn, leader_clusters, pair_lists, rescore_budget,
-                                                    rescore_plan, static_candidates, static_clusters, static_unit, unit)
+from integrity.analysis.semantic_candidates import (candidate_pairs, knn, leader_clusters, pair_lists, pair_similarity,
+                                                    rescore_budget, rescore_plan, static_candidates, static_clusters,
+                                                    static_unit, unit)
 from integrity.checks._semantic_texts import CHARS_PER_TOKEN, read_texts, vectors_from_bytes
 
 log = logging.getLogger("integrity.checks.dedup_semantic")
@@ -78,7 +79,7 @@ def cluster_static(contents: pl.DataFrame, rank: np.ndarray, o: Mapping[str, Any
     la, lb, _ = static_candidates(xs, int(o["static_neighbors"]), float(o["static_threshold"]),
                                   int(o["exact_max_records"]), int(o["nprobe"]))
     xc = static_unit(xs)
-    pair_sim = np.einsum("ij,ij->i", xc[la], xc[lb]) if len(la) else np.zeros(0, dtype=np.float32)
+    pair_sim = pair_similarity(xc, la, lb)
     a, b = ids[la], ids[lb]
     budget = rescore_budget(o, shards, n)
     accept = o["static_accept"]
@@ -131,7 +132,7 @@ def _follow_rescored(rep: np.ndarray, sim: np.ndarray, plan: Any, scored: np.nda
         return
     m = np.where(scored[ca[cross]], cb[cross], ca[cross])  # the content left out
     r = np.where(scored[ca[cross]], ca[cross], cb[cross])  # its re-scored partner
-    s = np.einsum("ij,ij->i", xfull[m], xfull[r])
+    s = pair_similarity(xfull, m, r)
     free = rep[m] == m  # not already a member of a static cluster
     m, r, s = m[free], r[free], s[free]
     order = np.lexsort((-s, m))  # each content's most similar re-scored partner

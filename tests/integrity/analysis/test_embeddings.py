@@ -143,6 +143,25 @@ def test_cpu_bf16_auto_follows_native_support(monkeypatch):
     assert TextEmbedder(device="cuda").precision == "fp16"
 
 
+def test_padded_batches_take_few_shapes():
+    from integrity.analysis.embeddings import padded_batch
+
+    rows = [[101, 7, 8, 102], [101, 5, 102], list(range(20))]
+    ids, mask = padded_batch(rows, pad_id=0, seq_len=128)
+    assert ids.shape == mask.shape == (8, 32)  # rows to a multiple of 8, width to one of 16
+    assert mask[:3].sum(axis=1).tolist() == [4, 3, 20] and ids[1, :3].tolist() == [101, 5, 102]
+    assert mask[3:].sum(axis=1).tolist() == [1] * 5  # filler rows: one token, outputs dropped
+    assert padded_batch(rows, 0, 128, pad_rows=False)[0].shape == (3, 32)  # the GPU path pads no rows
+    assert padded_batch([list(range(120))], 0, 120)[0].shape == (8, 120)  # never wider than seq_len
+
+
+def test_padding_changes_no_vector(embedder):
+    # 11 texts of many lengths (filler rows, wider padding) against sentence-transformers' own encode
+    texts = [" ".join(["word"] * k) + " end" for k in (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 120)]
+    ref = embedder.model.encode(texts, convert_to_numpy=True, normalize_embeddings=True)
+    np.testing.assert_allclose(embedder.encode(texts), ref, atol=1e-4)
+
+
 def test_batches_respect_token_budget():
     e = TextEmbedder(device="cpu", batch_size=8, batch_tokens=100)
     lengths = np.array([50, 3, 3, 3, 40, 3, 3, 3, 3, 3, 3, 3])

@@ -73,3 +73,14 @@ def test_rescore_plan_sure_first_spends_the_budget_on_the_most_similar_pairs_sur
     assert (plan.accept_a.tolist(), plan.accept_b.tolist()) == ([2], [3])
     cov = plan.coverage(3, 0.97)
     assert (cov["rescored"], cov["static_only"], cov["not_compared"]) == (3, 1, 4)
+
+
+def test_pair_similarity_in_chunks_equals_the_whole_gather():
+    from integrity.analysis.semantic_candidates import pair_similarity
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 8)).astype(np.float32)
+    a, b = rng.integers(0, 50, 101), rng.integers(0, 50, 101)
+    whole = np.einsum("ij,ij->i", x[a], x[b])
+    np.testing.assert_allclose(pair_similarity(x, a, b, chunk=7), whole, rtol=1e-6)
+    assert pair_similarity(x, a[:0], b[:0]).shape == (0,)
