@@ -26,7 +26,9 @@ padded batch on a helper thread while the model runs on the current one
 on CUDA and bf16 autocast on a CPU with native bf16 arithmetic (AMX or
 AVX512-BF16: all-MiniLM-L6-v2 embeds about 3x as fast as in float32, with
 cosine similarities within 0.004 of float32's; ``cpu_bf16`` forces either way:
-without native support bf16 is emulated and slower). On CPU, :meth:`TextEmbedder.encode_budgeted` embeds at most
+without native support bf16 is emulated and slower). Batches are padded to few
+shapes (:func:`padded_batch`), which keeps a long-running CPU process's memory
+flat. On CPU, :meth:`TextEmbedder.encode_budgeted` embeds at most
 ``cpu_max_records`` texts (a deterministic sample: the records whose seeded
 xxh64 of their key is smallest, which does not depend on input order) and
 stops after ``cpu_max_seconds`` (the sample is processed in that same hash

@@ -33,8 +33,8 @@ nearest neighbours (``compare_rescored``), so a template family bigger than
 ``static_neighbors`` is compared as a whole. MiniLM re-scores at most
 ``rescore_share`` (half) of the scan's distinct texts (and, when set,
 ``rescore_per_shard`` per shard and ``rescore_max_records`` in all), so its
-cost per record is bounded whatever the corpus: past that budget the candidate pairs are
-re-scored most similar first (``sure_first``), pairs at static similarity
+cost per record is bounded whatever the corpus: past that budget the candidate
+pairs are re-scored most similar first (``sure_first``), pairs at static similarity
 ``static_accept`` that the budget does not reach are clustered on it without
 re-scoring, and the rest are not compared
 (:func:`integrity.analysis.semantic_candidates.rescore_plan`; ``counts.coverage``
