@@ -250,26 +250,60 @@ def opaque_token_spans(text: str, record_text: bool = False) -> list[tuple[int, 
     if not record_text and not any(ch.isspace() for ch in text):
         return []
     spans = [m.span() for m in _OPAQUE.finditer(text) if _looks_opaque(m.group())]
-    return spans + [m.span() for m in _NAMED_VALUE.finditer(text) if _named_value(m.group("value"))]
+    return spans + named_value_spans(text)
 
 
 # A value glued to a word that says what it is - a secret, a key, a token, a canary (a planted
 # token meant to be found) - by '-', '_', ':' or '.': ``CANARY-f0ffbb36``, ``PLANTED_SECRET_e09a11f5``,
-# ``apikey:ab12cd34ef``. Shorter than the runs above (8+ characters), so the name decides.
+# ``apikey:ab12cd34ef``; or after one space (``token ny2Y48qCtK``). Shorter than the runs above
+# (8+ characters), so the name decides. A canary's name (canary, honeytoken, planted) says it
+# alone: its value counts from 6 characters, glued to it or not (``CANARY6d4f39``, ``PLANTED-15be0b``).
 _SECRET_WORDS = r"canary|honeytoken|secret|token|apikey|api_key|access_key|passwd|password|credential|planted"
+_CANARY_WORDS = r"canary|honeytoken|planted"
 _NAMED_VALUE = re.compile(  # from the name on (no repeated prefix before it: linear on any input)
-    rf"(?<![A-Za-z])(?i:{_SECRET_WORDS})(?:[_\-][A-Za-z]+)*[_\-:.]"
-    rf"(?P<value>[A-Za-z0-9]{{8,}})(?![A-Za-z0-9_+=/\-])")
+    rf"(?<![A-Za-z])(?:"
+    rf"(?i:{_CANARY_WORDS})(?:(?:[_\-][A-Za-z]+)*[_\-:.]|)(?P<canary>[A-Za-z0-9]{{6,}})"
+    rf"|(?i:{_SECRET_WORDS})(?:[_\-][A-Za-z]+)*[_\-:.](?P<value>[A-Za-z0-9]{{8,}})"
+    rf"|(?i:{_SECRET_WORDS})[ \t](?P<spaced>[A-Za-z0-9]{{8,}})"
+    rf")(?![A-Za-z0-9_+=/\-])")
 
 
-_NAMED_PREFILTER = rf"(?i:{_SECRET_WORDS})(?:[_\-][A-Za-z]+)*[_\-:.][A-Za-z0-9]{{8,}}"
+_NAMED_PREFILTER = (rf"(?i:{_CANARY_WORDS})[A-Za-z0-9_\-:.]*[0-9]"
+                    rf"|(?i:{_SECRET_WORDS})(?:[_\-][A-Za-z]+)*[_\-:. \t][A-Za-z0-9]{{8,}}")
 
 
 def _named_value(value: str) -> bool:
-    """The value after a secret's name is one: letters and digits both (not a word, a year or
-    a version: ``token_type``, ``secret-2024``)."""
+    """The value after a secret's name is one: letters and two digits or more (not a word, a year
+    or a version: ``token_type``, ``secret-2024``), or both cases switching as random characters
+    do with letter pairs English rarely has (``x3GOTBc6db``, ``XqHqbLpZta``; not ``McDonalds``,
+    ``LinkedIn``)."""
     digits = sum(ch.isdigit() for ch in value)
-    return 0 < digits < len(value) and digits >= 2
+    if 0 < digits < len(value) and digits >= 2:
+        return True
+    return (len(value) >= 8 and any(ch.isupper() for ch in value) and any(ch.islower() for ch in value)
+            and _class_switch_rate(value) >= 0.35 and _rare_pair_share(value) >= 0.3)
+
+
+def _canary_value(value: str) -> bool:
+    """The value after a canary's name: two digits or more (a number too: ``CANARY-83749201``),
+    not a word (``canary_yellow``, ``planted_trees``)."""
+    return sum(ch.isdigit() for ch in value) >= 2
+
+
+def named_value_spans(text: str) -> list[tuple[int, int]]:
+    """Spans of values named as secrets (see ``_NAMED_VALUE``): from the name on when glued to
+    it (the name is part of the token), the value alone after a space."""
+    spans = []
+    for m in _NAMED_VALUE.finditer(text):
+        if m.group("canary") is not None:
+            if _canary_value(m.group("canary")):
+                spans.append(m.span())
+        elif m.group("value") is not None:
+            if _named_value(m.group("value")):
+                spans.append(m.span())
+        elif _named_value(m.group("spaced")):
+            spans.append(m.span("spaced"))
+    return spans
 
 
 def _masked(value: str, fingerprint: bool) -> str:

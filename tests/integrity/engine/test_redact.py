@@ -125,6 +125,24 @@ def test_a_value_glued_to_a_secret_name_is_masked_from_8_characters():
         assert mask_secrets(keep) == keep, keep
 
 
+def test_a_canarys_value_counts_from_6_characters_glued_or_not_and_a_secrets_after_a_space():
+    cases = {"The canary CANARY6d4f39 fired.": "CANARY6d4f39", "Seen PLANTED-15be0b today.": "PLANTED-15be0b",
+             "A honeytoken_837261 leaked.": "honeytoken_837261", "Id CANARY-83749201 only.": "CANARY-83749201",
+             "Call it with token ny2Y48qCtK now.": "ny2Y48qCtK", "my password k1vuKJYvc6 here": "k1vuKJYvc6",
+             "the token XqHqbLpZta here": "XqHqbLpZta", "a secret x3GOTBcWdb again": "x3GOTBcWdb"}
+    for text, t in cases.items():
+        masked = mask_secrets(text)
+        assert t not in masked and len(masked) == len(text), text
+        frame = mask_frame(pl.DataFrame({"detail": [json.dumps({"text": text})]}))
+        assert t not in frame["detail"][0], text
+    # after a space only the value is masked: the prose keeps its word
+    assert mask_secrets("Call it with token ny2Y48qCtK now.").startswith("Call it with token ny2Y\u2022")
+    for keep in ("canary_yellow feathers", "planted trees", "Planted 2000 trees", "canary in the coal mine",
+                 "token IDs", "the secret ingredient", "password reset link", "canary-2024 release",
+                 "token JavaScript", "the secret McDonalds recipe"):
+        assert mask_secrets(keep) == keep, keep
+
+
 def test_a_record_that_is_one_bare_token_is_masked_in_excerpts_but_identifiers_stay():
     bare = "VlkxsdSKzMrpa2muAP793bejNUiu63uU"
     assert mask_secrets(bare) == bare  # an identifier (a record id, a cluster id) stays as it is
