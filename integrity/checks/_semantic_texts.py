@@ -1,6 +1,7 @@
 """Texts and vectors of :mod:`integrity.checks.dedup_semantic` in and out of shards: the text a
 record is embedded by, float16 vector bytes, the sample key of a content, and the re-reading of
-candidate texts from their shards for the corpus pass's re-scoring."""
+candidate texts from their shards for the corpus pass's re-scoring, and the CPU sample of a shard's
+contents (:class:`ContentSample`)."""
 from __future__ import annotations
 
 import logging
@@ -40,6 +41,39 @@ def sample_key(digests: list[bytes | None]) -> np.ndarray:
         if d is not None:
             out[i] = int.from_bytes(d[:8], "big")
     return out
+
+
+class ContentSample:
+    """The contents a shard embeds on CPU without a static stage: the ``cap`` distinct contents
+    with the smallest sample keys seen so far (a deterministic sample, the same whatever the
+    record order), kept as batches come."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.key = np.zeros(0, dtype=np.uint64)
+        self.h: list[bytes] = []
+        self.text: list[str] = []
+
+    def add(self, key: np.ndarray, h: list[bytes], text: list[str]) -> None:
+        """Offer a batch's contents (sample keys, hashes, texts); keep the ``cap`` smallest keys."""
+        known = set(self.h)
+        new = [i for i, x in enumerate(h) if x not in known]
+        if not new:
+            return
+        all_key = np.concatenate([self.key, key[new]])
+        all_h = self.h + [h[i] for i in new]
+        all_text = self.text + [text[i] for i in new]
+        if len(all_h) > self.cap:
+            keep = np.sort(np.argpartition(all_key, self.cap - 1)[:self.cap])
+            all_key = all_key[keep]
+            all_h = [all_h[i] for i in keep]
+            all_text = [all_text[i] for i in keep]
+        self.key, self.h, self.text = all_key, all_h, all_text
+
+    def in_key_order(self) -> tuple[list[bytes], list[str]]:
+        """(hashes, texts) of the sample in sample-key order."""
+        order = np.argsort(self.key, kind="stable")
+        return [self.h[i] for i in order], [self.text[i] for i in order]
 
 
 def vectors_from_bytes(col: pl.Series, dim: int | None = None) -> np.ndarray:

@@ -98,8 +98,8 @@ from integrity.checks.base import CheckOptions, Check, CheckOutput, CorpusContex
 # the corpus pass's clustering and the shard I/O live in two helper modules (re-exported here)
 from integrity.checks._semantic_clusters import (FINDINGS_SCHEMA, Clustering, cluster_full, cluster_static,  # noqa: F401
                                                  findings_frame, full_vectors)
-from integrity.checks._semantic_texts import (CHARS_PER_TOKEN, embed_texts, read_texts, sample_key,  # noqa: F401
-                                              vectors_from_bytes)
+from integrity.checks._semantic_texts import (CHARS_PER_TOKEN, ContentSample, embed_texts, read_texts,  # noqa: F401
+                                              sample_key, vectors_from_bytes)
 from integrity.checks.dedup_exact import hash_texts, normalized_text
 
 log = logging.getLogger(__name__)
@@ -180,11 +180,9 @@ class SemanticDedup(Check):
         super().__init__(options, shard)
         self._embedder = None
         self._static_model: Any = None
-        # CPU budget state of this shard: the sampled contents so far
+        # CPU budget state of this shard: its records and the sampled contents so far
         self._records: list[pl.DataFrame] = []
-        self._res_key = np.zeros(0, dtype=np.uint64)
-        self._res_h: list[bytes] = []
-        self._res_text: list[str] = []
+        self._sample = ContentSample(int(self.options["cpu_max_records"] or 1))
         self._spent = 0.0  # seconds this shard spent embedding
 
     # ------------------------------------------------------------ embedding
@@ -295,7 +293,7 @@ class SemanticDedup(Check):
         records = records.with_columns(uri=pl.lit(uri, dtype=pl.Utf8))
         if self._budgeted():
             self._records.append(records)
-            self._reservoir(c_key, c_h, c_text)
+            self._sample.add(c_key, c_h, c_text)
             return CheckOutput()
         if not self._minilm_in_shard():  # CPU with a static stage: MiniLM re-scores candidates later
             return CheckOutput(features=records.with_columns(emb=pl.lit(None, dtype=pl.Binary))
@@ -305,35 +303,16 @@ class SemanticDedup(Check):
         return CheckOutput(features=records.with_columns(
             emb=pl.Series("emb", [emb.get(h) for h in digests], dtype=pl.Binary)).select(list(FEATURES_SCHEMA)))
 
-    def _reservoir(self, key: np.ndarray, h: list[bytes], text: list[str]) -> None:
-        """Keep the ``cpu_max_records`` contents with the smallest sample keys seen so far."""
-        known = set(self._res_h)
-        new = [i for i, x in enumerate(h) if x not in known]
-        if not new:
-            return
-        all_key = np.concatenate([self._res_key, key[new]])
-        all_h = self._res_h + [h[i] for i in new]
-        all_text = self._res_text + [text[i] for i in new]
-        cap = int(self.options["cpu_max_records"])
-        if len(all_h) > cap:
-            keep = np.sort(np.argpartition(all_key, cap - 1)[:cap])
-            all_key = all_key[keep]
-            all_h = [all_h[i] for i in keep]
-            all_text = [all_text[i] for i in keep]
-        self._res_key, self._res_h, self._res_text = all_key, all_h, all_text
-
     def finish_shard(self) -> CheckOutput:
         if not self._records:
             return CheckOutput()
         records = pl.concat(self._records)
-        order = np.argsort(self._res_key, kind="stable")  # hash order: a time cut keeps a prefix of it
-        texts = [self._res_text[i] for i in order]
-        hs = [self._res_h[i] for i in order]
+        hs, texts = self._sample.in_key_order()  # hash order: a time cut keeps a prefix of it
         idx, vec = self._embed(texts, [h.hex() for h in hs])
         emb = pl.DataFrame({"h": pl.Series("h", [hs[i] for i in idx], dtype=pl.Binary),
                             "emb": pl.Series("emb", [v.tobytes() for v in vec], dtype=pl.Binary)})
-        self._records, self._res_h, self._res_text = [], [], []
-        self._res_key = np.zeros(0, dtype=np.uint64)
+        self._records = []
+        self._sample = ContentSample(self._sample.cap)
         log.info("dedup.semantic: %s: %d records, %d contents embedded", self.shard.shard if self.shard else "?",
                  records.height, emb.height)
         return CheckOutput(features=records.join(emb, on="h", how="left").select(list(FEATURES_SCHEMA)))
