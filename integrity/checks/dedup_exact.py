@@ -21,6 +21,8 @@ After the verdicts, the hashes of approved shards enter the history.
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -191,6 +193,10 @@ def _pieces(value: pa.Array) -> pa.Array:
                                  [None, pa.py_buffer(np.array(cuts, width)), value.buffers()[2]])
 
 
+#: records of the corpus pass at a time: the hashes are cut into this many records' worth of partitions
+PART_RECORDS = 250_000
+
+
 class ExactDedup(Check):
     name = "dedup.exact"
     report_section = "dedup"
@@ -212,6 +218,19 @@ class ExactDedup(Check):
         table = pa.table({RECORD_ID: batch.column(RECORD_ID), ROW: batch.column(ROW), "h": hashes})
         table = table.filter(pa.array(keep))
         return CheckOutput(features=pl.from_arrow(table))
+
+    def corpus_parts(self, features: pl.LazyFrame, ctx: CorpusContext) -> Iterator[pl.DataFrame]:
+        """:meth:`corpus_pass` on one partition of the hashes after the other (a group of copies
+        shares its hash, so each partition is complete on its own): memory is bounded by
+        :data:`PART_RECORDS`, not by the corpus."""
+        records = features.select(pl.len()).collect().item()
+        parts = max(1, -(-records // PART_RECORDS))
+        if parts == 1:
+            yield self.corpus_pass(features, ctx)
+            return
+        bucket = pl.col("h").bin.slice(0, 8).bin.reinterpret(dtype=pl.UInt64) % parts
+        for i in range(parts):
+            yield self.corpus_pass(features.filter(bucket == i), ctx)
 
     def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame:
         hist = self._history_matches(features, ctx)
@@ -322,8 +341,11 @@ class ExactDedup(Check):
 
 
 def _hash_matrix(hashes: pl.Series) -> np.ndarray:
-    """(n, 16) uint8 matrix of 128-bit hashes."""
-    return np.frombuffer(b"".join(hashes.to_list()), dtype=np.uint8).reshape(-1, 16)
+    """(n, 16) uint8 matrix of 128-bit hashes, read column-wise as two 64-bit halves (not as a
+    Python bytes object per record)."""
+    halves = [hashes.bin.slice(start, 8).bin.reinterpret(dtype=pl.UInt64, endianness="little").to_numpy()
+              for start in (0, 8)]
+    return np.stack(halves, axis=1).astype("<u8", copy=False).view(np.uint8).reshape(-1, 16)
 
 
 def _key(full: np.ndarray) -> np.ndarray:

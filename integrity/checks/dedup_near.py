@@ -238,6 +238,12 @@ class NearDedup(Check):
             return np.where(nodes < n, subset.index(np.minimum(nodes, n - 1)), len(subset.wanted) + nodes - n)
 
         sim_rep = sketch_pairs(sk_vals, sk_offs, sk_nsh, node_row(found), node_row(rep_f), k)
+        # the parts are yielded (and written) while this frame lives: the sketches, the pairs and
+        # the graph's arrays (a few hundred MB at a million records) are let go before
+        del subset, sk_vals, sk_offs, sk_nsh, a, b, sim, ok, ea, eb, es, labels, group, k1, k2, rep, seen
+        if hist is not None:
+            del h_node, h_sim, h_sk
+        del hist, wanted, q_doc
         nodes = node_identities(df, h_info)
         for start in range(0, len(found), PART_ROWS):
             part = slice(start, start + PART_ROWS)

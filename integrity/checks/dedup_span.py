@@ -32,6 +32,7 @@ hold it, or a record approved on an earlier night does (history kind
 from __future__ import annotations
 
 import logging
+from typing import Iterator
 
 import numpy as np
 import polars as pl
@@ -57,6 +58,8 @@ KIND = "span"
 #: fingerprint occurrences per counting partition (16 bytes each, spilled to the run directory's
 #: ``.work``; see :func:`integrity.analysis.dedup.partitioned.key_counts`)
 PARTITION_ENTRIES = 8_000_000
+#: findings built (details encoded) and handed to the engine at a time
+PART_ROWS = 100_000
 #: occurrences routed to the partitions at a time
 PIECE = 1 << 20
 FP_DTYPE = np.dtype([("fp", "<u8"), ("pos", "<i4"), ("cs", "<i4"), ("ce", "<i4"), ("fld", "i1")])
@@ -175,11 +178,17 @@ class SpanDedup(Check):
 
     # -- corpus --------------------------------------------------------------
     def corpus_pass(self, features: pl.LazyFrame, ctx: CorpusContext) -> pl.DataFrame:
+        parts = list(self.corpus_parts(features, ctx))
+        return pl.concat(parts) if parts else _no_findings()
+
+    def corpus_parts(self, features: pl.LazyFrame, ctx: CorpusContext) -> Iterator[pl.DataFrame]:
+        """The findings :data:`PART_ROWS` at a time (the engine spills each part as it comes): the
+        fingerprints, windows and graph of the corpus are let go before the first part is built."""
         W = int(self.options["span_tokens"])
         recs = features.select(RECORD_ID, ROW, "shard", "shard_index", "ntok").collect()
         n = recs.height
         if n == 0:
-            return _no_findings()
+            return
         items, offsets = unpack(features.select("fps").collect()["fps"], FP_DTYPE)
         doc = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
         fp = np.ascontiguousarray(items["fp"])
@@ -207,7 +216,7 @@ class SpanDedup(Check):
         sharing = (n_docs - 1) + hist_count  # other records holding each fingerprint
         rep_fp = sharing[fp_id] > 0
         if not rep_fp.any():
-            return _no_findings()
+            return
 
         # coverage: repeated windows merged per record, in tokens and in characters
         d = doc[rep_fp]
@@ -252,18 +261,33 @@ class SpanDedup(Check):
         found = found[~own_earlier_version(found, rep[found], n, recs["shard"], recs[RECORD_ID],
                                            None if h_nodes is None else h_nodes[2])]
         if len(found) == 0:
-            return _no_findings()
-        # character spans of the found records, as JSON-ready lists
+            return
+        # what the parts need; the fingerprints, windows and the graph's arrays (~500 MB at a
+        # million records) are let go before the parts are built and written
         m_doc = co // 128
-        keep_m = np.isin(m_doc, found)
-        spans = pl.DataFrame({"doc": m_doc[keep_m], "field": np.array(TEXT_FIELDS, dtype=object)[co[keep_m] % 128],
-                              "start": cst[keep_m], "end": cen[keep_m]}, schema_overrides={"field": pl.Utf8})
-        spans = spans.group_by("doc", maintain_order=True).agg(
-            pl.struct("field", "start", "end").head(int(self.options["max_matches"])).alias("matches"))
+        keep = np.isin(m_doc, found)
+        matches = (m_doc[keep], co[keep] % 128, cst[keep], cen[keep])
+        del items, doc, fp, fp_id, ufp, n_docs, rep_fp, d, pos, fld, cs, ce, o, s, e, co, cst, cen, m_doc, keep
+        del ea, eb, labels, group, k1, k2, seen
         # the records' identities gathered by index (scan records, then history nodes): no Python
         # list of the corpus's ids
         h_info = None if h_nodes is None else h_nodes[2]
         nodes = node_identities(recs, h_info)
+        for start in range(0, len(found), PART_ROWS):
+            yield self._findings(found[start:start + PART_ROWS], rep, size, share, covered, ntok, other, n,
+                                 matches, nodes, recs)
+
+    def _findings(self, found: np.ndarray, rep: np.ndarray, size: np.ndarray, share: np.ndarray,
+                  covered: np.ndarray, ntok: np.ndarray, other: np.ndarray, n: int,
+                  matches: tuple[np.ndarray, ...], nodes: pl.DataFrame, recs: pl.DataFrame) -> pl.DataFrame:
+        """The findings of the records ``found`` (ascending indices into ``recs``)."""
+        # character spans of the found records, as JSON-ready lists
+        m_doc, m_fld, m_start, m_end = matches
+        keep_m = np.isin(m_doc, found)
+        spans = pl.DataFrame({"doc": m_doc[keep_m], "field": np.array(TEXT_FIELDS, dtype=object)[m_fld[keep_m]],
+                              "start": m_start[keep_m], "end": m_end[keep_m]}, schema_overrides={"field": pl.Utf8})
+        spans = spans.group_by("doc", maintain_order=True).agg(
+            pl.struct("field", "start", "end").head(int(self.options["max_matches"])).alias("matches"))
         reps = nodes[rep[found]]
         # a cluster's id is hashed once per kept record, then spread to its members
         uniq, inv = np.unique(rep[found], return_inverse=True)

@@ -27,6 +27,7 @@ import polars as pl
 from connectors import ShardReader, ShardRef
 from connectors.errors import ShardReadError
 from connectors.schema import EXAMPLE_COLUMNS, RECORD_ID, ROW, TEXT_FIELDS, ColumnMapping
+from integrity.analysis.shard_groups import collect_by_shard_groups
 from integrity.analysis.thumbnails import busiest_shards, fetch_thumbnails, pick_thumbnails, put_thumbnails
 from integrity.checks.base import Check
 from integrity.engine.redact import mask_secrets
@@ -40,23 +41,37 @@ MAX_THUMBNAIL_SHARDS = 4  # shards a check's thumbnails come from, at most (twic
 def _pick_examples(findings: pl.LazyFrame, k: int) -> pl.DataFrame:
     """Up to ``k`` findings per check, worst first, from as few shards as possible.
 
-    Ranked on the key columns alone (and the finding's position, which breaks ties), then only
-    the picked rows are read whole: the details of every finding are never sorted at once."""
-    rank = {"critical": 0, "warn": 1, "info": 2}
+    Ranked on the key columns alone (and the finding's position, which breaks ties), a group of
+    shards at a time (each group's best ``k`` per check, then the best of those), then only the
+    picked rows are read whole: neither the keys nor the details of every finding are ever held
+    at once."""
     indexed = findings.with_row_index("_i")
-    top = (
-        indexed.filter(pl.col("record_id").is_not_null())
-        .select("_i", "check", "score",
-                sev_rank=pl.col("severity").replace_strict(rank, default=3, return_dtype=pl.Int8),
-                per_shard=pl.len().over(["check", "shard"]))
-        .sort(["check", "sev_rank", "per_shard", "score", "_i"], descending=[False, False, True, True, False])
-        .group_by("check", maintain_order=True).head(k)
-        .select("_i")
-        .with_row_index("_order")
-        .collect()
-    )
-    return (indexed.join(top.lazy(), on="_i", how="inner").sort("_order")
-            .drop("_i", "_order").collect())
+    keys = ["check", "sev_rank", "per_shard", "score", "_i"]
+    descending = [False, False, True, True, False]
+
+    def best(group: pl.LazyFrame) -> pl.LazyFrame:
+        return (group.filter(pl.col("record_id").is_not_null())
+                .select("_i", "check", "score", "shard",
+                        sev_rank=pl.col("severity").replace_strict(_SEVERITY_RANK, default=3, return_dtype=pl.Int8),
+                        per_shard=pl.len().over(["check", "shard"]))
+                .sort(keys, descending=descending)
+                .group_by("check", maintain_order=True).head(k))
+
+    top = (collect_by_shard_groups(indexed, best)
+           .sort(keys, descending=descending)
+           .group_by("check", maintain_order=True).head(k)
+           .select("_i", "shard").with_row_index("_order"))
+    # one shard's picks at a time: a filter on positions all over the file would read every row group at once
+    rows = [indexed.filter((pl.col("shard").is_null() if shard is None else pl.col("shard") == shard)
+                           & pl.col("_i").is_in(picks["_i"].implode())).collect()
+            for (shard,), picks in top.group_by("shard", maintain_order=True)]
+    if not rows:
+        return indexed.head(0).drop("_i").collect()
+    return (pl.concat(rows).join(top.drop("shard"), on="_i", how="inner")
+            .sort("_order").drop("_i", "_order"))
+
+
+_SEVERITY_RANK = {"critical": 0, "warn": 1, "info": 2}
 
 
 def _spans(detail: dict) -> list[dict]:

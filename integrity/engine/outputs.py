@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from connectors.atomic import OutputError, atomic_output  # noqa: F401  (OutputError: raised through here)
 from connectors.schema import SCAN_FINDING_COLUMNS
+from integrity.analysis.shard_groups import GROUP_ROWS, shard_groups
 
 
 def write_parquet(frame: pl.DataFrame, path: Path) -> Path:
@@ -26,7 +27,7 @@ def write_parquet(frame: pl.DataFrame, path: Path) -> Path:
 
 #: ``findings.parquet`` is sorted a group of shards at a time, each group of at most this many
 #: findings (a shard with more is a group of its own): the sort never holds every finding of the corpus
-SORT_GROUP_ROWS = 400_000
+SORT_GROUP_ROWS = GROUP_ROWS
 SORT_KEY = ["shard", "check", "record_id"]
 
 
@@ -78,27 +79,6 @@ def write_findings_parts(parts: Iterable[pl.DataFrame], path: Path, compression:
         if writer is None:  # no finding at all: the empty table of the contract's columns
             pl.DataFrame(schema=SCAN_FINDING_COLUMNS).write_parquet(tmp)
     return path
-
-
-def shard_groups(counts: pl.DataFrame, group_rows: int) -> list[list[str] | None]:
-    """Consecutive runs of the sorted shard names (``counts``: ``shard``, ``len``) holding at most
-    ``group_rows`` findings each (a bigger shard alone); ``None`` stands for the findings without
-    a shard, last (as ``nulls_last`` sorts them)."""
-    named = counts.filter(pl.col("shard").is_not_null()).sort("shard")
-    groups: list[list[str] | None] = []
-    current: list[str] = []
-    rows = 0
-    for shard, n in named.select("shard", "len").iter_rows():
-        if current and rows + n > group_rows:
-            groups.append(current)
-            current, rows = [], 0
-        current.append(shard)
-        rows += n
-    if current:
-        groups.append(current)
-    if counts.filter(pl.col("shard").is_null()).height:
-        groups.append(None)
-    return groups
 
 
 def read_run_parquet(location: str | Path, name: str, columns: list[str] | None = None) -> pl.DataFrame:

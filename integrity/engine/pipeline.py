@@ -25,6 +25,7 @@ from integrity.engine import quarantine as quarantine_mod
 from integrity.engine import evidence, outputs, verdict
 from integrity.engine import progress as progress_mod
 from integrity.engine.corpus import CORPUS_COVERAGE, after_verdicts, coverage, run_corpus_checks, shard_findings
+from integrity.engine.memory import release_free_memory
 from integrity.engine.shard import ShardResult, scan_shard
 from integrity.engine.spec import ScanSpec
 from integrity.ledger import Ledger, findings_key
@@ -113,6 +114,7 @@ def policy_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult
     """Writes ``findings.parquet``, ``examples.parquet`` (before quarantine moves any
     shard away) and the shard verdicts (``.work/verdicts.parquet``, returned)."""
     findings_path = outputs.write_findings(all_findings(spec, results, corpus_path), spec.out)
+    release_free_memory()
     examples = evidence.collect_examples(spec, pl.scan_parquet(findings_path), results, {r.name: r for r in refs})
     outputs.write_parquet(examples, spec.out / "examples.parquet")
     counts = verdict.shard_counts(pl.scan_parquet(findings_path))
@@ -227,6 +229,7 @@ def output_stage(spec: ScanSpec, refs: list[ShardRef], results: list[ShardResult
     if write_html:
         from integrity.report.render import write_report
         t1 = time.perf_counter()
+        release_free_memory()
         write_report(spec.out)
         summary["timings"]["report"] += time.perf_counter() - t1
         summary["timings"]["total"] += time.perf_counter() - t1

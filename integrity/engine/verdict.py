@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import polars as pl
 
+from integrity.analysis.shard_groups import collect_by_shard_groups
 from integrity.checks import registry
 from integrity.engine.shard import ShardResult
 from integrity.policy import CheckPolicy, Policy, SeverityThresholds
@@ -60,7 +61,13 @@ def assign_severity(findings: pl.LazyFrame, policy: Policy, checks: list[str]) -
 
 def shard_counts(findings: pl.LazyFrame) -> pl.DataFrame:
     """Per shard: findings by severity, distinct flagged and critical records,
-    and which checks had critical or warn findings."""
+    and which checks had critical or warn findings. Read a group of shards at a time
+    (:func:`~integrity.analysis.shard_groups.collect_by_shard_groups`): the distinct counts
+    never hold every finding's record id."""
+    return collect_by_shard_groups(findings, _shard_counts)
+
+
+def _shard_counts(findings: pl.LazyFrame) -> pl.LazyFrame:
     flagged = pl.col("severity").is_in(["warn", "critical"])
     critical = pl.col("severity") == "critical"
     return findings.group_by("shard").agg(
@@ -72,7 +79,7 @@ def shard_counts(findings: pl.LazyFrame) -> pl.DataFrame:
         critical_checks=pl.col("check").filter(critical).unique().sort(),
         flagged_checks=pl.col("check").filter(flagged).unique().sort(),
         shard_level_checks=pl.col("check").filter(flagged & pl.col("record_id").is_null()).unique().sort(),
-    ).collect()
+    )
 
 
 ReleaseLookup = Callable[[str, list[str]], Any]

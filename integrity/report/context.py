@@ -7,22 +7,24 @@ by :mod:`integrity.report.read` and the HTML is written by
 """
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import polars as pl
 from markupsafe import Markup
 
+from integrity.analysis.shard_groups import shard_group_frames
 from integrity.checks import registry
 from integrity.ledger import release_command
 from integrity.report import charts
 from integrity.report.format import (COLORS, SEVERITY_RANK, SEVERITY_SERIES, TIMING_STAGES, VERDICT_RANK, VERDICTS,
                                      _truncate, anchor, fmt_duration, fmt_int, fmt_pct, fmt_time)
 from integrity.report.model import Block, CheckData, Section
-from integrity.report.read import read_examples, read_findings, read_shards, read_summary
+from integrity.report.read import FindingsByCheck, read_examples, read_findings, read_shards, read_summary
 from integrity.report.sections import renderer_for
 
 # --------------------------------------------------------------------------- limits
@@ -108,8 +110,9 @@ def build_context(run_dir: Path) -> dict[str, Any]:
     # charts keep their drawing order (findings chart, sections, timings, verdict bar): matplotlib's
     # SVG element ids are numbered as they are drawn, so the same run dir gives the same bytes
     findings_chart = _findings_chart(check_rows)
-    sections = _sections(stats, check_rows, findings_lf, examples_by_check, has_examples_file, checks_run,
-                         int(total_rows or 0))
+    with tempfile.TemporaryDirectory(prefix="integrity-report-") as tmp:
+        sections = _sections(stats, check_rows, FindingsByCheck(findings_lf, Path(tmp)), examples_by_check,
+                             has_examples_file, checks_run, int(total_rows or 0))
     n_shards = shards.height
     n_findings = stats.total
     n_critical = sum(r["critical"] for r in check_rows)
@@ -314,11 +317,29 @@ def _quarantine_part(ordered: pl.DataFrame, summary: dict[str, Any]) -> dict[str
 
 def _check_stats(findings: pl.LazyFrame, counts: dict[str, Any]) -> CheckStats:
     """Findings per check and severity, records flagged, shard-level findings, shards affected:
-    each an aggregation over the key columns of ``findings.parquet`` that never holds them whole
-    (distinct flagged records are deduplicated before they are counted per check)."""
+    each a sum over groups of shards of aggregations of the key columns of ``findings.parquet``
+    (:func:`~integrity.analysis.shard_groups.shard_group_frames`; every figure is per shard, or
+    distinct within a shard), so they are never held whole."""
+    flagged_rows = pl.col("severity").is_in(["warn", "critical"]) & pl.col("record_id").is_not_null()
+    parts: dict[str, list[pl.DataFrame]] = {"by_check": [], "flagged": [], "shard_level": [], "affected": []}
+    for group in shard_group_frames(findings):
+        got = pl.collect_all([
+            group.group_by(["check", "severity"]).len(),
+            group.filter(flagged_rows).select("check", "shard", "record_id").unique().group_by("check").len(),
+            group.filter(pl.col("record_id").is_null()).group_by("check").len(),
+            # a null shard counts as one, as n_unique counts it
+            group.select("check", "shard").unique().group_by("check").len(),
+        ])
+        for name, frame in zip(parts, got):
+            parts[name].append(frame)
+
+    def summed(name: str, keys: list[str]) -> pl.DataFrame:
+        frames = parts[name]
+        return pl.concat(frames).group_by(keys).agg(pl.col("len").sum()) if frames else pl.DataFrame()
+
     by_check: dict[str, dict[str, int]] = {}
     total = 0
-    for chk, sev, n in findings.group_by(["check", "severity"]).len().collect(engine="streaming").iter_rows():
+    for chk, sev, n in summed("by_check", ["check", "severity"]).iter_rows():
         by_check.setdefault(chk, {}).setdefault(sev or "unknown", 0)
         by_check[chk][sev or "unknown"] += n
         total += n
@@ -327,24 +348,15 @@ def _check_stats(findings: pl.LazyFrame, counts: dict[str, Any]) -> CheckStats:
         for chk, d in counts["by_check"].items():
             if any(d.values()):
                 by_check[chk] = {k: int(v) for k, v in d.items() if v}
-    flagged = dict(
-        findings.filter(pl.col("severity").is_in(["warn", "critical"]) & pl.col("record_id").is_not_null())
-        .select("check", "shard", "record_id").unique()
-        .group_by("check").len()
-        .collect().iter_rows()
-    )
     order = sorted(
         by_check,
         key=lambda c: (-by_check[c].get("critical", 0), -by_check[c].get("warn", 0), -sum(by_check[c].values()), c),
     )
     return CheckStats(
         by_check=by_check,
-        flagged=flagged,
-        shard_level=dict(findings.filter(pl.col("record_id").is_null()).group_by("check").len()
-                         .collect(engine="streaming").iter_rows()),
-        # a null shard counts as one, as n_unique counts it
-        affected=dict(findings.select("check", "shard").unique().group_by("check").len()
-                      .collect(engine="streaming").iter_rows()),
+        flagged=dict(summed("flagged", ["check"]).iter_rows()),
+        shard_level=dict(summed("shard_level", ["check"]).iter_rows()),
+        affected=dict(summed("affected", ["check"]).iter_rows()),
         order=order,
         total=total,
     )
@@ -379,7 +391,7 @@ def _findings_chart(check_rows: list[dict[str, Any]]) -> Markup | None:
 # ---- per-check sections
 
 
-def _sections(stats: CheckStats, check_rows: list[dict[str, Any]], findings_lf: pl.LazyFrame,
+def _sections(stats: CheckStats, check_rows: list[dict[str, Any]], findings_of: Callable[[str], pl.LazyFrame],
               examples_by_check: dict[str, list[dict]], has_examples_file: bool, checks_run: list[str],
               total_rows: int) -> list[Section]:
     """One section per check with findings, in the section the check declares; sets each
@@ -398,11 +410,10 @@ def _sections(stats: CheckStats, check_rows: list[dict[str, Any]], findings_lf: 
             shards_affected=stats.affected.get(c, 0),
             total_rows=total_rows,
             # one check's scores at a time, read when its section is drawn
-            scores=findings_lf.filter((pl.col("check") == c) & pl.col("score").is_not_null())
-            .select(["severity", "score"]).collect(),
+            scores=findings_of(c).filter(pl.col("score").is_not_null()).select(["severity", "score"]).collect(),
             examples=examples_by_check.get(c, []),
             has_examples_file=has_examples_file,
-            findings=(lambda c=c: findings_lf.filter(pl.col("check") == c)),
+            findings=(lambda c=c: findings_of(c)),
         )
         try:
             sections.append(renderer_for(c, checks_run)(data))

@@ -24,6 +24,7 @@ from typing import Any
 
 import polars as pl
 
+from integrity.analysis.shard_groups import shard_group_frames
 from integrity.report import charts
 from integrity.report.format import COLORS, fmt_int, fmt_pct, fmt_score
 from integrity.report.model import (MAX_TOP_CLUSTERS, Block, CheckData, Section, Table, cluster_view, dedup_section,
@@ -110,39 +111,25 @@ def memorization_section(data: CheckData) -> Section:
     for b in sec.blocks:
         if b.kind == "chart" and b.title == "Score distribution":
             b.title = "Risk distribution"
-    f = data.findings().select(
-        "shard", "record_id", "severity", "score",
-        copies=_j("$.copies").cast(pl.Float64, strict=False),
-        privacy=_j("$.privacy_score").cast(pl.Float64, strict=False).fill_null(0.0),
-        kinds=_j("$.privacy_kinds"),
-        span=_j("$.span_share").cast(pl.Float64, strict=False),
-        history=(_j("$.history") == "true").fill_null(False),
-    ).collect()
-    if f.height == 0:
+    figures = _memorization_figures(data.findings())
+    if figures is None:
         return sec
-    private = f.filter(pl.col("privacy") > 0)
-    dup = pl.col("copies").fill_null(1.0) > 1.0
+    n, private, dup_clean, span_only, history, counts, top = figures
     drivers = [
-        ("duplicated private data", private.height),
-        ("duplicated clean text", f.filter((pl.col("privacy") == 0) & dup).height),
-        ("repeated spans only", f.filter((pl.col("privacy") == 0) & ~dup).height),
+        ("duplicated private data", private),
+        ("duplicated clean text", dup_clean),
+        ("repeated spans only", span_only),
     ]
-    sec.stats.extend([("records at risk", fmt_int(f.height)),
-                      ("with private data", fmt_int(private.height)),
-                      ("copies from earlier nights", fmt_int(int(f["history"].sum())))])
+    sec.stats.extend([("records at risk", fmt_int(n)),
+                      ("with private data", fmt_int(private)),
+                      ("copies from earlier nights", fmt_int(history))])
     blocks = [Block(kind="chart", title="What drives the risk", chart=charts.hbar_chart(
         [(k, float(v)) for k, v in drivers], title="records at risk by driver", label_width=190,
         value_fmt=lambda v: fmt_int(v),
         colors=[COLORS["critical"], COLORS["bar"], "#9aa4b1"]))]
-    copies = f["copies"].fill_null(1.0).to_numpy()
-    counts = []
-    for lo, hi, label in COPY_BUCKETS:
-        m = copies >= lo if hi is None else (copies >= lo) & (copies <= hi + 0.999)
-        counts.append((label, float(m.sum())))
     if any(v for _, v in counts):
         blocks.append(Block(kind="chart", title="Records by number of copies", chart=charts.hbar_chart(
             counts, title="records by copies of their content", value_fmt=lambda v: fmt_int(v))))
-    top = f.sort(["score", "copies"], descending=True, nulls_last=True).head(MAX_TOP_RECORDS)
     blocks.append(Block(kind="table", title="Riskiest records", wide=True, table=Table(
         headers=["shard", "record", "severity", "risk", "copies", "private data", "repeated span share"],
         rows=[[r["shard"], r["record_id"], r["severity"] or "", fmt_score(r["score"]),
@@ -150,9 +137,48 @@ def memorization_section(data: CheckData) -> Section:
                _kinds(r["kinds"]), "–" if r["span"] is None else fmt_pct(r["span"], 1.0)]
               for r in top.iter_rows(named=True)],
         numeric=(3, 4), code=(0, 1),
-        note=f"top {top.height} of {f.height:,} by risk" if f.height > top.height else "")))
+        note=f"top {top.height} of {n:,} by risk" if n > top.height else "")))
     _move_to_front(sec, blocks)
     return sec
+
+
+def _memorization_figures(findings: pl.LazyFrame):
+    """(records, with private data, duplicated clean text, repeated spans only, copies from earlier
+    nights, records by copies, riskiest records) of ``memorization.risk``'s findings, None without
+    any. Read a group of shards at a time
+    (:func:`~integrity.analysis.shard_groups.shard_group_frames`): counts are summed and each
+    group's riskiest records kept, so the details of every finding are never parsed at once."""
+    n = private = dup_clean = span_only = history = 0
+    buckets = [0] * len(COPY_BUCKETS)
+    tops: list[pl.DataFrame] = []
+    order = dict(by=["score", "copies"], descending=True, nulls_last=True, maintain_order=True)
+    for group in shard_group_frames(findings):
+        f = group.select(
+            "shard", "record_id", "severity", "score",
+            copies=_j("$.copies").cast(pl.Float64, strict=False),
+            privacy=_j("$.privacy_score").cast(pl.Float64, strict=False).fill_null(0.0),
+            kinds=_j("$.privacy_kinds"),
+            span=_j("$.span_share").cast(pl.Float64, strict=False),
+            history=(_j("$.history") == "true").fill_null(False),
+        ).collect()
+        if f.height == 0:
+            continue
+        dup = pl.col("copies").fill_null(1.0) > 1.0
+        n += f.height
+        private += f.filter(pl.col("privacy") > 0).height
+        dup_clean += f.filter((pl.col("privacy") == 0) & dup).height
+        span_only += f.filter((pl.col("privacy") == 0) & ~dup).height
+        history += int(f["history"].sum())
+        copies = f["copies"].fill_null(1.0).to_numpy()
+        for i, (lo, hi, _) in enumerate(COPY_BUCKETS):
+            m = copies >= lo if hi is None else (copies >= lo) & (copies <= hi + 0.999)
+            buckets[i] += int(m.sum())
+        tops.append(f.sort(**order).head(MAX_TOP_RECORDS))
+    if n == 0:
+        return None
+    counts = [(label, float(c)) for (_, _, label), c in zip(COPY_BUCKETS, buckets)]
+    top = pl.concat(tops).sort(**order).head(MAX_TOP_RECORDS)
+    return n, private, dup_clean, span_only, history, counts, top
 
 
 def _kinds(raw: Any) -> str:

@@ -87,3 +87,35 @@ def test_a_huge_record_is_hashed_in_pieces_with_the_same_result(monkeypatch):
     big = "Lorem IPSUM  dolor\u00a0sit " * 20
     out = ExactDedup({}).process_batch(_batch([big, " ".join(big.lower().split()), "other"]))
     assert out.features["h"][0] == out.features["h"][1] != out.features["h"][2]
+
+
+def test_corpus_parts_cut_the_hashes_into_partitions_with_the_same_findings(monkeypatch):
+    import integrity.checks.dedup_exact as mod
+
+    shards = {f"s{k}": [f"text number {i % 9}" if i % 3 else f"unique {k}-{i}" for i in range(12)] for k in range(3)}
+    frames = []
+    for i, (name, texts) in enumerate(shards.items()):
+        out = ExactDedup({}).process_batch(_batch(texts, prefix=name))
+        frames.append(out.features.lazy().with_columns(shard=pl.lit(name), shard_index=pl.lit(i, dtype=pl.Int32)))
+    features = pl.concat(frames)
+    ctx = CorpusContext(run_dir=Path("."), state_dir=Path("."), shards=list(shards), shard_findings=pl.LazyFrame())
+    whole = ExactDedup({}).corpus_pass(features, ctx)
+    monkeypatch.setattr(mod, "PART_RECORDS", 7)  # 36 records: 6 partitions
+    parts = list(ExactDedup({}).corpus_parts(features, ctx))
+    assert len(parts) == 6 and sum(p.height > 0 for p in parts) >= 2
+    key = ["shard", "record_id"]
+    assert whole.height == 18  # two texts of 6 copies and four of 3: 2 * 5 + 4 * 2 duplicates
+    assert pl.concat(parts).sort(key).equals(whole.sort(key))
+
+
+def test_hash_matrix_holds_each_hash_s_bytes_in_order():
+    import os
+
+    import numpy as np
+
+    from integrity.checks.dedup_exact import _hash_matrix
+
+    raw = [os.urandom(16) for _ in range(50)] + [bytes(range(16)), b"\xff" * 16]
+    got = _hash_matrix(pl.Series("h", raw, dtype=pl.Binary))
+    assert got.shape == (52, 16) and got.dtype == np.uint8
+    assert [bytes(r) for r in got] == raw

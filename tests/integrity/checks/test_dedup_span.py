@@ -162,6 +162,27 @@ def test_fingerprint_counts_in_partition_tasks_give_the_same_findings(monkeypatc
     assert many.equals(one)
 
 
+def test_findings_built_in_parts_equal_one_part(monkeypatch):
+    """The pass yields its findings a few records at a time (their spans and details built per
+    part, after the corpus's fingerprints are let go): the parts together are the one frame."""
+    import integrity.checks.dedup_span as span
+
+    rng = random.Random(5)
+    passages = [words(rng, 70) for _ in range(3)]
+    docs = {s: [words(rng, 30) + " " + passages[i % 3] + " " + words(rng, 20) if i % 2 else words(rng, 90)
+                for i in range(14)] for s in ("a", "b", "c")}
+    frames = [SpanDedup({}).process_batch(batch(texts, name)).features.lazy().with_columns(
+        shard=pl.lit(name), shard_index=pl.lit(i, dtype=pl.Int32)) for i, (name, texts) in enumerate(docs.items())]
+    ctx = CorpusContext(run_dir=Path("."), state_dir=Path("/nonexistent-state"), shards=list(docs),
+                        shard_findings=pl.LazyFrame())
+    one = SpanDedup({}).corpus_pass(pl.concat(frames), ctx)
+    monkeypatch.setattr(span, "PART_ROWS", 4)
+    parts = list(SpanDedup({}).corpus_parts(pl.concat(frames), ctx))
+    assert len(parts) == -(-one.height // 4) and one.height == 18  # 21 records hold a passage, 3 kept
+    assert pl.concat(parts).equals(one)
+    assert all(d["matches"] for d in details(one).values())
+
+
 def test_history_keys_read_batch_by_batch_equal_the_whole_column_unpacked(tmp_path: Path):
     """after_verdicts gathers the approved fingerprints' hashes a batch at a time: the same
     (hash, row) pairs as unpacking the whole column, rows counted across batches and files."""

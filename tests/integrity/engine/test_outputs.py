@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from connectors.schema import SCAN_FINDING_COLUMNS
-from integrity.engine.outputs import SORT_KEY, shard_groups, write_findings
+from integrity.engine.outputs import SORT_KEY, write_findings
 
 
 def _findings(tmp_path) -> pl.LazyFrame:
@@ -45,13 +45,6 @@ def test_grouped_sort_writes_what_one_sort_of_all_findings_writes(tmp_path, grou
     assert got.select(SORT_KEY).equals(want.select(SORT_KEY))
     assert got.sort(got.columns, nulls_last=True).equals(want.sort(want.columns, nulls_last=True))
     assert got["shard"].tail(2).is_null().all()
-
-
-def test_groups_hold_at_most_the_bound_unless_one_shard_alone_exceeds_it():
-    counts = pl.DataFrame({"shard": ["c", "a", None, "b", "d"], "len": [5, 3, 2, 9, 1]},
-                          schema={"shard": pl.Utf8, "len": pl.UInt32})
-    assert shard_groups(counts, 8) == [["a"], ["b"], ["c", "d"], None]
-    assert shard_groups(counts.filter(pl.col("shard").is_not_null()), 100) == [["a", "b", "c", "d"]]
 
 
 def test_no_findings_writes_the_empty_table_of_the_contract(tmp_path):

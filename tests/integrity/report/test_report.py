@@ -468,3 +468,33 @@ CLUSTER_DETAILS = [json.dumps({"cluster": f"near-{i % 4}", "cluster_size": 3 + i
                                "representative_shard": "a.parquet", "history": i % 5 == 0, "similarity": 0.9})
                    for i in range(10)] + [None, "{}", json.dumps({"cluster": {"nested": 1}, "group_size": "7"}),
                                           json.dumps({"cluster": "near-x", "group_size": 2.0})]
+
+
+def test_dedup_view_combines_slices_counts_undeclared_members_and_shards_of_shown_clusters(monkeypatch):
+    """Slices of details reduced per cluster and combined (every 2 slices of 3 findings here) give
+    the figures of one aggregation over every finding; members are counted where no size is
+    declared; the shards of a cluster come from a second pass for the clusters a table shows."""
+    from integrity.analysis import details
+    from integrity.report import model
+
+    monkeypatch.setattr(details, "DETAIL_SLICE", 3)
+    monkeypatch.setattr(model, "CLUSTER_COMBINE_EVERY", 2)
+    rows = [(f"s{i % 3}.parquet", f"d{i}", json.dumps({"cluster": f"c{i % 2}", "group_size": 9,
+                                                       "representative": "r0", "history": i == 5}))
+            for i in range(14)]
+    rows += [("s0.parquet", "u1", json.dumps({"cluster": "u", "representative": "u0"})),
+             ("s1.parquet", "u2", json.dumps({"cluster": "u", "representative": "u0"})),
+             ("s1.parquet", "u2", json.dumps({"cluster": "u", "representative": "u0"}))]
+    lf = pl.LazyFrame({"shard": [r[0] for r in rows], "record_id": [r[1] for r in rows],
+                       "score": [float(i) for i in range(len(rows))], "detail": [r[2] for r in rows]})
+    data = model.CheckData(
+        check="dedup.exact", anchor="a", counts={"warn": len(rows)}, records_flagged=0, shard_level=0,
+        shards_affected=3, total_rows=100, scores=pl.DataFrame(), examples=[], has_examples_file=True,
+        findings=lambda: lf)
+    view = model.cluster_view(data).sort("_cluster")
+    c0, c1, u = view.rows(named=True)
+    assert (c0["n"], c0["size"], c0["history"], c0["sample"], c0["max_score"]) == (7, 9, 0, ["d0", "d2", "d4", "d6", "d8"], 12.0)
+    assert (c1["n"], c1["history"], c1["sample"], c1["members"]) == (7, 1, ["d1", "d3", "d5", "d7", "d9"], None)
+    assert (u["n"], u["size"], u["members"], u["representative"]) == (3, 3, 3, "u0")  # u0, u1, u2
+    shards = dict(model.cluster_shards(data, ["c1", "u"]).iter_rows())
+    assert shards == {"c1": 3, "u": 2}
