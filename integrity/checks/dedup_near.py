@@ -194,6 +194,7 @@ class NearDedup(Check):
         ea, eb, es = a[ok], b[ok], sim[ok]
         log.info("dedup.near: %d records, %d band-join partitions, %d candidate pairs verified, "
                  "%d duplicate pairs", n, parts, len(a), len(ea))
+        del a, b, sim, ok  # the candidates are verified: only the duplicate pairs go on
 
         h_n, h_info = 0, None
         sk_vals, sk_offs, sk_nsh = subset.arrays
@@ -240,7 +241,7 @@ class NearDedup(Check):
         sim_rep = sketch_pairs(sk_vals, sk_offs, sk_nsh, node_row(found), node_row(rep_f), k)
         # the parts are yielded (and written) while this frame lives: the sketches, the pairs and
         # the graph's arrays (a few hundred MB at a million records) are let go before
-        del subset, sk_vals, sk_offs, sk_nsh, a, b, sim, ok, ea, eb, es, labels, group, k1, k2, rep, seen
+        del subset, sk_vals, sk_offs, sk_nsh, ea, eb, es, labels, group, k1, k2, rep, seen
         if hist is not None:
             del h_node, h_sim, h_sk
         del hist, wanted, q_doc

@@ -198,6 +198,7 @@ class SpanDedup(Check):
         ufp, n_docs = key_counts(_pieces(fp, doc), partition_count(len(fp), PARTITION_ENTRIES),
                                  spill_dir=ctx.work_dir or None, run=ctx.map_partitions)
         fp_id = np.searchsorted(ufp, fp)
+        del fp  # (the arrays of every fingerprint are let go as soon as they are used: ~20 bytes each)
         # ... and in the history
         hist_count = np.zeros(len(ufp), dtype=np.int64)
         h_nodes = None
@@ -217,30 +218,37 @@ class SpanDedup(Check):
         rep_fp = sharing[fp_id] > 0
         if not rep_fp.any():
             return
+        fid = fp_id[rep_fp]
+        del fp_id, ufp, n_docs
 
         # coverage: repeated windows merged per record, in tokens and in characters
         d = doc[rep_fp]
+        del doc
         pos = items["pos"][rep_fp].astype(np.int64)
         ntok = recs["ntok"].to_numpy().astype(np.int64)
         o, s, e = merge_intervals(d, pos, pos + W)
         covered = np.bincount(o, weights=e - s, minlength=n)
+        del o, s, e, pos
         share = np.minimum(covered / np.maximum(ntok, 1), 1.0)
         other = np.zeros(n, dtype=np.int64)
-        np.maximum.at(other, d, sharing[fp_id[rep_fp]])
+        np.maximum.at(other, d, sharing[fid])
+        del sharing
         fld = items["fld"][rep_fp].astype(np.int64)
         cs = items["cs"][rep_fp].astype(np.int64)
         ce = items["ce"][rep_fp].astype(np.int64)
+        del items, rep_fp
         co, cst, cen = merge_intervals(d * 128 + fld, cs, ce)
+        del fld, cs, ce
 
         # clusters: records sharing a repeated fingerprint, plus the history records
-        ea, eb = bucket_pairs(fp_id[rep_fp], d, chain=False)
+        ea, eb = bucket_pairs(fid, d, chain=False)
         h_n = 0
         if h_nodes is not None:
             q_fp, node, info = h_nodes
             h_n = info.height
-            qa, qb = bucket_pairs(np.concatenate([fp_id[rep_fp], q_fp]),
-                                  np.concatenate([d, n + node]), chain=False)
+            qa, qb = bucket_pairs(np.concatenate([fid, q_fp]), np.concatenate([d, n + node]), chain=False)
             ea, eb = qa, qb
+        del fid, d
         total = n + h_n
         labels = components(total, ea, eb)
         size = np.bincount(labels)[labels]
@@ -267,8 +275,7 @@ class SpanDedup(Check):
         m_doc = co // 128
         keep = np.isin(m_doc, found)
         matches = (m_doc[keep], co[keep] % 128, cst[keep], cen[keep])
-        del items, doc, fp, fp_id, ufp, n_docs, rep_fp, d, pos, fld, cs, ce, o, s, e, co, cst, cen, m_doc, keep
-        del ea, eb, labels, group, k1, k2, seen
+        del co, cst, cen, m_doc, keep, ea, eb, labels, group, k1, k2, seen
         # the records' identities gathered by index (scan records, then history nodes): no Python
         # list of the corpus's ids
         h_info = None if h_nodes is None else h_nodes[2]
