@@ -9,7 +9,7 @@ process (the `integrity` command itself: what must stay constant as the
 corpus grows) and of the whole process tree (flow, Prefect server and Dask
 workers), both sampled every 0.2 s, and each figure's ratio to the 1x run.
 
-    .venv/bin/python benchmarks/scale.py [--sizes 1,4,16] [--runners inline,dask] [--checks ...]
+    .venv/bin/python benchmarks/scale.py [--sizes 1,4,16] [--runners inline,dask] [--checks ...] [--repeat N]
 """
 from __future__ import annotations
 
@@ -87,11 +87,13 @@ def peak_rss(proc: psutil.Popen, stop: threading.Event, out: list[int]) -> None:
     out.extend([own, tree])
 
 
-def run(corpus: Path, runner: str, checks: str | None, tmp: Path) -> tuple[float, float, float, dict]:
-    """Wall seconds, flow-process and process-tree peak RSS (MiB) and the summary of one scan."""
-    out = tmp / f"run-{runner}-{corpus.name}"
+def run(corpus: Path, runner: str, checks: str | None, tmp: Path, tag: str = "") -> tuple[float, float, float, dict]:
+    """Wall seconds, flow-process and process-tree peak RSS (MiB) and the summary of one scan (a
+    first night: its own run and state directories, named with ``tag`` for a repeat)."""
+    name = f"{runner}-{corpus.name}{tag}"
+    out = tmp / f"run-{name}"
     policy = tmp / "policy.yaml"
-    policy.write_text(f"state_dir: {tmp / ('state-' + runner + '-' + corpus.name)}\nquarantine:\n  mode: mark\n")
+    policy.write_text(f"state_dir: {tmp / ('state-' + name)}\nquarantine:\n  mode: mark\n")
     cmd = [str(Path(sys.executable).parent / "integrity"), "scan", str(corpus), "--out", str(out), "--policy",
            str(policy), "--runner", runner, "--workers", "2", "--id-column", "id"]
     if checks:
@@ -115,6 +117,9 @@ def main() -> None:
     ap.add_argument("--sizes", default="1,4,16")
     ap.add_argument("--runners", default="inline,dask")
     ap.add_argument("--checks", default=None, help="default: every check the default policy enables")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="scans per size and runner, each a first night; the curve takes the median of the "
+                         "peaks (the same code's 16x peak moves by 100-170 MB from run to run)")
     a = ap.parse_args()
     if not DATA.exists():
         sys.exit(f"benchmark data not found: {DATA}")
@@ -129,22 +134,28 @@ def main() -> None:
         corpus = tmp / f"x{size}"
         docs = build_corpus(size, corpus)
         for runner in a.runners.split(","):
-            wall, flow_rss, tree_rss, summary = run(corpus, runner, a.checks, tmp)
-            ms = 1000 * wall / docs
-            base_ms.setdefault(runner, ms)
-            base_rss.setdefault(runner, flow_rss)
+            runs = []
+            for i in range(max(1, a.repeat)):
+                wall, flow_rss, tree_rss, summary = run(corpus, runner, a.checks, tmp, f"-{i}" if i else "")
+                ms = 1000 * wall / docs
+                runs.append((ms, flow_rss, tree_rss))
+                base_ms.setdefault(runner, ms)
+                base_rss.setdefault(runner, flow_rss)
+                stages = " ".join(f"{k}={v:.1f}" for k, v in summary["timings"].items() if k != "total")
+                print(f"{size:>4d}x {docs:>10,} {runner:>7s} {wall:8.1f} {ms:8.3f} {ms / base_ms[runner]:5.2f} "
+                      f"{flow_rss:11.0f} {flow_rss / base_rss[runner]:5.2f} {tree_rss:11.0f} "
+                      f"{summary['counts']['findings']:9,}  {stages}", flush=True)
+            ms, flow_rss, tree_rss = (float(np.median([r[i] for r in runs])) for i in range(3))
             curve.setdefault(runner, []).append((size, ms, flow_rss, tree_rss))
-            stages = " ".join(f"{k}={v:.1f}" for k, v in summary["timings"].items() if k != "total")
-            print(f"{size:>4d}x {docs:>10,} {runner:>7s} {wall:8.1f} {ms:8.3f} {ms / base_ms[runner]:5.2f} "
-                  f"{flow_rss:11.0f} {flow_rss / base_rss[runner]:5.2f} {tree_rss:11.0f} "
-                  f"{summary['counts']['findings']:9,}  {stages}", flush=True)
-    print_curve(curve)
+    print_curve(curve, max(1, a.repeat))
 
 
-def print_curve(curve: dict[str, list[tuple[int, float, float, float]]]) -> None:
-    """The cost curve per runner: ms/doc and flow-process peak RSS at each size, and the
-    issue-17 target (flow-process peak RSS at the largest size within 1.25x of the smallest)."""
-    print("\ncost curve (ms/doc | flow-process peak RSS MB | whole tree MB):")
+def print_curve(curve: dict[str, list[tuple[int, float, float, float]]], repeat: int = 1) -> None:
+    """The cost curve per runner: ms/doc and flow-process peak RSS at each size (medians of
+    ``repeat`` scans), and the issue-17 target (flow-process peak RSS at the largest size within
+    1.25x of the smallest)."""
+    print("\ncost curve (ms/doc | flow-process peak RSS MB | whole tree MB"
+          + (f"; medians of {repeat} scans each" if repeat > 1 else "") + "):")
     for runner, points in curve.items():
         cells = "   ".join(f"{size}x: {ms:.3f} ms/doc, flow {rss:.0f} MB, tree {tree:.0f} MB"
                            for size, ms, rss, tree in points)
