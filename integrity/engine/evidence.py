@@ -33,6 +33,7 @@ from integrity.checks.base import Check
 from integrity.engine.redact import mask_secrets
 from integrity.engine.shard import ShardResult
 from integrity.engine.spec import ScanSpec
+from integrity.report.format import SEVERITY_RANK
 
 MAX_EXAMPLE_SHARDS = 8  # shards re-read to fetch example texts, at most
 MAX_THUMBNAIL_SHARDS = 4  # shards a check's thumbnails come from, at most (twice that with representatives)
@@ -52,7 +53,7 @@ def _pick_examples(findings: pl.LazyFrame, k: int) -> pl.DataFrame:
     def best(group: pl.LazyFrame) -> pl.LazyFrame:
         return (group.filter(pl.col("record_id").is_not_null())
                 .select("_i", "check", "score", "shard",
-                        sev_rank=pl.col("severity").replace_strict(_SEVERITY_RANK, default=3, return_dtype=pl.Int8),
+                        sev_rank=pl.col("severity").replace_strict(SEVERITY_RANK, default=3, return_dtype=pl.Int8),
                         per_shard=pl.len().over(["check", "shard"]))
                 .sort(keys, descending=descending)
                 .group_by("check", maintain_order=True).head(k))
@@ -69,9 +70,6 @@ def _pick_examples(findings: pl.LazyFrame, k: int) -> pl.DataFrame:
         return indexed.head(0).drop("_i").collect()
     return (pl.concat(rows).join(top.drop("shard"), on="_i", how="inner")
             .sort("_order").drop("_i", "_order"))
-
-
-_SEVERITY_RANK = {"critical": 0, "warn": 1, "info": 2}
 
 
 def _spans(detail: dict) -> list[dict]:

@@ -172,11 +172,11 @@ class FindingsByCheck:
         try:
             for group in shard_group_frames(findings):
                 for (check,), part in group.collect().partition_by("check", maintain_order=True, as_dict=True).items():
+                    table = part.to_arrow()
                     if check not in writers:
                         self._paths[check] = where / f"check-{len(writers):03d}.parquet"
-                        writers[check] = pq.ParquetWriter(self._paths[check], part.to_arrow().schema,
-                                                          compression="lz4")
-                    writers[check].write_table(part.to_arrow().cast(writers[check].schema))
+                        writers[check] = pq.ParquetWriter(self._paths[check], table.schema, compression="lz4")
+                    writers[check].write_table(table.cast(writers[check].schema))
         finally:
             for w in writers.values():
                 w.close()
