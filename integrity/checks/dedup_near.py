@@ -65,8 +65,8 @@ from integrity.analysis.dedup.partitioned import SketchSubset, band_join, partit
 from integrity.analysis.dedup.kernel import band_keys, near_features
 from integrity.analysis.dedup.text import shingles, text_field_names, text_fields, tokenize
 from integrity.analysis.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
-                                        node_identities, own_earlier_version, ragged_chunks, seen_order,
-                                        sort_record_keys, take_ragged)
+                                        node_identities, own_earlier_version, seen_order,
+                                        sort_record_key_parts, take_ragged)
 from integrity.checks.base import CheckOptions, Check, CheckConfigError, CheckOutput, CorpusContext
 
 log = logging.getLogger(__name__)
@@ -181,20 +181,18 @@ class NearDedup(Check):
         parts = partition_count(n * nb, int(self.options["partition_entries"]))
         spill = ctx.work_dir or (str(ctx.run_dir) if Path(ctx.run_dir).is_dir() else None)
         a, b, _ = band_join(((first, self._bands(lf)) for first, lf in chunks), parts, spill_dir=spill,
-                            run=ctx.map_partitions)
+                            run=ctx.map_partitions, n_records=n)
 
         # candidates in the history of earlier nights, shard by shard
         hist = self._history_edges(((first, self._bands(lf), self._sketches(lf)) for first, lf in chunks),
                                    ctx, threshold)
         q_doc = hist[0] if hist is not None else np.zeros(0, np.int64)
         wanted = sorted_unique(np.concatenate([a, b, q_doc]))
-        subset = SketchSubset(wanted, self._wanted_sketches(chunks, wanted, n))
-        sim = sketch_pairs(*subset.arrays, subset.index(a), subset.index(b), k)
-        ok = sim >= threshold
-        ea, eb, es = a[ok], b[ok], sim[ok]
+        subset = SketchSubset(wanted, self._wanted_sketches(chunks, wanted, n), max_len=k)
+        ea, eb, es = _verified(subset, a, b, k, threshold)
         log.info("dedup.near: %d records, %d band-join partitions, %d candidate pairs verified, "
                  "%d duplicate pairs", n, parts, len(a), len(ea))
-        del a, b, sim, ok  # the candidates are verified: only the duplicate pairs go on
+        del a, b  # the candidates are verified: only the duplicate pairs go on
 
         h_n, h_info = 0, None
         sk_vals, sk_offs, sk_nsh = subset.arrays
@@ -336,27 +334,64 @@ class NearDedup(Check):
             return
         index = HistoryIndex(ctx.state_dir)
         drop_rejected(index, approved, ctx)
-        approved_feats = approved_content(features, approved, ctx, with_sha256=False)
-        df = approved_feats.select("shard", RECORD_ID, ROW, "nsh").collect()
+        # one approved shard's features at a time (its own file), read column by column: a
+        # query over every shard's file held ~200 MB of Polars' buffers at a million records
+        frames = self._approved_frames(features, approved, ctx)
+        if not frames:
+            return
+        df = pl.concat([lf.select("shard", RECORD_ID, ROW, "nsh").collect() for lf in frames])
         if df.height == 0:
             return
-        # A column at a time and a batch at a time, the keys sorted before the sketches are read:
-        # the peak holds the sorted keys and the sketches, not copies of whole columns besides.
         nb = self.hasher.bands
-        keys = np.empty(df.height * nb, dtype=np.uint64)
-        pos = 0
-        for batch in approved_feats.select("bands").collect_batches():
-            part = unpack_fixed(batch["bands"], "<u8", nb).ravel()
-            keys[pos:pos + len(part)] = part
-            pos += len(part)
-        if pos != len(keys):
-            raise RuntimeError(f"dedup.near: {pos // nb} band-key rows for {df.height} approved records")
-        keys, key_rows = sort_record_keys(keys, nb)
-        sketch = ragged_chunks([unpack(batch["sketch"], "<u4")
-                                for batch in approved_feats.select("sketch").collect_batches()])
+
+        def bands():
+            for lf in frames:
+                yield unpack_fixed(lf.select("bands").collect()["bands"], "<u8", nb)
+
+        # sorted a range of the keys' top bits at a time, each part into its place
+        keys, key_rows = sort_record_key_parts(bands, df.height, nb)
+        # the sketches are as large as the keys: their lengths first (the blobs' sizes), then the
+        # values a shard at a time as the segment is written, never all of them in memory
+        sizes = np.concatenate([lf.select(pl.col("sketch").bin.size().fill_null(0)).collect().to_series().to_numpy()
+                                for lf in frames])
+        offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+        np.cumsum(sizes // 4, out=offsets[1:])
+        del sizes
+        values = (unpack(lf.select("sketch").collect()["sketch"], "<u4")[0] for lf in frames)
         index.add(KIND, self.params, df.select("shard", RECORD_ID, ROW), keys=keys, key_rows=key_rows,
-                  keys_sorted=True, payload={"sketch": sketch, "nsh": df["nsh"].to_numpy()},
+                  keys_sorted=True, payload={"sketch": (values, offsets), "nsh": df["nsh"].to_numpy()},
                   scan_id=ctx.scan_id, shard_sha256=ctx.shard_sha256)
+
+    def _approved_frames(self, features: pl.LazyFrame, approved: list[str], ctx: CorpusContext) -> list[pl.LazyFrame]:
+        """The features of each approved shard (its own file, in the engine's order); the approved
+        part of ``features`` as one frame when the engine did not list the shards' files."""
+        files = ctx.feature_files.get(self.name)
+        if not files:
+            return [approved_content(features, approved, ctx, with_sha256=False)]
+        keep = set(approved)
+        return [ctx.shard_frame(self.name, shard, features) for shard, _, _ in files if shard in keep]
+
+
+#: candidate pairs verified at a time (their rows in the subset and similarities: 24 bytes a pair)
+VERIFY_PAIRS = 1 << 20
+
+
+def _verified(subset: SketchSubset, a: np.ndarray, b: np.ndarray, k: int, threshold: float
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The candidate pairs (a, b) whose sketches' Jaccard reaches ``threshold``, with it,
+    :data:`VERIFY_PAIRS` at a time: the subset rows and similarities of every candidate (millions
+    of pairs at a million records) are never held at once, only the pairs that verify."""
+    keep_a, keep_b, keep_s = [], [], []
+    for lo in range(0, len(a), VERIFY_PAIRS):
+        ca, cb = a[lo:lo + VERIFY_PAIRS], b[lo:lo + VERIFY_PAIRS]
+        sim = sketch_pairs(*subset.arrays, subset.index(ca), subset.index(cb), k)
+        ok = sim >= threshold
+        keep_a.append(ca[ok])
+        keep_b.append(cb[ok])
+        keep_s.append(sim[ok])
+    if not keep_a:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
+    return np.concatenate(keep_a), np.concatenate(keep_b), np.concatenate(keep_s)
 
 
 def _findings(prefix: str, df: pl.DataFrame, found: np.ndarray, rep_f: np.ndarray, size: np.ndarray,

@@ -43,6 +43,7 @@ from pydantic import Field
 from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
 from integrity.analysis.dedup.blobs import pack, unpack
 from integrity.analysis.dedup.graph import bucket_pairs, components, representatives
+from integrity.analysis.dedup.kernel import merge_sorted_intervals
 from integrity.analysis.dedup.partitioned import key_counts, partition_count
 from integrity.analysis.dedup.text import Tokens, text_fields, tokenize, windows
 from integrity.analysis.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
@@ -56,8 +57,9 @@ KIND = "span"
 #: one fingerprint: window hash, first token's position in the record, field
 #: (index into TEXT_FIELDS), character start and end of the window in that field
 #: fingerprint occurrences per counting partition (16 bytes each, spilled to the run directory's
-#: ``.work``; see :func:`integrity.analysis.dedup.partitioned.key_counts`)
-PARTITION_ENTRIES = 8_000_000
+#: ``.work``; see :func:`integrity.analysis.dedup.partitioned.key_counts`); counting one holds about
+#: 50 bytes an entry for a moment (~200 MB at this size)
+PARTITION_ENTRIES = 4_000_000
 #: findings built (details encoded) and handed to the engine at a time
 PART_ROWS = 100_000
 #: occurrences routed to the partitions at a time
@@ -98,6 +100,9 @@ def merge_intervals(owner: np.ndarray, start: np.ndarray, end: np.ndarray):
     if len(owner) == 0:
         e = np.zeros(0, dtype=np.int64)
         return e, e, e
+    merged = merge_sorted_intervals(owner, start, end)
+    if merged is not None:  # the usual case: fingerprints come by record, then position
+        return merged
     order = np.lexsort((start, owner))
     o, s, e = owner[order], start[order].astype(np.int64), end[order].astype(np.int64)
     new_owner = np.concatenate(([True], o[1:] != o[:-1]))

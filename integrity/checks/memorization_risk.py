@@ -58,14 +58,14 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import polars as pl
 import pyarrow as pa
 from pydantic import Field
 
 from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
-from integrity.analysis.details import detail_fields
+from integrity.analysis.details import iter_detail_fields
 from integrity.checks.base import CheckOptions, Check, CheckOutput, CorpusContext
 
 DEDUP_SIZE_KEYS = {"dedup.exact": "exact", "dedup.near": "near", "dedup.semantic": "semantic"}
@@ -229,15 +229,22 @@ def _by_row(evidence: pl.DataFrame, ids: pl.LazyFrame) -> pl.DataFrame:
 
 
 def _narrow(found: pl.DataFrame | pl.LazyFrame | None, fields: tuple[str, ...], keep: tuple[str, ...],
-            **named: pl.Expr) -> pl.DataFrame | None:
+            reduce: Callable[[pl.DataFrame], pl.DataFrame] | None = None, **named: pl.Expr) -> pl.DataFrame | None:
     """``keep`` columns of a check's findings (lazy: spilled by the engine) and ``named`` columns
     computed from the ``d_<field>`` strings of their details' ``fields`` and ``d_row``; None when
     it has none. The details are read and parsed a slice at a time
-    (:func:`integrity.analysis.details.detail_fields`), never held whole."""
+    (:func:`integrity.analysis.details.iter_detail_fields`), and each slice is narrowed to its
+    typed columns (then reduced by ``reduce``, when given) as it comes: the parsed strings of
+    every finding are never held at once."""
     if found is None:
         return None
-    f = detail_fields(found.lazy(), ("row", *fields), keep=keep)
-    out = f.select(*keep, pl.col("d_row").cast(pl.Int64, strict=False).alias(ROW), **named)
+    parts = []
+    for piece in iter_detail_fields(found.lazy(), ("row", *fields), keep=keep):
+        part = piece.select(*keep, pl.col("d_row").cast(pl.Int64, strict=False).alias(ROW), **named)
+        parts.append(reduce(part) if reduce is not None else part)
+    if not parts:
+        return None
+    out = pl.concat(parts, rechunk=True)
     return out if out.height else None
 
 
@@ -245,11 +252,28 @@ def _d(field: str) -> pl.Expr:
     return pl.col(f"d_{field}")
 
 
+def _largest(frame: pl.DataFrame) -> pl.DataFrame:
+    """(shard, row, size, history): the largest cluster of each (shard, row) and whether any
+    of its clusters reaches the history."""
+    return frame.group_by("shard", ROW).agg(pl.col("size").max(), pl.col("history").any())
+
+
 def _cluster_sizes(found: pl.DataFrame | pl.LazyFrame | None, ids: pl.LazyFrame) -> pl.DataFrame | None:
     """(shard, row, size, history) for every member and every in-scan
     representative of a dedup check's clusters (largest cluster per record)."""
+    def members_and_reps(f: pl.DataFrame) -> pl.DataFrame:
+        # per slice: the members as they are, their representatives once per slice (a cluster's
+        # members name the same representative: one row per cluster, not per finding)
+        f = f.filter(pl.col("size").is_not_null())
+        members = f.select("shard", RECORD_ID, ROW, "size", "history")
+        reps = (f.filter(~pl.col("history") & pl.col("rep").is_not_null())
+                .select(pl.coalesce("rep_shard", "shard").alias("shard"), pl.col("rep").alias(RECORD_ID),
+                        pl.col("rep_row").alias(ROW), "size", "history")
+                .unique(maintain_order=True))
+        return pl.concat([members, reps])
+
     f = _narrow(found, ("group_size", "cluster_size", "history", "representative", "representative_shard",
-                        "representative_row"), ("shard", RECORD_ID),
+                        "representative_row"), ("shard", RECORD_ID), reduce=members_and_reps,
         size=pl.coalesce(_d("group_size").cast(pl.Int64, strict=False), _d("cluster_size").cast(pl.Int64, strict=False)),
         history=(_d("history") == "true").fill_null(False),
         rep=_d("representative"),
@@ -258,13 +282,7 @@ def _cluster_sizes(found: pl.DataFrame | pl.LazyFrame | None, ids: pl.LazyFrame)
     )
     if f is None:
         return None
-    f = f.filter(pl.col("size").is_not_null())
-    members = f.select("shard", RECORD_ID, ROW, "size", "history")
-    reps = (f.filter(~pl.col("history") & pl.col("rep").is_not_null())
-            .select(pl.coalesce("rep_shard", "shard").alias("shard"), pl.col("rep").alias(RECORD_ID),
-                    pl.col("rep_row").alias(ROW), "size", "history"))
-    return (_by_row(pl.concat([members, reps]), ids).group_by("shard", ROW)
-            .agg(pl.col("size").max(), pl.col("history").any()))
+    return _largest(_by_row(f, ids))
 
 
 def _span_info(found: pl.DataFrame | pl.LazyFrame | None, ids: pl.LazyFrame) -> pl.DataFrame | None:

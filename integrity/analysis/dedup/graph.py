@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from integrity.analysis.dedup.kernel import HAVE_NUMBA, bucket_pair_codes
+from integrity.analysis.dedup.kernel import HAVE_NUMBA, bucket_pair_codes, component_labels
 from integrity.analysis.sorting import sorted_unique_i64
 
 
@@ -52,6 +52,21 @@ def bucket_pairs(keys: np.ndarray, items: np.ndarray, chain: bool = True) -> tup
     return unique_pairs(a[keep], b[keep])
 
 
+def pair_codes(keys: np.ndarray, items: np.ndarray, m: int, chain: bool = True) -> np.ndarray:
+    """The pairs of :func:`bucket_pairs` as ascending unique codes ``a * m + b`` (``m`` above
+    every item): one int64 a pair instead of two, for pairs gathered from many partitions."""
+    if len(items) and int(items.max()) >= m:
+        raise ValueError(f"pair codes: item {int(items.max())} is not below m = {m}")
+    if len(keys) < 2:
+        return np.zeros(0, dtype=np.int64)
+    ascending = bool(np.all(items[1:] >= items[:-1]))
+    if ascending and HAVE_NUMBA and keys.dtype.kind in "iu" and items.dtype.kind in "iu" and items[0] >= 0:
+        codes, _ = bucket_pair_codes(keys, items, chain, m)
+        return sorted_unique(codes)
+    a, b = bucket_pairs(keys, items, chain)  # unique and sorted by (a, b): so are the codes
+    return a.astype(np.int64) * m + b
+
+
 def unique_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Deduplicated undirected pairs, each as (min, max)."""
     if len(a) == 0:
@@ -77,6 +92,8 @@ def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Connected-component label of each of ``n`` nodes given undirected edges."""
     if n == 0:
         return np.zeros(0, dtype=np.int64)
+    if HAVE_NUMBA:  # a union-find: the same labels, one int64 a node instead of a sparse graph
+        return component_labels(n, np.ascontiguousarray(a, dtype=np.int64), np.ascontiguousarray(b, dtype=np.int64))
     # scipy here, not at the top: dedup.near's module is imported whenever a policy is loaded
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components

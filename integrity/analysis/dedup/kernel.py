@@ -419,13 +419,15 @@ def _bucket_pair_codes(keys, items, chain, bits, m):
     return out[:no]
 
 
-def bucket_pair_codes(keys: np.ndarray, items: np.ndarray, chain: bool) -> tuple[np.ndarray, int]:
+def bucket_pair_codes(keys: np.ndarray, items: np.ndarray, chain: bool, m: int | None = None) -> tuple[np.ndarray, int]:
     """Codes ``lo * m + hi`` (not yet unique) of the pairs of :func:`~integrity.analysis.dedup.graph.bucket_pairs`
-    and ``m``, for ``items`` in ascending order (compiled; requires numba)."""
+    and ``m`` (the largest item + 1 unless given), for ``items`` in ascending order (compiled;
+    requires numba)."""
     # strided views (a field of the band join's entries) are read in place, not copied
     keys = keys if keys.dtype == np.uint64 else keys.astype(np.uint64)
     items = items if items.dtype == np.int64 else items.astype(np.int64)
-    m = int(items.max()) + 1 if len(items) else 1
+    if m is None:
+        m = int(items.max()) + 1 if len(items) else 1
     bits = max(0, min(20, int(np.ceil(np.log2(max(len(keys), 1) / 1024)))))
     return _bucket_pair_codes(keys, items, bool(chain), bits, m), m
 
@@ -487,3 +489,84 @@ def sketch_jaccard_pairs(values: np.ndarray, offsets: np.ndarray, nsh: np.ndarra
     return _jaccard_pairs(np.asarray(values, np.uint32), np.asarray(offsets, np.int64), np.asarray(nsh, np.int64), np.asarray(ov, np.uint32),
                           np.asarray(oo, np.int64), np.asarray(on, np.int64), np.asarray(i, np.int64),
                           np.asarray(j, np.int64), int(k))
+
+
+@njit(cache=True)
+def _sorted_by_owner_start(owner, start):
+    """Whether (owner, start) is already ascending: the order fingerprints come in."""
+    for i in range(1, owner.shape[0]):
+        if owner[i] < owner[i - 1] or (owner[i] == owner[i - 1] and start[i] < start[i - 1]):
+            return False
+    return True
+
+
+@njit(cache=True)
+def _merge_sorted_intervals(owner, start, end):
+    """Union of intervals per owner for input ascending by (owner, start): the merged (owner,
+    start, end). Two passes (count, then fill): no sorted copies of the input, and outputs of
+    the merged size only."""
+    n = owner.shape[0]
+    m = 0
+    reach = 0
+    for i in range(n):
+        if m == 0 or owner[i] != owner[i - 1] or start[i] > reach:
+            m += 1
+            reach = end[i]
+        elif end[i] > reach:
+            reach = end[i]
+    o_out = np.empty(m, dtype=np.int64)
+    s_out = np.empty(m, dtype=np.int64)
+    e_out = np.empty(m, dtype=np.int64)
+    k = -1
+    for i in range(n):
+        if k < 0 or owner[i] != o_out[k] or start[i] > e_out[k]:
+            k += 1
+            o_out[k] = owner[i]
+            s_out[k] = start[i]
+            e_out[k] = end[i]
+        elif end[i] > e_out[k]:
+            e_out[k] = end[i]
+    return o_out, s_out, e_out
+
+
+def merge_sorted_intervals(owner: np.ndarray, start: np.ndarray, end: np.ndarray):
+    """:func:`_merge_sorted_intervals` when numba is installed and the input is ascending by
+    (owner, start); else None (the caller sorts)."""
+    if not HAVE_NUMBA or len(owner) == 0 or not _sorted_by_owner_start(owner, start):
+        return None
+    return _merge_sorted_intervals(owner, start, end)
+
+
+@njit(cache=True)
+def _find(parent, x):
+    while parent[x] != x:
+        parent[x] = parent[parent[x]]  # path halving
+        x = parent[x]
+    return x
+
+
+@njit(cache=True)
+def component_labels(n, a, b):
+    """Connected-component label of each of ``n`` nodes given undirected edges ``(a, b)``, as
+    scipy's ``connected_components`` numbers them (components in order of their smallest node):
+    a union-find whose roots are the smallest node of their set, one int64 per node (scipy's
+    sparse graph held ~40 bytes an edge)."""
+    parent = np.arange(n)
+    for e in range(a.shape[0]):
+        ra = _find(parent, a[e])
+        rb = _find(parent, b[e])
+        if ra < rb:
+            parent[rb] = ra
+        elif rb < ra:
+            parent[ra] = rb
+    for i in range(n):  # every node straight to its root (the smallest node of its set)
+        parent[i] = _find(parent, i)
+    labels = np.empty(n, dtype=np.int64)
+    k = 0
+    for i in range(n):  # a root comes before the rest of its set: labelled first
+        if parent[i] == i:
+            labels[i] = k
+            k += 1
+        else:
+            labels[i] = labels[parent[i]]
+    return labels

@@ -4,10 +4,11 @@ Every record contributes one entry per band: its band key. Records sharing the
 key of the same band are candidates. :func:`band_join` routes each entry, one
 shard at a time, to one of ``P`` partitions by a hash of (band, key) and
 appends it to that partition's spill file; each partition is then loaded
-alone and its buckets become star + chain pairs (:func:`bucket_pairs`), so the
-peak holds one shard's bands or one partition's entries (about 16 bytes per
-entry, ``partition_entries`` per partition), plus the candidate pairs, which
-grow with the duplicates, not with the corpus. Partitions are independent:
+alone and its buckets become star + chain pairs, one int64 code a pair
+(:func:`~integrity.analysis.dedup.graph.pair_codes`), so the peak holds one
+shard's bands or one partition's entries (about 16 bytes per entry,
+``partition_entries`` per partition), plus the candidate pairs, which grow
+with the duplicates, not with the corpus. Partitions are independent:
 ``run`` maps the per-partition step (in process by default; any executor's
 ``map`` fits, e.g. the scan's partition tasks on Dask workers).
 
@@ -21,6 +22,7 @@ only the records that appear in a candidate pair, for verification.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import tempfile
@@ -31,7 +33,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from connectors.storage import get_fs, join
-from integrity.analysis.dedup.graph import bucket_pairs, first_of_pairs, unique_pairs
+from integrity.analysis.dedup.graph import first_of_pairs, pair_codes, sorted_unique
 from integrity.analysis.dedup.kernel import routed_entries
 from integrity.analysis.history import take_ragged
 
@@ -72,11 +74,12 @@ def _entries_of(where: str) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=ENTRY)
 
 
-def _pairs_of(where: str) -> tuple[np.ndarray, np.ndarray]:
-    """The candidate pairs of one partition (a task: it reads only its own spill)."""
+def _pair_codes_of(where: str, m: int) -> np.ndarray:
+    """The candidate pairs of one partition as codes ``a * m + b`` (a task: it reads only its
+    own spill, and returns one int64 a pair)."""
     entries = _entries_of(where)
     # the fields as strided views of the entries (the compiled grouping reads them in place)
-    return bucket_pairs(entries["bucket"], entries["rec"].view(np.int64))
+    return pair_codes(entries["bucket"], entries["rec"].view(np.int64), m)
 
 
 def _route(out: np.ndarray, partitions: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -185,19 +188,29 @@ def map_spilled(pieces: Iterable[Piece], partitions: int, step: Callable[[str], 
 
 
 def band_join(shards: Iterable[tuple[int, np.ndarray]], partitions: int, spill_dir: str | Path | None = None,
-              run: Callable[[Callable, list], Iterable] = map) -> tuple[np.ndarray, np.ndarray, int]:
+              run: Callable[[Callable, list], Iterable] = map, n_records: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray, int]:
     """Candidate pairs (a < b, global record indexes, unique) of records sharing a band key.
 
     ``shards`` yields ``(first_record_index, bands)`` one shard at a time, ``bands`` an
     ``(n, B)`` uint64 matrix; ``spill_dir`` a local directory or an fsspec URL (see the
-    module's docstring); ``run(step, partitions)`` maps the per-partition step.
+    module's docstring); ``run(step, partitions)`` maps the per-partition step;
+    ``n_records`` bounds the record indexes (2**31 when not given).
     Returns ``(a, b, entries)``.
     """
-    found, entries = map_spilled(_band_pieces(shards, partitions), partitions, _pairs_of, spill_dir, run)
-    a = np.concatenate([x for x, _ in found]) if found else np.zeros(0, np.int64)
-    b = np.concatenate([y for _, y in found]) if found else np.zeros(0, np.int64)
-    a, b = unique_pairs(a, b)
-    return a, b, entries
+    m = int(n_records) if n_records else 2**31
+    found, entries = map_spilled(_band_pieces(shards, partitions), partitions,
+                                 functools.partial(_pair_codes_of, m=m), spill_dir, run)
+    # the partitions' codes (a pair found in several bands may come from several partitions)
+    # are gathered into one array, each partition's let go as it is copied: 8 bytes a pair
+    codes = np.empty(sum(len(c) for c in found), dtype=np.int64)
+    pos = 0
+    for i, c in enumerate(found):
+        codes[pos:pos + len(c)] = c
+        pos += len(c)
+        found[i] = None
+    codes = sorted_unique(codes)
+    return codes // m, codes % m, entries
 
 
 def _distinct_counts(where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -234,10 +247,15 @@ class SketchSubset:
     """Bottom-k sketches of a sorted subset of records (``wanted``, global indexes), gathered
     shard by shard; :meth:`index` maps global indexes of the subset to rows of it."""
 
-    def __init__(self, wanted: np.ndarray, shards: Iterator[tuple[int, tuple[np.ndarray, np.ndarray], np.ndarray]]):
+    def __init__(self, wanted: np.ndarray, shards: Iterator[tuple[int, tuple[np.ndarray, np.ndarray], np.ndarray]],
+                 max_len: int | None = None):
+        """``max_len``: the longest a sketch can be (the sketch size). With it, the values are
+        copied into one array as each shard comes, instead of gathered and concatenated (which
+        held them twice: ~230 MB more at a million records)."""
         self.wanted = np.asarray(wanted, dtype=np.int64)
         self._lut: np.ndarray | None = None  # record -> row, built on the first index()
         values, lens, nsh = [], [], []
+        buf, pos = None, 0
         for first, (v, o), counts in shards:
             n = len(o) - 1
             lo, hi = np.searchsorted(self.wanted, [first, first + n])
@@ -245,10 +263,23 @@ class SketchSubset:
                 continue
             rows = self.wanted[lo:hi] - first
             tv, to = take_ragged(v, o, rows)
-            values.append(tv)
+            if max_len is None:
+                values.append(tv)
+            else:
+                if buf is None:
+                    # room for every wanted sketch at its longest; the pages of an empty array
+                    # are backed by memory only once written, so this costs what is filled
+                    buf = np.empty(len(self.wanted) * int(max_len), dtype=tv.dtype)
+                if pos + len(tv) > len(buf) or (len(to) > 1 and int(np.diff(to).max()) > max_len):
+                    raise ValueError(f"a sketch longer than max_len={max_len} in the shard at record {first}")
+                buf[pos:pos + len(tv)] = tv
+                pos += len(tv)
             lens.append(np.diff(to))
             nsh.append(np.asarray(counts)[rows])
-        self.values = np.concatenate(values) if values else np.zeros(0, np.uint32)
+        if buf is not None:
+            self.values = buf[:pos]
+        else:
+            self.values = np.concatenate(values) if values else np.zeros(0, np.uint32)
         offsets = np.zeros(sum(len(x) for x in lens) + 1, dtype=np.int64)
         if lens:
             np.cumsum(np.concatenate(lens), out=offsets[1:])

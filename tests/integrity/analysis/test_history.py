@@ -226,14 +226,59 @@ def test_presorted_keys_and_chunked_ragged_payload_write_the_same_segment(tmp_pa
     chunks = [values[a:b] for a, b in zip(cuts, cuts[1:])]
     fast = HistoryIndex(tmp_path / "fast").add("k", PARAMS, recs, keys=sorted_keys, key_rows=rows, keys_sorted=True,
                                                payload={"lst": (chunks, offsets)})
+    # the values as an iterator, read one array at a time as the file is written (dedup.near's
+    # sketches, a batch at a time from the spilled features)
+    streamed = HistoryIndex(tmp_path / "streamed").add(
+        "k", PARAMS, recs, keys=sorted_keys, key_rows=rows, keys_sorted=True,
+        payload={"lst": ((c for c in chunks), offsets)})
     for name in ("keys.npy", "key_rows.npy", "payload_lst.values.npy", "payload_lst.offsets.npy", "records.arrow"):
         assert (plain.path / name).read_bytes() == (fast.path / name).read_bytes(), name
+        assert (plain.path / name).read_bytes() == (streamed.path / name).read_bytes(), name
     # and answers lookups alike
     q = np.unique(keys)[:50]
     a = HistoryIndex(tmp_path / "plain").lookup("k", PARAMS, q, max_hits=1000)
     b = HistoryIndex(tmp_path / "fast").lookup("k", PARAMS, q, max_hits=1000)
     assert a.query.tolist() == b.query.tolist() and len(a) > 0
 
+
+
+def test_values_that_end_before_their_offsets_leave_no_segment(tmp_path):
+    """An iterator of ragged values shorter than its offsets say (features read back wrong)
+    is an error, and the half-written segment is not moved into the history."""
+    index = HistoryIndex(tmp_path)
+    recs = records("sha-a", "a.jsonl", 3, "a")
+    short = (c for c in [np.arange(4, dtype=np.uint32)])
+    with pytest.raises(ValueError, match="4 values given for offsets that end at 6"):
+        index.add("k", PARAMS, recs, keys=np.arange(3, dtype=np.uint64), key_rows=np.arange(3),
+                  payload={"lst": (short, np.array([0, 2, 4, 6]))})
+    assert index.lookup("k", PARAMS, np.arange(3, dtype=np.uint64), max_hits=10).query.tolist() == []
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("parts", [1, 2, 8])
+def test_keys_sorted_a_part_of_their_top_bits_at_a_time_equal_one_sort(parts):
+    """dedup.near's history update sorts its band keys one range of top bits at a time, each
+    part into its place: the keys and rows of the one sort, ties (equal keys of many records,
+    one record holding a key twice) in record order."""
+    rng = np.random.default_rng(4)
+    n, per = 20_000, 5  # 100 k keys: the compiled sort runs
+    keys = rng.integers(0, 2**63, n * per, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    keys[rng.integers(0, len(keys), 5_000)] = keys[7]  # a key many records share
+    keys[10 * per:10 * per + 2] = keys[3]  # a record holding the same key twice
+    cuts = [0, 1, 4_000, 4_000, 13_333, n]  # batches of records, an empty one too
+
+    def batches():
+        for a, b in zip(cuts, cuts[1:]):
+            yield keys[a * per:b * per].reshape(-1, per)
+
+    got_k, got_r = H.sort_record_key_parts(batches, n, per, parts=parts)
+    want_k, want_r = H.sort_record_keys(keys, per)
+    assert got_k.dtype == np.uint64 and got_r.dtype == want_r.dtype == np.uint32
+    assert np.array_equal(got_k, want_k) and np.array_equal(got_r, want_r)
+    with pytest.raises(ValueError, match="hold 20000 records, not 19999"):
+        H.sort_record_key_parts(batches, n - 1, per, parts=parts)
+    with pytest.raises(ValueError, match="power of two"):
+        H.sort_record_key_parts(batches, n, per, parts=3)
 
 
 def test_presorted_input_with_content_already_live_keeps_only_the_new_and_its_payload(tmp_path):
@@ -249,7 +294,7 @@ def test_presorted_input_with_content_already_live_keeps_only_the_new_and_its_pa
     offsets = np.array([0, 1, 3, 6, 10])
     chunks = [np.arange(3, dtype=np.int32), np.arange(3, 10, dtype=np.int32)]
     seg = index.add("k", PARAMS, recs, keys=sorted_keys, key_rows=rows, keys_sorted=True,
-                    payload={"lst": (chunks, offsets)})
+                    payload={"lst": (iter(chunks), offsets)})
     assert seg.n_records == 2
     hits, got = found(index, [5, 7, 9])
     assert got == [(0, "b1"), (1, "b0"), (2, "b1")]  # a0 is stored with its first night's key only

@@ -91,6 +91,8 @@ def test_partitioned_band_join_and_per_shard_reads_give_the_same_findings(tmp_pa
     read = []
     sketches = NearDedup._sketches
     monkeypatch.setattr(NearDedup, "_sketches", staticmethod(lambda lf: read.append(1) or sketches(lf)))
+    import integrity.checks.dedup_near as near
+    monkeypatch.setattr(near, "VERIFY_PAIRS", 7)  # candidates verified 7 pairs at a time
     many = NearDedup({"partition_entries": 60}).corpus_pass(pl.concat(frames), ctx)
     assert len(read) == 3  # the sketches of s4, which has no candidate, are never read
     assert one.height >= 25

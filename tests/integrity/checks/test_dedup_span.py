@@ -132,6 +132,31 @@ def test_winnow_and_interval_helpers():
     assert list(zip(o.tolist(), s.tolist(), e.tolist())) == [(0, 0, 8), (0, 20, 25), (1, 5, 9)]
 
 
+def test_sorted_intervals_merge_in_one_compiled_pass_as_the_sorting_path_does(monkeypatch):
+    """Fingerprints come by record then position, so the union per record skips the sort
+    (a compiled pass); unsorted input, or no numba, takes the NumPy path: the same intervals."""
+    import integrity.checks.dedup_span as span
+
+    rng = np.random.default_rng(5)
+    owner = np.sort(rng.integers(0, 300, 20_000))
+    start = rng.integers(0, 2_000, len(owner))
+    order = np.lexsort((start, owner))
+    owner, start = owner[order], start[order]
+    end = start + rng.integers(1, 80, len(owner))
+    assert span.merge_sorted_intervals(owner, start, end) is not None  # the compiled path runs
+    fast = merge_intervals(owner, start, end)
+    monkeypatch.setattr(span, "merge_sorted_intervals", lambda *a: None)
+    slow = merge_intervals(owner, start, end)
+    assert len(fast[0]) < len(owner) / 2  # intervals did merge
+    for f, s_ in zip(fast, slow):
+        assert f.dtype == np.int64 and np.array_equal(f, s_)
+    monkeypatch.undo()
+    shuffled = rng.permutation(len(owner))  # not sorted: the compiled path declines
+    assert span.merge_sorted_intervals(owner[shuffled], start[shuffled], end[shuffled]) is None
+    for f, s_ in zip(merge_intervals(owner[shuffled], start[shuffled], end[shuffled]), slow):
+        assert np.array_equal(f, s_)
+
+
 def test_fingerprint_counts_in_partition_tasks_give_the_same_findings(monkeypatch):
     """The counts per fingerprint are taken per hash partition, each a task of the scan's
     runner (``map_partitions``): many small partitions find exactly what one does."""

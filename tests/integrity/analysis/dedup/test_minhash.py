@@ -159,3 +159,24 @@ def test_components_and_representatives():
     assert labels[4] == labels[5] != labels[0]
     rep = representatives(labels, np.array([1, 1, 0, 0, 1, 1]), np.array([0, 1, 2, 3, 9, 8]))
     assert rep.tolist() == [2, 2, 2, 3, 5, 5]
+
+
+def test_union_find_labels_are_scipys_connected_components(monkeypatch):
+    """The compiled union-find numbers components as scipy does (in order of their smallest
+    node), on graphs with chains, stars, self-loops, repeated edges and isolated nodes."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from integrity.analysis.dedup import graph
+
+    rng = np.random.default_rng(8)
+    for n, m in ((1, 0), (7, 3), (500, 300), (5_000, 4_000), (20_000, 60_000)):
+        a, b = rng.integers(0, n, m), rng.integers(0, n, m)
+        chain = np.arange(n - 1)[: n // 10]  # a long chain: deep trees before compression
+        a, b = np.concatenate([a, chain[::-1]]), np.concatenate([b, chain[::-1] + 1])
+        expect = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)), directed=False)[1]
+        got = components(n, a, b)
+        assert got.dtype == np.int64 and np.array_equal(got, expect)
+        monkeypatch.setattr(graph, "HAVE_NUMBA", False)  # the scipy path gives the same
+        assert np.array_equal(graph.components(n, a, b), expect)
+        monkeypatch.undo()

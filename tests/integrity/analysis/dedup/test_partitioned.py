@@ -5,6 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -108,6 +109,12 @@ def test_sketch_subset_gathers_only_the_wanted_records():
     sub = SketchSubset(wanted, shards())
     ev, eo = take_ragged(values, offsets, wanted)
     assert np.array_equal(sub.values, ev) and np.array_equal(sub.offsets, eo)
+    # copied into one array as the shards come (dedup.near: the sketch size bounds each sketch)
+    filled = SketchSubset(wanted, shards(), max_len=8)
+    assert filled.values.dtype == np.uint32 and np.array_equal(filled.values, ev)
+    assert np.array_equal(filled.offsets, eo) and np.array_equal(filled.nsh, nsh[wanted])
+    with pytest.raises(ValueError, match="longer than max_len=5"):
+        SketchSubset(wanted, shards(), max_len=5)
     assert np.array_equal(sub.nsh, nsh[wanted]) and np.array_equal(sub.index(np.array([20, 0])), [3, 0])
     # records outside the subset (the node-row helper evaluates them, then discards them) get
     # what a binary search gives, as do records past the last wanted one
@@ -144,7 +151,7 @@ def test_compiled_routing_spills_the_same_entries_as_the_numpy_path(tmp_path, mo
 
         def keep(path):
             got[Path(path).name] = Path(path).read_bytes()
-            return partitioned._pairs_of(path)
+            return partitioned._pair_codes_of(path, 2**31)
 
         partitioned.map_spilled(partitioned._band_pieces(shards_of(bands, (900, 0, 1600)), 5), 5, keep, directory)
         return got
