@@ -549,8 +549,8 @@ def _find(parent, x):
 def component_labels(n, a, b):
     """Connected-component label of each of ``n`` nodes given undirected edges ``(a, b)``, as
     scipy's ``connected_components`` numbers them (components in order of their smallest node):
-    a union-find whose roots are the smallest node of their set, one int64 per node (scipy's
-    sparse graph held ~40 bytes an edge)."""
+    a union-find whose roots are the smallest node of their set, one int64 per node (scipy
+    builds a sparse matrix of the edges first)."""
     parent = np.arange(n)
     for e in range(a.shape[0]):
         ra = _find(parent, a[e])
