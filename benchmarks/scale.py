@@ -116,9 +116,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1,4,16")
     ap.add_argument("--runners", default="inline,dask")
-    ap.add_argument("--checks", default=None, help="default: every check the default policy enables, dedup.semantic included (its CPU "
-                    "re-scoring of half the texts with MiniLM dominates: benchmarks/README.md lists the checks "
-                    "of the published curve)")
+    ap.add_argument("--checks", default=None,
+                    help="default: every check the default policy enables, dedup.semantic included (its CPU "
+                         "re-scoring of half the texts with MiniLM dominates: benchmarks/README.md lists the "
+                         "checks of the published curve)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="scans per size and runner, each a first night; the curve takes the median of the "
                          "peaks (the same code's 16x peak moves by 100-170 MB from run to run)")
