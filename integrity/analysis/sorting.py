@@ -56,17 +56,17 @@ def _insertion_sort_run(out, order, lo, hi):
 
 
 @njit(cache=True)
-def _bucket_sort(keys, bits, order, out):
+def _bucket_sort(keys, bits, order):
     """(sorted keys, order) of uint64 ``keys``: a stable counting scatter on the top ``bits``
     bits, then a stable sort of each bucket of about 16 keys. ``order`` is an array of
-    ``len(keys)`` to fill (int64, or uint32 to halve it when the keys are fewer than 2**32),
-    ``out`` (uint64) one for the sorted keys.
+    ``len(keys)`` to fill (int64, or uint32 to halve it when the keys are fewer than 2**32).
 
     The scatter goes in two rounds when ``bits`` > 8: first on the top 8 bits into 256
     runs, then each run (about n / 256 keys: in cache) on the next ``bits - 8``. One round
     over 2**21 buckets wrote every key to a random place in memory (a cache miss each); two
     rounds write to at most a few thousand places at a time and are about 2x faster."""
     n = keys.shape[0]
+    out = np.empty(n, dtype=np.uint64)
     b1 = bits if bits <= 8 else 8
     shift1 = np.uint64(64 - b1)
     nb1 = 1 << b1
@@ -124,30 +124,22 @@ def _bucket_sort(keys, bits, order, out):
     return out, order
 
 
-def stable_sort_u64(keys: np.ndarray, order_dtype: np.dtype | type = np.int64,
-                    out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def stable_sort_u64(keys: np.ndarray, order_dtype: np.dtype | type = np.int64) -> tuple[np.ndarray, np.ndarray]:
     """``(keys[order], order)`` with ``order = np.argsort(keys, kind="stable")``: equal keys
     keep their input order. ``keys`` is read as uint64; ``order`` is ``order_dtype`` (int64,
-    or uint32 for fewer than 2**32 keys: half the memory); the sorted keys are written into
-    ``out`` when given (a slice of a larger array)."""
+    or uint32 for fewer than 2**32 keys: half the memory)."""
     keys = np.ascontiguousarray(keys, dtype=np.uint64)
     n = len(keys)
     order_dtype = np.dtype(order_dtype)
     if order_dtype not in (np.dtype(np.int64), np.dtype(np.uint32)) or (
             order_dtype == np.uint32 and n >= 2**32):
         raise ValueError(f"order_dtype must be int64, or uint32 for fewer than 2**32 keys (got {order_dtype})")
-    if out is not None and (out.dtype != np.uint64 or out.shape != (n,) or not out.flags.c_contiguous):
-        raise ValueError(f"out must be a contiguous uint64 array of {n} keys")
     if not HAVE_NUMBA or n < MIN_COMPILED:
         order = np.argsort(keys, kind="stable")
-        if out is None:
-            return keys[order], order.astype(order_dtype, copy=False)
-        np.take(keys, order, out=out)
-        return out, order.astype(order_dtype, copy=False)
+        return keys[order], order.astype(order_dtype, copy=False)
     # about 16 keys a bucket: the insertion sorts stay in cache, the bucket counts too (<= 32 MB)
     bits = int(min(22, max(8, n.bit_length() - 4)))
-    return _bucket_sort(keys, bits, np.empty(n, dtype=order_dtype),
-                        np.empty(n, dtype=np.uint64) if out is None else out)
+    return _bucket_sort(keys, bits, np.empty(n, dtype=order_dtype))
 
 
 @njit(cache=True)

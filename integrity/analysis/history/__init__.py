@@ -47,8 +47,8 @@ from integrity.analysis.history.index import DIRNAME, MAX_MERGED_RECORDS, MERGE_
 from integrity.analysis.history.scan import (approved_content, drop_rejected, excluded_content, node_identities,
                                             own_earlier_version, seen_order)
 from integrity.analysis.history.segments import Hits, Segment, take_ragged
-from integrity.analysis.history.writing import ragged_chunks, sort_record_key_parts, sort_record_keys
+from integrity.analysis.history.writing import ragged_chunks, sort_record_keys
 
 __all__ = ["DIRNAME", "MAX_MERGED_RECORDS", "MERGE_FACTOR", "HistoryIndex", "Hits", "Segment", "approved_content",
            "drop_rejected", "excluded_content", "node_identities", "own_earlier_version", "ragged_chunks", "seen_order",
-           "sort_record_key_parts", "sort_record_keys", "take_ragged"]
+           "sort_record_keys", "take_ragged"]

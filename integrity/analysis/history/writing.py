@@ -7,7 +7,7 @@ import os
 import itertools
 import shutil
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -27,48 +27,6 @@ def sort_record_keys(keys: np.ndarray, per_record: int) -> tuple[np.ndarray, np.
     sorted_keys, order = stable_sort_u64(keys, order_dtype=np.uint32 if small else np.int64)
     np.floor_divide(order, order.dtype.type(per_record), out=order)
     return sorted_keys, order
-
-
-def sort_record_key_parts(key_batches: Callable[[], Iterable[np.ndarray]], n_records: int, per_record: int,
-                          parts: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`sort_record_keys` of keys read in batches, one range of their top bits at a time:
-    ``key_batches()`` yields ``(records, per_record)`` uint64 matrices in record order (it is
-    called once per part, ``parts`` a power of two). Each part's keys are gathered, sorted and
-    written into their place in the output, so the peak holds the output and one part, not the
-    output, every key unsorted and a sort's scratch besides (at a million records of 20 band keys:
-    ~290 MB instead of ~410). Equal keys share their top bits, hence a part: the result is
-    :func:`sort_record_keys`'s."""
-    if parts < 1 or parts & (parts - 1):
-        raise ValueError(f"parts must be a power of two (got {parts})")
-    total = n_records * per_record
-    small = total < 2**32
-    row_dtype = np.uint32 if small else np.int64
-    out_keys = np.empty(total, dtype=np.uint64)
-    out_rows = np.empty(total, dtype=row_dtype)
-    shift = np.uint64(64 - (parts.bit_length() - 1))
-    pos = 0
-    for p in range(parts):
-        keys, rows, first = [], [], 0
-        for batch in key_batches():
-            flat = np.asarray(batch, dtype=np.uint64).reshape(-1)
-            sel = np.flatnonzero(flat >> shift == np.uint64(p)) if parts > 1 else np.arange(len(flat))
-            keys.append(flat[sel])
-            rows.append((first + sel // per_record).astype(row_dtype))
-            first += len(flat) // per_record
-        if first != n_records:
-            raise ValueError(f"key batches hold {first} records, not {n_records}")
-        k = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
-        r = np.concatenate(rows) if rows else np.zeros(0, row_dtype)
-        del keys, rows
-        end = pos + len(k)
-        _, order = stable_sort_u64(k, order_dtype=np.uint32 if small else np.int64, out=out_keys[pos:end])
-        del k
-        np.take(r, order, out=out_rows[pos:end])
-        del r, order
-        pos = end
-    if pos != total:
-        raise ValueError(f"key batches hold {pos} keys, not {total}")
-    return out_keys, out_rows
 
 
 def ragged_chunks(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[list[np.ndarray], np.ndarray]:

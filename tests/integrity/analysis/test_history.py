@@ -255,32 +255,6 @@ def test_values_that_end_before_their_offsets_leave_no_segment(tmp_path):
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
 
 
-@pytest.mark.parametrize("parts", [1, 2, 8])
-def test_keys_sorted_a_part_of_their_top_bits_at_a_time_equal_one_sort(parts):
-    """dedup.near's history update sorts its band keys one range of top bits at a time, each
-    part into its place: the keys and rows of the one sort, ties (equal keys of many records,
-    one record holding a key twice) in record order."""
-    rng = np.random.default_rng(4)
-    n, per = 20_000, 5  # 100 k keys: the compiled sort runs
-    keys = rng.integers(0, 2**63, n * per, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-    keys[rng.integers(0, len(keys), 5_000)] = keys[7]  # a key many records share
-    keys[10 * per:10 * per + 2] = keys[3]  # a record holding the same key twice
-    cuts = [0, 1, 4_000, 4_000, 13_333, n]  # batches of records, an empty one too
-
-    def batches():
-        for a, b in zip(cuts, cuts[1:]):
-            yield keys[a * per:b * per].reshape(-1, per)
-
-    got_k, got_r = H.sort_record_key_parts(batches, n, per, parts=parts)
-    want_k, want_r = H.sort_record_keys(keys, per)
-    assert got_k.dtype == np.uint64 and got_r.dtype == want_r.dtype == np.uint32
-    assert np.array_equal(got_k, want_k) and np.array_equal(got_r, want_r)
-    with pytest.raises(ValueError, match="hold 20000 records, not 19999"):
-        H.sort_record_key_parts(batches, n - 1, per, parts=parts)
-    with pytest.raises(ValueError, match="power of two"):
-        H.sort_record_key_parts(batches, n, per, parts=3)
-
-
 def test_presorted_input_with_content_already_live_keeps_only_the_new_and_its_payload(tmp_path):
     """Keys sorted by the caller, when part of the content is live already (a shard scanned
     again): the rest is re-sorted after the live records are left out, and the chunked ragged
