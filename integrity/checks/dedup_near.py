@@ -339,7 +339,8 @@ class NearDedup(Check):
         frames = self._approved_frames(features, approved, ctx)
         if not frames:
             return
-        df = pl.concat([lf.select("shard", RECORD_ID, ROW, "nsh").collect() for lf in frames])
+        sketch_bytes = pl.col("sketch").bin.size().fill_null(0)
+        df = pl.concat([lf.select("shard", RECORD_ID, ROW, "nsh", sketch_bytes=sketch_bytes).collect() for lf in frames])
         if df.height == 0:
             return
         # the keys a shard at a time into one array, sorted before the sketches are read (a sort
@@ -354,13 +355,10 @@ class NearDedup(Check):
         if pos != len(keys):
             raise RuntimeError(f"dedup.near: {pos // nb} band-key rows for {df.height} approved records")
         keys, key_rows = sort_record_keys(keys, nb)
-        # the sketches are as large as the keys: their lengths first (the blobs' sizes), then the
-        # values a shard at a time as the segment is written, never all of them in memory
-        sizes = np.concatenate([lf.select(pl.col("sketch").bin.size().fill_null(0)).collect().to_series().to_numpy()
-                                for lf in frames])
-        offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
-        np.cumsum(sizes // 4, out=offsets[1:])
-        del sizes
+        # the sketches are as large as the keys: their lengths from the blobs' sizes (read with the
+        # records), the values a shard at a time as the segment is written, never all in memory
+        offsets = np.zeros(df.height + 1, dtype=np.int64)
+        np.cumsum(df["sketch_bytes"].to_numpy() // 4, out=offsets[1:])
         values = (unpack(lf.select("sketch").collect()["sketch"], "<u4")[0] for lf in frames)
         index.add(KIND, self.params, df.select("shard", RECORD_ID, ROW), keys=keys, key_rows=key_rows,
                   keys_sorted=True, payload={"sketch": (values, offsets), "nsh": df["nsh"].to_numpy()},

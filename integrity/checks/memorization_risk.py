@@ -252,12 +252,6 @@ def _d(field: str) -> pl.Expr:
     return pl.col(f"d_{field}")
 
 
-def _largest(frame: pl.DataFrame) -> pl.DataFrame:
-    """(shard, row, size, history): the largest cluster of each (shard, row) and whether any
-    of its clusters reaches the history."""
-    return frame.group_by("shard", ROW).agg(pl.col("size").max(), pl.col("history").any())
-
-
 def _cluster_sizes(found: pl.DataFrame | pl.LazyFrame | None, ids: pl.LazyFrame) -> pl.DataFrame | None:
     """(shard, row, size, history) for every member and every in-scan
     representative of a dedup check's clusters (largest cluster per record)."""
@@ -282,7 +276,7 @@ def _cluster_sizes(found: pl.DataFrame | pl.LazyFrame | None, ids: pl.LazyFrame)
     )
     if f is None:
         return None
-    return _largest(_by_row(f, ids))
+    return _by_row(f, ids).group_by("shard", ROW).agg(pl.col("size").max(), pl.col("history").any())
 
 
 def _span_info(found: pl.DataFrame | pl.LazyFrame | None, ids: pl.LazyFrame) -> pl.DataFrame | None:

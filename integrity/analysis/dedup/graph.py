@@ -25,9 +25,9 @@ def bucket_pairs(keys: np.ndarray, items: np.ndarray, chain: bool = True) -> tup
         e = np.zeros(0, dtype=np.int64)
         return e, e
     ascending = bool(np.all(items[1:] >= items[:-1]))
-    if ascending and HAVE_NUMBA and keys.dtype.kind in "iu" and items.dtype.kind in "iu" and items[0] >= 0:  # the same pairs, linear and without a global sort (compiled)
-        codes, m = bucket_pair_codes(keys, items, chain)
-        codes = sorted_unique(codes)
+    got = _compiled_pair_codes(keys, items, chain, ascending)
+    if got is not None:
+        codes, m = got
         return codes // m, codes % m
     if ascending:
         order = np.argsort(keys, kind="stable")  # keeps item order inside a bucket
@@ -52,6 +52,16 @@ def bucket_pairs(keys: np.ndarray, items: np.ndarray, chain: bool = True) -> tup
     return unique_pairs(a[keep], b[keep])
 
 
+def _compiled_pair_codes(keys: np.ndarray, items: np.ndarray, chain: bool, ascending: bool,
+                         m: int | None = None) -> tuple[np.ndarray, int] | None:
+    """(unique pair codes ``a * m + b``, m) by the compiled linear pass, without a global sort,
+    for ascending non-negative integer items where numba is installed; else None."""
+    if not (ascending and HAVE_NUMBA and keys.dtype.kind in "iu" and items.dtype.kind in "iu" and items[0] >= 0):
+        return None
+    codes, m = bucket_pair_codes(keys, items, chain, m)
+    return sorted_unique(codes), m
+
+
 def pair_codes(keys: np.ndarray, items: np.ndarray, m: int, chain: bool = True) -> np.ndarray:
     """The pairs of :func:`bucket_pairs` as ascending unique codes ``a * m + b`` (``m`` above
     every item): one int64 a pair instead of two, for pairs gathered from many partitions."""
@@ -59,10 +69,9 @@ def pair_codes(keys: np.ndarray, items: np.ndarray, m: int, chain: bool = True) 
         raise ValueError(f"pair codes: item {int(items.max())} is not below m = {m}")
     if len(keys) < 2:
         return np.zeros(0, dtype=np.int64)
-    ascending = bool(np.all(items[1:] >= items[:-1]))
-    if ascending and HAVE_NUMBA and keys.dtype.kind in "iu" and items.dtype.kind in "iu" and items[0] >= 0:
-        codes, _ = bucket_pair_codes(keys, items, chain, m)
-        return sorted_unique(codes)
+    got = _compiled_pair_codes(keys, items, chain, bool(np.all(items[1:] >= items[:-1])), m)
+    if got is not None:
+        return got[0]
     a, b = bucket_pairs(keys, items, chain)  # unique and sorted by (a, b): so are the codes
     return a.astype(np.int64) * m + b
 

@@ -248,14 +248,16 @@ class SketchSubset:
     shard by shard; :meth:`index` maps global indexes of the subset to rows of it."""
 
     def __init__(self, wanted: np.ndarray, shards: Iterator[tuple[int, tuple[np.ndarray, np.ndarray], np.ndarray]],
-                 max_len: int | None = None):
-        """``max_len``: the longest a sketch can be (the sketch size). With it, the values are
-        copied into one array as each shard comes, instead of gathered and concatenated (which
-        held them twice: ~230 MB more at a million records)."""
+                 max_len: int):
+        """``max_len``: the longest a sketch can be (the sketch size). The values are copied into
+        one array as each shard comes (gathered and concatenated, they were held twice: ~230 MB
+        more at a million records)."""
         self.wanted = np.asarray(wanted, dtype=np.int64)
         self._lut: np.ndarray | None = None  # record -> row, built on the first index()
-        values, lens, nsh = [], [], []
-        buf, pos = None, 0
+        # room for every wanted sketch at its longest; the pages of an empty array are backed by
+        # memory only once written, so this costs what is filled
+        buf = np.empty(len(self.wanted) * int(max_len), dtype=np.uint32)
+        lens, nsh, pos = [], [], 0
         for first, (v, o), counts in shards:
             n = len(o) - 1
             lo, hi = np.searchsorted(self.wanted, [first, first + n])
@@ -263,23 +265,13 @@ class SketchSubset:
                 continue
             rows = self.wanted[lo:hi] - first
             tv, to = take_ragged(v, o, rows)
-            if max_len is None:
-                values.append(tv)
-            else:
-                if buf is None:
-                    # room for every wanted sketch at its longest; the pages of an empty array
-                    # are backed by memory only once written, so this costs what is filled
-                    buf = np.empty(len(self.wanted) * int(max_len), dtype=tv.dtype)
-                if pos + len(tv) > len(buf) or (len(to) > 1 and int(np.diff(to).max()) > max_len):
-                    raise ValueError(f"a sketch longer than max_len={max_len} in the shard at record {first}")
-                buf[pos:pos + len(tv)] = tv
-                pos += len(tv)
+            if pos + len(tv) > len(buf) or (len(to) > 1 and int(np.diff(to).max()) > max_len):
+                raise ValueError(f"a sketch longer than max_len={max_len} in the shard at record {first}")
+            buf[pos:pos + len(tv)] = tv
+            pos += len(tv)
             lens.append(np.diff(to))
             nsh.append(np.asarray(counts)[rows])
-        if buf is not None:
-            self.values = buf[:pos]
-        else:
-            self.values = np.concatenate(values) if values else np.zeros(0, np.uint32)
+        self.values = buf[:pos]
         offsets = np.zeros(sum(len(x) for x in lens) + 1, dtype=np.int64)
         if lens:
             np.cumsum(np.concatenate(lens), out=offsets[1:])

@@ -2,9 +2,9 @@
 record rows, its ragged payloads kept in chunks (never concatenated in memory), and its files."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
-import itertools
 import shutil
 from pathlib import Path
 from typing import Iterable, Mapping
