@@ -207,11 +207,23 @@ def cluster_view(data: CheckData) -> pl.DataFrame:
     Each slice of parsed details is reduced to a row per cluster as it comes (sums, maxima, the
     first values), and the slices' rows are combined, so memory grows with the clusters, not with
     the findings (800 k findings of ``dedup.near`` held ~600 MB parsed). Distinct members are
-    counted only for the clusters that declare no size (``members`` is null for the others), and
-    the shards of a cluster only for the clusters a table shows (:func:`cluster_shards`)."""
+    counted only for the clusters that declare no size (``members`` is null for the others).
+
+    The shards of each cluster (``shards``) are counted in the same pass when the findings come
+    ordered by shard, as ``findings.parquet`` is: a slice's distinct shards per cluster add up,
+    less one where a cluster's shard runs on from one slice into the next. When they do not come
+    in that order the view has no ``shards`` column and :func:`dedup_section` counts them in a
+    second pass for the clusters its table shows (:func:`cluster_shards`)."""
     partial: list[pl.DataFrame] = []
     member_pairs: list[pl.DataFrame] = []
+    last_shard: str | None = None
+    by_shard = True  # the findings so far came ordered by shard (no null shard)
     for piece in iter_detail_fields(data.findings(), CLUSTER_FIELDS, keep=("shard", "record_id", "score")):
+        if by_shard and piece.height:
+            shard = piece["shard"]
+            by_shard = (shard.null_count() == 0 and shard.is_sorted()
+                        and (last_shard is None or shard[0] >= last_shard))
+            last_shard = shard[-1]
         piece = piece.with_columns(_cluster=pl.col("d_cluster"), **_cluster_numbers())
         partial.append(piece.group_by("_cluster", maintain_order=True).agg(
             declared=pl.col("_declared").max(),
@@ -222,6 +234,9 @@ def cluster_view(data: CheckData) -> pl.DataFrame:
             representative_shard=pl.col("d_representative_shard").drop_nulls().first(),
             sample=pl.col("record_id").drop_nulls().head(5),
             max_score=pl.col("score").max(),
+            shards=pl.col("shard").n_unique().cast(pl.UInt32),
+            shard_first=pl.col("shard").first(),
+            shard_last=pl.col("shard").last(),
         ))
         undeclared = piece.filter(pl.col("_declared").is_null())
         if undeclared.height:
@@ -236,6 +251,7 @@ def cluster_view(data: CheckData) -> pl.DataFrame:
         view = view.join(members, on="_cluster", how="left", nulls_equal=True)
     else:
         view = view.with_columns(members=pl.lit(None, dtype=pl.UInt32))
+    view = view.drop("shard_first", "shard_last") if by_shard else view.drop("shards", "shard_first", "shard_last")
     return view.with_columns(size=pl.coalesce(pl.col("declared"), pl.col("members").cast(pl.Int64)))
 
 
@@ -245,8 +261,9 @@ CLUSTER_COMBINE_EVERY = 20
 
 def cluster_shards(data: CheckData, clusters: list[str]) -> pl.DataFrame:
     """(``_cluster``, ``shards``): how many shards hold findings of each of ``clusters`` (a few,
-    those a table shows), from a second pass over the details; only their (cluster, shard) pairs
-    are kept (the pairs of every cluster are about as many as the findings)."""
+    those a table shows), from a second pass over the details, for findings that do not come
+    ordered by shard (see :func:`cluster_view`); only their (cluster, shard) pairs are kept (the
+    pairs of every cluster are about as many as the findings)."""
     wanted = pl.Series(clusters, dtype=pl.Utf8)
     pairs = [piece.filter(pl.col("d_cluster").is_in(wanted.implode())).select(pl.col("d_cluster").alias("_cluster"),
                                                                                  "shard").unique()
@@ -271,11 +288,17 @@ def _combine_clusters(parts: list[pl.DataFrame]) -> pl.DataFrame:
     if not parts:
         return pl.DataFrame(schema={"_cluster": pl.Utf8, "declared": pl.Int64, "size_any": pl.Int64, "n": pl.UInt32,
                                     "history": pl.UInt32, "representative": pl.Utf8, "representative_shard": pl.Utf8,
-                                    "sample": pl.List(pl.Utf8), "max_score": pl.Float64})
+                                    "sample": pl.List(pl.Utf8), "max_score": pl.Float64, "shards": pl.UInt32,
+                                    "shard_first": pl.Utf8, "shard_last": pl.Utf8})
+    # a cluster's rows in order: where one slice ends on the shard the next starts with, that
+    # shard was counted twice (only exact when the findings come ordered by shard)
+    run_on = (pl.col("shard_first") == pl.col("shard_last").shift(1)).fill_null(False)
     return pl.concat(parts).group_by("_cluster", maintain_order=True).agg(
         pl.col("declared").max(), pl.col("size_any").max(), pl.col("n").sum(), pl.col("history").sum(),
         pl.col("representative").drop_nulls().first(), pl.col("representative_shard").drop_nulls().first(),
-        pl.col("sample").explode().drop_nulls().head(5), pl.col("max_score").max())
+        pl.col("sample").explode().drop_nulls().head(5), pl.col("max_score").max(),
+        (pl.col("shards").sum() - run_on.sum()).cast(pl.UInt32).alias("shards"),
+        pl.col("shard_first").first(), pl.col("shard_last").last())
 
 
 def dedup_section(data: CheckData, view: pl.DataFrame | None = None) -> Section:
@@ -304,7 +327,8 @@ def dedup_section(data: CheckData, view: pl.DataFrame | None = None) -> Section:
         integer_bins=integer,
     )
     top = clusters.sort(["size", "_cluster"], descending=[True, False]).head(MAX_TOP_CLUSTERS)
-    top = top.join(cluster_shards(data, top["_cluster"].to_list()), on="_cluster", how="left", maintain_order="left")
+    if "shards" not in top.columns:  # the findings did not come ordered by shard: a second pass
+        top = top.join(cluster_shards(data, top["_cluster"].to_list()), on="_cluster", how="left", maintain_order="left")
     blocks = [
         Block(kind="chart", title=f"Cluster sizes ({clusters.height:,} clusters)", chart=chart),
         Block(

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -486,7 +487,8 @@ def test_dedup_view_combines_slices_counts_undeclared_members_and_shards_of_show
              ("s1.parquet", "u2", json.dumps({"cluster": "u", "representative": "u0"})),
              ("s1.parquet", "u2", json.dumps({"cluster": "u", "representative": "u0"}))]
     lf = pl.LazyFrame({"shard": [r[0] for r in rows], "record_id": [r[1] for r in rows],
-                       "score": [float(i) for i in range(len(rows))], "detail": [r[2] for r in rows]})
+                       "score": [float(i) for i in range(len(rows))], "detail": [r[2] for r in rows],
+                       "severity": "warn"})
     data = model.CheckData(
         check="dedup.exact", anchor="a", counts={"warn": len(rows)}, records_flagged=0, shard_level=0,
         shards_affected=3, total_rows=100, scores=pl.DataFrame(), examples=[], has_examples_file=True,
@@ -496,5 +498,38 @@ def test_dedup_view_combines_slices_counts_undeclared_members_and_shards_of_show
     assert (c0["n"], c0["size"], c0["history"], c0["sample"], c0["max_score"]) == (7, 9, 0, ["d0", "d2", "d4", "d6", "d8"], 12.0)
     assert (c1["n"], c1["history"], c1["sample"], c1["members"]) == (7, 1, ["d1", "d3", "d5", "d7", "d9"], None)
     assert (u["n"], u["size"], u["members"], u["representative"]) == (3, 3, 3, "u0")  # u0, u1, u2
+    # not ordered by shard: no count from the first pass, a second pass for the shown clusters
+    assert "shards" not in view.columns
     shards = dict(model.cluster_shards(data, ["c1", "u"]).iter_rows())
     assert shards == {"c1": 3, "u": 2}
+    table = next(b.table for b in model.dedup_section(data, view).blocks if b.title == "Largest clusters")
+    assert {r[0]: r[2] for r in table.rows} == {"c0": "3", "c1": "3", "u": "2"}
+
+
+@pytest.mark.parametrize("slice_rows,combine_every", [(3, 2), (4, 3), (1, 2), (100, 20)])
+def test_dedup_view_counts_each_clusters_shards_in_the_same_pass_when_findings_come_by_shard(
+        monkeypatch, slice_rows, combine_every):
+    """Findings ordered by shard (as findings.parquet is): the view's shards per cluster equal
+    the distinct shards of its findings, with a shard's run of a cluster split over slices and
+    over combined partials, and no second pass is made."""
+    from integrity.analysis import details
+    from integrity.report import model
+
+    monkeypatch.setattr(details, "DETAIL_SLICE", slice_rows)
+    monkeypatch.setattr(model, "CLUSTER_COMBINE_EVERY", combine_every)
+    rng = np.random.default_rng(slice_rows)
+    shard = np.sort(rng.integers(0, 6, 60))
+    cluster = rng.integers(0, 5, 60)
+    frame = pl.DataFrame({"shard": [f"s{x}.parquet" for x in shard], "record_id": [f"d{i}" for i in range(60)],
+                          "score": np.ones(60), "detail": [json.dumps({"cluster": f"c{c}", "group_size": 20})
+                                                           for c in cluster], "severity": "warn"})
+    data = model.CheckData(
+        check="dedup.exact", anchor="a", counts={"warn": 60}, records_flagged=0, shard_level=0,
+        shards_affected=6, total_rows=100, scores=pl.DataFrame(), examples=[], has_examples_file=True,
+        findings=lambda: frame.lazy())
+    view = model.cluster_view(data)
+    expected = {f"c{c}": len(set(shard[cluster == c])) for c in set(cluster)}
+    assert dict(view.select("_cluster", "shards").iter_rows()) == expected
+    monkeypatch.setattr(model, "cluster_shards", lambda *a: pytest.fail("a second pass over the details"))
+    table = next(b.table for b in model.dedup_section(data, view).blocks if b.title == "Largest clusters")
+    assert {r[0]: int(r[2]) for r in table.rows} == expected
