@@ -145,3 +145,23 @@ def test_image_paths_outside_the_shard_need_image_root(tmp_path: Path, state_pol
 
     r = gate(str(data), "--out", str(tmp_path / "r2"), "--image-root", str(tmp_path / "nowhere"), *common)
     assert r.exit_code == 3 and "nowhere" in r.output
+
+
+def test_the_console_script_keeps_what_it_loaded_out_of_the_collectors_walks(tmp_path: Path, state_policy: Path):
+    """`integrity` (flows.cli:main, its own process) freezes the objects loaded before the scan and
+    those left at its end (gc.freeze: the collector stops walking them); the app invoked inside
+    another program (here, the test's process) freezes nothing of its host's."""
+    import gc
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": str(i), "text": f"plain text number {i}"}) + "\n" for i in range(20)))
+    args = ["scan", str(corpus), "--out", str(tmp_path / "run"), "--policy", str(state_policy), "--runner", "inline"]
+    before = gc.get_freeze_count()
+    assert runner.invoke(app, args).exit_code == 0
+    assert gc.get_freeze_count() == before
+    code = ("import atexit, gc, sys; from flows.cli import main; "
+            "atexit.register(lambda: print('frozen', gc.get_freeze_count())); "
+            f"sys.argv = ['integrity', *{[*args[:2], '--out', str(tmp_path / 'run2'), *args[4:]]!r}]; main()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.split("frozen")[-1]) > 10_000
