@@ -59,23 +59,17 @@ import xxhash
 
 from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
 from integrity.analysis.dedup.blobs import pack, pack_fixed, unpack, unpack_fixed
-from integrity.analysis.dedup.graph import components, first_of_pairs, representatives, sorted_unique
+from integrity.analysis.dedup.graph import components, representatives, sorted_unique
 from integrity.analysis.dedup.minhash import MinHasher, bottom_k, sketch_pairs
 from integrity.analysis.dedup.partitioned import SketchSubset, band_join, partition_count
 from integrity.analysis.dedup.kernel import band_keys, near_features
 from integrity.analysis.dedup.text import shingles, text_field_names, text_fields, tokenize
-from integrity.analysis.history import (HistoryIndex, approved_content, drop_rejected, excluded_content,
-                                        node_identities, own_earlier_version, seen_order,
-                                        sort_record_keys, take_ragged)
+from integrity.analysis.history import HistoryIndex, drop_rejected, node_identities, own_earlier_version, seen_order
+from integrity.checks._near_history import KIND, approved_frames, history_edges, remember_approved
 from integrity.checks.base import CheckOptions, Check, CheckConfigError, CheckOutput, CorpusContext
 
 log = logging.getLogger(__name__)
 
-KIND = "near"
-#: history records considered per query band key (the oldest ones)
-HISTORY_HITS_PER_KEY = 8
-#: records looked up in the history at a time
-HISTORY_CHUNK = 32_768
 #: findings built and handed to the engine at a time (their details are JSON text)
 PART_ROWS = 100_000
 
@@ -184,8 +178,8 @@ class NearDedup(Check):
                             run=ctx.map_partitions, n_records=n)
 
         # candidates in the history of earlier nights, shard by shard
-        hist = self._history_edges(((first, self._bands(lf), self._sketches(lf)) for first, lf in chunks),
-                                   ctx, threshold)
+        hist = history_edges(((first, self._bands(lf), self._sketches(lf)) for first, lf in chunks),
+                             ctx, self.params, k, threshold) if self.options["history"] else None
         q_doc = hist[0] if hist is not None else np.zeros(0, np.int64)
         wanted = sorted_unique(np.concatenate([a, b, q_doc]))
         subset = SketchSubset(wanted, self._wanted_sketches(chunks, wanted, n), max_len=k)
@@ -280,98 +274,16 @@ class NearDedup(Check):
         got = lf.select("sketch", "nsh").collect()
         return unpack(got["sketch"], "<u4") + (got["nsh"].to_numpy(),)
 
-    def _history_edges(self, shards, ctx: CorpusContext, threshold: float):
-        """Verified pairs (record, history node), the history nodes' sketches and identity.
-        ``shards`` yields (first record index, bands, sketches) one shard at a time; records
-        are looked up in chunks, so only verified pairs accumulate."""
-        if not self.options["history"]:
-            return None
-        index = HistoryIndex(ctx.state_dir)
-        if not index.exists():
-            return None
-        k = int(self.options["sketch_size"])
-        exclude = excluded_content(ctx)
-        q_all, o_all, s_all, infos, sketches = [], [], [], [], []
-        for first, bands, sk in shards:
-            n, nb = bands.shape
-            for c0 in range(0, n, HISTORY_CHUNK):
-                hits = index.lookup(KIND, self.params, bands[c0:c0 + HISTORY_CHUNK].ravel(), exclude=exclude,
-                                    max_hits=HISTORY_HITS_PER_KEY)
-                if len(hits) == 0:
-                    continue
-                # one candidate per (record, history record)
-                h_idx = first_of_pairs(hits.query // nb, hits.order)
-                q_doc = hits.query[h_idx] // nb + c0
-                hv, ho = index.gather(hits, "sketch", h_idx)
-                hn = index.gather(hits, "nsh", h_idx)
-                sim = sketch_pairs(*sk, q_doc, np.arange(len(h_idx)), k, other=(hv, ho, hn))
-                ok = np.flatnonzero(sim >= threshold)
-                if len(ok) == 0:
-                    continue
-                order = hits.order[h_idx[ok]]
-                uniq, first_hit = np.unique(order, return_index=True)
-                infos.append(index.describe(hits, h_idx[ok][first_hit]).with_columns(order=pl.Series(uniq)))
-                sketches.append(take_ragged(hv, ho, ok[first_hit]) + (hn[ok[first_hit]],))
-                q_all.append(q_doc[ok] + first)
-                o_all.append(order)
-                s_all.append(sim[ok])
-        if not q_all:
-            return None
-        # history nodes: one per distinct history record
-        info = pl.concat(infos)
-        uniq, first = np.unique(info["order"].to_numpy(), return_index=True)
-        info = info[first]
-        values = np.concatenate([v for v, _, _ in sketches])
-        offsets = np.concatenate([[0]] + [np.diff(o) for _, o, _ in sketches]).cumsum()
-        node_sk = take_ragged(values, offsets, first) + (np.concatenate([c for _, _, c in sketches])[first],)
-        q_doc, order, sim = np.concatenate(q_all), np.concatenate(o_all), np.concatenate(s_all)
-        log.info("dedup.near: %d records match %d history records", len(np.unique(q_doc)), len(uniq))
-        return q_doc, np.searchsorted(uniq, order), sim, node_sk, info
-
     # -- after the verdicts: remember what was approved ------------------------
     def after_verdicts(self, features: pl.LazyFrame, approved: list[str], ctx: CorpusContext) -> None:
         if not self.options["history"]:
             return
-        index = HistoryIndex(ctx.state_dir)
-        drop_rejected(index, approved, ctx)
-        # one approved shard's features at a time (its own file), read column by column: a
-        # query over every shard's file held ~200 MB of Polars' buffers at a million records
-        frames = self._approved_frames(features, approved, ctx)
-        if not frames:
-            return
-        sketch_bytes = pl.col("sketch").bin.size().fill_null(0)
-        df = pl.concat([lf.select("shard", RECORD_ID, ROW, "nsh", sketch_bytes=sketch_bytes).collect() for lf in frames])
-        if df.height == 0:
-            return
-        # the keys a shard at a time into one array, sorted before the sketches are read (a sort
-        # by ranges of top bits held less but read every shard's bands once per range: +3 s at 16x)
-        nb = self.hasher.bands
-        keys = np.empty(df.height * nb, dtype=np.uint64)
-        pos = 0
-        for lf in frames:
-            part = unpack_fixed(lf.select("bands").collect()["bands"], "<u8", nb).ravel()
-            keys[pos:pos + len(part)] = part
-            pos += len(part)
-        if pos != len(keys):
-            raise RuntimeError(f"dedup.near: {pos // nb} band-key rows for {df.height} approved records")
-        keys, key_rows = sort_record_keys(keys, nb)
-        # the sketches are as large as the keys: their lengths from the blobs' sizes (read with the
-        # records), the values a shard at a time as the segment is written, never all in memory
-        offsets = np.zeros(df.height + 1, dtype=np.int64)
-        np.cumsum(df["sketch_bytes"].to_numpy() // 4, out=offsets[1:])
-        values = (unpack(lf.select("sketch").collect()["sketch"], "<u4")[0] for lf in frames)
-        index.add(KIND, self.params, df.select("shard", RECORD_ID, ROW), keys=keys, key_rows=key_rows,
-                  keys_sorted=True, payload={"sketch": (values, offsets), "nsh": df["nsh"].to_numpy()},
-                  scan_id=ctx.scan_id, shard_sha256=ctx.shard_sha256)
-
-    def _approved_frames(self, features: pl.LazyFrame, approved: list[str], ctx: CorpusContext) -> list[pl.LazyFrame]:
-        """The features of each approved shard (its own file, in the engine's order); the approved
-        part of ``features`` as one frame when the engine did not list the shards' files."""
-        files = ctx.feature_files.get(self.name)
-        if not files:
-            return [approved_content(features, approved, ctx, with_sha256=False)]
-        keep = set(approved)
-        return [ctx.shard_frame(self.name, shard, features) for shard, _, _ in files if shard in keep]
+        drop_rejected(HistoryIndex(ctx.state_dir), approved, ctx)
+        # one approved shard's features at a time (its own file): a query over every shard's
+        # file held ~200 MB of Polars' buffers at a million records
+        frames = approved_frames(self.name, features, approved, ctx)
+        if frames:
+            remember_approved(frames, ctx, self.params, self.hasher.bands)
 
 
 #: candidate pairs verified at a time (their rows in the subset and similarities: 24 bytes a pair)
