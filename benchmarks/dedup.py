@@ -54,6 +54,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from peak_rss import record_peak_rss
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "debian" / "descriptions.parquet"
 TOOLS_DIR = ROOT.parent / "shared" / "tools"
@@ -113,41 +115,12 @@ def ours_command(data: Path, out: Path) -> list[str]:
     policy.write_text(f"state_dir: {out / 'state'}\nquarantine:\n  mode: 'off'\n")
     argv = ["integrity", "scan", str(data / "shards"), "--out", str(out / "run"), "--runner", "inline",
             "--workers", "1", "--checks", "dedup.near", "--policy", str(policy)]
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import dedup; "
-            f"dedup.record_peak_rss({str(out / 'peak_rss_kb')!r}); sys.argv = {argv!r}; "
+    # the measured process imports only the stdlib helper before the CLI, as `integrity scan`
+    # does: importing this module first loaded Polars before the CLI could set its allocator
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import peak_rss; "
+            f"peak_rss.record_peak_rss({str(out / 'peak_rss_kb')!r}); sys.argv = {argv!r}; "
             "from flows.cli import main; main()")
     return [sys.executable, "-c", code]
-
-
-def record_peak_rss(path: str) -> None:
-    """At exit, write this process's peak RSS (VmHWM: the high-water mark of its own
-    memory map since exec; getrusage of a child would include the parent's RSS at fork)
-    and, to ``path + '.anon'``, the peak of its anonymous memory (RssAnon sampled every
-    20 ms: RSS without the file pages of memory-mapped inputs such as the history)."""
-    import atexit
-    import threading
-
-    peak_anon = [0]
-
-    def status(key: str) -> int:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key):
-                    return int(line.split()[1])
-        return 0
-
-    def sample() -> None:
-        while True:
-            peak_anon[0] = max(peak_anon[0], status("RssAnon"))
-            time.sleep(0.02)
-
-    threading.Thread(target=sample, daemon=True).start()
-
-    def write() -> None:
-        Path(path).write_text(str(status("VmHWM")))
-        Path(path + ".anon").write_text(str(max(peak_anon[0], status("RssAnon"))))
-
-    atexit.register(write)
 
 
 def finish_ours(out: Path) -> None:
@@ -436,8 +409,8 @@ def history_nights(work: Path, nights: int, checks: str) -> None:
         policy.write_text(f"state_dir: {state}\nquarantine:\n  mode: 'off'\n")
         argv = ["integrity", "scan", str(src), "--out", str(out / "run"), "--runner", "inline", "--workers", "1",
                 "--checks", checks, "--policy", str(policy)]
-        code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import dedup; "
-                f"dedup.record_peak_rss({str(out / 'peak_rss_kb')!r}); sys.argv = {argv!r}; "
+        code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import peak_rss; "
+                f"peak_rss.record_peak_rss({str(out / 'peak_rss_kb')!r}); sys.argv = {argv!r}; "
                 "from flows.cli import main; main()")
         p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         p.stderr.read()
