@@ -410,7 +410,7 @@ def history_nights(work: Path, nights: int, checks: str) -> None:
         argv = ["integrity", "scan", str(src), "--out", str(out / "run"), "--runner", "inline", "--workers", "1",
                 "--checks", checks, "--policy", str(policy)]
         code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import peak_rss; "
-                f"peak_rss.record_peak_rss({str(out / 'peak_rss_kb')!r}); sys.argv = {argv!r}; "
+                f"peak_rss.record_peak_rss({str(out / 'peak_rss_kb')!r}, sample_anon=True); sys.argv = {argv!r}; "
                 "from flows.cli import main; main()")
         p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         p.stderr.read()
