@@ -16,9 +16,14 @@ from typing import TYPE_CHECKING, Any
 # without faulting them in again on every allocation (at once, a 16x dedup.near scan took 3.1 M
 # page faults and 2.2 s longer). Polars appends this after its own defaults (the last wins). It
 # counts only when set before Polars is first imported: ``integrity`` is imported first by the
-# CLI, the flows and the API. A value the user exported is kept.
+# CLI, the flows and the API. A value the user exported is kept; one made only of Polars' own
+# defaults is what a parent process that imported Polars passes to its children (a benchmark
+# harness, a notebook starting workers), so ours goes after it.
 POLARS_ALLOCATOR_OPTIONS = "dirty_decay_ms:200,muzzy_decay_ms:0"
-os.environ.setdefault("_RJEM_MALLOC_CONF", POLARS_ALLOCATOR_OPTIONS)
+_POLARS_OWN_OPTIONS = frozenset({"dirty_decay_ms:500", "muzzy_decay_ms:1000", "thp:always", "metadata_thp:always"})
+_inherited = os.environ.get("_RJEM_MALLOC_CONF", "")
+if set(filter(None, _inherited.split(","))) <= _POLARS_OWN_OPTIONS:
+    os.environ["_RJEM_MALLOC_CONF"] = ",".join(filter(None, (_inherited, POLARS_ALLOCATOR_OPTIONS)))
 
 if TYPE_CHECKING:
     from integrity.api import ScanResult, scan

@@ -60,3 +60,9 @@ def test_polars_returns_freed_pages_soon_in_a_scan_unless_the_user_says_otherwis
     assert _polars_allocator_options("import integrity; " + show, {}).endswith(ours)
     user = _polars_allocator_options("import integrity; " + show, {"_RJEM_MALLOC_CONF": "narenas:2"})
     assert user.endswith(",narenas:2") and ours not in user
+    # what a parent that imported Polars (without integrity first) hands its children is Polars'
+    # defaults, not a user's choice: ours goes after it
+    inherited = _polars_allocator_options("import polars, os; print(os.environ['_RJEM_MALLOC_CONF'])", {})
+    assert ours.strip(",") not in inherited
+    child = _polars_allocator_options("import integrity; " + show, {"_RJEM_MALLOC_CONF": inherited})
+    assert child.endswith(ours)
