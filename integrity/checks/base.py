@@ -104,6 +104,10 @@ class CorpusContext:
     #: where a partitioned pass writes the files its partition tasks read: a local directory or
     #: an fsspec URL (the run directory's ``.work`` on object storage) that every worker reaches
     work_dir: str = ""
+    #: the engine's masking of the text columns of a frame of finding text
+    #: (:func:`integrity.engine.redact.mask_frame`), for the checks that mask their details
+    #: themselves (``Check.masks_own_details``); None outside a scan (nothing is written then)
+    mask_details: Callable[[pl.DataFrame], pl.DataFrame] | None = None
 
     def shard_frame(self, check: str, shard: str, features: pl.LazyFrame) -> pl.LazyFrame:
         """``check``'s features of one shard, read from that shard's own file when the engine
@@ -142,6 +146,10 @@ class Check(ABC):
     #: feature columns that hold single tokens taken from record text (a vocabulary): the
     #: engine masks random-looking ones where it caches them, as it masks tokens in prose
     token_columns: ClassVar[tuple[str, ...]] = ()
+    #: the check masks the secrets of its corpus findings' details itself with
+    #: ``CorpusContext.mask_details``, each value once (a representative's id is repeated in
+    #: every finding of its cluster): the engine does not scan those details again
+    masks_own_details: ClassVar[bool] = False
     #: the report section that shows this check's findings (a name registered in
     #: :mod:`integrity.report.sections`); the generic findings section by default
     report_section: ClassVar[str] = "findings"

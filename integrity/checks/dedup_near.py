@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import polars as pl
@@ -98,6 +98,7 @@ class NearDedup(Check):
                                        "spilled to the run directory): bounds the join's memory at any size")
     default_severity = "warn"
     corpus_level = True
+    masks_own_details = True
     version = 1
 
     def __init__(self, options=None, shard=None):
@@ -241,7 +242,8 @@ class NearDedup(Check):
         for start in range(0, len(found), PART_ROWS):
             part = slice(start, start + PART_ROWS)
             yield _findings("near", df, found[part], rep_f[part], size, h_info, {
-                "similarity": np.round(sim_rep[part], 4)}, np.round(best[found[part]], 4), nodes=nodes)
+                "similarity": np.round(sim_rep[part], 4)}, np.round(best[found[part]], 4), nodes=nodes,
+                mask=ctx.mask_details)
 
     def _shard_frames(self, features: pl.LazyFrame, ctx: CorpusContext) -> list[tuple[int, pl.LazyFrame]]:
         """(first record index, lazy features) per shard, in the order of ``features``; the
@@ -310,38 +312,53 @@ def _verified(subset: SketchSubset, a: np.ndarray, b: np.ndarray, k: int, thresh
 
 def _findings(prefix: str, df: pl.DataFrame, found: np.ndarray, rep_f: np.ndarray, size: np.ndarray,
               h_info: pl.DataFrame | None, extra: dict, score: np.ndarray,
-              join: pl.DataFrame | None = None, nodes: pl.DataFrame | None = None) -> pl.DataFrame:
+              nodes: pl.DataFrame | None = None,
+              mask: Callable[[pl.DataFrame], pl.DataFrame] | None = None) -> pl.DataFrame:
     """Findings of the records ``found`` (indices into ``df``) kept as ``rep_f``
     (node indices: ``df`` rows, then ``h_info`` rows for history records; ``nodes``: their
     :func:`integrity.analysis.history.node_identities`, built here when not given).
     Column-wise: the records' ids and shards are gathered by index, never turned into Python
-    lists of the corpus."""
+    lists of the corpus.
+
+    The details are masked here with ``mask`` (the engine's ``CorpusContext.mask_details``; see
+    ``masks_own_details``): the only text in them that comes from the data, the representative's
+    id, shard and scan, is JSON-encoded and masked once per representative, then spread to its
+    findings; the rest is the cluster id (a hash) and numbers."""
     n = df.height
     nodes = node_identities(df, h_info) if nodes is None else nodes
     # what describes a representative is computed once per cluster, then spread to its members
     uniq, inv = np.unique(rep_f, return_inverse=True)
+    inv = inv.ravel()
     rep = nodes[uniq]
-    per_rep = pl.DataFrame({
-        "cluster": cluster_ids(prefix, rep["shard"].to_list(), rep[RECORD_ID].to_list()),
+    about_rep = pl.DataFrame({
         "representative": rep[RECORD_ID],
         "representative_shard": rep["shard"],
         # ids may repeat in a shard: the row tells an in-scan representative apart
         "representative_row": rep[ROW],
         "representative_sha256": rep["sha256"],
         "representative_scan": rep["scan"],
-    }, schema={"cluster": pl.Utf8, "representative": pl.Utf8, "representative_shard": pl.Utf8,
-               "representative_row": pl.Int64, "representative_sha256": pl.Utf8, "representative_scan": pl.Utf8})
-    spread = per_rep[inv.ravel()]
-    detail = pl.DataFrame({"cluster": spread["cluster"], "cluster_size": size[found]}).hstack(spread.drop("cluster"))
-    detail = detail.hstack(pl.DataFrame({**extra, "history": rep_f >= n}))
-    if join is not None:
-        detail = pl.concat([detail, join], how="horizontal")
+    }, schema={"representative": pl.Utf8, "representative_shard": pl.Utf8, "representative_row": pl.Int64,
+               "representative_sha256": pl.Utf8, "representative_scan": pl.Utf8})
+    # a JSON object per representative, masked as a whole detail would be; its fields without braces
+    rep_json = about_rep.select(json=pl.struct(pl.all()).struct.json_encode())
+    rep_json = (mask(rep_json) if mask is not None else rep_json)["json"]
+    per_rep = pl.DataFrame({
+        "cluster": cluster_ids(prefix, rep["shard"].to_list(), rep[RECORD_ID].to_list()),
+        "fields": rep_json.str.slice(1).str.head(-1),
+    })
+    spread = per_rep[inv]
+    # the per-finding fields: numbers and flags only
+    tail = pl.DataFrame({**extra, "history": rep_f >= n}).select(pl.struct(pl.all()).struct.json_encode()).to_series()
+    detail = pl.concat_str(
+        pl.lit('{"cluster":"'), spread["cluster"], pl.lit('","cluster_size":'),
+        pl.Series(size[found], dtype=pl.Int64).cast(pl.Utf8), pl.lit(","), spread["fields"], pl.lit(","),
+        tail.str.slice(1))
     return pl.DataFrame({
         "shard": nodes["shard"].gather(found),
         RECORD_ID: nodes[RECORD_ID].gather(found),
         ROW: df[ROW].gather(found),  # ids may repeat in a shard; the engine moves it into detail.row
         "score": pl.Series(score, dtype=pl.Float64),
-        "detail": detail.select(pl.struct(pl.all()).struct.json_encode()).to_series(),
+        "detail": pl.select(detail).to_series().alias("detail"),
         "severity": pl.Series([None] * len(found), dtype=pl.Utf8),
     })
 

@@ -16,7 +16,7 @@ from connectors.schema import SCAN_FINDING_COLUMNS
 from integrity.checks.base import CorpusContext, MapPartitions, serial_map
 from integrity.engine import evidence, outputs
 from integrity.engine.memory import release_free_memory
-from integrity.engine.redact import mask_frame
+from integrity.engine.redact import KEY_COLUMNS, mask_frame
 from integrity.engine.shard import ShardResult, rows_into_detail
 from integrity.engine.spec import ScanSpec, corpus_order
 
@@ -72,7 +72,7 @@ def corpus_context(spec: ScanSpec, results: list[ShardResult],
         shard_uri={r.shard: r.uri for r in results},
         feature_files={name: feature_files(name, results) for name in corpus_order(spec.checks)},
         mapping=spec.mapping, map_partitions=map_partitions or serial_map, work_dir=spec.work_url,
-        storage_options=spec.storage_options,
+        storage_options=spec.storage_options, mask_details=mask_frame,
     )
 
 
@@ -109,7 +109,7 @@ def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], dest: Path,
         thumbnails = evidence.thumbnail_count(check)
         if thumbnails:  # checks with thumbnails keep their findings whole until the images are gathered
             parts = [part for part in parts if part.height]
-        write_finished(parts, label, path)
+        write_finished(parts, label, path, details_masked=check.masks_own_details)
         height = pq.read_metadata(path).num_rows
         if height:
             files.append(path)
@@ -136,21 +136,23 @@ def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], dest: Path,
 
 
 def write_finished(found: pl.DataFrame | Iterable[pl.DataFrame], check: str, path: Path,
-                   chunk: int = FINISH_CHUNK) -> Path:
+                   chunk: int = FINISH_CHUNK, details_masked: bool = False) -> Path:
     """A pass's findings (one frame, or parts as
     :meth:`integrity.checks.base.Check.corpus_parts` yields them) in the columns of
     ``findings.parquet`` (:func:`finish_findings`), secrets masked before they reach the disk (as
     the shard cache's findings are), written ``chunk`` rows at a time: the details are rewritten
     (row moved in, secrets masked) one slice after the other, never for the whole corpus's
-    findings at once."""
+    findings at once. ``details_masked``: the check masked its details itself
+    (``Check.masks_own_details``); the other text columns are still masked here."""
     parts = [found] if isinstance(found, pl.DataFrame) else found
+    skip = KEY_COLUMNS | {"detail"} if details_masked else KEY_COLUMNS
 
     def pieces() -> Iterator[pl.DataFrame]:
         for part in parts:
             # what the pass freed to make this part (its arrays, once it returned) goes back first
             release_free_memory()
             for piece in part.iter_slices(chunk):
-                yield mask_frame(finish_findings(piece, check))
+                yield mask_frame(finish_findings(piece, check), skip=skip)
 
     # lz4: a spill of the run's work directory, read back once or twice (findings.parquet itself is zstd)
     return outputs.write_findings_parts(pieces(), path, compression="lz4")

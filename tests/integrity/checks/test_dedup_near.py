@@ -36,13 +36,15 @@ def batch(texts, prefix):
                                                         ("text", pa.large_string())]))
 
 
-def corpus(shards: dict[str, list[str]], state_dir: Path = Path("/nonexistent-state"), **options) -> pl.DataFrame:
+def corpus(shards: dict[str, list[str]], state_dir: Path = Path("/nonexistent-state"), mask=None,
+           **options) -> pl.DataFrame:
     frames = []
     for i, (name, texts) in enumerate(shards.items()):
         out = NearDedup(options).process_batch(batch(texts, name))
         if out.features is not None:
             frames.append(out.features.lazy().with_columns(shard=pl.lit(name), shard_index=pl.lit(i, dtype=pl.Int32)))
-    ctx = CorpusContext(run_dir=Path("."), state_dir=state_dir, shards=list(shards), shard_findings=pl.LazyFrame())
+    ctx = CorpusContext(run_dir=Path("."), state_dir=state_dir, shards=list(shards), shard_findings=pl.LazyFrame(),
+                        mask_details=mask)
     return NearDedup(options).corpus_pass(pl.concat(frames), ctx)
 
 
@@ -288,3 +290,25 @@ def test_findings_in_parts_equal_the_whole_pass(monkeypatch):
     assert whole.height >= 8
     assert parts.equals(whole)
     assert len({d["cluster"] for d in details(whole).values()}) < whole.height  # clusters span parts
+
+
+def test_secrets_in_a_representatives_id_are_masked_as_the_engine_masks_details():
+    """dedup.near masks its details itself, once per representative (``masks_own_details``):
+    a secret in a record id or shard name is masked in every finding of its cluster, with the
+    result the engine's own masking of the whole detail gives."""
+    from integrity.engine.redact import mask_frame
+
+    token = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+    rng = random.Random(7)
+    base = [doc(rng) for _ in range(3)]
+    found = corpus({token: base, "s2": [edit(rng, t) for t in base]}, mask=mask_frame)
+    assert NearDedup.masks_own_details
+    d = details(found)
+    assert set(d) == {"s20", "s21", "s22"}
+    for rid, got in d.items():
+        assert token not in found.filter(pl.col("record_id") == rid)["detail"].item()
+        assert got["representative"].startswith("ghp_") and "\u2022" in got["representative"]
+        assert got["representative_shard"].startswith("ghp_") and "\u2022" in got["representative_shard"]
+        unmasked = {**got, "representative": f"{token}{got['representative_row']}", "representative_shard": token}
+        engine = mask_frame(pl.DataFrame({"detail": [json.dumps(unmasked, separators=(",", ":"))]}))["detail"].item()
+        assert json.loads(engine) == got

@@ -56,6 +56,9 @@ def test_findings_finished_slice_by_slice_equal_the_whole_frame_finished(tmp_pat
     # parts, as Check.corpus_parts yields them, are finished and written one after the other
     parts = iter([found.slice(0, 3), found.head(0), found.slice(3)])
     assert pl.read_parquet(write_finished(parts, "dedup.span", tmp_path / "parts.parquet", chunk=2)).equals(got)
+    # a check that masks its details itself (Check.masks_own_details): they are written as given
+    own = pl.read_parquet(write_finished(found, "dedup.near", tmp_path / "own.parquet", details_masked=True))
+    assert own.equals(finish_findings(found, "dedup.near"))
 
 
 def test_memorization_findings_spilled_in_parts_equal_the_whole_pass(tmp_path: Path, state_policy: Path, monkeypatch):
