@@ -15,6 +15,8 @@ argsort runs (the same result).
 """
 from __future__ import annotations
 
+from typing import Callable, Iterable, Iterator
+
 import numpy as np
 
 try:  # numba is a dependency; without it NumPy's stable argsort runs (same result, slower)
@@ -56,38 +58,41 @@ def _insertion_sort_run(out, order, lo, hi):
 
 
 @njit(cache=True)
-def _bucket_sort(keys, bits, order):
-    """(sorted keys, order) of uint64 ``keys``: a stable counting scatter on the top ``bits``
-    bits, then a stable sort of each bucket of about 16 keys. ``order`` is an array of
-    ``len(keys)`` to fill (int64, or uint32 to halve it when the keys are fewer than 2**32).
+def _count_top(keys, shift, starts):
+    """Add the count of each top-bits bucket (``keys >> shift``) of ``keys`` to ``starts[b + 1]``."""
+    for i in range(keys.shape[0]):
+        starts[np.int64(keys[i] >> shift) + 1] += 1
 
-    The scatter goes in two rounds when ``bits`` > 8: first on the top 8 bits into 256
-    runs, then each run (about n / 256 keys: in cache) on the next ``bits - 8``. One round
-    over 2**21 buckets wrote every key to a random place in memory (a cache miss each); two
-    rounds write to at most a few thousand places at a time and are about 2x faster."""
-    n = keys.shape[0]
-    out = np.empty(n, dtype=np.uint64)
-    b1 = bits if bits <= 8 else 8
-    shift1 = np.uint64(64 - b1)
-    nb1 = 1 << b1
-    starts = np.zeros(nb1 + 1, dtype=np.int64)
-    for i in range(n):
-        starts[np.int64(keys[i] >> shift1) + 1] += 1
-    for b in range(nb1):
-        starts[b + 1] += starts[b]
-    fill = starts[:-1].copy()
-    for i in range(n):
-        b = np.int64(keys[i] >> shift1)
+
+@njit(cache=True)
+def _scatter_top(keys, shift, fill, end, out, order, base):
+    """Scatter ``keys`` (the keys ``base``, ``base + 1``, ... of the whole input) stably into
+    their top-bits buckets of ``out``, their input positions into ``order``; ``fill`` holds
+    each bucket's next free place and is advanced, ``end`` its end. Returns False (and stops)
+    when a bucket would overflow: keys other than the ones counted."""
+    for i in range(keys.shape[0]):
+        b = np.int64(keys[i] >> shift)
         p = fill[b]
-        order[p] = i
+        if p >= end[b]:
+            return False
+        order[p] = base + i
         out[p] = keys[i]
         fill[b] = p + 1
+    return True
+
+
+@njit(cache=True)
+def _sort_runs(out, order, starts, bits, b1):
+    """Finish the sort of keys scattered on their top ``b1`` bits (runs ``starts``): each run
+    sorted stably, after a second scatter on the next ``bits - b1`` bits when ``bits`` > ``b1``.
+
+    The second round copies one run at a time into a small buffer and scatters it back, so
+    the sort needs no second pair of arrays of the whole input."""
+    nb1 = starts.shape[0] - 1
     if b1 == bits:
         for b in range(nb1):
             _insertion_sort_run(out, order, starts[b], starts[b + 1])
-        return out, order
-    # the second round copies one run at a time into a small buffer and scatters it back, so
-    # the sort needs no second pair of arrays of the whole input
+        return
     longest = 0
     for r in range(nb1):
         longest = max(longest, starts[r + 1] - starts[r])
@@ -121,7 +126,42 @@ def _bucket_sort(keys, bits, order):
             fill2[b] = p + 1
         for b in range(nb2):
             _insertion_sort_run(out, order, lo + sub[b], lo + sub[b + 1])
+
+
+@njit(cache=True)
+def _bucket_sort(keys, bits, order):
+    """(sorted keys, order) of uint64 ``keys``: a stable counting scatter on the top ``bits``
+    bits, then a stable sort of each bucket of about 16 keys. ``order`` is an array of
+    ``len(keys)`` to fill (int64, or uint32 to halve it when the keys are fewer than 2**32).
+
+    The scatter goes in two rounds when ``bits`` > 8: first on the top 8 bits into 256
+    runs, then each run (about n / 256 keys: in cache) on the next ``bits - 8``. One round
+    over 2**21 buckets wrote every key to a random place in memory (a cache miss each); two
+    rounds write to at most a few thousand places at a time and are about 2x faster."""
+    n = keys.shape[0]
+    out = np.empty(n, dtype=np.uint64)
+    b1 = bits if bits <= 8 else 8
+    shift1 = np.uint64(64 - b1)
+    starts = np.zeros((1 << b1) + 1, dtype=np.int64)
+    _count_top(keys, shift1, starts)
+    for b in range(1 << b1):
+        starts[b + 1] += starts[b]
+    _scatter_top(keys, shift1, starts[:-1].copy(), starts[1:], out, order, 0)
+    _sort_runs(out, order, starts, bits, b1)
     return out, order
+
+
+def _sort_bits(n: int) -> int:
+    # about 16 keys a bucket: the insertion sorts stay in cache, the bucket counts too (<= 32 MB)
+    return int(min(22, max(8, n.bit_length() - 4)))
+
+
+def _order_dtype(order_dtype: np.dtype | type, n: int) -> np.dtype:
+    order_dtype = np.dtype(order_dtype)
+    if order_dtype not in (np.dtype(np.int64), np.dtype(np.uint32)) or (
+            order_dtype == np.uint32 and n >= 2**32):
+        raise ValueError(f"order_dtype must be int64, or uint32 for fewer than 2**32 keys (got {order_dtype})")
+    return order_dtype
 
 
 def stable_sort_u64(keys: np.ndarray, order_dtype: np.dtype | type = np.int64) -> tuple[np.ndarray, np.ndarray]:
@@ -130,16 +170,50 @@ def stable_sort_u64(keys: np.ndarray, order_dtype: np.dtype | type = np.int64) -
     or uint32 for fewer than 2**32 keys: half the memory)."""
     keys = np.ascontiguousarray(keys, dtype=np.uint64)
     n = len(keys)
-    order_dtype = np.dtype(order_dtype)
-    if order_dtype not in (np.dtype(np.int64), np.dtype(np.uint32)) or (
-            order_dtype == np.uint32 and n >= 2**32):
-        raise ValueError(f"order_dtype must be int64, or uint32 for fewer than 2**32 keys (got {order_dtype})")
+    order_dtype = _order_dtype(order_dtype, n)
     if not HAVE_NUMBA or n < MIN_COMPILED:
         order = np.argsort(keys, kind="stable")
         return keys[order], order.astype(order_dtype, copy=False)
-    # about 16 keys a bucket: the insertion sorts stay in cache, the bucket counts too (<= 32 MB)
-    bits = int(min(22, max(8, n.bit_length() - 4)))
-    return _bucket_sort(keys, bits, np.empty(n, dtype=order_dtype))
+    return _bucket_sort(keys, _sort_bits(n), np.empty(n, dtype=order_dtype))
+
+
+def stable_sort_u64_parts(parts: Callable[[], Iterable[np.ndarray]], n: int,
+                          order_dtype: np.dtype | type = np.int64) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`stable_sort_u64` of the concatenation of the arrays ``parts()`` yields (``n`` keys
+    in all), without that concatenation: ``parts`` is called twice, once to count the keys of
+    each top-bits bucket and once to scatter them into place, so memory holds the sorted keys,
+    their order and one part, not the input keys as well (at 20 M band keys, 160 MB less).
+    Raises ValueError when the parts hold other than ``n`` keys."""
+    order_dtype = _order_dtype(order_dtype, n)
+
+    def each() -> Iterator[np.ndarray]:
+        seen = 0
+        for part in parts():
+            part = np.ascontiguousarray(part, dtype=np.uint64).ravel()
+            seen += len(part)
+            if seen > n:
+                break
+            yield part
+        if seen != n:
+            raise ValueError(f"the parts hold {seen}{'+' if seen > n else ''} keys, not the {n} given")
+
+    if not HAVE_NUMBA or n < MIN_COMPILED:
+        return stable_sort_u64(np.concatenate([np.zeros(0, np.uint64), *each()]), order_dtype)
+    bits = _sort_bits(n)
+    b1 = min(bits, 8)
+    shift1 = np.uint64(64 - b1)
+    starts = np.zeros((1 << b1) + 1, dtype=np.int64)
+    for part in each():
+        _count_top(part, shift1, starts)
+    np.cumsum(starts, out=starts)
+    out, order = np.empty(n, dtype=np.uint64), np.empty(n, dtype=order_dtype)
+    fill, base = starts[:-1].copy(), 0
+    for part in each():
+        if not _scatter_top(part, shift1, fill, starts[1:], out, order, base):
+            raise ValueError("the parts changed between their two readings")
+        base += len(part)
+    _sort_runs(out, order, starts, bits, b1)
+    return out, order
 
 
 @njit(cache=True)

@@ -4,7 +4,7 @@ verdicts, the approved records of tonight added to it."""
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import polars as pl
@@ -82,17 +82,16 @@ def remember_approved(frames: list[pl.LazyFrame], ctx: CorpusContext, params: di
     df = pl.concat([lf.select("shard", RECORD_ID, ROW, "nsh", sketch_bytes=sketch_bytes).collect() for lf in frames])
     if df.height == 0:
         return
-    # the keys a shard at a time into one array, sorted before the sketches are read (a sort
-    # by ranges of top bits held less but read every shard's bands once per range: +3 s at 16x)
-    keys = np.empty(df.height * nb, dtype=np.uint64)
-    pos = 0
-    for lf in frames:
-        part = unpack_fixed(lf.select("bands").collect()["bands"], "<u8", nb).ravel()
-        keys[pos:pos + len(part)] = part
-        pos += len(part)
-    if pos != len(keys):
-        raise RuntimeError(f"dedup.near: {pos // nb} band-key rows for {df.height} approved records")
-    keys, key_rows = sort_record_keys(keys, nb)
+    # the keys sorted before the sketches are read, a shard at a time and read twice (counted,
+    # then scattered into place): never a copy of every key besides the sorted one (a sort by
+    # ranges of top bits held less but read every shard's bands once per range: +3 s at 16x)
+    def band_parts() -> Iterator[np.ndarray]:
+        return (unpack_fixed(lf.select("bands").collect()["bands"], "<u8", nb) for lf in frames)
+
+    try:
+        keys, key_rows = sort_record_keys(band_parts, nb, n_records=df.height)
+    except ValueError as e:
+        raise RuntimeError(f"dedup.near: the approved records' band keys do not match their {df.height} rows: {e}")
     # the sketches are as large as the keys: their lengths from the blobs' sizes (read with the
     # records), the values a shard at a time as the segment is written, never all in memory
     offsets = np.zeros(df.height + 1, dtype=np.int64)

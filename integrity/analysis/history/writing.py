@@ -7,24 +7,35 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import pyarrow as pa
 
 from integrity.analysis.history.segments import Segment
-from integrity.analysis.sorting import stable_sort_u64
+from integrity.analysis.sorting import stable_sort_u64, stable_sort_u64_parts
 
 
-def sort_record_keys(keys: np.ndarray, per_record: int) -> tuple[np.ndarray, np.ndarray]:
+def sort_record_keys(keys: np.ndarray | Callable[[], Iterable[np.ndarray]], per_record: int,
+                     n_records: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(sorted keys, their record rows)`` of ``keys`` holding ``per_record`` keys per record in
     record order (record ``r``'s are ``keys[r * per_record:(r + 1) * per_record]``), rows
     ascending within equal keys: what :meth:`HistoryIndex.add` stores, ready for it with
     ``keys_sorted=True``. Rows are uint32 below 2**32 keys (no array of every key's row is
-    built before the sort, and the sort's order becomes the rows in place)."""
-    keys = np.asarray(keys, dtype=np.uint64)
-    small = len(keys) < 2**32
-    sorted_keys, order = stable_sort_u64(keys, order_dtype=np.uint32 if small else np.int64)
+    built before the sort, and the sort's order becomes the rows in place).
+
+    ``keys`` may instead be a function yielding them in parts (a shard at a time) with
+    ``n_records`` given: the parts are read twice (:func:`stable_sort_u64_parts`) and the keys
+    are never held whole besides their sorted copy."""
+    if callable(keys):
+        if n_records is None:
+            raise ValueError("sort_record_keys: n_records is required when the keys come in parts")
+        n = n_records * per_record
+        sorted_keys, order = stable_sort_u64_parts(keys, n, order_dtype=np.uint32 if n < 2**32 else np.int64)
+    else:
+        keys = np.asarray(keys, dtype=np.uint64)
+        small = len(keys) < 2**32
+        sorted_keys, order = stable_sort_u64(keys, order_dtype=np.uint32 if small else np.int64)
     np.floor_divide(order, order.dtype.type(per_record), out=order)
     return sorted_keys, order
 

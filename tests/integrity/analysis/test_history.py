@@ -222,6 +222,11 @@ def test_presorted_keys_and_chunked_ragged_payload_write_the_same_segment(tmp_pa
         payload={"lst": (values, offsets)})
     sorted_keys, rows = H.sort_record_keys(keys, per)
     assert rows.dtype == np.uint32
+    # the keys given a shard at a time (dedup.near reads each shard's bands twice): the same
+    blocks = np.split(keys.reshape(n, per), [1000, 1000, 2500])
+    in_parts = H.sort_record_keys(lambda: iter(blocks), per, n_records=n)
+    assert np.array_equal(in_parts[0], sorted_keys) and np.array_equal(in_parts[1], rows)
+    assert in_parts[1].dtype == np.uint32
     cuts = [0, 700, 700, 2100, int(offsets[-1])]  # an empty chunk too
     chunks = [values[a:b] for a, b in zip(cuts, cuts[1:])]
     fast = HistoryIndex(tmp_path / "fast").add("k", PARAMS, recs, keys=sorted_keys, key_rows=rows, keys_sorted=True,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from integrity.analysis import sorting
-from integrity.analysis.sorting import stable_sort_u64
+from integrity.analysis.sorting import stable_sort_u64, stable_sort_u64_parts
 
 
 def hashed_keys(n: int, distinct: int, seed: int = 0) -> np.ndarray:
@@ -79,3 +79,36 @@ def test_sorted_unique_equals_numpy(x):
     got = sorting.sorted_unique_i64(x)
     np.testing.assert_array_equal(got, np.unique(x))
     assert got.dtype == np.int64
+
+
+@pytest.mark.parametrize("n", [0, 100, 50_000, 300_000])
+def test_sorting_parts_read_twice_equals_sorting_their_concatenation(n):
+    """stable_sort_u64_parts never holds the input keys whole: it reads the parts twice (count,
+    then scatter) and gives what the sort of their concatenation gives, duplicates in order."""
+    rng = np.random.default_rng(n)
+    keys = rng.integers(0, 2**64, size=n, dtype=np.uint64)
+    keys[::7] = keys[0] if n else 0  # many copies of one key, and equal keys across parts
+    cuts = sorted(rng.integers(0, n + 1, size=5).tolist()) if n else []
+    parts = np.split(keys, cuts)
+    reads = []
+
+    def read():
+        reads.append(1)
+        return iter(parts)
+
+    got_keys, got_order = stable_sort_u64_parts(read, n, order_dtype=np.uint32)
+    want_order = np.argsort(keys, kind="stable")
+    assert np.array_equal(got_keys, keys[want_order]) and np.array_equal(got_order, want_order)
+    assert got_order.dtype == np.uint32
+    assert len(reads) == (2 if n >= 4096 else 1)
+
+
+def test_sorting_parts_that_hold_other_keys_than_counted_is_an_error():
+    keys = np.random.default_rng(1).integers(0, 2**64, size=20_000, dtype=np.uint64)
+    with pytest.raises(ValueError, match="hold 20000"):
+        stable_sort_u64_parts(lambda: iter([keys]), 20_001)
+    with pytest.raises(ValueError, match="hold 20000"):
+        stable_sort_u64_parts(lambda: iter([keys]), 19_999)
+    readings = iter([[keys], [np.sort(keys)[::-1].copy() ^ np.uint64(2**63)]])  # same count, other keys
+    with pytest.raises(ValueError, match="changed between"):
+        stable_sort_u64_parts(lambda: iter(next(readings)), len(keys))
