@@ -109,7 +109,8 @@ def run_corpus_checks(spec: ScanSpec, results: list[ShardResult], dest: Path,
         thumbnails = evidence.thumbnail_count(check)
         if thumbnails:  # checks with thumbnails keep their findings whole until the images are gathered
             parts = [part for part in parts if part.height]
-        write_finished(parts, label, path, details_masked=check.masks_own_details)
+        # a check masks its own details only with the engine's masking in hand
+        write_finished(parts, label, path, details_masked=check.masks_own_details and ctx.mask_details is not None)
         height = pq.read_metadata(path).num_rows
         if height:
             files.append(path)
