@@ -86,8 +86,12 @@ def _sort_runs(out, order, starts, bits, b1):
     """Finish the sort of keys scattered on their top ``b1`` bits (runs ``starts``): each run
     sorted stably, after a second scatter on the next ``bits - b1`` bits when ``bits`` > ``b1``.
 
-    The second round copies one run at a time into a small buffer and scatters it back, so
-    the sort needs no second pair of arrays of the whole input."""
+    The scatter goes in two rounds when ``bits`` > 8: first on the top 8 bits into 256 runs
+    (:func:`_count_top`, :func:`_scatter_top`), then here each run (about n / 256 keys: in
+    cache) on the next ``bits - 8``. One round over 2**21 buckets wrote every key to a random
+    place in memory (a cache miss each); two rounds write to at most a few thousand places at
+    a time and are about 2x faster. The second round copies one run at a time into a small
+    buffer and scatters it back, so the sort needs no second pair of arrays of the whole input."""
     nb1 = starts.shape[0] - 1
     if b1 == bits:
         for b in range(nb1):
@@ -128,29 +132,6 @@ def _sort_runs(out, order, starts, bits, b1):
             _insertion_sort_run(out, order, lo + sub[b], lo + sub[b + 1])
 
 
-@njit(cache=True)
-def _bucket_sort(keys, bits, order):
-    """(sorted keys, order) of uint64 ``keys``: a stable counting scatter on the top ``bits``
-    bits, then a stable sort of each bucket of about 16 keys. ``order`` is an array of
-    ``len(keys)`` to fill (int64, or uint32 to halve it when the keys are fewer than 2**32).
-
-    The scatter goes in two rounds when ``bits`` > 8: first on the top 8 bits into 256
-    runs, then each run (about n / 256 keys: in cache) on the next ``bits - 8``. One round
-    over 2**21 buckets wrote every key to a random place in memory (a cache miss each); two
-    rounds write to at most a few thousand places at a time and are about 2x faster."""
-    n = keys.shape[0]
-    out = np.empty(n, dtype=np.uint64)
-    b1 = bits if bits <= 8 else 8
-    shift1 = np.uint64(64 - b1)
-    starts = np.zeros((1 << b1) + 1, dtype=np.int64)
-    _count_top(keys, shift1, starts)
-    for b in range(1 << b1):
-        starts[b + 1] += starts[b]
-    _scatter_top(keys, shift1, starts[:-1].copy(), starts[1:], out, order, 0)
-    _sort_runs(out, order, starts, bits, b1)
-    return out, order
-
-
 def _sort_bits(n: int) -> int:
     # about 16 keys a bucket: the insertion sorts stay in cache, the bucket counts too (<= 32 MB)
     return int(min(22, max(8, n.bit_length() - 4)))
@@ -174,7 +155,7 @@ def stable_sort_u64(keys: np.ndarray, order_dtype: np.dtype | type = np.int64) -
     if not HAVE_NUMBA or n < MIN_COMPILED:
         order = np.argsort(keys, kind="stable")
         return keys[order], order.astype(order_dtype, copy=False)
-    return _bucket_sort(keys, _sort_bits(n), np.empty(n, dtype=order_dtype))
+    return stable_sort_u64_parts(lambda: (keys,), n, order_dtype)  # one part, in memory already
 
 
 def stable_sort_u64_parts(parts: Callable[[], Iterable[np.ndarray]], n: int,
@@ -255,7 +236,7 @@ def _trimmed(out, m):
 def _bucket_unique(x, shift, nb):
     """The distinct values of non-negative int64 ``x``, ascending: counting scatter on
     ``x >> shift`` (``nb`` buckets), then each bucket sorted and its repeats dropped. As in
-    :func:`_bucket_sort`, the scatter goes in two cache-friendly rounds (256 runs on the
+    :func:`stable_sort_u64` (:func:`_sort_runs`), the scatter goes in two cache-friendly rounds (256 runs on the
     top bits of the bucket number, then each run on the rest) when ``nb`` > 256."""
     n = x.shape[0]
     top = 0
