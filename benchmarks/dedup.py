@@ -115,11 +115,16 @@ def ours_command(data: Path, out: Path) -> list[str]:
     policy.write_text(f"state_dir: {out / 'state'}\nquarantine:\n  mode: 'off'\n")
     argv = ["integrity", "scan", str(data / "shards"), "--out", str(out / "run"), "--runner", "inline",
             "--workers", "1", "--checks", "dedup.near", "--policy", str(policy)]
-    # the measured process imports only the stdlib helper before the CLI, as `integrity scan`
-    # does: importing this module first loaded Polars before the CLI could set its allocator
+    return measured_scan(argv, out / "peak_rss_kb")
+
+
+def measured_scan(argv: list[str], peak_rss_path: Path, sample_anon: bool = False) -> list[str]:
+    """The command of a Python that records its peak RSS at exit (``peak_rss_path``) and runs
+    the CLI with ``argv``. It imports only the stdlib helper before the CLI, as `integrity scan`
+    does: importing this module first loaded Polars before the CLI could set its allocator."""
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import peak_rss; "
-            f"peak_rss.record_peak_rss({str(out / 'peak_rss_kb')!r}); sys.argv = {argv!r}; "
-            "from flows.cli import main; main()")
+            f"peak_rss.record_peak_rss({str(peak_rss_path)!r}, sample_anon={sample_anon!r}); "
+            f"sys.argv = {argv!r}; from flows.cli import main; main()")
     return [sys.executable, "-c", code]
 
 
@@ -409,10 +414,8 @@ def history_nights(work: Path, nights: int, checks: str) -> None:
         policy.write_text(f"state_dir: {state}\nquarantine:\n  mode: 'off'\n")
         argv = ["integrity", "scan", str(src), "--out", str(out / "run"), "--runner", "inline", "--workers", "1",
                 "--checks", checks, "--policy", str(policy)]
-        code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import peak_rss; "
-                f"peak_rss.record_peak_rss({str(out / 'peak_rss_kb')!r}, sample_anon=True); sys.argv = {argv!r}; "
-                "from flows.cli import main; main()")
-        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        p = subprocess.Popen(measured_scan(argv, out / "peak_rss_kb", sample_anon=True),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         p.stderr.read()
         _, _, ru = os.wait4(p.pid, 0)
         f = pl.read_parquet(out / "run" / "findings.parquet").filter(pl.col("check").str.starts_with("dedup."))
