@@ -29,6 +29,7 @@ def _entropy_floor(n: int, cap: float) -> float:
 
 
 def entropy(s: str) -> float:
+    """Shannon entropy of the characters of ``s``, in bits per character."""
     n = len(s)
     return -sum(c / n * math.log2(c / n) for c in Counter(s).values())
 
