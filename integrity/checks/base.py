@@ -140,8 +140,10 @@ class Check(ABC):
     after: ClassVar[tuple[str, ...]] = ()
     #: bump when the check's logic changes so cached shard results are recomputed
     version: ClassVar[int] = 1
-    #: whether the engine hands this check the raw text; every other check gets its batches
-    #: with secrets masked (integrity.engine.redact.mask_batch), so none can write one in full
+    #: whether the engine hands this check the raw text: only a check that must see secrets
+    #: (``privacy.secret``, which writes previews) or that keeps nothing of the text but hashes
+    #: and writes none of it (``dedup.near``). Every other check gets its batches with secrets
+    #: masked (integrity.engine.redact.mask_batch), so none can write one in full
     reads_raw_secrets: ClassVar[bool] = False
     #: feature columns that hold single tokens taken from record text (a vocabulary): the
     #: engine masks random-looking ones where it caches them, as it masks tokens in prose

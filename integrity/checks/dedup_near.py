@@ -42,6 +42,13 @@ first by shard order then row. Every other record of the cluster is a finding:
 After the verdicts, approved shards' band keys and sketches enter the history;
 shards of this scan that were not approved leave it.
 
+Secrets: the check reads the records as they are, not with secrets masked as
+every check that can write record text does (``reads_raw_secrets``). It keeps
+only hashes of the text (band keys, 32-bit shingle hashes) and writes record
+ids, so nothing of a secret reaches its outputs; masking its input would cost a
+regular-expression pass over every record (about 1.9 s of a 19 s scan of a
+million records) and only change the shingles of the records that hold one.
+
 With the defaults (20 bands of 5 rows), a pair at Jaccard 0.8 becomes a
 candidate with probability 0.9997, one at 0.5 with 0.47.
 """
@@ -99,7 +106,9 @@ class NearDedup(Check):
     default_severity = "warn"
     corpus_level = True
     masks_own_details = True
-    version = 1
+    # keeps only hashes of the text and writes record ids (see the module's docstring)
+    reads_raw_secrets = True
+    version = 2  # 2: reads the raw text (the features of a record holding a secret changed)
 
     def __init__(self, options=None, shard=None):
         super().__init__(options, shard)

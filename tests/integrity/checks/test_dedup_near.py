@@ -312,3 +312,31 @@ def test_secrets_in_a_representatives_id_are_masked_as_the_engine_masks_details(
         unmasked = {**got, "representative": f"{token}{got['representative_row']}", "representative_shard": token}
         engine = mask_frame(pl.DataFrame({"detail": [json.dumps(unmasked, separators=(",", ":"))]}))["detail"].item()
         assert json.loads(engine) == got
+
+
+def test_the_engine_hands_dedup_near_the_raw_text_and_its_features_keep_only_hashes(tmp_path):
+    """dedup.near keeps nothing of the text but hashes (``reads_raw_secrets``), so the engine does
+    not mask secrets for it: the features it caches are those of the raw record (masking keeps a
+    secret's first characters and a fingerprint, which would make more shingles of it), and no
+    file of the scan holds the secret."""
+    from integrity.analysis.dedup.kernel import near_features
+    from integrity.engine.redact import mask_batch
+
+    token = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+    text = f"the build step reads its deploy credential {token} from the environment"
+    write_jsonl(tmp_path / "src" / "a.jsonl", [{"id": "r0", "text": text}])
+    scan(tmp_path / "src", tmp_path, "night1")
+    (path,) = (tmp_path / "state").rglob("features/dedup.near.parquet")
+    nsh = pl.read_parquet(path)["nsh"].to_list()
+
+    params = NearDedup().hasher.params
+
+    def shingles(b: pa.RecordBatch) -> list[int]:
+        return near_features(b, ("text",), 5, 1, params, 128)[4].tolist()
+
+    raw = pa.record_batch({"text": pa.array([text], pa.large_string())})
+    assert shingles(mask_batch(raw)) != shingles(raw)  # masking would change its shingles
+    assert nsh == shingles(raw)
+    for f in [*tmp_path.rglob("*")]:
+        if f.is_file():
+            assert token.encode() not in f.read_bytes() or f.name == "a.jsonl", f
