@@ -174,7 +174,7 @@ def mask_secrets(text: str, fingerprint: bool = False, opaque: bool = True, reco
 
 def mask_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     """``batch`` with the secrets of its text columns masked (fingerprinted, same length,
-    so character offsets stay valid): what every check but ``privacy.secret`` reads.
+    so character offsets stay valid): what every check reads but those with ``reads_raw_secrets``.
 
     One RE2 pre-filter per column; only its candidate rows are rewritten, and a
     batch without any is returned as it is.

@@ -172,7 +172,7 @@ def _run_checks(ref: ShardRef, spec: ScanSpec, work: Path,
             if checks is None:  # the columns are known once the first batch is read
                 checks = [c for c in (spec.check_instance(n, info) for n in spec.checks)
                           if c.applies_to(batch.schema.names)]
-            masked = None  # secrets masked once per batch, for every check but privacy.secret
+            masked = None  # secrets masked once per batch, for the checks that do not read them raw
             for check in checks:
                 if not check.reads_raw_secrets and masked is None:
                     masked = mask_batch(batch)
