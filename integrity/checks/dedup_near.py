@@ -66,9 +66,9 @@ import xxhash
 
 from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
 from integrity.analysis.dedup.blobs import pack, pack_fixed, unpack, unpack_fixed
-from integrity.analysis.dedup.graph import components, representatives, sorted_unique
+from integrity.analysis.dedup.graph import components, representatives
 from integrity.analysis.dedup.minhash import MinHasher, bottom_k, sketch_pairs
-from integrity.analysis.dedup.partitioned import SketchSubset, band_join, partition_count
+from integrity.analysis.dedup.partitioned import SketchSubset, band_join_codes, pair_members, partition_count
 from integrity.analysis.dedup.kernel import band_keys, near_features
 from integrity.analysis.dedup.text import shingles, text_field_names, text_fields, tokenize
 from integrity.analysis.history import HistoryIndex, drop_rejected, node_identities, own_earlier_version, seen_order
@@ -170,8 +170,9 @@ class NearDedup(Check):
 
     def corpus_parts(self, features: pl.LazyFrame, ctx: CorpusContext) -> Iterator[pl.DataFrame]:
         """The findings :data:`PART_ROWS` at a time (the engine spills each part as it comes)."""
-        df = features.select(RECORD_ID, ROW, "shard", "shard_index", "nsh").collect()
-        n = df.height
+        # the records' ids and places are read once the candidates are verified: they are not
+        # held beside the candidates and the sketches (60 MB at a million records)
+        n = features.select(pl.len()).collect().item()
         if n == 0:
             return
         k = int(self.options["sketch_size"])
@@ -184,19 +185,22 @@ class NearDedup(Check):
         # records that have a candidate
         parts = partition_count(n * nb, int(self.options["partition_entries"]))
         spill = ctx.work_dir or (str(ctx.run_dir) if Path(ctx.run_dir).is_dir() else None)
-        a, b, _ = band_join(((first, self._bands(lf)) for first, lf in chunks), parts, spill_dir=spill,
-                            run=ctx.map_partitions, n_records=n)
+        codes, m, _ = band_join_codes(((first, self._bands(lf)) for first, lf in chunks), parts, spill_dir=spill,
+                                      run=ctx.map_partitions, n_records=n)
 
         # candidates in the history of earlier nights, shard by shard
         hist = history_edges(((first, self._bands(lf), self._sketches(lf)) for first, lf in chunks),
                              ctx, self.params, k, threshold) if self.options["history"] else None
         q_doc = hist[0] if hist is not None else np.zeros(0, np.int64)
-        wanted = sorted_unique(np.concatenate([a, b, q_doc]))
+        wanted = pair_members(codes, m, n, also=q_doc)
         subset = SketchSubset(wanted, self._wanted_sketches(chunks, wanted, n), max_len=k)
-        ea, eb, es = _verified(subset, a, b, k, threshold)
+        ea, eb, es = _verified(subset, codes, m, k, threshold)
         log.info("dedup.near: %d records, %d band-join partitions, %d candidate pairs verified, "
-                 "%d duplicate pairs", n, parts, len(a), len(ea))
-        del a, b  # the candidates are verified: only the duplicate pairs go on
+                 "%d duplicate pairs", n, parts, len(codes), len(ea))
+        del codes  # the candidates are verified: only the duplicate pairs go on
+        df = features.select(RECORD_ID, ROW, "shard", "shard_index", "nsh").collect()
+        if df.height != n:
+            raise RuntimeError(f"dedup.near: the features changed while the pass ran ({n} then {df.height} records)")
 
         h_n, h_info = 0, None
         sk_vals, sk_offs, sk_nsh = subset.arrays
@@ -301,14 +305,16 @@ class NearDedup(Check):
 VERIFY_PAIRS = 1 << 20
 
 
-def _verified(subset: SketchSubset, a: np.ndarray, b: np.ndarray, k: int, threshold: float
+def _verified(subset: SketchSubset, codes: np.ndarray, m: int, k: int, threshold: float
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The candidate pairs (a, b) whose sketches' Jaccard reaches ``threshold``, with it,
-    :data:`VERIFY_PAIRS` at a time: the subset rows and similarities of every candidate (millions
-    of pairs at a million records) are never held at once, only the pairs that verify."""
+    """The candidate pairs (``codes``: ``a * m + b``) whose sketches' Jaccard reaches
+    ``threshold``, as (a, b, similarity), :data:`VERIFY_PAIRS` at a time: the ends, subset rows
+    and similarities of every candidate (millions of pairs at a million records) are never held
+    at once, only the pairs that verify."""
     keep_a, keep_b, keep_s = [], [], []
-    for lo in range(0, len(a), VERIFY_PAIRS):
-        ca, cb = a[lo:lo + VERIFY_PAIRS], b[lo:lo + VERIFY_PAIRS]
+    for lo in range(0, len(codes), VERIFY_PAIRS):
+        c = codes[lo:lo + VERIFY_PAIRS]
+        ca, cb = c // m, c % m
         sim = sketch_pairs(*subset.arrays, subset.index(ca), subset.index(cb), k)
         ok = sim >= threshold
         keep_a.append(ca[ok])

@@ -196,8 +196,17 @@ def band_join(shards: Iterable[tuple[int, np.ndarray]], partitions: int, spill_d
     ``(n, B)`` uint64 matrix; ``spill_dir`` a local directory or an fsspec URL (see the
     module's docstring); ``run(step, partitions)`` maps the per-partition step;
     ``n_records`` bounds the record indexes (2**31 when not given).
-    Returns ``(a, b, entries)``.
+    Returns ``(a, b, entries)``; :func:`band_join_codes` gives the same pairs as one code each.
     """
+    codes, m, entries = band_join_codes(shards, partitions, spill_dir, run, n_records)
+    return codes // m, codes % m, entries
+
+
+def band_join_codes(shards: Iterable[tuple[int, np.ndarray]], partitions: int,
+                    spill_dir: str | Path | None = None, run: Callable[[Callable, list], Iterable] = map,
+                    n_records: int | None = None) -> tuple[np.ndarray, int, int]:
+    """:func:`band_join`'s pairs as ascending unique codes ``a * m + b`` (8 bytes a pair, half of
+    the two arrays): ``(codes, m, entries)``, ``m`` = ``n_records`` (2**31 when not given)."""
     m = int(n_records) if n_records else 2**31
     found, entries = map_spilled(_band_pieces(shards, partitions), partitions,
                                  functools.partial(_pair_codes_of, m=m), spill_dir, run)
@@ -209,8 +218,22 @@ def band_join(shards: Iterable[tuple[int, np.ndarray]], partitions: int, spill_d
         codes[pos:pos + len(c)] = c
         pos += len(c)
         found[i] = None
-    codes = sorted_unique(codes)
-    return codes // m, codes % m, entries
+    return sorted_unique(codes), m, entries
+
+
+def pair_members(codes: np.ndarray, m: int, n: int, also: np.ndarray | None = None,
+                 chunk: int = 1 << 20) -> np.ndarray:
+    """The records (ascending, distinct) that are one end of a pair of ``codes`` (``a * m + b``,
+    every record below ``n``) or in ``also``, decoded ``chunk`` codes at a time into a mark per
+    record: no array of every pair's ends (16 bytes a pair) is built to find them."""
+    mark = np.zeros(n, dtype=bool)
+    if also is not None:
+        mark[also] = True
+    for lo in range(0, len(codes), chunk):
+        c = codes[lo:lo + chunk]
+        mark[c // m] = True
+        mark[c % m] = True
+    return np.flatnonzero(mark)
 
 
 def _distinct_counts(where: str) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from integrity.analysis.dedup.graph import components
-from integrity.analysis.dedup.partitioned import SketchSubset, band_join, bucket_keys, partition_count
+from integrity.analysis.dedup.partitioned import (SketchSubset, band_join, band_join_codes, bucket_keys,
+                                                  pair_members, partition_count)
 from integrity.analysis.history import take_ragged
 
 
@@ -58,6 +59,22 @@ def test_partitions_give_the_same_pairs_as_one(tmp_path):
     assert entries == bands.size and len(a1) > 300
     assert np.array_equal(a1, a7) and np.array_equal(b1, b7) and (a1 < b1).all()
     assert same_partition(components(len(bands), a7, b7), brute_components(bands))
+
+
+def test_pair_codes_and_their_members_are_the_pairs_and_their_ends(tmp_path):
+    """dedup.near keeps the candidates as codes ``a * m + b`` (8 bytes a pair) and finds the
+    records to gather sketches for from them: the same pairs, in the same order, as ``band_join``,
+    and the same records as the unique ends of every pair (plus the history's query records)."""
+    bands = planted_bands()
+    a, b, _ = band_join(shards_of(bands), 3, spill_dir=tmp_path, n_records=len(bands))
+    codes, m, entries = band_join_codes(shards_of(bands), 3, spill_dir=tmp_path, n_records=len(bands))
+    assert m == len(bands) and entries == bands.size and len(codes) == len(a) > 300
+    assert np.array_equal(codes // m, a) and np.array_equal(codes % m, b)
+    also = np.array([5, 2999, 5, 17])
+    for chunk in (1, 7, 1 << 20):  # decoded a chunk at a time: any chunk gives the same records
+        got = pair_members(codes, m, len(bands), also=also, chunk=chunk)
+        assert np.array_equal(got, np.unique(np.concatenate([a, b, also])))
+    assert np.array_equal(pair_members(codes[:0], m, len(bands)), np.zeros(0, np.int64))
     assert list(tmp_path.iterdir()) == []  # spill files are removed
 
 
