@@ -141,8 +141,8 @@ class NearDedup(Check):
         table = pa.table({
             RECORD_ID: batch.column(RECORD_ID).take(take).cast(pa.string()),
             ROW: batch.column(ROW).take(take).cast(pa.int64()),
-            "bands": pack_fixed(self._band_keys(sig).astype("<u8")),
-            "sketch": pack(values.astype("<u4"), offsets),
+            "bands": pack_fixed(self._band_keys(sig).astype("<u8", copy=False)),
+            "sketch": pack(values.astype("<u4", copy=False), offsets),
             "nsh": pa.array(nsh),
         })
         return CheckOutput(features=pl.from_arrow(table))

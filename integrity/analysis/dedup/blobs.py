@@ -20,8 +20,10 @@ def pack(values: np.ndarray, offsets: np.ndarray) -> pa.Array:
     values = np.ascontiguousarray(values)
     item = values.dtype.itemsize
     byte_off = (np.asarray(offsets, dtype=np.int64) * item)
+    # the arrays' own memory, not copies of it (``tobytes``): a shard's sketches are tens of MB,
+    # and every fresh copy is memory the kernel must fault in; the buffers keep the arrays alive
     return pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(byte_off) - 1,
-                                            [None, pa.py_buffer(byte_off.tobytes()), pa.py_buffer(values.tobytes())])
+                                            [None, pa.py_buffer(byte_off), pa.py_buffer(values.reshape(-1).view(np.uint8))])
 
 
 def pack_fixed(matrix: np.ndarray) -> pa.Array:
