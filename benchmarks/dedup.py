@@ -485,6 +485,35 @@ def main() -> None:
         pp = f"{pm[0]:.3f} / {pm[1]:.3f}" if pm else "–"
         print(f"| {scale}x ({n:,}) | {r['tool']} | {n / r['wall']:,.0f} | {r['cpu']:.0f} | {r['rss_mb']:.0f} | "
               f"{r['removed']:,} | {rem} | {pp} |")
+    for line in speed_ratios(rows):
+        print(line)
+
+
+#: issue 17's target: ours at least this many times datatrove's docs/s at the largest scale
+TARGET_RATIO = 10.0
+
+
+def speed_ratios(rows: list[tuple]) -> list[str]:
+    """One line per scale where ``ours`` and ``datatrove`` both ran: the ratio of their median
+    docs/s (medians over repeated runs, as ``--tools ours,datatrove,ours`` gives), the range over
+    every pairing of a run of each, and the ratio of median CPU seconds; the target's verdict."""
+    out = []
+    for scale in sorted({row[0] for row in rows}):
+        runs = {tool: [r for sc, _, r, _ in rows if sc == scale and r.get("tool") == tool and "error" not in r]
+                for tool in ("ours", "datatrove")}
+        if not runs["ours"] or not runs["datatrove"]:
+            continue
+        wall = {t: [r["wall"] for r in rs] for t, rs in runs.items()}
+        cpu = {t: [r["cpu"] for r in rs] for t, rs in runs.items()}
+        ratio = float(np.median(wall["datatrove"]) / np.median(wall["ours"]))
+        pairs = [d / o for o in wall["ours"] for d in wall["datatrove"]]
+        cpu_ratio = float(np.median(cpu["datatrove"]) / np.median(cpu["ours"]))
+        verdict = "met" if min(pairs) >= TARGET_RATIO else ("met at the median only" if ratio >= TARGET_RATIO
+                                                           else "NOT met")
+        out.append(f"{scale}x: ours / datatrove = {ratio:.1f}x in docs/s (medians of {len(wall['ours'])} and "
+                   f"{len(wall['datatrove'])} runs; {min(pairs):.1f}-{max(pairs):.1f}x over the pairings), "
+                   f"{cpu_ratio:.1f}x in CPU seconds; target {TARGET_RATIO:.0f}x: {verdict}")
+    return out
 
 
 if __name__ == "__main__":

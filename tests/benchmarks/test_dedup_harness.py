@@ -43,3 +43,27 @@ def test_the_measured_scan_loads_polars_only_through_the_cli(tmp_path):
     assert int((out / "peak_rss_kb").read_text()) > 0
     assert not (out / "peak_rss_kb.anon").exists()  # no sampling thread in a tool's run
     assert json.loads((out / "run" / "summary.json").read_text())["counts"]["rows"] == 40
+
+
+def test_the_speed_ratio_line_takes_medians_and_judges_every_pairing():
+    """The closing line of `dedup.py`: median docs/s of each tool, the range over every pairing of
+    runs and the target's verdict (the 16x walls of 2026-12-04's thirteenth session)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import dedup
+    finally:
+        sys.path.remove(str(BENCH))
+
+    def rows(ours: list[float], datatrove: list[float]) -> list[tuple]:
+        runs = [{"tool": "ours", "wall": w, "cpu": w + 1} for w in ours]
+        runs += [{"tool": "datatrove", "wall": w, "cpu": w} for w in datatrove]
+        runs.append({"tool": "datasketch", "error": "skipped above 4x"})
+        return [(16, 1_023_296, r, None) for r in runs] + [(4, 255_824, {"tool": "ours", "wall": 5.0, "cpu": 5.0}, None)]
+
+    (line,) = dedup.speed_ratios(rows([18.5, 19.6, 20.0, 19.2, 19.4, 19.7], [188.2, 193.2, 189.1, 205.7]))
+    assert line.startswith("16x: ours / datatrove = 9.8x in docs/s (medians of 6 and 4 runs; 9.4-11.1x")
+    assert line.endswith("target 10x: NOT met")
+    (line,) = dedup.speed_ratios(rows([18.5, 19.0], [188.0, 200.0]))
+    assert line.endswith("target 10x: met at the median only")  # 10.2x at the medians, 9.9x at worst
+    (line,) = dedup.speed_ratios(rows([18.0], [190.0]))
+    assert "10.6x in docs/s" in line and "10.0x in CPU seconds" in line and line.endswith(": met")
