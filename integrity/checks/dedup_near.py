@@ -68,7 +68,7 @@ from connectors.schema import RECORD_ID, ROW, TEXT_FIELDS
 from integrity.analysis.dedup.blobs import pack, pack_fixed, unpack, unpack_fixed
 from integrity.analysis.dedup.graph import components, representatives
 from integrity.analysis.dedup.minhash import MinHasher, bottom_k, sketch_pairs
-from integrity.analysis.dedup.partitioned import SketchSubset, band_join_codes, pair_members, partition_count
+from integrity.analysis.dedup.partitioned import SketchSubset, band_join, pair_members, partition_count
 from integrity.analysis.dedup.kernel import band_keys, near_features
 from integrity.analysis.dedup.text import shingles, text_field_names, text_fields, tokenize
 from integrity.analysis.history import HistoryIndex, drop_rejected, node_identities, own_earlier_version, seen_order
@@ -185,8 +185,8 @@ class NearDedup(Check):
         # records that have a candidate
         parts = partition_count(n * nb, int(self.options["partition_entries"]))
         spill = ctx.work_dir or (str(ctx.run_dir) if Path(ctx.run_dir).is_dir() else None)
-        codes, m, _ = band_join_codes(((first, self._bands(lf)) for first, lf in chunks), parts, spill_dir=spill,
-                                      run=ctx.map_partitions, n_records=n)
+        codes, m, _ = band_join(((first, self._bands(lf)) for first, lf in chunks), parts, spill_dir=spill,
+                                run=ctx.map_partitions, n_records=n)
 
         # candidates in the history of earlier nights, shard by shard
         hist = history_edges(((first, self._bands(lf), self._sketches(lf)) for first, lf in chunks),

@@ -189,24 +189,16 @@ def map_spilled(pieces: Iterable[Piece], partitions: int, step: Callable[[str], 
 
 def band_join(shards: Iterable[tuple[int, np.ndarray]], partitions: int, spill_dir: str | Path | None = None,
               run: Callable[[Callable, list], Iterable] = map, n_records: int | None = None
-              ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Candidate pairs (a < b, global record indexes, unique) of records sharing a band key.
+              ) -> tuple[np.ndarray, int, int]:
+    """Candidate pairs (a < b, global record indexes, unique) of records sharing a band key, as
+    ascending codes ``a * m + b`` (8 bytes a pair, half of two arrays of ends).
 
     ``shards`` yields ``(first_record_index, bands)`` one shard at a time, ``bands`` an
     ``(n, B)`` uint64 matrix; ``spill_dir`` a local directory or an fsspec URL (see the
     module's docstring); ``run(step, partitions)`` maps the per-partition step;
-    ``n_records`` bounds the record indexes (2**31 when not given).
-    Returns ``(a, b, entries)``; :func:`band_join_codes` gives the same pairs as one code each.
+    ``n_records`` bounds the record indexes and is ``m`` (2**31 when not given).
+    Returns ``(codes, m, entries)``.
     """
-    codes, m, entries = band_join_codes(shards, partitions, spill_dir, run, n_records)
-    return codes // m, codes % m, entries
-
-
-def band_join_codes(shards: Iterable[tuple[int, np.ndarray]], partitions: int,
-                    spill_dir: str | Path | None = None, run: Callable[[Callable, list], Iterable] = map,
-                    n_records: int | None = None) -> tuple[np.ndarray, int, int]:
-    """:func:`band_join`'s pairs as ascending unique codes ``a * m + b`` (8 bytes a pair, half of
-    the two arrays): ``(codes, m, entries)``, ``m`` = ``n_records`` (2**31 when not given)."""
     m = int(n_records) if n_records else 2**31
     found, entries = map_spilled(_band_pieces(shards, partitions), partitions,
                                  functools.partial(_pair_codes_of, m=m), spill_dir, run)

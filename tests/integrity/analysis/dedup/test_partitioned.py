@@ -10,8 +10,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from integrity.analysis.dedup.graph import components
-from integrity.analysis.dedup.partitioned import (SketchSubset, band_join, band_join_codes, bucket_keys,
-                                                  pair_members, partition_count)
+from integrity.analysis.dedup.partitioned import SketchSubset, band_join, bucket_keys, pair_members, partition_count
 from integrity.analysis.history import take_ragged
 
 
@@ -29,6 +28,12 @@ def shards_of(bands: np.ndarray, sizes=(700, 1, 0, 1299, 1000)):
     for s in sizes:
         yield first, bands[first:first + s]
         first += s
+
+
+def join_pairs(*args, **kwargs) -> tuple[np.ndarray, np.ndarray, int]:
+    """``band_join``'s pair codes decoded into their ends (a, b) and the entries."""
+    codes, m, entries = band_join(*args, **kwargs)
+    return codes // m, codes % m, entries
 
 
 def brute_components(bands: np.ndarray) -> np.ndarray:
@@ -53,29 +58,29 @@ def same_partition(x: np.ndarray, y: np.ndarray) -> bool:
 
 def test_partitions_give_the_same_pairs_as_one(tmp_path):
     bands = planted_bands()
-    a1, b1, entries = band_join(shards_of(bands), 1, spill_dir=tmp_path)
+    a1, b1, entries = join_pairs(shards_of(bands), 1, spill_dir=tmp_path)
     with ThreadPoolExecutor(2) as pool:  # partitions are independent: any executor's map runs them
-        a7, b7, _ = band_join(shards_of(bands), 7, spill_dir=tmp_path, run=pool.map)
+        a7, b7, _ = join_pairs(shards_of(bands), 7, spill_dir=tmp_path, run=pool.map)
     assert entries == bands.size and len(a1) > 300
     assert np.array_equal(a1, a7) and np.array_equal(b1, b7) and (a1 < b1).all()
     assert same_partition(components(len(bands), a7, b7), brute_components(bands))
+    assert list(tmp_path.iterdir()) == []  # spill files are removed
 
 
 def test_pair_codes_and_their_members_are_the_pairs_and_their_ends(tmp_path):
-    """dedup.near keeps the candidates as codes ``a * m + b`` (8 bytes a pair) and finds the
-    records to gather sketches for from them: the same pairs, in the same order, as ``band_join``,
-    and the same records as the unique ends of every pair (plus the history's query records)."""
+    """dedup.near keeps the candidates as ``band_join``'s codes ``a * m + b`` (8 bytes a pair),
+    ascending and unique, and finds the records to gather sketches for from them: the unique ends
+    of every pair (plus the history's query records), whatever the chunk they are decoded by."""
     bands = planted_bands()
-    a, b, _ = band_join(shards_of(bands), 3, spill_dir=tmp_path, n_records=len(bands))
-    codes, m, entries = band_join_codes(shards_of(bands), 3, spill_dir=tmp_path, n_records=len(bands))
-    assert m == len(bands) and entries == bands.size and len(codes) == len(a) > 300
-    assert np.array_equal(codes // m, a) and np.array_equal(codes % m, b)
+    codes, m, entries = band_join(shards_of(bands), 3, spill_dir=tmp_path, n_records=len(bands))
+    a, b = codes // m, codes % m
+    assert m == len(bands) and entries == bands.size and len(codes) > 300
+    assert (np.diff(codes) > 0).all() and (a < b).all()
     also = np.array([5, 2999, 5, 17])
     for chunk in (1, 7, 1 << 20):  # decoded a chunk at a time: any chunk gives the same records
         got = pair_members(codes, m, len(bands), also=also, chunk=chunk)
         assert np.array_equal(got, np.unique(np.concatenate([a, b, also])))
     assert np.array_equal(pair_members(codes[:0], m, len(bands)), np.zeros(0, np.int64))
-    assert list(tmp_path.iterdir()) == []  # spill files are removed
 
 
 def test_a_url_spill_dir_gives_the_same_pairs(tmp_path):
@@ -84,14 +89,14 @@ def test_a_url_spill_dir_gives_the_same_pairs(tmp_path):
     import fsspec
 
     bands = planted_bands()
-    a1, b1, _ = band_join(shards_of(bands), 1, spill_dir=tmp_path)
+    a1, b1, _ = join_pairs(shards_of(bands), 1, spill_dir=tmp_path)
     seen: list[str] = []
 
     def run(step, items):  # what a scan's map_partitions receives: URLs of partition folders
         seen.extend(items)
         return [step(i) for i in items]
 
-    a7, b7, entries = band_join(shards_of(bands), 7, spill_dir="memory://bucket/run/.work", run=run)
+    a7, b7, entries = join_pairs(shards_of(bands), 7, spill_dir="memory://bucket/run/.work", run=run)
     assert entries == bands.size
     assert np.array_equal(a1, a7) and np.array_equal(b1, b7)
     assert len(seen) == 7 and all(s.startswith("memory://bucket/run/.work/lsh-") for s in seen)
@@ -100,7 +105,7 @@ def test_a_url_spill_dir_gives_the_same_pairs(tmp_path):
 
 def test_equal_keys_of_different_bands_are_not_candidates(tmp_path):
     bands = np.array([[1, 2], [2, 1], [3, 2]], dtype=np.uint64)  # 0 and 1 swap keys; 0 and 2 share band 1
-    a, b, _ = band_join([(0, bands)], 2, spill_dir=tmp_path)
+    a, b, _ = join_pairs([(0, bands)], 2, spill_dir=tmp_path)
     assert list(zip(a.tolist(), b.tolist())) == [(0, 2)]
     keys = bucket_keys(bands)
     assert keys[0, 0] != keys[1, 1] and keys[0, 1] == keys[2, 1]
