@@ -198,9 +198,6 @@ class NearDedup(Check):
         log.info("dedup.near: %d records, %d band-join partitions, %d candidate pairs verified, "
                  "%d duplicate pairs", n, parts, len(codes), len(ea))
         del codes  # the candidates are verified: only the duplicate pairs go on
-        df = features.select(RECORD_ID, ROW, "shard", "shard_index", "nsh").collect()
-        if df.height != n:
-            raise RuntimeError(f"dedup.near: the features changed while the pass ran ({n} then {df.height} records)")
 
         h_n, h_info = 0, None
         sk_vals, sk_offs, sk_nsh = subset.arrays
@@ -213,9 +210,21 @@ class NearDedup(Check):
             sk_vals = np.concatenate([sk_vals, h_sk[0]])
             sk_offs = np.concatenate([sk_offs[:-1], sk_offs[-1] + h_sk[1]])
             sk_nsh = np.concatenate([sk_nsh, h_sk[2]])
+            del h_node, h_sim, h_sk
+        del hist, q_doc
         total = n + h_n
         labels = components(total, ea, eb)
+        best = np.zeros(total, dtype=np.float64)
+        np.maximum.at(best, ea, es)
+        np.maximum.at(best, eb, es)
+        # the pairs are done with (24 bytes a pair): let go before the records' ids are read, as
+        # is each array of the graph below once used; the sketches stay for the representatives'
+        # similarities, the largest part (~220 MB at a million records)
+        del ea, eb, es
         size = np.bincount(labels)[labels]
+        df = features.select(RECORD_ID, ROW, "shard", "shard_index").collect()
+        if df.height != n:
+            raise RuntimeError(f"dedup.near: the features changed while the pass ran ({n} then {df.height} records)")
 
         # who is kept: the oldest approved record (history, or content of tonight approved
         # on an earlier night), else the first by shard order and row
@@ -230,32 +239,27 @@ class NearDedup(Check):
         if h_n:
             k1[n:] = h_info["order"].to_numpy()
         rep = representatives(labels, group, k1, k2)
+        del group, k1, k2, seen
 
-        best = np.zeros(total, dtype=np.float64)
-        np.maximum.at(best, ea, es)
-        np.maximum.at(best, eb, es)
         found = np.flatnonzero((size[:n] > 1) & (rep[:n] != np.arange(n)))
         found = found[~own_earlier_version(found, rep[found], n, df["shard"], df[RECORD_ID],
                                            h_info)]
         if len(found) == 0:
             return
-        rep_f = rep[found]
+        rep_f, size_f, best_f = rep[found], size[found], best[found]
+        del labels, rep, size, best
 
         def node_row(nodes: np.ndarray) -> np.ndarray:  # node -> row of the gathered sketches
             return np.where(nodes < n, subset.index(np.minimum(nodes, n - 1)), len(subset.wanted) + nodes - n)
 
         sim_rep = sketch_pairs(sk_vals, sk_offs, sk_nsh, node_row(found), node_row(rep_f), k)
-        # the parts are yielded (and written) while this frame lives: the sketches, the pairs and
-        # the graph's arrays (a few hundred MB at a million records) are let go before
-        del subset, sk_vals, sk_offs, sk_nsh, ea, eb, es, labels, group, k1, k2, rep, seen
-        if hist is not None:
-            del h_node, h_sim, h_sk
-        del hist, wanted, q_doc
+        # the parts are yielded (and written) while this frame lives: the sketches are let go before
+        del subset, sk_vals, sk_offs, sk_nsh, wanted
         nodes = node_identities(df, h_info)
         for start in range(0, len(found), PART_ROWS):
             part = slice(start, start + PART_ROWS)
-            yield _findings("near", df, found[part], rep_f[part], size, h_info, {
-                "similarity": np.round(sim_rep[part], 4)}, np.round(best[found[part]], 4), nodes=nodes,
+            yield _findings("near", df, found[part], rep_f[part], size_f[part], h_info, {
+                "similarity": np.round(sim_rep[part], 4)}, np.round(best_f[part], 4), nodes=nodes,
                 mask=ctx.mask_details)
 
     def _shard_frames(self, features: pl.LazyFrame, ctx: CorpusContext) -> list[tuple[int, pl.LazyFrame]]:
@@ -325,11 +329,11 @@ def _verified(subset: SketchSubset, codes: np.ndarray, m: int, k: int, threshold
     return np.concatenate(keep_a), np.concatenate(keep_b), np.concatenate(keep_s)
 
 
-def _findings(prefix: str, df: pl.DataFrame, found: np.ndarray, rep_f: np.ndarray, size: np.ndarray,
+def _findings(prefix: str, df: pl.DataFrame, found: np.ndarray, rep_f: np.ndarray, sizes: np.ndarray,
               h_info: pl.DataFrame | None, extra: dict, score: np.ndarray,
               nodes: pl.DataFrame | None = None,
               mask: Callable[[pl.DataFrame], pl.DataFrame] | None = None) -> pl.DataFrame:
-    """Findings of the records ``found`` (indices into ``df``) kept as ``rep_f``
+    """Findings of the records ``found`` (indices into ``df``) kept as ``rep_f``, in clusters of ``sizes``
     (node indices: ``df`` rows, then ``h_info`` rows for history records; ``nodes``: their
     :func:`integrity.analysis.history.node_identities`, built here when not given).
     Column-wise: the records' ids and shards are gathered by index, never turned into Python
@@ -366,7 +370,7 @@ def _findings(prefix: str, df: pl.DataFrame, found: np.ndarray, rep_f: np.ndarra
     tail = pl.DataFrame({**extra, "history": rep_f >= n}).select(pl.struct(pl.all()).struct.json_encode()).to_series()
     detail = pl.concat_str(
         pl.lit('{"cluster":"'), spread["cluster"], pl.lit('","cluster_size":'),
-        pl.Series(size[found], dtype=pl.Int64).cast(pl.Utf8), pl.lit(","), spread["fields"], pl.lit(","),
+        pl.Series(sizes, dtype=pl.Int64).cast(pl.Utf8), pl.lit(","), spread["fields"], pl.lit(","),
         tail.str.slice(1))
     return pl.DataFrame({
         "shard": nodes["shard"].gather(found),
