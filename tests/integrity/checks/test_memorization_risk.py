@@ -70,6 +70,30 @@ def test_duplicated_pii_scores_above_duplicated_clean_text_above_unique_text():
     assert "privacy_kinds" not in risk["s1/s1-1"][1]
 
 
+def test_findings_come_in_shard_and_row_order_with_the_features_in_any_order():
+    """The findings are gathered in (shard, row) order part by part, not by sorting the scored
+    frame: fed the shards last first and each shard's rows backwards, the order is the same."""
+    shard_findings, exact_feats, risk_feats = [], [], []
+    for i, (name, texts) in enumerate(SHARDS.items()):
+        b = batch(texts, name)
+        tag = dict(shard=pl.lit(name), shard_index=pl.lit(i, dtype=pl.Int32))
+        pii = PiiCheck().process_batch(b).findings
+        if pii is not None and pii.height:
+            shard_findings.append(pii.with_columns(shard=pl.lit(name), check=pl.lit("privacy.pii")))
+        exact_feats.append(ExactDedup().process_batch(b).features.lazy().with_columns(**tag))
+        risk_feats.append(MemorizationRisk().process_batch(b).features.with_columns(**tag).reverse().lazy())
+    ctx = CorpusContext(run_dir=Path("."), state_dir=Path("/nonexistent"), shards=list(SHARDS),
+                        shard_findings=pl.concat(shard_findings, how="diagonal").lazy())
+    ctx.earlier_findings["dedup.exact"] = ExactDedup({"history": False}).corpus_pass(pl.concat(exact_feats), ctx)
+    check = MemorizationRisk({"min_score": 0.0})
+    parts = list(check.corpus_parts(pl.concat(risk_feats[::-1]), ctx))
+    out = pl.concat(parts)
+    assert out.height == 6
+    assert list(zip(out["shard"], out["row"])) == sorted(zip(out["shard"], out["row"]), key=lambda k: (k[0], k[1]))
+    # the default policy's order is the engine's shard order (shard_index), here s1 then s2
+    assert out["record_id"].to_list() == ["s1-0", "s1-1", "s1-3", "s1-4", "s2-0", "s2-2"]
+
+
 def test_without_any_dedup_evidence_nothing_is_at_risk():
     assert run_checks(SHARDS, dedup=False) == {}
 
