@@ -66,3 +66,19 @@ def test_polars_returns_freed_pages_soon_in_a_scan_unless_the_user_says_otherwis
     assert ours.strip(",") not in inherited
     child = _polars_allocator_options("import integrity; " + show, {"_RJEM_MALLOC_CONF": inherited})
     assert child.endswith(ours)
+
+
+def test_numpy_does_not_ask_for_huge_pages_in_a_scan_unless_the_user_says_otherwise():
+    # the CLI's and the API's import paths set it before NumPy loads; a value the user exported is kept
+    show = "import numpy._core.multiarray as m; print(m._get_madvise_hugepage())"
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+
+    def huge_pages(code: str, **extra: str) -> str:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env=env | extra).stdout.strip()
+
+    if huge_pages(show) != "True":  # NumPy's own default without integrity: on where the kernel has THP
+        pytest.skip("NumPy does not ask for huge pages on this platform")
+    assert huge_pages("import flows.cli; " + show) == "False"
+    assert huge_pages("import integrity; " + show) == "False"
+    assert huge_pages("import integrity; " + show, NUMPY_MADVISE_HUGEPAGE="1") == "True"
