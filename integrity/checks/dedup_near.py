@@ -222,7 +222,8 @@ class NearDedup(Check):
         # similarities, the largest part (~220 MB at a million records)
         del ea, eb, es
         size = np.bincount(labels)[labels]
-        df = features.select(RECORD_ID, ROW, "shard", "shard_index").collect()
+        # the records' places now, their ids once the sketches are let go (~25 MB at a million records)
+        df = features.select(ROW, "shard", "shard_index").collect()
         if df.height != n:
             raise RuntimeError(f"dedup.near: the features changed while the pass ran ({n} then {df.height} records)")
 
@@ -242,8 +243,8 @@ class NearDedup(Check):
         del group, k1, k2, seen
 
         found = np.flatnonzero((size[:n] > 1) & (rep[:n] != np.arange(n)))
-        found = found[~own_earlier_version(found, rep[found], n, df["shard"], df[RECORD_ID],
-                                           h_info)]
+        ids = features.select(RECORD_ID).collect()[RECORD_ID] if h_info is not None else None
+        found = found[~own_earlier_version(found, rep[found], n, df["shard"], ids, h_info)]
         if len(found) == 0:
             return
         rep_f, size_f, best_f = rep[found], size[found], best[found]
@@ -255,6 +256,11 @@ class NearDedup(Check):
         sim_rep = sketch_pairs(sk_vals, sk_offs, sk_nsh, node_row(found), node_row(rep_f), k)
         # the parts are yielded (and written) while this frame lives: the sketches are let go before
         del subset, sk_vals, sk_offs, sk_nsh, wanted
+        ids = ids if ids is not None else features.select(RECORD_ID).collect()[RECORD_ID]
+        if len(ids) != n:
+            raise RuntimeError(f"dedup.near: the features changed while the pass ran ({n} then {len(ids)} records)")
+        df = df.with_columns(ids)
+        del ids
         nodes = node_identities(df, h_info)
         for start in range(0, len(found), PART_ROWS):
             part = slice(start, start + PART_ROWS)

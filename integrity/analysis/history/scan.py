@@ -82,7 +82,7 @@ def node_identities(records: pl.DataFrame, h_info: pl.DataFrame | None) -> pl.Da
 
 
 def own_earlier_version(found: np.ndarray, rep: np.ndarray, n: int, shards: Sequence | pl.Series,
-                        record_ids: Sequence | pl.Series, h_info: pl.DataFrame | None) -> np.ndarray:
+                        record_ids: Sequence | pl.Series | None, h_info: pl.DataFrame | None) -> np.ndarray:
     """Mask of ``found`` records (indices < n) whose kept record ``rep`` is a history
     node (index >= n, row ``rep - n`` of ``h_info``) with the same shard name and
     record id: an earlier version of the record itself (a shard rewritten or
