@@ -227,3 +227,15 @@ def test_details_written_column_wise_are_what_json_dumps_writes():
             d["matches"] = json.loads(r["privacy_matches"])
         want.append(json.dumps(d, sort_keys=True))
     assert detail_json(scored).to_list() == want
+
+
+def test_evidence_is_keyed_by_row_and_an_id_only_finding_counts_for_every_row_with_that_id():
+    from integrity.checks.memorization_risk import _by_row
+
+    ids = pl.DataFrame({"shard": ["s1", "s1", "s1"], "record_id": ["a", "b", "b"], "row": [0, 1, 2]}).lazy()
+    named = pl.DataFrame({"shard": ["s1", "s1"], "record_id": ["a", "b"], "row": [0, 2], "size": [3, 4]})
+    got = _by_row(named, ids)  # every finding names its row: kept as it is, without the ids
+    assert got.columns == ["shard", "row", "size"] and got.rows() == [("s1", 0, 3), ("s1", 2, 4)]
+    unnamed = named.with_columns(row=pl.Series([0, None], dtype=pl.Int64))
+    got = _by_row(unnamed, ids).sort("row")  # "b" without a row: both of its rows
+    assert got.columns == ["shard", "row", "size"] and got.rows() == [("s1", 0, 3), ("s1", 1, 4), ("s1", 2, 4)]
