@@ -170,8 +170,8 @@ class NearDedup(Check):
 
     def corpus_parts(self, features: pl.LazyFrame, ctx: CorpusContext) -> Iterator[pl.DataFrame]:
         """The findings :data:`PART_ROWS` at a time (the engine spills each part as it comes)."""
-        # the records' ids and places are read once the candidates are verified: they are not
-        # held beside the candidates and the sketches (60 MB at a million records)
+        # the records' places are read once the candidates are verified, their ids once the
+        # sketches are let go: neither is held beside the candidates (60 MB at a million records)
         n = features.select(pl.len()).collect().item()
         if n == 0:
             return

@@ -87,7 +87,8 @@ def own_earlier_version(found: np.ndarray, rep: np.ndarray, n: int, shards: Sequ
     node (index >= n, row ``rep - n`` of ``h_info``) with the same shard name and
     record id: an earlier version of the record itself (a shard rewritten or
     appended to since it was approved), not a duplicate. Column-wise (``shards`` and
-    ``record_ids`` of the scan's records are gathered at the few records kept by history)."""
+    ``record_ids`` of the scan's records are gathered at the few records kept by history;
+    ``record_ids`` may be None when ``h_info`` is)."""
     mask = np.zeros(len(found), dtype=bool)
     if h_info is None or len(found) == 0:
         return mask
