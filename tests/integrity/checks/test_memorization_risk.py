@@ -31,8 +31,9 @@ def batch(texts, prefix):
                                        for i, t in enumerate(texts)], schema=schema)
 
 
-def run_checks(shards, dedup=True, **options) -> dict[str, tuple[float, dict]]:
-    """privacy.pii per shard, dedup.exact across shards, then memorization.risk."""
+def corpus_inputs(shards, dedup=True, reverse=False) -> tuple[CorpusContext, pl.LazyFrame]:
+    """privacy.pii per shard and dedup.exact across shards (the context memorization.risk reads),
+    and memorization.risk's features; ``reverse``: the shards last first, each one's rows backwards."""
     shard_findings, exact_feats, risk_feats = [], [], []
     for i, (name, texts) in enumerate(shards.items()):
         b = batch(texts, name)
@@ -41,12 +42,19 @@ def run_checks(shards, dedup=True, **options) -> dict[str, tuple[float, dict]]:
         if pii is not None and pii.height:
             shard_findings.append(pii.with_columns(shard=pl.lit(name), check=pl.lit("privacy.pii")))
         exact_feats.append(ExactDedup().process_batch(b).features.lazy().with_columns(**tag))
-        risk_feats.append(MemorizationRisk().process_batch(b).features.lazy().with_columns(**tag))
+        feats = MemorizationRisk().process_batch(b).features.with_columns(**tag)
+        risk_feats.append((feats.reverse() if reverse else feats).lazy())
     ctx = CorpusContext(run_dir=Path("."), state_dir=Path("/nonexistent"), shards=list(shards),
                         shard_findings=pl.concat(shard_findings, how="diagonal").lazy())
     if dedup:
         ctx.earlier_findings["dedup.exact"] = ExactDedup({"history": False}).corpus_pass(pl.concat(exact_feats), ctx)
-    out = MemorizationRisk(options).corpus_pass(pl.concat(risk_feats), ctx)
+    return ctx, pl.concat(risk_feats[::-1] if reverse else risk_feats)
+
+
+def run_checks(shards, dedup=True, **options) -> dict[str, tuple[float, dict]]:
+    """privacy.pii per shard, dedup.exact across shards, then memorization.risk."""
+    ctx, features = corpus_inputs(shards, dedup)
+    out = MemorizationRisk(options).corpus_pass(features, ctx)
     return {f"{s}/{r}": (sc, json.loads(d)) for s, r, sc, d in
             zip(out["shard"], out["record_id"], out["score"], out["detail"])}
 
@@ -73,21 +81,8 @@ def test_duplicated_pii_scores_above_duplicated_clean_text_above_unique_text():
 def test_findings_come_in_shard_and_row_order_with_the_features_in_any_order():
     """The findings are gathered in (shard, row) order part by part, not by sorting the scored
     frame: fed the shards last first and each shard's rows backwards, the order is the same."""
-    shard_findings, exact_feats, risk_feats = [], [], []
-    for i, (name, texts) in enumerate(SHARDS.items()):
-        b = batch(texts, name)
-        tag = dict(shard=pl.lit(name), shard_index=pl.lit(i, dtype=pl.Int32))
-        pii = PiiCheck().process_batch(b).findings
-        if pii is not None and pii.height:
-            shard_findings.append(pii.with_columns(shard=pl.lit(name), check=pl.lit("privacy.pii")))
-        exact_feats.append(ExactDedup().process_batch(b).features.lazy().with_columns(**tag))
-        risk_feats.append(MemorizationRisk().process_batch(b).features.with_columns(**tag).reverse().lazy())
-    ctx = CorpusContext(run_dir=Path("."), state_dir=Path("/nonexistent"), shards=list(SHARDS),
-                        shard_findings=pl.concat(shard_findings, how="diagonal").lazy())
-    ctx.earlier_findings["dedup.exact"] = ExactDedup({"history": False}).corpus_pass(pl.concat(exact_feats), ctx)
-    check = MemorizationRisk({"min_score": 0.0})
-    parts = list(check.corpus_parts(pl.concat(risk_feats[::-1]), ctx))
-    out = pl.concat(parts)
+    ctx, features = corpus_inputs(SHARDS, reverse=True)
+    out = pl.concat(list(MemorizationRisk({"min_score": 0.0}).corpus_parts(features, ctx)))
     assert out.height == 6
     assert list(zip(out["shard"], out["row"])) == sorted(zip(out["shard"], out["row"]), key=lambda k: (k[0], k[1]))
     # the default policy's order is the engine's shard order (shard_index), here s1 then s2
