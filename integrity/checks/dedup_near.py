@@ -222,10 +222,15 @@ class NearDedup(Check):
         # similarities, the largest part (~220 MB at a million records)
         del ea, eb, es
         size = np.bincount(labels)[labels]
+
+        def read(*columns: str) -> pl.DataFrame:  # the records' columns, as many as were counted
+            got = features.select(*columns).collect()
+            if got.height != n:
+                raise RuntimeError(f"dedup.near: the features changed while the pass ran ({n} then {got.height} records)")
+            return got
+
         # the records' places now, their ids once the sketches are let go (~25 MB at a million records)
-        df = features.select(ROW, "shard", "shard_index").collect()
-        if df.height != n:
-            raise RuntimeError(f"dedup.near: the features changed while the pass ran ({n} then {df.height} records)")
+        df = read(ROW, "shard", "shard_index")
 
         # who is kept: the oldest approved record (history, or content of tonight approved
         # on an earlier night), else the first by shard order and row
@@ -243,7 +248,7 @@ class NearDedup(Check):
         del group, k1, k2, seen
 
         found = np.flatnonzero((size[:n] > 1) & (rep[:n] != np.arange(n)))
-        ids = features.select(RECORD_ID).collect()[RECORD_ID] if h_info is not None else None
+        ids = read(RECORD_ID)[RECORD_ID] if h_info is not None else None
         found = found[~own_earlier_version(found, rep[found], n, df["shard"], ids, h_info)]
         if len(found) == 0:
             return
@@ -256,10 +261,7 @@ class NearDedup(Check):
         sim_rep = sketch_pairs(sk_vals, sk_offs, sk_nsh, node_row(found), node_row(rep_f), k)
         # the parts are yielded (and written) while this frame lives: the sketches are let go before
         del subset, sk_vals, sk_offs, sk_nsh, wanted
-        ids = ids if ids is not None else features.select(RECORD_ID).collect()[RECORD_ID]
-        if len(ids) != n:
-            raise RuntimeError(f"dedup.near: the features changed while the pass ran ({n} then {len(ids)} records)")
-        df = df.with_columns(ids)
+        df = df.with_columns(ids if ids is not None else read(RECORD_ID)[RECORD_ID])
         del ids
         nodes = node_identities(df, h_info)
         for start in range(0, len(found), PART_ROWS):
